@@ -1,0 +1,37 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   -- create/refresh .venv, then run the embedded demo
+#   make test   -- create/refresh .venv, then run the default test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-slow bench schema clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: a range admitting newer releases would pull a multi-GB CUDA build.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==2.13.*"
+	$(BIN)/python -m pip install --quiet -e ".[dev,audio]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m crossbar.demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q --run-slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/nladc_speed.py
+
+schema: $(STAMP)
+	$(BIN)/crossbar schema --out hw_configs/schema.json
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

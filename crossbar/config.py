@@ -1,0 +1,361 @@
+"""Hardware configuration: the JSON schema (pydantic v2), loading and validation.
+
+A hardware config is one JSON file with ``"schema_version": 1`` and the sections ``device``,
+``array``, ``dac``, ``adc``, ``nl_adc``, ``cost`` and ``simulation``.  Only this module reads raw
+JSON; everything else receives an immutable :class:`HardwareConfig`.
+
+Units: conductance in uS, voltage in V, time in s, resistance in ohm.
+
+Bad input raises :class:`crossbar.errors.CrossbarInputError` whose message names the file, the JSON
+path of the field (e.g. ``device.g_max``), the offending value and what is allowed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crossbar.errors import CrossbarInputError
+
+SCHEMA_VERSION = 1
+PRESET_DIR = Path(__file__).resolve().parent.parent / "hw_configs"
+
+# A finite float: NaN and +-inf are rejected everywhere in the schema.
+_FINITE = {"allow_inf_nan": False}
+
+
+class _Section(BaseModel):
+    """Base of every section: immutable, unknown keys are an error, floats must be finite."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
+                              validate_default=True)
+
+
+class SigmaTable(_Section):
+    """A measured sigma(G) table, linearly interpolated (clamped at the ends)."""
+
+    g: list[float] = Field(min_length=2, max_length=4096, description="conductances, uS, increasing")
+    sigma: list[float] = Field(min_length=2, max_length=4096, description="sigma at each g, uS, >= 0")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SigmaTable":
+        if len(self.g) != len(self.sigma):
+            raise ValueError(f"g has {len(self.g)} entries but sigma has {len(self.sigma)}; they must match")
+        if any(b <= a for a, b in zip(self.g, self.g[1:])):
+            raise ValueError("g must be strictly increasing")
+        if any(s < 0 for s in self.sigma):
+            raise ValueError("sigma values must be >= 0")
+        return self
+
+
+class NoiseSpec(_Section):
+    """Gaussian conductance noise: sigma(G) = sqrt(sigma_abs^2 + (sigma_rel*G)^2), or a table.
+
+    Used for programming error (drawn once per device instance) and read noise (drawn per read).
+    """
+
+    sigma_abs: float = Field(0.0, ge=0, le=1e4, description="absolute sigma, uS")
+    sigma_rel: float = Field(0.0, ge=0, le=10, description="sigma relative to the target conductance")
+    table: Optional[SigmaTable] = Field(None, description="measured sigma(G); replaces abs/rel when given")
+
+    @property
+    def is_zero(self) -> bool:
+        return self.table is None and self.sigma_abs == 0 and self.sigma_rel == 0
+
+
+class DriftSpec(_Section):
+    """Power-law conductance drift G(t) = G(t0) * (t / t0)^(-nu), nu ~ N(nu, nu_std) per device."""
+
+    nu: float = Field(0.0, ge=0, le=1, description="drift exponent (0 = no drift)")
+    nu_std: float = Field(0.0, ge=0, le=1, description="device-to-device spread of nu")
+    t0: float = Field(20.0, gt=0, le=1e9, description="time of programming verification, s")
+    t_inference: float = Field(20.0, gt=0, le=1e12, description="time of the read after programming, s")
+    compensation: bool = Field(False, description="global drift compensation: rescale column outputs by "
+                                                   "the mean drift factor measured on the array")
+
+
+class DeviceConfig(_Section):
+    """The memristor: conductance range, levels and non-idealities."""
+
+    name: str = Field("ideal", max_length=200)
+    g_min: float = Field(0.0, ge=0, le=1e6, description="lowest programmable conductance, uS")
+    g_max: float = Field(100.0, gt=0, le=1e6, description="highest programmable conductance, uS")
+    levels: Optional[int] = Field(None, ge=2, le=65536,
+                                  description="programmable levels evenly spaced in [g_min, g_max]; null = analog")
+    programming: NoiseSpec = Field(default_factory=NoiseSpec, description="static programming error")
+    read_noise: NoiseSpec = Field(default_factory=NoiseSpec, description="per-read noise")
+    stuck_off_prob: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_min")
+    stuck_on_prob: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_max")
+    range_d2d_rel: float = Field(0.0, ge=0, le=1,
+                                 description="device-to-device relative sigma of each device's g_max")
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DeviceConfig":
+        if self.g_min >= self.g_max:
+            raise ValueError(f"g_min ({self.g_min}) must be smaller than g_max ({self.g_max})")
+        if self.stuck_off_prob + self.stuck_on_prob > 1:
+            raise ValueError("stuck_off_prob + stuck_on_prob must not exceed 1")
+        return self
+
+
+class ArrayConfig(_Section):
+    """One physical crossbar array and how weights map onto it."""
+
+    rows: int = Field(256, ge=1, le=1_000_000, description="word lines (inputs) per physical array")
+    cols: int = Field(256, ge=1, le=1_000_000, description="bit lines (outputs) per physical array")
+    mapping: Literal["differential", "offset"] = Field(
+        "differential", description="differential: w ~ G+ - G-, two devices per weight; offset: w ~ G - "
+                                    "G_ref with one reference column at mid-range per array")
+    weight_scale: Literal["max", "percentile"] = Field(
+        "max", description="weight value that maps to the full conductance span: max |w| or a percentile")
+    weight_percentile: float = Field(99.9, gt=0, le=100, description="percentile of |w| when weight_scale "
+                                                                    "is 'percentile' (larger weights clip)")
+    v_read: float = Field(0.2, gt=0, le=10, description="nominal read voltage, V")
+    wire_resistance: float = Field(0.0, ge=0, le=1e6, description="wire resistance per segment, ohm "
+                                   "(recorded for the IR-drop model; not yet simulated)")
+    partial_sums: Literal["digital", "analog"] = Field(
+        "digital", description="how a column split over several row-blocks (arrays) is summed: digital = "
+                               "one ADC conversion per block, added digitally; analog = the blocks' "
+                               "bit-line currents are joined before one conversion (needed by the NL-ADC)")
+    bias_in_array: bool = Field(True, description="biases as an extra row driven at full-scale input")
+
+
+class DACConfig(_Section):
+    """Input digital-to-analog conversion (word-line drivers)."""
+
+    bits: Optional[int] = Field(None, ge=2, le=16, description="input resolution (sign-magnitude, zero included); null = ideal (no quantisation)")
+    range_mode: Literal["fixed", "calibrated"] = Field("fixed")
+    x_max: float = Field(1.0, gt=0, le=1e6, description="inputs are quantised over [-x_max, x_max] "
+                                                        "(fixed mode, or before calibration)")
+    clip: bool = Field(True, description="clip inputs beyond the range (else: error)")
+    calibration_percentile: float = Field(99.99, gt=0, le=100)
+
+
+AdcKind = Literal["ideal", "linear_ramp", "nl_ramp"]
+
+
+class ADCConfig(_Section):
+    """Column-output conversion: the kind of ADC and its range."""
+
+    kind: AdcKind = Field("ideal", description="ideal: no quantisation; linear_ramp: conventional uniform "
+                                               "ramp ADC with a fixed reference, activation in digital; "
+                                               "nl_ramp: the in-memory NL-ADC")
+    bits: int = Field(8, ge=1, le=12)
+    range_mode: Literal["fixed", "calibrated", "function"] = Field(
+        "function", description="fixed: [in_min, in_max]; calibrated: from data; function: the "
+                                "activation's own input range (NL-ADC default)")
+    in_min: float = Field(-8.0, description="lower end of the input range (pre-activation units)")
+    in_max: float = Field(8.0, description="upper end of the input range (pre-activation units)")
+    calibration_percentile: float = Field(99.9, gt=50, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ADCConfig":
+        if self.in_min >= self.in_max:
+            raise ValueError(f"in_min ({self.in_min}) must be smaller than in_max ({self.in_max})")
+        return self
+
+
+ActivationName = Literal["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity",
+                         "gelu", "silu"]
+
+
+class RoleFunctions(_Section):
+    """Which function each RNN role computes, and where."""
+
+    gate: ActivationName = Field("sigmoid", description="LSTM i/f/o and GRU r/z gates")
+    candidate: ActivationName = Field("tanh", description="LSTM g / GRU n candidate")
+    cell: Literal["digital", "digital_lut", "nl_adc"] = Field(
+        "digital", description="tanh(c): exact digital, a 2^bits LUT, or an NL-ADC fed by a DAC")
+
+
+class NLADCConfig(_Section):
+    """The in-memory nonlinear ramp ADC (used when ``adc.kind`` is ``nl_ramp``)."""
+
+    ramp_devices: Optional[int] = Field(None, ge=2, le=4096, description="ramp memristors per column; "
+                                        "null = 2^bits (one per counter step; the only value supported)")
+    bias_devices: int = Field(5, ge=1, le=64, description="bias-calibration memristors (paper: 5)")
+    calibration: bool = Field(True, description="re-choose the bias conductances after programming to "
+                                                "minimise the max |INL| of the realised thresholds")
+    calibration_iterations: int = Field(2, ge=1, le=20, description="program-and-verify rounds of the bias")
+    level_spacing: Literal["mid_tread", "mid_rise"] = Field(
+        "mid_tread", description="mid_tread: output levels include f's range ends (a gate can be exactly "
+                                 "0 or 1); mid_rise: levels at the centres of L equal bins")
+    design: Literal["uniform", "data_aware"] = Field(
+        "uniform", description="uniform output levels (paper) or thresholds fitted to data (Lloyd-Max)")
+    comparator_offset_sigma: float = Field(0.0, ge=0, le=1, description="static per-column comparator "
+                                           "offset, sigma as a fraction of the ramp span")
+    comparator_noise_sigma: float = Field(0.0, ge=0, le=1, description="per-conversion comparator noise, "
+                                          "sigma as a fraction of the ramp span")
+    integrator_gain_sigma: float = Field(0.0, ge=0, le=1, description="per-column relative gain error of "
+                                         "the ramp integrator")
+    shared_ramp: bool = Field(False, description="one ramp column shared by all columns of an array "
+                                                 "(else each column has its own ramp devices)")
+    reset_cycles: int = Field(2, ge=0, le=1024, description="counter reset / overhead cycles per conversion")
+    functions: RoleFunctions = Field(default_factory=RoleFunctions)
+
+
+class CostConfig(_Section):
+    """Technology for the cost model."""
+
+    node_nm: float = Field(16.0, ge=3, le=250, description="CMOS technology node, nm")
+    clock_ghz: float = Field(1.0, gt=0, le=20, description="clock frequency, GHz")
+    library: str = Field("default", max_length=500, description="component library: 'default' or a JSON "
+                                                                "file relative to this config")
+    digital_nl_units: int = Field(32, ge=1, le=1_000_000, description="parallel digital activation units "
+                                                                      "of the conventional architecture")
+
+
+class SimulationConfig(_Section):
+    """Seeds, Monte-Carlo instances and the torch device."""
+
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    mc_instances: int = Field(1, ge=1, le=100_000)
+    dtype: Literal["float32", "float64"] = Field("float32")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto = cuda when available")
+
+
+class HardwareConfig(_Section):
+    """A complete hardware description (one JSON file)."""
+
+    schema_version: Literal[1] = Field(description="version of this schema; must be 1")
+    name: str = Field(max_length=200)
+    description: str = Field("", max_length=20_000,
+                             description="where every number comes from (paper, publication, assumption)")
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    array: ArrayConfig = Field(default_factory=ArrayConfig)
+    dac: DACConfig = Field(default_factory=DACConfig)
+    adc: ADCConfig = Field(default_factory=ADCConfig)
+    nl_adc: NLADCConfig = Field(default_factory=NLADCConfig)
+    cost: CostConfig = Field(default_factory=CostConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "HardwareConfig":
+        if self.nl_adc.ramp_devices is not None and self.nl_adc.ramp_devices != 2 ** self.adc.bits:
+            raise ValueError(f"nl_adc.ramp_devices ({self.nl_adc.ramp_devices}) must be null or "
+                             f"2^adc.bits = {2 ** self.adc.bits}")
+        return self
+
+    def replace(self, **changes: Any) -> "HardwareConfig":
+        """A validated copy with dotted-path changes, e.g. ``replace(**{"adc.bits": 4})``."""
+        data = self.model_dump()
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node[key]
+            if leaf not in node:
+                raise CrossbarInputError(f"unknown config field {dotted!r}")
+            node[leaf] = value
+        return validate_config(data, source="<replace>")
+
+    def torch_device(self):
+        """The torch device this config asks for (``auto`` -> cuda when available)."""
+        import torch
+
+        want = self.simulation.device
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda" and not torch.cuda.is_available():
+            raise CrossbarInputError("simulation.device is 'cuda' but no CUDA device is available")
+        return torch.device(want)
+
+    def torch_dtype(self):
+        import torch
+
+        return {"float32": torch.float32, "float64": torch.float64}[self.simulation.dtype]
+
+
+def _format_error(err: dict, source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    value = err.get("input")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (not part of schema version 1)"
+    elif err["type"] == "missing":
+        return f"{source}: {loc or '<root>'}: required field is missing"
+    where = loc or "<root>"
+    if isinstance(value, dict):  # a whole-section check: the message names the fields
+        return f"{source}: {where}: {msg.removeprefix('Value error, ')}"
+    return f"{source}: {where} = {shown}: {msg.removeprefix('Value error, ')}"
+
+
+def validate_config(data: Any, source: str = "<config>") -> HardwareConfig:
+    """Validate a parsed JSON object into a :class:`HardwareConfig` (one clear error on failure)."""
+    if not isinstance(data, dict):
+        raise CrossbarInputError(f"{source}: the top level must be a JSON object, got {type(data).__name__}")
+    if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+        raise CrossbarInputError(
+            f"{source}: schema_version = {data['schema_version']!r}: this version of crossbar reads "
+            f"schema_version {SCHEMA_VERSION}"
+        )
+    try:
+        return HardwareConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _format_error(errors[0], source)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise CrossbarInputError(first + more) from None
+    except RecursionError:
+        raise CrossbarInputError(f"{source}: the JSON is nested too deeply") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+
+
+def load_config(path: str | Path | HardwareConfig) -> HardwareConfig:
+    """Load and validate a hardware-config JSON file (a loaded config is returned as is).
+
+    A bare preset name (``rram_nladc_5b``) resolves to ``hw_configs/<name>.json``.
+    """
+    if isinstance(path, HardwareConfig):
+        return path
+    p = Path(path)
+    if not p.exists() and not p.suffix and (PRESET_DIR / f"{p.name}.json").is_file():
+        p = PRESET_DIR / f"{p.name}.json"
+    if not p.is_file():
+        raise CrossbarInputError(f"{path}: config file not found")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise CrossbarInputError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = p.read_bytes().decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise CrossbarInputError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise CrossbarInputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise CrossbarInputError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise CrossbarInputError(f"{path}: the JSON is nested too deeply") from None
+    return validate_config(data, source=str(path))
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a hardware config (exported to ``hw_configs/schema.json``)."""
+    schema = HardwareConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "crossbar hardware config (schema_version 1)"
+    return schema
+
+
+def preset_paths() -> list[Path]:
+    """The shipped presets (every ``hw_configs/*.json`` except the schema)."""
+    return sorted(p for p in PRESET_DIR.glob("*.json") if p.name != "schema.json")
+
+
+def default_config(**changes: Any) -> HardwareConfig:
+    """An ideal config (every non-ideality off), with optional dotted-path changes."""
+    cfg = HardwareConfig(schema_version=1, name="ideal")
+    return cfg.replace(**changes) if changes else cfg

@@ -1,0 +1,63 @@
+"""Conventional column ADCs: ``ideal`` and ``linear_ramp``.
+
+Every ADC has the same small protocol: ``convert(y, v_scale)`` takes analog column outputs ``y``
+(pre-activation units, any shape) and returns the digitised value in the same units; ``v_scale`` is
+V_read(actual) / V_read(nominal), the factor by which the analog signal moved.
+
+``linear_ramp`` is the paper's baseline: a uniform ramp from a *fixed* reference (not from the
+array), so a change of V_read shifts the signal but not the ramp; mid-tread levels over
+[in_min, in_max], ``2^bits`` codes, saturating at both ends.
+"""
+from __future__ import annotations
+
+import torch
+
+from crossbar.config import ADCConfig
+
+
+class IdealADC:
+    """No quantisation: returns the analog value (scaled back by the nominal V_read)."""
+
+    kind = "ideal"
+
+    def convert(self, y: torch.Tensor, v_scale: float = 1.0) -> torch.Tensor:
+        return y
+
+    def extra_repr(self) -> str:
+        return "ideal"
+
+
+def uniform_codes(y: torch.Tensor, lo: float, hi: float, levels: int) -> torch.Tensor:
+    """Mid-tread uniform quantiser codes 0..levels-1 of ``y`` over [lo, hi]."""
+    step = (hi - lo) / (levels - 1)
+    return torch.round((y - lo) / step).clamp(0, levels - 1)
+
+
+class LinearRampADC:
+    """Uniform ramp ADC with a fixed reference (conventional)."""
+
+    kind = "linear_ramp"
+
+    def __init__(self, bits: int, in_min: float, in_max: float):
+        if in_min >= in_max:
+            raise ValueError(f"in_min ({in_min}) must be below in_max ({in_max})")
+        self.bits, self.in_min, self.in_max = bits, float(in_min), float(in_max)
+        self.levels = 2 ** bits
+
+    @classmethod
+    def from_config(cls, adc: ADCConfig, in_min: float | None = None, in_max: float | None = None):
+        return cls(adc.bits, adc.in_min if in_min is None else in_min, adc.in_max if in_max is None else in_max)
+
+    @property
+    def step(self) -> float:
+        return (self.in_max - self.in_min) / (self.levels - 1)
+
+    def codes(self, y: torch.Tensor, v_scale: float = 1.0) -> torch.Tensor:
+        """Output codes; the signal scales with V_read, the fixed reference does not."""
+        return uniform_codes(y, self.in_min, self.in_max, self.levels)
+
+    def convert(self, y: torch.Tensor, v_scale: float = 1.0) -> torch.Tensor:
+        return self.in_min + self.codes(y, v_scale) * self.step
+
+    def extra_repr(self) -> str:
+        return f"linear_ramp, bits={self.bits}, range=[{self.in_min:g}, {self.in_max:g}]"

@@ -1,0 +1,227 @@
+"""Tile: one weight matrix programmed onto crossbar arrays, for M Monte-Carlo device instances.
+
+A :class:`Tile` owns the programmed conductances of a logical matrix W (``out x in``, plus an
+optional bias) split over physical arrays of ``array.rows x array.cols``.  ``mvm`` computes the
+analog column outputs for inputs ``x``:
+
+    x -> DAC -> [x_q, x_bias] @ (G+ - G-)(t) / scale  (+ read noise)  -> y  (pre-activation units)
+
+Modelling choices (ours, named):
+
+* the bias is one more word line driven at the DAC's full-scale input ``x_max`` (``array.bias_in_array``);
+* read noise is independent Gaussian per device and per read; its effect on a column output is drawn
+  in the exact equivalent form y_noise ~ N(0, sum_j x_j^2 (sigma_j+^2 + sigma_j-^2)) / scale, which
+  avoids materialising one noisy matrix per input vector;
+* drift is evaluated at ``device.drift.t_inference``; global drift compensation divides the output by
+  the mean conductance ratio G(t) / G(t0) of the tile's devices (a one-shot calibration read);
+* ``v_read_actual`` scales the whole analog signal by V_actual / V_nominal;
+* columns split over several row-blocks are returned per block (``partial_sums = digital``: one
+  conversion per block, summed after the ADC) or summed in the analog domain (``analog``).
+
+Shapes: ``x`` is (B, in) or (M, B, in); outputs are (M, B, R, out) with R row-blocks (R = 1 when
+analog partial sums).  All M instances are computed in one batched matmul.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from crossbar import devices
+from crossbar.config import HardwareConfig, load_config, validate_config
+from crossbar.errors import CrossbarInputError
+from crossbar.io import atomic_path
+from crossbar.mapping import conductance_scale, to_conductances, weight_reference
+from crossbar.periphery.dac import quantize_input
+from crossbar.rng import generator, randn
+
+
+class Tile:
+    """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig,
+                 x_max: float | None = None):
+        if weight.dim() != 2:
+            raise CrossbarInputError(f"Tile weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
+        self.config = config
+        self.device = config.torch_device()
+        self.dtype = config.torch_dtype()
+        self.out_features, self.in_features = weight.shape
+        self.x_max = float(config.dac.x_max if x_max is None else x_max)
+        w = weight.detach().to(self.device, self.dtype)
+        self.has_bias = bias is not None and config.array.bias_in_array
+        self.digital_bias = None
+        if bias is not None and not config.array.bias_in_array:
+            self.digital_bias = bias.detach().to(self.device, self.dtype)
+        # logical matrix with inputs as rows: (in [+1], out)
+        w_rows = w.t()
+        if self.has_bias:
+            w_rows = torch.cat([w_rows, (bias.detach().to(self.device, self.dtype) / self.x_max)[None, :]], 0)
+        self.target_weights = w_rows
+        self.w_ref = weight_reference(w_rows, config.array)
+        self.scale = conductance_scale(self.w_ref, config.device, config.array)
+        self.g_target_pos, self.g_target_neg = to_conductances(w_rows, self.w_ref, config.device, config.array)
+        self.n_rows = w_rows.shape[0]
+        self.row_blocks = math.ceil(self.n_rows / config.array.rows)
+        self.col_blocks = math.ceil(self.out_features / config.array.cols)
+        self.g_pos = self.g_neg = None  # (M, rows, out) / (M, rows, out or 1) after program()
+        self.seed = None
+
+    # ------------------------------------------------------------------ programming
+    @property
+    def instances(self) -> int:
+        return 0 if self.g_pos is None else self.g_pos.shape[0]
+
+    def program(self, seed: int | None = None, instances: int | None = None, name: str = "tile") -> "Tile":
+        """Program ``instances`` device instances (default ``simulation.mc_instances``), seeded.
+
+        Instance m draws from its own generator ``(seed, "program/<name>", m)``, so instance m is
+        the same whether programmed alone or with others.
+        """
+        seed = self.config.simulation.seed if seed is None else int(seed)
+        m_count = self.config.simulation.mc_instances if instances is None else int(instances)
+        dev, drift_cfg = self.config.device, self.config.device.drift
+        pos, neg, pos_t0, neg_t0 = [], [], [], []
+        for m in range(m_count):
+            gen = generator(seed, f"program/{name}", m, "cpu")
+            p = devices.program(self.g_target_pos.cpu(), dev, gen)
+            n = devices.program(self.g_target_neg.cpu(), dev, gen)
+            pos_t0.append(p.g)
+            neg_t0.append(n.g)
+            pos.append(devices.drift(p.g, p.nu, drift_cfg.t_inference, drift_cfg.t0))
+            neg.append(devices.drift(n.g, n.nu, drift_cfg.t_inference, drift_cfg.t0))
+        self.g_pos = torch.stack(pos).to(self.device)
+        self.g_neg = torch.stack(neg).to(self.device)
+        self.drift_gain = torch.ones(m_count, dtype=self.dtype, device=self.device)
+        if drift_cfg.compensation:
+            t0_sum = torch.stack(pos_t0).sum((1, 2)) + torch.stack(neg_t0).sum((1, 2))
+            now_sum = self.g_pos.sum((1, 2)).cpu() + self.g_neg.sum((1, 2)).cpu()
+            self.drift_gain = (now_sum / t0_sum).to(self.device, self.dtype)
+        self.seed = seed
+        self.name = name
+        return self
+
+    def effective_weights(self) -> torch.Tensor:
+        """(M, rows, out) weights the programmed devices realise (no read noise)."""
+        self._check_programmed()
+        return (self.g_pos - self.g_neg) / self.scale
+
+    def _check_programmed(self):
+        if self.g_pos is None:
+            raise CrossbarInputError("the tile is not programmed yet: call program(seed) first")
+
+    # ------------------------------------------------------------------ reading
+    def mvm(self, x: torch.Tensor, read_gen: torch.Generator | None = None,
+            v_read_actual: float | None = None) -> torch.Tensor:
+        """Analog column outputs, (M, B, R, out), in pre-activation units.
+
+        ``read_gen``: generator for read noise (needed only when read noise is on).
+        ``v_read_actual``: actual read voltage (V); default the nominal ``array.v_read``.
+        """
+        self._check_programmed()
+        m_count = self.instances
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(m_count, -1, -1)
+        if x.dim() != 3 or x.shape[0] != m_count or x.shape[-1] != self.in_features:
+            raise CrossbarInputError(
+                f"Tile input must be (B, {self.in_features}) or ({m_count}, B, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+        x = x.to(self.device, self.dtype)
+        xq = quantize_input(x, self.config.dac, self.x_max)
+        if self.has_bias:
+            xq = torch.cat([xq, torch.full_like(xq[..., :1], self.x_max)], -1)
+        w_eff = self.g_pos - self.g_neg  # (M, rows, out), uS
+        blocks = self._row_slices()
+        outs = [torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in blocks]
+        y = torch.stack(outs, 2)  # (M, B, R, out)
+        read_spec = self.config.device.read_noise
+        if not read_spec.is_zero:
+            if read_gen is None:
+                raise CrossbarInputError("read noise is on: pass a read-noise generator to mvm()")
+            var = devices.noise_sigma(self.g_pos, read_spec) ** 2
+            var_neg = devices.noise_sigma(self.g_neg, read_spec) ** 2
+            var = var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
+            x2 = xq * xq
+            var_out = torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in blocks], 2)
+            y = y + var_out.clamp(min=0).sqrt() * randn(y.shape, read_gen, self.dtype, self.device)
+        y = y / self.scale / self.drift_gain.view(-1, 1, 1, 1)
+        if self.config.array.partial_sums == "analog":
+            y = y.sum(2, keepdim=True)
+        if self.digital_bias is not None:
+            y[:, :, 0, :] = y[:, :, 0, :] + self.digital_bias
+        v_nom = self.config.array.v_read
+        if v_read_actual is not None and v_read_actual != v_nom:
+            y = y * (v_read_actual / v_nom)
+        return y
+
+    def _row_slices(self):
+        rows = self.config.array.rows
+        if self.config.array.partial_sums == "analog":
+            return [slice(0, self.n_rows)]
+        return [slice(s, min(s + rows, self.n_rows)) for s in range(0, self.n_rows, rows)]
+
+    def extra_repr(self) -> str:
+        return (f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, "
+                f"arrays={self.row_blocks}x{self.col_blocks} of {self.config.array.rows}x"
+                f"{self.config.array.cols}, mapping={self.config.array.mapping}, instances={self.instances}")
+
+    def __repr__(self) -> str:
+        return f"Tile({self.extra_repr()})"
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write the programmed chip (conductances + config + mapping) to HDF5, atomically."""
+        import h5py
+
+        self._check_programmed()
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = "crossbar.tile"
+                f.attrs["version"] = 1
+                f.attrs["config_json"] = self.config.model_dump_json()
+                f.attrs["seed"] = self.seed
+                f.attrs["name"] = self.name
+                f.attrs["x_max"] = self.x_max
+                f.attrs["has_bias"] = self.has_bias
+                f.create_dataset("target_weights", data=self.target_weights.cpu().numpy())
+                f.create_dataset("g_pos", data=self.g_pos.cpu().numpy(), compression="gzip")
+                f.create_dataset("g_neg", data=self.g_neg.cpu().numpy(), compression="gzip")
+                f.create_dataset("drift_gain", data=self.drift_gain.cpu().numpy())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tile":
+        """Re-read a programmed chip written by :meth:`save` (no code is executed from the file)."""
+        import h5py
+
+        path = Path(path)
+        if not path.is_file():
+            raise CrossbarInputError(f"tile file {str(path)!r} does not exist")
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") != "crossbar.tile":
+                    raise CrossbarInputError(f"{path}: not a crossbar tile file")
+                import json
+
+                config = validate_config(json.loads(f.attrs["config_json"]), source=f"{path}:config_json")
+                w_rows = torch.from_numpy(f["target_weights"][()])
+                has_bias = bool(f.attrs["has_bias"])
+                x_max = float(f.attrs["x_max"])
+                g_pos, g_neg = torch.from_numpy(f["g_pos"][()]), torch.from_numpy(f["g_neg"][()])
+                drift_gain = torch.from_numpy(f["drift_gain"][()])
+                seed, name = int(f.attrs["seed"]), str(f.attrs["name"])
+        except CrossbarInputError:
+            raise
+        except Exception as exc:
+            raise CrossbarInputError(f"{path}: cannot read tile file ({type(exc).__name__}: {exc})") from None
+        weight = (w_rows[:-1] if has_bias else w_rows).t()
+        bias = w_rows[-1] * x_max if has_bias else None
+        tile = cls(weight, bias, config, x_max=x_max)
+        if g_pos.shape[1:] != tile.g_target_pos.shape:
+            raise CrossbarInputError(f"{path}: conductance shape {tuple(g_pos.shape)} does not match the weights")
+        tile.g_pos, tile.g_neg = g_pos.to(tile.device, tile.dtype), g_neg.to(tile.device, tile.dtype)
+        tile.drift_gain = drift_gain.to(tile.device, tile.dtype)
+        tile.seed, tile.name = seed, name
+        return tile

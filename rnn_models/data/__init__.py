@@ -1,0 +1,1 @@
+"""Datasets: Penn Treebank characters (:mod:`.ptb`)."""

@@ -1,0 +1,1 @@
+"""Tasks: character-level language model (:mod:`.lm`)."""
