@@ -350,6 +350,26 @@ def json_schema() -> dict:
     return schema
 
 
+def check_schema_file(path: str | Path) -> None:
+    """Check that a JSON Schema file equals the schema this code exports (else a clear error)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CrossbarInputError(f"{path}: cannot read JSON Schema ({exc})") from None
+    if data != json.loads(json.dumps(json_schema())):
+        raise CrossbarInputError(f"{path}: JSON Schema is out of date with the code; regenerate it with "
+                                 f"`crossbar schema --out {path}`")
+
+
+def is_json_schema_file(path: str | Path) -> bool:
+    """True for a JSON document whose top level has a ``$schema`` key."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "$schema" in data
+
+
 def preset_paths() -> list[Path]:
     """The shipped presets (every ``hw_configs/*.json`` except the schema)."""
     return sorted(p for p in PRESET_DIR.glob("*.json") if p.name != "schema.json")

@@ -1,0 +1,434 @@
+"""The NL-ADC: a ramp ADC whose ramp is made in memory and pre-distorted so its code is f(x).
+
+Model (the paper's principle; the details are our reconstruction, named here and in README):
+
+* **Design** (:func:`compile_design`): ``L = 2^bits`` output codes.  Output levels are uniform over
+  f's output range (``mid_tread``: the range ends are levels; ``mid_rise``: bin centres), the
+  boundaries between adjacent levels are mapped through f^-1 to input thresholds T_0 < ... <
+  T_{L-2}, and code c outputs level c.  For a non-monotonic f (GELU, SiLU) the thresholds are every
+  input where f crosses a level boundary, with the number of levels reduced until they fit in L
+  codes, and a code-to-value table (LUT) gives each code's value.  ``design='data_aware'`` places
+  the levels by Lloyd-Max on f(samples) (minimum expected squared output error; needs a LUT).
+* **Ramp** (:class:`NLADC`): the ramp spans [x_lo, x_hi].  At cycle k the integrator adds the charge of
+  ramp device k read at V_read, so the ramp after cycle k is R_k = (B + sum_{m<=k} G_m) / kappa: device
+  m holds G_m = kappa (T_m - T_{m-1}) with T_{-1} = x_lo, T_{L-1} = x_hi (2^bits devices), and kappa
+  (uS per pre-activation unit) puts the largest step at g_max.  The comparator flips when the ramp
+  passes the column signal; the latched count is the code = #{k : R_k < y}.
+* **Bias** (ours): the ramp start B = kappa x_lo comes from ``bias_devices`` memristors (paper: 5),
+  all of the polarity of x_lo, read for ``bias_cycles`` cycles before the ramp (the smallest count that
+  leaves 20 % headroom below g_max for calibration); those cycles add to the conversion time.
+* **Calibration** (ours): after programming, the realised thresholds are measured (noise-free) and
+  the bias is re-programmed to shift every threshold by the delta that minimises the max |INL|
+  (golden-section search); ``calibration_iterations`` program-and-verify rounds.
+* **Non-idealities**: ramp and bias devices pass through the same device model as the weights
+  (programming error, levels, stuck-at, d2d range, drift).  Per-column static comparator offset and
+  per-conversion comparator noise (sigma as a fraction of the ramp span), per-ramp integrator gain
+  error.  Read noise of the ramp devices accumulates along the ramp; it enters as its marginal at
+  the crossing: one Gaussian draw per conversion with variance sum_{m<=k} sigma(G_m)^2 / kappa^2
+  (+ the bias devices'), k the noise-free code (an approximation of the random walk).
+* **Ratio-metric read**: signal and ramp both scale with V_read, so thresholds scale by
+  V_actual / V_nominal exactly as the signal does; only the comparator offset does not scale.
+
+Shapes: realised thresholds are (M, C, L-1) for M instances and C columns; ``convert`` takes
+(M, B, C) analog outputs and works on the whole tensor at once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from crossbar import devices
+from crossbar.config import HardwareConfig
+from crossbar.errors import CrossbarInputError
+from crossbar.periphery.functions import Activation, crossings, get_activation, monotonic_pieces
+from crossbar.rng import generator, randn
+
+BIAS_HEADROOM = 0.8  # bias devices are targeted at <= 80 % of g_max, leaving room for calibration
+
+
+# ---------------------------------------------------------------------------------------- design
+@dataclass(frozen=True)
+class NLADCDesign:
+    """Ideal thresholds and code values of one NL-ADC (float64, pre-activation units)."""
+
+    function: str
+    bits: int
+    thresholds: torch.Tensor   # (L-1,) ascending
+    values: torch.Tensor       # (L,) output value of each code
+    x_lo: float                # ramp start
+    x_hi: float                # ramp end
+    needs_lut: bool            # True when values are not affine in the code
+    levels_used: int           # distinct output levels (< L for non-monotonic functions)
+    pieces: int                # monotonic pieces of f over the ramp span
+
+    @property
+    def codes(self) -> int:
+        return self.values.numel()
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """Ramp increments (L,): T_m - T_{m-1} with T_{-1} = x_lo and T_{L-1} = x_hi."""
+        edges = torch.cat([torch.tensor([self.x_lo], dtype=torch.float64), self.thresholds,
+                           torch.tensor([self.x_hi], dtype=torch.float64)])
+        return torch.diff(edges)
+
+    def ideal_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes an ideal NL-ADC gives for inputs ``x`` (any shape)."""
+        t = self.thresholds.to(x.device, x.dtype)
+        return torch.searchsorted(t, x.contiguous(), right=False)
+
+    def ideal_convert(self, x: torch.Tensor) -> torch.Tensor:
+        return self.values.to(x.device, x.dtype)[self.ideal_codes(x)]
+
+    def hardware_summary(self) -> dict:
+        """Extra hardware this design needs (for the cost model)."""
+        return {"function": self.function, "bits": self.bits, "ramp_devices": self.codes,
+                "cycles": self.codes, "needs_lut": self.needs_lut,
+                "lut_bits": self.codes * self.bits if self.needs_lut else 0,
+                "levels_used": self.levels_used, "pieces": self.pieces}
+
+
+def level_grid(lo: float, hi: float, levels: int, spacing: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values (levels,), boundaries (levels-1,)) of a uniform grid over [lo, hi]."""
+    if spacing == "mid_tread":
+        values = torch.linspace(lo, hi, levels, dtype=torch.float64)
+    elif spacing == "mid_rise":
+        d = (hi - lo) / levels
+        values = lo + (torch.arange(levels, dtype=torch.float64) + 0.5) * d
+    else:
+        raise CrossbarInputError(f"level spacing {spacing!r} is not 'mid_tread' or 'mid_rise'")
+    return values, 0.5 * (values[1:] + values[:-1])
+
+
+def lloyd_max(y: torch.Tensor, levels: int, lo: float, hi: float, iters: int = 100) -> torch.Tensor:
+    """1-D Lloyd-Max quantiser levels for samples ``y`` (start: uniform grid over [lo, hi])."""
+    values = torch.linspace(lo, hi, levels, dtype=torch.float64)
+    y = y.to(torch.float64).flatten()
+    for _ in range(iters):
+        bounds = 0.5 * (values[1:] + values[:-1])
+        idx = torch.searchsorted(bounds, y)
+        sums = torch.zeros(levels, dtype=torch.float64).index_add_(0, idx, y)
+        counts = torch.zeros(levels, dtype=torch.float64).index_add_(0, idx, torch.ones_like(y))
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), values)
+        new = torch.sort(new).values
+        if torch.allclose(new, values, atol=1e-12):
+            break
+        values = new
+    return values
+
+
+def _ramp_span(thresholds: torch.Tensor, domain: tuple[float, float], codes: int) -> tuple[float, float]:
+    """Ramp span: one extra step of the neighbouring width beyond the outer thresholds, within the domain."""
+    lo, hi = domain
+    if thresholds.numel() >= 2:
+        x_lo = max(lo, float(thresholds[0] - (thresholds[1] - thresholds[0])))
+        x_hi = min(hi, float(thresholds[-1] + (thresholds[-1] - thresholds[-2])))
+    else:
+        x_lo, x_hi = lo, hi
+    if thresholds.numel():
+        x_lo = min(x_lo, float(thresholds[0]))
+        x_hi = max(x_hi, float(thresholds[-1]))
+    return x_lo, x_hi
+
+
+def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=None,
+                   design: str = "uniform", samples: torch.Tensor | None = None,
+                   out_range=None, domain=None) -> NLADCDesign:
+    """Pre-distort an NL-ADC for ``fn`` at ``bits`` bits.
+
+    ``fn``: a registry name or a Python callable (then ``domain`` is needed).  ``input_range``:
+    (lo, hi) fixing the ramp span; default the span the thresholds need within f's domain.
+    ``design='data_aware'`` with ``samples`` (pre-activations the layer sees) fits the levels by
+    Lloyd-Max; the uniform design is the paper's.
+    """
+    if not (isinstance(bits, int) and 1 <= bits <= 12):
+        raise CrossbarInputError(f"NL-ADC bits must be an integer in 1..12, got {bits!r}")
+    act: Activation = get_activation(fn, out_range=out_range, domain=domain)
+    codes = 2 ** bits
+    dom = tuple(map(float, input_range)) if input_range is not None else act.domain
+    if not dom[0] < dom[1]:
+        raise CrossbarInputError(f"NL-ADC input range must be increasing, got {dom}")
+    pieces = monotonic_pieces(act, *dom)
+    y_lo, y_hi = act.out_range
+
+    if design == "data_aware":
+        if samples is None or samples.numel() == 0:
+            raise CrossbarInputError("the data-aware NL-ADC design needs a sample of pre-activations")
+        if len(pieces) > 1:
+            raise CrossbarInputError(f"the data-aware design supports monotonic functions; "
+                                     f"{act.name} has {len(pieces)} monotonic pieces on {dom}")
+        ys = act.f(samples.detach().to(torch.float64).flatten().clamp(*dom))
+        values = lloyd_max(ys, codes, y_lo, y_hi)
+        boundaries = 0.5 * (values[1:] + values[:-1])
+        thresholds = _monotonic_thresholds(act, boundaries, dom)
+        increasing = _increasing(act, dom)
+        values = values if increasing else values.flip(0)
+        lo, hi = dom if input_range is not None else _ramp_span(thresholds, dom, codes)
+        return NLADCDesign(act.name, bits, thresholds, values, lo, hi, True, codes, 1)
+    if design != "uniform":
+        raise CrossbarInputError(f"NL-ADC design {design!r} is not 'uniform' or 'data_aware'")
+
+    if len(pieces) == 1:
+        values, boundaries = level_grid(y_lo, y_hi, codes, level_spacing)
+        thresholds = _monotonic_thresholds(act, boundaries, dom)
+        if not _increasing(act, dom):
+            values = values.flip(0)
+        lo, hi = dom if input_range is not None else _ramp_span(thresholds, dom, codes)
+        return NLADCDesign(act.name, bits, thresholds, values, lo, hi, False, codes, 1)
+
+    # non-monotonic: the most levels whose boundary crossings fit in `codes` codes
+    best = None
+    for levels in range(codes, 1, -1):
+        values, boundaries = level_grid(y_lo, y_hi, levels, level_spacing)
+        t = crossings(act, boundaries, *dom)
+        if t.numel() + 1 <= codes:
+            best = (levels, values, t)
+            break
+    if best is None:
+        raise CrossbarInputError(f"{act.name} cannot be represented with {codes} codes on {dom}")
+    levels, values, t = best
+    # pad unused codes with thresholds at the ramp end (codes that never occur)
+    pad = codes - 1 - t.numel()
+    thresholds = torch.cat([t, torch.full((pad,), dom[1], dtype=torch.float64)])
+    mids = torch.cat([torch.tensor([dom[0]], dtype=torch.float64), thresholds, torch.tensor([dom[1]], dtype=torch.float64)])
+    centres = 0.5 * (mids[1:] + mids[:-1])
+    fc = act.f(centres)
+    code_values = values[torch.argmin((fc[:, None] - values[None, :]).abs(), 1)]
+    return NLADCDesign(act.name, bits, thresholds, code_values, dom[0], dom[1], True, levels, len(pieces))
+
+
+def _increasing(act: Activation, dom) -> bool:
+    return bool(act.f(torch.tensor(dom[1], dtype=torch.float64)) >= act.f(torch.tensor(dom[0], dtype=torch.float64)))
+
+
+def _monotonic_thresholds(act: Activation, boundaries: torch.Tensor, dom) -> torch.Tensor:
+    """f^-1 of each boundary by bisection on ``dom`` (clamped to the ends), ascending in x."""
+    from crossbar.periphery.functions import _bisect
+
+    t = _bisect(act.f, dom[0], dom[1], boundaries.to(torch.float64))
+    return torch.sort(t).values
+
+
+# ------------------------------------------------------------------------------- INL / DNL
+def code_position(design: NLADCDesign, x: torch.Tensor) -> torch.Tensor:
+    """Continuous code coordinate of inputs: ideal threshold k maps to k, linear in between and
+    extrapolated with the end step widths (so INL is in LSB of the local step)."""
+    t = design.thresholds.to(x.device, x.dtype)
+    if t.numel() == 1:
+        return (x - t[0]) / max(design.x_hi - design.x_lo, 1e-12) * 2
+    idx = torch.searchsorted(t, x.contiguous()).clamp(1, t.numel() - 1)
+    t0, t1 = t[idx - 1], t[idx]
+    width = (t1 - t0).clamp(min=1e-12)
+    return (idx - 1).to(x.dtype) + (x - t0) / width
+
+
+def inl_lsb(design: NLADCDesign, realised: torch.Tensor) -> torch.Tensor:
+    """INL of each realised threshold (..., L-1), in LSB."""
+    k = torch.arange(design.codes - 1, dtype=realised.dtype, device=realised.device)
+    return code_position(design, realised) - k
+
+
+def dnl_lsb(design: NLADCDesign, realised: torch.Tensor) -> torch.Tensor:
+    """DNL of each inner code (..., L-2), in LSB (-1 = missing code)."""
+    pos = code_position(design, realised)
+    return torch.diff(pos, dim=-1) - 1.0
+
+
+def best_offset(design: NLADCDesign, realised: torch.Tensor, iters: int = 80) -> torch.Tensor:
+    """The shift delta (...) of all thresholds that minimises max_k |INL_k| (golden section).
+
+    max_k |INL_k(delta)| is quasi-convex in delta (each term is monotonic in delta), so golden
+    section search on [-span, span] finds its minimum.
+    """
+    span = design.x_hi - design.x_lo
+    lo = torch.full(realised.shape[:-1], -span, dtype=realised.dtype, device=realised.device)
+    hi = -lo
+    phi = (math.sqrt(5) - 1) / 2
+
+    def cost(d):
+        return inl_lsb(design, realised + d.unsqueeze(-1)).abs().amax(-1)
+
+    a, b = hi - phi * (hi - lo), lo + phi * (hi - lo)
+    fa, fb = cost(a), cost(b)
+    for _ in range(iters):
+        left = fa <= fb
+        hi = torch.where(left, b, hi)
+        lo = torch.where(left, lo, a)
+        a_new, b_new = hi - phi * (hi - lo), lo + phi * (hi - lo)
+        a, b = a_new, b_new
+        fa, fb = cost(a), cost(b)
+    return 0.5 * (lo + hi)
+
+
+# ----------------------------------------------------------------------------------- hardware
+@dataclass
+class CalibrationReport:
+    inl_max_before: torch.Tensor   # (M, C) max |INL| in LSB before calibration
+    inl_max_after: torch.Tensor    # (M, C) after
+
+
+class NLADC:
+    """A bank of NL-ADCs for ``columns`` columns and M device instances (state: programmed devices).
+
+    Use: ``NLADC(design, config, columns).program(seed, instances)`` then ``convert(y)``.
+    """
+
+    def __init__(self, design: NLADCDesign, config: HardwareConfig, columns: int):
+        self.design, self.config, self.columns = design, config, int(columns)
+        self.device = config.torch_device()
+        self.dtype = config.torch_dtype()
+        dev = config.device
+        steps = design.steps
+        if bool((steps < 0).any()):
+            raise CrossbarInputError("NL-ADC thresholds must be ascending")
+        self.kappa = dev.g_max / float(steps.max()) if float(steps.max()) > 0 else 1.0  # uS per unit
+        self.g_ramp_target = (self.kappa * steps)  # (L,) uS, float64
+        self.range_violations = int(((self.g_ramp_target < dev.g_min) & (self.g_ramp_target > 0)).sum())
+        nb = config.nl_adc.bias_devices
+        need = abs(design.x_lo) * self.kappa
+        self.bias_sign = -1.0 if design.x_lo < 0 else 1.0
+        self.bias_cycles = max(1, math.ceil(need / (nb * BIAS_HEADROOM * dev.g_max))) if need > 0 else 1
+        self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
+        self.thresholds = None  # (M, C, L-1) realised, at nominal V_read, including offset and gain
+        self.calibration = None
+
+    @property
+    def span(self) -> float:
+        return self.design.x_hi - self.design.x_lo
+
+    @property
+    def cycles_per_conversion(self) -> int:
+        """Counter cycles: one per ramp step, plus bias read and reset overhead."""
+        return self.design.codes + self.bias_cycles + self.config.nl_adc.reset_cycles
+
+    # -------------------------------------------------------------- programming + calibration
+    def program(self, seed: int | None = None, instances: int | None = None, name: str = "nladc",
+                inject_stuck_off: list[int] | None = None) -> "NLADC":
+        """Program ramp and bias devices for every instance (and column unless the ramp is shared),
+        then calibrate the bias when ``nl_adc.calibration`` is on.
+
+        ``inject_stuck_off``: ramp-device indices forced stuck at OFF in every ramp (fault tests).
+        """
+        cfg, dev = self.config, self.config.device
+        seed = cfg.simulation.seed if seed is None else int(seed)
+        m_count = cfg.simulation.mc_instances if instances is None else int(instances)
+        ramps = 1 if cfg.nl_adc.shared_ramp else self.columns
+        L = self.design.codes
+        ramp_t, bias_t, read_var, bias_read_var = [], [], [], []
+        offsets, gains = [], []
+        before, after = [], []
+        for m in range(m_count):
+            gen = generator(seed, f"program/{name}", m, "cpu")
+            ramp = devices.program(self.g_ramp_target.expand(ramps, L).clone(), dev, gen)
+            g_ramp = ramp.g
+            if inject_stuck_off:
+                g_ramp[:, list(inject_stuck_off)] = dev.g_min
+            gains_m = (1 + cfg.nl_adc.integrator_gain_sigma * randn((ramps, 1), gen, torch.float64)).clamp(min=0.05)
+            offs_m = cfg.nl_adc.comparator_offset_sigma * self.span * randn((self.columns, 1), gen, torch.float64)
+            bias_target = self.g_bias_target.expand(ramps, -1).clone()
+            bias = devices.program(bias_target, dev, gen)
+            t_real = self._thresholds(g_ramp, bias.g, gains_m, offs_m)
+            before.append(inl_lsb(self.design, t_real).abs().amax(-1))
+            if cfg.nl_adc.calibration:
+                for _ in range(cfg.nl_adc.calibration_iterations):
+                    delta = best_offset(self.design, t_real)               # (C,)
+                    if ramps == 1:
+                        delta = delta.mean(0, keepdim=True)                # one bias for a shared ramp
+                    # shift the ramp start by delta: B' = B + delta kappa / gain, realised by the
+                    # bias devices programmed one after another with verify (device limits apply)
+                    shift = (delta[:, None] * self.kappa / gains_m) / (self.bias_sign * self.bias_cycles)
+                    bias = self._program_bias_sequential(bias.g.sum(-1, keepdim=True) + shift, bias, dev, gen)
+                    t_real = self._thresholds(g_ramp, bias.g, gains_m, offs_m)
+            after.append(inl_lsb(self.design, t_real).abs().amax(-1))
+            # drift to the time of inference (ramp and bias devices drift like the weights)
+            t_inf, t0 = dev.drift.t_inference, dev.drift.t0
+            g_ramp_t = devices.drift(g_ramp, ramp.nu, t_inf, t0)
+            g_bias_t = devices.drift(bias.g, bias.nu, t_inf, t0)
+            ramp_t.append(self._thresholds(g_ramp_t, g_bias_t, gains_m, torch.zeros_like(offs_m)))
+            offsets.append(offs_m)
+            var = devices.noise_sigma(g_ramp_t, dev.read_noise) ** 2
+            bvar = (devices.noise_sigma(g_bias_t, dev.read_noise) ** 2).sum(-1, keepdim=True) * self.bias_cycles ** 2
+            read_var.append(((torch.cumsum(var, -1)[..., :-1] + bvar) * (gains_m / self.kappa) ** 2).expand(self.columns, -1))
+        self.ramp_thresholds = torch.stack(ramp_t).to(self.device, self.dtype)  # (M, C, L-1)
+        self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
+        self.thresholds = self.ramp_thresholds + self.offsets
+        self.read_var = torch.stack(read_var).to(self.device, self.dtype)  # (M, C, L-1)
+        self.calibration = CalibrationReport(torch.stack(before), torch.stack(after))
+        self.seed, self.name = seed, name
+        return self
+
+    @staticmethod
+    def _program_bias_sequential(total: torch.Tensor, bias, dev, gen):
+        """Program-and-verify the bias devices one by one so their sum approaches ``total`` (R, 1).
+
+        Device j is targeted at (total - realised sum of devices < j) / (devices left); the last one
+        absorbs the residual, so only its programming error (and the device limits) remain.
+        """
+        nb = bias.g.shape[-1]
+        g = bias.g.clone()
+        done = torch.zeros_like(total)
+        for j in range(nb):
+            target = ((total - done) / (nb - j)).clamp(dev.g_min, dev.g_max)
+            one = devices.program(target, dev, gen)
+            g[:, j:j + 1] = one.g
+            bias.nu[:, j:j + 1] = one.nu
+            done = done + one.g
+        return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck)
+
+    def _thresholds(self, g_ramp, g_bias, gain, offset) -> torch.Tensor:
+        """Realised thresholds (C, L-1) from ramp (R, L) and bias (R, nb) conductances."""
+        start = self.bias_sign * self.bias_cycles * g_bias.sum(-1, keepdim=True)
+        ramp = (start + torch.cumsum(g_ramp, -1)[..., :-1]) / self.kappa * gain
+        return ramp.expand(self.columns, -1) + offset
+
+    # ------------------------------------------------------------------------- conversion
+    @property
+    def instances(self) -> int:
+        return 0 if self.thresholds is None else self.thresholds.shape[0]
+
+    def effective_thresholds(self, v_scale: float = 1.0) -> torch.Tensor:
+        """(M, C, L-1) thresholds at V_read = v_scale x nominal (the comparator offset does not scale)."""
+        if self.thresholds is None:
+            raise CrossbarInputError("the NL-ADC is not programmed yet: call program(seed) first")
+        if v_scale == 1.0:
+            return self.thresholds
+        return self.ramp_thresholds * v_scale + self.offsets
+
+    def codes(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
+              noisy: bool = True) -> torch.Tensor:
+        """Integer codes (M, B, C) for analog column outputs ``y`` (M, B, C).
+
+        ``noisy=False`` leaves out the per-conversion noise (comparator, ramp read noise).
+        """
+        t = self.effective_thresholds(v_scale)
+        if y.dim() != 3 or y.shape[0] != t.shape[0] or y.shape[-1] != self.columns:
+            raise CrossbarInputError(f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}")
+        yt = y.to(t.dtype).transpose(1, 2).contiguous()          # (M, C, B)
+        code = torch.searchsorted(t, yt, right=False)            # (M, C, B)
+        cmp_sigma = self.config.nl_adc.comparator_noise_sigma * self.span
+        has_read = bool(self.read_var.max() > 0) if self.read_var.numel() else False
+        if noisy and (cmp_sigma > 0 or has_read):
+            if noise_gen is None:
+                raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
+            var = torch.gather(self.read_var, 2, code.clamp(max=self.read_var.shape[-1] - 1)) * v_scale ** 2
+            sd = torch.sqrt(var + cmp_sigma ** 2)
+            yt = yt + sd * randn(yt.shape, noise_gen, yt.dtype, yt.device)
+            code = torch.searchsorted(t, yt, right=False)
+        return code.transpose(1, 2)
+
+    def convert(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
+                noisy: bool = True) -> torch.Tensor:
+        """Activation values (M, B, C) straight from the codes (no digital activation needed)."""
+        values = self.design.values.to(y.device, y.dtype)
+        return values[self.codes(y, noise_gen, v_scale, noisy)]
+
+    def extra_repr(self) -> str:
+        nl = self.config.nl_adc
+        return (f"function={self.design.function}, bits={self.design.bits}, columns={self.columns}, "
+                f"ramp={'shared' if nl.shared_ramp else 'per-column'}, bias_devices={nl.bias_devices}, "
+                f"calibration={nl.calibration}, instances={self.instances}")
+
+    def __repr__(self) -> str:
+        return f"NLADC({self.extra_repr()})"
