@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m crossbar.demo --out demo_out
+	$(BIN)/python examples/demo.py --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,174 @@
+"""NL-ADC: exact with ideal devices (property tests), calibration, faults, V_read robustness."""
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crossbar.config import default_config, load_config
+from crossbar.errors import CrossbarInputError
+from crossbar.periphery.functions import REGISTRY, get_activation
+from crossbar.periphery.nladc import NLADC, compile_design, inl_lsb, level_grid
+from crossbar.rng import generator
+
+MONOTONIC = ["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity"]
+IDEAL64 = default_config(**{"simulation.dtype": "float64", "adc.kind": "nl_ramp"})
+
+
+def _quantised_level(act, x, bits, spacing="mid_tread"):
+    """Index of the level of f(x) on the uniform output grid, and the distance to a boundary."""
+    values, bounds = level_grid(*act.out_range, 2 ** bits, spacing)
+    fx = act.f(x.double())
+    idx = (fx[:, None] > bounds[None, :]).sum(1)
+    dist = (fx[:, None] - bounds[None, :]).abs().min(1).values
+    return idx, values, dist
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fn=st.sampled_from(MONOTONIC), bits=st.integers(1, 10), seed=st.integers(0, 2**31 - 1),
+       spacing=st.sampled_from(["mid_tread", "mid_rise"]))
+def test_ideal_devices_give_exactly_the_quantised_function(fn, bits, seed, spacing):
+    design = compile_design(fn, bits, spacing)
+    adc = NLADC(design, IDEAL64, columns=3).program(seed, 2)
+    act = get_activation(fn)
+    x = design.x_lo + (design.x_hi - design.x_lo) * torch.rand(400, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = x.view(1, -1, 1).expand(2, -1, 3)
+    codes = adc.codes(y)
+    level, values, dist = _quantised_level(act, x, bits, spacing)
+    clear = dist > 1e-9  # away from a level boundary, where f^-1 rounding cannot matter
+    assert torch.equal(codes[0, clear, 0], level[clear])
+    assert torch.equal(codes[1], codes[0])
+    assert torch.allclose(adc.convert(y)[0, clear, 0], values[level[clear]])
+    # thresholds monotonic; ramp conductances inside the device range
+    assert torch.all(torch.diff(adc.thresholds, dim=-1) >= 0)
+    g = adc.g_ramp_target
+    assert torch.all(g >= IDEAL64.device.g_min - 1e-12) and torch.all(g <= IDEAL64.device.g_max + 1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.integers(1, 10), fn=st.sampled_from(["gelu", "silu"]))
+def test_non_monotonic_functions_use_a_lut_and_stay_close(bits, fn):
+    design = compile_design(fn, bits)
+    act = get_activation(fn)
+    assert design.needs_lut and design.pieces == 2
+    assert design.hardware_summary()["lut_bits"] == 2 ** bits * bits
+    x = torch.linspace(design.x_lo, design.x_hi, 5001, dtype=torch.float64)
+    step = (act.out_range[1] - act.out_range[0]) / (design.levels_used - 1)
+    assert float((design.ideal_convert(x) - act.f(x)).abs().max()) <= 0.5 * step + 1e-6
+    adc = NLADC(design, IDEAL64, 2).program(0, 1)
+    y = x.view(1, -1, 1).expand(1, -1, 2)
+    assert torch.equal(adc.codes(y)[0, :, 0], design.ideal_codes(x))
+
+
+def test_python_callable_activation():
+    design = compile_design(lambda x: x ** 3, 4, domain=(-1.0, 1.0))
+    x = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    assert float((design.ideal_convert(x) - x ** 3).abs().max()) <= 1 / 15 + 1e-9
+    with pytest.raises(CrossbarInputError, match="domain"):
+        compile_design(lambda x: x, 4)
+    with pytest.raises(CrossbarInputError, match="unknown activation"):
+        compile_design("exp", 4)
+
+
+def test_data_aware_design_beats_uniform_on_its_data():
+    samples = torch.randn(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.7
+    act = get_activation("tanh")
+    uni = compile_design("tanh", 3)
+    aware = compile_design("tanh", 3, design="data_aware", samples=samples)
+    mse = lambda d: float((d.ideal_convert(samples) - act.f(samples)).pow(2).mean())
+    assert aware.needs_lut and mse(aware) < 0.7 * mse(uni)
+
+
+def _preset(**changes):
+    return load_config("rram_nladc_5b").replace(**changes)
+
+
+def test_calibration_halves_inl_on_the_5bit_preset():
+    cfg = _preset()
+    design = compile_design("sigmoid", 5, cfg.nl_adc.level_spacing)
+    adc = NLADC(design, cfg, 64).program(0, 10)
+    before = float(adc.calibration.inl_max_before.mean())
+    after = float(adc.calibration.inl_max_after.mean())
+    assert after * 2 <= before, (before, after)
+
+
+def test_stuck_off_ramp_device_is_partly_compensated():
+    cfg = _preset(**{"device.stuck_off_prob": 0.0, "device.stuck_on_prob": 0.0})
+    design = compile_design("tanh", 5)
+    clean = NLADC(design, cfg, 32).program(1, 4)
+    faulty = NLADC(design, cfg, 32).program(1, 4, inject_stuck_off=[12])
+    before = faulty.calibration.inl_max_before.mean()
+    after = faulty.calibration.inl_max_after.mean()
+    assert before > clean.calibration.inl_max_before.mean() + 0.5  # the fault is visible
+    assert after < 0.75 * before                                    # calibration compensates part of it
+    assert after > clean.calibration.inl_max_after.mean()           # but not all of it
+
+
+def test_vread_sweep_ratiometric_vs_fixed_reference():
+    from crossbar.characterize import characterize, parse_sweep
+
+    cfg = _preset(**{"device.stuck_off_prob": 0.0, "device.stuck_on_prob": 0.0})
+    ch = characterize(cfg, "sigmoid", mc=4, columns=8, vread=parse_sweep("0.15:0.25:0.01"))
+    assert ch.shift_nl.max() <= 1
+    assert ch.shift_conv.max() >= 3
+
+
+def test_comparator_offset_is_the_only_thing_vread_moves():
+    cfg = _preset(**{"nl_adc.comparator_offset_sigma": 0.0, "nl_adc.comparator_noise_sigma": 0.0})
+    design = compile_design("sigmoid", 5)
+    adc = NLADC(design, cfg, 8).program(0, 2)
+    y = torch.linspace(-6, 6, 999).view(1, -1, 1).expand(2, -1, 8)
+    for s in (0.75, 1.25):
+        assert torch.equal(adc.codes(y * s, v_scale=s, noisy=False), adc.codes(y, noisy=False))
+
+
+def test_shared_ramp_columns_differ_only_by_offset():
+    cfg = _preset(**{"nl_adc.shared_ramp": True})
+    adc = NLADC(compile_design("tanh", 5), cfg, 6).program(0, 2)
+    ramp = adc.ramp_thresholds
+    assert torch.allclose(ramp, ramp[:, :1, :].expand_as(ramp))
+    per_col = NLADC(compile_design("tanh", 5), _preset(), 6).program(0, 2).ramp_thresholds
+    assert not torch.allclose(per_col, per_col[:, :1, :].expand_as(per_col))
+
+
+def test_noise_needs_a_generator_and_is_seeded():
+    cfg = _preset()
+    adc = NLADC(compile_design("sigmoid", 5), cfg, 4).program(0, 2)
+    y = torch.zeros(2, 100, 4)
+    with pytest.raises(CrossbarInputError, match="noise generator"):
+        adc.codes(y)
+    a = adc.codes(y, generator(0, "n"))
+    b = adc.codes(y, generator(0, "n"))
+    assert torch.equal(a, b)
+    with pytest.raises(CrossbarInputError, match=r"NL-ADC input must be"):
+        adc.codes(torch.zeros(3, 5, 4), generator(0, "n"))
+
+
+def test_inl_definition_on_a_hand_example():
+    design = compile_design("identity", 2, input_range=(-1.0, 1.0))  # thresholds -2/3, 0, 2/3
+    assert torch.allclose(design.thresholds, torch.tensor([-2 / 3, 0.0, 2 / 3], dtype=torch.float64))
+    realised = torch.tensor([-2 / 3 + 1 / 3, 0.0, 2 / 3], dtype=torch.float64)  # first shifted half a step
+    assert torch.allclose(inl_lsb(design, realised), torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64))
+
+
+def test_conversion_time_counts_cycles():
+    cfg = _preset()
+    adc = NLADC(compile_design("sigmoid", 5), cfg, 1)
+    assert adc.cycles_per_conversion == 32 + adc.bias_cycles + cfg.nl_adc.reset_cycles
+
+
+def test_cli_adc_writes_summary_and_plots(tmp_path):
+    from crossbar.cli import main
+    from crossbar.characterize import SUMMARY_KEYS
+
+    out, js = tmp_path / "adc", tmp_path / "s.json"
+    assert main(["adc", "--config", "rram_nladc_4b", "--mc", "3", "--columns", "4", "--out", str(out),
+                 "--json", str(js), "--vread-sweep", "0.15:0.25:0.05"]) == 0
+    summary = json.loads(js.read_text())
+    assert set(summary) == {"sigmoid", "tanh"}
+    for fn in summary.values():
+        for key in SUMMARY_KEYS:
+            assert set(fn[key]) == {"mean", "std"}
+    assert (out / "transfer_sigmoid.png").stat().st_size > 1000 and (out / "vread_sweep.png").exists()
+    assert main(["adc", "--config", "rram_nladc_4b", "--vread-sweep", "bad"]) == 2

@@ -1,0 +1,124 @@
+"""Tile: exactness with everything ideal, noise statistics vs analytic, determinism, persistence."""
+import math
+
+import pytest
+import torch
+
+from crossbar.config import default_config
+from crossbar.errors import CrossbarInputError
+from crossbar.rng import generator
+from crossbar.tile import Tile
+
+
+def _xw(seed=0, out=24, inp=40, batch=16):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out, inp, generator=g)
+    b = torch.randn(out, generator=g)
+    x = torch.rand(batch, inp, generator=g) * 2 - 1
+    return w, b, x
+
+
+@pytest.mark.parametrize("mapping", ["differential", "offset"])
+@pytest.mark.parametrize("partial", ["digital", "analog"])
+@pytest.mark.parametrize("bias_in_array", [True, False])
+def test_ideal_mvm_equals_matmul(mapping, partial, bias_in_array):
+    cfg = default_config(**{"array.mapping": mapping, "array.partial_sums": partial, "array.rows": 16,
+                            "array.cols": 8, "array.bias_in_array": bias_in_array})
+    w, b, x = _xw()
+    tile = Tile(w, b, cfg).program(0, 2)
+    y = tile.mvm(x).sum(2)
+    ref = x @ w.t() + b
+    assert y.shape == (2, 16, 24)
+    assert float((y - ref).abs().max() / ref.abs().max()) < 1e-5
+    assert tile.row_blocks == (3 if bias_in_array else 3) and tile.col_blocks == 3
+    if partial == "analog":
+        assert tile.mvm(x).shape[2] == 1
+
+
+def test_programming_noise_output_sigma_matches_analytic():
+    sigma = 1.5
+    cfg = default_config(**{"array.mapping": "offset", "device.g_min": 0.0, "device.g_max": 100.0,
+                            "device.programming.sigma_abs": sigma, "array.bias_in_array": False})
+    w, _, x = _xw(out=8, inp=64, batch=1)
+    w = w * 0.5  # keep targets well inside [g_min, g_max]: no clipping
+    tile = Tile(w, None, cfg).program(7, 600)
+    err = tile.mvm(x).sum(2)[:, 0, :] - (x @ w.t())[0]
+    expected = math.sqrt(2) * sigma * float(x.norm()) / tile.scale
+    assert float(err.std(0).mean()) == pytest.approx(expected, rel=0.06)
+    assert abs(float(err.mean())) < 4 * expected / math.sqrt(err.numel())
+
+
+def test_read_noise_output_sigma_matches_analytic_and_is_fresh():
+    sigma = 0.8
+    cfg = default_config(**{"device.read_noise.sigma_abs": sigma, "array.bias_in_array": False})
+    w, _, x = _xw(out=8, inp=64, batch=1)
+    tile = Tile(w, None, cfg).program(0, 1)
+    gen = generator(0, "read")
+    ys = torch.stack([tile.mvm(x, read_gen=gen).sum(2)[0, 0] for _ in range(3000)])
+    expected = math.sqrt(2) * sigma * float(x.norm()) / tile.scale
+    assert float(ys.std(0).mean()) == pytest.approx(expected, rel=0.05)
+    with pytest.raises(CrossbarInputError, match="read-noise generator"):
+        tile.mvm(x)
+
+
+def test_drift_scales_output_and_compensation_restores_it():
+    base = {"device.drift.nu": 0.05, "device.drift.t_inference": 20.0 * 1000, "array.bias_in_array": False}
+    w, _, x = _xw()
+    y0 = x @ w.t()
+    y = Tile(w, None, default_config(**base)).program(0, 1).mvm(x).sum(2)[0]
+    assert torch.allclose(y, y0 * 1000 ** -0.05, rtol=1e-4, atol=1e-5)
+    yc = Tile(w, None, default_config(**base, **{"device.drift.compensation": True})).program(0, 1).mvm(x).sum(2)[0]
+    assert torch.allclose(yc, y0, rtol=1e-4, atol=1e-4)
+
+
+def test_vread_scales_the_analog_signal():
+    w, b, x = _xw()
+    tile = Tile(w, b, default_config()).program(0, 1)
+    assert torch.allclose(tile.mvm(x, v_read_actual=0.25), tile.mvm(x) * 1.25, rtol=1e-6, atol=1e-6)
+
+
+def test_dac_quantisation_error_bounded():
+    cfg = default_config(**{"dac.bits": 4, "dac.x_max": 1.0, "array.bias_in_array": False})
+    w, _, x = _xw()
+    y = Tile(w, None, cfg).program(0, 1).mvm(x).sum(2)[0]
+    step = 1.0 / 7
+    bound = 0.5 * step * w.abs().sum(1)
+    assert torch.all((y - x @ w.t()).abs() <= bound + 1e-4)
+
+
+def test_same_seed_identical_different_seed_different_and_instances_independent():
+    cfg = default_config(**{"device.programming.sigma_rel": 0.05, "device.stuck_off_prob": 0.01})
+    w, b, x = _xw()
+    a = Tile(w, b, cfg).program(11, 4)
+    b2 = Tile(w, b, cfg).program(11, 4)
+    c = Tile(w, b, cfg).program(12, 4)
+    assert torch.equal(a.g_pos, b2.g_pos) and torch.equal(a.mvm(x), b2.mvm(x))
+    assert not torch.equal(a.g_pos, c.g_pos)
+    single = Tile(w, b, cfg).program(11, 2)  # instance m is the same whatever the batch size
+    assert torch.equal(single.g_pos, a.g_pos[:2])
+
+
+def test_hdf5_roundtrip(tmp_path):
+    cfg = default_config(**{"device.programming.sigma_abs": 1.0, "array.mapping": "offset"})
+    w, b, x = _xw()
+    tile = Tile(w, b, cfg).program(5, 3)
+    path = tile.save(tmp_path / "chip.h5")
+    back = Tile.load(path)
+    assert torch.equal(back.g_pos, tile.g_pos) and torch.equal(back.g_neg, tile.g_neg)
+    assert torch.allclose(back.mvm(x), tile.mvm(x))
+    assert back.config == cfg and back.seed == 5
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(CrossbarInputError, match="cannot read tile file"):
+        Tile.load(tmp_path / "junk.h5")
+
+
+def test_bad_shapes_are_clear():
+    w, b, x = _xw()
+    tile = Tile(w, b, default_config())
+    with pytest.raises(CrossbarInputError, match="not programmed"):
+        tile.mvm(x)
+    tile.program(0, 2)
+    with pytest.raises(CrossbarInputError, match=r"Tile input must be"):
+        tile.mvm(torch.zeros(3, 7))
+    with pytest.raises(CrossbarInputError, match="2-D"):
+        Tile(torch.zeros(3), None, default_config())
