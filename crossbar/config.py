@@ -198,6 +198,15 @@ class NLADCConfig(_Section):
     functions: RoleFunctions = Field(default_factory=RoleFunctions)
 
 
+class DatapathConfig(_Section):
+    """The digital element-wise datapath of the RNN cell (c = f*c + i*g, h = o*tanh(c), ...)."""
+
+    bits: Optional[int] = Field(None, ge=2, le=32, description="signed fixed-point width of c and h; "
+                                                                "null = float")
+    cell_max: float = Field(8.0, gt=0, le=1e6, description="c is held in [-cell_max, cell_max] "
+                                                          "(saturating); h in [-1, 1]")
+
+
 class CostConfig(_Section):
     """Technology for the cost model."""
 
@@ -230,6 +239,7 @@ class HardwareConfig(_Section):
     dac: DACConfig = Field(default_factory=DACConfig)
     adc: ADCConfig = Field(default_factory=ADCConfig)
     nl_adc: NLADCConfig = Field(default_factory=NLADCConfig)
+    datapath: DatapathConfig = Field(default_factory=DatapathConfig)
     cost: CostConfig = Field(default_factory=CostConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 

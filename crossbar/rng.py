@@ -33,3 +33,19 @@ def randn(shape, gen: torch.Generator, dtype=torch.float32, device="cpu") -> tor
 def rand(shape, gen: torch.Generator, dtype=torch.float32, device="cpu") -> torch.Tensor:
     """Uniform [0, 1) draws."""
     return torch.rand(shape, generator=gen, dtype=dtype, device=gen.device).to(device)
+
+
+def instance_generators(seed: int, purpose: str, first: int, count: int,
+                        device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """Generators for instances ``first .. first+count-1`` of one purpose."""
+    return [generator(seed, purpose, first + m, device) for m in range(count)]
+
+
+def randn_instances(gens, shape, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """Standard normal draws of shape (M, *shape): instance m from ``gens[m]``.
+
+    ``gens`` may also be a single generator, which then draws the whole (M, *shape) block
+    (faster, but instance m then depends on M)."""
+    if isinstance(gens, torch.Generator):
+        return randn(tuple(shape), gens, dtype, device)
+    return torch.stack([randn(tuple(shape[1:]), g, dtype, device) for g in gens])

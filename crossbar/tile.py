@@ -13,7 +13,8 @@ Modelling choices (ours, named):
   in the exact equivalent form y_noise ~ N(0, sum_j x_j^2 (sigma_j+^2 + sigma_j-^2)) / scale, which
   avoids materialising one noisy matrix per input vector;
 * drift is evaluated at ``device.drift.t_inference``; global drift compensation divides the output by
-  the mean conductance ratio G(t) / G(t0) of the tile's devices (a one-shot calibration read);
+  the mean conductance ratio G(t) / G(t0) of the tile's devices (a one-shot calibration read) --
+  except in front of an NL-ADC, whose ramp drifts with the weights (ratio-metric compensation);
 * ``v_read_actual`` scales the whole analog signal by V_actual / V_nominal;
 * columns split over several row-blocks are returned per block (``partial_sums = digital``: one
   conversion per block, summed after the ADC) or summed in the analog domain (``analog``).
@@ -34,7 +35,7 @@ from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path
 from crossbar.mapping import conductance_scale, to_conductances, weight_reference
 from crossbar.periphery.dac import quantize_input
-from crossbar.rng import generator, randn
+from crossbar.rng import generator, randn_instances
 
 
 class Tile:
@@ -49,15 +50,18 @@ class Tile:
         self.dtype = config.torch_dtype()
         self.out_features, self.in_features = weight.shape
         self.x_max = float(config.dac.x_max if x_max is None else x_max)
-        w = weight.detach().to(self.device, self.dtype)
+        # weights are not detached: a tile built from parameters keeps the autograd graph, which is
+        # how hardware-aware training differentiates through programming (build under no_grad to
+        # program a fixed chip)
+        w = weight.to(self.device, self.dtype)
         self.has_bias = bias is not None and config.array.bias_in_array
         self.digital_bias = None
         if bias is not None and not config.array.bias_in_array:
-            self.digital_bias = bias.detach().to(self.device, self.dtype)
+            self.digital_bias = bias.to(self.device, self.dtype)
         # logical matrix with inputs as rows: (in [+1], out)
         w_rows = w.t()
         if self.has_bias:
-            w_rows = torch.cat([w_rows, (bias.detach().to(self.device, self.dtype) / self.x_max)[None, :]], 0)
+            w_rows = torch.cat([w_rows, (bias.to(self.device, self.dtype) / self.x_max)[None, :]], 0)
         self.target_weights = w_rows
         self.w_ref = weight_reference(w_rows, config.array)
         self.scale = conductance_scale(self.w_ref, config.device, config.array)
@@ -73,17 +77,18 @@ class Tile:
     def instances(self) -> int:
         return 0 if self.g_pos is None else self.g_pos.shape[0]
 
-    def program(self, seed: int | None = None, instances: int | None = None, name: str = "tile") -> "Tile":
+    def program(self, seed: int | None = None, instances: int | None = None, name: str = "tile",
+                first: int = 0) -> "Tile":
         """Program ``instances`` device instances (default ``simulation.mc_instances``), seeded.
 
-        Instance m draws from its own generator ``(seed, "program/<name>", m)``, so instance m is
-        the same whether programmed alone or with others.
+        Instance m (numbered from ``first``) draws from its own generator ``(seed,
+        "program/<name>", m)``, so instance m is the same whether programmed alone or with others.
         """
         seed = self.config.simulation.seed if seed is None else int(seed)
         m_count = self.config.simulation.mc_instances if instances is None else int(instances)
         dev, drift_cfg = self.config.device, self.config.device.drift
         pos, neg, pos_t0, neg_t0 = [], [], [], []
-        for m in range(m_count):
+        for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
             p = devices.program(self.g_target_pos.cpu(), dev, gen)
             n = devices.program(self.g_target_neg.cpu(), dev, gen)
@@ -94,7 +99,10 @@ class Tile:
         self.g_pos = torch.stack(pos).to(self.device)
         self.g_neg = torch.stack(neg).to(self.device)
         self.drift_gain = torch.ones(m_count, dtype=self.dtype, device=self.device)
-        if drift_cfg.compensation:
+        # Global drift compensation is a digital rescaling of the converted output.  The NL-ADC
+        # compares in the analog domain against a ramp whose devices drift with the weights, which
+        # compensates drift ratio-metrically, so no digital factor is applied in front of it.
+        if drift_cfg.compensation and self.config.adc.kind != "nl_ramp":
             t0_sum = torch.stack(pos_t0).sum((1, 2)) + torch.stack(neg_t0).sum((1, 2))
             now_sum = self.g_pos.sum((1, 2)).cpu() + self.g_neg.sum((1, 2)).cpu()
             self.drift_gain = (now_sum / t0_sum).to(self.device, self.dtype)
@@ -112,11 +120,11 @@ class Tile:
             raise CrossbarInputError("the tile is not programmed yet: call program(seed) first")
 
     # ------------------------------------------------------------------ reading
-    def mvm(self, x: torch.Tensor, read_gen: torch.Generator | None = None,
-            v_read_actual: float | None = None) -> torch.Tensor:
+    def mvm(self, x: torch.Tensor, read_gen=None, v_read_actual: float | None = None) -> torch.Tensor:
         """Analog column outputs, (M, B, R, out), in pre-activation units.
 
-        ``read_gen``: generator for read noise (needed only when read noise is on).
+        ``read_gen``: read-noise generator(s), needed only when read noise is on: a list with one
+        generator per instance (instance m's noise then does not depend on M), or one generator.
         ``v_read_actual``: actual read voltage (V); default the nominal ``array.v_read``.
         """
         self._check_programmed()
@@ -145,12 +153,12 @@ class Tile:
             var = var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
             x2 = xq * xq
             var_out = torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in blocks], 2)
-            y = y + var_out.clamp(min=0).sqrt() * randn(y.shape, read_gen, self.dtype, self.device)
+            y = y + var_out.clamp(min=0).sqrt() * randn_instances(read_gen, y.shape, self.dtype, self.device)
         y = y / self.scale / self.drift_gain.view(-1, 1, 1, 1)
         if self.config.array.partial_sums == "analog":
             y = y.sum(2, keepdim=True)
         if self.digital_bias is not None:
-            y[:, :, 0, :] = y[:, :, 0, :] + self.digital_bias
+            y = torch.cat([y[:, :, :1, :] + self.digital_bias, y[:, :, 1:, :]], 2)
         v_nom = self.config.array.v_read
         if v_read_actual is not None and v_read_actual != v_nom:
             y = y * (v_read_actual / v_nom)

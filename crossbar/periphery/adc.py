@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from crossbar.config import ADCConfig
+from crossbar.autograd import straight_through
 
 
 class IdealADC:
@@ -57,7 +58,9 @@ class LinearRampADC:
         return uniform_codes(y, self.in_min, self.in_max, self.levels)
 
     def convert(self, y: torch.Tensor, v_scale: float = 1.0) -> torch.Tensor:
-        return self.in_min + self.codes(y, v_scale) * self.step
+        """Digitised value in pre-activation units (straight-through gradient inside the range)."""
+        q = self.in_min + self.codes(y, v_scale) * self.step
+        return straight_through(y.clamp(self.in_min, self.in_max), q)
 
     def extra_repr(self) -> str:
         return f"linear_ramp, bits={self.bits}, range=[{self.in_min:g}, {self.in_max:g}]"

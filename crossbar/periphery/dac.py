@@ -1,4 +1,4 @@
-"""Input DAC: sign-magnitude quantisation of word-line inputs.
+"""Input DAC: sign-magnitude quantisation of word-line inputs (straight-through gradient).
 
 With ``bits`` = b the DAC has 2K+1 levels k * x_max / K, k = -K..K, K = 2^(b-1) - 1 (zero is exact,
 the range is symmetric).  Inputs beyond +-x_max are clipped (``dac.clip``) or rejected.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from crossbar.autograd import straight_through
 from crossbar.config import DACConfig
 from crossbar.errors import CrossbarInputError
 
@@ -23,4 +24,5 @@ def quantize_input(x: torch.Tensor, dac: DACConfig, x_max: float | None = None) 
         return xc
     k = 2 ** (dac.bits - 1) - 1
     step = x_max / k
-    return torch.round(xc / step) * step
+    return straight_through(xc, torch.round(xc / step) * step)
+

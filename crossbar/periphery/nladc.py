@@ -43,7 +43,7 @@ from crossbar import devices
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
 from crossbar.periphery.functions import Activation, crossings, get_activation, monotonic_pieces
-from crossbar.rng import generator, randn
+from crossbar.rng import generator, randn, randn_instances
 
 BIAS_HEADROOM = 0.8  # bias devices are targeted at <= 80 % of g_max, leaving room for calibration
 
@@ -151,7 +151,8 @@ def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=
     if not dom[0] < dom[1]:
         raise CrossbarInputError(f"NL-ADC input range must be increasing, got {dom}")
     pieces = monotonic_pieces(act, *dom)
-    y_lo, y_hi = act.out_range
+    # identity (a linear ADC) outputs over its input range; other functions over their own range
+    y_lo, y_hi = dom if act.name == "identity" and out_range is None else act.out_range
 
     if design == "data_aware":
         if samples is None or samples.numel() == 0:
@@ -305,7 +306,7 @@ class NLADC:
 
     # -------------------------------------------------------------- programming + calibration
     def program(self, seed: int | None = None, instances: int | None = None, name: str = "nladc",
-                inject_stuck_off: list[int] | None = None) -> "NLADC":
+                inject_stuck_off: list[int] | None = None, first: int = 0) -> "NLADC":
         """Program ramp and bias devices for every instance (and column unless the ramp is shared),
         then calibrate the bias when ``nl_adc.calibration`` is on.
 
@@ -319,7 +320,7 @@ class NLADC:
         ramp_t, bias_t, read_var, bias_read_var = [], [], [], []
         offsets, gains = [], []
         before, after = [], []
-        for m in range(m_count):
+        for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
             ramp = devices.program(self.g_ramp_target.expand(ramps, L).clone(), dev, gen)
             g_ramp = ramp.g
@@ -414,7 +415,7 @@ class NLADC:
                 raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
             var = torch.gather(self.read_var, 2, code.clamp(max=self.read_var.shape[-1] - 1)) * v_scale ** 2
             sd = torch.sqrt(var + cmp_sigma ** 2)
-            yt = yt + sd * randn(yt.shape, noise_gen, yt.dtype, yt.device)
+            yt = yt + sd * randn_instances(noise_gen, yt.shape, yt.dtype, yt.device)
             code = torch.searchsorted(t, yt, right=False)
         return code.transpose(1, 2)
 

@@ -1,0 +1,95 @@
+"""Column readout: what the periphery of a group of columns outputs -- ADC + activation.
+
+One object serves every ADC kind so that layers do not care which one the config asks for:
+
+* ``ideal``: f(y) computed exactly (no quantisation);
+* ``linear_ramp``: the conventional baseline -- a uniform fixed-reference ramp ADC over the input
+  range, then f computed digitally (exactly);
+* ``nl_ramp``: the NL-ADC -- the code is f(y) directly (thresholds realised by programmed ramps).
+
+``convert`` uses the programmed hardware (after ``program``); ``train_convert`` is the
+hardware-aware-training path: the ideal quantiser of the same design in the forward pass and the
+gradient of the exact f (straight-through estimator).
+"""
+from __future__ import annotations
+
+import torch
+
+from crossbar.autograd import straight_through
+from crossbar.config import HardwareConfig
+from crossbar.errors import CrossbarInputError
+from crossbar.periphery.adc import LinearRampADC
+from crossbar.periphery.functions import get_activation
+from crossbar.periphery.nladc import NLADC, compile_design
+
+
+class ColumnReadout:
+    """ADC + activation ``function`` for ``columns`` columns under ``config``.
+
+    ``in_range``: (lo, hi) input range of the ADC in pre-activation units; for the NL-ADC only
+    used when ``adc.range_mode`` is not ``function``; for the linear ramp ADC required unless
+    ``adc.range_mode`` is ``fixed``.  ``samples``: pre-activations for the data-aware NL-ADC design.
+    """
+
+    def __init__(self, config: HardwareConfig, function: str, columns: int,
+                 in_range: tuple[float, float] | None = None, samples: torch.Tensor | None = None):
+        self.config, self.columns = config, int(columns)
+        self.act = get_activation(function)
+        self.kind = config.adc.kind
+        adc = config.adc
+        rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+        self.in_range = rng
+        self.nladc = self.linear = self.design = None
+        if self.kind == "nl_ramp":
+            # identity has no natural input range: it always uses the calibrated / configured one
+            use_range = rng if (adc.range_mode != "function" or self.act.name == "identity") else None
+            if use_range is None and self.act.name == "identity":
+                use_range = (adc.in_min, adc.in_max)
+            self.design = compile_design(self.act, adc.bits, config.nl_adc.level_spacing, input_range=use_range,
+                                         design=config.nl_adc.design, samples=samples)
+            self.nladc = NLADC(self.design, config, self.columns)
+        elif self.kind == "linear_ramp":
+            if rng is None:
+                raise CrossbarInputError("the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "
+                                         "with adc.in_min/in_max, or calibrate the model on data first")
+            self.linear = LinearRampADC(adc.bits, *rng)
+
+    @property
+    def function(self) -> str:
+        return self.act.name
+
+    def program(self, seed: int, instances: int, name: str, first: int = 0) -> "ColumnReadout":
+        if self.nladc is not None:
+            self.nladc.program(seed, instances, name=name, first=first)
+        return self
+
+    def convert(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0) -> torch.Tensor:
+        """Activation values for analog column outputs ``y`` (M, B, C)."""
+        if self.kind == "nl_ramp":
+            return self.nladc.convert(y, noise_gens, v_scale)
+        if self.kind == "linear_ramp":
+            return self.act.f(self.linear.convert(y, v_scale))
+        return self.act.f(y)
+
+    def train_convert(self, y: torch.Tensor) -> torch.Tensor:
+        """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
+        exact = self.act.f(y)
+        if self.kind == "nl_ramp":
+            return straight_through(exact, self.design.ideal_convert(y.detach()).to(y.dtype))
+        if self.kind == "linear_ramp":
+            return self.act.f(self.linear.convert(y))
+        return exact
+
+    def cycles_per_conversion(self) -> int | None:
+        if self.nladc is not None:
+            return self.nladc.cycles_per_conversion
+        if self.linear is not None:
+            return 2 ** self.config.adc.bits + self.config.nl_adc.reset_cycles
+        return None
+
+    def extra_repr(self) -> str:
+        if self.nladc is not None:
+            return f"nl_ramp({self.function}, {self.config.adc.bits} bit)"
+        if self.linear is not None:
+            return f"linear_ramp({self.config.adc.bits} bit) + digital {self.function}"
+        return f"ideal + digital {self.function}"

@@ -1,0 +1,187 @@
+"""The engine under every analog layer: one weight matrix on crossbars + its column readouts.
+
+An :class:`AnalogMatrix` holds a weight matrix W (out x in) + bias from its owning layer and computes
+``readout_g(W x + b)`` for each column group g, in one of three paths:
+
+* ``float``: exact float math (the software reference; also records ranges during calibration);
+* ``train``: hardware-aware training -- one fresh device instance is drawn *differentiably* from the
+  current weights per forward pass (programming error, stuck devices, levels with a
+  straight-through estimator), read noise is added at every read, and DAC / ADC quantise with
+  straight-through gradients (the NL-ADC as its ideal quantiser, exact-f gradient);
+* ``chip``: the programmed chip -- conductances fixed by :meth:`program`, M Monte-Carlo instances in
+  one batched pass, the column periphery (ideal / linear ramp / NL-ADC) as programmed.
+
+Input scaling: input column j has a DAC full scale ``s_j`` (calibrated from data for a layer's
+input, 1 for a recurrent ``h`` in [-1, 1]).  The DAC sees x_j / s_j in [-1, 1] and s_j is folded
+into the weights (W_ij s_j) -- the usual digital pre-scaling in front of the word-line drivers.
+
+Tensors inside are (M, B, features); M = 1 outside the chip path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from crossbar.autograd import straight_through
+from crossbar.config import HardwareConfig
+from crossbar.periphery.dac import quantize_input
+from crossbar.periphery.functions import get_activation
+from crossbar.periphery.readout import ColumnReadout
+from crossbar.rng import generator, instance_generators
+from crossbar.tile import Tile
+
+
+@dataclass
+class ColumnGroup:
+    """Columns ``index`` of a matrix, read out through ``function``."""
+
+    name: str
+    index: torch.Tensor                           # column indices (long)
+    function: str
+    in_range: tuple[float, float] | None = None   # ADC input range (calibrated; linear readouts)
+    samples: torch.Tensor | None = None           # pre-activation sample (data-aware NL-ADC design)
+
+
+@dataclass
+class RangeStats:
+    """Calibration statistics: running max over batches of a percentile of |value|, and samples."""
+
+    values: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)
+
+    def update(self, key: str, tensor: torch.Tensor, percentile: float, keep_samples: bool = False) -> None:
+        a = tensor.detach().abs().flatten().float()
+        if a.numel() > 200_000:
+            a = a[torch.linspace(0, a.numel() - 1, 200_000).long()]
+        v = float(torch.quantile(a, percentile / 100)) if a.numel() else 0.0
+        self.values[key] = max(self.values.get(key, 0.0), v)
+        if keep_samples:
+            flat = tensor.detach().flatten().double().cpu()
+            pick = flat[torch.linspace(0, flat.numel() - 1, min(flat.numel(), 4096)).long()]
+            prev = self.samples.get(key)
+            self.samples[key] = pick if prev is None else torch.cat([prev, pick])[-65536:]
+
+
+class AnalogMatrix:
+    """W (out x in) + bias on crossbars, with column groups read out by their own periphery."""
+
+    def __init__(self, name: str, groups: list[ColumnGroup]):
+        self.name = name
+        self.groups = groups
+        self.tile = self.readouts = None     # chip state (after program)
+        self.instances = 0
+        self._train_readouts = None
+        self._fwd = None                     # per-forward state set by prepare()
+
+    # ------------------------------------------------------------------------ programming
+    def program(self, config: HardwareConfig, weight, bias, in_scale: torch.Tensor, seed: int,
+                instances: int, first: int = 0) -> None:
+        """Program the chip: the tile and one readout (ADC) per column group."""
+        with torch.no_grad():
+            w = weight.detach() * in_scale.to(weight)[None, :]
+            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0)
+            self.tile.program(seed, instances, name=f"{self.name}/tile", first=first)
+            self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)
+                             .program(seed, instances, f"{self.name}/{g.name}", first) for g in self.groups]
+        dev = self.tile.device
+        self.read_gens = instance_generators(seed, f"read/{self.name}", first, instances, dev)
+        self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
+        self.instances = instances
+        self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
+
+    def invalidate(self) -> None:
+        """Forget programmed state and cached designs (weights or ranges changed)."""
+        self.tile = self.readouts = None
+        self.instances = 0
+        self._train_readouts = None
+
+    # ------------------------------------------------------------------------ per forward
+    def prepare(self, path: str, config: HardwareConfig, weight, bias, in_scale: torch.Tensor,
+                gen: torch.Generator | None = None, stats: RangeStats | None = None) -> None:
+        """Set up one forward pass (a whole sequence) on ``path``."""
+        if path == "chip":
+            self._fwd = ("chip", self.tile, self.chip_scale, self.read_gens)
+        elif path == "train":
+            w = weight * in_scale.to(weight)[None, :]
+            tile = Tile(w, bias, config, x_max=1.0)
+            tile.program(int(torch.randint(0, 2**62, (1,), generator=gen)), 1, name=f"{self.name}/train")
+            if self._train_readouts is None:
+                self._train_readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)
+                                        for g in self.groups]
+            self._fwd = ("train", tile, in_scale.to(tile.device, tile.dtype), [gen])
+        else:
+            exact = [get_activation(g.function).f for g in self.groups]
+            self._fwd = ("float", weight, bias, exact, stats, config.adc.calibration_percentile)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(M, B, in) -> one (M, B, |group|) tensor per column group."""
+        path = self._fwd[0]
+        if path == "float":
+            _, weight, bias, exact, stats, pct = self._fwd
+            y = torch.nn.functional.linear(x, weight, bias)
+            outs = []
+            for g, f in zip(self.groups, exact):
+                yg = y[..., g.index]
+                if stats is not None:
+                    stats.update(f"{self.name}/{g.name}", yg, pct, keep_samples=True)
+                outs.append(f(yg))
+            return outs
+        _, tile, scale, gens = self._fwd
+        y = tile.mvm(x / scale, read_gen=gens).sum(2)
+        if path == "chip":
+            return [ro.convert(y[..., g.index], self.adc_gens) for g, ro in zip(self.groups, self.readouts)]
+        return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
+
+
+class CellNonlinearity:
+    """tanh of a digital quantity (LSTM c, GRU candidate) per ``nl_adc.functions.cell``.
+
+    ``digital``: exact; ``digital_lut``: a 2^bits-entry table (the ideal NL-ADC design of tanh);
+    ``nl_adc``: the value is driven through a DAC (``dac.bits`` over [-cell_max, cell_max]) onto an
+    NL-ADC of its own (programmed ramps, same non-idealities).
+    """
+
+    def __init__(self, name: str, columns: int):
+        self.name, self.columns = name, columns
+        self.readout = None
+        self.gens = None
+
+    def _config(self, config: HardwareConfig) -> HardwareConfig:
+        return config.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})
+
+    def program(self, config: HardwareConfig, seed: int, instances: int, first: int = 0) -> None:
+        self.readout = None
+        if config.nl_adc.functions.cell == "nl_adc":
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns).program(
+                seed, instances, f"{self.name}/cell", first)
+            self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
+        elif config.nl_adc.functions.cell == "digital_lut":
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+
+    def __call__(self, v: torch.Tensor, path: str, config: HardwareConfig) -> torch.Tensor:
+        mode = config.nl_adc.functions.cell
+        if path == "float" or mode == "digital":
+            return torch.tanh(v)
+        if self.readout is None or path == "train":
+            self.readout = self.readout or ColumnReadout(self._config(config), "tanh", self.columns)
+        cell_max = config.datapath.cell_max
+        if mode == "nl_adc":
+            v = quantize_input(v / cell_max, config.dac, 1.0) * cell_max
+        if path == "train" or mode == "digital_lut":
+            return self.readout.train_convert(v)
+        return self.readout.convert(v, self.gens)
+
+
+def fixed_point(x: torch.Tensor, bits: int | None, limit: float) -> torch.Tensor:
+    """Signed fixed point with ``bits`` bits over [-limit, limit] (saturating; straight-through)."""
+    if bits is None:
+        return x
+    step = limit / 2 ** (bits - 1)
+    xc = x.clamp(-limit, limit - step)
+    return straight_through(xc, torch.round(xc / step) * step)
+
+
+def train_generator(seed: int, name: str) -> torch.Generator:
+    """The generator a layer draws its hardware-aware-training noise from."""
+    return generator(seed, f"train/{name}")

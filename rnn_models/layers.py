@@ -1,0 +1,455 @@
+"""Analog PyTorch layers: AnalogLinear, AnalogLSTM(+Cell), AnalogGRU(+Cell).
+
+Constructor arguments, parameter names and call signatures are those of ``nn.Linear``, ``nn.LSTM``,
+``nn.GRU``, ``nn.LSTMCell``, ``nn.GRUCell`` (plus ``config=``), so a model can swap them in and
+``load_state_dict`` from the float modules.
+
+Paths (see :mod:`rnn_models.analog`): a layer in ``mode = "hardware"`` (default) runs the
+**programmed chip** in ``eval()`` and **hardware-aware training** in ``train()``; ``mode = "float"``
+runs the exact float math.
+
+Hardware mapping (ours where the paper is silent):
+
+* LSTM: one crossbar matrix over [x, h] with the 4H gate columns; the i, f, o columns are read out by
+  sigmoid NL-ADCs and the g columns by tanh NL-ADCs (``nl_adc.functions``).  c = f*c + i*g and
+  h = o*tanh(c) are digital at ``datapath.bits`` fixed point; tanh(c) per ``nl_adc.functions.cell``.
+* GRU (PyTorch's reset-after form): r, z from sigmoid NL-ADCs on one matrix over [x, h]; the
+  candidate needs r * (W_hn h + b_hn) before its tanh, so W_in x and W_hn h are separate matrices
+  read out linearly (identity NL-ADC / linear ramp ADC), combined digitally, and the tanh is
+  computed like the LSTM's tanh(c) (``functions.cell``).
+* Linear: one matrix, read out linearly (``activation='identity'``) or through any NL-ADC function.
+
+Monte-Carlo: after ``program(seed, instances=M)`` with M > 1 every analog layer takes and returns
+tensors with a leading instance dimension M (``x.expand(M, *x.shape)`` broadcasts an input); with
+M = 1 shapes are exactly PyTorch's.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossbar.config import HardwareConfig, default_config, load_config
+from crossbar.errors import CrossbarInputError
+from rnn_models.analog import (AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point,
+                               train_generator)
+
+
+class AnalogLayerBase(nn.Module):
+    """Hardware config, programming state, calibration and path selection shared by all layers."""
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.hw: HardwareConfig = load_config(config) if config is not None else default_config()
+        self.mode = "hardware"
+        self.layer_name = type(self).__name__
+        self.input_scale: float | None = None   # calibrated DAC full scale of the layer input
+        self._stats: RangeStats | None = None
+        self._train_gen = None
+        self._instances = 0
+        self._programmed_version = None
+
+    # ----------------------------------------------------------------- to implement
+    def _matrices(self) -> dict:
+        """{key: (AnalogMatrix, weight, bias, in_scale)} for the current parameters."""
+        raise NotImplementedError
+
+    def _cells(self) -> list[CellNonlinearity]:
+        return []
+
+    # ----------------------------------------------------------------- state
+    @property
+    def instances(self) -> int:
+        """Programmed Monte-Carlo instances (0 before ``program``)."""
+        return self._instances
+
+    def _weights_version(self):
+        return tuple(p._version for p in self.parameters()) + tuple(id(p) for p in self.parameters())
+
+    def program(self, seed: int | None = None, instances: int | None = None, first: int = 0):
+        """Draw device instances ``first .. first+instances-1`` of this layer (seeded) and program them."""
+        seed = self.hw.simulation.seed if seed is None else int(seed)
+        instances = self.hw.simulation.mc_instances if instances is None else int(instances)
+        for key, (mat, w, b, scale) in self._matrices().items():
+            mat.name = f"{self.layer_name}/{key}"
+            mat.program(self.hw, w, b, scale, seed, instances, first)
+        for cell in self._cells():
+            cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
+            cell.program(self.hw, seed, instances, first)
+        self._instances = instances
+        self._programmed_version = self._weights_version()
+        return self
+
+    def _path(self) -> str:
+        if self.mode == "float" or self._stats is not None:
+            return "float"
+        return "train" if self.training else "chip"
+
+    def _prepare(self) -> str:
+        """Select the path for this forward and set up every matrix (once per forward pass)."""
+        path = self._path()
+        if path == "chip" and (self._instances == 0 or self._programmed_version != self._weights_version()):
+            if self._instances and self._programmed_version != self._weights_version():
+                raise CrossbarInputError(f"{self.layer_name}: the weights changed since program(); "
+                                         "call program(seed) again")
+            self.program()
+        if path == "train" and self._train_gen is None:
+            self._train_gen = train_generator(self.hw.simulation.seed, self.layer_name)
+        for key, (mat, w, b, scale) in self._matrices().items():
+            mat.name = f"{self.layer_name}/{key}"
+            mat.prepare(path, self.hw, w, b, scale, self._train_gen, self._stats)
+        return path
+
+    def _m(self, path: str) -> int:
+        """Instance count of this forward (leading dim of internal tensors)."""
+        return self._instances if path == "chip" else 1
+
+    def _input_scale(self) -> float:
+        dac = self.hw.dac
+        if dac.range_mode == "calibrated" and self.input_scale is not None:
+            return self.input_scale
+        return dac.x_max
+
+    # ----------------------------------------------------------------- calibration
+    def start_calibration(self) -> None:
+        self._stats = RangeStats()
+
+    def finish_calibration(self) -> dict:
+        """Set DAC and ADC ranges from the statistics collected since ``start_calibration``."""
+        stats, self._stats = self._stats, None
+        if stats is None:
+            raise CrossbarInputError(f"{self.layer_name}: finish_calibration() without start_calibration()")
+        if "input" in stats.values and stats.values["input"] > 0:
+            self.input_scale = stats.values["input"]
+        for key, (mat, *_rest) in self._matrices().items():
+            for g in mat.groups:
+                v = stats.values.get(f"{mat.name}/{g.name}")
+                if v:
+                    g.in_range = (-v, v)
+                    g.samples = stats.samples.get(f"{mat.name}/{g.name}")
+            mat.invalidate()
+        self._instances = 0
+        return dict(stats.values)
+
+    def _record_input(self, x: torch.Tensor) -> None:
+        if self._stats is not None:
+            self._stats.update("input", x, self.hw.dac.calibration_percentile)
+
+    def extra_repr_hw(self) -> str:
+        return f"config={self.hw.name!r}, mode={self.mode}, instances={self._instances}"
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not torch.is_floating_point(x):
+        raise CrossbarInputError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise CrossbarInputError(f"{name}: input contains NaN or inf")
+
+
+# ======================================================================================= Linear
+class AnalogLinear(AnalogLayerBase):
+    """``nn.Linear`` on a crossbar; the output is read out linearly or through an NL-ADC function."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, config=None,
+                 activation: str = "identity", device=None, dtype=None):
+        super().__init__(config)
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+        self.reset_parameters()
+        self._mat = AnalogMatrix("fc", [ColumnGroup("out", torch.arange(out_features), activation)])
+
+    def reset_parameters(self) -> None:
+        nn.Linear.reset_parameters(self)  # same initialisation as nn.Linear
+
+    def _matrices(self):
+        scale = torch.full((self.in_features,), self._input_scale())
+        return {"fc": (self._mat, self.weight, self.bias, scale)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_finite(x, self.layer_name)
+        if x.shape[-1] != self.in_features:
+            raise CrossbarInputError(f"{self.layer_name}: last input dimension must be {self.in_features}, "
+                                     f"got shape {tuple(x.shape)}")
+        path = self._prepare()
+        m = self._m(path)
+        self._record_input(x)
+        if m > 1:
+            if x.dim() < 2 or x.shape[0] != m:
+                raise CrossbarInputError(f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the "
+                                         f"input needs a leading dimension of {m} (x.expand({m}, *x.shape))")
+            lead = x.shape[1:-1]
+        else:
+            lead = x.shape[:-1]
+        flat = x.reshape(m, -1, self.in_features)
+        out = self._mat(flat)[0]
+        return out.reshape(*((m,) if m > 1 else ()), *lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"activation={self.activation}, {self.extra_repr_hw()}")
+
+
+# ======================================================================================= RNNs
+class _AnalogRNNBase(AnalogLayerBase):
+    """Shared parameters, shapes and layer/direction loop of AnalogLSTM and AnalogGRU."""
+
+    GATES = 0  # 4 for LSTM, 3 for GRU
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, config=None, device=None, dtype=None, _cell: bool = False):
+        super().__init__(config)
+        if proj_size:
+            raise CrossbarInputError("proj_size is not supported by the analog RNN layers")
+        if not 0 <= dropout <= 1:
+            raise CrossbarInputError(f"dropout must be in [0, 1], got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
+        self.proj_size = 0
+        dirs = 2 if bidirectional else 1
+        g = self.GATES * hidden_size
+        self._names = []
+        for layer in range(num_layers):
+            in_size = input_size if layer == 0 else hidden_size * dirs
+            for d in range(dirs):
+                sfx = "" if _cell else f"_l{layer}" + ("_reverse" if d else "")
+                self.register_parameter(f"weight_ih{sfx}", nn.Parameter(torch.empty(g, in_size, device=device, dtype=dtype)))
+                self.register_parameter(f"weight_hh{sfx}", nn.Parameter(torch.empty(g, hidden_size, device=device, dtype=dtype)))
+                if bias:
+                    self.register_parameter(f"bias_ih{sfx}", nn.Parameter(torch.empty(g, device=device, dtype=dtype)))
+                    self.register_parameter(f"bias_hh{sfx}", nn.Parameter(torch.empty(g, device=device, dtype=dtype)))
+                self._names.append(sfx)
+        self.reset_parameters()
+        self._engines = {sfx: self._make_engine(sfx) for sfx in self._names}
+
+    def reset_parameters(self) -> None:
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for w in self.parameters():
+            nn.init.uniform_(w, -stdv, stdv)
+
+    def _p(self, kind: str, sfx: str):
+        return getattr(self, f"{kind}{sfx}", None)
+
+    def _layer_in_scale(self, layer: int, in_size: int) -> torch.Tensor:
+        return torch.full((in_size,), self._input_scale() if layer == 0 else 1.0)
+
+    # ---------------------------------------------------------------- shapes
+    def _canonical(self, x: torch.Tensor, m: int):
+        """Input -> (M, T, B, F); returns also how to undo it."""
+        unbatched_dim = 2 + (1 if m > 1 else 0)
+        if x.dim() not in (unbatched_dim, unbatched_dim + 1):
+            want = "(M, " if m > 1 else "("
+            raise CrossbarInputError(
+                f"{self.layer_name}: input must be {want}T, B, {self.input_size}) or {want}T, {self.input_size}) "
+                f"(batch_first swaps T and B), got shape {tuple(x.shape)}")
+        if x.shape[-1] != self.input_size:
+            raise CrossbarInputError(f"{self.layer_name}: input feature size must be {self.input_size}, "
+                                     f"got shape {tuple(x.shape)}")
+        if m > 1 and x.shape[0] != m:
+            raise CrossbarInputError(f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the input "
+                                     f"needs a leading dimension of {m} (x.expand({m}, *x.shape))")
+        if m == 1:
+            x = x.unsqueeze(0)
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(2)  # (M, T, 1, F)
+        elif self.batch_first:
+            x = x.transpose(1, 2)
+        return x, unbatched
+
+    def _state(self, hx, m: int, batch: int, unbatched: bool, ref: torch.Tensor):
+        shape = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        if hx is None:
+            return torch.zeros((m,) + shape, dtype=ref.dtype, device=ref.device)
+        h = hx
+        if m == 1:
+            h = h.unsqueeze(0)
+        if unbatched:
+            h = h.unsqueeze(2)
+        if h.shape != (m,) + shape:
+            raise CrossbarInputError(f"{self.layer_name}: initial state must have shape {shape} "
+                                     f"(+ leading M in Monte-Carlo mode), got {tuple(hx.shape)}")
+        return h.to(ref)
+
+    def _restore(self, y: torch.Tensor, m: int, unbatched: bool, seq: bool) -> torch.Tensor:
+        """Internal (M, T, B, H) / (M, L, B, H) -> the caller's layout."""
+        if unbatched:
+            y = y.squeeze(2)
+        elif seq and self.batch_first:
+            y = y.transpose(1, 2)
+        return y.squeeze(0) if m == 1 else y
+
+    def _run(self, x, states: list[torch.Tensor], path: str | None = None):
+        """Run all layers and directions; ``states``: initial states as the caller gives them."""
+        path = self._prepare() if path is None else path
+        m = self._m(path)
+        x, unbatched = self._canonical(x, m)
+        _check_finite(x, self.layer_name)
+        self._record_input(x)
+        batch = x.shape[2]
+        init = [self._state(s, m, batch, unbatched, x) for s in states]
+        dirs = 2 if self.bidirectional else 1
+        finals = [[] for _ in init]
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(dirs):
+                sfx = self._names[layer * dirs + d]
+                idx = layer * dirs + d
+                out, fin = self._direction(sfx, x, [s[:, idx] for s in init], reverse=bool(d), path=path)
+                outs.append(out)
+                for f_list, f in zip(finals, fin):
+                    f_list.append(f)
+            x = torch.cat(outs, -1) if dirs == 2 else outs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        out = self._restore(x, m, unbatched, seq=True)
+        finals = [self._restore(torch.stack(f, 1), m, unbatched, seq=False) for f in finals]
+        return out, finals
+
+    def _direction(self, sfx, x, state, reverse, path):
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}, "
+                f"{self.extra_repr_hw()}")
+
+
+class AnalogLSTM(_AnalogRNNBase):
+    """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations."""
+
+    GATES = 4
+
+    def _make_engine(self, sfx):
+        h = self.hidden_size
+        roles = self.hw.nl_adc.functions
+        mat = AnalogMatrix(f"lstm{sfx}", [
+            ColumnGroup("ifo", torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h)]), roles.gate),
+            ColumnGroup("g", torch.arange(2 * h, 3 * h), roles.candidate)])
+        return {"mat": mat, "cell": CellNonlinearity(f"lstm{sfx}", h)}
+
+    def _matrices(self):
+        mats = {}
+        for layer in range(self.num_layers):
+            dirs = 2 if self.bidirectional else 1
+            for d in range(dirs):
+                sfx = self._names[layer * dirs + d]
+                w_ih, w_hh = self._p("weight_ih", sfx), self._p("weight_hh", sfx)
+                b = self._p("bias_ih", sfx) + self._p("bias_hh", sfx) if self.bias else None
+                scale = torch.cat([self._layer_in_scale(layer, w_ih.shape[1]), torch.ones(self.hidden_size)])
+                mats[sfx] = (self._engines[sfx]["mat"], torch.cat([w_ih, w_hh], 1), b, scale)
+        return mats
+
+    def _cells(self):
+        return [e["cell"] for e in self._engines.values()]
+
+    def _direction(self, sfx, x, state, reverse, path):
+        h, c = state
+        mat, cell = self._engines[sfx]["mat"], self._engines[sfx]["cell"]
+        dp = self.hw.datapath
+        steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+        outs = [None] * x.shape[1]
+        for t in steps:
+            ifo, g = mat(torch.cat([x[:, t], h], -1))
+            i, f, o = ifo.chunk(3, -1)
+            c = fixed_point(f * c + i * g, dp.bits, dp.cell_max)
+            h = fixed_point(o * cell(c, path, self.hw), dp.bits, 1.0)
+            outs[t] = h
+        return torch.stack(outs, 1), (h, c)
+
+    def forward(self, input: torch.Tensor, hx=None):
+        h0, c0 = (None, None) if hx is None else hx
+        out, (h_n, c_n) = self._run(input, [h0, c0])
+        return out, (h_n, c_n)
+
+
+class AnalogGRU(_AnalogRNNBase):
+    """``nn.GRU`` (reset-after form) with crossbar MVMs and NL-ADC r/z gates."""
+
+    GATES = 3
+
+    def _make_engine(self, sfx):
+        h = self.hidden_size
+        roles = self.hw.nl_adc.functions
+        return {"rz": AnalogMatrix(f"gru{sfx}/rz", [ColumnGroup("rz", torch.arange(2 * h), roles.gate)]),
+                "nx": AnalogMatrix(f"gru{sfx}/nx", [ColumnGroup("nx", torch.arange(h), "identity")]),
+                "nh": AnalogMatrix(f"gru{sfx}/nh", [ColumnGroup("nh", torch.arange(h), "identity")]),
+                "cell": CellNonlinearity(f"gru{sfx}", h)}
+
+    def _matrices(self):
+        mats = {}
+        h = self.hidden_size
+        dirs = 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            for d in range(dirs):
+                sfx = self._names[layer * dirs + d]
+                e = self._engines[sfx]
+                w_ih, w_hh = self._p("weight_ih", sfx), self._p("weight_hh", sfx)
+                b_ih, b_hh = self._p("bias_ih", sfx), self._p("bias_hh", sfx)
+                in_scale = self._layer_in_scale(layer, w_ih.shape[1])
+                mats[sfx + "/rz"] = (e["rz"], torch.cat([w_ih[:2 * h], w_hh[:2 * h]], 1),
+                                     (b_ih[:2 * h] + b_hh[:2 * h]) if self.bias else None,
+                                     torch.cat([in_scale, torch.ones(h)]))
+                mats[sfx + "/nx"] = (e["nx"], w_ih[2 * h:], b_ih[2 * h:] if self.bias else None, in_scale)
+                mats[sfx + "/nh"] = (e["nh"], w_hh[2 * h:], b_hh[2 * h:] if self.bias else None, torch.ones(h))
+        return mats
+
+    def _cells(self):
+        return [e["cell"] for e in self._engines.values()]
+
+    def _direction(self, sfx, x, state, reverse, path):
+        (h,) = state
+        e = self._engines[sfx]
+        dp = self.hw.datapath
+        steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+        outs = [None] * x.shape[1]
+        for t in steps:
+            (rz,) = e["rz"](torch.cat([x[:, t], h], -1))
+            r, z = rz.chunk(2, -1)
+            (nx,) = e["nx"](x[:, t])
+            (nh,) = e["nh"](h)
+            n = e["cell"](fixed_point(nx + r * nh, dp.bits, dp.cell_max), path, self.hw)
+            h = fixed_point((1 - z) * n + z * h, dp.bits, 1.0)
+            outs[t] = h
+        return torch.stack(outs, 1), (h,)
+
+    def forward(self, input: torch.Tensor, hx=None):
+        out, (h_n,) = self._run(input, [hx])
+        return out, h_n
+
+
+# ======================================================================================= cells
+def _cell_step(layer: _AnalogRNNBase, input: torch.Tensor, states: list):
+    """Run a one-layer RNN for one step on cell-shaped tensors ((B, F) or (F,), + leading M)."""
+    path = layer._prepare()
+    unbatched = input.dim() == (2 if layer._m(path) > 1 else 1)
+    where = -2 if unbatched else -3
+    seq = input.unsqueeze(where)
+    init = [None if s is None else s.unsqueeze(where) for s in states]
+    _, finals = layer._run(seq, init, path=path)
+    return [f.squeeze(where) for f in finals]
+
+
+class AnalogLSTMCell(AnalogLSTM):
+    """``nn.LSTMCell``: one step; parameters ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, config=None, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, 1, bias, config=config, device=device, dtype=dtype, _cell=True)
+
+    def forward(self, input: torch.Tensor, hx=None):
+        h, c = _cell_step(self, input, [None, None] if hx is None else list(hx))
+        return h, c
+
+
+class AnalogGRUCell(AnalogGRU):
+    """``nn.GRUCell``: one step; parameters ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``."""
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, config=None, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, 1, bias, config=config, device=device, dtype=dtype, _cell=True)
+
+    def forward(self, input: torch.Tensor, hx=None):
+        (h,) = _cell_step(self, input, [hx])
+        return h
