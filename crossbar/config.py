@@ -127,7 +127,7 @@ class ArrayConfig(_Section):
 class DACConfig(_Section):
     """Input digital-to-analog conversion (word-line drivers)."""
 
-    bits: Optional[int] = Field(None, ge=2, le=16, description="input resolution (sign-magnitude, zero included); null = ideal (no quantisation)")
+    bits: Optional[int] = Field(None, ge=2, le=16, description="input resolution (sign-magnitude, zero included); null = ideal (no quantisation, no clipping)")
     range_mode: Literal["fixed", "calibrated"] = Field("fixed")
     x_max: float = Field(1.0, gt=0, le=1e6, description="inputs are quantised over [-x_max, x_max] "
                                                         "(fixed mode, or before calibration)")

@@ -90,6 +90,16 @@ class AnalogMatrix:
         self.instances = instances
         self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
 
+    def __deepcopy__(self, memo):
+        """Copy everything but the per-forward state (it may hold non-leaf tensors)."""
+        import copy
+
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            setattr(new, key, None if key == "_fwd" else copy.deepcopy(value, memo))
+        return new
+
     def invalidate(self) -> None:
         """Forget programmed state and cached designs (weights or ranges changed)."""
         self.tile = self.readouts = None

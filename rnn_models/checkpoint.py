@@ -55,3 +55,114 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
             f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}"
         )
     return payload
+
+
+# ------------------------------------------------------------------------------ analog models
+def _flat_config(cfg) -> dict:
+    out = {}
+
+    def walk(prefix, node):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                walk(key, v)
+            else:
+                out[key] = v
+    walk("", cfg.model_dump())
+    return out
+
+
+def config_difference(a, b) -> list[str]:
+    """Human-readable differing fields of two hardware configs (``name``/``description`` ignored)."""
+    fa, fb = _flat_config(a), _flat_config(b)
+    return [f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})" for k in sorted(set(fa) | set(fb))
+            if k not in ("name", "description") and fa.get(k) != fb.get(k)]
+
+
+def _layer_state(layer, programmed: bool) -> dict:
+    state = {"config": layer.hw.model_dump_json(), "input_scale": layer.input_scale, "groups": {}}
+    for key, (mat, *_r) in layer._matrices().items():
+        for g in mat.groups:
+            state["groups"][f"{key}/{g.name}"] = {
+                "in_range": list(g.in_range) if g.in_range is not None else None,
+                "samples": g.samples.float() if g.samples is not None else None}
+    if programmed and layer.instances:
+        chip = {"args": list(layer._program_args), "tiles": {}}
+        for key, (mat, *_r) in layer._matrices().items():
+            entry = {"g_pos": mat.tile.g_pos.cpu(), "g_neg": mat.tile.g_neg.cpu(),
+                     "drift_gain": mat.tile.drift_gain.cpu(), "nladc": []}
+            for ro in mat.readouts:
+                if ro.nladc is not None:
+                    entry["nladc"].append({"ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
+                                           "offsets": ro.nladc.offsets.cpu(), "read_var": ro.nladc.read_var.cpu()})
+            chip["tiles"][key] = entry
+        state["chip"] = chip
+    return state
+
+
+def save_analog_checkpoint(path: str | Path, model: torch.nn.Module, task: str = "custom", arch: dict | None = None,
+                           meta: dict | None = None, programmed: bool = False) -> Path:
+    """Save an analog model: weights, each layer's hardware config and calibrated ranges, and
+    (``programmed=True``) the programmed conductances and NL-ADC thresholds of every instance."""
+    from rnn_models.convert import analog_layers
+
+    layers = {name: _layer_state(layer, programmed) for name, layer in analog_layers(model)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": FORMAT, "version": VERSION, "task": task, "arch": dict(arch or {}),
+               "state_dict": state, "meta": dict(meta or {}), "analog": layers}
+    return torch_save(payload, path)
+
+
+def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed: bool = True) -> dict:
+    """Load a checkpoint written by :func:`save_analog_checkpoint` into an analog ``model``.
+
+    Refuses (one clear error) a checkpoint whose hardware config differs from the model's, or whose
+    weights do not fit the model.  Restores calibrated ranges and, when present and ``programmed``,
+    the programmed chip."""
+    from crossbar.config import validate_config
+    from rnn_models.convert import analog_layers
+
+    ckpt = load_checkpoint(path)
+    if "analog" not in ckpt:
+        raise CrossbarInputError(f"checkpoint {str(path)!r} holds no analog state (saved by save_checkpoint)")
+    layers = dict(analog_layers(model))
+    if set(layers) != set(ckpt["analog"]):
+        raise CrossbarInputError(f"checkpoint {str(path)!r} has analog layers {sorted(ckpt['analog'])}, the model "
+                                 f"has {sorted(layers)}")
+    for name, state in ckpt["analog"].items():
+        saved = validate_config(__import__("json").loads(state["config"]), source=f"{path}:{name}")
+        diff = config_difference(saved, layers[name].hw)
+        if diff:
+            raise CrossbarInputError(f"checkpoint {str(path)!r} was saved with hardware config {saved.name!r} but layer "
+                                     f"{name!r} uses {layers[name].hw.name!r}; differing fields: {', '.join(diff[:6])}")
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CrossbarInputError(f"checkpoint {str(path)!r} does not fit the model: {str(exc).splitlines()[0]}") from None
+    for name, state in ckpt["analog"].items():
+        layer = layers[name]
+        layer.input_scale = state["input_scale"]
+        for key, (mat, *_r) in layer._matrices().items():
+            for g in mat.groups:
+                saved = state["groups"].get(f"{key}/{g.name}", {})
+                g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
+                g.samples = saved.get("samples")
+            mat.invalidate()
+        layer._instances = 0
+        if programmed and "chip" in state:
+            layer.program(*state["chip"]["args"])
+            for key, (mat, *_r) in layer._matrices().items():
+                entry = state["chip"]["tiles"][key]
+                if entry["g_pos"].shape != mat.tile.g_pos.shape:
+                    raise CrossbarInputError(f"checkpoint {str(path)!r}: programmed conductances of {name}/{key} have "
+                                             f"shape {tuple(entry['g_pos'].shape)}, expected {tuple(mat.tile.g_pos.shape)}")
+                dev, dt = mat.tile.device, mat.tile.dtype
+                mat.tile.g_pos, mat.tile.g_neg = entry["g_pos"].to(dev, dt), entry["g_neg"].to(dev, dt)
+                mat.tile.drift_gain = entry["drift_gain"].to(dev, dt)
+                nl = [ro.nladc for ro in mat.readouts if ro.nladc is not None]
+                for adc, saved in zip(nl, entry["nladc"]):
+                    adc.ramp_thresholds = saved["ramp_thresholds"].to(dev, dt)
+                    adc.offsets = saved["offsets"].to(dev, dt)
+                    adc.read_var = saved["read_var"].to(dev, dt)
+                    adc.thresholds = adc.ramp_thresholds + adc.offsets
+    return ckpt

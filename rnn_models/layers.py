@@ -79,6 +79,7 @@ class AnalogLayerBase(nn.Module):
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             cell.program(self.hw, seed, instances, first)
         self._instances = instances
+        self._program_args = (seed, instances, first)
         self._programmed_version = self._weights_version()
         return self
 
@@ -349,14 +350,15 @@ class AnalogLSTM(_AnalogRNNBase):
     def _direction(self, sfx, x, state, reverse, path):
         h, c = state
         mat, cell = self._engines[sfx]["mat"], self._engines[sfx]["cell"]
-        dp = self.hw.datapath
+        bits = None if path == "float" else self.hw.datapath.bits
+        cell_max = self.hw.datapath.cell_max
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:
             ifo, g = mat(torch.cat([x[:, t], h], -1))
             i, f, o = ifo.chunk(3, -1)
-            c = fixed_point(f * c + i * g, dp.bits, dp.cell_max)
-            h = fixed_point(o * cell(c, path, self.hw), dp.bits, 1.0)
+            c = fixed_point(f * c + i * g, bits, cell_max)
+            h = fixed_point(o * cell(c, path, self.hw), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h, c)
 
@@ -403,7 +405,8 @@ class AnalogGRU(_AnalogRNNBase):
     def _direction(self, sfx, x, state, reverse, path):
         (h,) = state
         e = self._engines[sfx]
-        dp = self.hw.datapath
+        bits = None if path == "float" else self.hw.datapath.bits
+        cell_max = self.hw.datapath.cell_max
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:
@@ -411,8 +414,8 @@ class AnalogGRU(_AnalogRNNBase):
             r, z = rz.chunk(2, -1)
             (nx,) = e["nx"](x[:, t])
             (nh,) = e["nh"](h)
-            n = e["cell"](fixed_point(nx + r * nh, dp.bits, dp.cell_max), path, self.hw)
-            h = fixed_point((1 - z) * n + z * h, dp.bits, 1.0)
+            n = e["cell"](fixed_point(nx + r * nh, bits, cell_max), path, self.hw)
+            h = fixed_point((1 - z) * n + z * h, bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h,)
 

@@ -73,9 +73,12 @@ class ColumnReadout:
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
-        exact = self.act.f(y)
         if self.kind == "nl_ramp":
+            if self.act.name == "identity":  # a linear ADC: no gradient where it saturates
+                y = y.clamp(self.design.x_lo, self.design.x_hi)
+            exact = self.act.f(y)
             return straight_through(exact, self.design.ideal_convert(y.detach()).to(y.dtype))
+        exact = self.act.f(y)
         if self.kind == "linear_ramp":
             return self.act.f(self.linear.convert(y))
         return exact

@@ -1,0 +1,205 @@
+"""Analog layers: equivalence with torch under the ideal config, MC batching, HWA training, errors."""
+import pytest
+import torch
+from torch import nn
+
+from crossbar.config import load_config
+from crossbar.errors import CrossbarInputError
+from rnn_models import (AnalogGRU, AnalogGRUCell, AnalogLinear, AnalogLSTM, AnalogLSTMCell, calibrate,
+                        convert_to_analog, program, set_mode, to_digital)
+
+IDEAL = load_config("ideal")
+TOL = 1e-5
+
+
+def _rel(a, b):
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+@pytest.mark.parametrize("cls, acls", [(nn.LSTM, AnalogLSTM), (nn.GRU, AnalogGRU)])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_rnn_equals_torch_with_ideal_config(cls, acls, batch_first, bidirectional, num_layers):
+    torch.manual_seed(0)
+    ref = cls(5, 7, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional).eval()
+    ana = acls(5, 7, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional, config=IDEAL).eval()
+    ana.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 4, 5)
+    dirs = 2 if bidirectional else 1
+    h0 = torch.randn(num_layers * dirs, 3 if batch_first else 4, 7)
+    hx = (h0, torch.randn_like(h0)) if cls is nn.LSTM else h0
+    (y1, s1), (y2, s2) = ref(x, hx), ana(x, hx)
+    assert y1.shape == y2.shape and _rel(y2, y1) < TOL
+    for a, b in zip(s1 if cls is nn.LSTM else [s1], s2 if cls is nn.LSTM else [s2]):
+        assert a.shape == b.shape and _rel(b, a) < TOL
+    # unbatched input, as torch allows
+    y1, _ = ref(x[:, 0] if not batch_first else x[0])
+    y2, _ = ana(x[:, 0] if not batch_first else x[0])
+    assert y1.shape == y2.shape and _rel(y2, y1) < TOL
+
+
+@pytest.mark.parametrize("cls, acls", [(nn.LSTMCell, AnalogLSTMCell), (nn.GRUCell, AnalogGRUCell)])
+def test_cells_equal_torch(cls, acls):
+    torch.manual_seed(1)
+    ref, ana = cls(4, 6).eval(), acls(4, 6, config=IDEAL).eval()
+    ana.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 4)
+    out_r, out_a = ref(x), ana(x)
+    for a, b in zip(out_r if cls is nn.LSTMCell else [out_r], out_a if cls is nn.LSTMCell else [out_a]):
+        assert a.shape == b.shape and _rel(b, a) < TOL
+    h = torch.randn(5, 6)
+    hx = (h, torch.randn(5, 6)) if cls is nn.LSTMCell else h
+    r2, a2 = ref(x, hx), ana(x, hx)
+    assert _rel(a2[0] if cls is nn.LSTMCell else a2, r2[0] if cls is nn.LSTMCell else r2) < TOL
+    assert (ana(x[0])[0] if cls is nn.LSTMCell else ana(x[0])).shape == (6,)
+
+
+def test_linear_equals_torch_and_state_dict_names_match():
+    torch.manual_seed(2)
+    ref = nn.Linear(9, 4)
+    ana = AnalogLinear(9, 4, config=IDEAL)
+    assert set(ana.state_dict()) == set(ref.state_dict())
+    ana.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 9)
+    assert _rel(ana.eval()(x), ref(x)) < TOL
+    assert set(AnalogLSTM(3, 4, 2, bidirectional=True).state_dict()) == set(nn.LSTM(3, 4, 2, bidirectional=True).state_dict())
+
+
+class _KwsLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 12, batch_first=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y.mean(-2))
+
+
+def test_convert_to_analog_and_back():
+    torch.manual_seed(3)
+    model = _KwsLike().eval()
+    ana = convert_to_analog(model, IDEAL)
+    assert isinstance(ana.lstm, AnalogLSTM) and isinstance(ana.fc, AnalogLinear)
+    assert isinstance(model.lstm, nn.LSTM)  # the original is untouched
+    x = torch.randn(4, 7, 6)
+    assert _rel(ana(x), model(x)) < TOL
+    back = to_digital(ana)
+    assert type(back.lstm) is nn.LSTM and type(back.fc) is nn.Linear
+    assert _rel(back(x), model(x)) < 1e-7
+    ana_path = convert_to_analog(model, "hw_configs/rram_nladc_5b.json")
+    assert ana_path.lstm.hw.name == "rram_nladc_5b"
+
+
+def _noisy_model():
+    torch.manual_seed(4)
+    model = _KwsLike().eval()
+    ana = convert_to_analog(model, "rram_nladc_5b")
+    x = torch.randn(5, 6, 6)
+    ana.calibrate([x])
+    return ana, x
+
+
+def test_monte_carlo_batched_equals_sequential_instances():
+    ana, x = _noisy_model()
+    seq = torch.stack([ana.program(7, 1, first=m)(x) for m in range(3)])
+    ana.program(7, 3)
+    batched = ana(x.expand(3, *x.shape))
+    assert batched.shape == (3, 5, 3)
+    assert torch.allclose(batched, seq, atol=1e-6)
+    assert not torch.allclose(batched[0], batched[1])  # instances differ
+
+
+def test_program_seed_gives_same_or_new_instances():
+    ana, x = _noisy_model()
+    a = ana.program(1, 1)(x)
+    b = ana.program(1, 1)(x)
+    c = ana.program(2, 1)(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_monte_carlo_input_needs_the_instance_dimension():
+    ana, x = _noisy_model()
+    ana.program(0, 2)
+    with pytest.raises(CrossbarInputError, match="leading dimension of 2"):
+        ana(x)
+
+
+def test_hwa_training_with_4bit_nladc_lowers_the_loss():
+    torch.manual_seed(5)
+    # a fixed +-8 ADC range: ranges calibrated on an untrained model would clip the growing logits
+    cfg = load_config("rram_nladc_4b").replace(**{"adc.range_mode": "fixed"})
+    model = convert_to_analog(_KwsLike(), cfg)
+    x = torch.randn(16, 8, 6)
+    target = torch.randint(0, 3, (16,))
+    model.calibrate([x])
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    losses = []
+    for _ in range(60):
+        loss = nn.functional.cross_entropy(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        assert model.lstm.weight_ih_l0.grad is not None and model.lstm.weight_ih_l0.grad.abs().sum() > 0
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_calibration_sets_ranges_and_float_mode_is_exact():
+    ana, x = _noisy_model()
+    assert ana.lstm.input_scale == pytest.approx(float(x.abs().flatten().quantile(0.9999)), rel=1e-3)
+    group = ana.fc._mat.groups[0]
+    assert group.in_range is not None and group.in_range[0] < 0 < group.in_range[1]
+    ref = to_digital(ana)(x)
+    set_mode(ana, "float")
+    assert _rel(ana(x), ref) < 1e-6
+    set_mode(ana, "hardware")
+    assert _rel(ana.program(0, 1)(x), ref) > 1e-3
+
+
+def test_changed_weights_require_reprogramming():
+    ana, x = _noisy_model()
+    ana.program(0, 1)
+    ana(x)
+    with torch.no_grad():
+        ana.fc.weight.mul_(2)
+    with pytest.raises(CrossbarInputError, match="weights changed"):
+        ana(x)
+
+
+def test_bad_layer_inputs_are_clear():
+    lstm = AnalogLSTM(3, 4, config=IDEAL)
+    with pytest.raises(CrossbarInputError, match="feature size must be 3"):
+        lstm(torch.zeros(2, 2, 5))
+    with pytest.raises(CrossbarInputError, match="NaN or inf"):
+        lstm(torch.full((2, 2, 3), float("nan")))
+    with pytest.raises(CrossbarInputError, match="floating-point"):
+        lstm(torch.zeros(2, 2, 3, dtype=torch.long))
+    with pytest.raises(CrossbarInputError, match="initial state must have shape"):
+        lstm(torch.zeros(2, 2, 3), (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4)))
+    with pytest.raises(CrossbarInputError, match="proj_size"):
+        convert_to_analog(nn.LSTM(3, 4, proj_size=2), IDEAL)
+
+
+def test_analog_checkpoint_roundtrip_and_config_mismatch(tmp_path):
+    from rnn_models.checkpoint import load_analog_checkpoint, save_analog_checkpoint
+
+    ana, x = _noisy_model()
+    ana.program(3, 2)
+    xm = x.expand(2, *x.shape)
+    ref = ana(xm)
+    path = save_analog_checkpoint(tmp_path / "a.pt", ana, programmed=True)
+    torch.manual_seed(99)
+    other = convert_to_analog(_KwsLike(), "rram_nladc_5b").eval()
+    load_analog_checkpoint(path, other)
+    assert other.lstm.instances == 2
+    assert torch.allclose(other(xm), ref, atol=1e-6)
+    wrong = convert_to_analog(_KwsLike(), "rram_nladc_4b")
+    with pytest.raises(CrossbarInputError, match=r"differing fields: adc.bits \(5 vs 4\)"):
+        load_analog_checkpoint(path, wrong)
+    small = convert_to_analog(nn.Sequential(nn.Linear(3, 2)), "rram_nladc_5b")
+    with pytest.raises(CrossbarInputError, match="analog layers"):
+        load_analog_checkpoint(path, small)
