@@ -17,11 +17,12 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
     from rnn_models.tasks.lm import train_lm
 
     torch.set_num_threads(args.threads)
-    command = "crossbar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line()
     result = train_lm(args.data, args.out, hidden_size=args.hidden, num_layers=args.layers,
                       dropout=args.dropout, epochs=args.epochs, batch=args.batch, bptt=args.bptt,
                       lr=args.lr, seed=args.seed, bf16=args.bf16, device=args.device,
-                      max_minutes=args.max_minutes, command=command)
+                      max_minutes=args.max_minutes, config=args.config, hwa_epochs=args.hwa_epochs,
+                      hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes, init=args.init, command=command)
     print(f"best valid bpc {result['best_valid_bpc']:.4f}; checkpoint {args.out}")
     return 0
 
@@ -95,6 +96,72 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     return 0
 
 
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_h364.pt"}
+
+
+def _command_line() -> str:
+    return "crossbar " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _cmd_train_kws(args: argparse.Namespace) -> int:
+    from rnn_models.tasks.kws import train_kws
+
+    torch.set_num_threads(args.threads)
+    train_kws(args.data, args.out, task=args.task, config=args.config, hidden_size=args.hidden, epochs=args.epochs,
+              hwa_epochs=args.hwa_epochs, batch=args.batch, lr=args.lr, dev_fraction=args.dev_fraction,
+              seed=args.seed, command=_command_line())
+    return 0
+
+
+def _checkpoint_for(task: str, given: str | None) -> str:
+    path = given or str(SHIPPED[task])
+    if not __import__("os").path.isfile(path):
+        raise CrossbarInputError(f"checkpoint {path!r} not found" + ("" if given else
+                                 f" (the checkpoint shipped for {task}; train one with `crossbar train {task}`)"))
+    return path
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from crossbar.config import load_config
+    from crossbar.io import write_json, write_text
+    from rnn_models import evaluate as ev
+
+    torch.set_num_threads(args.threads)
+    checkpoint = _checkpoint_for(args.task, args.checkpoint)
+    if args.task == "kws":
+        from rnn_models.tasks.kws import evaluate_kws
+
+        def one(cfg):
+            return evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split)
+    else:
+        from rnn_models.tasks.lm import evaluate_lm
+
+        def one(cfg):
+            return evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid")
+    base = load_config(args.config)
+    if args.sweep is None:
+        res = one(base)
+        h = res["hardware"]
+        print(f"{res['task']} {res['metric']} on {res['n_samples']} samples: software {res['software']:.4f}, "
+              f"hardware ({res['config']}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}")
+        if args.json:
+            write_json(args.json, res)
+        return 0
+    configs = ev.sweep_configs(base, ev.parse_sweep(args.sweep), args.baseline)
+    results = ev.run_sweep(configs, one, progress=lambda r: print(
+        f"  {r['config']:40s} software {r['software']:.4f}  hardware {r['hardware']['mean']:.4f} +- {r['hardware']['std']:.4f}"))
+    table = ev.sweep_table(results)
+    print(table)
+    out = __import__("pathlib").Path(args.out or ".")
+    plot = ev.plot_sweep(results, out / f"sweep_{args.task}.png", f"{args.task}: software vs simulated hardware")
+    write_text(out / f"sweep_{args.task}.md", table + "\n")
+    if args.json:
+        write_json(args.json, {"task": args.task, "sweep": results})
+    print(f"plot {plot}, table {out / f'sweep_{args.task}.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,7 +200,44 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--device", default="cpu")
     lm.add_argument("--threads", type=int, default=1)
     lm.add_argument("--max-minutes", type=float, default=None)
+    lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
+    lm.add_argument("--init", help="start from this checkpoint (skips float training)")
+    lm.add_argument("--hwa-epochs", type=int, default=1)
+    lm.add_argument("--hwa-lr", type=float, default=5e-4)
+    lm.add_argument("--hwa-max-minutes", type=float, default=None)
     lm.set_defaults(func=_cmd_train_lm)
+
+    kws = train.add_parser("kws", help="keyword-spotting LSTM: float training + hardware-aware fine-tuning")
+    kws.add_argument("--data", required=True, help="dataset folder (GSC layout or manifest.csv)")
+    kws.add_argument("--config", help="hardware config for hardware-aware fine-tuning (omit: float only)")
+    kws.add_argument("--out", required=True, help="checkpoint file to write")
+    kws.add_argument("--task", choices=["gsc12", "fsdd"], default="gsc12")
+    kws.add_argument("--hidden", type=_positive_int, default=96)
+    kws.add_argument("--epochs", type=_positive_int, default=40)
+    kws.add_argument("--hwa-epochs", type=int, default=6)
+    kws.add_argument("--batch", type=_positive_int, default=64)
+    kws.add_argument("--lr", type=float, default=3e-3)
+    kws.add_argument("--dev-fraction", type=float, default=0.2)
+    kws.add_argument("--seed", type=int, default=0)
+    kws.add_argument("--threads", type=_positive_int, default=2)
+    kws.set_defaults(func=_cmd_train_kws)
+
+    evaluate = sub.add_parser("evaluate", help="simulate a trained model on hardware (Monte-Carlo)")
+    ev_sub = evaluate.add_subparsers(dest="task", required=True)
+    for task, helptext in (("kws", "keyword spotting accuracy"), ("lm", "char-LM bits per character")):
+        e = ev_sub.add_parser(task, help=helptext)
+        e.add_argument("--checkpoint", help="checkpoint (default: the one shipped in checkpoints/)")
+        e.add_argument("--data", required=True, help="dataset folder")
+        e.add_argument("--config", required=True, help="hardware config (path or preset name)")
+        e.add_argument("--mc", type=_positive_int, default=10, help="Monte-Carlo device instances")
+        e.add_argument("--split", default=None, help=("kws: all | train | dev | test (default: test with GSC list "
+                                                      "files, else all)" if task == "kws" else "lm: valid | test"))
+        e.add_argument("--json", help="result JSON file")
+        e.add_argument("--sweep", help="bits=3,4,5,8: evaluate the config at each ADC bit width + the baseline")
+        e.add_argument("--baseline", default="rram_conventional_adc_5b", help="baseline config added to a sweep")
+        e.add_argument("--out", help="folder for the sweep plot and table (default: .)")
+        e.add_argument("--threads", type=_positive_int, default=2)
+        e.set_defaults(func=_cmd_evaluate)
     return parser
 
 

@@ -148,9 +148,7 @@ class Tile:
         if not read_spec.is_zero:
             if read_gen is None:
                 raise CrossbarInputError("read noise is on: pass a read-noise generator to mvm()")
-            var = devices.noise_sigma(self.g_pos, read_spec) ** 2
-            var_neg = devices.noise_sigma(self.g_neg, read_spec) ** 2
-            var = var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
+            var = self._read_variance()
             x2 = xq * xq
             var_out = torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in blocks], 2)
             y = y + var_out.clamp(min=0).sqrt() * randn_instances(read_gen, y.shape, self.dtype, self.device)
@@ -163,6 +161,19 @@ class Tile:
         if v_read_actual is not None and v_read_actual != v_nom:
             y = y * (v_read_actual / v_nom)
         return y
+
+    def _read_variance(self) -> torch.Tensor:
+        """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per programming."""
+        cached = getattr(self, "_read_var_cache", None)
+        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
+            return cached[2]
+        spec = self.config.device.read_noise
+        var = devices.noise_sigma(self.g_pos, spec) ** 2
+        var_neg = devices.noise_sigma(self.g_neg, spec) ** 2
+        var = var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
+        if not var.requires_grad:
+            self._read_var_cache = (self.g_pos, self.g_neg, var)
+        return var
 
     def _row_slices(self):
         rows = self.config.array.rows

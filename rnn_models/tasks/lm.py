@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from crossbar.errors import CrossbarInputError
 from rnn_models.checkpoint import load_checkpoint, save_checkpoint
 from rnn_models.data import ptb
 
@@ -48,53 +49,47 @@ def _detach(state):
 
 @torch.no_grad()
 def evaluate_bpc(model: nn.Module, ids: torch.Tensor, n_streams: int = 64, window: int = 200,
-                 device: str = "cpu") -> float:
+                 device: str = "cpu", instances: int = 1, progress: bool = False) -> float | list[float]:
     """Bits per character of ``model`` over the whole sequence ``ids``.
 
     The sequence is cut into ``n_streams`` contiguous streams scored in parallel, the state carried
-    from window to window; every symbol but the first of each stream is predicted once.
+    from window to window; every symbol but the first of each stream is predicted once.  With
+    ``instances`` > 1 (a model programmed with M Monte-Carlo instances) the inputs get the leading
+    instance dimension and a list of M BPC values is returned.
     """
     model.eval()
     data = ptb.batchify(ids, n_streams).to(device)
-    state, nats, count = None, 0.0, 0
-    for start in range(0, data.size(0) - 1, window):
+    state, count = None, 0
+    nats = torch.zeros(instances, dtype=torch.float64)
+    starts = range(0, data.size(0) - 1, window)
+    for start in tqdm(starts, desc="bpc", leave=False, disable=not progress, mininterval=5):
         x = data[start:start + window]
         y = data[start + 1:start + 1 + window]
         x = x[: y.size(0)]
+        if instances > 1:
+            x = x.expand(instances, *x.shape)
         logits, state = model(x, state)
-        nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                reduction="sum").item()
+        logits = logits.float().reshape(instances, -1, logits.size(-1))
+        for m in range(instances):
+            nats[m] += F.cross_entropy(logits[m], y.reshape(-1), reduction="sum").item()
         count += y.numel()
-    return nats / count / math.log(2)
+    bpc = (nats / count / math.log(2)).tolist()
+    return bpc if instances > 1 else bpc[0]
 
 
-def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 360, num_layers: int = 1,
-             dropout: float = 0.0, epochs: int = 30, batch: int = 128, bptt: int = 100,
-             lr: float = 3e-3, weight_decay: float = 0.0, clip: float = 1.0, seed: int = 0,
-             bf16: bool = False, device: str = "cpu", max_minutes: float | None = None,
-             command: str = "", log=print) -> dict:
-    """Float training with Adam + cosine LR; keeps the best-valid checkpoint at ``out``."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    train_ids, vocab = ptb.load_split(data_dir, "train")
-    valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
-    arch = {"vocab_size": len(vocab), "hidden_size": hidden_size, "num_layers": num_layers,
-            "dropout": dropout}
-    model = CharLSTM(**arch).to(device)
-    log(f"char-LM: vocab {len(vocab)}, hidden {hidden_size} x {num_layers} layer(s), "
-        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}")
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    data = ptb.batchify(train_ids, batch).to(device)
+def _train_epochs(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, epochs: int, lr: float,
+                  bptt: int, clip: float, gen: torch.Generator, bf16: bool, device: str,
+                  max_minutes: float | None, phase: str, on_epoch, log, valid_model=None) -> list[dict]:
+    """Truncated-BPTT epochs over ``data`` (T, B) with Adam + cosine LR; ``on_epoch(entry)`` per epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = (data.size(0) - 1) // bptt
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch, eta_min=lr / 30)
-    best, history, t0 = float("inf"), [], time.time()
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch), eta_min=lr / 30)
+    history, t0 = [], time.time()
     for epoch in range(1, epochs + 1):
         model.train()
-        # a random phase per epoch so window boundaries move (drawn from the seeded generator)
-        offset = int(torch.randint(0, bptt, (1,), generator=gen))
+        offset = int(torch.randint(0, bptt, (1,), generator=gen))  # window boundaries move per epoch
         state, tot, n = None, 0.0, 0
-        bar = tqdm(range(offset, data.size(0) - 1 - bptt, bptt), desc=f"epoch {epoch}",
-                   mininterval=30, leave=False)
+        bar = tqdm(range(offset, data.size(0) - 1 - bptt, bptt), desc=f"{phase} {epoch}", mininterval=30, leave=False)
         for start in bar:
             x, y = data[start:start + bptt], data[start + 1:start + 1 + bptt]
             with torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -106,26 +101,120 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 360, num_
             opt.step()
             sched.step()
             tot, n = tot + loss.item(), n + 1
-        train_bpc = tot / max(n, 1) / math.log(2)
-        valid_bpc = evaluate_bpc(model, valid_ids, device=device)
-        elapsed = (time.time() - t0) / 60
-        history.append({"epoch": epoch, "train_bpc": train_bpc, "valid_bpc": valid_bpc,
-                        "minutes": round(elapsed, 2)})
-        log(f"epoch {epoch}: train {train_bpc:.4f} bpc, valid {valid_bpc:.4f} bpc, {elapsed:.1f} min")
-        if valid_bpc < best:
-            best = valid_bpc
-            save_checkpoint(out, "lm", arch, model, {"vocab": vocab, "valid_bpc": valid_bpc,
-                                                      "epoch": epoch, "history": history,
-                                                      "command": command, "seed": seed})
-        if max_minutes is not None and elapsed > max_minutes:
-            log(f"stopping after epoch {epoch}: time budget of {max_minutes} min reached")
+            if max_minutes is not None and (time.time() - t0) / 60 > max_minutes:
+                break
+        entry = {"phase": phase, "epoch": epoch, "train_bpc": tot / max(n, 1) / math.log(2),
+                 "valid_bpc": evaluate_bpc(valid_model(model) if valid_model else model, valid_ids, device=device),
+                 "minutes": round((time.time() - t0) / 60, 2)}
+        history.append(entry)
+        log(f"{phase} epoch {epoch}: train {entry['train_bpc']:.4f} bpc, valid {entry['valid_bpc']:.4f} bpc, "
+            f"{entry['minutes']:.1f} min")
+        on_epoch(entry)
+        if max_minutes is not None and entry["minutes"] > max_minutes:
+            log(f"stopping {phase} after epoch {epoch}: time budget of {max_minutes} min reached")
             break
-    return {"best_valid_bpc": best, "history": history}
+    return history
+
+
+def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_layers: int = 1,
+             dropout: float = 0.0, epochs: int = 30, batch: int = 128, bptt: int = 100,
+             lr: float = 3e-3, clip: float = 1.0, seed: int = 0, bf16: bool = False, device: str = "cpu",
+             max_minutes: float | None = None, config=None, hwa_epochs: int = 1, hwa_lr: float = 5e-4,
+             hwa_max_minutes: float | None = None, init: str | Path | None = None,
+             command: str = "", log=print) -> dict:
+    """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
+
+    Keeps the checkpoint with the best software valid BPC of each phase at ``out`` (the HWA phase
+    replaces the float weights only by its own best).
+    """
+    from rnn_models.convert import calibrate, convert_to_analog, to_digital
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_ids, vocab = ptb.load_split(data_dir, "train")
+    valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
+    data = ptb.batchify(train_ids, batch).to(device)
+    if init is not None:
+        model, ckpt = load_lm(init)
+        if ckpt["meta"]["vocab"] != vocab:
+            raise CrossbarInputError(f"checkpoint {str(init)!r} was trained with another vocabulary")
+        arch, meta = dict(ckpt["arch"]), dict(ckpt["meta"])
+        model = model.to(device)
+    else:
+        arch = {"vocab_size": len(vocab), "hidden_size": hidden_size, "num_layers": num_layers, "dropout": dropout}
+        model = CharLSTM(**arch).to(device)
+        meta = {"vocab": vocab, "seed": seed, "history": []}
+    log(f"char-LM: vocab {len(vocab)}, hidden {arch['hidden_size']} x {arch['num_layers']} layer(s), "
+        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}")
+    meta["command"] = command
+    best = {"bpc": float("inf")}
+
+    def keep_best(net):  # net: a function returning the float model to save
+        def on_epoch(entry):
+            meta["history"] = meta.get("history", []) + [entry]
+            if entry["valid_bpc"] < best["bpc"]:
+                best["bpc"] = entry["valid_bpc"]
+                meta.update(valid_bpc=entry["valid_bpc"], epoch=entry["epoch"], phase=entry["phase"])
+                save_checkpoint(out, "lm", arch, net(), meta)
+        return on_epoch
+
+    if init is None:
+        _train_epochs(model, data, valid_ids, epochs, lr, bptt, clip, gen, bf16, device, max_minutes,
+                      "float", keep_best(lambda: model), log)
+        model, _ = load_lm(out)
+    if config is not None and hwa_epochs > 0:
+        from crossbar.config import load_config
+
+        cfg = load_config(config)
+        best["bpc"] = float("inf")
+        ana = convert_to_analog(model, cfg)
+        calib = ptb.batchify(train_ids[:20000], 50)
+        calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
+        meta["hwa_config"] = cfg.name
+        _train_epochs(ana, data, valid_ids, hwa_epochs, hwa_lr, bptt, clip, gen, False, device, hwa_max_minutes,
+                      "hwa", keep_best(lambda: to_digital(ana)), log, valid_model=to_digital)
+    return {"best_valid_bpc": best["bpc"], "history": meta.get("history", [])}
 
 
 def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
     """Load a char-LM checkpoint: (model in eval mode, checkpoint dict)."""
     ckpt = load_checkpoint(path, task="lm")
-    model = CharLSTM(**ckpt["arch"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model = CharLSTM(**ckpt["arch"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as exc:
+        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a char-LM: {str(exc).splitlines()[0]}") from None
+    if "vocab" not in ckpt["meta"]:
+        raise CrossbarInputError(f"checkpoint {str(path)!r} has no vocabulary in its meta")
     return model.eval(), ckpt
+
+
+def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, split: str = "valid",
+                n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None) -> dict:
+    """Software and hardware (``mc`` Monte-Carlo instances, batched) BPC of a checkpoint on a split.
+
+    The input DAC and ADC ranges are calibrated on the first 20,000 characters of the training split.
+    ``limit``: score only the first ``limit`` characters (quick checks).
+    """
+    from crossbar.config import load_config
+    from rnn_models.convert import calibrate, convert_to_analog, program
+    from rnn_models.evaluate import result
+
+    model, ckpt = load_lm(checkpoint)
+    vocab = ckpt["meta"]["vocab"]
+    ids, _ = ptb.load_split(data_dir, split, vocab)
+    if limit is not None:
+        ids = ids[:limit]
+    software = evaluate_bpc(model, ids, n_streams, window)
+    cfg = load_config(config)
+    seed = cfg.simulation.seed if seed is None else seed
+    ana = convert_to_analog(model, cfg).eval()
+    train_ids, _ = ptb.load_split(data_dir, "train", vocab)
+    calib = ptb.batchify(train_ids[:20000], 50)
+    calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
+    program(ana, seed, mc)
+    per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
+    if mc == 1:
+        per_instance = [per_instance]
+    predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first
+    return result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)

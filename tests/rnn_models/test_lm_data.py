@@ -85,3 +85,17 @@ def test_checkpoint_roundtrip_and_rejections(tmp_path):
     torch.save({"format": "crossbar.rnn_checkpoint", "x": Evil()}, evil)
     with pytest.raises(CrossbarInputError, match="cannot be read"):
         load_checkpoint(evil)
+
+
+def test_hwa_finetune_from_init_and_hardware_evaluation(tmp_path):
+    from rnn_models.tasks.lm import evaluate_lm, train_lm
+
+    text = "".join("the cat sat on the mat\n" for _ in range(150))
+    _write(tmp_path, train=text, valid=text[:900])
+    train_lm(tmp_path, tmp_path / "f.pt", hidden_size=12, epochs=2, batch=4, bptt=20, lr=1e-2, log=lambda *_: None)
+    res = train_lm(tmp_path, tmp_path / "h.pt", init=tmp_path / "f.pt", config="rram_nladc_5b", hwa_epochs=1,
+                   batch=4, bptt=20, log=lambda *_: None)
+    assert res["history"][-1]["phase"] == "hwa"
+    r = evaluate_lm(tmp_path / "h.pt", tmp_path, "rram_nladc_5b", mc=2, n_streams=4, window=50)
+    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint"}
+    assert r["metric"] == "bpc" and len(r["hardware"]["per_instance"]) == 2 and r["n_samples"] > 0
