@@ -18,6 +18,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     command = _command_line()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     result = train_lm(args.data, args.out, hidden_size=args.hidden, num_layers=args.layers,
                       dropout=args.dropout, epochs=args.epochs, batch=args.batch, bptt=args.bptt,
                       lr=args.lr, seed=args.seed, bf16=args.bf16, device=args.device,
@@ -162,6 +164,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from rnn_models.data.synthetic_kws import generate
+
+    manifest = generate(args.out, clips_per_voice=args.clips_per_voice, seed=args.seed)
+    print(f"synthetic keyword dataset: {manifest}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crossbar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--lr", type=float, default=3e-3)
     lm.add_argument("--seed", type=int, default=0)
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
-    lm.add_argument("--device", default="cpu")
+    lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
     lm.add_argument("--threads", type=int, default=1)
     lm.add_argument("--max-minutes", type=float, default=None)
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
@@ -221,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--seed", type=int, default=0)
     kws.add_argument("--threads", type=_positive_int, default=2)
     kws.set_defaults(func=_cmd_train_kws)
+
+    data = sub.add_parser("data", help="generate datasets of our own").add_subparsers(dest="what", required=True)
+    syn = data.add_parser("synthetic-kws", help="keywords synthesised with eSpeak NG (GSC layout + manifest)")
+    syn.add_argument("--out", required=True, help="folder to write (skipped when its manifest exists)")
+    syn.add_argument("--clips-per-voice", type=_positive_int, default=2)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(func=_cmd_data_synthetic)
 
     evaluate = sub.add_parser("evaluate", help="simulate a trained model on hardware (Monte-Carlo)")
     ev_sub = evaluate.add_subparsers(dest="task", required=True)

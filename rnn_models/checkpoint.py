@@ -166,3 +166,16 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
                     adc.read_var = saved["read_var"].to(dev, dt)
                     adc.thresholds = adc.ramp_thresholds + adc.offsets
     return ckpt
+
+
+def load_model(path: str | Path, task: str, model_cls, what: str):
+    """(model in eval mode, checkpoint) for a task checkpoint; ``model_cls(**arch)`` builds the model.
+
+    A checkpoint whose architecture or weights do not fit ``model_cls`` is one clear error."""
+    ckpt = load_checkpoint(path, task=task)
+    try:
+        model = model_cls(**ckpt["arch"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as exc:
+        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a {what}: {str(exc).splitlines()[0]}") from None
+    return model.eval(), ckpt

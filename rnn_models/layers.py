@@ -95,7 +95,7 @@ class AnalogLayerBase(nn.Module):
             if self._instances and self._programmed_version != self._weights_version():
                 raise CrossbarInputError(f"{self.layer_name}: the weights changed since program(); "
                                          "call program(seed) again")
-            self.program()
+            self.program(instances=1)  # implicit: one instance; Monte-Carlo needs an explicit program()
         if path == "train" and self._train_gen is None:
             self._train_gen = train_generator(self.hw.simulation.seed, self.layer_name)
         for key, (mat, w, b, scale) in self._matrices().items():

@@ -90,6 +90,8 @@ def _speaker_from_name(name: str) -> str | None:
 def scan(root: str | Path, task: str) -> list[Clip]:
     """All clips of a dataset folder (manifest or GSC layout), labels mapped to ``task``'s classes."""
     root = Path(root)
+    if task not in TASK_CLASSES:
+        raise CrossbarInputError(f"unknown speech task {task!r}; known: {', '.join(TASK_CLASSES)}")
     if not root.is_dir():
         raise CrossbarInputError(f"dataset folder {str(root)!r} does not exist or is not a folder")
     manifest = root / "manifest.csv"

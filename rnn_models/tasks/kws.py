@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_checkpoint, save_checkpoint
+from rnn_models.checkpoint import load_model, save_checkpoint
 from rnn_models.convert import calibrate, convert_to_analog, program, to_digital
 from rnn_models.data import speech
 from rnn_models.evaluate import result
@@ -27,8 +27,10 @@ from rnn_models.evaluate import result
 class KWSLSTM(nn.Module):
     """(B, T, n_mels) log-mel frames (+ leading Monte-Carlo dim) -> (B, classes) logits."""
 
-    def __init__(self, n_mels: int = 40, hidden_size: int = 96, classes: int = 12, dropout: float = 0.2):
+    def __init__(self, n_mels: int = 40, hidden_size: int = 96, classes: int = 12, dropout: float = 0.2,
+                 cmn: bool = True):
         super().__init__()
+        self.cmn = cmn  # subtract each clip's mean log-mel per band (removes level and channel)
         self.drop = nn.Dropout(dropout)
         self.register_buffer("feat_mean", torch.zeros(n_mels))
         self.register_buffer("feat_std", torch.ones(n_mels))
@@ -36,6 +38,8 @@ class KWSLSTM(nn.Module):
         self.fc = nn.Linear(hidden_size, classes)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if self.cmn:
+            feats = feats - feats.mean(-2, keepdim=True)
         x = (feats - self.feat_mean) / self.feat_std
         y, _ = self.lstm(x)
         return self.fc(self.drop(y.mean(-2)))
@@ -105,14 +109,15 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
             log(f"{name}: resampled {s.report['resampled']} file(s) to {settings.sample_rate} Hz")
     classes = speech.TASK_CLASSES[task]
     model = KWSLSTM(settings.n_mels, hidden_size, len(classes))
-    model.feat_mean.copy_(tr.features.mean((0, 1)))
-    model.feat_std.copy_(tr.features.std((0, 1)).clamp(min=1e-3))
+    norm = tr.features - tr.features.mean(1, keepdim=True) if model.cmn else tr.features
+    model.feat_mean.copy_(norm.mean((0, 1)))
+    model.feat_std.copy_(norm.std((0, 1)).clamp(min=1e-3))
     noise = _noise_bank(data_dir, tr, settings)
     fb = speech.mel_filterbank(settings)
     log(f"KWS {task}: {len(tr.clips)} train / {len(dv.clips)} dev clips ({len(dev_speakers)} dev speakers), "
         f"{len(noise)} noise pieces; model hidden {hidden_size}, {weight_bytes(model):.0f} B of 8-bit weights")
 
-    def run_epochs(net, n_epochs, lr_, phase):
+    def run_epochs(net, n_epochs, lr_, phase, software=lambda n: n):
         opt = torch.optim.AdamW(net.parameters(), lr=lr_, weight_decay=1e-2)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_, total_steps=max(1, n_epochs * ((len(tr.waves) + batch - 1) // batch)))
         best = (-1.0, None)
@@ -131,7 +136,7 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
                 opt.step()
                 sched.step()
                 tot += loss.item() * len(idx)
-            acc = accuracy(net, dv.features, dv.labels)[0]
+            acc = accuracy(software(net), dv.features, dv.labels)[0]  # software accuracy of these weights
             log(f"{phase} epoch {epoch}: train loss {tot / len(perm):.4f}, dev accuracy {acc:.4f}")
             if acc > best[0]:
                 best = (acc, copy.deepcopy(net.state_dict()))
@@ -142,16 +147,15 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     float_acc = run_epochs(model, epochs, lr, "float")
     meta = {"task": task, "classes": classes, "settings": settings.__dict__, "dev_fraction": dev_fraction,
             "split_seed": seed, "dev_speakers": dev_speakers, "float_dev_accuracy": float_acc,
-            "command": command, "data": str(data_dir), "hwa_config": None, "hwa_dev_accuracy": None}
+            "command": command, "data": str(data_dir), "hwa_config": None, "software_dev_accuracy_after_hwa": None}
     if config is not None and hwa_epochs > 0:
         cfg = load_config(config)
         ana = convert_to_analog(model, cfg)
         calib = tr.features[torch.randperm(len(tr.features), generator=gen)[:256]]
         calibrate(ana, [calib[i:i + 64] for i in range(0, len(calib), 64)])
-        meta["hwa_dev_accuracy"] = run_epochs(ana, hwa_epochs, lr / 5, "hwa")
+        meta["software_dev_accuracy_after_hwa"] = run_epochs(ana, hwa_epochs, lr / 5, "hwa", software=to_digital)
         meta["hwa_config"] = cfg.name
         model = to_digital(ana)
-        meta["software_dev_accuracy_after_hwa"] = accuracy(model, dv.features, dv.labels)[0]
     calib_idx = torch.randperm(len(tr.features), generator=gen)[:64]
     meta["calibration_features"] = tr.features[calib_idx].half()
     meta["minutes"] = (time.time() - t0) / 60
@@ -163,13 +167,8 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
 
 
 def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
-    ckpt = load_checkpoint(path, task="kws")
-    try:
-        model = KWSLSTM(**ckpt["arch"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a KWS model: {str(exc).splitlines()[0]}") from None
-    return model.eval(), ckpt
+    """Load a KWS checkpoint: (model in eval mode, checkpoint dict)."""
+    return load_model(path, "kws", KWSLSTM, "KWS model")
 
 
 def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,

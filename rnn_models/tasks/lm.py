@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_checkpoint, save_checkpoint
+from rnn_models.checkpoint import load_model, save_checkpoint
 from rnn_models.data import ptb
 
 
@@ -178,12 +178,7 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
 
 def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
     """Load a char-LM checkpoint: (model in eval mode, checkpoint dict)."""
-    ckpt = load_checkpoint(path, task="lm")
-    try:
-        model = CharLSTM(**ckpt["arch"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a char-LM: {str(exc).splitlines()[0]}") from None
+    model, ckpt = load_model(path, "lm", CharLSTM, "char-LM")
     if "vocab" not in ckpt["meta"]:
         raise CrossbarInputError(f"checkpoint {str(path)!r} has no vocabulary in its meta")
     return model.eval(), ckpt

@@ -1,0 +1,112 @@
+"""Keyword spotting: loaders on a generated GSC-layout folder with bad files, cache, training, evaluate JSON."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from crossbar.errors import CrossbarInputError
+from rnn_models.data import speech
+from tests.conftest import shared_data
+
+
+def _tone(freq, rate=16000, seconds=1.0, seed=0):
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _gsc_folder(root, per_word=6):
+    """Words as tones of different pitch, 3 speakers, GSC naming, plus bad files."""
+    words = {"yes": 300, "no": 600, "up": 900, "cat": 1200}
+    for w, f in words.items():
+        (root / w).mkdir(parents=True)
+        for k in range(per_word):
+            spk = ["aaaaaaaa", "bbbbbbbb", "cccccccc"][k % 3]
+            sf.write(root / w / f"{spk}_nohash_{k}.wav", _tone(f * (1 + 0.02 * k), seed=k), 16000)
+    (root / "_silence_").mkdir()
+    for k in range(4):
+        sf.write(root / "_silence_" / f"{k}.wav", 0.01 * np.random.default_rng(k).standard_normal(16000).astype(np.float32), 16000)
+    sf.write(root / "yes" / "dddddddd_nohash_0.wav", _tone(300, rate=8000), 8000)   # wrong rate: resampled
+    (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")     # corrupt: rejected
+    sf.write(root / "up" / "ffffffff_nohash_0.wav", np.zeros(10, np.float32), 16000)  # too short: rejected
+    return root
+
+
+def test_scan_labels_speakers_and_bad_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CROSSBAR_CACHE", str(tmp_path / "cache"))
+    root = _gsc_folder(tmp_path / "gsc")
+    clips = speech.scan(root, "gsc12")
+    labels = {c.label for c in clips}
+    assert labels == {"yes", "no", "up", speech.UNKNOWN, speech.SILENCE}
+    assert {c.speaker for c in clips if c.label == "yes"} >= {"aaaaaaaa", "bbbbbbbb", "dddddddd"}
+    s = speech.load_set(clips, "gsc12")
+    assert s.report["resampled"] == 1
+    rejected = s.report["rejected"]
+    assert len(rejected) == 2
+    assert any("unreadable" in m for m in rejected.values()) and any("too short" in m for m in rejected.values())
+    assert s.features.shape[1:] == (101, 40) and len(s.labels) == len(clips) - 2
+    again = speech.load_set(clips, "gsc12")
+    assert again.cache_hit and torch.equal(again.features, s.features)
+
+
+def test_speaker_disjoint_split_and_official_lists(tmp_path):
+    root = _gsc_folder(tmp_path / "gsc")
+    clips = speech.scan(root, "gsc12")
+    train, dev, dev_speakers = speech.speaker_split(clips, 0.34, seed=1)
+    assert dev_speakers and not ({c.speaker for c in train if c.speaker} & set(dev_speakers))
+    assert {c.speaker for c in dev if c.speaker} == set(dev_speakers)
+    (root / "testing_list.txt").write_text("yes/aaaaaaaa_nohash_0.wav\n")
+    test = speech.select_split(speech.scan(root, "gsc12"), "test")
+    assert [c.path.name for c in test] == ["aaaaaaaa_nohash_0.wav"]
+
+
+def test_bad_folders_are_clear(tmp_path):
+    with pytest.raises(CrossbarInputError, match="does not exist"):
+        speech.scan(tmp_path / "nope", "gsc12")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CrossbarInputError, match="no .wav clips"):
+        speech.scan(tmp_path / "empty", "gsc12")
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "manifest.csv").write_text("path,label\n../../etc/passwd,yes\n")
+    with pytest.raises(CrossbarInputError, match="outside the dataset folder"):
+        speech.scan(m, "gsc12")
+    with pytest.raises(CrossbarInputError, match="unknown speech task"):
+        speech.scan(m, "timit")
+
+
+def test_mel_filterbank_properties():
+    fb = speech.mel_filterbank(speech.FeatureSettings())
+    assert fb.shape == (40, 257) and torch.all(fb >= 0)
+    peaks = fb.argmax(1)
+    assert torch.all(peaks[1:] >= peaks[:-1])  # centres increase
+
+
+def test_short_training_lowers_loss_and_evaluate_json(tmp_path, monkeypatch):
+    from crossbar.cli import main
+    from rnn_models.tasks.kws import train_kws
+
+    monkeypatch.setenv("CROSSBAR_CACHE", str(tmp_path / "cache"))
+    root = _gsc_folder(tmp_path / "gsc", per_word=9)
+    logs = []
+    meta = train_kws(root, tmp_path / "k.pt", hidden_size=16, epochs=6, hwa_epochs=1, config="rram_nladc_5b",
+                     batch=8, lr=1e-2, dev_fraction=0.34, log=logs.append)
+    losses = [float(l.split("train loss ")[1].split(",")[0]) for l in logs if "float epoch" in l]
+    assert losses[-1] < losses[0]
+    assert meta["hwa_config"] == "rram_nladc_5b"
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "kws", "--checkpoint", str(tmp_path / "k.pt"), "--data", str(root), "--config",
+                 "rram_nladc_5b", "--mc", "2", "--json", str(out), "--split", "dev"]) == 0
+    r = json.loads(out.read_text())
+    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint"}
+    assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2
+    assert set(r["hardware"]) == {"mean", "std", "per_instance"}
+
+
+def test_shared_fsdd_manifest_reads():
+    root = shared_data("fsdd")
+    clips = speech.scan(root, "fsdd")
+    assert len(clips) == 2000 and {c.label for c in clips} == {str(d) for d in range(10)}
+    assert len({c.speaker for c in clips}) == 4
