@@ -84,25 +84,57 @@ def test_mel_filterbank_properties():
     assert torch.all(peaks[1:] >= peaks[:-1])  # centres increase
 
 
-def test_short_training_lowers_loss_and_evaluate_json(tmp_path, monkeypatch):
-    from crossbar.cli import main
+@pytest.fixture(scope="module")
+def tiny_kws(tmp_path_factory):
+    """A tiny KWS model trained (float + 1 HWA epoch) on a generated tone dataset."""
     from rnn_models.tasks.kws import train_kws
 
-    monkeypatch.setenv("CROSSBAR_CACHE", str(tmp_path / "cache"))
-    root = _gsc_folder(tmp_path / "gsc", per_word=9)
+    tmp = tmp_path_factory.mktemp("kws")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
+    root = _gsc_folder(tmp / "gsc", per_word=9)
     logs = []
-    meta = train_kws(root, tmp_path / "k.pt", hidden_size=16, epochs=6, hwa_epochs=1, config="rram_nladc_5b",
+    meta = train_kws(root, tmp / "k.pt", hidden_size=16, epochs=6, hwa_epochs=1, config="rram_nladc_5b",
                      batch=8, lr=1e-2, dev_fraction=0.34, log=logs.append)
+    yield tmp, root, meta, logs
+    mp.undo()
+
+
+def test_short_training_lowers_loss(tiny_kws):
+    _, _, meta, logs = tiny_kws
     losses = [float(l.split("train loss ")[1].split(",")[0]) for l in logs if "float epoch" in l]
     assert losses[-1] < losses[0]
-    assert meta["hwa_config"] == "rram_nladc_5b"
-    out = tmp_path / "r.json"
-    assert main(["evaluate", "kws", "--checkpoint", str(tmp_path / "k.pt"), "--data", str(root), "--config",
+    assert meta["hwa_config"] == "rram_nladc_5b" and meta["dev_speakers"]
+
+
+def test_evaluate_json_schema(tiny_kws):
+    from crossbar.cli import main
+
+    tmp, root, _, _ = tiny_kws
+    out = tmp / "r.json"
+    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
                  "rram_nladc_5b", "--mc", "2", "--json", str(out), "--split", "dev"]) == 0
     r = json.loads(out.read_text())
     assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint"}
     assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2
-    assert set(r["hardware"]) == {"mean", "std", "per_instance"}
+    assert set(r["hardware"]) == {"mean", "std", "per_instance"} and 0 <= r["hardware"]["mean"] <= 1
+
+
+def test_evaluate_sweep_writes_table_plot_and_json(tiny_kws):
+    from crossbar.cli import main
+
+    tmp, root, _, _ = tiny_kws
+    out = tmp / "sweep.json"
+    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
+                 "rram_nladc_5b", "--mc", "2", "--split", "dev", "--sweep", "bits=3,5", "--json", str(out),
+                 "--out", str(tmp / "sw")]) == 0
+    sweep = json.loads(out.read_text())["sweep"]
+    assert [r["config"] for r in sweep] == ["rram_nladc_5b (3 bit)", "rram_nladc_5b (5 bit)", "rram_conventional_adc_5b"]
+    assert (tmp / "sw" / "sweep_kws.png").stat().st_size > 1000 and (tmp / "sw" / "sweep_kws.md").exists()
+    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
+                 "rram_nladc_5b", "--sweep", "bits=3,99"]) == 2
+    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "missing.pt"), "--data", str(root), "--config",
+                 "rram_nladc_5b"]) == 2
 
 
 def test_shared_fsdd_manifest_reads():
