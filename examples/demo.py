@@ -32,7 +32,8 @@ SHIPPED = REPO / "checkpoints" / "kws_synthetic.pt"
 # the commands that produced the shipped checkpoint (run from the repo root):
 #   crossbar data synthetic-kws --out demo_out/synthetic_kws
 TRAIN_COMMAND = ("crossbar train kws --data demo_out/synthetic_kws --config rram_nladc_5b "
-                 "--out checkpoints/kws_synthetic.pt --hidden 64 --epochs 30 --hwa-epochs 3")
+                 "--out checkpoints/kws_synthetic.pt --hidden 64 --epochs 30 --hwa-epochs 3 --batch 64 --lr 3e-3 "
+                 "--threads 1")
 
 
 def main(argv=None) -> int:
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
     if not checkpoint.is_file():
         checkpoint = out / "kws_synthetic.pt"
         print(f"no shipped checkpoint at {SHIPPED}; training one ({TRAIN_COMMAND})")
-        train_kws(data, checkpoint, config="rram_nladc_5b", hidden_size=64, epochs=30, hwa_epochs=3,
-                  command=TRAIN_COMMAND)
+        train_kws(data, checkpoint, config="rram_nladc_5b", hidden_size=64, epochs=30, hwa_epochs=3, batch=64,
+                  lr=3e-3, command=TRAIN_COMMAND)
     print(f"checkpoint: {checkpoint}")
     configs = ev.sweep_configs("rram_nladc_5b", [3, 4, 5, 8], "rram_conventional_adc_5b")
     results = ev.run_sweep(configs, lambda c: evaluate_kws(checkpoint, data, c, args.mc, split="dev"),

@@ -27,7 +27,7 @@ from rnn_models.evaluate import result
 class KWSLSTM(nn.Module):
     """(B, T, n_mels) log-mel frames (+ leading Monte-Carlo dim) -> (B, classes) logits."""
 
-    def __init__(self, n_mels: int = 40, hidden_size: int = 96, classes: int = 12, dropout: float = 0.2,
+    def __init__(self, n_mels: int = 40, hidden_size: int = 128, classes: int = 12, dropout: float = 0.2,
                  cmn: bool = True):
         super().__init__()
         self.cmn = cmn  # subtract each clip's mean log-mel per band (removes level and channel)
@@ -84,7 +84,7 @@ def _noise_bank(data_dir: Path, train: speech.SpeechSet, settings: speech.Featur
 
 
 def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config: str | HardwareConfig | None = None,
-              hidden_size: int = 96, epochs: int = 40, hwa_epochs: int = 6, batch: int = 64, lr: float = 3e-3,
+              hidden_size: int = 128, epochs: int = 120, hwa_epochs: int = 6, batch: int = 32, lr: float = 5e-3,
               dev_fraction: float = 0.2, seed: int = 0, command: str = "", log=print) -> dict:
     """Float training with augmentation, then hardware-aware fine-tuning for ``config`` (if given).
 

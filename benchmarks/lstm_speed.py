@@ -1,0 +1,85 @@
+"""LSTM inference speed, in one process and one run: torch nn.LSTM vs our analog LSTM (ideal and
+fully non-ideal) vs aihwkit's torch-tile LSTM when installed (aihwkit-lightning is not wired yet).
+
+Shapes: ``kws`` = batch 64, input 40, hidden 128, 100 steps; ``lm`` = batch 32, input 50, hidden 384,
+100 steps.  ``analog_full`` is the ``rram_nladc_5b`` preset: programming error, read noise, stuck
+devices, 8-bit DAC, per-column noisy 5-bit NL-ADC ramps, 12-bit fixed-point datapath.  Prints median
+times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OUT`` writes rows
+{shape, impl, median_ms, ratio_vs_nn_lstm}.
+
+    python benchmarks/lstm_speed.py [--repeats 5] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from crossbar.io import write_json
+from rnn_models import AnalogLSTM
+
+SHAPES = {"kws": dict(batch=64, inp=40, hidden=128, steps=100), "lm": dict(batch=32, inp=50, hidden=384, steps=100)}
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def peers(inp: int, hidden: int):
+    """aihwkit peers that are installed: {name: module}."""
+    found = {}
+    try:
+        from aihwkit.nn import AnalogLSTM as AihwLSTM
+        from aihwkit.simulator.configs import TorchInferenceRPUConfig
+
+        found["aihwkit"] = AihwLSTM(inp, hidden, rpu_config=TorchInferenceRPUConfig()).eval()
+    except Exception:
+        pass
+    return found
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="write the rows as JSON")
+    args = parser.parse_args(argv)
+    rows = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{'shape':6s}{'impl':20s}{'median ms':>12s}{'ratio vs nn.LSTM':>18s}")
+    for shape, s in SHAPES.items():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(s["steps"], s["batch"], s["inp"], generator=g) * 0.5
+        ref = nn.LSTM(s["inp"], s["hidden"]).eval()
+        impls = {"nn.LSTM": ref}
+        for name, preset in (("analog_ideal", "ideal"), ("analog_full", "rram_nladc_5b")):
+            a = AnalogLSTM(s["inp"], s["hidden"], config=preset).eval()
+            a.load_state_dict(ref.state_dict())
+            a.program(0, 1)
+            impls[name] = a
+        impls.update(peers(s["inp"], s["hidden"]))
+        base = None
+        for name, mod in impls.items():
+            with torch.no_grad():
+                ms = median_ms(lambda: mod(x), args.repeats)
+            base = ms if name == "nn.LSTM" else base
+            rows.append({"shape": shape, "impl": name, "median_ms": ms, "ratio_vs_nn_lstm": ms / base})
+            print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (process): {peak:.0f} MiB")
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
