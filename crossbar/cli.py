@@ -151,11 +151,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             write_json(args.json, res)
         return 0
     configs = ev.sweep_configs(base, ev.parse_sweep(args.sweep), args.baseline)
-    results = ev.run_sweep(configs, one, progress=lambda r: print(
-        f"  {r['config']:40s} software {r['software']:.4f}  hardware {r['hardware']['mean']:.4f} +- {r['hardware']['std']:.4f}"))
+    out = __import__("pathlib").Path(args.out or ".")
+    store = ev.ResultStore(out / f"sweep_{args.task}.h5", resume=args.resume)
+    if store.units:
+        print(f"resuming: {len(store.units)} finished unit(s) in {store.path}")
+    results = ev.run_sweep(configs, one, store=store, progress=lambda r: print(
+        f"  {r['config']:40s} software {r['software']:.4f}  hardware {r['hardware']['mean']:.4f} +- {r['hardware']['std']:.4f}",
+        flush=True))
     table = ev.sweep_table(results)
     print(table)
-    out = __import__("pathlib").Path(args.out or ".")
     plot = ev.plot_sweep(results, out / f"sweep_{args.task}.png", f"{args.task}: software vs simulated hardware")
     write_text(out / f"sweep_{args.task}.md", table + "\n")
     if args.json:
@@ -252,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--json", help="result JSON file")
         e.add_argument("--sweep", help="bits=3,4,5,8: evaluate the config at each ADC bit width + the baseline")
         e.add_argument("--baseline", default="rram_conventional_adc_5b", help="baseline config added to a sweep")
-        e.add_argument("--out", help="folder for the sweep plot and table (default: .)")
+        e.add_argument("--out", help="folder for the sweep plot, table and unit store (default: .)")
+        e.add_argument("--resume", action="store_true", help="continue a sweep from its unit store "
+                       "(<out>/sweep_<task>.h5) without recomputing finished units")
         e.add_argument("--threads", type=_positive_int, default=2)
         e.set_defaults(func=_cmd_evaluate)
     return parser

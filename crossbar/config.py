@@ -217,6 +217,19 @@ class CostConfig(_Section):
     digital_nl_units: int = Field(32, ge=1, le=1_000_000, description="parallel digital activation units "
                                                                       "of the conventional architecture")
 
+    @field_validator("library")
+    @classmethod
+    def _contained(cls, value: str) -> str:
+        """A library path is resolved relative to the config file and may not leave its folder."""
+        from pathlib import PurePosixPath, PureWindowsPath
+
+        if value != "default":
+            parts = PurePosixPath(value.replace("\\", "/")).parts
+            if PureWindowsPath(value).is_absolute() or value.startswith("/") or ".." in parts or "~" in value:
+                raise ValueError("must be 'default' or a path inside the config's folder (no absolute paths, "
+                                 "'..' or '~')")
+        return value
+
 
 class SimulationConfig(_Section):
     """Seeds, Monte-Carlo instances and the torch device."""
@@ -283,7 +296,10 @@ class HardwareConfig(_Section):
 def _format_error(err: dict, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     value = err.get("input")
-    shown = repr(value)
+    try:
+        shown = repr(value)
+    except RecursionError:
+        shown = "<deeply nested value>"
     if len(shown) > 80:
         shown = shown[:77] + "..."
     msg = err["msg"]

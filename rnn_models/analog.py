@@ -73,6 +73,7 @@ class AnalogMatrix:
         self.instances = 0
         self._train_readouts = None
         self._fwd = None                     # per-forward state set by prepare()
+        self.health = {"dac_clipped": 0, "dac_total": 0, "adc_saturated": 0, "adc_total": 0}
 
     # ------------------------------------------------------------------------ programming
     def program(self, config: HardwareConfig, weight, bias, in_scale: torch.Tensor, seed: int,
@@ -138,10 +139,26 @@ class AnalogMatrix:
                 outs.append(f(yg))
             return outs
         _, tile, scale, gens = self._fwd
-        y = tile.mvm(x / scale, read_gen=gens).sum(2)
+        xs = x / scale
+        y = tile.mvm(xs, read_gen=gens).sum(2)
         if path == "chip":
+            self._count_health(xs, y, tile.config)
             return [ro.convert(y[..., g.index], self.adc_gens) for g, ro in zip(self.groups, self.readouts)]
         return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
+
+
+    def _count_health(self, xs: torch.Tensor, y: torch.Tensor, config: HardwareConfig) -> None:
+        """Count DAC clipping (|x / full scale| > 1) and saturation of linear ADC readouts."""
+        h = self.health
+        if config.dac.bits is not None:
+            h["dac_clipped"] += int((xs.abs() > 1).sum())
+            h["dac_total"] += xs.numel()
+        for g, ro in zip(self.groups, self.readouts):
+            rng = ro.linear_range()
+            if rng is not None:
+                yg = y[..., g.index]
+                h["adc_saturated"] += int(((yg < rng[0]) | (yg > rng[1])).sum())
+                h["adc_total"] += yg.numel()
 
 
 class CellNonlinearity:

@@ -10,13 +10,15 @@ conventional-ADC baseline) and plots software vs hardware (Fig. 4d / 5c style).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from pathlib import Path
 from typing import Callable
 
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
-from crossbar.io import save_figure
+from crossbar.io import atomic_path, save_figure
 
 RESULT_KEYS = ("task", "metric", "n_samples", "software", "hardware", "config", "checkpoint")
 
@@ -56,10 +58,56 @@ def sweep_configs(base: HardwareConfig | str, bits: list[int], baseline: str | N
     return configs
 
 
-def run_sweep(configs: list[HardwareConfig], evaluate_one: Callable[[HardwareConfig], dict], progress=None) -> list[dict]:
+class ResultStore:
+    """Finished evaluation units in an HDF5 file, rewritten atomically after every unit.
+
+    A unit is one config's complete Monte-Carlo evaluation, keyed by the config's content (so a
+    changed config is a new unit).  The file is always a complete, readable HDF5 file: an
+    interrupted sweep (Ctrl-C, kill) leaves every unit that had finished, and ``--resume``
+    continues without recomputing them.  Nothing in the file is executed: units are JSON text.
+    """
+
+    def __init__(self, path: str | Path, resume: bool = False):
+        import h5py
+
+        self.path = Path(path)
+        self.units: dict[str, dict] = {}
+        if resume and self.path.is_file():
+            try:
+                with h5py.File(self.path, "r") as f:
+                    for key in f.get("units", {}):
+                        self.units[key] = json.loads(f["units"][key].attrs["json"])
+            except (OSError, KeyError, ValueError) as exc:
+                raise CrossbarInputError(f"{self.path}: cannot resume from this file ({exc})") from None
+
+    @staticmethod
+    def key(config: HardwareConfig) -> str:
+        return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+    def get(self, config: HardwareConfig) -> dict | None:
+        return self.units.get(self.key(config))
+
+    def add(self, config: HardwareConfig, res: dict) -> None:
+        import h5py
+
+        self.units[self.key(config)] = res
+        with atomic_path(self.path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                group = f.create_group("units")
+                for key, unit in self.units.items():
+                    group.create_group(key).attrs["json"] = json.dumps(unit)
+
+
+def run_sweep(configs: list[HardwareConfig], evaluate_one: Callable[[HardwareConfig], dict], progress=None,
+              store: ResultStore | None = None) -> list[dict]:
+    """Evaluate each config (reusing units already in ``store``) and return the results in order."""
     out = []
     for cfg in configs:
-        res = evaluate_one(cfg)
+        res = store.get(cfg) if store is not None else None
+        if res is None:
+            res = evaluate_one(cfg)
+            if store is not None:
+                store.add(cfg, res)
         out.append(res)
         if progress:
             progress(res)

@@ -142,9 +142,14 @@ class AnalogLayerBase(nn.Module):
         return f"config={self.hw.name!r}, mode={self.mode}, instances={self._instances}"
 
 
-def _check_finite(x: torch.Tensor, name: str) -> None:
+def _check_finite(x: torch.Tensor, name: str, device: torch.device | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise CrossbarInputError(f"{name}: input must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
         raise CrossbarInputError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
+    if device is not None and x.device.type != device.type:
+        raise CrossbarInputError(f"{name}: input is on {x.device} but the layer's config simulates on {device} "
+                                 "(simulation.device); move the input with .to()")
     if not torch.isfinite(x).all():
         raise CrossbarInputError(f"{name}: input contains NaN or inf")
 
@@ -170,8 +175,8 @@ class AnalogLinear(AnalogLayerBase):
         return {"fc": (self._mat, self.weight, self.bias, scale)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_finite(x, self.layer_name)
-        if x.shape[-1] != self.in_features:
+        _check_finite(x, self.layer_name, self.hw.torch_device())
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise CrossbarInputError(f"{self.layer_name}: last input dimension must be {self.in_features}, "
                                      f"got shape {tuple(x.shape)}")
         path = self._prepare()
@@ -259,6 +264,8 @@ class _AnalogRNNBase(AnalogLayerBase):
             x = x.unsqueeze(2)  # (M, T, 1, F)
         elif self.batch_first:
             x = x.transpose(1, 2)
+        if x.shape[1] == 0:
+            raise CrossbarInputError(f"{self.layer_name}: the sequence is empty (length 0)")
         return x, unbatched
 
     def _state(self, hx, m: int, batch: int, unbatched: bool, ref: torch.Tensor):
@@ -287,8 +294,8 @@ class _AnalogRNNBase(AnalogLayerBase):
         """Run all layers and directions; ``states``: initial states as the caller gives them."""
         path = self._prepare() if path is None else path
         m = self._m(path)
+        _check_finite(x, self.layer_name, self.hw.torch_device())
         x, unbatched = self._canonical(x, m)
-        _check_finite(x, self.layer_name)
         self._record_input(x)
         batch = x.shape[2]
         init = [self._state(s, m, batch, unbatched, x) for s in states]

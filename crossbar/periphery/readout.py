@@ -83,6 +83,14 @@ class ColumnReadout:
             return self.act.f(self.linear.convert(y))
         return exact
 
+    def linear_range(self) -> tuple[float, float] | None:
+        """Input range of a *linear* readout (where saturation loses information), else None."""
+        if self.linear is not None:
+            return self.linear.in_min, self.linear.in_max
+        if self.nladc is not None and self.function == "identity":
+            return self.design.x_lo, self.design.x_hi
+        return None
+
     def cycles_per_conversion(self) -> int | None:
         if self.nladc is not None:
             return self.nladc.cycles_per_conversion

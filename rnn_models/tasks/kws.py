@@ -22,6 +22,7 @@ from rnn_models.checkpoint import load_model, save_checkpoint
 from rnn_models.convert import calibrate, convert_to_analog, program, to_digital
 from rnn_models.data import speech
 from rnn_models.evaluate import result
+from rnn_models.health import health_report
 
 
 class KWSLSTM(nn.Module):
@@ -197,4 +198,5 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     calibrate(ana, [calib])
     program(ana, seed, mc)
     per_instance = accuracy(ana, data.features, data.labels, batch=batch, instances=mc)
+    health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     return result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)

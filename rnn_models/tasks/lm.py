@@ -194,6 +194,7 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     from crossbar.config import load_config
     from rnn_models.convert import calibrate, convert_to_analog, program
     from rnn_models.evaluate import result
+    from rnn_models.health import health_report
 
     model, ckpt = load_lm(checkpoint)
     vocab = ckpt["meta"]["vocab"]
@@ -209,6 +210,7 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
     program(ana, seed, mc)
     per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
+    health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     if mc == 1:
         per_instance = [per_instance]
     predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first

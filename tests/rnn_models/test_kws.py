@@ -142,3 +142,41 @@ def test_shared_fsdd_manifest_reads():
     clips = speech.scan(root, "fsdd")
     assert len(clips) == 2000 and {c.label for c in clips} == {str(d) for d in range(10)}
     assert len({c.speaker for c in clips}) == 4
+
+
+def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from rnn_models.evaluate import ResultStore
+
+    tmp, root, _, _ = tiny_kws
+    env = dict(os.environ, CROSSBAR_CACHE=str(tmp / "cache"))
+
+    def cmd(out, *extra):
+        return [sys.executable, "-m", "crossbar.cli", "evaluate", "kws", "--checkpoint", str(tmp / "k.pt"),
+                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "2", "--split", "dev",
+                "--sweep", "bits=3,4,5,8", "--out", str(out), "--json", str(out / "r.json"), "--threads", "1", *extra]
+
+    full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    part = tmp_path / "part"
+    proc = subprocess.Popen(cmd(part), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store_file = part / "sweep_kws.h5"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if store_file.is_file() and len(ResultStore(store_file, resume=True).units) >= 1:
+            break
+        time.sleep(0.05)
+    interrupted = proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    done = ResultStore(store_file, resume=True).units  # a valid file after the interruption
+    assert interrupted and 1 <= len(done) < 5, (interrupted, len(done))  # stopped mid-sweep
+    res = subprocess.run(cmd(part, "--resume"), env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming: {len(done)} finished unit(s)" in res.stdout
+    assert json.loads((part / "r.json").read_text()) == json.loads((tmp_path / "full" / "r.json").read_text())

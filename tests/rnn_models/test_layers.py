@@ -203,3 +203,17 @@ def test_analog_checkpoint_roundtrip_and_config_mismatch(tmp_path):
     small = convert_to_analog(nn.Sequential(nn.Linear(3, 2)), "rram_nladc_5b")
     with pytest.raises(CrossbarInputError, match="analog layers"):
         load_analog_checkpoint(path, small)
+
+
+def test_health_report_warns_with_numbers_on_clipping():
+    from rnn_models.health import HealthWarning, health_report, reset_health
+
+    ana, x = _noisy_model()
+    ana.program(0, 1)
+    ana(x)
+    assert all(v["dac_clip_fraction"] < 0.01 for v in health_report(ana, warn=False).values())
+    reset_health(ana)
+    ana(x * 20)  # far beyond the calibrated range
+    with pytest.warns(HealthWarning, match=r"lstm/_l0: \d+\.\d+ % of DAC inputs clipped"):
+        report = health_report(ana)
+    assert report["lstm/_l0"]["dac_clip_fraction"] > 0.2
