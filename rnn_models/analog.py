@@ -190,8 +190,8 @@ class CellNonlinearity:
         mode = config.nl_adc.functions.cell
         if path == "float" or mode == "digital":
             return torch.tanh(v)
-        if self.readout is None or path == "train":
-            self.readout = self.readout or ColumnReadout(self._config(config), "tanh", self.columns)
+        if self.readout is None:  # training before any program(): the design alone is needed
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
         cell_max = config.datapath.cell_max
         if mode == "nl_adc":
             v = quantize_input(v / cell_max, config.dac, 1.0) * cell_max

@@ -217,3 +217,24 @@ def test_health_report_warns_with_numbers_on_clipping():
     with pytest.warns(HealthWarning, match=r"lstm/_l0: \d+\.\d+ % of DAC inputs clipped"):
         report = health_report(ana)
     assert report["lstm/_l0"]["dac_clip_fraction"] > 0.2
+
+
+@pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU])
+def test_cell_tanh_modes(cls):
+    """tanh(c) (LSTM) / the candidate tanh (GRU): exact, LUT, or DAC + NL-ADC; all close to exact."""
+    torch.manual_seed(6)
+    ref = (nn.LSTM if cls is AnalogLSTM else nn.GRU)(4, 8).eval()
+    x = torch.randn(12, 3, 4)
+    y_ref, _ = ref(x)
+    outs = {}
+    for mode in ("digital", "digital_lut", "nl_adc"):
+        cfg = load_config("ideal").replace(**{"nl_adc.functions.cell": mode, "adc.bits": 6, "dac.bits": 10,
+                                              "dac.x_max": 4.0})
+        layer = cls(4, 8, config=cfg).eval()
+        layer.load_state_dict(ref.state_dict())
+        layer.program(0, 1)
+        outs[mode], _ = layer(x)
+    assert _rel(outs["digital"], y_ref) < 1e-2  # only the 10-bit DAC differs
+    for mode in ("digital_lut", "nl_adc"):
+        err = _rel(outs[mode], outs["digital"])
+        assert 1e-4 < err < 0.1, (mode, err)  # the 6-bit tanh is quantised, but close
