@@ -112,7 +112,7 @@ def _cmd_train_kws(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     train_kws(args.data, args.out, task=args.task, config=args.config, hidden_size=args.hidden, epochs=args.epochs,
               hwa_epochs=args.hwa_epochs, batch=args.batch, lr=args.lr, dev_fraction=args.dev_fraction,
-              seed=args.seed, command=_command_line())
+              seed=args.seed, speed_perturb=args.speed_perturb, command=_command_line())
     return 0
 
 
@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--lr", type=float, default=5e-3)
     kws.add_argument("--dev-fraction", type=float, default=0.2)
     kws.add_argument("--seed", type=int, default=0)
+    kws.add_argument("--speed-perturb", type=float, default=0.0, help="augmentation: random speed change "
+                     "+-this fraction (e.g. 0.15; 0 = off)")
     kws.add_argument("--threads", type=_positive_int, default=2)
     kws.set_defaults(func=_cmd_train_kws)
 

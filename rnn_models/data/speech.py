@@ -14,8 +14,9 @@ Tasks: ``gsc12`` maps words to 12 classes (the 10 keywords, ``_unknown_`` for an
 Audio (ours): mono (channels averaged), resampled to 16 kHz with a polyphase filter when the file
 has another rate, and cut to the 1 s window of highest energy (shorter clips are zero-padded at
 the end).  Unreadable or empty files are rejected and listed -- never silently dropped.
-Features: log-mel, 40 bands (Slaney mel scale, 20 Hz - 8 kHz), 25 ms Hann window, 10 ms hop,
-log(mel power + 1e-6): (101 frames, 40) per 1 s clip, computed with ``torch.stft``.
+Features: log-mel, 40 bands (Slaney mel scale, 20 Hz - 8 kHz; 20 Hz - 4 kHz for FSDD, which is
+recorded at 8 kHz: bands above its Nyquist frequency would hold only resampling residue), 25 ms
+Hann window, 10 ms hop, log(mel power + 1e-6): (101 frames, 40) per 1 s clip, with ``torch.stft``.
 """
 from __future__ import annotations
 
@@ -56,6 +57,11 @@ class FeatureSettings:
     @property
     def clip_samples(self) -> int:
         return int(round(self.sample_rate * self.clip_seconds))
+
+
+def task_settings(task: str) -> "FeatureSettings":
+    """Feature settings of a task (FSDD: mel bands up to its 4 kHz Nyquist frequency)."""
+    return FeatureSettings(f_max=4000.0) if task == "fsdd" else FeatureSettings()
 
 
 @dataclass(frozen=True)
@@ -300,9 +306,11 @@ class SpeechSet:
     cache_hit: bool = False
 
 
-def load_set(clips: list[Clip], task: str, settings: FeatureSettings = FeatureSettings(),
+def load_set(clips: list[Clip], task: str, settings: FeatureSettings | None = None,
              use_cache: bool = True) -> SpeechSet:
-    """Load (from the HDF5 cache when its key matches) waveforms, features and labels of ``clips``."""
+    """Load (from the HDF5 cache when its key matches) waveforms, features and labels of ``clips``
+    (``settings`` default: :func:`task_settings` of ``task``)."""
+    settings = task_settings(task) if settings is None else settings
     import h5py
 
     from crossbar.io import atomic_path
@@ -339,11 +347,30 @@ def load_set(clips: list[Clip], task: str, settings: FeatureSettings = FeatureSe
 
 
 # ------------------------------------------------------------------------------------ augmentation
+def speed_perturb(waves: torch.Tensor, gen: torch.Generator, max_change: float) -> torch.Tensor:
+    """Resample each clip by a factor U(1 - max_change, 1 + max_change) (linear interpolation), which
+    shifts pitch and formants like another speaker; cropped / zero-padded back to the clip length."""
+    n, length = waves.shape
+    factors = 1 + (torch.rand(n, generator=gen) * 2 - 1) * max_change
+    out = torch.zeros_like(waves)
+    for i in range(n):
+        new_len = max(2, int(round(length / float(factors[i]))))
+        r = torch.nn.functional.interpolate(waves[i].view(1, 1, -1), size=new_len, mode="linear", align_corners=False).view(-1)
+        start = max(0, (new_len - length) // 2)
+        piece = r[start:start + length]
+        off = max(0, (length - piece.numel()) // 2)
+        out[i, off:off + piece.numel()] = piece
+    return out
+
+
 def augment(waves: torch.Tensor, noise_bank: torch.Tensor | None, gen: torch.Generator,
             max_shift: float = 0.1, gain_db: float = 6.0, noise_prob: float = 0.8,
-            noise_max: float = 0.3, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """Random time shift (+-``max_shift`` s, zero fill), gain (+-``gain_db`` dB) and background noise
-    (a random 1 s piece of ``noise_bank`` or white noise, scaled by U(0, ``noise_max``))."""
+            noise_max: float = 0.3, sample_rate: int = SAMPLE_RATE, speed: float = 0.0) -> torch.Tensor:
+    """Random speed change (+-``speed``, off by default), time shift (+-``max_shift`` s, zero fill),
+    gain (+-``gain_db`` dB) and background noise (a random 1 s piece of ``noise_bank`` or white noise,
+    scaled by U(0, ``noise_max``))."""
+    if speed > 0:
+        waves = speed_perturb(waves, gen, speed)
     n, length = waves.shape
     shifts = torch.randint(-int(max_shift * sample_rate), int(max_shift * sample_rate) + 1, (n,), generator=gen)
     idx = torch.arange(length)[None, :] - shifts[:, None]

@@ -86,7 +86,8 @@ def _noise_bank(data_dir: Path, train: speech.SpeechSet, settings: speech.Featur
 
 def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config: str | HardwareConfig | None = None,
               hidden_size: int = 128, epochs: int = 120, hwa_epochs: int = 6, batch: int = 32, lr: float = 5e-3,
-              dev_fraction: float = 0.2, seed: int = 0, command: str = "", log=print) -> dict:
+              dev_fraction: float = 0.2, seed: int = 0, speed_perturb: float = 0.0, command: str = "",
+              log=print) -> dict:
     """Float training with augmentation, then hardware-aware fine-tuning for ``config`` (if given).
 
     Keeps the weights with the best speaker-disjoint dev accuracy; writes a checkpoint whose meta
@@ -95,7 +96,7 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     data_dir = Path(data_dir)
-    settings = speech.FeatureSettings()
+    settings = speech.task_settings(task)
     clips = speech.scan(data_dir, task)
     train_clips, dev_clips, dev_speakers = speech.speaker_split(clips, dev_fraction, seed)
     if not dev_clips or not train_clips:
@@ -112,7 +113,8 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     model = KWSLSTM(settings.n_mels, hidden_size, len(classes))
     norm = tr.features - tr.features.mean(1, keepdim=True) if model.cmn else tr.features
     model.feat_mean.copy_(norm.mean((0, 1)))
-    model.feat_std.copy_(norm.std((0, 1)).clamp(min=1e-3))
+    # floor 0.5 (log units): a near-constant band is not amplified into noise
+    model.feat_std.copy_(norm.std((0, 1)).clamp(min=0.5))
     noise = _noise_bank(data_dir, tr, settings)
     fb = speech.mel_filterbank(settings)
     log(f"KWS {task}: {len(tr.clips)} train / {len(dv.clips)} dev clips ({len(dev_speakers)} dev speakers), "
@@ -128,7 +130,7 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
             tot = 0.0
             for i in tqdm(range(0, len(perm), batch), desc=f"{phase} {epoch}", leave=False, mininterval=10):
                 idx = perm[i:i + batch]
-                waves = speech.augment(tr.waves[idx], noise, gen)
+                waves = speech.augment(tr.waves[idx], noise, gen, speed=speed_perturb)
                 feats = speech.spec_augment(speech.log_mel(waves, settings, fb), gen)
                 loss = F.cross_entropy(net(feats), tr.labels[idx])
                 opt.zero_grad(set_to_none=True)
@@ -146,7 +148,7 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
 
     t0 = time.time()
     float_acc = run_epochs(model, epochs, lr, "float")
-    meta = {"task": task, "classes": classes, "settings": settings.__dict__, "dev_fraction": dev_fraction,
+    meta = {"task": task, "classes": classes, "speed_perturb": speed_perturb, "settings": settings.__dict__, "dev_fraction": dev_fraction,
             "split_seed": seed, "dev_speakers": dev_speakers, "float_dev_accuracy": float_acc,
             "command": command, "data": str(data_dir), "hwa_config": None, "software_dev_accuracy_after_hwa": None}
     if config is not None and hwa_epochs > 0:

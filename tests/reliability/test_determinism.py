@@ -51,3 +51,13 @@ def test_atomic_write_leaves_target_untouched_on_error(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text().strip().startswith("{") and '"v": 1' in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_atomic_outputs_have_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = write_json(tmp_path / "r.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
