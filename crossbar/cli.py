@@ -24,7 +24,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
                       dropout=args.dropout, epochs=args.epochs, batch=args.batch, bptt=args.bptt,
                       lr=args.lr, seed=args.seed, bf16=args.bf16, device=args.device,
                       max_minutes=args.max_minutes, config=args.config, hwa_epochs=args.hwa_epochs,
-                      hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes, init=args.init, command=command)
+                      hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes,
+                      hwa_max_steps=args.hwa_max_steps, init=args.init, command=command)
     print(f"best valid bpc {result['best_valid_bpc']:.4f}; checkpoint {args.out}")
     return 0
 
@@ -219,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--hwa-epochs", type=int, default=1)
     lm.add_argument("--hwa-lr", type=float, default=5e-4)
     lm.add_argument("--hwa-max-minutes", type=float, default=None)
+    lm.add_argument("--hwa-max-steps", type=int, default=None, help="cap on HWA optimizer steps (reproducible, "
+                    "unlike a time budget)")
     lm.set_defaults(func=_cmd_train_lm)
 
     kws = train.add_parser("kws", help="keyword-spotting LSTM: float training + hardware-aware fine-tuning")

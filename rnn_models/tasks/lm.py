@@ -79,11 +79,17 @@ def evaluate_bpc(model: nn.Module, ids: torch.Tensor, n_streams: int = 64, windo
 
 def _train_epochs(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, epochs: int, lr: float,
                   bptt: int, clip: float, gen: torch.Generator, bf16: bool, device: str,
-                  max_minutes: float | None, phase: str, on_epoch, log, valid_model=None) -> list[dict]:
-    """Truncated-BPTT epochs over ``data`` (T, B) with Adam + cosine LR; ``on_epoch(entry)`` per epoch."""
+                  max_minutes: float | None, phase: str, on_epoch, log, valid_model=None,
+                  max_steps: int | None = None) -> list[dict]:
+    """Truncated-BPTT epochs over ``data`` (T, B) with Adam + cosine LR; ``on_epoch(entry)`` per epoch.
+
+    ``max_steps`` caps the optimizer steps of the phase (the cosine schedule spans them); the epoch
+    in which the cap is reached ends there and is validated."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps_per_epoch = (data.size(0) - 1) // bptt
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch), eta_min=lr / 30)
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=lr / 30)
+    steps = 0
     history, t0 = [], time.time()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -101,7 +107,8 @@ def _train_epochs(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor,
             opt.step()
             sched.step()
             tot, n = tot + loss.item(), n + 1
-            if max_minutes is not None and (time.time() - t0) / 60 > max_minutes:
+            steps += 1
+            if (max_minutes is not None and (time.time() - t0) / 60 > max_minutes) or steps >= total:
                 break
         entry = {"phase": phase, "epoch": epoch, "train_bpc": tot / max(n, 1) / math.log(2),
                  "valid_bpc": evaluate_bpc(valid_model(model) if valid_model else model, valid_ids, device=device),
@@ -113,6 +120,8 @@ def _train_epochs(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor,
         if max_minutes is not None and entry["minutes"] > max_minutes:
             log(f"stopping {phase} after epoch {epoch}: time budget of {max_minutes} min reached")
             break
+        if steps >= total:
+            break
     return history
 
 
@@ -120,7 +129,8 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
              dropout: float = 0.0, epochs: int = 30, batch: int = 128, bptt: int = 100,
              lr: float = 3e-3, clip: float = 1.0, seed: int = 0, bf16: bool = False, device: str = "cpu",
              max_minutes: float | None = None, config=None, hwa_epochs: int = 1, hwa_lr: float = 5e-4,
-             hwa_max_minutes: float | None = None, init: str | Path | None = None,
+             hwa_max_minutes: float | None = None, hwa_max_steps: int | None = None,
+             init: str | Path | None = None,
              command: str = "", log=print) -> dict:
     """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
 
@@ -172,7 +182,8 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
         calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
         meta["hwa_config"] = cfg.name
         _train_epochs(ana, data, valid_ids, hwa_epochs, hwa_lr, bptt, clip, gen, False, device, hwa_max_minutes,
-                      "hwa", keep_best(lambda: to_digital(ana)), log, valid_model=to_digital)
+                      "hwa", keep_best(lambda: to_digital(ana)), log, valid_model=to_digital,
+                      max_steps=hwa_max_steps)
     return {"best_valid_bpc": best["bpc"], "history": meta.get("history", [])}
 
 
