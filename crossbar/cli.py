@@ -25,7 +25,8 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
                       lr=args.lr, seed=args.seed, bf16=args.bf16, device=args.device,
                       max_minutes=args.max_minutes, config=args.config, hwa_epochs=args.hwa_epochs,
                       hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes,
-                      hwa_max_steps=args.hwa_max_steps, init=args.init, command=command)
+                      hwa_max_steps=args.hwa_max_steps, init=args.init, digital_output=args.digital_output,
+                      command=command)
     print(f"best valid bpc {result['best_valid_bpc']:.4f}; checkpoint {args.out}")
     return 0
 
@@ -136,12 +137,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from rnn_models.tasks.kws import evaluate_kws
 
         def one(cfg):
-            return evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split)
+            return evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split,
+                                digital_output=args.digital_output)
     else:
         from rnn_models.tasks.lm import evaluate_lm
 
         def one(cfg):
-            return evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid")
+            return evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid",
+                               digital_output=args.digital_output)
     base = load_config(args.config)
     if args.sweep is None:
         res = one(base)
@@ -220,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--hwa-epochs", type=int, default=1)
     lm.add_argument("--hwa-lr", type=float, default=5e-4)
     lm.add_argument("--hwa-max-minutes", type=float, default=None)
+    lm.add_argument("--digital-output", action="store_true", help="HWA with the decoder digital (off-chip)")
     lm.add_argument("--hwa-max-steps", type=int, default=None, help="cap on HWA optimizer steps (reproducible, "
                     "unlike a time budget)")
     lm.set_defaults(func=_cmd_train_lm)
@@ -264,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--out", help="folder for the sweep plot, table and unit store (default: .)")
         e.add_argument("--resume", action="store_true", help="continue a sweep from its unit store "
                        "(<out>/sweep_<task>.h5) without recomputing finished units")
+        e.add_argument("--digital-output", action="store_true", help="keep the output layer digital "
+                       "(off-chip, as the paper's LSTM chip handles its I/O); default: on the crossbar")
         e.add_argument("--threads", type=_positive_int, default=2)
         e.set_defaults(func=_cmd_evaluate)
     return parser

@@ -63,20 +63,31 @@ def _digital_one(m: nn.Module) -> nn.Module:
     return new.to(next(m.parameters()).device)
 
 
-def _replace(model: nn.Module, fn: Callable[[nn.Module], nn.Module]) -> nn.Module:
+def _replace(model: nn.Module, fn: Callable[[nn.Module], nn.Module], exclude: tuple = (), prefix: str = "") -> nn.Module:
+    if prefix in exclude:
+        return model
     top = fn(model)
     if top is not model:
         return top
     for name, child in list(model.named_children()):
-        setattr(model, name, _replace(child, fn))
+        setattr(model, name, _replace(child, fn, exclude, f"{prefix}.{name}" if prefix else name))
     return model
 
 
-def convert_to_analog(model: nn.Module, config: HardwareConfig | str, inplace: bool = False) -> nn.Module:
-    """Replace Linear/LSTM/GRU(+cells) by analog layers under ``config`` (a config or a JSON path)."""
+def convert_to_analog(model: nn.Module, config: HardwareConfig | str, inplace: bool = False,
+                      exclude: Iterable[str] = ()) -> nn.Module:
+    """Replace Linear/LSTM/GRU(+cells) by analog layers under ``config`` (a config or a JSON path).
+
+    ``exclude``: qualified names of sub-modules that stay digital (e.g. an output layer computed
+    off-chip, as the paper's LSTM chip does with its I/O)."""
     cfg = load_config(config)
     model = model if inplace else copy.deepcopy(model)
-    model = _replace(model, lambda m: _convert_one(m, cfg))
+    exclude = tuple(exclude)
+    known = {name for name, _ in model.named_modules()}
+    unknown = [e for e in exclude if e not in known]
+    if unknown:
+        raise CrossbarInputError(f"convert_to_analog: no sub-module named {unknown}; the model has {sorted(known - {''})}")
+    model = _replace(model, lambda m: _convert_one(m, cfg), exclude)
     if not isinstance(model, AnalogLayerBase):  # a bare layer has its own program()
         model.program = types.MethodType(program, model)
         model.calibrate = types.MethodType(calibrate, model)

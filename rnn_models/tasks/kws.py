@@ -28,6 +28,8 @@ from rnn_models.health import health_report
 class KWSLSTM(nn.Module):
     """(B, T, n_mels) log-mel frames (+ leading Monte-Carlo dim) -> (B, classes) logits."""
 
+    OUTPUT_LAYER = "fc"
+
     def __init__(self, n_mels: int = 40, hidden_size: int = 128, classes: int = 12, dropout: float = 0.2,
                  cmn: bool = True):
         super().__init__()
@@ -175,7 +177,8 @@ def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
 
 
 def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,
-                 split: str | None = None, seed: int | None = None, batch: int = 256) -> dict:
+                 split: str | None = None, seed: int | None = None, batch: int = 256,
+                 digital_output: bool = False) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances) accuracy of a checkpoint on a folder.
 
     ``split``: ``test`` when the folder has GSC's list files, else ``all`` (default), or
@@ -195,7 +198,7 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     software = accuracy(model, data.features, data.labels)[0]
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
-    ana = convert_to_analog(model, cfg).eval()
+    ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
     calib = meta["calibration_features"].float()
     calibrate(ana, [calib])
     program(ana, seed, mc)

@@ -23,6 +23,8 @@ from rnn_models.data import ptb
 class CharLSTM(nn.Module):
     """One-hot input -> ``num_layers`` LSTM of ``hidden_size`` -> linear decoder to ``vocab_size``."""
 
+    OUTPUT_LAYER = "decoder"
+
     def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
         self.vocab_size = vocab_size
@@ -130,7 +132,7 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
              lr: float = 3e-3, clip: float = 1.0, seed: int = 0, bf16: bool = False, device: str = "cpu",
              max_minutes: float | None = None, config=None, hwa_epochs: int = 1, hwa_lr: float = 5e-4,
              hwa_max_minutes: float | None = None, hwa_max_steps: int | None = None,
-             init: str | Path | None = None,
+             init: str | Path | None = None, digital_output: bool = False,
              command: str = "", log=print) -> dict:
     """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
 
@@ -177,10 +179,11 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
 
         cfg = load_config(config)
         best["bpc"] = float("inf")
-        ana = convert_to_analog(model, cfg)
+        ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ())
         calib = ptb.batchify(train_ids[:20000], 50)
         calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
         meta["hwa_config"] = cfg.name
+        meta["hwa_digital_output"] = digital_output
         _train_epochs(ana, data, valid_ids, hwa_epochs, hwa_lr, bptt, clip, gen, False, device, hwa_max_minutes,
                       "hwa", keep_best(lambda: to_digital(ana)), log, valid_model=to_digital,
                       max_steps=hwa_max_steps)
@@ -196,7 +199,8 @@ def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
 
 
 def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, split: str = "valid",
-                n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None) -> dict:
+                n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None,
+                digital_output: bool = False) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances, batched) BPC of a checkpoint on a split.
 
     The input DAC and ADC ranges are calibrated on the first 20,000 characters of the training split.
@@ -215,7 +219,7 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     software = evaluate_bpc(model, ids, n_streams, window)
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
-    ana = convert_to_analog(model, cfg).eval()
+    ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
     train_ids, _ = ptb.load_split(data_dir, "train", vocab)
     calib = ptb.batchify(train_ids[:20000], 50)
     calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])

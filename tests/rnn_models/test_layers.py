@@ -238,3 +238,11 @@ def test_cell_tanh_modes(cls):
     for mode in ("digital_lut", "nl_adc"):
         err = _rel(outs[mode], outs["digital"])
         assert 1e-4 < err < 0.1, (mode, err)  # the 6-bit tanh is quantised, but close
+
+
+def test_convert_can_keep_layers_digital():
+    model = _KwsLike()
+    ana = convert_to_analog(model, "rram_nladc_5b", exclude=("fc",))
+    assert isinstance(ana.lstm, AnalogLSTM) and type(ana.fc) is nn.Linear
+    with pytest.raises(CrossbarInputError, match="no sub-module named"):
+        convert_to_analog(model, "rram_nladc_5b", exclude=("decoder",))
