@@ -74,6 +74,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonneg_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
+    return value
+
+
 def _cmd_adc(args: argparse.Namespace) -> int:
     from crossbar.characterize import parse_sweep, run_characterisation
     from crossbar.config import load_config
@@ -206,25 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     lm = train.add_parser("lm", help="character-level PTB language model (float training)")
     lm.add_argument("--data", required=True, help="folder with ptb.train.txt and ptb.valid.txt")
     lm.add_argument("--out", required=True, help="checkpoint file to write")
-    lm.add_argument("--hidden", type=int, default=364)
-    lm.add_argument("--layers", type=int, default=1)
-    lm.add_argument("--dropout", type=float, default=0.1)
-    lm.add_argument("--epochs", type=int, default=45)
-    lm.add_argument("--batch", type=int, default=128)
-    lm.add_argument("--bptt", type=int, default=100)
-    lm.add_argument("--lr", type=float, default=3e-3)
-    lm.add_argument("--seed", type=int, default=0)
+    lm.add_argument("--hidden", type=_positive_int, default=364)
+    lm.add_argument("--layers", type=_positive_int, default=1)
+    lm.add_argument("--dropout", type=_fraction, default=0.1)
+    lm.add_argument("--epochs", type=_positive_int, default=45)
+    lm.add_argument("--batch", type=_positive_int, default=128)
+    lm.add_argument("--bptt", type=_positive_int, default=100)
+    lm.add_argument("--lr", type=_positive_float, default=3e-3)
+    lm.add_argument("--seed", type=_nonneg_int, default=0)
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
     lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
-    lm.add_argument("--threads", type=int, default=1)
-    lm.add_argument("--max-minutes", type=float, default=None)
+    lm.add_argument("--threads", type=_positive_int, default=1)
+    lm.add_argument("--max-minutes", type=_positive_float, default=None)
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
     lm.add_argument("--init", help="start from this checkpoint (skips float training)")
-    lm.add_argument("--hwa-epochs", type=int, default=1)
-    lm.add_argument("--hwa-lr", type=float, default=5e-4)
-    lm.add_argument("--hwa-max-minutes", type=float, default=None)
+    lm.add_argument("--hwa-epochs", type=_nonneg_int, default=1)
+    lm.add_argument("--hwa-lr", type=_positive_float, default=5e-4)
+    lm.add_argument("--hwa-max-minutes", type=_positive_float, default=None)
     lm.add_argument("--digital-output", action="store_true", help="HWA with the decoder digital (off-chip)")
-    lm.add_argument("--hwa-max-steps", type=int, default=None, help="cap on HWA optimizer steps (reproducible, "
+    lm.add_argument("--hwa-max-steps", type=_positive_int, default=None, help="cap on HWA optimizer steps (reproducible, "
                     "unlike a time budget)")
     lm.set_defaults(func=_cmd_train_lm)
 
@@ -235,12 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--task", choices=["gsc12", "fsdd"], default="gsc12")
     kws.add_argument("--hidden", type=_positive_int, default=128)
     kws.add_argument("--epochs", type=_positive_int, default=120)
-    kws.add_argument("--hwa-epochs", type=int, default=6)
+    kws.add_argument("--hwa-epochs", type=_nonneg_int, default=6)
     kws.add_argument("--batch", type=_positive_int, default=32)
-    kws.add_argument("--lr", type=float, default=5e-3)
-    kws.add_argument("--dev-fraction", type=float, default=0.2)
-    kws.add_argument("--seed", type=int, default=0)
-    kws.add_argument("--speed-perturb", type=float, default=0.0, help="augmentation: random speed change "
+    kws.add_argument("--lr", type=_positive_float, default=5e-3)
+    kws.add_argument("--dev-fraction", type=_fraction, default=0.2)
+    kws.add_argument("--seed", type=_nonneg_int, default=0)
+    kws.add_argument("--speed-perturb", type=_fraction, default=0.0, help="augmentation: random speed change "
                      "+-this fraction (e.g. 0.15; 0 = off)")
     kws.add_argument("--threads", type=_positive_int, default=2)
     kws.set_defaults(func=_cmd_train_kws)

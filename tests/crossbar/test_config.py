@@ -113,3 +113,12 @@ def test_cli_validate_ok_and_errors(tmp_path):
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.count("\n") == 1 and "b.json: device" in res.stderr and "g_min" in res.stderr
+
+
+@pytest.mark.parametrize("args", [["train", "lm", "--data", "x", "--out", "y", "--epochs", "-1"],
+                                  ["train", "lm", "--data", "x", "--out", "y", "--lr", "nan"],
+                                  ["train", "kws", "--data", "x", "--out", "y", "--dev-fraction", "1.5"],
+                                  ["evaluate", "kws", "--data", "x", "--config", "ideal", "--mc", "0"]])
+def test_cli_rejects_bad_numbers_with_exit_2(args):
+    res = _crossbar(*args)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "must be" in res.stderr
