@@ -180,7 +180,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     configs = ev.sweep_configs(base, ev.parse_sweep(args.sweep), args.baseline)
     out = __import__("pathlib").Path(args.out or ".")
-    store = ev.ResultStore(out / f"sweep_{args.task}.h5", resume=args.resume)
+    ckpt_stat = __import__("os").stat(checkpoint)
+    context = {"task": args.task, "checkpoint": str(__import__("pathlib").Path(checkpoint).resolve()),
+               "checkpoint_size": ckpt_stat.st_size, "checkpoint_mtime_ns": ckpt_stat.st_mtime_ns,
+               "data": str(__import__("pathlib").Path(args.data).resolve()), "split": args.split, "mc": args.mc,
+               "digital_output": args.digital_output}
+    store = ev.ResultStore(out / f"sweep_{args.task}.h5", resume=args.resume, context=context)
     if store.units:
         print(f"resuming: {len(store.units)} finished unit(s) in {store.path}")
     results = ev.run_sweep(configs, one, store=store, progress=lambda r: print(

@@ -67,18 +67,25 @@ class ResultStore:
     continues without recomputing them.  Nothing in the file is executed: units are JSON text.
     """
 
-    def __init__(self, path: str | Path, resume: bool = False):
+    def __init__(self, path: str | Path, resume: bool = False, context: dict | None = None):
+        """``context``: what else defines the evaluation (task, checkpoint, data, split, instances...);
+        resuming a store written for another context is refused."""
         import h5py
 
         self.path = Path(path)
         self.units: dict[str, dict] = {}
+        self.context = json.dumps(context or {}, sort_keys=True, default=str)
         if resume and self.path.is_file():
             try:
                 with h5py.File(self.path, "r") as f:
+                    stored = f.attrs.get("context", "{}")
                     for key in f.get("units", {}):
                         self.units[key] = json.loads(f["units"][key].attrs["json"])
             except (OSError, KeyError, ValueError) as exc:
                 raise CrossbarInputError(f"{self.path}: cannot resume from this file ({exc})") from None
+            if context is not None and stored != self.context:
+                raise CrossbarInputError(f"{self.path}: this sweep store was written for another evaluation "
+                                         f"({stored}); remove it or choose another --out to start afresh")
 
     @staticmethod
     def key(config: HardwareConfig) -> str:
@@ -93,6 +100,7 @@ class ResultStore:
         self.units[self.key(config)] = res
         with atomic_path(self.path) as tmp:
             with h5py.File(tmp, "w") as f:
+                f.attrs["context"] = self.context
                 group = f.create_group("units")
                 for key, unit in self.units.items():
                     group.create_group(key).attrs["json"] = json.dumps(unit)

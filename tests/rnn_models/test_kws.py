@@ -180,3 +180,16 @@ def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
     assert res.returncode == 0, res.stderr
     assert f"resuming: {len(done)} finished unit(s)" in res.stdout
     assert json.loads((part / "r.json").read_text()) == json.loads((tmp_path / "full" / "r.json").read_text())
+
+
+def test_resume_refuses_a_store_from_another_evaluation(tmp_path):
+    from crossbar.config import load_config
+    from rnn_models.evaluate import ResultStore
+
+    cfg = load_config("rram_nladc_5b")
+    store = ResultStore(tmp_path / "s.h5", context={"checkpoint": "a.pt", "mc": 2})
+    store.add(cfg, {"hardware": {"mean": 0.5}})
+    again = ResultStore(tmp_path / "s.h5", resume=True, context={"checkpoint": "a.pt", "mc": 2})
+    assert again.get(cfg) == {"hardware": {"mean": 0.5}}
+    with pytest.raises(CrossbarInputError, match="written for another evaluation"):
+        ResultStore(tmp_path / "s.h5", resume=True, context={"checkpoint": "b.pt", "mc": 2})
