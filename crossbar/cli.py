@@ -125,7 +125,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
 
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
-SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb.pt"}
+SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_hwa2.pt"}
 
 
 def _command_line() -> str:
