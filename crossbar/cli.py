@@ -5,8 +5,10 @@ Bad input (config, data, checkpoint, argument) prints one line ``error: ...`` an
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from pathlib import Path
 
 import torch
 
@@ -124,7 +126,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     return 0
 
 
-REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_hwa2.pt"}
 
 
@@ -144,7 +146,7 @@ def _cmd_train_kws(args: argparse.Namespace) -> int:
 
 def _checkpoint_for(task: str, given: str | None) -> str:
     path = given or str(SHIPPED[task])
-    if not __import__("os").path.isfile(path):
+    if not os.path.isfile(path):
         raise CrossbarInputError(f"checkpoint {path!r} not found" + ("" if given else
                                  f" (the checkpoint shipped for {task}; train one with `crossbar train {task}`)"))
     return path
@@ -179,11 +181,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             write_json(args.json, res)
         return 0
     configs = ev.sweep_configs(base, ev.parse_sweep(args.sweep), args.baseline)
-    out = __import__("pathlib").Path(args.out or ".")
-    ckpt_stat = __import__("os").stat(checkpoint)
-    context = {"task": args.task, "checkpoint": str(__import__("pathlib").Path(checkpoint).resolve()),
+    out = Path(args.out or ".")
+    ckpt_stat = os.stat(checkpoint)
+    context = {"task": args.task, "checkpoint": str(Path(checkpoint).resolve()),
                "checkpoint_size": ckpt_stat.st_size, "checkpoint_mtime_ns": ckpt_stat.st_mtime_ns,
-               "data": str(__import__("pathlib").Path(args.data).resolve()), "split": args.split, "mc": args.mc,
+               "data": str(Path(args.data).resolve()), "split": args.split, "mc": args.mc,
                "digital_output": args.digital_output}
     store = ev.ResultStore(out / f"sweep_{args.task}.h5", resume=args.resume, context=context)
     if store.units:

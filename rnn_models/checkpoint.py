@@ -8,6 +8,7 @@ Layout (``format`` = ``crossbar.rnn_checkpoint``, ``version`` = 1)::
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
         raise CrossbarInputError(f"checkpoint {str(path)!r} has analog layers {sorted(ckpt['analog'])}, the model "
                                  f"has {sorted(layers)}")
     for name, state in ckpt["analog"].items():
-        saved = validate_config(__import__("json").loads(state["config"]), source=f"{path}:{name}")
+        saved = validate_config(json.loads(state["config"]), source=f"{path}:{name}")
         diff = config_difference(saved, layers[name].hw)
         if diff:
             raise CrossbarInputError(f"checkpoint {str(path)!r} was saved with hardware config {saved.name!r} but layer "
