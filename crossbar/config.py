@@ -12,9 +12,8 @@ path of the field (e.g. ``device.g_max``), the offending value and what is allow
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from crossbar.autograd import straight_through
 from crossbar.config import DeviceConfig, NoiseSpec
 from crossbar.rng import rand, randn
 
@@ -39,8 +40,6 @@ def quantize_to_levels(g: torch.Tensor, dev: DeviceConfig) -> torch.Tensor:
     """Round ``g`` to the nearest of ``dev.levels`` evenly spaced levels in [g_min, g_max]."""
     if dev.levels is None:
         return g
-    from crossbar.autograd import straight_through
-
     step = (dev.g_max - dev.g_min) / (dev.levels - 1)
     return straight_through(g, dev.g_min + torch.round((g - dev.g_min) / step).clamp(0, dev.levels - 1) * step)
 

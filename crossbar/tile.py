@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 
 from crossbar import devices
-from crossbar.config import HardwareConfig, load_config, validate_config
+from crossbar.config import HardwareConfig, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path
-from crossbar.mapping import conductance_scale, to_conductances, weight_reference
+from crossbar.mapping import conductance_scale, to_conductances, to_weights, weight_reference
 from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
 
@@ -113,7 +113,7 @@ class Tile:
     def effective_weights(self) -> torch.Tensor:
         """(M, rows, out) weights the programmed devices realise (no read noise)."""
         self._check_programmed()
-        return (self.g_pos - self.g_neg) / self.scale
+        return to_weights(self.g_pos, self.g_neg, self.scale)
 
     def _check_programmed(self):
         if self.g_pos is None:

@@ -1,8 +1,8 @@
-"""Conventional column ADCs: ``ideal`` and ``linear_ramp``.
+"""The conventional column ADC: ``linear_ramp`` (an ``ideal`` ADC is no conversion at all; see
+:class:`crossbar.periphery.readout.ColumnReadout`).
 
-Every ADC has the same small protocol: ``convert(y, v_scale)`` takes analog column outputs ``y``
-(pre-activation units, any shape) and returns the digitised value in the same units; ``v_scale`` is
-V_read(actual) / V_read(nominal), the factor by which the analog signal moved.
+``convert(y, v_scale)`` takes analog column outputs ``y`` (pre-activation units, any shape) and
+returns the digitised value in the same units; ``v_scale`` is V_read(actual) / V_read(nominal).
 
 ``linear_ramp`` is the paper's baseline: a uniform ramp from a *fixed* reference (not from the
 array), so a change of V_read shifts the signal but not the ramp; mid-tread levels over
@@ -12,20 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from crossbar.config import ADCConfig
 from crossbar.autograd import straight_through
-
-
-class IdealADC:
-    """No quantisation: returns the analog value (scaled back by the nominal V_read)."""
-
-    kind = "ideal"
-
-    def convert(self, y: torch.Tensor, v_scale: float = 1.0) -> torch.Tensor:
-        return y
-
-    def extra_repr(self) -> str:
-        return "ideal"
 
 
 def uniform_codes(y: torch.Tensor, lo: float, hi: float, levels: int) -> torch.Tensor:
@@ -44,10 +31,6 @@ class LinearRampADC:
             raise ValueError(f"in_min ({in_min}) must be below in_max ({in_max})")
         self.bits, self.in_min, self.in_max = bits, float(in_min), float(in_max)
         self.levels = 2 ** bits
-
-    @classmethod
-    def from_config(cls, adc: ADCConfig, in_min: float | None = None, in_max: float | None = None):
-        return cls(adc.bits, adc.in_min if in_min is None else in_min, adc.in_max if in_max is None else in_max)
 
     @property
     def step(self) -> float:

@@ -35,14 +35,14 @@ Shapes: realised thresholds are (M, C, L-1) for M instances and C columns; ``con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from crossbar import devices
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
-from crossbar.periphery.functions import Activation, crossings, get_activation, monotonic_pieces
+from crossbar.periphery.functions import Activation, _bisect, crossings, get_activation, monotonic_pieces
 from crossbar.rng import generator, randn, randn_instances
 
 BIAS_HEADROOM = 0.8  # bias devices are targeted at <= 80 % of g_max, leaving room for calibration
@@ -206,8 +206,6 @@ def _increasing(act: Activation, dom) -> bool:
 
 def _monotonic_thresholds(act: Activation, boundaries: torch.Tensor, dom) -> torch.Tensor:
     """f^-1 of each boundary by bisection on ``dom`` (clamped to the ends), ascending in x."""
-    from crossbar.periphery.functions import _bisect
-
     t = _bisect(act.f, dom[0], dom[1], boundaries.to(torch.float64))
     return torch.sort(t).values
 
@@ -317,8 +315,7 @@ class NLADC:
         m_count = cfg.simulation.mc_instances if instances is None else int(instances)
         ramps = 1 if cfg.nl_adc.shared_ramp else self.columns
         L = self.design.codes
-        ramp_t, bias_t, read_var, bias_read_var = [], [], [], []
-        offsets, gains = [], []
+        ramp_t, read_var, offsets = [], [], []
         before, after = [], []
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")

@@ -50,7 +50,7 @@ def generate(out_dir: str | Path, clips_per_voice: int = 1, seed: int = 0, silen
     from scipy.signal import resample_poly
     import soundfile as sf
 
-    from rnn_models.data.tts import SAMPLE_RATE as TTS_RATE, synthesize
+    from rnn_models.data.tts import synthesize
 
     out = Path(out_dir)
     manifest = out / "manifest.csv"

@@ -50,7 +50,7 @@ class KWSLSTM(nn.Module):
 
 def weight_bytes(model: nn.Module, bits: int = 8) -> float:
     """Bytes of weight memory at ``bits`` per weight (LSTM + classifier, biases included)."""
-    n = sum(p.numel() for name, p in model.named_parameters())
+    n = sum(p.numel() for p in model.parameters())
     return n * bits / 8
 
 

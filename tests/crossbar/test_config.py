@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from crossbar.config import (PRESET_DIR, HardwareConfig, check_schema_file, default_config, json_schema,
+from crossbar.config import (PRESET_DIR, check_schema_file, default_config, json_schema,
                              load_config, preset_paths, validate_config)
 from crossbar.errors import CrossbarInputError
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from crossbar.config import default_config, load_config
 from crossbar.errors import CrossbarInputError
-from crossbar.periphery.functions import REGISTRY, get_activation
+from crossbar.periphery.functions import get_activation
 from crossbar.periphery.nladc import NLADC, compile_design, inl_lsb, level_grid
 from crossbar.rng import generator
 

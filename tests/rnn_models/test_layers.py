@@ -5,8 +5,7 @@ from torch import nn
 
 from crossbar.config import load_config
 from crossbar.errors import CrossbarInputError
-from rnn_models import (AnalogGRU, AnalogGRUCell, AnalogLinear, AnalogLSTM, AnalogLSTMCell, calibrate,
-                        convert_to_analog, program, set_mode, to_digital)
+from rnn_models import (AnalogGRU, AnalogGRUCell, AnalogLinear, AnalogLSTM, AnalogLSTMCell, convert_to_analog, set_mode, to_digital)
 
 IDEAL = load_config("ideal")
 TOL = 1e-5

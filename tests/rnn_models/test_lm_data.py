@@ -1,5 +1,4 @@
 """Character-level PTB derivation, BPC, checkpoints."""
-import math
 
 import pytest
 import torch
@@ -75,7 +74,6 @@ def test_checkpoint_roundtrip_and_rejections(tmp_path):
     trunc.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CrossbarInputError, match="cannot be read"):
         load_checkpoint(trunc)
-    import pickle
 
     class Evil:
         def __reduce__(self):
