@@ -113,6 +113,12 @@ class ArrayConfig(_Section):
         "max", description="weight value that maps to the full conductance span: max |w| or a percentile")
     weight_percentile: float = Field(99.9, gt=0, le=100, description="percentile of |w| when weight_scale "
                                                                     "is 'percentile' (larger weights clip)")
+    row_scaling: Literal["shared", "per_input_block"] = Field(
+        "shared", description="shared: one weight reference (conductance scale) for the whole matrix; "
+                              "per_input_block: each input block of a layer (its input x, its recurrent "
+                              "state h, the bias row) gets its own weight reference, and that block's "
+                              "word-line drivers read at amplitude a = w_ref_block / max w_ref_block <= 1 "
+                              "(one extra DAC reference voltage per block)")
     v_read: float = Field(0.2, gt=0, le=10, description="nominal read voltage, V")
     wire_resistance: float = Field(0.0, ge=0, le=1e6, description="wire resistance per segment, ohm "
                                    "(recorded for the IR-drop model; not yet simulated)")

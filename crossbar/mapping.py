@@ -9,7 +9,12 @@ Two mappings (``array.mapping``):
   (2 w_ref).
 
 ``w_ref`` is max |w| or a percentile of |w| (``array.weight_scale``); weights beyond it clip.
-One scale serves a whole tile (our choice: every column then shares one ramp scale).
+One conductance scale serves a whole tile (every column then shares one ramp scale).  With
+``array.row_scaling = "per_input_block"`` the rows fall into blocks (a layer's x, h and bias rows),
+each with its own reference w_ref_b; block b is stored as w / a_b on the tile's scale
+(w_ref = max_b w_ref_b, a_b = w_ref_b / w_ref <= 1) and its word lines are driven at a_b times the
+DAC voltage, so the product is unchanged while small recurrent weights use the whole conductance
+span (our hardware assumption: one extra DAC reference voltage per block).
 """
 from __future__ import annotations
 
@@ -29,6 +34,27 @@ def weight_reference(w: torch.Tensor, arr: ArrayConfig) -> float:
     ref = a.max() if arr.weight_scale == "max" else torch.quantile(a, arr.weight_percentile / 100)
     ref = float(ref)
     return ref if ref > 0 else 1.0
+
+
+def row_gains(w: torch.Tensor, groups, arr: ArrayConfig) -> tuple[float, torch.Tensor]:
+    """Tile weight reference and per-row read amplitudes a (rows,), 0 < a <= 1.
+
+    ``groups``: row counts of the input blocks (sum = rows); ``None`` or ``row_scaling = "shared"``
+    gives one block (all a = 1).  An all-zero block keeps a = 1.
+    """
+    rows = w.shape[0]
+    groups = [rows] if groups is None or arr.row_scaling == "shared" else [int(g) for g in groups]
+    if sum(groups) != rows or any(g <= 0 for g in groups):
+        raise CrossbarInputError(f"row blocks {groups} do not partition the {rows} rows of the matrix")
+    refs, start = [], 0
+    for g in groups:
+        block = w[start:start + g]
+        refs.append(weight_reference(block, arr) if bool((block != 0).any()) else None)
+        start += g
+    w_ref = max((r for r in refs if r is not None), default=1.0)
+    gains = torch.cat([torch.full((g,), 1.0 if r is None else r / w_ref, dtype=w.dtype, device=w.device)
+                       for g, r in zip(groups, refs)])
+    return w_ref, gains
 
 
 def conductance_scale(w_ref: float, dev: DeviceConfig, arr: ArrayConfig) -> float:

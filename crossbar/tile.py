@@ -33,7 +33,7 @@ from crossbar import devices
 from crossbar.config import HardwareConfig, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path
-from crossbar.mapping import conductance_scale, to_conductances, to_weights, weight_reference
+from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_weights
 from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
 
@@ -42,7 +42,9 @@ class Tile:
     """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig,
-                 x_max: float | None = None):
+                 x_max: float | None = None, row_groups=None):
+        """``row_groups``: sizes of the input blocks (e.g. ``(n_x, n_h)``) for
+        ``array.row_scaling = "per_input_block"``; the bias row is a block of its own."""
         if weight.dim() != 2:
             raise CrossbarInputError(f"Tile weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
         self.config = config
@@ -63,9 +65,18 @@ class Tile:
         if self.has_bias:
             w_rows = torch.cat([w_rows, (bias.to(self.device, self.dtype) / self.x_max)[None, :]], 0)
         self.target_weights = w_rows
-        self.w_ref = weight_reference(w_rows, config.array)
+        self.row_groups = None if row_groups is None else tuple(int(g) for g in row_groups)
+        groups = None
+        if self.row_groups is not None:
+            groups = list(self.row_groups) + ([1] if self.has_bias else [])
+        elif self.has_bias:
+            groups = [self.in_features, 1]
+        # row_gain a (rows,): word-line read amplitude of each row (all 1 unless per-block scaling)
+        self.w_ref, self.row_gain = row_gains(w_rows.detach(), groups, config.array)
         self.scale = conductance_scale(self.w_ref, config.device, config.array)
-        self.g_target_pos, self.g_target_neg = to_conductances(w_rows, self.w_ref, config.device, config.array)
+        self.g_target_pos, self.g_target_neg = to_conductances(w_rows / self.row_gain[:, None], self.w_ref,
+                                                               config.device, config.array)
+        self._scaled_rows = bool((self.row_gain != 1).any())
         self.n_rows = w_rows.shape[0]
         self.row_blocks = math.ceil(self.n_rows / config.array.rows)
         self.col_blocks = math.ceil(self.out_features / config.array.cols)
@@ -113,7 +124,7 @@ class Tile:
     def effective_weights(self) -> torch.Tensor:
         """(M, rows, out) weights the programmed devices realise (no read noise)."""
         self._check_programmed()
-        return to_weights(self.g_pos, self.g_neg, self.scale)
+        return to_weights(self.g_pos, self.g_neg, self.scale) * self.row_gain[:, None]
 
     def _check_programmed(self):
         if self.g_pos is None:
@@ -140,6 +151,8 @@ class Tile:
         xq = quantize_input(x, self.config.dac, self.x_max)
         if self.has_bias:
             xq = torch.cat([xq, torch.full_like(xq[..., :1], self.x_max)], -1)
+        if self._scaled_rows:
+            xq = xq * self.row_gain
         w_eff = self.g_pos - self.g_neg  # (M, rows, out), uS
         blocks = self._row_slices()
         outs = [torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in blocks]
@@ -204,6 +217,7 @@ class Tile:
                 f.attrs["name"] = self.name
                 f.attrs["x_max"] = self.x_max
                 f.attrs["has_bias"] = self.has_bias
+                f.attrs["row_groups"] = list(self.row_groups or [])
                 f.create_dataset("target_weights", data=self.target_weights.cpu().numpy())
                 f.create_dataset("g_pos", data=self.g_pos.cpu().numpy(), compression="gzip")
                 f.create_dataset("g_neg", data=self.g_neg.cpu().numpy(), compression="gzip")
@@ -228,6 +242,7 @@ class Tile:
                 w_rows = torch.from_numpy(f["target_weights"][()])
                 has_bias = bool(f.attrs["has_bias"])
                 x_max = float(f.attrs["x_max"])
+                row_groups = [int(g) for g in f.attrs.get("row_groups", [])] or None
                 g_pos, g_neg = torch.from_numpy(f["g_pos"][()]), torch.from_numpy(f["g_neg"][()])
                 drift_gain = torch.from_numpy(f["drift_gain"][()])
                 seed, name = int(f.attrs["seed"]), str(f.attrs["name"])
@@ -237,7 +252,7 @@ class Tile:
             raise CrossbarInputError(f"{path}: cannot read tile file ({type(exc).__name__}: {exc})") from None
         weight = (w_rows[:-1] if has_bias else w_rows).t()
         bias = w_rows[-1] * x_max if has_bias else None
-        tile = cls(weight, bias, config, x_max=x_max)
+        tile = cls(weight, bias, config, x_max=x_max, row_groups=row_groups)
         if g_pos.shape[1:] != tile.g_target_pos.shape:
             raise CrossbarInputError(f"{path}: conductance shape {tuple(g_pos.shape)} does not match the weights")
         tile.g_pos, tile.g_neg = g_pos.to(tile.device, tile.dtype), g_neg.to(tile.device, tile.dtype)

@@ -77,11 +77,12 @@ class AnalogMatrix:
 
     # ------------------------------------------------------------------------ programming
     def program(self, config: HardwareConfig, weight, bias, in_scale: torch.Tensor, seed: int,
-                instances: int, first: int = 0) -> None:
+                instances: int, first: int = 0, input_blocks=None) -> None:
         """Program the chip: the tile and one readout (ADC) per column group."""
         with torch.no_grad():
             w = weight.detach() * in_scale.to(weight)[None, :]
-            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0)
+            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0,
+                             row_groups=input_blocks)
             self.tile.program(seed, instances, name=f"{self.name}/tile", first=first)
             self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)
                              .program(seed, instances, f"{self.name}/{g.name}", first) for g in self.groups]
@@ -109,13 +110,14 @@ class AnalogMatrix:
 
     # ------------------------------------------------------------------------ per forward
     def prepare(self, path: str, config: HardwareConfig, weight, bias, in_scale: torch.Tensor,
-                gen: torch.Generator | None = None, stats: RangeStats | None = None) -> None:
+                gen: torch.Generator | None = None, stats: RangeStats | None = None,
+                input_blocks=None) -> None:
         """Set up one forward pass (a whole sequence) on ``path``."""
         if path == "chip":
             self._fwd = ("chip", self.tile, self.chip_scale, self.read_gens)
         elif path == "train":
             w = weight * in_scale.to(weight)[None, :]
-            tile = Tile(w, bias, config, x_max=1.0)
+            tile = Tile(w, bias, config, x_max=1.0, row_groups=input_blocks)
             tile.program(int(torch.randint(0, 2**62, (1,), generator=gen)), 1, name=f"{self.name}/train")
             if self._train_readouts is None:
                 self._train_readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)

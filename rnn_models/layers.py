@@ -53,7 +53,9 @@ class AnalogLayerBase(nn.Module):
 
     # ----------------------------------------------------------------- to implement
     def _matrices(self) -> dict:
-        """{key: (AnalogMatrix, weight, bias, in_scale)} for the current parameters."""
+        """{key: (AnalogMatrix, weight, bias, in_scale, input_blocks)} for the current parameters.
+
+        ``input_blocks``: sizes of the matrix's input blocks (x, h) for per-block row scaling."""
         raise NotImplementedError
 
     def _cells(self) -> list[CellNonlinearity]:
@@ -72,9 +74,9 @@ class AnalogLayerBase(nn.Module):
         """Draw device instances ``first .. first+instances-1`` of this layer (seeded) and program them."""
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
-        for key, (mat, w, b, scale) in self._matrices().items():
+        for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
-            mat.program(self.hw, w, b, scale, seed, instances, first)
+            mat.program(self.hw, w, b, scale, seed, instances, first, blocks)
         for cell in self._cells():
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             cell.program(self.hw, seed, instances, first)
@@ -98,9 +100,9 @@ class AnalogLayerBase(nn.Module):
             self.program(instances=1)  # implicit: one instance; Monte-Carlo needs an explicit program()
         if path == "train" and self._train_gen is None:
             self._train_gen = train_generator(self.hw.simulation.seed, self.layer_name)
-        for key, (mat, w, b, scale) in self._matrices().items():
+        for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
-            mat.prepare(path, self.hw, w, b, scale, self._train_gen, self._stats)
+            mat.prepare(path, self.hw, w, b, scale, self._train_gen, self._stats, blocks)
         return path
 
     def _m(self, path: str) -> int:
@@ -172,7 +174,7 @@ class AnalogLinear(AnalogLayerBase):
 
     def _matrices(self):
         scale = torch.full((self.in_features,), self._input_scale())
-        return {"fc": (self._mat, self.weight, self.bias, scale)}
+        return {"fc": (self._mat, self.weight, self.bias, scale, (self.in_features,))}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_finite(x, self.layer_name, self.hw.torch_device())
@@ -348,7 +350,8 @@ class AnalogLSTM(_AnalogRNNBase):
                 w_ih, w_hh = self._p("weight_ih", sfx), self._p("weight_hh", sfx)
                 b = self._p("bias_ih", sfx) + self._p("bias_hh", sfx) if self.bias else None
                 scale = torch.cat([self._layer_in_scale(layer, w_ih.shape[1]), torch.ones(self.hidden_size)])
-                mats[sfx] = (self._engines[sfx]["mat"], torch.cat([w_ih, w_hh], 1), b, scale)
+                mats[sfx] = (self._engines[sfx]["mat"], torch.cat([w_ih, w_hh], 1), b, scale,
+                             (w_ih.shape[1], self.hidden_size))
         return mats
 
     def _cells(self):
@@ -401,9 +404,11 @@ class AnalogGRU(_AnalogRNNBase):
                 in_scale = self._layer_in_scale(layer, w_ih.shape[1])
                 mats[sfx + "/rz"] = (e["rz"], torch.cat([w_ih[:2 * h], w_hh[:2 * h]], 1),
                                      (b_ih[:2 * h] + b_hh[:2 * h]) if self.bias else None,
-                                     torch.cat([in_scale, torch.ones(h)]))
-                mats[sfx + "/nx"] = (e["nx"], w_ih[2 * h:], b_ih[2 * h:] if self.bias else None, in_scale)
-                mats[sfx + "/nh"] = (e["nh"], w_hh[2 * h:], b_hh[2 * h:] if self.bias else None, torch.ones(h))
+                                     torch.cat([in_scale, torch.ones(h)]), (w_ih.shape[1], h))
+                mats[sfx + "/nx"] = (e["nx"], w_ih[2 * h:], b_ih[2 * h:] if self.bias else None, in_scale,
+                                     (w_ih.shape[1],))
+                mats[sfx + "/nh"] = (e["nh"], w_hh[2 * h:], b_hh[2 * h:] if self.bias else None, torch.ones(h),
+                                     (h,))
         return mats
 
     def _cells(self):

@@ -20,10 +20,12 @@ def _rel(a, b):
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_rnn_equals_torch_with_ideal_config(cls, acls, batch_first, bidirectional, num_layers):
+@pytest.mark.parametrize("row_scaling", ["shared", "per_input_block"])
+def test_rnn_equals_torch_with_ideal_config(cls, acls, batch_first, bidirectional, num_layers, row_scaling):
     torch.manual_seed(0)
+    cfg = IDEAL.replace(**{"array.row_scaling": row_scaling})
     ref = cls(5, 7, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional).eval()
-    ana = acls(5, 7, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional, config=IDEAL).eval()
+    ana = acls(5, 7, num_layers=num_layers, batch_first=batch_first, bidirectional=bidirectional, config=cfg).eval()
     ana.load_state_dict(ref.state_dict())
     x = torch.randn(3, 4, 5)
     dirs = 2 if bidirectional else 1
