@@ -203,6 +203,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bits_list(text: str) -> list[int]:
+    """'3,4,5,8' -> [3, 4, 5, 8] (argparse type)."""
+    try:
+        bits = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 5,8") from None
+    if not bits or any(not 1 <= b <= 16 for b in bits) or len(set(bits)) != len(bits):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct bit widths between 1 and 16")
+    return bits
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from crossbar.cost.report import build_report, write_report
+
+    report = build_report(args.config, args.model, args.bits or [], SHIPPED, steps=args.steps)
+    paths = write_report(report, args.out)
+    bits = report["bits"]
+    for b in bits:
+        e = report["architectures"][report["architecture"]][str(b)]
+        print(f"{report['model']} {b} bit ({report['architecture']}): {e['tops_per_w']:.3g} TOPS/W, "
+              f"{e['tops_per_mm2']:.3g} TOPS/mm^2, {e['peak_tops']:.3g} TOPS, {e['power_mw']:.3g} mW, "
+              f"{e['area_mm2']:.3g} mm^2, {e['cycles_per_step']['total']:g} cycles/step")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _cmd_data_synthetic(args: argparse.Namespace) -> int:
     from rnn_models.data.synthetic_kws import generate
 
@@ -232,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     adc.add_argument("--out", help="folder for PNGs and adc_summary.json")
     adc.add_argument("--json", help="JSON summary file")
     adc.set_defaults(func=_cmd_adc)
+
+    rep = sub.add_parser("report", help="area / energy / latency estimate of a model on a hardware config")
+    rep.add_argument("--config", required=True, help="hardware config (path or preset name)")
+    rep.add_argument("--model", required=True, help="paper-kws | paper-lm | kws | lm | a checkpoint file")
+    rep.add_argument("--bits", type=_bits_list, default=None, help="ADC bit widths, e.g. 3,4,5,8 (default: the config's)")
+    rep.add_argument("--steps", type=_positive_int, default=None, help="time steps per inference (default: the model's)")
+    rep.add_argument("--out", required=True, help="folder for report.json, report.md and the PNGs")
+    rep.set_defaults(func=_cmd_report)
 
     train = sub.add_parser("train", help="train a task model").add_subparsers(dest="task", required=True)
     lm = train.add_parser("lm", help="character-level PTB language model (float training)")

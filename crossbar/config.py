@@ -219,8 +219,17 @@ class CostConfig(_Section):
     clock_ghz: float = Field(1.0, gt=0, le=20, description="clock frequency, GHz")
     library: str = Field("default", max_length=500, description="component library: 'default' or a JSON "
                                                                 "file relative to this config")
-    digital_nl_units: int = Field(32, ge=1, le=1_000_000, description="parallel digital activation units "
-                                                                      "of the conventional architecture")
+    digital_nl_units: int = Field(32, ge=1, le=1_000_000, description="parallel digital units: activation "
+                                  "units of the conventional architecture, element-wise lanes of all")
+    digital_nl_kind: Literal["lut", "pwl", "cordic"] = Field(
+        "lut", description="digital sigmoid/tanh unit: look-up table (1 cycle), piecewise-linear (2 cycles) or "
+                           "CORDIC (bits + 2 cycles)")
+    conventional_adc: Literal["ramp", "sar"] = Field(
+        "ramp", description="column ADC of the conventional architecture: ramp (2^N + reset cycles, shared "
+                            "reference ramp per array) or SAR (N + reset cycles)")
+    input_activity: float = Field(1.0, ge=0, le=1, description="mean (x / x_max)^2 of the word-line inputs "
+                                                               "(1 = peak: every row at full scale)")
+    digital_macs: int = Field(256, ge=1, le=1_000_000, description="FP16 MAC units of the digital reference")
 
     @field_validator("library")
     @classmethod
