@@ -153,7 +153,7 @@ class Tile:
             xq = torch.cat([xq, torch.full_like(xq[..., :1], self.x_max)], -1)
         if self._scaled_rows:
             xq = xq * self.row_gain
-        w_eff = self.g_pos - self.g_neg  # (M, rows, out), uS
+        w_eff = self._weight_difference()  # (M, rows, out), uS
         blocks = self._row_slices()
         outs = [torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in blocks]
         y = torch.stack(outs, 2)  # (M, B, R, out)
@@ -174,6 +174,16 @@ class Tile:
         if v_read_actual is not None and v_read_actual != v_nom:
             y = y * (v_read_actual / v_nom)
         return y
+
+    def _weight_difference(self) -> torch.Tensor:
+        """G+ - G- (uS), cached per programming (not while training: it must stay in the graph)."""
+        cached = getattr(self, "_diff_cache", None)
+        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
+            return cached[2]
+        diff = self.g_pos - self.g_neg
+        if not diff.requires_grad:
+            self._diff_cache = (self.g_pos, self.g_neg, diff)
+        return diff
 
     def _read_variance(self) -> torch.Tensor:
         """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per programming."""

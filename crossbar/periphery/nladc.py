@@ -42,6 +42,7 @@ import torch
 from crossbar import devices
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
+from crossbar.periphery import kernels
 from crossbar.periphery.functions import Activation, _bisect, crossings, get_activation, monotonic_pieces
 from crossbar.rng import generator, randn, randn_instances
 
@@ -291,6 +292,7 @@ class NLADC:
         self.bias_cycles = max(1, math.ceil(need / (nb * BIAS_HEADROOM * dev.g_max))) if need > 0 else 1
         self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
         self.thresholds = None  # (M, C, L-1) realised, at nominal V_read, including offset and gain
+        self._has_read_noise = None
         self.calibration = None
 
     @property
@@ -353,6 +355,7 @@ class NLADC:
         self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
         self.thresholds = self.ramp_thresholds + self.offsets
         self.read_var = torch.stack(read_var).to(self.device, self.dtype)  # (M, C, L-1)
+        self._has_read_noise = None
         self.calibration = CalibrationReport(torch.stack(before), torch.stack(after))
         self.seed, self.name = seed, name
         return self
@@ -404,17 +407,28 @@ class NLADC:
         if y.dim() != 3 or y.shape[0] != t.shape[0] or y.shape[-1] != self.columns:
             raise CrossbarInputError(f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}")
         yt = y.to(t.dtype).transpose(1, 2).contiguous()          # (M, C, B)
-        code = torch.searchsorted(t, yt, right=False)            # (M, C, B)
         cmp_sigma = self.config.nl_adc.comparator_noise_sigma * self.span
-        has_read = bool(self.read_var.max() > 0) if self.read_var.numel() else False
-        if noisy and (cmp_sigma > 0 or has_read):
+        if self._has_read_noise is None:
+            self._has_read_noise = bool(self.read_var.max() > 0) if self.read_var.numel() else False
+        noise = None
+        if noisy and (cmp_sigma > 0 or self._has_read_noise):
             if noise_gen is None:
                 raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
+            noise = randn_instances(noise_gen, yt.shape, yt.dtype, yt.device)
+        if yt.device.type == "cpu" and kernels.available() and not yt.requires_grad:
+            code = kernels.nl_codes(yt, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2)
+        else:
+            code = self._codes_torch(yt, t, noise, v_scale, cmp_sigma)
+        return code.transpose(1, 2)
+
+    def _codes_torch(self, yt, t, noise, v_scale, cmp_sigma) -> torch.Tensor:
+        """The definition of the conversion (CUDA path; the CPU kernel computes the same)."""
+        code = torch.searchsorted(t, yt, right=False)            # (M, C, B)
+        if noise is not None:
             var = torch.gather(self.read_var, 2, code.clamp(max=self.read_var.shape[-1] - 1)) * v_scale ** 2
             sd = torch.sqrt(var + cmp_sigma ** 2)
-            yt = yt + sd * randn_instances(noise_gen, yt.shape, yt.dtype, yt.device)
-            code = torch.searchsorted(t, yt, right=False)
-        return code.transpose(1, 2)
+            code = torch.searchsorted(t, yt + sd * noise, right=False)
+        return code
 
     def convert(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
                 noisy: bool = True) -> torch.Tensor:

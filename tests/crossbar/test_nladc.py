@@ -172,3 +172,28 @@ def test_cli_adc_writes_summary_and_plots(tmp_path):
             assert set(fn[key]) == {"mean", "std"}
     assert (out / "transfer_sigmoid.png").stat().st_size > 1000 and (out / "vread_sweep.png").exists()
     assert main(["adc", "--config", "rram_nladc_4b", "--vread-sweep", "bad"]) == 2
+
+
+# ------------------------------------------------------------- fused CPU kernel == torch definition
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("v_scale", [1.0, 0.83])
+def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
+    from crossbar.periphery import kernels
+    from crossbar.rng import instance_generators, randn_instances
+
+    if not kernels.available():
+        pytest.skip("numba not installed")
+    cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": "float64" if dtype == torch.float64 else "float32",
+                                                  "device.stuck_off_prob": 0.05})  # ties: zero-width codes
+    design = compile_design(get_activation("tanh"), 5, "mid_tread")
+    adc = NLADC(design, cfg, 48).program(3, 3)
+    y = torch.randn(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 2
+    y[0, 0, :8] = adc.effective_thresholds(v_scale)[0, :8, 5]  # exactly on a threshold
+    fast = adc.codes(y, instance_generators(0, "n", 0, 3), v_scale)
+    yt = y.transpose(1, 2).contiguous()
+    noise = randn_instances(instance_generators(0, "n", 0, 3), yt.shape, dtype, yt.device)
+    cmp_sigma = cfg.nl_adc.comparator_noise_sigma * adc.span
+    ref = adc._codes_torch(yt, adc.effective_thresholds(v_scale), noise, v_scale, cmp_sigma).transpose(1, 2)
+    assert torch.equal(fast, ref)
+    quiet = adc.codes(y, None, v_scale, noisy=False)
+    assert torch.equal(quiet, torch.searchsorted(adc.effective_thresholds(v_scale), yt).transpose(1, 2))
