@@ -1,5 +1,6 @@
 """LSTM inference speed, in one process and one run: torch nn.LSTM vs our analog LSTM (ideal and
-fully non-ideal) vs aihwkit's torch-tile LSTM when installed (aihwkit-lightning is not wired yet).
+fully non-ideal) vs aihwkit-lightning's AnalogRNN and aihwkit's torch-tile LSTM when installed
+(`pip install -e .[peers]` installs aihwkit-lightning; aihwkit 1.2 has no Python 3.11 wheel).
 
 Shapes: ``kws`` = batch 64, input 40, hidden 128, 100 steps; ``lm`` = batch 32, input 50, hidden 384,
 100 steps.  ``analog_full`` is the ``rram_nladc_5b`` preset: programming error, read noise, stuck
@@ -38,6 +39,13 @@ def median_ms(fn, repeats: int) -> float:
 def peers(inp: int, hidden: int):
     """aihwkit peers that are installed: {name: module}."""
     found = {}
+    try:
+        from aihwkit_lightning.nn import AnalogLSTMCell, AnalogRNN
+        from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig as LightningConfig
+
+        found["aihwkit_lightning"] = AnalogRNN(AnalogLSTMCell, inp, hidden, rpu_config=LightningConfig()).eval()
+    except Exception:
+        pass
     try:
         from aihwkit.nn import AnalogLSTM as AihwLSTM
         from aihwkit.simulator.configs import TorchInferenceRPUConfig

@@ -24,6 +24,8 @@ class Activation:
     f: Callable[[torch.Tensor], torch.Tensor]
     out_range: tuple[float, float]   # output levels span this range
     domain: tuple[float, float]      # default ramp input range
+    linear: bool = False             # a linear readout: its range comes from calibration, the output
+                                     # spans the input range, and saturation loses information
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
@@ -42,7 +44,7 @@ REGISTRY: dict[str, Activation] = {
         Activation("softsign", F.softsign, (-1.0, 1.0), (-32.0, 32.0)),
         # clipped ReLU = ReLU6
         Activation("clipped_relu", _relu6, (0.0, 6.0), (-0.5, 6.0)),
-        Activation("identity", lambda x: x, (-1.0, 1.0), (-1.0, 1.0)),
+        Activation("identity", lambda x: x, (-1.0, 1.0), (-1.0, 1.0), linear=True),
         Activation("gelu", F.gelu, (-0.17, 4.0), (-4.0, 4.0)),
         Activation("silu", F.silu, (-0.28, 4.0), (-6.0, 4.0)),
     ]

@@ -152,8 +152,8 @@ def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=
     if not dom[0] < dom[1]:
         raise CrossbarInputError(f"NL-ADC input range must be increasing, got {dom}")
     pieces = monotonic_pieces(act, *dom)
-    # identity (a linear ADC) outputs over its input range; other functions over their own range
-    y_lo, y_hi = dom if act.name == "identity" and out_range is None else act.out_range
+    # a linear readout outputs over its input range; other functions over their own range
+    y_lo, y_hi = dom if act.linear and out_range is None else act.out_range
 
     if design == "data_aware":
         if samples is None or samples.numel() == 0:

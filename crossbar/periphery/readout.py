@@ -41,9 +41,9 @@ class ColumnReadout:
         self.in_range = rng
         self.nladc = self.linear = self.design = None
         if self.kind == "nl_ramp":
-            # identity has no natural input range: it always uses the calibrated / configured one
-            use_range = rng if (adc.range_mode != "function" or self.act.name == "identity") else None
-            if use_range is None and self.act.name == "identity":
+            # a linear readout has no natural input range: it always uses the calibrated / configured one
+            use_range = rng if (adc.range_mode != "function" or self.act.linear) else None
+            if use_range is None and self.act.linear:
                 use_range = (adc.in_min, adc.in_max)
             self.design = compile_design(self.act, adc.bits, config.nl_adc.level_spacing, input_range=use_range,
                                          design=config.nl_adc.design, samples=samples)
@@ -74,7 +74,7 @@ class ColumnReadout:
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
         if self.kind == "nl_ramp":
-            if self.act.name == "identity":  # a linear ADC: no gradient where it saturates
+            if self.act.linear:  # a linear ADC: no gradient where it saturates
                 y = y.clamp(self.design.x_lo, self.design.x_hi)
             exact = self.act.f(y)
             return straight_through(exact, self.design.ideal_convert(y.detach()).to(y.dtype))
@@ -87,7 +87,7 @@ class ColumnReadout:
         """Input range of a *linear* readout (where saturation loses information), else None."""
         if self.linear is not None:
             return self.linear.in_min, self.linear.in_max
-        if self.nladc is not None and self.function == "identity":
+        if self.nladc is not None and self.act.linear:
             return self.design.x_lo, self.design.x_hi
         return None
 
