@@ -22,6 +22,16 @@ def available() -> bool:
 
 if numba is not None:
     @numba.njit(cache=True, nogil=True)
+    def _count_below(tt, y):  # pragma: no cover - compiled
+        """Number of thresholds below y: for sorted thresholds this is bisect-left (= torch's
+        searchsorted), computed without branches (a linear count is ~7x faster than bisection
+        at these sizes: no mispredictions, vectorised)."""
+        n = 0
+        for k in range(tt.shape[0]):
+            n += 1 if tt[k] < y else 0
+        return n
+
+    @numba.njit(cache=True, nogil=True)
     def _nl_codes(yt, t, read_var, noise, v2, cmp2, noisy, out):  # pragma: no cover - compiled
         m_count, c_count, b_count = yt.shape
         last = t.shape[2] - 1
@@ -31,30 +41,17 @@ if numba is not None:
             tt = t[m, c]
             for b in range(b_count):
                 y = yt[m, c, b]
-                lo, hi = 0, last + 1            # bisect-left: the number of thresholds below y
-                while lo < hi:
-                    mid = (lo + hi) >> 1
-                    if tt[mid] < y:
-                        lo = mid + 1
-                    else:
-                        hi = mid
-                code = lo
+                code = _count_below(tt, y)
                 if noisy:
                     k = code if code < last else last
                     sd = np.sqrt(read_var[m, c, k] * v2 + cmp2)
-                    yn = y + sd * noise[m, c, b]
-                    # the noisy code is near the ideal one: walk from it (thresholds are sorted, so
-                    # this equals searchsorted: the number of thresholds below yn)
-                    while code <= last and tt[code] < yn:
-                        code += 1
-                    while code > 0 and tt[code - 1] >= yn:
-                        code -= 1
+                    code = _count_below(tt, y + sd * noise[m, c, b])
                 out[m, c, b] = code
 
 
 def nl_codes(yt: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
              v2: float, cmp2: float) -> torch.Tensor:
-    """NL-ADC codes (M, C, B) of ``yt`` (M, C, B) against thresholds ``t`` (M, C, L-1), CPU.
+    """NL-ADC codes (M, C, B) of ``yt`` (M, C, B) against sorted thresholds ``t`` (M, C, L-1), CPU.
 
     With ``noise`` (M, C, B standard normals): the ideal code picks the read-noise variance of the
     ramp position, the input gets sd * noise with sd = sqrt(read_var * v2 + cmp2), and the code is

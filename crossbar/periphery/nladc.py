@@ -292,7 +292,7 @@ class NLADC:
         self.bias_cycles = max(1, math.ceil(need / (nb * BIAS_HEADROOM * dev.g_max))) if need > 0 else 1
         self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
         self.thresholds = None  # (M, C, L-1) realised, at nominal V_read, including offset and gain
-        self._has_read_noise = None
+        self._has_read_noise = self._sorted = None
         self.calibration = None
 
     @property
@@ -355,7 +355,7 @@ class NLADC:
         self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
         self.thresholds = self.ramp_thresholds + self.offsets
         self.read_var = torch.stack(read_var).to(self.device, self.dtype)  # (M, C, L-1)
-        self._has_read_noise = None
+        self._has_read_noise = self._sorted = None
         self.calibration = CalibrationReport(torch.stack(before), torch.stack(after))
         self.seed, self.name = seed, name
         return self
@@ -415,7 +415,9 @@ class NLADC:
             if noise_gen is None:
                 raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
             noise = randn_instances(noise_gen, yt.shape, yt.dtype, yt.device)
-        if yt.device.type == "cpu" and kernels.available() and not yt.requires_grad:
+        if self._sorted is None:  # realised ramps are monotonic; the CPU kernel relies on it
+            self._sorted = bool((self.thresholds[..., 1:] >= self.thresholds[..., :-1]).all())
+        if yt.device.type == "cpu" and kernels.available() and not yt.requires_grad and self._sorted and v_scale > 0:
             code = kernels.nl_codes(yt, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2)
         else:
             code = self._codes_torch(yt, t, noise, v_scale, cmp_sigma)
