@@ -170,7 +170,10 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
         ledger.add("nl_processing", f"digital_{nl_kind}", nl_columns * act_e, k * act_a)
         cycles_step["digital_activations"] = math.ceil(nl_columns / k) * act_lat
     if workload.cells:
-        slowest = _cells(workload, config, tech, ledger, bits, dp_bits, k)
+        cell_mode = config.nl_adc.functions.cell
+        if architecture != "nl_adc" and cell_mode == "nl_adc":
+            cell_mode = "digital"  # without NL-ADCs, tanh(c) is digital too
+        slowest = _cells(workload, config, tech, ledger, bits, dp_bits, k, cell_mode)
         cycles_step["elementwise"] = slowest
     # step input / output buffers (a small SRAM): inputs read once, outputs written once
     io_bits = dp_bits * sum(m.rows + m.cols for m in workload.matrices if m.per_step)
@@ -181,12 +184,12 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
 
 
 def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledger, bits: int, dp_bits: int,
-           k: int) -> float:
+           k: int, mode: str) -> float:
     """Element-wise cell work on min(k, hidden) lanes; returns its cycles per step.
 
     Each lane has one multiplier and one adder at the datapath width and does a unit's multiplies
     and adds one per cycle; h (and c) live in registers.  tanh(c) (LSTM) / tanh(n) (GRU) follows
-    ``nl_adc.functions.cell``: ``digital`` = piecewise-linear at the datapath width
+    ``mode`` (``nl_adc.functions.cell``): ``digital`` = piecewise-linear at the datapath width
     on the lane's multiplier and adder plus a 16-segment coefficient table,
     ``digital_lut`` = a 2^N-entry table per lane, ``nl_adc`` = one more NL-ADC conversion per unit
     (a DAC-driven column with its own ramp, after the gate conversion).
@@ -203,7 +206,6 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
     ledger.add("rest", "elementwise_lanes", e_elem, lanes * (tech.mul_a(dp_bits) + tech.add_a(dp_bits)))
     state_words = sum(c.state_bits_words for c in workload.cells)
     ledger.add("rest", "state_registers", 0.0, state_words * dp_bits * tech.a("flip_flop"))
-    mode = config.nl_adc.functions.cell
     if mode == "nl_adc":
         conv = conversion_cycles(bits, config, "ramp")
         per_unit_e = (conv * tech.e("column_converter") + bits * tech.e("flip_flop")

@@ -102,7 +102,7 @@ def build_report(config_arg: str, model: str, bits: list[int], shipped: dict[str
                      "steps_per_inference": workload.steps_per_inference,
                      "matrices": [{"name": m.name, "rows": m.rows, "cols": m.cols, "readout": m.readout,
                                    "per_step": m.per_step, "recurrent": m.recurrent,
-                                   "mean_device_conductance_us": m.g_load_us / (2 * m.macs)}
+                                   "conductance_load_us": m.g_load_us}
                                   for m in workload.matrices]},
         "node_nm": base.cost.node_nm, "clock_ghz": base.cost.clock_ghz, "bits": bits,
         "assumptions": ASSUMPTIONS,

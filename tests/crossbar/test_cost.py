@@ -168,3 +168,35 @@ def test_config_library_path_resolves_inside_the_config_folder(tmp_path):
     (tmp_path / "d.json").write_text(json.dumps(cfg))
     assert main(["report", "--config", str(tmp_path / "d.json"), "--model", "paper-kws", "--out",
                  str(tmp_path / "r2")]) == 2
+
+
+def test_checkpoint_like_models_and_cell_modes():
+    import torch
+    from torch import nn
+
+    from crossbar.cost.workload import from_model
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(6, 5, num_layers=2)
+            self.fc = nn.Linear(5, 3)
+
+    torch.manual_seed(0)
+    cfg = load_config("rram_nladc_5b")
+    w = from_model(Net(), cfg, "net", steps=7, per_sequence=("fc",))
+    assert [m.rows for m in w.matrices] == [6 + 5 + 1, 5 + 5 + 1, 5 + 1]
+    assert [m.cols for m in w.matrices] == [15, 15, 3] and not w.matrices[-1].per_step
+    assert all(m.g_load_us > 0 for m in w.matrices) and [c.kind for c in w.cells] == ["gru", "gru"]
+    lib = load_library()
+    for arch in ("nl_adc", "conventional", "digital"):
+        e = estimate(w, cfg, lib, 5, arch)
+        assert e["energy_per_step_j"] > 0 and e["latency_per_inference_s"] > 7 * e["latency_per_step_s"]
+    # tanh(c) on an NL-ADC column: a second conversion (34 cycles) instead of a 2-cycle PWL on the
+    # lanes (16 units fit the 32 lanes in one pass), and only in the NL-ADC architecture
+    lstm = paper_shape("paper-kws", cfg)
+    base = estimate(lstm, cfg, lib, 5)["cycles_per_step"]["elementwise"]
+    nl_cell = cfg.replace(**{"nl_adc.functions.cell": "nl_adc"})
+    assert estimate(lstm, nl_cell, lib, 5)["cycles_per_step"]["elementwise"] == base - 2 + 34
+    conv = estimate(lstm, nl_cell, lib, 5, "conventional")
+    assert "nl_processing/cell_tanh_nladc" not in conv["energy_by_component"]
