@@ -162,10 +162,8 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
                 mat.tile.drift_gain = entry["drift_gain"].to(dev, dt)
                 nl = [ro.nladc for ro in mat.readouts if ro.nladc is not None]
                 for adc, saved in zip(nl, entry["nladc"]):
-                    adc.ramp_thresholds = saved["ramp_thresholds"].to(dev, dt)
-                    adc.offsets = saved["offsets"].to(dev, dt)
-                    adc.read_var = saved["read_var"].to(dev, dt)
-                    adc.thresholds = adc.ramp_thresholds + adc.offsets
+                    adc.restore(saved["ramp_thresholds"].to(dev, dt), saved["offsets"].to(dev, dt),
+                                saved["read_var"].to(dev, dt))
     return ckpt
 
 

@@ -74,9 +74,11 @@ class AnalogLayerBase(nn.Module):
         """Draw device instances ``first .. first+instances-1`` of this layer (seeded) and program them."""
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
+        self._chip_matrices = []
         for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
             mat.program(self.hw, w, b, scale, seed, instances, first, blocks)
+            self._chip_matrices.append(mat)
         for cell in self._cells():
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             cell.program(self.hw, seed, instances, first)
@@ -100,6 +102,10 @@ class AnalogLayerBase(nn.Module):
             self.program(instances=1)  # implicit: one instance; Monte-Carlo needs an explicit program()
         if path == "train" and self._train_gen is None:
             self._train_gen = train_generator(self.hw.simulation.seed, self.layer_name)
+        if path == "chip":  # the programmed tiles hold everything: no weights to gather
+            for mat in self._chip_matrices:
+                mat.prepare("chip", self.hw, None, None, None)
+            return path
         for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
             mat.prepare(path, self.hw, w, b, scale, self._train_gen, self._stats, blocks)

@@ -389,6 +389,13 @@ class NLADC:
     def instances(self) -> int:
         return 0 if self.thresholds is None else self.thresholds.shape[0]
 
+    def restore(self, ramp_thresholds: torch.Tensor, offsets: torch.Tensor, read_var: torch.Tensor) -> None:
+        """Set a programmed state saved earlier (an analog checkpoint): (M, C, L-1) ramp thresholds,
+        comparator offsets and read-noise variances."""
+        self.ramp_thresholds, self.offsets, self.read_var = ramp_thresholds, offsets, read_var
+        self.thresholds = ramp_thresholds + offsets
+        self._has_read_noise = self._sorted = None
+
     def effective_thresholds(self, v_scale: float = 1.0) -> torch.Tensor:
         """(M, C, L-1) thresholds at V_read = v_scale x nominal (the comparator offset does not scale)."""
         if self.thresholds is None:
