@@ -179,8 +179,42 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
     io_bits = dp_bits * sum(m.rows + m.cols for m in workload.matrices if m.per_step)
     ledger.add("rest", "io_buffers", io_bits * tech.sram_bit_e(io_bits / 8), io_bits * tech.a("sram_bitcell"))
 
-    return _summary(workload, config, ledger, cycles_step, cycles_seq, macs_step, macs_seq, t_clk, bits,
-                    architecture)
+    summary = _summary(workload, config, ledger, cycles_step, cycles_seq, macs_step, macs_seq, t_clk, bits,
+                       architecture)
+    summary["layers"] = layer_table(workload, config, bits, architecture)
+    return summary
+
+
+def layer_table(workload: Workload, config: HardwareConfig, bits: int, architecture: str) -> list[dict]:
+    """Per-layer counts: arrays and their utilisation, devices, conversions per run and cycles per
+    conversion (crossbar architectures) or SRAM bytes and MAC cycles (digital); element-wise work."""
+    rows = []
+    arr = config.array
+    for m in workload.matrices:
+        row = {"layer": m.name, "rows": m.rows, "cols": m.cols, "readout": m.readout,
+               "runs": "every step" if m.per_step else "once per sequence", "macs": m.macs}
+        if architecture == "digital":
+            row.update({"sram_bytes": 2 * m.macs, "mac_cycles": math.ceil(m.macs / config.cost.digital_macs)})
+        else:
+            rb, cb = _tiles(m, config)
+            kind = "ramp" if architecture == "nl_adc" else config.cost.conventional_adc
+            conversions = m.cols * (rb if arr.partial_sums == "digital" else 1)
+            ramps = 0
+            if architecture == "nl_adc":
+                ramps = (rb * cb if config.nl_adc.shared_ramp else conversions) * (
+                    ramp_steps(bits, config) + config.nl_adc.bias_devices)
+            row.update({"arrays": rb * cb, "array_shape": [arr.rows, arr.cols],
+                        "utilisation": m.macs / (rb * cb * arr.rows * arr.cols),
+                        "weight_devices": 2 * m.macs if arr.mapping == "differential" else m.macs + m.rows * cb,
+                        "ramp_devices": ramps, "conversions_per_run": conversions,
+                        "cycles_per_conversion": conversion_cycles(bits, config, kind)})
+        rows.append(row)
+    for c in workload.cells:
+        rows.append({"layer": f"{c.name} (element-wise)", "hidden": c.hidden, "multiplies_per_step": c.multiplies,
+                     "adds_per_step": c.adds, "digital_tanh_per_step": c.digital_tanh,
+                     "gate_activations_per_step": 0 if architecture == "nl_adc" else
+                     sum(m.cols for m in workload.matrices if m.readout == "nl" and m.name == c.name)})
+    return rows
 
 
 def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledger, bits: int, dp_bits: int,

@@ -170,6 +170,9 @@ def markdown(r: dict) -> str:
     for comp in sorted(set(e0["energy_by_component"]) | set(e0["area_by_component_mm2"])):
         lines.append(f"| {comp} | {_fmt(e0['energy_by_component'].get(comp, 0.0))} | "
                      f"{_fmt(e0['area_by_component_mm2'].get(comp, 0.0))} |")
+    lines += ["", f"## Per layer ({r['architecture']}, {b0} bit)", ""]
+    for row in e0["layers"]:
+        lines.append("- " + ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in row.items()))
     nl = r["nl_processing_time"]
     lines += ["", f"## Digital NL processing vs MVM time (Fig. 1c: {nl['hidden']}-unit LSTM, {nl['units']} digital "
               f"units, {nl['bits']}-bit {nl['adc']} ADC of {nl['mvm_cycles']} cycles)", "",

@@ -57,6 +57,12 @@ def test_hand_counted_example(tmp_path):
     assert area["mac_array/array_read"] == pytest.approx(2 * 48 * A["rram_cell"] * 1e-6)
     assert area["nl_processing/ramp_columns"] == pytest.approx(8 * (8 + 5) * A["rram_cell"] * 1e-6)
     assert e["ops_per_step"] == 2 * 48
+    layer = e["layers"][0]
+    assert (layer["arrays"], layer["conversions_per_run"], layer["cycles_per_conversion"]) == (4, 8, conv)
+    assert layer["utilisation"] == pytest.approx(48 / (4 * 16))
+    assert (layer["weight_devices"], layer["ramp_devices"]) == (96, 8 * (8 + 5))
+    cells = e["layers"][1]
+    assert (cells["multiplies_per_step"], cells["adds_per_step"], cells["digital_tanh_per_step"]) == (6, 2, 2)
 
 
 def test_units_are_consistent():
