@@ -156,9 +156,9 @@ def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
     tmp, root, _, _ = tiny_kws
     env = dict(os.environ, CROSSBAR_CACHE=str(tmp / "cache"))
 
-    def cmd(out, *extra):
+    def cmd(out, *extra):  # 16 instances: each unit takes long enough to be interrupted after the first
         return [sys.executable, "-m", "crossbar.cli", "evaluate", "kws", "--checkpoint", str(tmp / "k.pt"),
-                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "2", "--split", "dev",
+                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "16", "--split", "dev",
                 "--sweep", "bits=3,4,5,8", "--out", str(out), "--json", str(out / "r.json"), "--threads", "1", *extra]
 
     full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True)
@@ -170,7 +170,7 @@ def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
     while time.time() < deadline and proc.poll() is None:
         if store_file.is_file() and len(ResultStore(store_file, resume=True).units) >= 1:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     interrupted = proc.poll() is None
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
