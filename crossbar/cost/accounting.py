@@ -56,18 +56,18 @@ class Tech:
     def lat(self, name: str) -> float:
         return self.lib.latency_cycles(name)
 
-    # integer datapath scaled from the 8-bit figures: adder ~ bits, array multiplier ~ bits^2
+    # integer datapath scaled from the 8-bit figures: adder ~ bits, array multiplier ~ a_bits * b_bits
     def add_e(self, bits: int) -> float:
         return self.e("adder_8b") * bits / 8
 
     def add_a(self, bits: int) -> float:
         return self.a("adder_8b") * bits / 8
 
-    def mul_e(self, bits: int) -> float:
-        return self.e("multiplier_8b") * (bits / 8) ** 2
+    def mul_e(self, bits: int, other_bits: int | None = None) -> float:
+        return self.e("multiplier_8b") * bits * (other_bits or bits) / 64
 
-    def mul_a(self, bits: int) -> float:
-        return self.a("multiplier_8b") * (bits / 8) ** 2
+    def mul_a(self, bits: int, other_bits: int | None = None) -> float:
+        return self.a("multiplier_8b") * bits * (other_bits or bits) / 64
 
     def sram_bit_e(self, total_bytes: float) -> float:
         """Read energy per bit of an SRAM of ``total_bytes`` (J)."""
@@ -173,7 +173,7 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
         cell_mode = config.nl_adc.functions.cell
         if architecture != "nl_adc" and cell_mode == "nl_adc":
             cell_mode = "digital"  # without NL-ADCs, tanh(c) is digital too
-        slowest = _cells(workload, config, tech, ledger, bits, dp_bits, k, cell_mode)
+        slowest = _cells(workload, config, tech, ledger, bits, dp_bits, k, cell_mode, architecture)
         cycles_step["elementwise"] = slowest
     # step input / output buffers (a small SRAM): inputs read once, outputs written once
     io_bits = dp_bits * sum(m.rows + m.cols for m in workload.matrices if m.per_step)
@@ -218,26 +218,29 @@ def layer_table(workload: Workload, config: HardwareConfig, bits: int, architect
 
 
 def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledger, bits: int, dp_bits: int,
-           k: int, mode: str) -> float:
+           k: int, mode: str, architecture: str) -> float:
     """Element-wise cell work on min(k, hidden) lanes; returns its cycles per step.
 
-    Each lane has one multiplier and one adder at the datapath width and does a unit's multiplies
+    Each lane has one multiplier (gate code x datapath width) and one adder and does a unit's multiplies
     and adds one per cycle; h (and c) live in registers.  tanh(c) (LSTM) / tanh(n) (GRU) follows
     ``mode`` (``nl_adc.functions.cell``): ``digital`` = piecewise-linear at the datapath width
     on the lane's multiplier and adder plus a 16-segment coefficient table,
     ``digital_lut`` = a 2^N-entry table per lane, ``nl_adc`` = one more NL-ADC conversion per unit
     (a DAC-driven column with its own ramp, after the gate conversion).
     """
+    # every element-wise product has a gate operand (an N-bit ADC code, or FP16-class in the digital
+    # reference) and a datapath operand: the lane multiplier is gate_bits x datapath bits
+    gate_bits = dp_bits if architecture == "digital" else min(bits, dp_bits)
     hidden_max = max(c.hidden for c in workload.cells)
     hidden_total = sum(c.hidden for c in workload.cells)
     lanes = min(k, hidden_max)
     e_elem, slowest = 0.0, 0.0
     for c in workload.cells:
-        e_elem += c.multiplies * tech.mul_e(dp_bits) + c.adds * tech.add_e(dp_bits)
+        e_elem += c.multiplies * tech.mul_e(gate_bits, dp_bits) + c.adds * tech.add_e(dp_bits)
         e_elem += 2 * c.state_bits_words * dp_bits * tech.e("flip_flop")   # write + read of h (and c)
         per_unit = (c.multiplies + c.adds) / c.hidden * max(tech.lat("multiplier_8b"), tech.lat("adder_8b"))
         slowest = max(slowest, math.ceil(c.hidden / lanes) * per_unit)
-    ledger.add("rest", "elementwise_lanes", e_elem, lanes * (tech.mul_a(dp_bits) + tech.add_a(dp_bits)))
+    ledger.add("rest", "elementwise_lanes", e_elem, lanes * (tech.mul_a(gate_bits, dp_bits) + tech.add_a(dp_bits)))
     state_words = sum(c.state_bits_words for c in workload.cells)
     ledger.add("rest", "state_registers", 0.0, state_words * dp_bits * tech.a("flip_flop"))
     if mode == "nl_adc":
