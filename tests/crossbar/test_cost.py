@@ -121,9 +121,9 @@ def test_library_errors_are_clear(tmp_path):
 
 
 def test_shipped_library_reproduces_table1_lm_and_kws_energy():
-    """Regression of the README's Table-1 comparison (the documented KWS area deviation excepted)."""
+    """Regression of the README's Table-1 comparison (the documented KWS 8-bit area deviation excepted)."""
     lib = load_library()
-    table = {("paper-lm", 5): (47.9, 27.6), ("paper-lm", 8): (7.2, 7.8), ("paper-kws", 5): (31.0, None),
+    table = {("paper-lm", 5): (47.9, 27.6), ("paper-lm", 8): (7.2, 7.8), ("paper-kws", 5): (31.0, 39.48),
              ("paper-kws", 8): (4.0, None)}
     for (name, bits), (tops_w, tops_mm2) in table.items():
         cfg = load_config(f"rram_nladc_{bits}b")

@@ -156,9 +156,10 @@ def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
     tmp, root, _, _ = tiny_kws
     env = dict(os.environ, CROSSBAR_CACHE=str(tmp / "cache"))
 
-    def cmd(out, *extra):  # 16 instances: each unit takes long enough to be interrupted after the first
+    def cmd(out, *extra):  # 48 instances: each unit takes long enough (~1 s) to be interrupted after the first,
+        # also on a busy machine
         return [sys.executable, "-m", "crossbar.cli", "evaluate", "kws", "--checkpoint", str(tmp / "k.pt"),
-                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "16", "--split", "dev",
+                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "48", "--split", "dev",
                 "--sweep", "bits=3,4,5,8", "--out", str(out), "--json", str(out / "r.json"), "--threads", "1", *extra]
 
     full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True)
