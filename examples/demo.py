@@ -7,6 +7,9 @@
    checkpoint ``checkpoints/kws_synthetic.pt`` (or trains it when missing), then simulates it on
    crossbars with 3/4/5/8-bit NL-ADCs and the conventional 5-bit ADC baseline (10 Monte-Carlo
    device instances each) and prints software vs hardware accuracy.
+3. Estimates area, energy and latency of that model on the 5- and 8-bit NL-ADC hardware against
+   the conventional-ADC and FP16 digital architectures (``crossbar report``; report in
+   ``<out>/cost``).
 
     python examples/demo.py --out demo_out
 """
@@ -22,6 +25,7 @@ import torch
 from crossbar.characterize import parse_sweep as parse_vread
 from crossbar.characterize import run_characterisation
 from crossbar.config import load_config
+from crossbar.cost.report import build_report, write_report
 from crossbar.io import write_json, write_text
 from rnn_models import evaluate as ev
 from rnn_models.data.synthetic_kws import generate
@@ -74,7 +78,17 @@ def main(argv=None) -> int:
     plot = ev.plot_sweep(results, out / "kws_sweep.png", "KWS (synthetic speech, dev voices): software vs hardware")
     write_text(out / "kws_sweep.md", table + "\n")
     write_json(out / "kws_sweep.json", {"task": "kws", "sweep": results})
-    print(f"\nplots: {out / 'adc' / 'transfer_sigmoid.png'}, {out / 'adc' / 'vread_sweep.png'}, {plot}")
+    print(f"\n== 3. Area / energy / latency of the same model ({cfg.name}, {cfg.cost.node_nm:g} nm, "
+          f"{cfg.cost.clock_ghz:g} GHz)")
+    report = build_report(cfg.name, str(checkpoint), [5, 8], {})
+    write_report(report, out / "cost")
+    print(f"  {'architecture':14s}{'bits':>5s}{'TOPS/W':>10s}{'TOPS/mm^2':>11s}{'uJ/clip':>10s}{'cycles/step':>13s}")
+    for arch, per_bits in report["architectures"].items():
+        for b, e in per_bits.items():
+            print(f"  {arch:14s}{b:>5s}{e['tops_per_w']:>10.3g}{e['tops_per_mm2']:>11.3g}"
+                  f"{e['energy_per_inference_j'] * 1e6:>10.3g}{e['cycles_per_step']['total']:>13g}")
+    print(f"\nplots: {out / 'adc' / 'transfer_sigmoid.png'}, {out / 'adc' / 'vread_sweep.png'}, {plot}, "
+          f"{out / 'cost' / 'efficiency.png'}")
     print(f"done in {time.time() - t0:.1f} s")
     return 0
 
