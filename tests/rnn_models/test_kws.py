@@ -165,7 +165,10 @@ def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
     full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True)
     assert full.returncode == 0, full.stderr
     part = tmp_path / "part"
-    proc = subprocess.Popen(cmd(part), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt: give the child the default disposition, as an interactive Ctrl-C has
+    proc = subprocess.Popen(cmd(part), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     store_file = part / "sweep_kws.h5"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
