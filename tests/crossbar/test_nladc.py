@@ -195,5 +195,7 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     cmp_sigma = cfg.nl_adc.comparator_noise_sigma * adc.span
     ref = adc._codes_torch(yt, adc.effective_thresholds(v_scale), noise, v_scale, cmp_sigma).transpose(1, 2)
     assert torch.equal(fast, ref)
+    values = adc.convert(y, instance_generators(0, "n", 0, 3), v_scale)  # the kernel's value path
+    assert torch.equal(values, design.values.to(dtype)[ref])
     quiet = adc.codes(y, None, v_scale, noisy=False)
     assert torch.equal(quiet, torch.searchsorted(adc.effective_thresholds(v_scale), yt).transpose(1, 2))
