@@ -269,6 +269,24 @@ class CalibrationReport:
     inl_max_after: torch.Tensor    # (M, C) after
 
 
+def reference_codes(yt: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
+                    v_scale: float, cmp_sigma: float) -> torch.Tensor:
+    """The NL-ADC conversion's definition, (M, C, B) codes for inputs ``yt`` (M, C, B).
+
+    Code = number of thresholds below the input; with noise, the input first gets
+    sd * noise, sd = sqrt(read_var[ideal code] * v_scale^2 + cmp_sigma^2).  The square root is taken
+    in float64 and rounded once (= the correctly rounded float32 root): torch's float32 sqrt on
+    CPU can be 1 ulp off, which flipped codes of inputs within rounding distance of a threshold
+    between implementations; correctly rounded, the CPU kernel and torch on CPU or CUDA agree.
+    """
+    code = torch.searchsorted(t, yt, right=False)
+    if noise is not None:
+        var = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale ** 2
+        sd = torch.sqrt((var + cmp_sigma ** 2).double()).to(yt.dtype)
+        code = torch.searchsorted(t, yt + sd * noise, right=False)
+    return code
+
+
 class NLADC:
     """A bank of NL-ADCs for ``columns`` columns and M device instances (state: programmed devices).
 
@@ -432,12 +450,7 @@ class NLADC:
 
     def _codes_torch(self, yt, t, noise, v_scale, cmp_sigma) -> torch.Tensor:
         """The definition of the conversion (CUDA path; the CPU kernel computes the same)."""
-        code = torch.searchsorted(t, yt, right=False)            # (M, C, B)
-        if noise is not None:
-            var = torch.gather(self.read_var, 2, code.clamp(max=self.read_var.shape[-1] - 1)) * v_scale ** 2
-            sd = torch.sqrt(var + cmp_sigma ** 2)
-            code = torch.searchsorted(t, yt + sd * noise, right=False)
-        return code
+        return reference_codes(yt, t, self.read_var, noise, v_scale, cmp_sigma)
 
     def convert(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
                 noisy: bool = True) -> torch.Tensor:

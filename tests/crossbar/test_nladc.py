@@ -1,5 +1,6 @@
 """NL-ADC: exact with ideal devices (property tests), calibration, faults, V_read robustness."""
 import json
+import math
 
 import pytest
 import torch
@@ -199,3 +200,31 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     assert torch.equal(values, design.values.to(dtype)[ref])
     quiet = adc.codes(y, None, v_scale, noisy=False)
     assert torch.equal(quiet, torch.searchsorted(adc.effective_thresholds(v_scale), yt).transpose(1, 2))
+
+
+def test_kernel_and_definition_agree_next_to_a_threshold():
+    """A case met in the LM evaluation: the noisy input lands within one float32 ulp of a threshold,
+    where a 1-ulp error of the noise amplitude's square root decides the code."""
+    from crossbar.periphery import kernels
+    from crossbar.periphery.nladc import reference_codes
+
+    if not kernels.available():
+        pytest.skip("numba not installed")
+    t = torch.tensor([-2.0260772705078125, -1.4574859142303467, -1.1926411390304565, -1.0081347227096558,
+                      -0.8604618310928345, -0.738069474697113, -0.6438055634498596, -0.5402060151100159,
+                      -0.4497110843658447, -0.38412415981292725, -0.30467528104782104, -0.23767825961112976,
+                      -0.17424476146697998, -0.11187949776649475, -0.047854576259851456, 0.01761641353368759,
+                      0.07710220664739609, 0.1341714859008789, 0.20305675268173218, 0.2694847583770752,
+                      0.35224294662475586, 0.42834144830703735, 0.5112186670303345, 0.5964184403419495,
+                      0.6911917924880981, 0.7935579419136047, 0.9209964871406555, 1.0745035409927368,
+                      1.2583895921707153, 1.5405669212341309, 2.088411569595337]).view(1, 1, 31)
+    read_var = torch.full((1, 1, 31), 0.00021263725648168474)
+    yt = torch.tensor([[[0.2517327070236206]]])
+    noise = torch.tensor([[[0.988385021686554]]])
+    cmp_sigma = 0.010485645146218027
+    ref = reference_codes(yt, t, read_var, noise, 1.0, cmp_sigma)
+    fast = kernels.nl_codes(yt, t, read_var, noise, 1.0, cmp_sigma ** 2)
+    assert torch.equal(ref, fast)
+    # the definition's noise amplitude is the correctly rounded float32 square root
+    var = read_var[0, 0, 19] + cmp_sigma ** 2
+    assert float(torch.sqrt(var.double()).float()) == float(torch.tensor(math.sqrt(float(var))).float())
