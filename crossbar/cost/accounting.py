@@ -213,7 +213,7 @@ def layer_table(workload: Workload, config: HardwareConfig, bits: int, architect
         rows.append({"layer": f"{c.name} (element-wise)", "hidden": c.hidden, "multiplies_per_step": c.multiplies,
                      "adds_per_step": c.adds, "digital_tanh_per_step": c.digital_tanh,
                      "gate_activations_per_step": 0 if architecture == "nl_adc" else
-                     sum(m.cols for m in workload.matrices if m.readout == "nl" and m.name == c.name)})
+                     sum(m.cols for m in workload.matrices if m.readout == "nl" and m.name.split("/")[0] == c.name)})
     return rows
 
 

@@ -157,11 +157,22 @@ def from_model(model: torch.nn.Module, config: HardwareConfig, name: str, steps:
                 for d in range(dirs):
                     sfx = f"_l{layer}" + ("_reverse" if d else "")
                     w_ih, w_hh = getattr(mod, "weight_ih" + sfx), getattr(mod, "weight_hh" + sfx)
-                    b = (getattr(mod, "bias_ih" + sfx) + getattr(mod, "bias_hh" + sfx)) if mod.bias else None
-                    w = torch.cat([w_ih, w_hh], 1)
+                    b_ih = getattr(mod, "bias_ih" + sfx) if mod.bias else None
+                    b_hh = getattr(mod, "bias_hh" + sfx) if mod.bias else None
                     label = f"{mod_name}{sfx}"
-                    mats.append(MatrixLoad(label, w.shape[1] + (b is not None), w.shape[0], "nl", True, True,
-                                           mapped_g_load(w, b, config, (w_ih.shape[1], h))))
+                    n_in = w_ih.shape[1]
+                    if kind == "lstm":  # one matrix [x, h] -> i, f, g, o, all through NL-ADCs
+                        parts = [(label, torch.cat([w_ih, w_hh], 1), None if b_ih is None else b_ih + b_hh,
+                                  "nl", (n_in, h))]
+                    else:  # as the analog GRU: [x, h] -> r, z (NL-ADC); x -> n_x and h -> n_h (linear)
+                        parts = [(f"{label}/rz", torch.cat([w_ih[:2 * h], w_hh[:2 * h]], 1),
+                                  None if b_ih is None else b_ih[:2 * h] + b_hh[:2 * h], "nl", (n_in, h)),
+                                 (f"{label}/nx", w_ih[2 * h:], None if b_ih is None else b_ih[2 * h:], "linear",
+                                  (n_in,)),
+                                 (f"{label}/nh", w_hh[2 * h:], None if b_hh is None else b_hh[2 * h:], "linear", (h,))]
+                    for name_, w, b, readout, blocks in parts:
+                        mats.append(MatrixLoad(name_, w.shape[1] + (b is not None), w.shape[0], readout, True, True,
+                                               mapped_g_load(w, b, config, blocks)))
                     cells.append(CellWork(label, kind, h))
         elif isinstance(mod, nn.Linear):
             per_step = mod_name not in per_sequence

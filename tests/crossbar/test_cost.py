@@ -191,8 +191,10 @@ def test_checkpoint_like_models_and_cell_modes():
     torch.manual_seed(0)
     cfg = load_config("rram_nladc_5b")
     w = from_model(Net(), cfg, "net", steps=7, per_sequence=("fc",))
-    assert [m.rows for m in w.matrices] == [6 + 5 + 1, 5 + 5 + 1, 5 + 1]
-    assert [m.cols for m in w.matrices] == [15, 15, 3] and not w.matrices[-1].per_step
+    # per GRU layer: [x, h] -> r, z (NL-ADC), x -> n_x and h -> n_h (linear), as the analog GRU
+    assert [m.rows for m in w.matrices] == [6 + 5 + 1, 6 + 1, 5 + 1, 5 + 5 + 1, 5 + 1, 5 + 1, 5 + 1]
+    assert [m.cols for m in w.matrices] == [10, 5, 5, 10, 5, 5, 3] and not w.matrices[-1].per_step
+    assert [m.readout for m in w.matrices[:3]] == ["nl", "linear", "linear"]
     assert all(m.g_load_us > 0 for m in w.matrices) and [c.kind for c in w.cells] == ["gru", "gru"]
     lib = load_library()
     for arch in ("nl_adc", "conventional", "digital"):
