@@ -48,4 +48,6 @@ def randn_instances(gens, shape, dtype=torch.float32, device="cpu") -> torch.Ten
     (faster, but instance m then depends on M)."""
     if isinstance(gens, torch.Generator):
         return randn(tuple(shape), gens, dtype, device)
+    if len(gens) == 1:  # the same draws without the copy of a stack
+        return randn(tuple(shape[1:]), gens[0], dtype, device).unsqueeze(0)
     return torch.stack([randn(tuple(shape[1:]), g, dtype, device) for g in gens])
