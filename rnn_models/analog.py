@@ -142,10 +142,15 @@ class AnalogMatrix:
             return outs
         _, tile, scale, gens = self._fwd
         xs = x / scale
-        y = tile.mvm(xs, read_gen=gens).sum(2)
+        blocks = tile.mvm(xs, read_gen=gens)      # (M, B, R, out): R row-blocks for digital partial sums
+        y = blocks.sum(2)
         if path == "chip":
             self._count_health(xs, y, tile.config)
+            if blocks.shape[2] > 1:  # one conversion per array, added digitally
+                return [ro.convert_blocks(blocks[..., g.index], self.adc_gens)
+                        for g, ro in zip(self.groups, self.readouts)]
             return [ro.convert(y[..., g.index], self.adc_gens) for g, ro in zip(self.groups, self.readouts)]
+        # training: the partial sums are joined before the (ideal, straight-through) quantiser
         return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
 
 

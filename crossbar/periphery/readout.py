@@ -71,6 +71,18 @@ class ColumnReadout:
             return self.act.f(self.linear.convert(y, v_scale))
         return self.act.f(y)
 
+    def convert_blocks(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0) -> torch.Tensor:
+        """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``).
+
+        A linear ramp ADC converts each row-block's partial sum over the column group's range (the
+        full dot product's: our choice) and the digitised values are added before f is computed;
+        an NL-ADC needs the whole dot product, so its blocks are joined in the analog domain first
+        (with ``digital`` partial sums as with ``analog`` ones).
+        """
+        if y.shape[2] == 1 or self.kind != "linear_ramp":
+            return self.convert(y.sum(2), noise_gens, v_scale)
+        return self.act.f(self.linear.convert(y, v_scale).sum(2))
+
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
         if self.kind == "nl_ramp":

@@ -247,3 +247,27 @@ def test_convert_can_keep_layers_digital():
     assert isinstance(ana.lstm, AnalogLSTM) and type(ana.fc) is nn.Linear
     with pytest.raises(CrossbarInputError, match="no sub-module named"):
         convert_to_analog(model, "rram_nladc_5b", exclude=("decoder",))
+
+
+def test_digital_partial_sums_are_converted_per_array():
+    """partial_sums = digital: each array's partial sum goes through the linear ADC, the digitised
+    values are added, then f -- not one conversion of the whole dot product."""
+    from crossbar.config import default_config
+    from crossbar.periphery.adc import LinearRampADC
+
+    cfg = default_config(**{"adc.kind": "linear_ramp", "adc.bits": 4, "adc.range_mode": "fixed",
+                            "adc.in_min": -4.0, "adc.in_max": 4.0, "array.rows": 8,
+                            "array.partial_sums": "digital"})
+    torch.manual_seed(0)
+    lin = AnalogLinear(20, 6, config=cfg).eval()
+    x = torch.rand(5, 20) * 2 - 1
+    lin.program(0, 1)
+    with torch.no_grad():
+        out = lin(x)
+        rows = torch.cat([x, torch.ones(5, 1)], 1)                       # bias row driven at full scale
+        w = torch.cat([lin.weight.t(), lin.bias[None, :]], 0)
+        adc = LinearRampADC(4, -4.0, 4.0)
+        expected = sum(adc.convert(rows[:, s:s + 8] @ w[s:s + 8]) for s in range(0, 21, 8))
+        assert torch.allclose(out, expected, atol=1e-5)
+        whole = adc.convert(rows @ w)
+        assert not torch.allclose(out, whole, atol=1e-3)  # per-array conversion is a different model
