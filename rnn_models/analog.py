@@ -41,6 +41,7 @@ class ColumnGroup:
     function: str
     in_range: tuple[float, float] | None = None   # ADC input range (calibrated; linear readouts)
     samples: torch.Tensor | None = None           # pre-activation sample (data-aware NL-ADC design)
+    block_ranges: list | None = None              # per-array partial-sum ranges (digital partial sums)
 
 
 @dataclass
@@ -84,7 +85,7 @@ class AnalogMatrix:
             self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0,
                              row_groups=input_blocks)
             self.tile.program(seed, instances, name=f"{self.name}/tile", first=first)
-            self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)
+            self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
                              .program(seed, instances, f"{self.name}/{g.name}", first) for g in self.groups]
         dev = self.tile.device
         self.read_gens = instance_generators(seed, f"read/{self.name}", first, instances, dev)
@@ -125,13 +126,16 @@ class AnalogMatrix:
             self._fwd = ("train", tile, in_scale.to(tile.device, tile.dtype), [gen])
         else:
             exact = [get_activation(g.function).f for g in self.groups]
-            self._fwd = ("float", weight, bias, exact, stats, config.adc.calibration_percentile)
+            # per-array partial sums are calibrated too when the linear ADC converts each of them
+            block_rows = config.array.rows if (config.array.partial_sums == "digital"
+                                               and config.adc.kind == "linear_ramp") else None
+            self._fwd = ("float", weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(M, B, in) -> one (M, B, |group|) tensor per column group."""
         path = self._fwd[0]
         if path == "float":
-            _, weight, bias, exact, stats, pct = self._fwd
+            _, weight, bias, exact, stats, pct, block_rows = self._fwd
             y = torch.nn.functional.linear(x, weight, bias)
             outs = []
             for g, f in zip(self.groups, exact):
@@ -139,6 +143,8 @@ class AnalogMatrix:
                 if stats is not None:
                     stats.update(f"{self.name}/{g.name}", yg, pct, keep_samples=True)
                 outs.append(f(yg))
+            if stats is not None and block_rows is not None:
+                self._block_stats(x, weight, bias, block_rows, stats, pct)
             return outs
         _, tile, scale, gens = self._fwd
         xs = x / scale
@@ -153,6 +159,17 @@ class AnalogMatrix:
         # training: the partial sums are joined before the (ideal, straight-through) quantiser
         return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
 
+
+    def _block_stats(self, x, weight, bias, block_rows: int, stats: RangeStats, pct: float) -> None:
+        """Range statistics of each array's partial sum (rows = inputs, then the bias row)."""
+        rows = torch.cat([x, torch.ones_like(x[..., :1])], -1) if bias is not None else x
+        w_rows = torch.cat([weight.t(), bias[None, :]], 0) if bias is not None else weight.t()
+        if rows.shape[-1] <= block_rows:
+            return
+        for r, start in enumerate(range(0, rows.shape[-1], block_rows)):
+            part = rows[..., start:start + block_rows] @ w_rows[start:start + block_rows]
+            for g in self.groups:
+                stats.update(f"{self.name}/{g.name}/block{r}", part[..., g.index], pct)
 
     def _count_health(self, xs: torch.Tensor, y: torch.Tensor, config: HardwareConfig) -> None:
         """Count DAC clipping (|x / full scale| > 1) and saturation of linear ADC readouts."""

@@ -86,7 +86,8 @@ def _layer_state(layer, programmed: bool) -> dict:
         for g in mat.groups:
             state["groups"][f"{key}/{g.name}"] = {
                 "in_range": list(g.in_range) if g.in_range is not None else None,
-                "samples": g.samples.float() if g.samples is not None else None}
+                "samples": g.samples.float() if g.samples is not None else None,
+                "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None}
     if programmed and layer.instances:
         chip = {"args": list(layer._program_args), "tiles": {}}
         for key, (mat, *_r) in layer._matrices().items():
@@ -148,6 +149,7 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
                 saved = state["groups"].get(f"{key}/{g.name}", {})
                 g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
                 g.samples = saved.get("samples")
+                g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
             mat.invalidate()
         layer._instances = 0
         if programmed and "chip" in state:

@@ -138,6 +138,11 @@ class AnalogLayerBase(nn.Module):
                 if v:
                     g.in_range = (-v, v)
                     g.samples = stats.samples.get(f"{mat.name}/{g.name}")
+                blocks = []
+                while f"{mat.name}/{g.name}/block{len(blocks)}" in stats.values:
+                    vb = stats.values[f"{mat.name}/{g.name}/block{len(blocks)}"]
+                    blocks.append((-vb, vb) if vb > 0 else None)
+                g.block_ranges = blocks if blocks and all(blocks) else None
             mat.invalidate()
         self._instances = 0
         return dict(stats.values)

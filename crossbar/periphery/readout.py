@@ -32,7 +32,8 @@ class ColumnReadout:
     """
 
     def __init__(self, config: HardwareConfig, function: str, columns: int,
-                 in_range: tuple[float, float] | None = None, samples: torch.Tensor | None = None):
+                 in_range: tuple[float, float] | None = None, samples: torch.Tensor | None = None,
+                 block_ranges: list | None = None):
         self.config, self.columns = config, int(columns)
         self.act = get_activation(function)
         self.kind = config.adc.kind
@@ -40,6 +41,7 @@ class ColumnReadout:
         rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
         self.in_range = rng
         self.nladc = self.linear = self.design = None
+        self.block_linears = None
         if self.kind == "nl_ramp":
             # a linear readout has no natural input range: it always uses the calibrated / configured one
             use_range = rng if (adc.range_mode != "function" or self.act.linear) else None
@@ -53,6 +55,10 @@ class ColumnReadout:
                 raise CrossbarInputError("the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "
                                          "with adc.in_min/in_max, or calibrate the model on data first")
             self.linear = LinearRampADC(adc.bits, *rng)
+            # digital partial sums: one ADC range per array's partial sum (calibrated), if known
+            self.block_linears = None
+            if block_ranges and adc.range_mode != "fixed":
+                self.block_linears = [LinearRampADC(adc.bits, *r) for r in block_ranges]
 
     @property
     def function(self) -> str:
@@ -74,13 +80,17 @@ class ColumnReadout:
     def convert_blocks(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0) -> torch.Tensor:
         """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``).
 
-        A linear ramp ADC converts each row-block's partial sum over the column group's range (the
-        full dot product's: our choice) and the digitised values are added before f is computed;
+        A linear ramp ADC converts each row-block's partial sum over that block's calibrated range
+        (the whole dot product's when no block ranges are known, e.g. ``range_mode = fixed``) and
+        the digitised values are added before f is computed;
         an NL-ADC needs the whole dot product, so its blocks are joined in the analog domain first
         (with ``digital`` partial sums as with ``analog`` ones).
         """
         if y.shape[2] == 1 or self.kind != "linear_ramp":
             return self.convert(y.sum(2), noise_gens, v_scale)
+        if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
+            parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
+            return self.act.f(torch.stack(parts, 2).sum(2))
         return self.act.f(self.linear.convert(y, v_scale).sum(2))
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:

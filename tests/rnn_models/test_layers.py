@@ -271,3 +271,37 @@ def test_digital_partial_sums_are_converted_per_array():
         assert torch.allclose(out, expected, atol=1e-5)
         whole = adc.convert(rows @ w)
         assert not torch.allclose(out, whole, atol=1e-3)  # per-array conversion is a different model
+
+
+def test_digital_partial_sums_use_calibrated_per_array_ranges(tmp_path):
+    from crossbar.config import default_config
+    from crossbar.periphery.adc import LinearRampADC
+    from rnn_models.checkpoint import load_analog_checkpoint, save_analog_checkpoint
+
+    cfg = default_config(**{"adc.kind": "linear_ramp", "adc.bits": 5, "adc.range_mode": "calibrated",
+                            "adc.calibration_percentile": 100.0, "array.rows": 8,
+                            "array.partial_sums": "digital"})
+    torch.manual_seed(1)
+    lin = AnalogLinear(20, 6, config=cfg).eval()
+    x = torch.rand(64, 20) * 2 - 1
+    lin.start_calibration()
+    with torch.no_grad():
+        lin(x)
+    lin.finish_calibration()
+    blocks = lin._mat.groups[0].block_ranges
+    rows = torch.cat([x, torch.ones(64, 1)], 1)
+    w = torch.cat([lin.weight.t(), lin.bias[None, :]], 0).detach()
+    parts = [rows[:, s:s + 8] @ w[s:s + 8] for s in range(0, 21, 8)]
+    assert len(blocks) == 3
+    for (lo, hi), p in zip(blocks, parts):   # percentile 100: the largest |partial sum| of each array
+        assert hi == -lo and hi == pytest.approx(float(p.abs().max()), rel=1e-5)
+    lin.program(0, 1)
+    with torch.no_grad():
+        out = lin(x)
+    expected = sum(LinearRampADC(5, lo, hi).convert(p) for (lo, hi), p in zip(blocks, parts))
+    assert torch.allclose(out, expected, atol=1e-5)
+    # the per-array ranges travel with an analog checkpoint
+    save_analog_checkpoint(tmp_path / "a.pt", lin)
+    again = AnalogLinear(20, 6, config=cfg).eval()
+    load_analog_checkpoint(tmp_path / "a.pt", again)
+    assert again._mat.groups[0].block_ranges == blocks
