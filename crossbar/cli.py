@@ -205,13 +205,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _bits_list(text: str) -> list[int]:
     """'3,4,5,8' -> [3, 4, 5, 8] (argparse type)."""
+    from crossbar.config import bit_widths
+
     try:
-        bits = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated integers, e.g. 5,8") from None
-    if not bits or any(not 1 <= b <= 16 for b in bits) or len(set(bits)) != len(bits):
-        raise argparse.ArgumentTypeError(f"{text!r}: distinct bit widths between 1 and 16")
-    return bits
+        return bit_widths(text, repr(text))
+    except CrossbarInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

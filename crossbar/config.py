@@ -143,13 +143,33 @@ class DACConfig(_Section):
 AdcKind = Literal["ideal", "linear_ramp", "nl_ramp"]
 
 
+MAX_ADC_BITS = 12
+
+
+def check_bit_widths(bits: list[int], what: str) -> list[int]:
+    """``bits`` if they are distinct ADC resolutions in 1..MAX_ADC_BITS, else one
+    ``CrossbarInputError`` starting with ``what`` (the option or field being checked)."""
+    if not bits or any(not 1 <= b <= MAX_ADC_BITS for b in bits) or len(set(bits)) != len(bits):
+        raise CrossbarInputError(f"{what}: bit widths must be distinct, in 1..{MAX_ADC_BITS}")
+    return bits
+
+
+def bit_widths(text: str, what: str) -> list[int]:
+    """``"3,4,5,8"`` -> [3, 4, 5, 8], checked by :func:`check_bit_widths`."""
+    try:
+        bits = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise CrossbarInputError(f"{what}: bit widths must be comma-separated integers, e.g. 3,4,5,8") from None
+    return check_bit_widths(bits, what)
+
+
 class ADCConfig(_Section):
     """Column-output conversion: the kind of ADC and its range."""
 
     kind: AdcKind = Field("ideal", description="ideal: no quantisation; linear_ramp: conventional uniform "
                                                "ramp ADC with a fixed reference, activation in digital; "
                                                "nl_ramp: the in-memory NL-ADC")
-    bits: int = Field(8, ge=1, le=12)
+    bits: int = Field(8, ge=1, le=MAX_ADC_BITS)
     range_mode: Literal["fixed", "calibrated", "function"] = Field(
         "function", description="fixed: [in_min, in_max]; calibrated: from data; function: the "
                                 "activation's own input range (NL-ADC default)")

@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from crossbar.config import HardwareConfig, load_config
+from crossbar.config import HardwareConfig, bit_widths, load_config
 from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path, save_figure
 
@@ -37,13 +37,7 @@ def parse_sweep(text: str) -> list[int]:
     key, _, values = text.partition("=")
     if key.strip() != "bits" or not values:
         raise CrossbarInputError(f"--sweep {text!r}: expected bits=B1,B2,... (e.g. bits=3,4,5,8)")
-    try:
-        bits = [int(v) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise CrossbarInputError(f"--sweep {text!r}: bit widths must be integers") from None
-    if not bits or any(not 1 <= b <= 12 for b in bits):
-        raise CrossbarInputError(f"--sweep {text!r}: bit widths must be in 1..12")
-    return bits
+    return bit_widths(values, f"--sweep {text!r}")
 
 
 def sweep_configs(base: HardwareConfig | str, bits: list[int], baseline: str | None) -> list[HardwareConfig]:

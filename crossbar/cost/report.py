@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossbar.config import PRESET_DIR, HardwareConfig, load_config
+from crossbar.config import PRESET_DIR, HardwareConfig, check_bit_widths, load_config
 from crossbar.cost.accounting import ARCHITECTURES, CATEGORIES, estimate, nl_time_ratio
 from crossbar.cost.library import Library, load_library
 from crossbar.cost.workload import PAPER_SHAPES, Workload, from_checkpoint, paper_shape
@@ -83,10 +83,7 @@ def build_report(config_arg: str, model: str, bits: list[int], shipped: dict[str
     """Everything ``report.json`` holds (no files written)."""
     base = load_config(config_arg)
     library = resolve_library(base, config_arg)
-    if not bits:
-        bits = [base.adc.bits]
-    if any(not 1 <= b <= 16 for b in bits):
-        raise CrossbarInputError(f"--bits must be 1..16, got {bits}")
+    bits = check_bit_widths(list(bits), "--bits") if bits else [base.adc.bits]
     own = config_architecture(base)
     workload = resolve_workload(model, base, shipped, steps)
     per_arch: dict[str, dict[str, dict]] = {a: {} for a in ARCHITECTURES}
