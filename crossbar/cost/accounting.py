@@ -125,8 +125,35 @@ def conversion_cycles(bits: int, config: HardwareConfig, kind: str) -> int:
     return (bits if kind == "sar" else ramp_steps(bits, config)) + reset
 
 
-def _tiles(m: MatrixLoad, config: HardwareConfig) -> tuple[int, int]:
-    return math.ceil(m.rows / config.array.rows), math.ceil(m.cols / config.array.cols)
+def ramp_column_devices(bits: int, config: HardwareConfig) -> int:
+    """Memristors in one NL-ADC ramp column: one per ramp step plus the bias devices."""
+    return ramp_steps(bits, config) + config.nl_adc.bias_devices
+
+
+@dataclass
+class MatrixCounts:
+    """How one weight matrix lands on the arrays of a crossbar architecture."""
+
+    row_blocks: int
+    col_blocks: int
+    conversions: int       # column conversions per run (one per array row-block with digital partial sums)
+    weight_devices: int    # memristors holding the weights (pairs, or one + a reference column per array)
+    ramps: int             # NL-ADC ramp columns (0 outside the NL-ADC architecture)
+
+    @property
+    def arrays(self) -> int:
+        return self.row_blocks * self.col_blocks
+
+
+def matrix_counts(m: MatrixLoad, config: HardwareConfig, architecture: str) -> MatrixCounts:
+    arr = config.array
+    rb, cb = math.ceil(m.rows / arr.rows), math.ceil(m.cols / arr.cols)
+    conversions = m.cols * (rb if arr.partial_sums == "digital" else 1)
+    devices = 2 * m.macs if arr.mapping == "differential" else m.macs + m.rows * cb
+    ramps = 0
+    if architecture == "nl_adc":
+        ramps = rb * cb if config.nl_adc.shared_ramp else conversions
+    return MatrixCounts(rb, cb, conversions, devices, ramps)
 
 
 def estimate(workload: Workload, config: HardwareConfig, library: Library, bits: int,
@@ -196,17 +223,13 @@ def layer_table(workload: Workload, config: HardwareConfig, bits: int, architect
         if architecture == "digital":
             row.update({"sram_bytes": 2 * m.macs, "mac_cycles": math.ceil(m.macs / config.cost.digital_macs)})
         else:
-            rb, cb = _tiles(m, config)
+            n = matrix_counts(m, config, architecture)
             kind = "ramp" if architecture == "nl_adc" else config.cost.conventional_adc
-            conversions = m.cols * (rb if arr.partial_sums == "digital" else 1)
-            ramps = 0
-            if architecture == "nl_adc":
-                ramps = (rb * cb if config.nl_adc.shared_ramp else conversions) * (
-                    ramp_steps(bits, config) + config.nl_adc.bias_devices)
-            row.update({"arrays": rb * cb, "array_shape": [arr.rows, arr.cols],
-                        "utilisation": m.macs / (rb * cb * arr.rows * arr.cols),
-                        "weight_devices": 2 * m.macs if arr.mapping == "differential" else m.macs + m.rows * cb,
-                        "ramp_devices": ramps, "conversions_per_run": conversions,
+            row.update({"arrays": n.arrays, "array_shape": [arr.rows, arr.cols],
+                        "utilisation": m.macs / (n.arrays * arr.rows * arr.cols),
+                        "weight_devices": n.weight_devices,
+                        "ramp_devices": n.ramps * ramp_column_devices(bits, config),
+                        "conversions_per_run": n.conversions,
                         "cycles_per_conversion": conversion_cycles(bits, config, kind)})
         rows.append(row)
     for c in workload.cells:
@@ -247,7 +270,7 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
         conv = conversion_cycles(bits, config, "ramp")
         per_unit_e = (conv * tech.e("column_converter") + bits * tech.e("flip_flop")
                       + (config.dac.bits or 8) * tech.e("word_line_driver"))
-        per_unit_a = tech.a("column_converter") + (ramp_steps(bits, config) + config.nl_adc.bias_devices) * tech.a("rram_cell")
+        per_unit_a = tech.a("column_converter") + ramp_column_devices(bits, config) * tech.a("rram_cell")
         ledger.add("nl_processing", "cell_tanh_nladc", hidden_total * per_unit_e, hidden_total * per_unit_a)
         return slowest + conv
     kind, width = ("lut", bits) if mode == "digital_lut" else ("pwl", dp_bits)
@@ -263,15 +286,13 @@ def _crossbar_matrix(m: MatrixLoad, config: HardwareConfig, tech: Tech, ledger: 
     """Energy (scaled by ``weight``: 1 per step, 1/steps for once-per-sequence) and area of one matrix."""
     arr, dev, cost = config.array, config.device, config.cost
     t_clk = 1e-9 / cost.clock_ghz
-    rb, cb = _tiles(m, config)
-    arrays = rb * cb
-    conversions = m.cols * (rb if arr.partial_sums == "digital" else 1)
+    n = matrix_counts(m, config, architecture)
+    rb, cb, arrays, conversions = n.row_blocks, n.col_blocks, n.arrays, n.conversions
     v2 = arr.v_read ** 2
     dac_bits = config.dac.bits or 8
-    devices = 2 * m.macs if arr.mapping == "differential" else m.macs + m.rows * cb
     # MAC array: cells conduct through the conversion; word-line drivers once per step
     ledger.add("mac_array", "array_read", weight * v2 * cost.input_activity * m.g_load_us * 1e-6 * conv * t_clk,
-               devices * tech.a("rram_cell"))
+               n.weight_devices * tech.a("rram_cell"))
     ledger.add("mac_array", "word_line_drivers", weight * m.rows * cb * dac_bits * tech.e("word_line_driver"),
                m.rows * cb * dac_bits * tech.a("word_line_driver"))
     # column conversion
@@ -286,11 +307,10 @@ def _crossbar_matrix(m: MatrixLoad, config: HardwareConfig, tech: Tech, ledger: 
         ledger.add("nl_processing", "counters", weight * arrays * conv * 2 * tech.e("flip_flop"),
                    arrays * bits * tech.a("flip_flop"))
         if architecture == "nl_adc":
-            ramps = arrays if config.nl_adc.shared_ramp else conversions
             g_mid = 0.5 * (dev.g_min + dev.g_max) * 1e-6
-            steps = ramp_steps(bits, config)
-            ledger.add("nl_processing", "ramp_columns", weight * ramps * v2 * g_mid * t_clk * steps,
-                       ramps * (steps + config.nl_adc.bias_devices) * tech.a("rram_cell"))
+            ledger.add("nl_processing", "ramp_columns",
+                       weight * n.ramps * v2 * g_mid * t_clk * ramp_steps(bits, config),
+                       n.ramps * ramp_column_devices(bits, config) * tech.a("rram_cell"))
         else:
             ledger.add("nl_processing", "reference_ramps", weight * arrays * conv * tech.e("ramp_reference"),
                        arrays * tech.a("ramp_reference"))
