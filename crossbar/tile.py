@@ -38,6 +38,12 @@ from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
 
 
+def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
+    """The row-blocks (physical arrays) a matrix of ``n_rows`` word lines (inputs, then the bias
+    row) is split into."""
+    return [slice(s, min(s + rows_per_array, n_rows)) for s in range(0, n_rows, rows_per_array)]
+
+
 class Tile:
     """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets."""
 
@@ -175,34 +181,35 @@ class Tile:
             y = y * (v_read_actual / v_nom)
         return y
 
-    def _weight_difference(self) -> torch.Tensor:
-        """G+ - G- (uS), cached per programming (not while training: it must stay in the graph)."""
-        cached = getattr(self, "_diff_cache", None)
+    def _per_programming(self, key: str, compute) -> torch.Tensor:
+        """``compute()`` of the programmed conductances, cached until they are replaced (not while
+        training: a result that requires grad must stay in the graph)."""
+        cache = self.__dict__.setdefault("_conductance_cache", {})
+        cached = cache.get(key)
         if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
             return cached[2]
-        diff = self.g_pos - self.g_neg
-        if not diff.requires_grad:
-            self._diff_cache = (self.g_pos, self.g_neg, diff)
-        return diff
+        value = compute()
+        if not value.requires_grad:
+            cache[key] = (self.g_pos, self.g_neg, value)
+        return value
+
+    def _weight_difference(self) -> torch.Tensor:
+        """G+ - G- (uS), cached per programming."""
+        return self._per_programming("difference", lambda: self.g_pos - self.g_neg)
 
     def _read_variance(self) -> torch.Tensor:
         """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per programming."""
-        cached = getattr(self, "_read_var_cache", None)
-        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
-            return cached[2]
-        spec = self.config.device.read_noise
-        var = devices.noise_sigma(self.g_pos, spec) ** 2
-        var_neg = devices.noise_sigma(self.g_neg, spec) ** 2
-        var = var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
-        if not var.requires_grad:
-            self._read_var_cache = (self.g_pos, self.g_neg, var)
-        return var
+        def compute():
+            spec = self.config.device.read_noise
+            var = devices.noise_sigma(self.g_pos, spec) ** 2
+            var_neg = devices.noise_sigma(self.g_neg, spec) ** 2
+            return var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
+        return self._per_programming("read_variance", compute)
 
     def _row_slices(self):
-        rows = self.config.array.rows
         if self.config.array.partial_sums == "analog":
             return [slice(0, self.n_rows)]
-        return [slice(s, min(s + rows, self.n_rows)) for s in range(0, self.n_rows, rows)]
+        return array_row_slices(self.n_rows, self.config.array.rows)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, "

@@ -29,7 +29,7 @@ from crossbar.periphery.dac import quantize_input
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.readout import ColumnReadout
 from crossbar.rng import generator, instance_generators
-from crossbar.tile import Tile
+from crossbar.tile import Tile, array_row_slices
 
 
 @dataclass
@@ -164,10 +164,11 @@ class AnalogMatrix:
         """Range statistics of each array's partial sum (rows = inputs, then the bias row)."""
         rows = torch.cat([x, torch.ones_like(x[..., :1])], -1) if bias is not None else x
         w_rows = torch.cat([weight.t(), bias[None, :]], 0) if bias is not None else weight.t()
-        if rows.shape[-1] <= block_rows:
+        slices = array_row_slices(rows.shape[-1], block_rows)   # the tile's partition
+        if len(slices) == 1:
             return
-        for r, start in enumerate(range(0, rows.shape[-1], block_rows)):
-            part = rows[..., start:start + block_rows] @ w_rows[start:start + block_rows]
+        for r, sl in enumerate(slices):
+            part = rows[..., sl] @ w_rows[sl]
             for g in self.groups:
                 stats.update(f"{self.name}/{g.name}/block{r}", part[..., g.index], pct)
 

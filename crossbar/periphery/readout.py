@@ -56,7 +56,6 @@ class ColumnReadout:
                                          "with adc.in_min/in_max, or calibrate the model on data first")
             self.linear = LinearRampADC(adc.bits, *rng)
             # digital partial sums: one ADC range per array's partial sum (calibrated), if known
-            self.block_linears = None
             if block_ranges and adc.range_mode != "fixed":
                 self.block_linears = [LinearRampADC(adc.bits, *r) for r in block_ranges]
 
