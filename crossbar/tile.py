@@ -138,12 +138,41 @@ class Tile:
 
     # ------------------------------------------------------------------ reading
     def mvm(self, x: torch.Tensor, read_gen=None, v_read_actual: float | None = None) -> torch.Tensor:
-        """Analog column outputs, (M, B, R, out), in pre-activation units.
+        """Analog column outputs, (M, B, R, out), in pre-activation units, read noise sampled.
 
         ``read_gen``: read-noise generator(s), needed only when read noise is on: a list with one
         generator per instance (instance m's noise then does not depend on M), or one generator.
         ``v_read_actual``: actual read voltage (V); default the nominal ``array.v_read``.
         """
+        xq = self.word_line_inputs(x)
+        y = self._currents(xq)
+        var = self._current_variance(xq)
+        if var is not None:
+            if read_gen is None:
+                raise CrossbarInputError("read noise is on: pass a read-noise generator to mvm()")
+            y = y + var.clamp(min=0).sqrt() * randn_instances(read_gen, y.shape, self.dtype, self.device)
+        return self._to_output(y, v_read_actual)
+
+    def moments(self, x: torch.Tensor, v_read_actual: float | None = None):
+        """Mean and read-noise variance of the column outputs, each (M, B, R, out) in
+        pre-activation units (the variance is None without read noise).  The converter samples
+        the noise (once per conversion, see ``ColumnReadout.convert``)."""
+        xq = self.word_line_inputs(x)
+        y = self._to_output(self._currents(xq), v_read_actual)
+        var = self._current_variance(xq)
+        if var is None:
+            return y, None
+        var = var.clamp(min=0) * self.variance_gain().view(-1, 1, 1, 1)
+        if self.config.array.partial_sums == "analog":
+            var = var.sum(2, keepdim=True)
+        v_nom = self.config.array.v_read
+        if v_read_actual is not None and v_read_actual != v_nom:
+            var = var * (v_read_actual / v_nom) ** 2
+        return y, var
+
+    def word_line_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Validated inputs -> the (M, B, rows) word-line amplitudes: DAC-quantised, the bias row
+        appended, times the row gains."""
         self._check_programmed()
         m_count = self.instances
         if x.dim() == 2:
@@ -159,18 +188,29 @@ class Tile:
             xq = torch.cat([xq, torch.full_like(xq[..., :1], self.x_max)], -1)
         if self._scaled_rows:
             xq = xq * self.row_gain
+        return xq
+
+    def _currents(self, xq: torch.Tensor) -> torch.Tensor:
+        """(M, B, R, out) column currents per row-block (uS x input units), noise-free."""
         w_eff = self._weight_difference()  # (M, rows, out), uS
-        blocks = self._row_slices()
-        outs = [torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in blocks]
-        y = torch.stack(outs, 2)  # (M, B, R, out)
-        read_spec = self.config.device.read_noise
-        if not read_spec.is_zero:
-            if read_gen is None:
-                raise CrossbarInputError("read noise is on: pass a read-noise generator to mvm()")
-            var = self._read_variance()
-            x2 = xq * xq
-            var_out = torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in blocks], 2)
-            y = y + var_out.clamp(min=0).sqrt() * randn_instances(read_gen, y.shape, self.dtype, self.device)
+        return torch.stack([torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in self._row_slices()], 2)
+
+    def _current_variance(self, xq: torch.Tensor) -> torch.Tensor | None:
+        """(M, B, R, out) read-noise variance of the column currents (exact for independent per-device
+        Gaussian noise: sum_j x_j^2 (sigma_j+^2 + sigma_j-^2)); None without read noise."""
+        if self.config.device.read_noise.is_zero:
+            return None
+        var = self._read_variance()
+        x2 = xq * xq
+        return torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in self._row_slices()], 2)
+
+    def variance_gain(self) -> torch.Tensor:
+        """(M,) factor from current variance to output variance, 1 / (scale * drift gain)^2."""
+        return self._per_programming("variance_gain", lambda: 1.0 / (self.scale * self.drift_gain) ** 2)
+
+    def _to_output(self, y: torch.Tensor, v_read_actual: float | None) -> torch.Tensor:
+        """Currents (M, B, R, out) -> pre-activation units: conductance scale, drift compensation,
+        analog partial sums, a digital bias, the actual read voltage."""
         y = y / self.scale / self.drift_gain.view(-1, 1, 1, 1)
         if self.config.array.partial_sums == "analog":
             y = y.sum(2, keepdim=True)

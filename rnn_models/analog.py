@@ -88,7 +88,6 @@ class AnalogMatrix:
             self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
                              .program(seed, instances, f"{self.name}/{g.name}", first) for g in self.groups]
         dev = self.tile.device
-        self.read_gens = instance_generators(seed, f"read/{self.name}", first, instances, dev)
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances
         self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
@@ -115,7 +114,7 @@ class AnalogMatrix:
                 input_blocks=None) -> None:
         """Set up one forward pass (a whole sequence) on ``path``."""
         if path == "chip":
-            self._fwd = ("chip", self.tile, self.chip_scale, self.read_gens)
+            self._fwd = ("chip", self.tile, self.chip_scale, None)
         elif path == "train":
             w = weight * in_scale.to(weight)[None, :]
             tile = Tile(w, bias, config, x_max=1.0, row_groups=input_blocks)
@@ -148,15 +147,19 @@ class AnalogMatrix:
             return outs
         _, tile, scale, gens = self._fwd
         xs = x / scale
-        blocks = tile.mvm(xs, read_gen=gens)      # (M, B, R, out): R row-blocks for digital partial sums
-        y = blocks.sum(2)
         if path == "chip":
-            self._count_health(xs, y, tile.config)
+            # mean and read-noise variance per row-block (M, B, R, out); the converters sample the noise
+            blocks, var = tile.moments(xs)
+            self._count_health(xs, blocks.sum(2), tile.config)
             if blocks.shape[2] > 1:  # one conversion per array, added digitally
-                return [ro.convert_blocks(blocks[..., g.index], self.adc_gens)
+                return [ro.convert_blocks(blocks[..., g.index], self.adc_gens, var=_cols(var, g.index))
                         for g, ro in zip(self.groups, self.readouts)]
-            return [ro.convert(y[..., g.index], self.adc_gens) for g, ro in zip(self.groups, self.readouts)]
-        # training: the partial sums are joined before the (ideal, straight-through) quantiser
+            y, var = blocks[:, :, 0], None if var is None else var[:, :, 0]
+            return [ro.convert(y[..., g.index], self.adc_gens, var=_cols(var, g.index))
+                    for g, ro in zip(self.groups, self.readouts)]
+        # training: read noise sampled on the array, the partial sums joined before the (ideal,
+        # straight-through) quantiser
+        y = tile.mvm(xs, read_gen=gens).sum(2)
         return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
 
 
@@ -184,6 +187,10 @@ class AnalogMatrix:
                 yg = y[..., g.index]
                 h["adc_saturated"] += int(((yg < rng[0]) | (yg > rng[1])).sum())
                 h["adc_total"] += yg.numel()
+
+
+def _cols(var: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if var is None else var[..., index]
 
 
 class CellNonlinearity:

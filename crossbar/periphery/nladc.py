@@ -269,22 +269,30 @@ class CalibrationReport:
     inl_max_after: torch.Tensor    # (M, C) after
 
 
-def reference_codes(yt: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
-                    v_scale: float, cmp_sigma: float) -> torch.Tensor:
-    """The NL-ADC conversion's definition, (M, C, B) codes for inputs ``yt`` (M, C, B).
+def reference_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
+                    v_scale: float, cmp_sigma: float, in_var: torch.Tensor | None = None) -> torch.Tensor:
+    """The NL-ADC conversion's definition: (M, B, C) codes for inputs ``y`` (M, B, C) against
+    thresholds ``t`` (M, C, L-1).
 
-    Code = number of thresholds below the input; with noise, the input first gets
-    sd * noise, sd = sqrt(read_var[ideal code] * v_scale^2 + cmp_sigma^2).  The square root is taken
-    in float64 and rounded once (= the correctly rounded float32 root): torch's float32 sqrt on
-    CPU can be 1 ulp off, which flipped codes of inputs within rounding distance of a threshold
-    between implementations; correctly rounded, the CPU kernel and torch on CPU or CUDA agree.
+    Code = number of thresholds below the input.  With ``noise`` (M, B, C standard normals) the
+    input first gets sd * noise, one Gaussian for everything that is noisy at the comparison:
+    sd^2 = read_var[ideal code] * v_scale^2 (the ramp's accumulated read noise where it crosses the
+    input) + cmp_sigma^2 (comparator) + ``in_var`` (the input's own variance: the array's read noise
+    on the column, (M, B, C)).  The square root is taken in float64 and rounded once (= the
+    correctly rounded float32 root): torch's float32 sqrt on CPU can be 1 ulp off, which flipped
+    codes of inputs within rounding distance of a threshold between implementations; correctly
+    rounded, the CPU kernel and torch on CPU or CUDA agree.
     """
+    yt = y.transpose(1, 2).contiguous()                      # (M, C, B): searchsorted per column
     code = torch.searchsorted(t, yt, right=False)
     if noise is not None:
-        var = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale ** 2
-        sd = torch.sqrt((var + cmp_sigma ** 2).double()).to(yt.dtype)
-        code = torch.searchsorted(t, yt + sd * noise, right=False)
-    return code
+        s = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale ** 2
+        s = s + cmp_sigma ** 2
+        if in_var is not None:
+            s = s + in_var.transpose(1, 2)
+        sd = torch.sqrt(s.double()).to(yt.dtype)
+        code = torch.searchsorted(t, yt + sd * noise.transpose(1, 2), right=False)
+    return code.transpose(1, 2)
 
 
 class NLADC:
@@ -310,7 +318,7 @@ class NLADC:
         self.bias_cycles = max(1, math.ceil(need / (nb * BIAS_HEADROOM * dev.g_max))) if need > 0 else 1
         self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
         self.thresholds = None  # (M, C, L-1) realised, at nominal V_read, including offset and gain
-        self._has_read_noise = self._sorted = None
+        self._has_read_noise = self._sorted = self._t_kc = None
         self.calibration = None
 
     @property
@@ -373,7 +381,7 @@ class NLADC:
         self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
         self.thresholds = self.ramp_thresholds + self.offsets
         self.read_var = torch.stack(read_var).to(self.device, self.dtype)  # (M, C, L-1)
-        self._has_read_noise = self._sorted = None
+        self._has_read_noise = self._sorted = self._t_kc = None
         self.calibration = CalibrationReport(torch.stack(before), torch.stack(after))
         self.seed, self.name = seed, name
         return self
@@ -412,7 +420,7 @@ class NLADC:
         comparator offsets and read-noise variances."""
         self.ramp_thresholds, self.offsets, self.read_var = ramp_thresholds, offsets, read_var
         self.thresholds = ramp_thresholds + offsets
-        self._has_read_noise = self._sorted = None
+        self._has_read_noise = self._sorted = self._t_kc = None
 
     def effective_thresholds(self, v_scale: float = 1.0) -> torch.Tensor:
         """(M, C, L-1) thresholds at V_read = v_scale x nominal (the comparator offset does not scale)."""
@@ -423,40 +431,55 @@ class NLADC:
         return self.ramp_thresholds * v_scale + self.offsets
 
     def codes(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
-              noisy: bool = True) -> torch.Tensor:
+              noisy: bool = True, var: torch.Tensor | None = None) -> torch.Tensor:
         """Integer codes (M, B, C) for analog column outputs ``y`` (M, B, C).
 
-        ``noisy=False`` leaves out the per-conversion noise (comparator, ramp read noise).
+        ``var`` (M, B, C): variance of ``y`` itself (the array's read noise), drawn together with the
+        converter's own noise as one Gaussian per conversion (see :func:`reference_codes`).
+        ``noisy=False`` leaves out all per-conversion noise (comparator, ramp and array read noise).
         """
         t = self.effective_thresholds(v_scale)
         if y.dim() != 3 or y.shape[0] != t.shape[0] or y.shape[-1] != self.columns:
             raise CrossbarInputError(f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}")
-        yt = y.to(t.dtype).transpose(1, 2).contiguous()          # (M, C, B)
+        y = y.to(t.dtype)
         cmp_sigma = self.config.nl_adc.comparator_noise_sigma * self.span
-        if self._has_read_noise is None:
-            self._has_read_noise = bool(self.read_var.max() > 0) if self.read_var.numel() else False
         noise = None
-        if noisy and (cmp_sigma > 0 or self._has_read_noise):
+        if noisy and (cmp_sigma > 0 or self.has_read_noise or var is not None):
             if noise_gen is None:
                 raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
-            noise = randn_instances(noise_gen, yt.shape, yt.dtype, yt.device)
+            noise = randn_instances(noise_gen, y.shape, y.dtype, y.device)
+        in_var = var.to(y.dtype) if (noise is not None and var is not None) else None
+        if self.kernel_ok(y, v_scale):
+            return kernels.nl_codes(y, self.thresholds_kc(v_scale), self.read_var, noise, v_scale ** 2,
+                                    cmp_sigma ** 2, in_var)
+        return reference_codes(y, t, self.read_var, noise, v_scale, cmp_sigma, in_var)
+
+    @property
+    def has_read_noise(self) -> bool:
+        """Whether the ramp devices have read noise (cached per programming)."""
+        if self._has_read_noise is None:
+            self._has_read_noise = bool(self.read_var.max() > 0) if self.read_var.numel() else False
+        return self._has_read_noise
+
+    def kernel_ok(self, y: torch.Tensor, v_scale: float) -> bool:
+        """Whether the CPU kernel computes this conversion (else the torch definition does)."""
         if self._sorted is None:  # realised ramps are monotonic; the CPU kernel relies on it
             self._sorted = bool((self.thresholds[..., 1:] >= self.thresholds[..., :-1]).all())
-        if yt.device.type == "cpu" and kernels.available() and not yt.requires_grad and self._sorted and v_scale > 0:
-            code = kernels.nl_codes(yt, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2)
-        else:
-            code = self._codes_torch(yt, t, noise, v_scale, cmp_sigma)
-        return code.transpose(1, 2)
+        return y.device.type == "cpu" and kernels.available() and not y.requires_grad and self._sorted and v_scale > 0
 
-    def _codes_torch(self, yt, t, noise, v_scale, cmp_sigma) -> torch.Tensor:
-        """The definition of the conversion (CUDA path; the CPU kernel computes the same)."""
-        return reference_codes(yt, t, self.read_var, noise, v_scale, cmp_sigma)
+    def thresholds_kc(self, v_scale: float = 1.0) -> torch.Tensor:
+        """Thresholds as (M, L-1, C), the CPU kernel's layout (cached at nominal V_read)."""
+        if v_scale != 1.0:
+            return self.effective_thresholds(v_scale).transpose(1, 2).contiguous()
+        if self._t_kc is None:
+            self._t_kc = self.thresholds.transpose(1, 2).contiguous()
+        return self._t_kc
 
     def convert(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
-                noisy: bool = True) -> torch.Tensor:
+                noisy: bool = True, var: torch.Tensor | None = None) -> torch.Tensor:
         """Activation values (M, B, C) straight from the codes (no digital activation needed)."""
         values = self.design.values.to(y.device, y.dtype)
-        return values[self.codes(y, noise_gen, v_scale, noisy)]
+        return values[self.codes(y, noise_gen, v_scale, noisy, var)]
 
     def extra_repr(self) -> str:
         nl = self.config.nl_adc

@@ -21,6 +21,18 @@ from crossbar.errors import CrossbarInputError
 from crossbar.periphery.adc import LinearRampADC
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.nladc import NLADC, compile_design
+from crossbar.rng import randn_instances
+
+
+def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, gens) -> torch.Tensor:
+    """``y + sqrt(var) * z`` with z ~ N(0, 1) of ``y``'s shape (instance m from ``gens[m]``); ``y``
+    when ``var`` is None.  The square root is correctly rounded (taken in float64)."""
+    if var is None:
+        return y
+    if gens is None:
+        raise CrossbarInputError("read noise is on: pass a noise generator to convert()")
+    sd = torch.sqrt(var.double()).to(y.dtype)
+    return y + sd * randn_instances(gens, y.shape, y.dtype, y.device)
 
 
 class ColumnReadout:
@@ -68,16 +80,25 @@ class ColumnReadout:
             self.nladc.program(seed, instances, name=name, first=first)
         return self
 
-    def convert(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0) -> torch.Tensor:
-        """Activation values for analog column outputs ``y`` (M, B, C)."""
+    def convert(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0,
+                var: torch.Tensor | None = None) -> torch.Tensor:
+        """Activation values for analog column outputs ``y`` (M, B, C).
+
+        ``var`` (M, B, C): the variance of ``y`` from the array's read noise.  It is sampled here,
+        once per conversion -- for the NL-ADC together with the converter's own noise as one
+        Gaussian (the sum of independent Gaussians), for the other ADCs before quantisation.
+        """
         if self.kind == "nl_ramp":
-            return self.nladc.convert(y, noise_gens, v_scale)
+            return self.nladc.convert(y, noise_gens, v_scale, var=var)
+        y = sample_read_noise(y, var, noise_gens)
         if self.kind == "linear_ramp":
             return self.act.f(self.linear.convert(y, v_scale))
         return self.act.f(y)
 
-    def convert_blocks(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0) -> torch.Tensor:
-        """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``).
+    def convert_blocks(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0,
+                       var: torch.Tensor | None = None) -> torch.Tensor:
+        """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``),
+        ``var`` their read-noise variances (M, B, R, C) or None.
 
         A linear ramp ADC converts each row-block's partial sum over that block's calibrated range
         (the whole dot product's when no block ranges are known, e.g. ``range_mode = fixed``) and
@@ -86,7 +107,8 @@ class ColumnReadout:
         (with ``digital`` partial sums as with ``analog`` ones).
         """
         if y.shape[2] == 1 or self.kind != "linear_ramp":
-            return self.convert(y.sum(2), noise_gens, v_scale)
+            return self.convert(y.sum(2), noise_gens, v_scale, None if var is None else var.sum(2))
+        y = sample_read_noise(y, var, noise_gens)
         if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
             parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
             return self.act.f(torch.stack(parts, 2).sum(2))

@@ -180,6 +180,7 @@ def test_cli_adc_writes_summary_and_plots(tmp_path):
 @pytest.mark.parametrize("v_scale", [1.0, 0.83])
 def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     from crossbar.periphery import kernels
+    from crossbar.periphery.nladc import reference_codes
     from crossbar.rng import instance_generators, randn_instances
 
     if not kernels.available():
@@ -190,16 +191,21 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     adc = NLADC(design, cfg, 48).program(3, 3)
     y = torch.randn(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 2
     y[0, 0, :8] = adc.effective_thresholds(v_scale)[0, :8, 5]  # exactly on a threshold
-    fast = adc.codes(y, instance_generators(0, "n", 0, 3), v_scale)
-    yt = y.transpose(1, 2).contiguous()
-    noise = randn_instances(instance_generators(0, "n", 0, 3), yt.shape, dtype, yt.device)
+    in_var = torch.rand(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(2)) * 1e-3
+    noise = randn_instances(instance_generators(0, "n", 0, 3), y.shape, dtype, y.device)
     cmp_sigma = cfg.nl_adc.comparator_noise_sigma * adc.span
-    ref = adc._codes_torch(yt, adc.effective_thresholds(v_scale), noise, v_scale, cmp_sigma).transpose(1, 2)
-    assert torch.equal(fast, ref)
-    values = adc.convert(y, instance_generators(0, "n", 0, 3), v_scale)  # the kernel's value path
-    assert torch.equal(values, design.values.to(dtype)[ref])
-    quiet = adc.codes(y, None, v_scale, noisy=False)
-    assert torch.equal(quiet, torch.searchsorted(adc.effective_thresholds(v_scale), yt).transpose(1, 2))
+    t = adc.effective_thresholds(v_scale)
+    for var in (None, in_var):
+        fast = adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=var)
+        ref = reference_codes(y, t, adc.read_var, noise, v_scale, cmp_sigma, var)
+        assert torch.equal(fast, ref)
+        values = adc.convert(y, instance_generators(0, "n", 0, 3), v_scale, var=var)  # the kernel's value path
+        assert torch.equal(values, design.values.to(dtype)[ref])
+    # the input variance moves codes (it is drawn with the converter's noise)
+    assert not torch.equal(adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=in_var * 100),
+                           adc.codes(y, instance_generators(0, "n", 0, 3), v_scale))
+    quiet = adc.codes(y, None, v_scale, noisy=False, var=in_var)
+    assert torch.equal(quiet, torch.searchsorted(t, y.transpose(1, 2).contiguous()).transpose(1, 2))
 
 
 def test_kernel_and_definition_agree_next_to_a_threshold():
@@ -223,7 +229,7 @@ def test_kernel_and_definition_agree_next_to_a_threshold():
     noise = torch.tensor([[[0.988385021686554]]])
     cmp_sigma = 0.010485645146218027
     ref = reference_codes(yt, t, read_var, noise, 1.0, cmp_sigma)
-    fast = kernels.nl_codes(yt, t, read_var, noise, 1.0, cmp_sigma ** 2)
+    fast = kernels.nl_codes(yt, t.transpose(1, 2).contiguous(), read_var, noise, 1.0, cmp_sigma ** 2)
     assert torch.equal(ref, fast)
     # the definition's noise amplitude is the correctly rounded float32 square root
     var = read_var[0, 0, 19] + cmp_sigma ** 2

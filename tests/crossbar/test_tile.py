@@ -48,6 +48,22 @@ def test_programming_noise_output_sigma_matches_analytic():
     assert abs(float(err.mean())) < 4 * expected / math.sqrt(err.numel())
 
 
+@pytest.mark.parametrize("partial", ["digital", "analog"])
+def test_moments_are_mean_and_variance_of_the_sampled_reads(partial):
+    """moments() (used by the chip path, whose converters sample the noise) = the statistics of mvm()."""
+    cfg = default_config(**{"device.read_noise.sigma_rel": 0.05, "device.read_noise.sigma_abs": 0.3,
+                            "array.rows": 32, "array.partial_sums": partial, "device.drift.nu": 0.05,
+                            "device.drift.t_inference": 1e4, "device.drift.compensation": True})
+    w, b, x = _xw(out=6, inp=50, batch=2)
+    tile = Tile(w, b, cfg).program(1, 2)
+    mean, var = tile.moments(x, v_read_actual=0.22)
+    gen = [generator(0, "read", m) for m in range(2)]
+    ys = torch.stack([tile.mvm(x, read_gen=gen, v_read_actual=0.22) for _ in range(4000)])
+    assert torch.allclose(ys.mean(0), mean, atol=4 * float(var.sqrt().max()) / math.sqrt(4000))
+    assert torch.allclose(ys.var(0), var, rtol=0.12)
+    assert mean.shape == var.shape == (2, 2, 1 if partial == "analog" else 2, 6)
+
+
 def test_read_noise_output_sigma_matches_analytic_and_is_fresh():
     sigma = 0.8
     cfg = default_config(**{"device.read_noise.sigma_abs": sigma, "array.bias_in_array": False})
