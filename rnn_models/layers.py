@@ -33,6 +33,7 @@ from torch import nn
 
 from crossbar.config import HardwareConfig, default_config, load_config
 from crossbar.errors import CrossbarInputError
+from rnn_models import fastpath
 from rnn_models.analog import (AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point,
                                train_generator)
 
@@ -340,9 +341,14 @@ class _AnalogRNNBase(AnalogLayerBase):
 
 
 class AnalogLSTM(_AnalogRNNBase):
-    """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations."""
+    """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations.
+
+    ``fast_path`` (default True): on CPU the programmed chip runs through the fused kernels of
+    :mod:`rnn_models.fastpath` where they cover the configuration -- same numbers as the reference
+    loop below (set it False to run the reference)."""
 
     GATES = 4
+    fast_path = True
 
     def _make_engine(self, sfx):
         h = self.hidden_size
@@ -373,6 +379,8 @@ class AnalogLSTM(_AnalogRNNBase):
         mat, cell = self._engines[sfx]["mat"], self._engines[sfx]["cell"]
         bits = None if path == "float" else self.hw.datapath.bits
         cell_max = self.hw.datapath.cell_max
+        if self.fast_path and fastpath.supported(mat, cell, path, x):
+            return fastpath.lstm_sequence(mat, x, h, c, reverse, bits, cell_max)
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:

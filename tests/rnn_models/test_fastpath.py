@@ -1,0 +1,82 @@
+"""The fused CPU path of the programmed AnalogLSTM returns exactly the reference loop's numbers."""
+import pytest
+import torch
+
+from crossbar.config import load_config
+from rnn_models import AnalogLSTM, fastpath
+from rnn_models.convert import calibrate
+
+pytestmark = pytest.mark.skipif(fastpath.numba is None, reason="numba not installed")
+
+
+def _run(model, x, fast: bool, hx=None, instances: int = 1):
+    model.fast_path = fast
+    model.program(3, instances)                  # fresh noise generators for both runs
+    for e in model._engines.values():
+        e["mat"].health = {k: 0 for k in e["mat"].health}
+    with torch.no_grad():
+        out, (h, c) = model(x, hx)
+    health = [dict(e["mat"].health) for e in model._engines.values()]
+    return out, h, c, health
+
+
+def _calibrated(preset: str, layers=1, bidirectional=False, batch_first=False, **overrides):
+    cfg = load_config(preset).replace(**overrides) if overrides else preset
+    model = AnalogLSTM(12, 16, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
+                       config=cfg).eval()
+    data = torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))
+    calibrate(model, [data.transpose(0, 1) if batch_first else data])
+    return model
+
+
+@pytest.mark.parametrize("preset", ["rram_nladc_5b", "rram_nladc_3b", "pcm_nladc_5b_drift"])
+@pytest.mark.parametrize("instances", [1, 3])
+def test_fast_path_equals_reference(preset, instances):
+    model = _calibrated(preset, layers=2, bidirectional=True)
+    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2  # some DAC clipping
+    if instances > 1:
+        x = x.expand(instances, *x.shape)
+    ref = _run(model, x, fast=False, instances=instances)
+    calls = []
+    original = fastpath.lstm_sequence
+    fastpath.lstm_sequence = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        fast = _run(model, x, fast=True, instances=instances)
+    finally:
+        fastpath.lstm_sequence = original
+    assert len(calls) == 4                      # 2 layers x 2 directions took the fast path
+    for a, b in zip(ref[:3], fast[:3]):
+        assert torch.equal(a, b)
+    assert ref[3] == fast[3] and ref[3][0]["dac_total"] > 0
+
+
+def test_fast_path_with_initial_state_batch_first_and_unbatched():
+    model = _calibrated("rram_nladc_5b", batch_first=True)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 7, 12, generator=g)
+    hx = (torch.rand(1, 4, 16, generator=g) * 2 - 1, torch.randn(1, 4, 16, generator=g))
+    for args in ((x, hx), (x[0], (hx[0][:, 0], hx[1][:, 0]))):
+        ref, fast = _run(model, args[0], False, args[1]), _run(model, args[0], True, args[1])
+        for a, b in zip(ref[:3], fast[:3]):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("overrides", [{"nl_adc.functions.cell": "digital_lut"},
+                                       {"array.partial_sums": "digital", "array.rows": 16},
+                                       {"array.bias_in_array": False}])
+def test_configurations_outside_the_kernels_take_the_reference_path(overrides):
+    model = _calibrated("rram_nladc_5b", **overrides)
+    model.program(0, 1)
+    model._prepare()
+    x = torch.zeros(1, 2, 3, 12)
+    assert not any(fastpath.supported(e["mat"], e["cell"], "chip", x) for e in model._engines.values())
+    out = _run(model, torch.randn(5, 3, 12), fast=True)[0]
+    assert out.shape == (5, 3, 16)
+
+
+def test_conventional_adc_takes_the_reference_path():
+    model = _calibrated("rram_conventional_adc_5b")
+    model.program(0, 1)
+    model._prepare()
+    assert not any(fastpath.supported(e["mat"], e["cell"], "chip", torch.zeros(1, 1, 1, 12))
+               for e in model._engines.values())
