@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench schema clean
+.PHONY: venv demo test test-slow bench schema aihwkit clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,14 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/nladc_speed.py
+	$(BIN)/python benchmarks/lstm_speed.py
+	$(BIN)/python benchmarks/mc_throughput.py
+
+# optional peers: aihwkit-lightning from PyPI, IBM aihwkit 1.2 built from source (~10 min; the
+# agreement test tests/peers/ and the benchmark pick them up when present)
+aihwkit: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[peers]"
+	VENV=$(VENV) scripts/install_aihwkit.sh
 
 schema: $(STAMP)
 	$(BIN)/crossbar schema --out hw_configs/schema.json

@@ -33,6 +33,16 @@ class _Section(BaseModel):
                               validate_default=True)
 
 
+def _check_table(g: list, columns: dict) -> None:
+    for name, values in columns.items():
+        if len(values) != len(g):
+            raise ValueError(f"g has {len(g)} entries but {name} has {len(values)}; they must match")
+        if any(v < 0 for v in values):
+            raise ValueError(f"{name} values must be >= 0")
+    if any(b <= a for a, b in zip(g, g[1:])):
+        raise ValueError("g must be strictly increasing")
+
+
 class SigmaTable(_Section):
     """A measured sigma(G) table, linearly interpolated (clamped at the ends)."""
 
@@ -41,12 +51,7 @@ class SigmaTable(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> "SigmaTable":
-        if len(self.g) != len(self.sigma):
-            raise ValueError(f"g has {len(self.g)} entries but sigma has {len(self.sigma)}; they must match")
-        if any(b <= a for a, b in zip(self.g, self.g[1:])):
-            raise ValueError("g must be strictly increasing")
-        if any(s < 0 for s in self.sigma):
-            raise ValueError("sigma values must be >= 0")
+        _check_table(self.g, {"sigma": self.sigma})
         return self
 
 
@@ -65,11 +70,47 @@ class NoiseSpec(_Section):
         return self.table is None and self.sigma_abs == 0 and self.sigma_rel == 0
 
 
+class DriftTable(_Section):
+    """Drift exponent statistics as a function of the target conductance (linear interpolation,
+    clamped at the ends), e.g. PCM's conductance-dependent drift."""
+
+    g: list[float] = Field(min_length=2, max_length=4096, description="conductances, uS, increasing")
+    nu: list[float] = Field(min_length=2, max_length=4096, description="mean drift exponent at each g")
+    nu_std: list[float] = Field(min_length=2, max_length=4096, description="its device-to-device spread")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DriftTable":
+        _check_table(self.g, {"nu": self.nu, "nu_std": self.nu_std})
+        return self
+
+
+class AccumulatedNoise(_Section):
+    """Low-frequency (1/f) conductance noise accumulated between programming and the read at
+    ``t_inference``: G(t) gets |G(t)| * q(G_prog) * sqrt(ln((t + t_read) / (2 t_read))) * z, one z per
+    device (a frozen perturbation, not per-read noise).  The form of aihwkit's PCM-like model
+    (Nandakumar et al., ICECS 2019)."""
+
+    g: list[float] = Field(min_length=2, max_length=4096, description="conductances, uS, increasing")
+    q: list[float] = Field(min_length=2, max_length=4096, description="relative 1/f amplitude at each g")
+    t_read: float = Field(250e-9, gt=0, le=1, description="read duration of the 1/f fit, s")
+
+    @model_validator(mode="after")
+    def _check(self) -> "AccumulatedNoise":
+        _check_table(self.g, {"q": self.q})
+        return self
+
+
 class DriftSpec(_Section):
-    """Power-law conductance drift G(t) = G(t0) * (t / t0)^(-nu), nu ~ N(nu, nu_std) per device."""
+    """Power-law conductance drift G(t) = G(t0) * (t / t0)^(-nu), nu ~ N(nu, nu_std) per device
+    (clipped at 0), optionally conductance-dependent (``nu_table``), plus optional accumulated 1/f
+    noise (``accumulated_noise``)."""
 
     nu: float = Field(0.0, ge=0, le=1, description="drift exponent (0 = no drift)")
     nu_std: float = Field(0.0, ge=0, le=1, description="device-to-device spread of nu")
+    nu_table: Optional[DriftTable] = Field(None, description="nu and nu_std vs target conductance; replaces "
+                                                            "nu / nu_std when given")
+    accumulated_noise: Optional[AccumulatedNoise] = Field(None, description="1/f noise accumulated until "
+                                                                           "t_inference (null = none)")
     t0: float = Field(20.0, gt=0, le=1e9, description="time of programming verification, s")
     t_inference: float = Field(20.0, gt=0, le=1e12, description="time of the read after programming, s")
     compensation: bool = Field(False, description="global drift compensation: rescale column outputs by "

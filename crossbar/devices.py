@@ -11,28 +11,36 @@ Modelling choices (ours; the paper does not give its device statistics):
 * a programmed device cannot leave its own range [g_min, g_max_i]: results are clipped;
 * each device's upper limit g_max_i = g_max (1 + range_d2d_rel z) (device-to-device variation);
 * a stuck-at-OFF device reads g_min, a stuck-at-ON device its own g_max_i, whatever its target;
-* drift: G(t) = G(t0) (t / t0)^(-nu_i), nu_i ~ N(nu, nu_std) clipped at 0, drawn per device.
+* drift: G(t) = G(t0) (t / t0)^(-nu_i), nu_i ~ N(nu, nu_std) clipped at 0, drawn per device (nu,
+  nu_std optionally functions of the target conductance);
+* optional accumulated 1/f noise at the time of inference (the form of aihwkit's PCM-like model).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from crossbar.autograd import straight_through
-from crossbar.config import DeviceConfig, NoiseSpec
+from crossbar.config import DeviceConfig, DriftSpec, NoiseSpec
 from crossbar.rng import rand, randn
+
+
+def interpolate(g: torch.Tensor, table_g: list[float], values: list[float]) -> torch.Tensor:
+    """Piecewise-linear table lookup at ``g`` (clamped to the table's ends)."""
+    xs = torch.tensor(table_g, dtype=g.dtype, device=g.device)
+    ys = torch.tensor(values, dtype=g.dtype, device=g.device)
+    gc = g.clamp(xs[0], xs[-1])
+    idx = torch.searchsorted(xs, gc.contiguous(), right=True).clamp(1, len(xs) - 1)
+    x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
+    return y0 + (y1 - y0) * (gc - x0) / (x1 - x0)
 
 
 def noise_sigma(g: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
     """Noise sigma (uS) at conductance ``g`` (uS) for a :class:`NoiseSpec`."""
     if spec.table is not None:
-        xs = torch.tensor(spec.table.g, dtype=g.dtype, device=g.device)
-        ys = torch.tensor(spec.table.sigma, dtype=g.dtype, device=g.device)
-        gc = g.clamp(xs[0], xs[-1])
-        idx = torch.searchsorted(xs, gc.contiguous(), right=True).clamp(1, len(xs) - 1)
-        x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
-        return y0 + (y1 - y0) * (gc - x0) / (x1 - x0)
+        return interpolate(g, spec.table.g, spec.table.sigma)
     return torch.sqrt(spec.sigma_abs ** 2 + (spec.sigma_rel * g) ** 2)
 
 
@@ -52,6 +60,7 @@ class ProgrammedDevices:
     g_max_dev: torch.Tensor  # each device's own upper limit, uS
     nu: torch.Tensor         # each device's drift exponent
     stuck: torch.Tensor      # int8: 0 ok, -1 stuck at OFF, +1 stuck at ON
+    z_acc: torch.Tensor | None = None  # standard normal of the accumulated 1/f noise (when modelled)
 
 
 def program(g_target: torch.Tensor, dev: DeviceConfig, gen: torch.Generator) -> ProgrammedDevices:
@@ -79,8 +88,15 @@ def program(g_target: torch.Tensor, dev: DeviceConfig, gen: torch.Generator) -> 
     g = torch.where(off, torch.full_like(g, dev.g_min), g)
     g = torch.where(on, g_max_dev, g)
 
-    nu = (dev.drift.nu + dev.drift.nu_std * z_nu).clamp(min=0.0)
-    return ProgrammedDevices(g=g, g_max_dev=g_max_dev, nu=nu, stuck=stuck)
+    spec = dev.drift
+    if spec.nu_table is None:
+        nu = (spec.nu + spec.nu_std * z_nu).clamp(min=0.0)
+    else:  # conductance-dependent drift, by the device's target
+        tab = spec.nu_table
+        nu = (interpolate(target, tab.g, tab.nu) + interpolate(target, tab.g, tab.nu_std) * z_nu).clamp(min=0.0)
+    # drawn last and only when modelled, so the other draws do not depend on it
+    z_acc = None if spec.accumulated_noise is None else randn(shape, gen, dtype, device)
+    return ProgrammedDevices(g=g, g_max_dev=g_max_dev, nu=nu, stuck=stuck, z_acc=z_acc)
 
 
 def drift(g: torch.Tensor, nu: torch.Tensor, t: float, t0: float) -> torch.Tensor:
@@ -88,6 +104,18 @@ def drift(g: torch.Tensor, nu: torch.Tensor, t: float, t0: float) -> torch.Tenso
     if t <= t0:
         return g
     return g * (t / t0) ** (-nu)
+
+
+def at_inference(g: torch.Tensor, p: ProgrammedDevices, spec: DriftSpec) -> torch.Tensor:
+    """Conductances ``g`` (uS, as programmed into ``p``) at ``spec.t_inference``: power-law drift,
+    then the accumulated 1/f noise |G(t)| q(G) sqrt(ln((t + t_read) / (2 t_read))) z when modelled
+    (clipped at 0 uS)."""
+    g_t = drift(g, p.nu, spec.t_inference, spec.t0)
+    acc = spec.accumulated_noise
+    if acc is None or p.z_acc is None:
+        return g_t
+    amplitude = math.sqrt(math.log((spec.t_inference + acc.t_read) / (2 * acc.t_read)))
+    return (g_t + g_t.abs() * interpolate(g, acc.g, acc.q) * amplitude * p.z_acc).clamp(min=0.0)
 
 
 def read(g: torch.Tensor, spec: NoiseSpec, gen: torch.Generator) -> torch.Tensor:

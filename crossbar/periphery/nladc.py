@@ -369,9 +369,8 @@ class NLADC:
                     t_real = self._thresholds(g_ramp, bias.g, gains_m, offs_m)
             after.append(inl_lsb(self.design, t_real).abs().amax(-1))
             # drift to the time of inference (ramp and bias devices drift like the weights)
-            t_inf, t0 = dev.drift.t_inference, dev.drift.t0
-            g_ramp_t = devices.drift(g_ramp, ramp.nu, t_inf, t0)
-            g_bias_t = devices.drift(bias.g, bias.nu, t_inf, t0)
+            g_ramp_t = devices.at_inference(g_ramp, ramp, dev.drift)
+            g_bias_t = devices.at_inference(bias.g, bias, dev.drift)
             ramp_t.append(self._thresholds(g_ramp_t, g_bias_t, gains_m, torch.zeros_like(offs_m)))
             offsets.append(offs_m)
             var = devices.noise_sigma(g_ramp_t, dev.read_noise) ** 2
@@ -401,8 +400,11 @@ class NLADC:
             one = devices.program(target, dev, gen)
             g[:, j:j + 1] = one.g
             bias.nu[:, j:j + 1] = one.nu
+            if bias.z_acc is not None:
+                bias.z_acc[:, j:j + 1] = one.z_acc
             done = done + one.g
-        return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck)
+        return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck,
+                                         z_acc=bias.z_acc)
 
     def _thresholds(self, g_ramp, g_bias, gain, offset) -> torch.Tensor:
         """Realised thresholds (C, L-1) from ramp (R, L) and bias (R, nb) conductances."""

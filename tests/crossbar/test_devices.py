@@ -63,6 +63,37 @@ def test_drift_power_law():
     assert torch.equal(devices.drift(p.g, p.nu, 10.0, 20.0), p.g)
 
 
+def test_conductance_dependent_drift_and_accumulated_noise():
+    n = 100_000
+    table = {"g": [0.0, 100.0], "nu": [0.1, 0.02], "nu_std": [0.02, 0.004]}
+    acc = {"g": [0.0, 100.0], "q": [0.04, 0.01], "t_read": 1e-6}
+    dev = _dev(drift={"nu_table": table, "accumulated_noise": acc, "t0": 20.0, "t_inference": 2000.0})
+    target = torch.cat([torch.full((n,), 0.0), torch.full((n,), 50.0)]).double()
+    p = devices.program(target, dev, generator(0, "t"))
+    assert float(p.nu[:n].mean()) == pytest.approx(0.1, rel=0.01)
+    assert float(p.nu[n:].mean()) == pytest.approx(0.06, rel=0.01)
+    assert float(p.nu[n:].std()) == pytest.approx(0.012, rel=0.02)
+    g_t = devices.at_inference(torch.full_like(target, 50.0), p, dev.drift)   # every device at 50 uS
+    drifted = 50.0 * (2000 / 20) ** -p.nu[n:]
+    rel = (g_t[n:] - drifted) / drifted
+    assert float(rel.std()) == pytest.approx(0.025 * math.sqrt(math.log((2000 + 1e-6) / 2e-6)), rel=0.02)
+    # without the extra features the draws (and so every existing result) are unchanged
+    plain = _dev(drift={"nu": 0.06, "nu_std": 0.012})
+    assert p.z_acc is not None and devices.program(target, plain, generator(0, "t")).z_acc is None
+    assert torch.equal(devices.program(target, plain, generator(0, "t")).g, p.g)
+
+
+def test_drift_tables_are_validated():
+    from crossbar.config import load_config
+    from crossbar.errors import CrossbarInputError
+
+    for bad, msg in [({"g": [0.0, 1.0, 2.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0, 0.0]}, "must match"),
+                     ({"g": [1.0, 0.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0]}, "increasing"),
+                     ({"g": [0.0, 1.0], "nu": [0.1, -0.1], "nu_std": [0.0, 0.0]}, ">= 0")]:
+        with pytest.raises(CrossbarInputError, match=msg):
+            load_config("ideal").replace(**{"device.drift.nu_table": bad})
+
+
 def test_read_noise_fresh_each_read():
     spec = _dev(read_noise={"sigma_abs": 0.5}).read_noise
     g = torch.full((50_000,), 30.0)
