@@ -72,10 +72,10 @@ if numba is not None:
                     for k in range(n_cols):
                         v = vr[k]
                         v_all[k] = (v if v > 0 else v * 0) * vgm
-                _convert_group(y_all, v_all, idx_a, has_var, t_a[m], rv_a[m], z_a[m, b], noisy_a, v2, cmp2_a,
-                               val_a, ya, va, yna, cnt_a, a)
-                _convert_group(y_all, v_all, idx_g, has_var, t_g[m], rv_g[m], z_g[m, b], noisy_g, v2, cmp2_g,
-                               val_g, yg, vg, yng, cnt_g, g)
+                _convert_group(y_all, v_all, idx_a, has_var, t_a[m], rv_a[m], z_a[m, b], noisy_a, v2,
+                               cmp2_a, val_a, ya, va, yna, cnt_a, a)
+                _convert_group(y_all, v_all, idx_g, has_var, t_g[m], rv_g[m], z_g[m, b], noisy_g, v2,
+                               cmp2_g, val_g, yg, vg, yng, cnt_g, g)
                 for j in range(hidden):
                     s = a[hidden + j] * c[m, b, j] + a[j] * g[j]  # f * c + i * g
                     if fixed:
@@ -162,6 +162,7 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
     x2 = xq * xq
     w_eff = tile._weight_difference()
     var_w = None if cfg.device.read_noise.is_zero else tile._read_variance()
+    np_ = kernels.as_numpy
     # health: the reference counts DAC clipping over [x, h] every step
     if cfg.dac.bits is not None:
         mat.health["dac_clipped"] += int((xs_x.abs() > 1).sum())
@@ -169,18 +170,15 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
         xs_h0 = h / scale[n_x:n_x + hidden]
         mat.health["dac_clipped"] += int((xs_h0.abs() > 1).sum())
 
-    ro_a, ro_g = mat.readouts
-    grp_a, grp_g = mat.groups
-    np_ = kernels.as_numpy
-    conv = []
-    for ro, grp in ((ro_a, grp_a), (ro_g, grp_g)):
+    has_var = var_w is not None
+    groups = []
+    for ro, grp in zip(mat.readouts, mat.groups):
         nl = ro.nladc
         cmp_sigma = cfg.nl_adc.comparator_noise_sigma * nl.span
-        noisy = cmp_sigma > 0 or nl.has_read_noise or var_w is not None
-        conv.append(dict(idx=np_(grp.index.to(torch.int64)), t=np_(nl.thresholds_kc(1.0)), rv=np_(nl.read_var),
-                         noisy=noisy, values=np_(ro.design.values.to(dtype)), cmp2=ty(cmp_sigma ** 2),
-                         cols=len(grp.index)))
-    has_var = var_w is not None
+        noisy = cmp_sigma > 0 or nl.has_read_noise or has_var
+        groups.append(((m_count, batch, len(grp.index)) if noisy else None,       # noise shape
+                       (np_(grp.index.to(torch.int64)), np_(nl.thresholds_kc(1.0)), np_(nl.read_var)),
+                       (noisy, np_(ro.design.values.to(dtype)), ty(cmp_sigma ** 2))))
     drift = np_(tile.drift_gain)
     vgain = np_(tile.variance_gain()) if has_var else np.ones(m_count, ty)
     fixed = bits is not None
@@ -188,34 +186,31 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
     h_step = 1.0 / 2 ** (bits - 1) if fixed else 1.0
     quantize = cfg.dac.bits is not None
     q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if quantize else 1.0
-    in_scale = np_(scale.to(dtype))
-    row_gain = np_(tile.row_gain.to(dtype))
     zeros = np.zeros((1, 1, 1), ty)
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
     o = torch.empty(m_count, batch, hidden, dtype=dtype)
     tanh_c = torch.empty_like(o)
+    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step))
+    hidden_args = (o.numpy(), tanh_c.numpy(), fixed, ty(h_step), ty(-1.0), ty(1.0 - h_step))
+    input_args = (xq.numpy(), x2.numpy(), n_x, np_(scale.to(dtype)), quantize, ty(tile.x_max), ty(q_step),
+                  np_(tile.row_gain.to(dtype)), bool(tile._scaled_rows))
+    scale_args = (has_var, ty(tile.scale), drift, vgain)
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     clipped = 0
     for n, t in enumerate(order):
         y_raw = torch.bmm(xq, w_eff)
-        v_raw = torch.bmm(x2, var_w) if has_var else None
-        noise = [randn_instances(mat.adc_gens, (m_count, batch, k["cols"]), dtype) if k["noisy"] else None
-                 for k in conv]
-        a, g = conv
-        _gates_and_cell(y_raw.numpy(), v_raw.numpy() if has_var else zeros, has_var, ty(tile.scale), drift, vgain,
-                        a["idx"], a["t"], a["rv"], zeros if noise[0] is None else np_(noise[0]), a["noisy"],
-                        a["values"], a["cmp2"],
-                        g["idx"], g["t"], g["rv"], zeros if noise[1] is None else np_(noise[1]), g["noisy"],
-                        g["values"], g["cmp2"],
-                        ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step))
+        v_raw = torch.bmm(x2, var_w).numpy() if has_var else zeros
+        # the reference's noise draws: per group, in group order
+        (shape_a, pre_a, post_a), (shape_g, pre_g, post_g) = groups
+        z_a = zeros if shape_a is None else randn_instances(mat.adc_gens, shape_a, dtype).numpy()
+        z_g = zeros if shape_g is None else randn_instances(mat.adc_gens, shape_g, dtype).numpy()
+        _gates_and_cell(y_raw.numpy(), v_raw, *scale_args, *pre_a, z_a, *post_a, *pre_g, z_g, *post_g, *cell_args)
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
-        clipped += _hidden_and_inputs(
-            o.numpy(), tanh_c.numpy(), fixed, ty(h_step), ty(-1.0), ty(1.0 - h_step), out[:, t].numpy(),
-            xq.numpy(), x2.numpy(), n_x, in_scale, quantize, ty(tile.x_max), ty(q_step), row_gain,
-            bool(tile._scaled_rows), np_(xq_x[:, nxt]) if nxt is not None else zeros,
-            np_(x2_x[:, nxt]) if nxt is not None else zeros, nxt is not None)
+        clipped += _hidden_and_inputs(*hidden_args, out[:, t].numpy(), *input_args,
+                                      np_(xq_x[:, nxt]) if nxt is not None else zeros,
+                                      np_(x2_x[:, nxt]) if nxt is not None else zeros, nxt is not None)
     if cfg.dac.bits is not None:
         # the last step's h is not read again: its clipping was counted but is not in the reference
         last = out[:, order[-1]] / scale[n_x:n_x + hidden]

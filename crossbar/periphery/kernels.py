@@ -65,10 +65,11 @@ if numba is not None:
                 out[m, b] = cnt
 
 
-def nl_codes(y: torch.Tensor, t_kc: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
-             v2: float, cmp2: float, in_var: torch.Tensor | None = None) -> torch.Tensor:
-    """NL-ADC codes (M, B, C) of ``y`` (M, B, C) against thresholds ``t_kc`` (M, L-1, C), sorted
-    along L-1, on CPU.
+def nl_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
+             v2: float, cmp2: float, in_var: torch.Tensor | None = None,
+             t_kc: torch.Tensor | None = None) -> torch.Tensor:
+    """NL-ADC codes (M, B, C) of ``y`` (M, B, C) against thresholds ``t`` (M, C, L-1), sorted
+    along L-1, on CPU (``t_kc``: the same thresholds as (M, L-1, C), if the caller has them).
 
     With ``noise`` (M, B, C standard normals): the ideal code picks the ramp's read-noise variance
     ``read_var`` (M, C, L-1) at that position, the input gets sd * noise with
@@ -80,6 +81,7 @@ def nl_codes(y: torch.Tensor, t_kc: torch.Tensor, read_var: torch.Tensor, noise:
     nz = as_numpy(noise) if noise is not None else np.zeros((1, 1, 1), ty)
     iv = as_numpy(in_var) if in_var is not None else np.zeros((1, 1, 1), ty)
     out = np.empty(y_np.shape, np.int32)
+    t_kc = t.transpose(1, 2) if t_kc is None else t_kc
     _nl_codes(y_np, as_numpy(t_kc), as_numpy(read_var), iv, nz, ty(v2), ty(cmp2), noise is not None,
               in_var is not None, out)
     return torch.from_numpy(out).long()

@@ -452,8 +452,8 @@ class NLADC:
             noise = randn_instances(noise_gen, y.shape, y.dtype, y.device)
         in_var = var.to(y.dtype) if (noise is not None and var is not None) else None
         if self.kernel_ok(y, v_scale):
-            return kernels.nl_codes(y, self.thresholds_kc(v_scale), self.read_var, noise, v_scale ** 2,
-                                    cmp_sigma ** 2, in_var)
+            return kernels.nl_codes(y, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2, in_var,
+                                    self.thresholds_kc(v_scale))
         return reference_codes(y, t, self.read_var, noise, v_scale, cmp_sigma, in_var)
 
     @property
