@@ -1,6 +1,6 @@
 """LSTM inference speed, in one process and one run: torch nn.LSTM vs our analog LSTM (ideal and
-fully non-ideal) vs aihwkit-lightning's AnalogRNN and aihwkit's torch-tile LSTM when installed
-(`pip install -e .[peers]` installs aihwkit-lightning; aihwkit 1.2 has no Python 3.11 wheel).
+fully non-ideal) vs aihwkit-lightning's AnalogRNN and aihwkit's torch-tile AnalogRNN when installed
+(`make aihwkit`: aihwkit-lightning from PyPI, aihwkit 1.2 built from source -- no Python 3.11 wheel).
 
 Shapes: ``kws`` = batch 64, input 40, hidden 128, 100 steps; ``lm`` = batch 32, input 50, hidden 384,
 100 steps.  ``analog_full`` is the ``rram_nladc_5b`` preset: programming error, read noise, stuck
@@ -46,11 +46,12 @@ def peers(inp: int, hidden: int):
         found["aihwkit_lightning"] = AnalogRNN(AnalogLSTMCell, inp, hidden, rpu_config=LightningConfig()).eval()
     except Exception:
         pass
-    try:
-        from aihwkit.nn import AnalogLSTM as AihwLSTM
+    try:  # aihwkit >= 0.8: AnalogRNN(AnalogLSTMCell); its torch tile (TorchInferenceRPUConfig)
+        from aihwkit.nn import AnalogLSTMCell as AihwCell
+        from aihwkit.nn import AnalogRNN as AihwRNN
         from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
-        found["aihwkit"] = AihwLSTM(inp, hidden, rpu_config=TorchInferenceRPUConfig()).eval()
+        found["aihwkit"] = AihwRNN(AihwCell, inp, hidden, rpu_config=TorchInferenceRPUConfig()).eval()
     except Exception:
         pass
     return found
