@@ -33,6 +33,7 @@ from crossbar import devices
 from crossbar.config import HardwareConfig, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path
+from crossbar.matmul import PreparedMatmul
 from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_weights
 from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
@@ -192,17 +193,23 @@ class Tile:
 
     def _currents(self, xq: torch.Tensor) -> torch.Tensor:
         """(M, B, R, out) column currents per row-block (uS x input units), noise-free."""
-        w_eff = self._weight_difference()  # (M, rows, out), uS
-        return torch.stack([torch.bmm(xq[..., sl], w_eff[:, sl, :]) for sl in self._row_slices()], 2)
+        return torch.stack([mm(xq[..., sl]) for sl, mm in zip(self._row_slices(), self.matmuls("signal"))], 2)
 
     def _current_variance(self, xq: torch.Tensor) -> torch.Tensor | None:
         """(M, B, R, out) read-noise variance of the column currents (exact for independent per-device
         Gaussian noise: sum_j x_j^2 (sigma_j+^2 + sigma_j-^2)); None without read noise."""
         if self.config.device.read_noise.is_zero:
             return None
-        var = self._read_variance()
         x2 = xq * xq
-        return torch.stack([torch.bmm(x2[..., sl], var[:, sl, :]) for sl in self._row_slices()], 2)
+        return torch.stack([mm(x2[..., sl]) for sl, mm in zip(self._row_slices(), self.matmuls("variance"))], 2)
+
+    def matmuls(self, kind: str) -> list[PreparedMatmul]:
+        """One prepared product per row-block with G+ - G- (``signal``) or the read-noise variances
+        (``variance``), cached per programming -- the layers' fast path multiplies with the same ones."""
+        def compute():
+            w = self._weight_difference() if kind == "signal" else self._read_variance()
+            return [PreparedMatmul(w[:, sl, :]) for sl in self._row_slices()]
+        return self._per_programming(f"matmul/{kind}", compute)
 
     def variance_gain(self) -> torch.Tensor:
         """(M,) factor from current variance to output variance, 1 / (scale * drift gain)^2."""
@@ -229,7 +236,7 @@ class Tile:
         if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
             return cached[2]
         value = compute()
-        if not value.requires_grad:
+        if not (self.g_pos.requires_grad or self.g_neg.requires_grad):
             cache[key] = (self.g_pos, self.g_neg, value)
         return value
 

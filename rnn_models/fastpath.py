@@ -2,8 +2,9 @@
 
 The reference step (:meth:`rnn_models.layers.AnalogLSTM._direction` through
 :class:`~rnn_models.analog.AnalogMatrix`) runs ~40 small torch operations per time step.  Here one
-step is: two ``torch.bmm`` (signal and read-noise variance, exactly the reference's calls), the
-reference's noise draws, and two numba kernels that do everything else element by element:
+step is: two matrix products (signal and read-noise variance, through the tile's own
+:class:`~crossbar.matmul.PreparedMatmul`, exactly the reference's calls), the reference's noise
+draws, and two numba kernels that do everything else element by element:
 
 * ``_gates_and_cell``: output scaling (conductance scale, drift gain), the read-noise variance,
   both NL-ADC column groups (thresholds counted, one Gaussian per conversion, value table) and the
@@ -52,7 +53,7 @@ if numba is not None:
     def _gates_and_cell(y_raw, v_raw, has_var, scale, drift, vgain,
                         idx_a, t_a, rv_a, z_a, noisy_a, val_a, cmp2_a,
                         idx_g, t_g, rv_g, z_g, noisy_g, val_g, cmp2_g,
-                        v2, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+                        v2, c, o_out, fixed, step, lo, hi, cnt_a, cnt_g):  # pragma: no cover - compiled
         m_count, b_count, n_cols = y_raw.shape
         hidden = c.shape[2]
         na, ng = idx_a.shape[0], idx_g.shape[0]
@@ -60,7 +61,6 @@ if numba is not None:
         y_all, v_all = np.empty(n_cols, dt), np.zeros(n_cols, dt)
         ya, va, yna, a = np.empty(na, dt), np.zeros(na, dt), np.empty(na, dt), np.empty(na, dt)
         yg, vg, yng, g = np.empty(ng, dt), np.zeros(ng, dt), np.empty(ng, dt), np.empty(ng, dt)
-        cnt_a, cnt_g = np.empty(na, np.int32), np.empty(ng, np.int32)
         for m in range(m_count):
             d, vgm = drift[m], vgain[m]
             for b in range(b_count):
@@ -160,8 +160,8 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
         bias_row = torch.full((m_count, batch, 1), tile.x_max, dtype=dtype)
         xq[..., -1:] = bias_row * tile.row_gain[-1:] if tile._scaled_rows else bias_row
     x2 = xq * xq
-    w_eff = tile._weight_difference()
-    var_w = None if cfg.device.read_noise.is_zero else tile._read_variance()
+    signal = tile.matmuls("signal")[0]             # the reference's products (one row-block)
+    var_w = None if cfg.device.read_noise.is_zero else tile.matmuls("variance")[0]
     np_ = kernels.as_numpy
     # health: the reference counts DAC clipping over [x, h] every step
     if cfg.dac.bits is not None:
@@ -191,7 +191,9 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
     c = c.to(dtype).clone().contiguous()
     o = torch.empty(m_count, batch, hidden, dtype=dtype)
     tanh_c = torch.empty_like(o)
-    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step))
+    counters = [np.empty(len(grp.index), kernels.counter_dtype(ro.nladc.thresholds.shape[-1]))
+                for ro, grp in zip(mat.readouts, mat.groups)]
+    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step), *counters)
     hidden_args = (o.numpy(), tanh_c.numpy(), fixed, ty(h_step), ty(-1.0), ty(1.0 - h_step))
     input_args = (xq.numpy(), x2.numpy(), n_x, np_(scale.to(dtype)), quantize, ty(tile.x_max), ty(q_step),
                   np_(tile.row_gain.to(dtype)), bool(tile._scaled_rows))
@@ -199,8 +201,8 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     clipped = 0
     for n, t in enumerate(order):
-        y_raw = torch.bmm(xq, w_eff)
-        v_raw = torch.bmm(x2, var_w).numpy() if has_var else zeros
+        y_raw = signal(xq)
+        v_raw = var_w(x2).numpy() if has_var else zeros
         # the reference's noise draws: per group, in group order
         (shape_a, pre_a, post_a), (shape_g, pre_g, post_g) = groups
         z_a = zeros if shape_a is None else randn_instances(mat.adc_gens, shape_a, dtype).numpy()
