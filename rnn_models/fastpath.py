@@ -7,7 +7,8 @@ step is: two matrix products (signal and read-noise variance, through the tile's
 draws, and two numba kernels that do everything else element by element:
 
 * ``_gates_and_cell``: output scaling (conductance scale, drift gain), the read-noise variance,
-  both NL-ADC column groups (thresholds counted, one Gaussian per conversion, value table) and the
+  the NL-ADCs of all gate columns at once (the sigmoid and tanh groups' thresholds, ramp variances
+  and value tables merged in column order; thresholds counted, one Gaussian per conversion) and the
   fixed-point cell update c = f*c + i*g;
 * ``_hidden_and_inputs``: h = o * tanh(c) in fixed point (tanh(c) by torch, as in the reference),
   and the next step's word-line inputs (DAC quantisation, row gains, squares) and the DAC
@@ -16,7 +17,8 @@ draws, and two numba kernels that do everything else element by element:
 Every float operation is the reference's, in the same type and order, so the outputs are
 identical -- not just close (``tests/rnn_models/test_fastpath.py`` compares them).  Configurations
 the kernels do not cover (CUDA, autograd, per-array conversion of digital partial sums, a digital
-bias, linear ADC readouts, a non-digital cell tanh, unsorted ramps) take the reference path;
+bias, linear ADC readouts, a non-digital cell tanh, unsorted ramps, groups of different resolution)
+take the reference path;
 :func:`supported` says which.
 """
 from __future__ import annotations
@@ -34,33 +36,16 @@ if numba is not None:
     from crossbar.periphery.kernels import count_below, noisy_input
 
     @numba.njit(cache=True, nogil=True)
-    def _convert_group(y_all, v_all, idx, has_var, t_kc, read_var, noise_mb, noisy, v2, cmp2, values,
-                       y_g, v_g, yn, cnt, out):  # pragma: no cover - compiled
-        """One (instance, batch row) of a column group: gather its columns, convert, look up values."""
-        for j in range(idx.shape[0]):
-            y_g[j] = y_all[idx[j]]
-        if has_var:
-            for j in range(idx.shape[0]):
-                v_g[j] = v_all[idx[j]]
-        count_below(t_kc, y_g, cnt)
-        if noisy:
-            noisy_input(y_g, cnt, read_var, v_g, noise_mb, v2, cmp2, has_var, yn)
-            count_below(t_kc, yn, cnt)
-        for j in range(idx.shape[0]):
-            out[j] = values[cnt[j]]
-
-    @numba.njit(cache=True, nogil=True)
-    def _gates_and_cell(y_raw, v_raw, has_var, scale, drift, vgain,
-                        idx_a, t_a, rv_a, z_a, noisy_a, val_a, cmp2_a,
-                        idx_g, t_g, rv_g, z_g, noisy_g, val_g, cmp2_g,
-                        v2, c, o_out, fixed, step, lo, hi, cnt_a, cnt_g):  # pragma: no cover - compiled
+    def _gates_and_cell(y_raw, v_raw, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values,
+                        z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, cnt):  # pragma: no cover
+        """All gate columns of one step: output scaling, read-noise variance, NL-ADC conversion with
+        each column's own thresholds / ramp variances / value table (the two column groups merged
+        in column order), then c = f*c + i*g in fixed point; o is kept for h."""
         m_count, b_count, n_cols = y_raw.shape
         hidden = c.shape[2]
-        na, ng = idx_a.shape[0], idx_g.shape[0]
         dt = y_raw.dtype
         y_all, v_all = np.empty(n_cols, dt), np.zeros(n_cols, dt)
-        ya, va, yna, a = np.empty(na, dt), np.zeros(na, dt), np.empty(na, dt), np.empty(na, dt)
-        yg, vg, yng, g = np.empty(ng, dt), np.zeros(ng, dt), np.empty(ng, dt), np.empty(ng, dt)
+        z_all, yn, a = np.empty(n_cols, dt), np.empty(n_cols, dt), np.empty(n_cols, dt)
         for m in range(m_count):
             d, vgm = drift[m], vgain[m]
             for b in range(b_count):
@@ -72,16 +57,22 @@ if numba is not None:
                     for k in range(n_cols):
                         v = vr[k]
                         v_all[k] = (v if v > 0 else v * 0) * vgm
-                _convert_group(y_all, v_all, idx_a, has_var, t_a[m], rv_a[m], z_a[m, b], noisy_a, v2,
-                               cmp2_a, val_a, ya, va, yna, cnt_a, a)
-                _convert_group(y_all, v_all, idx_g, has_var, t_g[m], rv_g[m], z_g[m, b], noisy_g, v2,
-                               cmp2_g, val_g, yg, vg, yng, cnt_g, g)
-                for j in range(hidden):
-                    s = a[hidden + j] * c[m, b, j] + a[j] * g[j]  # f * c + i * g
+                count_below(t_kc[m], y_all, cnt)
+                if noisy:  # the groups' draws, put in column order
+                    for j in range(idx_a.shape[0]):
+                        z_all[idx_a[j]] = z_a[m, b, j]
+                    for j in range(idx_g.shape[0]):
+                        z_all[idx_g[j]] = z_g[m, b, j]
+                    noisy_input(y_all, cnt, read_var[m], v_all, z_all, v2, cmp2, has_var, yn)
+                    count_below(t_kc[m], yn, cnt)
+                for k in range(n_cols):
+                    a[k] = values[k, cnt[k]]
+                for j in range(hidden):  # gate columns in PyTorch's order i, f, g, o
+                    s = a[hidden + j] * c[m, b, j] + a[j] * a[2 * hidden + j]  # f * c + i * g
                     if fixed:
                         s = np.rint(min(max(s, lo), hi) / step) * step
                     c[m, b, j] = s
-                    o_out[m, b, j] = a[2 * hidden + j]
+                    o_out[m, b, j] = a[3 * hidden + j]
 
     @numba.njit(cache=True, nogil=True)
     def _hidden_and_inputs(o, tanh_c, fixed, step, lo, hi, h_out, xq, x2, n_x, in_scale, quantize, x_max,
@@ -130,7 +121,16 @@ def supported(mat, cell, path: str, x: torch.Tensor) -> bool:
     for ro in mat.readouts:
         if ro.nladc is None or ro.linear_range() is not None or not ro.nladc.kernel_ok(x[:1, :1, :1], 1.0):
             return False
+    a, g = mat.readouts
+    if a.design.codes != g.design.codes or _noisy(a, cfg) != _noisy(g, cfg):
+        return False
     return True
+
+
+def _noisy(readout, cfg) -> bool:
+    """Whether the reference draws conversion noise for this NL-ADC readout (see NLADC.codes)."""
+    nl = readout.nladc
+    return cfg.nl_adc.comparator_noise_sigma * nl.span > 0 or nl.has_read_noise or not cfg.device.read_noise.is_zero
 
 
 def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None,
@@ -171,14 +171,24 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
         mat.health["dac_clipped"] += int((xs_h0.abs() > 1).sum())
 
     has_var = var_w is not None
-    groups = []
+    # the two groups' converters merged into column order: thresholds (M, L-1, C), ramp read-noise
+    # variances (M, C, L-1), comparator noise (C,), value tables (C, L)
+    n_cols = tile.out_features
+    t_kc = torch.empty(m_count, mat.readouts[0].design.codes - 1, n_cols, dtype=dtype)
+    read_var = torch.empty(m_count, n_cols, mat.readouts[0].design.codes - 1, dtype=dtype)
+    cmp2 = np.empty(n_cols, ty)
+    values = torch.empty(n_cols, mat.readouts[0].design.codes, dtype=dtype)
     for ro, grp in zip(mat.readouts, mat.groups):
         nl = ro.nladc
-        cmp_sigma = cfg.nl_adc.comparator_noise_sigma * nl.span
-        noisy = cmp_sigma > 0 or nl.has_read_noise or has_var
-        groups.append(((m_count, batch, len(grp.index)) if noisy else None,       # noise shape
-                       (np_(grp.index.to(torch.int64)), np_(nl.thresholds_kc(1.0)), np_(nl.read_var)),
-                       (noisy, np_(ro.design.values.to(dtype)), ty(cmp_sigma ** 2))))
+        t_kc[:, :, grp.index] = nl.thresholds_kc(1.0)
+        read_var[:, grp.index] = nl.read_var
+        cmp2[grp.index.numpy()] = ty((cfg.nl_adc.comparator_noise_sigma * nl.span) ** 2)
+        values[grp.index] = ro.design.values.to(dtype)
+    noisy = _noisy(mat.readouts[0], cfg)
+    (idx_a, idx_g), shapes = [np_(g.index.to(torch.int64)) for g in mat.groups], [
+        (m_count, batch, len(g.index)) for g in mat.groups]
+    cnt = np.empty(n_cols, kernels.counter_dtype(t_kc.shape[1]))
+    conv_args = (np_(t_kc), np_(read_var), noisy, cmp2, np_(values))
     drift = np_(tile.drift_gain)
     vgain = np_(tile.variance_gain()) if has_var else np.ones(m_count, ty)
     fixed = bits is not None
@@ -191,9 +201,7 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
     c = c.to(dtype).clone().contiguous()
     o = torch.empty(m_count, batch, hidden, dtype=dtype)
     tanh_c = torch.empty_like(o)
-    counters = [np.empty(len(grp.index), kernels.counter_dtype(ro.nladc.thresholds.shape[-1]))
-                for ro, grp in zip(mat.readouts, mat.groups)]
-    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step), *counters)
+    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step), cnt)
     hidden_args = (o.numpy(), tanh_c.numpy(), fixed, ty(h_step), ty(-1.0), ty(1.0 - h_step))
     input_args = (xq.numpy(), x2.numpy(), n_x, np_(scale.to(dtype)), quantize, ty(tile.x_max), ty(q_step),
                   np_(tile.row_gain.to(dtype)), bool(tile._scaled_rows))
@@ -204,10 +212,9 @@ def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, revers
         y_raw = signal(xq)
         v_raw = var_w(x2).numpy() if has_var else zeros
         # the reference's noise draws: per group, in group order
-        (shape_a, pre_a, post_a), (shape_g, pre_g, post_g) = groups
-        z_a = zeros if shape_a is None else randn_instances(mat.adc_gens, shape_a, dtype).numpy()
-        z_g = zeros if shape_g is None else randn_instances(mat.adc_gens, shape_g, dtype).numpy()
-        _gates_and_cell(y_raw.numpy(), v_raw, *scale_args, *pre_a, z_a, *post_a, *pre_g, z_g, *post_g, *cell_args)
+        z_a = randn_instances(mat.adc_gens, shapes[0], dtype).numpy() if noisy else zeros
+        z_g = randn_instances(mat.adc_gens, shapes[1], dtype).numpy() if noisy else zeros
+        _gates_and_cell(y_raw.numpy(), v_raw, *scale_args, *conv_args, z_a, idx_a, z_g, idx_g, *cell_args)
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
         clipped += _hidden_and_inputs(*hidden_args, out[:, t].numpy(), *input_args,

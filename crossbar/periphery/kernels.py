@@ -46,12 +46,12 @@ if numba is not None:
 
     @numba.njit(cache=True, nogil=True)
     def noisy_input(y, cnt, read_var_c, in_var, noise, v2, cmp2, has_in_var, out):  # pragma: no cover
-        """out[c] = y[c] + sd * noise[c], sd = sqrt(read_var[c, ideal code] * v2 + cmp2 (+ in_var[c]))."""
+        """out[c] = y[c] + sd * noise[c], sd = sqrt(read_var[c, ideal code] * v2 + cmp2[c] (+ in_var[c]))."""
         last = read_var_c.shape[1] - 1
         for c in range(y.shape[0]):
             k = cnt[c] if cnt[c] < last else last
             s = read_var_c[c, k] * v2
-            s = s + cmp2
+            s = s + cmp2[c]
             if has_in_var:
                 s = s + in_var[c]
             out[c] = y[c] + np.sqrt(s) * noise[c]
@@ -88,6 +88,6 @@ def nl_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: to
     out = np.empty(y_np.shape, np.int32)
     t_kc = t.transpose(1, 2) if t_kc is None else t_kc
     cnt = np.empty(y_np.shape[-1], counter_dtype(t.shape[-1]))
-    _nl_codes(y_np, as_numpy(t_kc), as_numpy(read_var), iv, nz, ty(v2), ty(cmp2), noise is not None,
-              in_var is not None, cnt, out)
+    _nl_codes(y_np, as_numpy(t_kc), as_numpy(read_var), iv, nz, ty(v2), np.full(y_np.shape[-1], cmp2, ty),
+              noise is not None, in_var is not None, cnt, out)
     return torch.from_numpy(out).long()
