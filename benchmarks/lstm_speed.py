@@ -8,7 +8,7 @@ devices, 8-bit DAC, per-column noisy 5-bit NL-ADC ramps, 12-bit fixed-point data
 times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OUT`` writes rows
 {shape, impl, median_ms, ratio_vs_nn_lstm}.
 
-    python benchmarks/lstm_speed.py [--repeats 5] [--json OUT]
+    python benchmarks/lstm_speed.py [--repeats 5] [--json OUT] [--cell lstm|gru]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from crossbar.io import write_json
-from rnn_models import AnalogLSTM
+from rnn_models import AnalogGRU, AnalogLSTM
 
 SHAPES = {"kws": dict(batch=64, inp=40, hidden=128, steps=100), "lm": dict(batch=32, inp=50, hidden=384, steps=100)}
 
@@ -36,22 +36,23 @@ def median_ms(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def peers(inp: int, hidden: int):
-    """aihwkit peers that are installed: {name: module}."""
+def peers(inp: int, hidden: int, cell: str):
+    """aihwkit peers that are installed: {name: module} (``cell``: "LSTM" or "GRU")."""
     found = {}
     try:
-        from aihwkit_lightning.nn import AnalogLSTMCell, AnalogRNN
+        import aihwkit_lightning.nn as lnn
         from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig as LightningConfig
 
-        found["aihwkit_lightning"] = AnalogRNN(AnalogLSTMCell, inp, hidden, rpu_config=LightningConfig()).eval()
+        found["aihwkit_lightning"] = lnn.AnalogRNN(getattr(lnn, f"Analog{cell}Cell"), inp, hidden,
+                                                   rpu_config=LightningConfig()).eval()
     except Exception:
         pass
-    try:  # aihwkit >= 0.8: AnalogRNN(AnalogLSTMCell); its torch tile (TorchInferenceRPUConfig)
-        from aihwkit.nn import AnalogLSTMCell as AihwCell
-        from aihwkit.nn import AnalogRNN as AihwRNN
+    try:  # aihwkit >= 0.8: AnalogRNN(Analog<cell>Cell); its torch tile (TorchInferenceRPUConfig)
+        import aihwkit.nn as ann
         from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
-        found["aihwkit"] = AihwRNN(AihwCell, inp, hidden, rpu_config=TorchInferenceRPUConfig()).eval()
+        found["aihwkit"] = ann.AnalogRNN(getattr(ann, f"Analog{cell}Cell"), inp, hidden,
+                                         rpu_config=TorchInferenceRPUConfig()).eval()
     except Exception:
         pass
     return found
@@ -61,27 +62,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--cell", choices=["lstm", "gru"], default="lstm",
+                        help="gru: the same comparison for nn.GRU / AnalogGRU (rows: ratio_vs_nn_gru)")
     args = parser.parse_args(argv)
+    cell = args.cell.upper()
+    torch_rnn, analog_rnn = (nn.LSTM, AnalogLSTM) if cell == "LSTM" else (nn.GRU, AnalogGRU)
+    base_name, ratio_key = f"nn.{cell}", f"ratio_vs_nn_{args.cell}"
     rows = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    print(f"{'shape':6s}{'impl':20s}{'median ms':>12s}{'ratio vs nn.LSTM':>18s}")
+    print(f"{'shape':6s}{'impl':20s}{'median ms':>12s}{'ratio vs ' + base_name:>18s}")
     for shape, s in SHAPES.items():
         g = torch.Generator().manual_seed(0)
         x = torch.randn(s["steps"], s["batch"], s["inp"], generator=g) * 0.5
-        ref = nn.LSTM(s["inp"], s["hidden"]).eval()
-        impls = {"nn.LSTM": ref}
+        ref = torch_rnn(s["inp"], s["hidden"]).eval()
+        impls = {base_name: ref}
         for name, preset in (("analog_ideal", "ideal"), ("analog_full", "rram_nladc_5b")):
-            a = AnalogLSTM(s["inp"], s["hidden"], config=preset).eval()
+            a = analog_rnn(s["inp"], s["hidden"], config=preset).eval()
             a.load_state_dict(ref.state_dict())
             a.program(0, 1)
             impls[name] = a
-        impls.update(peers(s["inp"], s["hidden"]))
+        impls.update(peers(s["inp"], s["hidden"], cell))
         base = None
         for name, mod in impls.items():
             with torch.no_grad():
                 ms = median_ms(lambda: mod(x), args.repeats)
-            base = ms if name == "nn.LSTM" else base
-            rows.append({"shape": shape, "impl": name, "median_ms": ms, "ratio_vs_nn_lstm": ms / base})
+            base = ms if name == base_name else base
+            rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (process): {peak:.0f} MiB")

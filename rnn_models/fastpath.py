@@ -1,25 +1,24 @@
-"""Fast CPU path of the programmed analog LSTM: the reference time step with its element-wise work fused.
+"""Fast CPU path of the programmed analog LSTM and GRU: the reference time step, element-wise work fused.
 
-The reference step (:meth:`rnn_models.layers.AnalogLSTM._direction` through
-:class:`~rnn_models.analog.AnalogMatrix`) runs ~40 small torch operations per time step.  Here one
-step is: two matrix products (signal and read-noise variance, through the tile's own
-:class:`~crossbar.matmul.PreparedMatmul`, exactly the reference's calls), the reference's noise
-draws, and two numba kernels that do everything else element by element:
+The reference step (``AnalogLSTM._direction`` / ``AnalogGRU._direction`` through
+:class:`~rnn_models.analog.AnalogMatrix`) runs dozens of small torch operations per time step.
+Here one step is: the matrix products (signal and read-noise variance of each matrix, through the
+tile's own :class:`~crossbar.matmul.PreparedMatmul` -- exactly the reference's calls), the
+reference's noise draws, and two numba kernels that do everything else element by element:
 
-* ``_gates_and_cell``: output scaling (conductance scale, drift gain), the read-noise variance,
-  the NL-ADCs of all gate columns at once (the sigmoid and tanh groups' thresholds, ramp variances
-  and value tables merged in column order; thresholds counted, one Gaussian per conversion) and the
-  fixed-point cell update c = f*c + i*g;
-* ``_hidden_and_inputs``: h = o * tanh(c) in fixed point (tanh(c) by torch, as in the reference),
-  and the next step's word-line inputs (DAC quantisation, row gains, squares) and the DAC
-  clipping count.
+* gates: each matrix's output scaling (conductance scale, drift gain) and read-noise variance,
+  the NL-ADCs of all its columns at once (column groups merged in column order: thresholds
+  counted, one Gaussian per conversion, value tables), the saturation count of linear readouts,
+  then the cell's first digital step (LSTM: c = f*c + i*g; GRU: nx + r*nh) in fixed point;
+* hidden: after ``torch.tanh`` (the reference's own call), the new h in fixed point (LSTM:
+  o * tanh(c); GRU: (1 - z) * n + z * h) and the next step's word-line inputs of every matrix that
+  reads h (DAC quantisation, row gains, squares, DAC clipping counts), plus the x rows copied in.
 
-Every float operation is the reference's, in the same type and order, so the outputs are
-identical -- not just close (``tests/rnn_models/test_fastpath.py`` compares them).  Configurations
-the kernels do not cover (CUDA, autograd, per-array conversion of digital partial sums, a digital
-bias, linear ADC readouts, a non-digital cell tanh, unsorted ramps, groups of different resolution)
-take the reference path;
-:func:`supported` says which.
+Every float operation is the reference's, in the same type and order, so outputs, final states
+and health counters are identical -- not just close (``tests/rnn_models/test_fastpath.py``).
+Configurations the kernels do not cover (CUDA, autograd, per-array conversion of digital partial
+sums, a digital bias, linear-ramp ADC readouts, a non-digital cell tanh, unsorted ramps, column
+groups of different resolution) take the reference path; :func:`supported` says which.
 """
 from __future__ import annotations
 
@@ -31,42 +30,67 @@ from crossbar.periphery.dac import quantize_input
 from crossbar.rng import randn_instances
 
 numba = kernels.numba
+np_ = kernels.as_numpy
 
 if numba is not None:
     from crossbar.periphery.kernels import count_below, noisy_input
 
     @numba.njit(cache=True, nogil=True)
-    def _gates_and_cell(y_raw, v_raw, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values,
-                        z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, cnt):  # pragma: no cover
-        """All gate columns of one step: output scaling, read-noise variance, NL-ADC conversion with
-        each column's own thresholds / ramp variances / value table (the two column groups merged
-        in column order), then c = f*c + i*g in fixed point; o is kept for h."""
+    def _convert_row(yr, vr, has_var, scale, d, vgm, t_kc, read_var, noisy, cmp2, values, z, v2, lin_lo, lin_hi,
+                     linear, cnt, y_all, v_all, yn, out):  # pragma: no cover - compiled
+        """One (instance, batch row) of one matrix: output scaling, variance, every column's
+        NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout saturates."""
+        n_cols = yr.shape[0]
+        for k in range(n_cols):  # the tile's output scaling: / scale / drift gain
+            y_all[k] = yr[k] / scale / d
+        if has_var:  # read-noise variance: clamp(min=0) * 1 / (scale * drift gain)^2
+            for k in range(n_cols):
+                v = vr[k]
+                v_all[k] = (v if v > 0 else v * 0) * vgm
+        saturated = 0
+        if linear:
+            for k in range(n_cols):
+                saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
+        count_below(t_kc, y_all, cnt)
+        if noisy:
+            noisy_input(y_all, cnt, read_var, v_all, z, v2, cmp2, has_var, yn)
+            count_below(t_kc, yn, cnt)
+        for k in range(n_cols):
+            out[k] = values[k, cnt[k]]
+        return saturated
+
+    @numba.njit(cache=True, nogil=True)
+    def _write_input(p, xq, x2, row, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
+        """Word line ``row`` for the digital value ``p``: / DAC full scale, quantise, row gain;
+        returns 1 when the DAC clips it."""
+        hs = p / in_scale
+        q = hs
+        if quantize:
+            q = np.rint(min(max(hs, -x_max), x_max) / q_step) * q_step
+        if gained:
+            q = q * gain
+        xq[row] = q
+        x2[row] = q * q
+        return 1 if abs(hs) > 1 else 0
+
+    @numba.njit(cache=True, nogil=True)
+    def _lstm_gates(y_raw, v_raw, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values,
+                    z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, cnt):  # pragma: no cover
         m_count, b_count, n_cols = y_raw.shape
         hidden = c.shape[2]
         dt = y_raw.dtype
-        y_all, v_all = np.empty(n_cols, dt), np.zeros(n_cols, dt)
-        z_all, yn, a = np.empty(n_cols, dt), np.empty(n_cols, dt), np.empty(n_cols, dt)
+        y_all, v_all, z_all, yn, a = (np.empty(n_cols, dt), np.zeros(n_cols, dt), np.empty(n_cols, dt),
+                                      np.empty(n_cols, dt), np.empty(n_cols, dt))
         for m in range(m_count):
-            d, vgm = drift[m], vgain[m]
             for b in range(b_count):
-                yr = y_raw[m, b]
-                for k in range(n_cols):  # the tile's output scaling: / scale / drift gain
-                    y_all[k] = yr[k] / scale / d
-                if has_var:  # read-noise variance: clamp(min=0) * 1 / (scale * drift gain)^2
-                    vr = v_raw[m, b]
-                    for k in range(n_cols):
-                        v = vr[k]
-                        v_all[k] = (v if v > 0 else v * 0) * vgm
-                count_below(t_kc[m], y_all, cnt)
-                if noisy:  # the groups' draws, put in column order
+                if noisy:  # the two groups' draws, put in column order
                     for j in range(idx_a.shape[0]):
                         z_all[idx_a[j]] = z_a[m, b, j]
                     for j in range(idx_g.shape[0]):
                         z_all[idx_g[j]] = z_g[m, b, j]
-                    noisy_input(y_all, cnt, read_var[m], v_all, z_all, v2, cmp2, has_var, yn)
-                    count_below(t_kc[m], yn, cnt)
-                for k in range(n_cols):
-                    a[k] = values[k, cnt[k]]
+                _convert_row(y_raw[m, b], v_raw[m, b] if has_var else y_raw[m, b], has_var, scale, drift[m],
+                             vgain[m], t_kc[m], read_var[m], noisy, cmp2, values, z_all, v2, lo, hi, False,
+                             cnt, y_all, v_all, yn, a)
                 for j in range(hidden):  # gate columns in PyTorch's order i, f, g, o
                     s = a[hidden + j] * c[m, b, j] + a[j] * a[2 * hidden + j]  # f * c + i * g
                     if fixed:
@@ -75,56 +99,125 @@ if numba is not None:
                     o_out[m, b, j] = a[3 * hidden + j]
 
     @numba.njit(cache=True, nogil=True)
-    def _hidden_and_inputs(o, tanh_c, fixed, step, lo, hi, h_out, xq, x2, n_x, in_scale, quantize, x_max,
-                           q_step, row_gain, gained, xq_next, x2_next, has_next):  # pragma: no cover
-        """h = o * tanh(c) (fixed point) into ``h_out``; the next step's word-line inputs into
-        ``xq`` / ``x2`` (h rows computed, x rows copied); returns the number of clipped DAC inputs."""
+    def _lstm_hidden(o, tanh_c, fixed, step, lo, hi, h_out, xq, x2, n_x, in_scale, quantize, x_max, q_step,
+                     row_gain, gained, xq_next, x2_next, has_next):  # pragma: no cover - compiled
+        """h = o * tanh(c) into ``h_out``; the next step's word lines; returns the DAC clippings."""
         m_count, b_count, hidden = o.shape
         clipped = 0
         for m in range(m_count):
             for b in range(b_count):
+                xq_mb, x2_mb = xq[m, b], x2[m, b]
                 for j in range(hidden):
                     p = o[m, b, j] * tanh_c[m, b, j]
                     if fixed:
                         p = np.rint(min(max(p, lo), hi) / step) * step
                     h_out[m, b, j] = p
-                    hs = p / in_scale[n_x + j]
-                    clipped += 1 if abs(hs) > 1 else 0
-                    q = hs
-                    if quantize:
-                        q = np.rint(min(max(hs, -x_max), x_max) / q_step) * q_step
-                    if gained:
-                        q = q * row_gain[n_x + j]
-                    xq[m, b, n_x + j] = q
-                    x2[m, b, n_x + j] = q * q
+                    clipped += _write_input(p, xq_mb, x2_mb, n_x + j, in_scale[n_x + j], quantize, x_max,
+                                            q_step, row_gain[n_x + j], gained)
                 if has_next:
                     for j in range(n_x):
                         xq[m, b, j] = xq_next[m, b, j]
                         x2[m, b, j] = x2_next[m, b, j]
         return clipped
 
+    @numba.njit(cache=True, nogil=True)
+    def _gru_gates(y_rz, v_rz, z_rz, a_rz, y_nx, v_nx, z_nx, a_nx, y_nh, v_nh, z_nh, a_nh, v2,
+                   pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """r, z, nx, nh from their three matrices; pre = nx + r * nh in fixed point (before tanh);
+        returns the saturated linear conversions of nx and nh."""
+        m_count, b_count, hidden = pre.shape
+        sat = np.zeros(2, np.int64)
+        rz = np.empty(2 * hidden, y_rz.dtype)
+        nx = np.empty(hidden, y_rz.dtype)
+        nh = np.empty(hidden, y_rz.dtype)
+        for m in range(m_count):
+            for b in range(b_count):
+                _convert_row(y_rz[m, b], v_rz[m, b], a_rz[0], a_rz[1], a_rz[2][m], a_rz[3][m], a_rz[4][m],
+                             a_rz[5][m], a_rz[6], a_rz[7], a_rz[8], z_rz[m, b], v2, a_rz[9], a_rz[10], a_rz[11],
+                             a_rz[12], a_rz[13], a_rz[14], a_rz[15], rz)
+                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], a_nx[0], a_nx[1], a_nx[2][m], a_nx[3][m],
+                                       a_nx[4][m], a_nx[5][m], a_nx[6], a_nx[7], a_nx[8], z_nx[m, b], v2, a_nx[9],
+                                       a_nx[10], a_nx[11], a_nx[12], a_nx[13], a_nx[14], a_nx[15], nx)
+                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], a_nh[0], a_nh[1], a_nh[2][m], a_nh[3][m],
+                                       a_nh[4][m], a_nh[5][m], a_nh[6], a_nh[7], a_nh[8], z_nh[m, b], v2, a_nh[9],
+                                       a_nh[10], a_nh[11], a_nh[12], a_nh[13], a_nh[14], a_nh[15], nh)
+                for j in range(hidden):
+                    s = nx[j] + rz[j] * nh[j]  # nx + r * nh
+                    if fixed:
+                        s = np.rint(min(max(s, lo), hi) / step) * step
+                    pre[m, b, j] = s
+                    z_out[m, b, j] = rz[hidden + j]
+        return sat
 
-def supported(mat, cell, path: str, x: torch.Tensor) -> bool:
-    """Whether the fast path reproduces the reference for this LSTM direction."""
-    if numba is None or path != "chip" or x.device.type != "cpu" or torch.is_grad_enabled() and x.requires_grad:
-        return False
+    @numba.njit(cache=True, nogil=True)
+    def _gru_hidden(z, n, h, one, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx,
+                    has_next):  # pragma: no cover - compiled
+        """h = (1 - z) * n + z * h into ``h`` and ``h_out``; the word lines of the two matrices that
+        read h (rz: rows after x; nh: all rows), the x rows of rz and nx copied in; returns the
+        DAC clippings of rz and nh."""
+        m_count, b_count, hidden = z.shape
+        xq_rz, x2_rz, sc_rz, q_rz, xm_rz, st_rz, g_rz, gained_rz = in_rz
+        xq_nh, x2_nh, sc_nh, q_nh, xm_nh, st_nh, g_nh, gained_nh = in_nh
+        clip_rz = clip_nh = 0
+        for m in range(m_count):
+            for b in range(b_count):
+                rz_q, rz_2, nh_q, nh_2 = xq_rz[m, b], x2_rz[m, b], xq_nh[m, b], x2_nh[m, b]
+                for j in range(hidden):
+                    p = (one - z[m, b, j]) * n[m, b, j] + z[m, b, j] * h[m, b, j]
+                    if fixed:
+                        p = np.rint(min(max(p, lo), hi) / step) * step
+                    h[m, b, j] = p
+                    h_out[m, b, j] = p
+                    clip_rz += _write_input(p, rz_q, rz_2, n_x + j, sc_rz[n_x + j], q_rz, xm_rz, st_rz,
+                                            g_rz[n_x + j], gained_rz)
+                    clip_nh += _write_input(p, nh_q, nh_2, j, sc_nh[j], q_nh, xm_nh, st_nh, g_nh[j], gained_nh)
+                if has_next:
+                    for j in range(n_x):
+                        rz_q[j] = next_rz[0][m, b, j]
+                        rz_2[j] = next_rz[1][m, b, j]
+                        in_nx[0][m, b, j] = next_nx[0][m, b, j]
+                        in_nx[1][m, b, j] = next_nx[1][m, b, j]
+        clipped = np.zeros(2, np.int64)
+        clipped[0], clipped[1] = clip_rz, clip_nh
+        return clipped
+
+
+# ----------------------------------------------------------------------------- eligibility
+def _matrix_ok(mat, x: torch.Tensor, names: list[str]) -> bool:
     tile = mat.tile
+    if tile is None:
+        return False
     cfg = tile.config
     if tile.device.type != "cpu" or tile.g_pos.requires_grad or tile.digital_bias is not None:
         return False
     if cfg.array.partial_sums != "analog" and tile.row_blocks > 1:
         return False
-    if cfg.nl_adc.functions.cell != "digital" or (cfg.dac.bits is not None and not cfg.dac.clip):
-        return False
-    if tile.dtype != x.dtype or [g.name for g in mat.groups] != ["ifo", "g"]:
+    if tile.dtype != x.dtype or [g.name for g in mat.groups] != names:
         return False
     for ro in mat.readouts:
-        if ro.nladc is None or ro.linear_range() is not None or not ro.nladc.kernel_ok(x[:1, :1, :1], 1.0):
+        if ro.nladc is None or not ro.nladc.kernel_ok(x[:1, :1, :1], 1.0):
             return False
-    a, g = mat.readouts
-    if a.design.codes != g.design.codes or _noisy(a, cfg) != _noisy(g, cfg):
+    first = mat.readouts[0]
+    return all(ro.design.codes == first.design.codes and _noisy(ro, cfg) == _noisy(first, cfg)
+               and (ro.linear_range() is None) == (first.linear_range() is None) for ro in mat.readouts)
+
+
+def supported(engine: dict, path: str, x: torch.Tensor) -> bool:
+    """Whether the fast path reproduces the reference for this LSTM / GRU direction
+    (``engine``: the layer's matrices by name, as ``_make_engine`` builds them)."""
+    if numba is None or path != "chip" or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
         return False
-    return True
+    if "mat" in engine:
+        mats = {"mat": ["ifo", "g"]}
+    else:
+        mats = {"rz": ["rz"], "nx": ["nx"], "nh": ["nh"]}
+    if not all(_matrix_ok(engine[k], x, names) for k, names in mats.items()):
+        return False
+    cfg = engine[next(iter(mats))].tile.config
+    if cfg.nl_adc.functions.cell != "digital" or (cfg.dac.bits is not None and not cfg.dac.clip):
+        return False
+    # LSTM gates must be nonlinear readouts (the LSTM kernel keeps no saturation count)
+    return not ("mat" in engine and engine["mat"].readouts[0].linear_range() is not None)
 
 
 def _noisy(readout, cfg) -> bool:
@@ -133,96 +226,179 @@ def _noisy(readout, cfg) -> bool:
     return cfg.nl_adc.comparator_noise_sigma * nl.span > 0 or nl.has_read_noise or not cfg.device.read_noise.is_zero
 
 
-def lstm_sequence(mat, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None,
-                  cell_max: float):
-    """Run one LSTM direction on the programmed chip: ``x`` (M, T, B, n_x), states (M, B, H).
+# ----------------------------------------------------------------------------- per-matrix state
+class _Matrix:
+    """One programmed matrix in a sequence: word-line buffers, prepared products, merged converters."""
 
+    def __init__(self, mat, x: torch.Tensor | None, h: torch.Tensor | None, first: int):
+        """``x`` (M, T, B, n_x) when the matrix reads the layer input, ``h`` (M, B, H) when it reads
+        the state (rows: [x, h, bias]); ``first``: the first step's index."""
+        self.mat, tile = mat, mat.tile
+        cfg = tile.config
+        self.tile, self.cfg, self.dtype = tile, cfg, tile.dtype
+        ty = np.float32 if self.dtype == torch.float32 else np.float64
+        self.ty = ty
+        scale = mat.chip_scale
+        m_count = (x if x is not None else h).shape[0]
+        batch = x.shape[2] if x is not None else h.shape[1]
+        self.n_x = x.shape[-1] if x is not None else 0
+        self.zeros = np.zeros((1, 1, 1), ty)
+        # word lines of the x rows for all steps (element-wise: the reference's per-step values)
+        self.xq_x = self.x2_x = None
+        parts = []
+        if x is not None:
+            self.xs_x = x / scale[:self.n_x]
+            xq_x = quantize_input(self.xs_x.to(self.dtype), cfg.dac, tile.x_max)
+            if tile._scaled_rows:
+                xq_x = xq_x * tile.row_gain[:self.n_x]
+            self.xq_x, self.x2_x = xq_x.contiguous(), (xq_x * xq_x).contiguous()
+            parts.append(x[:, first])
+        if h is not None:
+            parts.append(h)
+        self.xq = tile.word_line_inputs(torch.cat(parts, -1) / scale).contiguous()
+        self.x2 = self.xq * self.xq
+        self.signal = tile.matmuls("signal")[0]
+        self.variance = None if cfg.device.read_noise.is_zero else tile.matmuls("variance")[0]
+        self.quantize = cfg.dac.bits is not None
+        q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if self.quantize else 1.0
+        self.inputs = (self.xq.numpy(), self.x2.numpy(), np_(scale.to(self.dtype)), self.quantize, ty(tile.x_max),
+                       ty(q_step), np_(tile.row_gain.to(self.dtype)), bool(tile._scaled_rows))
+        # the column groups' converters merged in column order
+        ros, groups = mat.readouts, mat.groups
+        n_cols, codes = tile.out_features, ros[0].design.codes
+        t_kc = torch.empty(m_count, codes - 1, n_cols, dtype=self.dtype)
+        read_var = torch.empty(m_count, n_cols, codes - 1, dtype=self.dtype)
+        cmp2, values = np.empty(n_cols, ty), torch.empty(n_cols, codes, dtype=self.dtype)
+        for ro, grp in zip(ros, groups):
+            t_kc[:, :, grp.index] = ro.nladc.thresholds_kc(1.0)
+            read_var[:, grp.index] = ro.nladc.read_var
+            cmp2[grp.index.numpy()] = ty((cfg.nl_adc.comparator_noise_sigma * ro.nladc.span) ** 2)
+            values[grp.index] = ro.design.values.to(self.dtype)
+        self.noisy = _noisy(ros[0], cfg)
+        self.noise_shapes = [(m_count, batch, len(g.index)) for g in groups]
+        self.no_noise = [np.zeros(shape, ty) for shape in self.noise_shapes]  # never read: shapes for the kernels
+        self.indices = [np_(g.index.to(torch.int64)) for g in groups]
+        lin = ros[0].linear_range()
+        self.linear = lin is not None
+        has_var = self.variance is not None
+        self.converter = (has_var, ty(tile.scale), np_(tile.drift_gain),
+                          np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
+                          np_(t_kc), np_(read_var), self.noisy, cmp2, np_(values))
+        self.linear_range = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
+        self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
+        self.scratch = [np.empty(n_cols, ty), np.zeros(n_cols, ty), np.empty(n_cols, ty)]
+        self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
+
+    def products(self):
+        """This step's (signal, variance) products as numpy arrays."""
+        y = self.signal(self.xq).numpy()
+        return y, (self.variance(self.x2).numpy() if self.variance is not None else y)
+
+    def noise(self) -> list:
+        """The reference's draws for this matrix's groups, in group order."""
+        if not self.noisy:
+            return self.no_noise
+        return [randn_instances(self.mat.adc_gens, s, self.dtype).numpy() for s in self.noise_shapes]
+
+    def next_x(self, t: int | None):
+        if t is None or self.xq_x is None:
+            return self.zeros, self.zeros
+        return np_(self.xq_x[:, t]), np_(self.x2_x[:, t])
+
+    def kernel_args(self) -> tuple:
+        """The converter's arguments in ``_convert_row``'s order (after y, v, z), per matrix."""
+        has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values = self.converter
+        return (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, *self.linear_range, self.linear,
+                self.cnt, *self.scratch)
+
+    def count_health(self, steps: int, batch_h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
+        health = self.mat.health
+        if self.quantize:
+            health["dac_clipped"] += self.clip_x + batch_h_clipped
+            health["dac_total"] += (self.xs_x.numel() if self.xq_x is not None else 0) + h_numel
+        if self.linear:
+            health["adc_saturated"] += saturated
+            health["adc_total"] += sat_numel
+
+
+def _fixed(bits: int | None, limit: float, ty):
+    """(fixed?, step, lo, hi) of ``analog.fixed_point`` for the kernels."""
+    if bits is None:
+        return False, ty(1.0), ty(-limit), ty(limit)
+    step = limit / 2 ** (bits - 1)
+    return True, ty(step), ty(-limit), ty(limit - step)
+
+
+def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
+    """DAC clippings the reference counts for state ``h`` on ``mat``'s rows from ``offset``."""
+    if mat.tile.config.dac.bits is None:
+        return 0
+    return int(((h / mat.chip_scale[offset:offset + h.shape[-1]]).abs() > 1).sum())
+
+
+# ----------------------------------------------------------------------------- sequences
+def lstm_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool,
+                  bits: int | None, cell_max: float):
+    """One LSTM direction on the programmed chip: ``x`` (M, T, B, n_x), states (M, B, H).
     Returns (M, T, B, H) outputs and the final (h, c), identical to the reference loop."""
-    tile, cfg = mat.tile, mat.tile.config
     m_count, steps, batch, n_x = x.shape
     hidden = h.shape[-1]
-    dtype = tile.dtype
-    ty = np.float32 if dtype == torch.float32 else np.float64
-    scale = mat.chip_scale
-    # word-line inputs of the x rows for all steps (element-wise: the reference's per-step values)
-    xs_x = x / scale[:n_x]
-    xq_x = quantize_input(xs_x.to(dtype), cfg.dac, tile.x_max)
-    if tile._scaled_rows:
-        xq_x = xq_x * tile.row_gain[:n_x]
-    xq_x = xq_x.contiguous()
-    x2_x = (xq_x * xq_x).contiguous()
-    # buffers: word-line inputs [x, h, bias] of the current step, their squares
-    xq = torch.empty(m_count, batch, tile.n_rows, dtype=dtype)
-    first = steps - 1 if reverse else 0
-    xq[..., :n_x] = xq_x[:, first]
-    xq[..., n_x:n_x + hidden] = tile.word_line_inputs(torch.cat([x[:, first], h], -1) / scale)[..., n_x:n_x + hidden]
-    if tile.has_bias:
-        bias_row = torch.full((m_count, batch, 1), tile.x_max, dtype=dtype)
-        xq[..., -1:] = bias_row * tile.row_gain[-1:] if tile._scaled_rows else bias_row
-    x2 = xq * xq
-    signal = tile.matmuls("signal")[0]             # the reference's products (one row-block)
-    var_w = None if cfg.device.read_noise.is_zero else tile.matmuls("variance")[0]
-    np_ = kernels.as_numpy
-    # health: the reference counts DAC clipping over [x, h] every step
-    if cfg.dac.bits is not None:
-        mat.health["dac_clipped"] += int((xs_x.abs() > 1).sum())
-        mat.health["dac_total"] += xs_x.numel() + m_count * steps * batch * hidden
-        xs_h0 = h / scale[n_x:n_x + hidden]
-        mat.health["dac_clipped"] += int((xs_h0.abs() > 1).sum())
-
-    has_var = var_w is not None
-    # the two groups' converters merged into column order: thresholds (M, L-1, C), ramp read-noise
-    # variances (M, C, L-1), comparator noise (C,), value tables (C, L)
-    n_cols = tile.out_features
-    t_kc = torch.empty(m_count, mat.readouts[0].design.codes - 1, n_cols, dtype=dtype)
-    read_var = torch.empty(m_count, n_cols, mat.readouts[0].design.codes - 1, dtype=dtype)
-    cmp2 = np.empty(n_cols, ty)
-    values = torch.empty(n_cols, mat.readouts[0].design.codes, dtype=dtype)
-    for ro, grp in zip(mat.readouts, mat.groups):
-        nl = ro.nladc
-        t_kc[:, :, grp.index] = nl.thresholds_kc(1.0)
-        read_var[:, grp.index] = nl.read_var
-        cmp2[grp.index.numpy()] = ty((cfg.nl_adc.comparator_noise_sigma * nl.span) ** 2)
-        values[grp.index] = ro.design.values.to(dtype)
-    noisy = _noisy(mat.readouts[0], cfg)
-    (idx_a, idx_g), shapes = [np_(g.index.to(torch.int64)) for g in mat.groups], [
-        (m_count, batch, len(g.index)) for g in mat.groups]
-    cnt = np.empty(n_cols, kernels.counter_dtype(t_kc.shape[1]))
-    conv_args = (np_(t_kc), np_(read_var), noisy, cmp2, np_(values))
-    drift = np_(tile.drift_gain)
-    vgain = np_(tile.variance_gain()) if has_var else np.ones(m_count, ty)
-    fixed = bits is not None
-    c_step = cell_max / 2 ** (bits - 1) if fixed else 1.0
-    h_step = 1.0 / 2 ** (bits - 1) if fixed else 1.0
-    quantize = cfg.dac.bits is not None
-    q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if quantize else 1.0
-    zeros = np.zeros((1, 1, 1), ty)
+    order = list(range(steps - 1, -1, -1) if reverse else range(steps))
+    mat = _Matrix(engine["mat"], x, h, order[0])
+    ty, dtype = mat.ty, mat.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
-    o = torch.empty(m_count, batch, hidden, dtype=dtype)
-    tanh_c = torch.empty_like(o)
-    cell_args = (ty(1.0), c.numpy(), o.numpy(), fixed, ty(c_step), ty(-cell_max), ty(cell_max - c_step), cnt)
-    hidden_args = (o.numpy(), tanh_c.numpy(), fixed, ty(h_step), ty(-1.0), ty(1.0 - h_step))
-    input_args = (xq.numpy(), x2.numpy(), n_x, np_(scale.to(dtype)), quantize, ty(tile.x_max), ty(q_step),
-                  np_(tile.row_gain.to(dtype)), bool(tile._scaled_rows))
-    scale_args = (has_var, ty(tile.scale), drift, vgain)
-    order = range(steps - 1, -1, -1) if reverse else range(steps)
-    clipped = 0
+    o, tanh_c = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
+    has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values = mat.converter
+    fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
+    clipped = _h_clipped(h, engine["mat"], n_x)
     for n, t in enumerate(order):
-        y_raw = signal(xq)
-        v_raw = var_w(x2).numpy() if has_var else zeros
-        # the reference's noise draws: per group, in group order
-        z_a = randn_instances(mat.adc_gens, shapes[0], dtype).numpy() if noisy else zeros
-        z_g = randn_instances(mat.adc_gens, shapes[1], dtype).numpy() if noisy else zeros
-        _gates_and_cell(y_raw.numpy(), v_raw, *scale_args, *conv_args, z_a, idx_a, z_g, idx_g, *cell_args)
+        y, v = mat.products()
+        z_a, z_g = mat.noise()
+        _lstm_gates(y, v, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, z_a, mat.indices[0],
+                    z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(), *fixed_c, mat.cnt)
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
-        clipped += _hidden_and_inputs(*hidden_args, out[:, t].numpy(), *input_args,
-                                      np_(xq_x[:, nxt]) if nxt is not None else zeros,
-                                      np_(x2_x[:, nxt]) if nxt is not None else zeros, nxt is not None)
-    if cfg.dac.bits is not None:
-        # the last step's h is not read again: its clipping was counted but is not in the reference
-        last = out[:, order[-1]] / scale[n_x:n_x + hidden]
-        mat.health["dac_clipped"] += clipped - int((last.abs() > 1).sum())
+        xq_n, x2_n = mat.next_x(nxt)
+        clipped += _lstm_hidden(o.numpy(), tanh_c.numpy(), *fixed_h, out[:, t].numpy(), mat.inputs[0], mat.inputs[1],
+                                n_x, *mat.inputs[2:], xq_n, x2_n, nxt is not None)
     h_last = out[:, order[-1]]
+    # the last step's h is not read again: the kernel counted its clipping, the reference does not
+    mat.count_health(steps, clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
     return out, (h_last, c)
+
+
+def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, bits: int | None,
+                 cell_max: float):
+    """One GRU direction on the programmed chip: ``x`` (M, T, B, n_x), state (M, B, H).
+    Returns (M, T, B, H) outputs and the final h, identical to the reference loop."""
+    m_count, steps, batch, n_x = x.shape
+    hidden = h.shape[-1]
+    order = list(range(steps - 1, -1, -1) if reverse else range(steps))
+    rz, nx, nh = _Matrix(engine["rz"], x, h, order[0]), _Matrix(engine["nx"], x, None, order[0]), \
+        _Matrix(engine["nh"], None, h, order[0])
+    ty, dtype = rz.ty, rz.dtype
+    out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
+    h_state = h.to(dtype).clone().contiguous()
+    pre, z_gate = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
+    n_val = torch.empty_like(pre)
+    fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
+    clip_rz, clip_nh = _h_clipped(h, engine["rz"], n_x), _h_clipped(h, engine["nh"], 0)
+    sat = np.zeros(2, np.int64)
+    for n, t in enumerate(order):
+        (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = rz.products(), nx.products(), nh.products()
+        (z_rz,), (z_nx,), (z_nh,) = rz.noise(), nx.noise(), nh.noise()
+        sat += _gru_gates(y_rz, v_rz, z_rz, rz.kernel_args(), y_nx, v_nx, z_nx, nx.kernel_args(), y_nh, v_nh, z_nh,
+                          nh.kernel_args(), ty(1.0), pre.numpy(), z_gate.numpy(), *fixed_c)
+        torch.tanh(pre, out=n_val)
+        nxt = order[n + 1] if n + 1 < steps else None
+        clipped = _gru_hidden(z_gate.numpy(), n_val.numpy(), h_state.numpy(), ty(1.0), *fixed_h, out[:, t].numpy(),
+                              rz.inputs,
+                              nh.inputs, n_x, rz.next_x(nxt), nx.next_x(nxt), nx.inputs, nxt is not None)
+        clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
+    h_last = out[:, order[-1]]
+    numel = m_count * steps * batch * hidden
+    rz.count_health(steps, clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)
+    nx.count_health(steps, 0, 0, int(sat[0]), numel)
+    nh.count_health(steps, clip_nh - _h_clipped(h_last, engine["nh"], 0), numel, int(sat[1]), numel)
+    return out, (h_last,)

@@ -214,9 +214,14 @@ class AnalogLinear(AnalogLayerBase):
 
 # ======================================================================================= RNNs
 class _AnalogRNNBase(AnalogLayerBase):
-    """Shared parameters, shapes and layer/direction loop of AnalogLSTM and AnalogGRU."""
+    """Shared parameters, shapes and layer/direction loop of AnalogLSTM and AnalogGRU.
+
+    ``fast_path`` (default True): on CPU the programmed chip runs through the fused kernels of
+    :mod:`rnn_models.fastpath` where they cover the configuration -- the same numbers as the
+    reference loops in ``_direction`` (set it False to run the reference)."""
 
     GATES = 0  # 4 for LSTM, 3 for GRU
+    fast_path = True
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
@@ -341,14 +346,9 @@ class _AnalogRNNBase(AnalogLayerBase):
 
 
 class AnalogLSTM(_AnalogRNNBase):
-    """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations.
-
-    ``fast_path`` (default True): on CPU the programmed chip runs through the fused kernels of
-    :mod:`rnn_models.fastpath` where they cover the configuration -- same numbers as the reference
-    loop below (set it False to run the reference)."""
+    """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations."""
 
     GATES = 4
-    fast_path = True
 
     def _make_engine(self, sfx):
         h = self.hidden_size
@@ -379,8 +379,8 @@ class AnalogLSTM(_AnalogRNNBase):
         mat, cell = self._engines[sfx]["mat"], self._engines[sfx]["cell"]
         bits = None if path == "float" else self.hw.datapath.bits
         cell_max = self.hw.datapath.cell_max
-        if self.fast_path and fastpath.supported(mat, cell, path, x):
-            return fastpath.lstm_sequence(mat, x, h, c, reverse, bits, cell_max)
+        if self.fast_path and fastpath.supported(self._engines[sfx], path, x):
+            return fastpath.lstm_sequence(self._engines[sfx], x, h, c, reverse, bits, cell_max)
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:
@@ -438,6 +438,8 @@ class AnalogGRU(_AnalogRNNBase):
         e = self._engines[sfx]
         bits = None if path == "float" else self.hw.datapath.bits
         cell_max = self.hw.datapath.cell_max
+        if self.fast_path and fastpath.supported(e, path, x):
+            return fastpath.gru_sequence(e, x, h, reverse, bits, cell_max)
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:

@@ -69,7 +69,7 @@ def test_configurations_outside_the_kernels_take_the_reference_path(overrides):
     model.program(0, 1)
     model._prepare()
     x = torch.zeros(1, 2, 3, 12)
-    assert not any(fastpath.supported(e["mat"], e["cell"], "chip", x) for e in model._engines.values())
+    assert not any(fastpath.supported(e, "chip", x) for e in model._engines.values())
     out = _run(model, torch.randn(5, 3, 12), fast=True)[0]
     assert out.shape == (5, 3, 16)
 
@@ -78,5 +78,39 @@ def test_conventional_adc_takes_the_reference_path():
     model = _calibrated("rram_conventional_adc_5b")
     model.program(0, 1)
     model._prepare()
-    assert not any(fastpath.supported(e["mat"], e["cell"], "chip", torch.zeros(1, 1, 1, 12))
+    assert not any(fastpath.supported(e, "chip", torch.zeros(1, 1, 1, 12))
                for e in model._engines.values())
+
+
+@pytest.mark.parametrize("preset", ["rram_nladc_5b", "pcm_nladc_5b_drift"])
+@pytest.mark.parametrize("instances", [1, 3])
+def test_gru_fast_path_equals_reference(preset, instances):
+    from rnn_models import AnalogGRU
+
+    model = AnalogGRU(12, 16, num_layers=2, bidirectional=True, config=preset).eval()
+    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
+    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2
+    hx = torch.rand(4, 5, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    if instances > 1:
+        x, hx = x.expand(instances, *x.shape), hx.expand(instances, *hx.shape)
+    results = []
+    for fast in (False, True):
+        model.fast_path = fast
+        model.program(3, instances)
+        for e in model._engines.values():
+            for key in ("rz", "nx", "nh"):
+                e[key].health = {k: 0 for k in e[key].health}
+        calls = []
+        original = fastpath.gru_sequence
+        fastpath.gru_sequence = lambda *a, **k: calls.append(1) or original(*a, **k)
+        try:
+            with torch.no_grad():
+                out, h = model(x, hx)
+        finally:
+            fastpath.gru_sequence = original
+        assert len(calls) == (4 if fast else 0)
+        health = [dict(e[key].health) for e in model._engines.values() for key in ("rz", "nx", "nh")]
+        results.append((out, h, health))
+    (ro, rh, rhealth), (fo, fh, fhealth) = results
+    assert torch.equal(ro, fo) and torch.equal(rh, fh)
+    assert rhealth == fhealth and rhealth[1]["adc_total"] > 0 and rhealth[0]["dac_total"] > 0
