@@ -114,3 +114,26 @@ def test_gru_fast_path_equals_reference(preset, instances):
     (ro, rh, rhealth), (fo, fh, fhealth) = results
     assert torch.equal(ro, fo) and torch.equal(rh, fh)
     assert rhealth == fhealth and rhealth[1]["adc_total"] > 0 and rhealth[0]["dac_total"] > 0
+
+
+@pytest.mark.parametrize("overrides", [{"simulation.dtype": "float64"},
+                                       {"device.read_noise.sigma_rel": 0.0, "nl_adc.comparator_noise_sigma": 0.0},
+                                       {"datapath.bits": None, "dac.bits": None}])
+def test_fast_path_equals_reference_in_other_regimes(overrides):
+    """float64 (kernels in double, products by torch.bmm), no conversion noise at all, and an
+    ideal DAC with a float datapath."""
+    model = _calibrated("rram_nladc_5b", **overrides)
+    dtype = torch.float64 if overrides.get("simulation.dtype") == "float64" else torch.float32
+    x = (torch.randn(7, 3, 12, generator=torch.Generator().manual_seed(4)) * 2).to(dtype)
+    ref = _run(model, x, fast=False)
+    calls = []
+    original = fastpath.lstm_sequence
+    fastpath.lstm_sequence = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        fast = _run(model, x, fast=True)
+    finally:
+        fastpath.lstm_sequence = original
+    assert calls                                # the fast path was taken
+    for a, b in zip(ref[:3], fast[:3]):
+        assert torch.equal(a, b)
+    assert ref[3] == fast[3]
