@@ -36,11 +36,14 @@ if numba is not None:
     from crossbar.periphery.kernels import count_below, noisy_input
 
     @numba.njit(cache=True, nogil=True)
-    def _convert_row(yr, vr, has_var, scale, d, vgm, t_kc, read_var, noisy, cmp2, values, z, v2, lin_lo, lin_hi,
-                     linear, cnt, y_all, v_all, yn, out):  # pragma: no cover - compiled
-        """One (instance, batch row) of one matrix: output scaling, variance, every column's
-        NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout saturates."""
+    def _convert_row(yr, vr, z, m, conv, v2, out):  # pragma: no cover - compiled
+        """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
+        NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
+        saturates.  ``conv``: the matrix's converter (``_Matrix.converter``)."""
+        (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear, cnt,
+         y_all, v_all, yn) = conv
         n_cols = yr.shape[0]
+        d, vgm = drift[m], vgain[m]
         for k in range(n_cols):  # the tile's output scaling: / scale / drift gain
             y_all[k] = yr[k] / scale / d
         if has_var:  # read-noise variance: clamp(min=0) * 1 / (scale * drift gain)^2
@@ -51,10 +54,10 @@ if numba is not None:
         if linear:
             for k in range(n_cols):
                 saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
-        count_below(t_kc, y_all, cnt)
+        count_below(t_kc[m], y_all, cnt)
         if noisy:
-            noisy_input(y_all, cnt, read_var, v_all, z, v2, cmp2, has_var, yn)
-            count_below(t_kc, yn, cnt)
+            noisy_input(y_all, cnt, read_var[m], v_all, z, v2, cmp2, has_var, yn)
+            count_below(t_kc[m], yn, cnt)
         for k in range(n_cols):
             out[k] = values[k, cnt[k]]
         return saturated
@@ -74,24 +77,20 @@ if numba is not None:
         return 1 if abs(hs) > 1 else 0
 
     @numba.njit(cache=True, nogil=True)
-    def _lstm_gates(y_raw, v_raw, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values,
-                    z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, cnt):  # pragma: no cover
-        m_count, b_count, n_cols = y_raw.shape
+    def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi):  # pragma: no cover
+        """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept."""
+        m_count, b_count, n_cols = y.shape
         hidden = c.shape[2]
-        dt = y_raw.dtype
-        y_all, v_all, z_all, yn, a = (np.empty(n_cols, dt), np.zeros(n_cols, dt), np.empty(n_cols, dt),
-                                      np.empty(n_cols, dt), np.empty(n_cols, dt))
+        z_all, a = np.empty(n_cols, y.dtype), np.empty(n_cols, y.dtype)
         for m in range(m_count):
             for b in range(b_count):
-                if noisy:  # the two groups' draws, put in column order
+                if conv[6]:  # noisy: the two groups' draws, put in column order
                     for j in range(idx_a.shape[0]):
                         z_all[idx_a[j]] = z_a[m, b, j]
                     for j in range(idx_g.shape[0]):
                         z_all[idx_g[j]] = z_g[m, b, j]
-                _convert_row(y_raw[m, b], v_raw[m, b] if has_var else y_raw[m, b], has_var, scale, drift[m],
-                             vgain[m], t_kc[m], read_var[m], noisy, cmp2, values, z_all, v2, lo, hi, False,
-                             cnt, y_all, v_all, yn, a)
-                for j in range(hidden):  # gate columns in PyTorch's order i, f, g, o
+                _convert_row(y[m, b], v[m, b], z_all, m, conv, v2, a)
+                for j in range(hidden):
                     s = a[hidden + j] * c[m, b, j] + a[j] * a[2 * hidden + j]  # f * c + i * g
                     if fixed:
                         s = np.rint(min(max(s, lo), hi) / step) * step
@@ -121,7 +120,7 @@ if numba is not None:
         return clipped
 
     @numba.njit(cache=True, nogil=True)
-    def _gru_gates(y_rz, v_rz, z_rz, a_rz, y_nx, v_nx, z_nx, a_nx, y_nh, v_nh, z_nh, a_nh, v2,
+    def _gru_gates(y_rz, v_rz, z_rz, conv_rz, y_nx, v_nx, z_nx, conv_nx, y_nh, v_nh, z_nh, conv_nh, v2,
                    pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """r, z, nx, nh from their three matrices; pre = nx + r * nh in fixed point (before tanh);
         returns the saturated linear conversions of nx and nh."""
@@ -132,15 +131,9 @@ if numba is not None:
         nh = np.empty(hidden, y_rz.dtype)
         for m in range(m_count):
             for b in range(b_count):
-                _convert_row(y_rz[m, b], v_rz[m, b], a_rz[0], a_rz[1], a_rz[2][m], a_rz[3][m], a_rz[4][m],
-                             a_rz[5][m], a_rz[6], a_rz[7], a_rz[8], z_rz[m, b], v2, a_rz[9], a_rz[10], a_rz[11],
-                             a_rz[12], a_rz[13], a_rz[14], a_rz[15], rz)
-                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], a_nx[0], a_nx[1], a_nx[2][m], a_nx[3][m],
-                                       a_nx[4][m], a_nx[5][m], a_nx[6], a_nx[7], a_nx[8], z_nx[m, b], v2, a_nx[9],
-                                       a_nx[10], a_nx[11], a_nx[12], a_nx[13], a_nx[14], a_nx[15], nx)
-                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], a_nh[0], a_nh[1], a_nh[2][m], a_nh[3][m],
-                                       a_nh[4][m], a_nh[5][m], a_nh[6], a_nh[7], a_nh[8], z_nh[m, b], v2, a_nh[9],
-                                       a_nh[10], a_nh[11], a_nh[12], a_nh[13], a_nh[14], a_nh[15], nh)
+                _convert_row(y_rz[m, b], v_rz[m, b], z_rz[m, b], m, conv_rz, v2, rz)
+                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], m, conv_nx, v2, nx)
+                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], m, conv_nh, v2, nh)
                 for j in range(hidden):
                     s = nx[j] + rz[j] * nh[j]  # nx + r * nh
                     if fixed:
@@ -281,12 +274,13 @@ class _Matrix:
         lin = ros[0].linear_range()
         self.linear = lin is not None
         has_var = self.variance is not None
+        lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
+        self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
+        # everything _convert_row needs, in its order (the last three: scratch rows)
         self.converter = (has_var, ty(tile.scale), np_(tile.drift_gain),
                           np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
-                          np_(t_kc), np_(read_var), self.noisy, cmp2, np_(values))
-        self.linear_range = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
-        self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
-        self.scratch = [np.empty(n_cols, ty), np.zeros(n_cols, ty), np.empty(n_cols, ty)]
+                          np_(t_kc), np_(read_var), self.noisy, cmp2, np_(values), lin_lo, lin_hi, self.linear,
+                          self.cnt, np.empty(n_cols, ty), np.zeros(n_cols, ty), np.empty(n_cols, ty))
         self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
 
     def products(self):
@@ -304,12 +298,6 @@ class _Matrix:
         if t is None or self.xq_x is None:
             return self.zeros, self.zeros
         return np_(self.xq_x[:, t]), np_(self.x2_x[:, t])
-
-    def kernel_args(self) -> tuple:
-        """The converter's arguments in ``_convert_row``'s order (after y, v, z), per matrix."""
-        has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values = self.converter
-        return (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, *self.linear_range, self.linear,
-                self.cnt, *self.scratch)
 
     def count_health(self, steps: int, batch_h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
         health = self.mat.health
@@ -349,14 +337,13 @@ def lstm_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tenso
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
     o, tanh_c = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
-    has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values = mat.converter
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     clipped = _h_clipped(h, engine["mat"], n_x)
     for n, t in enumerate(order):
         y, v = mat.products()
         z_a, z_g = mat.noise()
-        _lstm_gates(y, v, has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, z_a, mat.indices[0],
-                    z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(), *fixed_c, mat.cnt)
+        _lstm_gates(y, v, mat.converter, z_a, mat.indices[0], z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(),
+                    *fixed_c)
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
         xq_n, x2_n = mat.next_x(nxt)
@@ -388,8 +375,8 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     for n, t in enumerate(order):
         (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = rz.products(), nx.products(), nh.products()
         (z_rz,), (z_nx,), (z_nh,) = rz.noise(), nx.noise(), nh.noise()
-        sat += _gru_gates(y_rz, v_rz, z_rz, rz.kernel_args(), y_nx, v_nx, z_nx, nx.kernel_args(), y_nh, v_nh, z_nh,
-                          nh.kernel_args(), ty(1.0), pre.numpy(), z_gate.numpy(), *fixed_c)
+        sat += _gru_gates(y_rz, v_rz, z_rz, rz.converter, y_nx, v_nx, z_nx, nx.converter, y_nh, v_nh, z_nh,
+                          nh.converter, ty(1.0), pre.numpy(), z_gate.numpy(), *fixed_c)
         torch.tanh(pre, out=n_val)
         nxt = order[n + 1] if n + 1 < steps else None
         clipped = _gru_hidden(z_gate.numpy(), n_val.numpy(), h_state.numpy(), ty(1.0), *fixed_h, out[:, t].numpy(),
