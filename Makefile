@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/nladc_speed.py
 	$(BIN)/python benchmarks/lstm_speed.py
 	$(BIN)/python benchmarks/mc_throughput.py
+	$(BIN)/python benchmarks/component_speed.py
 
 # optional peers: aihwkit-lightning from PyPI, IBM aihwkit 1.2 built from source (~10 min; the
 # agreement test tests/peers/ and the benchmark pick them up when present)

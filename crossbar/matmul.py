@@ -2,10 +2,10 @@
 
 On CPU in float32 the weights are packed once for oneDNN and every product runs through
 ``torch.ops.mkldnn._linear_pointwise`` -- the kernel torch's own compiler (inductor) uses for
-linear layers on CPU.  On this project's shapes it is 2-3x faster than ``torch.bmm`` (measured on
-the 2-core AMD EPYC machine: 35 vs 80 us for 64 x 169 @ 169 x 512, 107 vs 330 us for
-32 x 435 @ 435 x 1536), gives bit-identical results when called again, for any subset of the
-rows and any thread count (tested).  Everywhere else -- CUDA, float64, tensors that require
+linear layers on CPU.  On this project's shapes it is 1.7-2.7x faster than ``torch.bmm``
+(``benchmarks/component_speed.py`` on the 2-core AMD EPYC machine: 37 vs 64 us for
+64 x 169 @ 169 x 512, 108 vs 294 us for 32 x 435 @ 435 x 1536) and gives bit-identical results
+when called again, for any subset of the rows and any thread count (tested).  Everywhere else -- CUDA, float64, tensors that require
 grad, a torch without these ops -- it is ``torch.bmm``.  The reference path and the fast path of
 the layers both multiply through the same :class:`PreparedMatmul`, so they agree exactly.
 """

@@ -1,0 +1,63 @@
+"""Speed of the two pieces that bound a simulated time step, side by side in one run.
+
+1. Gaussian draws: torch's CPU generator (what the simulator uses) vs numpy's PCG64 / SFC64, in
+   ns per standard normal, for a draw of one KWS step's conversions (64 x 512).
+2. The tile's matrix products: ``crossbar.matmul.PreparedMatmul`` (oneDNN, weights packed once)
+   vs ``torch.bmm`` on the benchmark's KWS (64 x 169 @ 169 x 512) and LM (32 x 435 @ 435 x 1536)
+   shapes, in us per product, with their ratio.
+
+    python benchmarks/component_speed.py [--repeats 300]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from crossbar.matmul import PreparedMatmul
+
+
+def median_us(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e6)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=300)
+    args = parser.parse_args(argv)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    n = 64 * 512
+    gen = torch.Generator().manual_seed(0)
+    rngs = {"torch.randn (float32)": lambda: torch.randn(n, generator=gen)}
+    for name, bitgen in (("numpy PCG64", np.random.PCG64), ("numpy SFC64", np.random.SFC64)):
+        g = np.random.Generator(bitgen(0))
+        rngs[f"{name} (float32)"] = lambda g=g: g.standard_normal(n, dtype=np.float32)
+    print(f"\nGaussian draws of {n:,} numbers")
+    base = None
+    for name, fn in rngs.items():
+        ns = median_us(fn, args.repeats) * 1e3 / n
+        base = base or ns
+        print(f"  {name:28s}{ns:8.2f} ns/number  {ns / base:6.2f}x torch")
+    print("\nmatrix products (1 instance)")
+    for shape, (b, k, c) in {"kws": (64, 169, 512), "lm": (32, 435, 1536)}.items():
+        g = torch.Generator().manual_seed(1)
+        w, x = torch.randn(1, k, c, generator=g), torch.randn(1, b, k, generator=g)
+        prepared = PreparedMatmul(w)
+        t_bmm = median_us(lambda: torch.bmm(x, w), args.repeats)
+        t_prep = median_us(lambda: prepared(x), args.repeats)
+        print(f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
+              f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
