@@ -8,7 +8,7 @@ devices, 8-bit DAC, per-column noisy 5-bit NL-ADC ramps, 12-bit fixed-point data
 times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OUT`` writes rows
 {shape, impl, median_ms, ratio_vs_nn_lstm}.
 
-    python benchmarks/lstm_speed.py [--repeats 5] [--json OUT] [--cell lstm|gru]
+    python benchmarks/lstm_speed.py [--repeats 5] [--json OUT] [--cell lstm|gru] [--profile]
 """
 from __future__ import annotations
 
@@ -58,10 +58,32 @@ def peers(inp: int, hidden: int, cell: str):
     return found
 
 
+def profile_step(mod, x, steps: int, runs: int = 3) -> None:
+    """cProfile of ``runs`` forward passes: the costliest calls, in us per time step."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    with torch.no_grad():
+        prof.enable()
+        for _ in range(runs):
+            mod(x)
+        prof.disable()
+    stats = pstats.Stats(prof).stats
+    rows = sorted(((tt, f"{fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})") for fn, (_, _, tt, _, _) in stats.items()),
+                  reverse=True)
+    total = sum(tt for tt, _ in rows)
+    print(f"        profile (us per step): total {total / runs / steps * 1e6:.0f}")
+    for tt, label in rows[:6]:
+        print(f"        {tt / runs / steps * 1e6:8.0f}  {label}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the rows as JSON")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where analog_full's time goes (cProfile, per time step)")
     parser.add_argument("--cell", choices=["lstm", "gru"], default="lstm",
                         help="gru: the same comparison for nn.GRU / AnalogGRU (rows: ratio_vs_nn_gru)")
     args = parser.parse_args(argv)
@@ -89,6 +111,8 @@ def main(argv=None) -> int:
             base = ms if name == base_name else base
             rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")
+            if args.profile and name == "analog_full":
+                profile_step(mod, x, s["steps"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (process): {peak:.0f} MiB")
     if args.json:
