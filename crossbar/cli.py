@@ -66,6 +66,35 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pcm_like(args: argparse.Namespace) -> int:
+    from crossbar.config import load_config
+    from crossbar.interop import pcm_like_device
+    from crossbar.io import write_text
+
+    base = load_config(args.base)
+    device = pcm_like_device(g_max=args.g_max, t_0=args.t0, t_read=args.t_read, t_inference=args.t_inference,
+                             prog_noise_scale=args.prog_noise_scale, read_noise_scale=args.read_noise_scale,
+                             drift_scale=args.drift_scale)
+    note = (f" Device: aihwkit's PCMLikeNoiseModel (g_max {args.g_max:g} uS, scales prog/read/drift "
+            f"{args.prog_noise_scale:g}/{args.read_noise_scale:g}/{args.drift_scale:g}) read "
+            f"{args.t_inference:g} s after programming, translated by crossbar.interop (made by `crossbar pcm-like`).")
+    cfg = base.replace(device=device, name=args.name or f"{base.name}_pcm_like",
+                       description=(base.description + note).strip()[:20_000])
+    write_text(args.out, cfg.model_dump_json(indent=2) + "\n")
+    print(f"wrote {args.out}: {base.name} with the PCM-like device at t = {args.t_inference:g} s")
+    return 0
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -247,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     sch = sub.add_parser("schema", help="print or write the hardware-config JSON Schema")
     sch.add_argument("--out", help="file to write (default: print)")
     sch.set_defaults(func=_cmd_schema)
+
+    pcm = sub.add_parser("pcm-like", help="a config with aihwkit's PCM-like device model (see crossbar.interop)")
+    pcm.add_argument("--base", default="rram_nladc_5b", help="config whose other sections to keep (path or preset)")
+    pcm.add_argument("--t-inference", type=_nonnegative_float, default=0.0,
+                     help="s after the end of programming (aihwkit's drift_analog_weights argument)")
+    pcm.add_argument("--g-max", type=_nonnegative_float, default=25.0, help="uS (aihwkit's default 25)")
+    pcm.add_argument("--t0", type=_nonnegative_float, default=20.0, help="s, aihwkit's t_0")
+    pcm.add_argument("--t-read", type=_nonnegative_float, default=250e-9, help="s, aihwkit's t_read")
+    for scale in ("prog-noise-scale", "read-noise-scale", "drift-scale"):
+        pcm.add_argument(f"--{scale}", type=_nonnegative_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}")
+    pcm.add_argument("--name", help="config name (default: <base>_pcm_like)")
+    pcm.add_argument("--out", required=True, help="JSON file to write")
+    pcm.set_defaults(func=_cmd_pcm_like)
 
     adc = sub.add_parser("adc", help="characterise the NL-ADC of a config (INL/DNL, transfer, V_read sweep)")
     adc.add_argument("--config", required=True, help="hardware-config JSON (or preset name)")

@@ -52,3 +52,17 @@ def test_io_mapping_round_trip_and_limits():
     with pytest.raises(CrossbarInputError, match="integer b"):
         io_from_aihwkit(SimpleNamespace(inp_res=0.3, inp_bound=1.0, out_res=-1, out_bound=1, is_perfect=False))
     assert io_from_aihwkit(SimpleNamespace(is_perfect=True))[0] == {"dac.bits": None, "adc.kind": "ideal"}
+
+
+def test_cli_writes_a_pcm_like_config(tmp_path):
+    from crossbar.cli import main
+
+    out = tmp_path / "pcm.json"
+    assert main(["pcm-like", "--base", "rram_nladc_5b", "--t-inference", "3600", "--drift-scale", "0.5",
+                 "--out", str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg.name == "rram_nladc_5b_pcm_like" and cfg.device.drift.t_inference == 3620.0
+    assert cfg.adc.kind == "nl_ramp"                       # the base's periphery is kept
+    assert cfg.device.drift.nu_table.nu[-1] == pytest.approx(0.049 * 0.5)
+    assert main(["pcm-like", "--g-max", "0", "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()
