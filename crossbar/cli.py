@@ -78,6 +78,9 @@ def _cmd_pcm_like(args: argparse.Namespace) -> int:
     note = (f" Device: aihwkit's PCMLikeNoiseModel (g_max {args.g_max:g} uS, scales prog/read/drift "
             f"{args.prog_noise_scale:g}/{args.read_noise_scale:g}/{args.drift_scale:g}) read "
             f"{args.t_inference:g} s after programming, translated by crossbar.interop (made by `crossbar pcm-like`).")
+    if args.compensation:
+        device["drift"]["compensation"] = True
+        note += " Global drift compensation on."
     cfg = base.replace(device=device, name=args.name or f"{base.name}_pcm_like",
                        description=(base.description + note).strip()[:20_000])
     write_text(args.out, cfg.model_dump_json(indent=2) + "\n")
@@ -286,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--t-read", type=_nonnegative_float, default=250e-9, help="s, aihwkit's t_read")
     for scale in ("prog-noise-scale", "read-noise-scale", "drift-scale"):
         pcm.add_argument(f"--{scale}", type=_nonnegative_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}")
+    pcm.add_argument("--compensation", action="store_true",
+                     help="global drift compensation (aihwkit's GlobalDriftCompensation; not in front of NL-ADCs)")
     pcm.add_argument("--name", help="config name (default: <base>_pcm_like)")
     pcm.add_argument("--out", required=True, help="JSON file to write")
     pcm.set_defaults(func=_cmd_pcm_like)

@@ -64,5 +64,7 @@ def test_cli_writes_a_pcm_like_config(tmp_path):
     assert cfg.name == "rram_nladc_5b_pcm_like" and cfg.device.drift.t_inference == 3620.0
     assert cfg.adc.kind == "nl_ramp"                       # the base's periphery is kept
     assert cfg.device.drift.nu_table.nu[-1] == pytest.approx(0.049 * 0.5)
+    assert main(["pcm-like", "--compensation", "--out", str(tmp_path / "c.json")]) == 0
+    assert load_config(tmp_path / "c.json").device.drift.compensation
     assert main(["pcm-like", "--g-max", "0", "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
