@@ -234,3 +234,22 @@ def test_kernel_and_definition_agree_next_to_a_threshold():
     # the definition's noise amplitude is the correctly rounded float32 square root
     var = read_var[0, 0, 19] + cmp_sigma ** 2
     assert float(torch.sqrt(var.double()).float()) == float(torch.tensor(math.sqrt(float(var))).float())
+
+
+def test_linear_readout_samples_the_column_variance_once_per_conversion():
+    """A linear ADC readout adds the array's read noise (variance ``var``) before quantising: the
+    converted values' spread matches sqrt(var) (fine ADC), and without ``var`` nothing is drawn."""
+    from crossbar.periphery.readout import ColumnReadout
+    from crossbar.rng import instance_generators
+
+    cfg = load_config("rram_conventional_adc_5b").replace(**{"adc.bits": 12, "adc.range_mode": "fixed",
+                                                             "adc.in_min": -4.0, "adc.in_max": 4.0})
+    ro = ColumnReadout(cfg, "identity", 3)
+    y = torch.zeros(1, 20_000, 3)
+    var = torch.tensor([0.01, 0.04, 0.25]).expand(1, 20_000, 3)
+    out = ro.convert(y, instance_generators(0, "n", 0, 1), var=var)
+    assert torch.allclose(out.std(1)[0], var[0, 0].sqrt(), rtol=0.03)
+    assert torch.equal(ro.convert(y, None), ro.convert(y, None))          # no noise without var
+    blocks = ro.convert_blocks(y.unsqueeze(2).expand(1, 20_000, 2, 3).contiguous(),
+                               instance_generators(0, "n", 0, 1), var=var.unsqueeze(2).expand(1, 20_000, 2, 3))
+    assert torch.allclose(blocks.std(1)[0], (2 * var[0, 0]).sqrt(), rtol=0.03)  # two noisy partial sums

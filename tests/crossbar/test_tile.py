@@ -48,12 +48,13 @@ def test_programming_noise_output_sigma_matches_analytic():
     assert abs(float(err.mean())) < 4 * expected / math.sqrt(err.numel())
 
 
-@pytest.mark.parametrize("partial", ["digital", "analog"])
-def test_moments_are_mean_and_variance_of_the_sampled_reads(partial):
+@pytest.mark.parametrize("partial,bias_in_array", [("digital", True), ("analog", True), ("digital", False)])
+def test_moments_are_mean_and_variance_of_the_sampled_reads(partial, bias_in_array):
     """moments() (used by the chip path, whose converters sample the noise) = the statistics of mvm()."""
     cfg = default_config(**{"device.read_noise.sigma_rel": 0.05, "device.read_noise.sigma_abs": 0.3,
                             "array.rows": 32, "array.partial_sums": partial, "device.drift.nu": 0.05,
-                            "device.drift.t_inference": 1e4, "device.drift.compensation": True})
+                            "device.drift.t_inference": 1e4, "device.drift.compensation": True,
+                            "array.bias_in_array": bias_in_array})
     w, b, x = _xw(out=6, inp=50, batch=2)
     tile = Tile(w, b, cfg).program(1, 2)
     mean, var = tile.moments(x, v_read_actual=0.22)
