@@ -183,13 +183,20 @@ class Tile:
                 f"Tile input must be (B, {self.in_features}) or ({m_count}, B, {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
-        x = x.to(self.device, self.dtype)
-        xq = quantize_input(x, self.config.dac, self.x_max)
+        xq = quantize_input(x.to(self.device, self.dtype), self.config.dac, self.x_max)
         if self.has_bias:
             xq = torch.cat([xq, torch.full_like(xq[..., :1], self.x_max)], -1)
-        if self._scaled_rows:
-            xq = xq * self.row_gain
-        return xq
+        return self._gained(xq)
+
+    def dac_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Word-line amplitudes of the first ``x.shape[-1]`` rows: DAC quantisation, then row gains
+        (``word_line_inputs`` without validation and bias row; the layers' fast path uses it for
+        the x rows of a whole sequence)."""
+        return self._gained(quantize_input(x, self.config.dac, self.x_max))
+
+    def _gained(self, xq: torch.Tensor) -> torch.Tensor:
+        """Rows times their word-line read amplitudes (per-input-block row scaling)."""
+        return xq * self.row_gain[:xq.shape[-1]] if self._scaled_rows else xq
 
     def _currents(self, xq: torch.Tensor) -> torch.Tensor:
         """(M, B, R, out) column currents per row-block (uS x input units), noise-free."""

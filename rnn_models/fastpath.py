@@ -26,7 +26,6 @@ import numpy as np
 import torch
 
 from crossbar.periphery import kernels
-from crossbar.periphery.dac import quantize_input
 from crossbar.rng import randn_instances
 
 numba = kernels.numba
@@ -214,9 +213,9 @@ def supported(engine: dict, path: str, x: torch.Tensor) -> bool:
 
 
 def _noisy(readout, cfg) -> bool:
-    """Whether the reference draws conversion noise for this NL-ADC readout (see NLADC.codes)."""
-    nl = readout.nladc
-    return cfg.nl_adc.comparator_noise_sigma * nl.span > 0 or nl.has_read_noise or not cfg.device.read_noise.is_zero
+    """Whether the reference draws conversion noise for this NL-ADC readout (the tile's read noise
+    reaches it as an input variance)."""
+    return readout.nladc.draws_noise(not cfg.device.read_noise.is_zero)
 
 
 # ----------------------------------------------------------------------------- per-matrix state
@@ -228,22 +227,20 @@ class _Matrix:
         the state (rows: [x, h, bias]); ``first``: the first step's index."""
         self.mat, tile = mat, mat.tile
         cfg = tile.config
-        self.tile, self.cfg, self.dtype = tile, cfg, tile.dtype
+        self.dtype = tile.dtype
         ty = np.float32 if self.dtype == torch.float32 else np.float64
         self.ty = ty
         scale = mat.chip_scale
         m_count = (x if x is not None else h).shape[0]
         batch = x.shape[2] if x is not None else h.shape[1]
-        self.n_x = x.shape[-1] if x is not None else 0
+        n_x = x.shape[-1] if x is not None else 0
         self.zeros = np.zeros((1, 1, 1), ty)
         # word lines of the x rows for all steps (element-wise: the reference's per-step values)
         self.xq_x = self.x2_x = None
         parts = []
         if x is not None:
-            self.xs_x = x / scale[:self.n_x]
-            xq_x = quantize_input(self.xs_x.to(self.dtype), cfg.dac, tile.x_max)
-            if tile._scaled_rows:
-                xq_x = xq_x * tile.row_gain[:self.n_x]
+            self.xs_x = x / scale[:n_x]
+            xq_x = tile.dac_rows(self.xs_x.to(self.dtype))
             self.xq_x, self.x2_x = xq_x.contiguous(), (xq_x * xq_x).contiguous()
             parts.append(x[:, first])
         if h is not None:
@@ -265,7 +262,7 @@ class _Matrix:
         for ro, grp in zip(ros, groups):
             t_kc[:, :, grp.index] = ro.nladc.thresholds_kc(1.0)
             read_var[:, grp.index] = ro.nladc.read_var
-            cmp2[grp.index.numpy()] = ty((cfg.nl_adc.comparator_noise_sigma * ro.nladc.span) ** 2)
+            cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma ** 2)
             values[grp.index] = ro.design.values.to(self.dtype)
         self.noisy = _noisy(ros[0], cfg)
         self.noise_shapes = [(m_count, batch, len(g.index)) for g in groups]
@@ -299,10 +296,12 @@ class _Matrix:
             return self.zeros, self.zeros
         return np_(self.xq_x[:, t]), np_(self.x2_x[:, t])
 
-    def count_health(self, steps: int, batch_h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
+    def count_health(self, h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
+        """Add this sequence's DAC clipping (x rows counted here, h rows by the caller) and linear-ADC
+        saturation to the matrix's health counters, as the reference counts them."""
         health = self.mat.health
         if self.quantize:
-            health["dac_clipped"] += self.clip_x + batch_h_clipped
+            health["dac_clipped"] += self.clip_x + h_clipped
             health["dac_total"] += (self.xs_x.numel() if self.xq_x is not None else 0) + h_numel
         if self.linear:
             health["adc_saturated"] += saturated
@@ -351,7 +350,7 @@ def lstm_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tenso
                                 n_x, *mat.inputs[2:], xq_n, x2_n, nxt is not None)
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
-    mat.count_health(steps, clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
+    mat.count_health(clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
     return out, (h_last, c)
 
 
@@ -385,7 +384,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
         clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden
-    rz.count_health(steps, clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)
-    nx.count_health(steps, 0, 0, int(sat[0]), numel)
-    nh.count_health(steps, clip_nh - _h_clipped(h_last, engine["nh"], 0), numel, int(sat[1]), numel)
+    rz.count_health(clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)
+    nx.count_health(0, 0, int(sat[0]), numel)
+    nh.count_health(clip_nh - _h_clipped(h_last, engine["nh"], 0), numel, int(sat[1]), numel)
     return out, (h_last,)

@@ -444,9 +444,9 @@ class NLADC:
         if y.dim() != 3 or y.shape[0] != t.shape[0] or y.shape[-1] != self.columns:
             raise CrossbarInputError(f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}")
         y = y.to(t.dtype)
-        cmp_sigma = self.config.nl_adc.comparator_noise_sigma * self.span
+        cmp_sigma = self.comparator_sigma
         noise = None
-        if noisy and (cmp_sigma > 0 or self.has_read_noise or var is not None):
+        if noisy and self.draws_noise(var is not None):
             if noise_gen is None:
                 raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
             noise = randn_instances(noise_gen, y.shape, y.dtype, y.device)
@@ -455,6 +455,16 @@ class NLADC:
             return kernels.nl_codes(y, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2, in_var,
                                     self.thresholds_kc(v_scale))
         return reference_codes(y, t, self.read_var, noise, v_scale, cmp_sigma, in_var)
+
+    @property
+    def comparator_sigma(self) -> float:
+        """Per-conversion comparator noise sigma in input units (a fraction of the ramp span)."""
+        return self.config.nl_adc.comparator_noise_sigma * self.span
+
+    def draws_noise(self, input_variance: bool) -> bool:
+        """Whether a (noisy) conversion draws a Gaussian: comparator noise, ramp read noise, or an
+        input with its own variance (the array's read noise)."""
+        return self.comparator_sigma > 0 or self.has_read_noise or input_variance
 
     @property
     def has_read_noise(self) -> bool:
