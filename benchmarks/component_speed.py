@@ -11,23 +11,13 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from crossbar.matmul import PreparedMatmul
 
-
-def median_us(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times)
+from timing import median_seconds  # benchmarks/timing.py
 
 
 def main(argv=None) -> int:
@@ -44,7 +34,7 @@ def main(argv=None) -> int:
     print(f"\nGaussian draws of {n:,} numbers")
     base = None
     for name, fn in rngs.items():
-        ns = median_us(fn, args.repeats) * 1e3 / n
+        ns = median_seconds(fn, args.repeats) * 1e9 / n
         base = base or ns
         print(f"  {name:28s}{ns:8.2f} ns/number  {ns / base:6.2f}x torch")
     print("\nmatrix products (1 instance)")
@@ -52,8 +42,8 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(1)
         w, x = torch.randn(1, k, c, generator=g), torch.randn(1, b, k, generator=g)
         prepared = PreparedMatmul(w)
-        t_bmm = median_us(lambda: torch.bmm(x, w), args.repeats)
-        t_prep = median_us(lambda: prepared(x), args.repeats)
+        t_bmm = median_seconds(lambda: torch.bmm(x, w), args.repeats) * 1e6
+        t_prep = median_seconds(lambda: prepared(x), args.repeats) * 1e6
         print(f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
               f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster")
     return 0

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -23,17 +21,9 @@ from torch import nn
 from crossbar.io import write_json
 from rnn_models import AnalogGRU, AnalogLSTM
 
+from timing import median_seconds  # benchmarks/timing.py
+
 SHAPES = {"kws": dict(batch=64, inp=40, hidden=128, steps=100), "lm": dict(batch=32, inp=50, hidden=384, steps=100)}
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def peers(inp: int, hidden: int, cell: str):
@@ -107,7 +97,7 @@ def main(argv=None) -> int:
         base = None
         for name, mod in impls.items():
             with torch.no_grad():
-                ms = median_ms(lambda: mod(x), args.repeats)
+                ms = median_seconds(lambda: mod(x), args.repeats) * 1e3
             base = ms if name == base_name else base
             rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")

@@ -9,8 +9,6 @@ ramp read noise), and prints conversions per second next to ``torch.sigmoid`` on
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
@@ -19,15 +17,7 @@ from crossbar.io import write_json
 from crossbar.periphery.nladc import NLADC, compile_design
 from crossbar.rng import generator
 
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from timing import median_seconds  # benchmarks/timing.py
 
 
 def main(argv=None) -> int:
