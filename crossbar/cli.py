@@ -28,7 +28,13 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
                       max_minutes=args.max_minutes, config=args.config, hwa_epochs=args.hwa_epochs,
                       hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes,
                       hwa_max_steps=args.hwa_max_steps, init=args.init, digital_output=args.digital_output,
-                      command=command)
+                      weight_drop=args.weight_drop, locked_dropout=args.locked_dropout,
+                      weight_decay=args.weight_decay, ema_decay=args.ema, warmup=args.warmup,
+                      save_every_minutes=args.save_every, command=command)
+    if not result["finished"]:
+        print(f"training paused (best valid bpc so far {result['best_valid_bpc']:.4f}); the state is in "
+              f"{args.out}: run the same command again to continue")
+        return 0
     print(f"best valid bpc {result['best_valid_bpc']:.4f}; checkpoint {args.out}")
     return 0
 
@@ -328,7 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
     lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
     lm.add_argument("--threads", type=_positive_int, default=1)
-    lm.add_argument("--max-minutes", type=_positive_float, default=None)
+    lm.add_argument("--max-minutes", type=_positive_float, default=None,
+                    help="time budget of this run's float training; the state is saved, rerun to continue")
+    lm.add_argument("--weight-drop", type=_fraction, default=0.0, help="DropConnect on the recurrent weights")
+    lm.add_argument("--locked-dropout", type=_fraction, default=0.0,
+                    help="variational dropout on the LSTM output (one mask per sequence)")
+    lm.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="AdamW decoupled weight decay")
+    lm.add_argument("--ema", type=_fraction, default=0.0,
+                    help="decay of the exponential moving average of the weights (0: off; e.g. 0.999)")
+    lm.add_argument("--warmup", type=_nonneg_int, default=0, help="linear learning-rate warm-up steps")
+    lm.add_argument("--save-every", type=_positive_float, default=10.0,
+                    help="minutes between saves of the training state (resume point)")
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
     lm.add_argument("--init", help="start from this checkpoint (skips float training)")
     lm.add_argument("--hwa-epochs", type=_nonneg_int, default=1)

@@ -16,18 +16,32 @@ from torch import nn
 from tqdm import tqdm
 
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_model, save_checkpoint
+from rnn_models.checkpoint import load_checkpoint, load_model, save_checkpoint
 from rnn_models.data import ptb
 
 
 class CharLSTM(nn.Module):
-    """One-hot input -> ``num_layers`` LSTM of ``hidden_size`` -> linear decoder to ``vocab_size``."""
+    """One-hot input -> ``num_layers`` LSTM of ``hidden_size`` -> linear decoder to ``vocab_size``.
+
+    Regularisation (active in training only; all 0 = the plain model):
+
+    * ``dropout``: standard dropout between LSTM layers and before the decoder;
+    * ``weight_drop``: DropConnect on the recurrent weights ``weight_hh`` (AWD-LSTM), one mask per
+      forward call (= per BPTT window), applied through ``torch.func.functional_call`` so the
+      cuDNN / oneDNN LSTM kernel is kept; only on a float ``nn.LSTM`` (an analog LSTM trains
+      hardware-aware without it);
+    * ``locked_dropout``: variational dropout on the LSTM output, one mask per sequence shared by
+      all time steps.
+    """
 
     OUTPUT_LAYER = "decoder"
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 weight_drop: float = 0.0, locked_dropout: float = 0.0):
         super().__init__()
         self.vocab_size = vocab_size
+        self.weight_drop = float(weight_drop)
+        self.locked_dropout = float(locked_dropout)
         self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers=num_layers,
                             dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
@@ -36,7 +50,16 @@ class CharLSTM(nn.Module):
     def forward(self, ids: torch.Tensor, state=None):
         """``ids`` (T, B) int64 -> logits (T, B, vocab), new state."""
         x = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)
-        out, state = self.lstm(x, state)
+        if self.training and self.weight_drop > 0 and type(self.lstm) is nn.LSTM:
+            dropped = {name: F.dropout(p, self.weight_drop) for name, p in self.lstm.named_parameters()
+                       if name.startswith("weight_hh")}
+            out, state = torch.func.functional_call(self.lstm, dropped, (x, state))
+        else:
+            out, state = self.lstm(x, state)
+        if self.training and self.locked_dropout > 0:
+            keep = 1.0 - self.locked_dropout
+            mask = torch.empty_like(out[:1]).bernoulli_(keep) / keep
+            out = out * mask
         return self.decoder(self.drop(out)), state
 
 
@@ -79,52 +102,170 @@ def evaluate_bpc(model: nn.Module, ids: torch.Tensor, n_streams: int = 64, windo
     return bpc if instances > 1 else bpc[0]
 
 
-def _train_epochs(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, epochs: int, lr: float,
-                  bptt: int, clip: float, gen: torch.Generator, bf16: bool, device: str,
-                  max_minutes: float | None, phase: str, on_epoch, log, valid_model=None,
-                  max_steps: int | None = None) -> list[dict]:
-    """Truncated-BPTT epochs over ``data`` (T, B) with Adam + cosine LR; ``on_epoch(entry)`` per epoch.
+def _lr_at(step: int, total: int, lr: float, warmup: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then cosine to lr/30."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr / 30 + (lr - lr / 30) * 0.5 * (1 + math.cos(math.pi * frac))
 
-    ``max_steps`` caps the optimizer steps of the phase (the cosine schedule spans them); the epoch
-    in which the cap is reached ends there and is validated."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (data.size(0) - 1) // bptt
-    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total), eta_min=lr / 30)
-    steps = 0
-    history, t0 = [], time.time()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        offset = int(torch.randint(0, bptt, (1,), generator=gen))  # window boundaries move per epoch
-        state, tot, n = None, 0.0, 0
-        bar = tqdm(range(offset, data.size(0) - 1 - bptt, bptt), desc=f"{phase} {epoch}", mininterval=30, leave=False)
-        for start in bar:
-            x, y = data[start:start + bptt], data[start + 1:start + 1 + bptt]
-            with torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=bf16):
-                logits, state = model(x, _detach(state))
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            sched.step()
-            tot, n = tot + loss.item(), n + 1
-            steps += 1
-            if (max_minutes is not None and (time.time() - t0) / 60 > max_minutes) or steps >= total:
-                break
-        entry = {"phase": phase, "epoch": epoch, "train_bpc": tot / max(n, 1) / math.log(2),
-                 "valid_bpc": evaluate_bpc(valid_model(model) if valid_model else model, valid_ids, device=device),
-                 "minutes": round((time.time() - t0) / 60, 2)}
-        history.append(entry)
-        log(f"{phase} epoch {epoch}: train {entry['train_bpc']:.4f} bpc, valid {entry['valid_bpc']:.4f} bpc, "
-            f"{entry['minutes']:.1f} min")
-        on_epoch(entry)
-        if max_minutes is not None and entry["minutes"] > max_minutes:
-            log(f"stopping {phase} after epoch {epoch}: time budget of {max_minutes} min reached")
-            break
-        if steps >= total:
-            break
-    return history
+
+class _StopRequest:
+    """SIGTERM / SIGINT during training: finish the current step, save the state, stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, hp: dict, state: dict,
+                 gen: torch.Generator, device: str, save, log, max_minutes: float | None,
+                 valid_model=None, save_every_minutes: float = 10.0) -> bool:
+    """Truncated-BPTT training of one phase, resumable from ``state`` (updated in place).
+
+    ``hp``: epochs, lr, weight_decay, warmup, bptt, clip, bf16, ema_decay, max_steps (or None).
+    AdamW with warm-up + cosine LR over the phase's steps; window boundaries move per epoch; the
+    hidden state is carried across windows.  With ``ema_decay`` > 0 an exponential moving average
+    of the weights is kept and validated (and saved as the phase's best model).  ``save(state,
+    best_state_dict or None)`` is called every ``save_every_minutes``, at every epoch end and when
+    stopped (time budget, SIGTERM, Ctrl-C).  Returns True when the phase finished.
+    """
+    bptt = hp["bptt"]
+    steps_per_epoch = (data.size(0) - 2) // bptt
+    if steps_per_epoch < 1:
+        raise CrossbarInputError(f"--bptt {bptt} is longer than the training data per stream "
+                                 f"({data.size(0)} characters); use a smaller --bptt or --batch")
+    total = hp["epochs"] * steps_per_epoch
+    if hp.get("max_steps") is not None:
+        total = min(total, hp["max_steps"])
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    if state.get("opt") is not None:
+        opt.load_state_dict(state["opt"])
+    ema = None
+    if hp["ema_decay"] > 0:
+        ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+        if state.get("ema") is not None:
+            ema = {k: v.to(device) for k, v in state["ema"].items()}
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+        gen.set_state(state["gen_rng"])
+
+    def snapshot(hidden) -> None:
+        state.update(model={k: v.detach().cpu().clone() for k, v in _float_state(model).items()},
+                     ema={k: v.cpu().clone() for k, v in ema.items()} if ema is not None else None,
+                     opt=opt.state_dict(), torch_rng=torch.get_rng_state(), gen_rng=gen.get_state(),
+                     hidden=[s.detach().cpu().clone() for s in hidden] if hidden is not None else None)
+
+    def eval_model():
+        net = valid_model(model) if valid_model else model
+        if ema is None:
+            return net
+        import copy
+        net = copy.deepcopy(net)
+        net.load_state_dict(ema)
+        return net
+
+    t_start, base_minutes = time.time(), state.get("minutes", 0.0)
+    last_save = t_start
+
+    def elapsed_minutes() -> float:
+        return base_minutes + (time.time() - t_start) / 60
+    with _StopRequest() as stop:
+        while state["epoch"] <= hp["epochs"] and state["steps"] < total:
+            epoch = state["epoch"]
+            if state.get("start") is None:  # a new epoch
+                offset = int(torch.randint(0, bptt, (1,), generator=gen))
+                state.update(start=offset, loss_sum=0.0, loss_n=0, hidden=None)
+            hidden = tuple(s.to(device) for s in state["hidden"]) if state.get("hidden") else None
+            model.train()
+            bar = tqdm(range(state["start"], data.size(0) - 1 - bptt, bptt), desc=f"{state['phase']} {epoch}",
+                       mininterval=30, leave=False)
+            stopped = False
+            for start in bar:
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(state["steps"], total, hp["lr"], hp["warmup"])
+                x, y = data[start:start + bptt], data[start + 1:start + 1 + bptt]
+                with torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=hp["bf16"]):
+                    logits, hidden = model(x, _detach(hidden))
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+                if not torch.isfinite(loss):
+                    raise CrossbarInputError(f"training diverged at step {state['steps']} (loss {loss.item()}); "
+                                             f"lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
+                opt.step()
+                if ema is not None:
+                    decay = min(hp["ema_decay"], (1 + state["steps"]) / (10 + state["steps"]))
+                    with torch.no_grad():
+                        for k, v in _float_state(model).items():
+                            ema[k].lerp_(v.float(), 1 - decay)
+                state["loss_sum"] += loss.item()
+                state["loss_n"] += 1
+                state["steps"] += 1
+                state["start"] = start + bptt
+                now = time.time()
+                out_of_time = max_minutes is not None and (now - t_start) / 60 > max_minutes
+                if stop.requested or out_of_time or state["steps"] >= total:
+                    stopped = stop.requested or out_of_time
+                    break
+                if (now - last_save) / 60 > save_every_minutes:
+                    state["minutes"] = elapsed_minutes()
+                    snapshot(hidden)
+                    save(state, None)
+                    last_save = now
+            if stopped:
+                state["minutes"] = elapsed_minutes()
+                snapshot(hidden)
+                save(state, None)
+                why = "stop requested" if stop.requested else f"time budget of {max_minutes} min reached"
+                log(f"{state['phase']}: {why} at epoch {epoch}, step {state['steps']} of {total}; "
+                    f"state saved -- run the same command again to continue")
+                return False
+            entry = {"phase": state["phase"], "epoch": epoch, "steps": state["steps"],
+                     "train_bpc": state["loss_sum"] / max(state["loss_n"], 1) / math.log(2),
+                     "valid_bpc": evaluate_bpc(eval_model(), valid_ids, device=device),
+                     "lr": opt.param_groups[0]["lr"],
+                     "minutes": round(elapsed_minutes(), 2)}
+            state["history"].append(entry)
+            log(f"{state['phase']} epoch {epoch}: train {entry['train_bpc']:.4f} bpc, valid "
+                f"{entry['valid_bpc']:.4f} bpc, {entry['minutes']:.1f} min")
+            best = None
+            if entry["valid_bpc"] < state["best"]:
+                state["best"] = entry["valid_bpc"]
+                best = {k: v.detach().cpu().clone() for k, v in _float_state(eval_model()).items()}
+            state.update(epoch=epoch + 1, start=None, minutes=elapsed_minutes())
+            snapshot(None)
+            save(state, best)
+            last_save = time.time()
+    return True
+
+
+def _float_state(model: nn.Module) -> dict:
+    """The float weights of ``model`` (analog layers keep the names of their torch twins)."""
+    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+TRAIN_DEFAULTS = {"weight_drop": 0.0, "locked_dropout": 0.0, "weight_decay": 0.0, "ema_decay": 0.0, "warmup": 0}
 
 
 def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_layers: int = 1,
@@ -133,61 +274,118 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
              max_minutes: float | None = None, config=None, hwa_epochs: int = 1, hwa_lr: float = 5e-4,
              hwa_max_minutes: float | None = None, hwa_max_steps: int | None = None,
              init: str | Path | None = None, digital_output: bool = False,
+             weight_drop: float = 0.0, locked_dropout: float = 0.0, weight_decay: float = 0.0,
+             ema_decay: float = 0.0, warmup: int = 0, save_every_minutes: float = 10.0,
              command: str = "", log=print) -> dict:
     """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
 
-    Keeps the checkpoint with the best software valid BPC of each phase at ``out`` (the HWA phase
-    replaces the float weights only by its own best).
+    Resumable: the checkpoint at ``out`` holds, next to the best weights so far, the whole training
+    state (weights, weight average, optimizer, RNG streams, position in the epoch, carried hidden
+    state) until training ends; running the same command again continues where it stopped (a
+    different hyper-parameter is refused).  ``max_minutes`` caps this invocation's float training
+    (the state is saved; rerun to continue).  The saved model is the best of each phase by software
+    valid BPC (the HWA phase replaces the float weights only by its own best).  The checkpoint
+    records its deployment (``meta["deployment"]``: the HWA config and the layers kept digital) so
+    that evaluation defaults to it.
     """
     from rnn_models.convert import calibrate, convert_to_analog, to_digital
 
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    train_ids, vocab = ptb.load_split(data_dir, "train")
-    valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
-    data = ptb.batchify(train_ids, batch).to(device)
-    if init is not None:
-        model, ckpt = load_lm(init)
-        if ckpt["meta"]["vocab"] != vocab:
-            raise CrossbarInputError(f"checkpoint {str(init)!r} was trained with another vocabulary")
-        arch, meta = dict(ckpt["arch"]), dict(ckpt["meta"])
-        model = model.to(device)
-    else:
-        arch = {"vocab_size": len(vocab), "hidden_size": hidden_size, "num_layers": num_layers, "dropout": dropout}
-        model = CharLSTM(**arch).to(device)
-        meta = {"vocab": vocab, "seed": seed, "history": []}
-    log(f"char-LM: vocab {len(vocab)}, hidden {arch['hidden_size']} x {arch['num_layers']} layer(s), "
-        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}")
-    meta["command"] = command
-    best = {"bpc": float("inf")}
-
-    def keep_best(net):  # net: a function returning the float model to save
-        def on_epoch(entry):
-            meta["history"] = meta.get("history", []) + [entry]
-            if entry["valid_bpc"] < best["bpc"]:
-                best["bpc"] = entry["valid_bpc"]
-                meta.update(valid_bpc=entry["valid_bpc"], epoch=entry["epoch"], phase=entry["phase"])
-                save_checkpoint(out, "lm", arch, net(), meta)
-        return on_epoch
-
-    if init is None:
-        _train_epochs(model, data, valid_ids, epochs, lr, bptt, clip, gen, bf16, device, max_minutes,
-                      "float", keep_best(lambda: model), log)
-        model, _ = load_lm(out)
+    out = Path(out)
+    cfg = None
     if config is not None and hwa_epochs > 0:
         from crossbar.config import load_config
 
-        cfg = load_config(config)
-        best["bpc"] = float("inf")
+        cfg = load_config(config)  # checked before any training
+    train_ids, vocab = ptb.load_split(data_dir, "train")
+    valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
+    data = ptb.batchify(train_ids, batch).to(device)
+    hp_float = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "bptt": bptt,
+                "clip": clip, "bf16": bf16, "ema_decay": ema_decay, "max_steps": None, "batch": batch, "seed": seed}
+    hp_hwa = {"epochs": hwa_epochs, "lr": hwa_lr, "weight_decay": 0.0, "warmup": 0, "bptt": bptt, "clip": clip,
+              "bf16": False, "ema_decay": 0.0, "max_steps": hwa_max_steps, "batch": batch, "seed": seed,
+              "config": cfg.name if cfg is not None else None, "digital_output": digital_output}
+    arch = {"vocab_size": len(vocab), "hidden_size": hidden_size, "num_layers": num_layers, "dropout": dropout,
+            "weight_drop": weight_drop, "locked_dropout": locked_dropout}
+    resumed = None
+    if out.exists():
+        prior = load_checkpoint(out, task="lm")
+        resumed = prior["meta"].get("train_state")
+        if resumed is None:
+            raise CrossbarInputError(f"--out {str(out)!r} exists and holds no unfinished training; choose another "
+                                     f"--out (an existing checkpoint is never overwritten)")
+        if init is not None:
+            raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training; drop --init to continue it")
+        want = {"arch": arch, "float": hp_float, "hwa": hp_hwa}
+        diff = [f"{part}.{k} ({resumed['hparams'][part].get(k)!r} in the checkpoint, {v!r} now)"
+                for part in want for k, v in want[part].items() if resumed["hparams"][part].get(k) != v]
+        if diff:
+            raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training with other settings: "
+                                     f"{', '.join(diff[:6])}; use the same arguments to continue or another --out")
+        meta = dict(prior["meta"])
+        best_sd = prior["state_dict"]
+        log(f"resuming {resumed['phase']} training from {out}: epoch {resumed['epoch']}, step {resumed['steps']}")
+    elif init is not None:
+        model0, ckpt = load_lm(init)
+        if ckpt["meta"]["vocab"] != vocab:
+            raise CrossbarInputError(f"checkpoint {str(init)!r} was trained with another vocabulary")
+        arch, meta = dict(ckpt["arch"]), dict(ckpt["meta"])
+        meta.pop("train_state", None)
+        best_sd = model0.state_dict()
+    else:
+        meta = {"vocab": vocab, "seed": seed, "history": []}
+        best_sd = None
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = CharLSTM(**arch).to(device)
+    log(f"char-LM: vocab {len(vocab)}, hidden {arch['hidden_size']} x {arch['num_layers']} layer(s), "
+        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}")
+    meta["command"] = command
+    meta["deployment"] = {"hwa_config": None, "digital_layers": []}
+    state = resumed or {"phase": "float" if init is None else "hwa", "epoch": 1, "steps": 0, "start": None,
+                        "history": meta.get("history", []), "best": float("inf"),
+                        "hparams": {"arch": arch, "float": hp_float, "hwa": hp_hwa}}
+    if resumed is not None:
+        meta["deployment"] = prior["meta"].get("deployment", meta["deployment"])
+
+    def save(st, best):
+        nonlocal best_sd
+        if best is not None:
+            best_sd = best
+            meta.update(valid_bpc=st["best"], epoch=st["epoch"] - 1, phase=st["phase"])
+        meta["history"] = st["history"]
+        meta["train_state"] = st
+        _save_state_dict(out, arch, best_sd if best_sd is not None else _float_state(model), meta)
+
+    if state["phase"] == "float":
+        if state.get("model") is not None:
+            model.load_state_dict(state["model"])
+        done = _train_phase(model, data, valid_ids, hp_float, state, gen, device, save, log, max_minutes,
+                            save_every_minutes=save_every_minutes)
+        if not done:
+            return {"best_valid_bpc": state["best"], "history": state["history"], "finished": False}
+        state.update(phase="hwa", epoch=1, steps=0, start=None, best=float("inf"), model=None, ema=None, opt=None)
+    if cfg is not None:
+        model.load_state_dict(state["model"] if state.get("model") is not None else best_sd)
         ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ())
         calib = ptb.batchify(train_ids[:20000], 50)
         calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
-        meta["hwa_config"] = cfg.name
-        meta["hwa_digital_output"] = digital_output
-        _train_epochs(ana, data, valid_ids, hwa_epochs, hwa_lr, bptt, clip, gen, False, device, hwa_max_minutes,
-                      "hwa", keep_best(lambda: to_digital(ana)), log, valid_model=to_digital,
-                      max_steps=hwa_max_steps)
-    return {"best_valid_bpc": best["bpc"], "history": meta.get("history", [])}
+        meta["deployment"] = {"hwa_config": cfg.name,
+                              "digital_layers": [model.OUTPUT_LAYER] if digital_output else []}
+        meta["hwa_config"], meta["hwa_digital_output"] = cfg.name, digital_output
+        done = _train_phase(ana, data, valid_ids, hp_hwa, state, gen, device, save, log, hwa_max_minutes,
+                            valid_model=to_digital, save_every_minutes=save_every_minutes)
+        if not done:
+            return {"best_valid_bpc": state["best"], "history": state["history"], "finished": False}
+    meta.pop("train_state", None)
+    meta["history"] = state["history"]
+    _save_state_dict(out, arch, best_sd, meta)
+    return {"best_valid_bpc": meta.get("valid_bpc", state["best"]), "history": state["history"], "finished": True}
+
+
+def _save_state_dict(path: Path, arch: dict, state_dict: dict, meta: dict) -> None:
+    holder = CharLSTM(**arch)
+    holder.load_state_dict(state_dict)
+    save_checkpoint(path, "lm", arch, holder, meta)
 
 
 def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
