@@ -164,8 +164,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     return 0
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_hwa2.pt"}
+from rnn_models.checkpoint import REPO_ROOT, SHIPPED  # noqa: E402  (the CLI joins both packages)
 
 
 def _command_line() -> str:
@@ -190,54 +189,76 @@ def _checkpoint_for(task: str, given: str | None) -> str:
     return path
 
 
+def _print_deployment(res: dict) -> None:
+    dep = res.get("deployment")
+    if dep:
+        where = ("as the checkpoint's deployment says; --digital-output / --no-digital-output override it"
+                 if dep["from"] == "checkpoint" else "set by the command line")
+        layers = ", ".join(dep["digital_layers"]) or "none"
+        print(f"deployment: digital (off-chip) layers: {layers} ({where})")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from crossbar.config import load_config
-    from crossbar.io import write_json, write_text
-    from rnn_models import evaluate as ev
+    from crossbar.io import write_json
 
     torch.set_num_threads(args.threads)
     checkpoint = _checkpoint_for(args.task, args.checkpoint)
-    if args.task == "kws":
-        from rnn_models.tasks.kws import evaluate_kws
-
-        def one(cfg):
-            return evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split,
-                                digital_output=args.digital_output)
-    else:
-        from rnn_models.tasks.lm import evaluate_lm
-
-        def one(cfg):
-            return evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid",
-                               digital_output=args.digital_output)
-    base = load_config(args.config)
     if args.sweep is None:
-        res = one(base)
+        cfg = load_config(args.config)
+        if args.task == "kws":
+            from rnn_models.tasks.kws import evaluate_kws
+
+            res = evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split, digital_output=args.digital_output)
+        else:
+            from rnn_models.tasks.lm import evaluate_lm
+
+            res = evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid",
+                              digital_output=args.digital_output)
         h = res["hardware"]
+        _print_deployment(res)
         print(f"{res['task']} {res['metric']} on {res['n_samples']} samples: software {res['software']:.4f}, "
               f"hardware ({res['config']}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}")
         if args.json:
             write_json(args.json, res)
         return 0
-    configs = ev.sweep_configs(base, ev.parse_sweep(args.sweep), args.baseline)
-    out = Path(args.out or ".")
-    ckpt_stat = os.stat(checkpoint)
-    context = {"task": args.task, "checkpoint": str(Path(checkpoint).resolve()),
-               "checkpoint_size": ckpt_stat.st_size, "checkpoint_mtime_ns": ckpt_stat.st_mtime_ns,
-               "data": str(Path(args.data).resolve()), "split": args.split, "mc": args.mc,
-               "digital_output": args.digital_output}
-    store = ev.ResultStore(out / f"sweep_{args.task}.h5", resume=args.resume, context=context)
-    if store.units:
-        print(f"resuming: {len(store.units)} finished unit(s) in {store.path}")
-    results = ev.run_sweep(configs, one, store=store, progress=lambda r: print(
-        f"  {r['config']:40s} software {r['software']:.4f}  hardware {r['hardware']['mean']:.4f} +- {r['hardware']['std']:.4f}",
-        flush=True))
-    table = ev.sweep_table(results)
-    print(table)
-    plot = ev.plot_sweep(results, out / f"sweep_{args.task}.png", f"{args.task}: software vs simulated hardware")
-    write_text(out / f"sweep_{args.task}.md", table + "\n")
+    # --sweep bits=...: a thin use of `crossbar sweep` (one implementation): grid adc.bits + baseline
+    from rnn_models.evaluate import parse_sweep
+    from rnn_models.sweep import parse_spec, run_sweep
+
+    base = load_config(args.config)
+    spec = parse_spec({"task": args.task, "checkpoint": checkpoint, "data": args.data, "split": args.split,
+                       "config": args.config, "mc": args.mc, "seed": base.simulation.seed,
+                       "grid": {"adc.bits": parse_sweep(args.sweep)},
+                       "baseline": [args.baseline] if args.baseline else [],
+                       "digital_output": args.digital_output}, source="--sweep")
+    outcome = run_sweep(spec, args.out or f"sweep_{args.task}", workers=1, resume=args.resume, source="--sweep")
+    _print_sweep(outcome)
     if args.json:
-        write_json(args.json, {"task": args.task, "sweep": results})
-    print(f"plot {plot}, table {out / f'sweep_{args.task}.md'}")
+        write_json(args.json, {"task": args.task, "sweep": outcome.summary})
+    return 1 if outcome.failed else 0
+
+
+def _print_sweep(outcome) -> None:
+    for s in outcome.summary:
+        hw = "-" if s["hardware_mean"] is None else f"{s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}"
+        sw = "-" if s["software"] is None else f"{s['software']:.4f}"
+        print(f"  {s['config_name'][:60]:60s} software {sw}  hardware {hw}  ({s['n_instances']} inst.)  {s['status']}")
+    print(f"{outcome.done} of {outcome.units} unit(s) done ({outcome.ran} computed now), {outcome.failed} failed; "
+          f"results in {outcome.out / 'results.csv'}, report {outcome.out / 'report.md'}")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from rnn_models.sweep import load_spec, run_sweep
+
+    spec = load_spec(args.spec)
+    outcome = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+                        source=args.spec)
+    _print_sweep(outcome)
+    if outcome.failed:
+        print(f"error: {outcome.failed} of {outcome.units} unit(s) failed (messages in {outcome.out / 'results.csv'}); "
+              f"rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -390,15 +411,27 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--split", default=None, help=("kws: all | train | dev | test (default: test with GSC list "
                                                       "files, else all)" if task == "kws" else "lm: valid | test"))
         e.add_argument("--json", help="result JSON file")
-        e.add_argument("--sweep", help="bits=3,4,5,8: evaluate the config at each ADC bit width + the baseline")
-        e.add_argument("--baseline", default="rram_conventional_adc_5b", help="baseline config added to a sweep")
-        e.add_argument("--out", help="folder for the sweep plot, table and unit store (default: .)")
-        e.add_argument("--resume", action="store_true", help="continue a sweep from its unit store "
-                       "(<out>/sweep_<task>.h5) without recomputing finished units")
-        e.add_argument("--digital-output", action="store_true", help="keep the output layer digital "
-                       "(off-chip, as the paper's LSTM chip handles its I/O); default: on the crossbar")
+        e.add_argument("--sweep", help="bits=3,4,5,8: evaluate the config and the baseline at each ADC bit width "
+                       "(a `crossbar sweep` in-process)")
+        e.add_argument("--baseline", default="rram_conventional_adc_5b", help="baseline config of a sweep ('' for none)")
+        e.add_argument("--out", help="sweep folder (default: sweep_<task>); see `crossbar sweep`")
+        e.add_argument("--resume", action="store_true", help="continue the sweep in --out from its journal")
+        e.add_argument("--digital-output", action=argparse.BooleanOptionalAction, default=None,
+                       help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
+                       "or put it on the crossbar; default: the checkpoint's deployment")
         e.add_argument("--threads", type=_positive_int, default=2)
         e.set_defaults(func=_cmd_evaluate)
+
+    swp = sub.add_parser("sweep", help="design-space sweep: config fields x models x Monte-Carlo (Dask)")
+    swp.add_argument("spec", help="sweep spec (JSON, or YAML with PyYAML); see rnn_models/sweep/spec.py")
+    swp.add_argument("--out", required=True, help="sweep folder: journal, results.csv, instances.csv, report, plots")
+    swp.add_argument("--workers", type=_positive_int, default=None,
+                     help="local Dask worker processes (default: one per core); 1 = in-process, no Dask")
+    swp.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
+    swp.add_argument("--resume", action="store_true",
+                     help="continue the sweep in --out (a rerun into the same folder continues too; this "
+                          "flag insists that the folder holds a journal)")
+    swp.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -15,7 +15,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from crossbar.errors import CrossbarInputError
 
@@ -55,19 +56,125 @@ class SigmaTable(_Section):
         return self
 
 
-class NoiseSpec(_Section):
-    """Gaussian conductance noise: sigma(G) = sqrt(sigma_abs^2 + (sigma_rel*G)^2), or a table.
+MAX_TABLE_VALUES = 2_000_000  # numbers in one measured-distribution table
 
-    Used for programming error (drawn once per device instance) and read noise (drawn per read).
+
+def _drop_when_default(data: dict, defaults: dict) -> dict:
+    """Leave optional extension fields out of a dump while they hold their default, so configs that
+    do not use them dump (and hash, e.g. in sweep unit keys) exactly as before they existed."""
+    for key, default in defaults.items():
+        if key in data and data[key] == default:
+            del data[key]
+    return data
+
+
+def _check_probabilities(p: list[float]) -> None:
+    if p[0] != 0 or p[-1] != 1:
+        raise ValueError(f"p must run from 0 to 1 (got {p[0]!r} .. {p[-1]!r})")
+    if any(b <= a for a, b in zip(p, p[1:])):
+        raise ValueError("p must be strictly increasing")
+
+
+def _check_quantile_rows(rows: list[list[float]], n_p: int, where: str) -> None:
+    for i, row in enumerate(rows):
+        if len(row) != n_p:
+            raise ValueError(f"{where}[{i}] has {len(row)} quantiles but p has {n_p}; they must match")
+        if any(b < a for a, b in zip(row, row[1:])):
+            raise ValueError(f"{where}[{i}] must be non-decreasing (quantiles of a distribution)")
+
+
+class ErrorQuantiles(_Section):
+    """A measured distribution of the programming error G - G_target (uS) per target-conductance bin,
+    as an inverse-CDF table (the empirical device mode).
+
+    A device with target G_target and its own uniform rank u in [0, 1) gets G_target + Q(G_target, u):
+    Q is linear in u between the probabilities ``p`` and linear in G between the bin centres ``g``
+    (clamped at the ends), i.e. the measured errors are resampled, heavy tails and stuck devices
+    included, instead of being summarised by a Gaussian."""
+
+    g: list[float] = Field(min_length=1, max_length=4096, description="bin centres (target conductance), uS, "
+                                                                      "strictly increasing")
+    p: list[float] = Field(min_length=2, max_length=1001, description="cumulative probabilities, strictly "
+                                                                      "increasing from 0 to 1")
+    q: list[list[float]] = Field(min_length=1, max_length=4096, description="q[i][j]: quantile p[j] of "
+                                 "G - G_target at g[i], uS (non-decreasing in j)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ErrorQuantiles":
+        if any(b <= a for a, b in zip(self.g, self.g[1:])):
+            raise ValueError("g must be strictly increasing")
+        if len(self.q) != len(self.g):
+            raise ValueError(f"g has {len(self.g)} bins but q has {len(self.q)} rows; they must match")
+        if len(self.g) * len(self.p) > MAX_TABLE_VALUES:
+            raise ValueError(f"the table has more than {MAX_TABLE_VALUES} values")
+        _check_probabilities(self.p)
+        _check_quantile_rows(self.q, len(self.p), "q")
+        return self
+
+
+class FlickerNoise(_Section):
+    """Slow, time-correlated read noise (1/f-like): a sum of Ornstein-Uhlenbeck (Lorentzian)
+    components with correlation times ``tau`` and standard deviations sigma_k(G), linear in G
+    between the rows of ``g`` (clamped at the ends).  Components log-spaced in tau with suitable
+    weights approximate a 1/f^alpha spectrum between 1/(2 pi tau_max) and 1/(2 pi tau_min).
+
+    It adds to each read of a time series (``crossbar simulate-device``); a crossbar inference is one
+    short read per device, whose noise is the per-read (white) part of the :class:`NoiseSpec`."""
+
+    tau: list[float] = Field(min_length=1, max_length=256, description="correlation times, s, strictly "
+                                                                       "increasing, > 0")
+    g: list[float] = Field(min_length=1, max_length=4096, description="conductances, uS, strictly increasing")
+    sigma: list[list[float]] = Field(min_length=1, max_length=4096, description="sigma[i][k]: standard "
+                                     "deviation of component k at g[i], uS, >= 0")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FlickerNoise":
+        if any(t <= 0 for t in self.tau) or any(b <= a for a, b in zip(self.tau, self.tau[1:])):
+            raise ValueError("tau must be > 0 and strictly increasing")
+        if any(b <= a for a, b in zip(self.g, self.g[1:])):
+            raise ValueError("g must be strictly increasing")
+        if len(self.sigma) != len(self.g):
+            raise ValueError(f"g has {len(self.g)} entries but sigma has {len(self.sigma)} rows; they must match")
+        for i, row in enumerate(self.sigma):
+            if len(row) != len(self.tau):
+                raise ValueError(f"sigma[{i}] has {len(row)} values but tau has {len(self.tau)}; they must match")
+            if any(v < 0 for v in row):
+                raise ValueError(f"sigma[{i}] values must be >= 0")
+        return self
+
+
+class NoiseSpec(_Section):
+    """Gaussian conductance noise: sigma(G) = sqrt(sigma_abs^2 + (sigma_rel*G)^2), or a table, or (for
+    the programming error only) a measured distribution (``quantiles``).
+
+    Used for programming error (drawn once per device instance) and read noise (drawn per read;
+    ``flicker`` adds slow, time-correlated read noise to time series of reads).
     """
 
     sigma_abs: float = Field(0.0, ge=0, le=1e4, description="absolute sigma, uS")
     sigma_rel: float = Field(0.0, ge=0, le=10, description="sigma relative to the target conductance")
     table: Optional[SigmaTable] = Field(None, description="measured sigma(G); replaces abs/rel when given")
+    quantiles: Optional[ErrorQuantiles] = Field(None, description="programming error only: measured "
+                                                "distribution of G - G_target per conductance bin, resampled "
+                                                "(empirical mode); replaces the Gaussian when given")
+    flicker: Optional[FlickerNoise] = Field(None, description="read noise only: slow 1/f-like noise of "
+                                            "reads in a time series (null = none)")
+
+    @model_validator(mode="after")
+    def _check_quantiles(self) -> "NoiseSpec":
+        if self.quantiles is not None and (self.table is not None or self.sigma_abs or self.sigma_rel):
+            raise ValueError("give either quantiles or sigma_abs / sigma_rel / table, not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return _drop_when_default(handler(self), {"quantiles": None, "flicker": None})
 
     @property
     def is_zero(self) -> bool:
-        return self.table is None and self.sigma_abs == 0 and self.sigma_rel == 0
+        """True when there is no per-read (white) Gaussian noise (``flicker`` is not part of it)."""
+        return (self.table is None and self.quantiles is None and self.sigma_abs == 0
+                and self.sigma_rel == 0)
 
 
 class DriftTable(_Section):
@@ -100,10 +207,56 @@ class AccumulatedNoise(_Section):
         return self
 
 
+class RelaxationQuantiles(_Section):
+    """Measured relaxation after programming as an inverse-CDF table per conductance bin and time
+    since programming (the empirical device mode).
+
+    Each device has its own uniform rank u.  Its conductance at time t gets the increment
+    Q(key, t, u) - Q(key, t[0], u) (Q linear in u between ``p``, linear in the key between the bin
+    centres ``g``, linear in log t between the times -- linear in t from t[0] = 0 -- held at the last
+    time beyond ``t[-1]``; no change before t[0]).  ``reference`` says what the table describes:
+
+    * ``target``: q = G(t) - G_target, binned by the target conductance; t[0] is the first read, so
+      q[:, 0] is the programming error (the same rank u as ``programming.quantiles`` when given:
+      a device that lands high stays high in its distribution, as the measured marginals at every
+      time are reproduced exactly);
+    * ``first_read``: q = G(t) - G(t[0]), binned by the conductance at the first read (targets
+      unknown); the rank is drawn independently of the programming error.
+    """
+
+    reference: Literal["target", "first_read"] = Field(description="target: G(t) - G_target by target bin; "
+                                                                    "first_read: G(t) - G(t[0]) by G(t[0]) bin")
+    g: list[float] = Field(min_length=1, max_length=4096, description="bin centres, uS, strictly increasing")
+    t: list[float] = Field(min_length=2, max_length=1024, description="times since the end of programming, s, "
+                                                                      "strictly increasing, >= 0; t[0] = the first read")
+    p: list[float] = Field(min_length=2, max_length=1001, description="cumulative probabilities, strictly "
+                                                                      "increasing from 0 to 1")
+    q: list[list[list[float]]] = Field(min_length=1, max_length=4096, description="q[i][k][j]: quantile "
+                                       "p[j] at g[i] and t[k], uS (non-decreasing in j)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RelaxationQuantiles":
+        if any(b <= a for a, b in zip(self.g, self.g[1:])):
+            raise ValueError("g must be strictly increasing")
+        if self.t[0] < 0 or any(b <= a for a, b in zip(self.t, self.t[1:])):
+            raise ValueError("t must be >= 0 and strictly increasing")
+        if len(self.g) * len(self.t) * len(self.p) > MAX_TABLE_VALUES:
+            raise ValueError(f"the table has more than {MAX_TABLE_VALUES} values")
+        _check_probabilities(self.p)
+        if len(self.q) != len(self.g):
+            raise ValueError(f"g has {len(self.g)} bins but q has {len(self.q)}; they must match")
+        for i, per_t in enumerate(self.q):
+            if len(per_t) != len(self.t):
+                raise ValueError(f"q[{i}] has {len(per_t)} times but t has {len(self.t)}; they must match")
+            _check_quantile_rows(per_t, len(self.p), f"q[{i}]")
+        return self
+
+
 class DriftSpec(_Section):
     """Power-law conductance drift G(t) = G(t0) * (t / t0)^(-nu), nu ~ N(nu, nu_std) per device
     (clipped at 0), optionally conductance-dependent (``nu_table``), plus optional accumulated 1/f
-    noise (``accumulated_noise``)."""
+    noise (``accumulated_noise``) -- or a measured relaxation table (``relaxation``, the empirical
+    mode) instead of all of them."""
 
     nu: float = Field(0.0, ge=0, le=1, description="drift exponent (0 = no drift)")
     nu_std: float = Field(0.0, ge=0, le=1, description="device-to-device spread of nu")
@@ -115,6 +268,21 @@ class DriftSpec(_Section):
     t_inference: float = Field(20.0, gt=0, le=1e12, description="time of the read after programming, s")
     compensation: bool = Field(False, description="global drift compensation: rescale column outputs by "
                                                    "the mean drift factor measured on the array")
+    relaxation: Optional[RelaxationQuantiles] = Field(None, description="measured relaxation table (empirical "
+                                                      "mode) used at t_inference; replaces the power law "
+                                                      "and the accumulated noise (null = none)")
+
+    @model_validator(mode="after")
+    def _check_relaxation(self) -> "DriftSpec":
+        if self.relaxation is not None and (self.nu or self.nu_std or self.nu_table is not None
+                                            or self.accumulated_noise is not None):
+            raise ValueError("relaxation replaces the power-law drift and the accumulated noise: with a "
+                             "relaxation table nu and nu_std must be 0 and nu_table / accumulated_noise null")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return _drop_when_default(handler(self), {"relaxation": None})
 
 
 class DeviceConfig(_Section):
@@ -132,6 +300,8 @@ class DeviceConfig(_Section):
     range_d2d_rel: float = Field(0.0, ge=0, le=1,
                                  description="device-to-device relative sigma of each device's g_max")
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    description: str = Field("", max_length=20_000, description="where the device numbers come from (e.g. "
+                             "the provenance that `crossbar fit-device` writes)")
 
     @model_validator(mode="after")
     def _check(self) -> "DeviceConfig":
@@ -139,7 +309,16 @@ class DeviceConfig(_Section):
             raise ValueError(f"g_min ({self.g_min}) must be smaller than g_max ({self.g_max})")
         if self.stuck_off_prob + self.stuck_on_prob > 1:
             raise ValueError("stuck_off_prob + stuck_on_prob must not exceed 1")
+        if self.read_noise.quantiles is not None:
+            raise ValueError("read_noise.quantiles is not supported: quantiles describe the programming error "
+                             "(read noise is Gaussian per read, plus optional flicker)")
+        if self.programming.flicker is not None:
+            raise ValueError("programming.flicker is not supported: flicker is read noise (read_noise.flicker)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return _drop_when_default(handler(self), {"description": ""})
 
 
 class ArrayConfig(_Section):
@@ -315,6 +494,37 @@ class SimulationConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="auto = cuda when available")
 
 
+def get_field(data: dict, dotted: str) -> Any:
+    """The value at a dotted path (``"device.read_noise.sigma_rel"``) of a config's ``model_dump()``."""
+    node: Any = data
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise CrossbarInputError(f"unknown config field {dotted!r}")
+        node = node[key]
+    return node
+
+
+def set_field(data: dict, dotted: str, value: Any) -> None:
+    """Set the value at a dotted path of a config's ``model_dump()`` (the path must exist)."""
+    *parents, leaf = dotted.split(".")
+    node: Any = data
+    for key in parents:
+        if not isinstance(node, dict) or not isinstance(node.get(key), dict):
+            raise CrossbarInputError(f"unknown config field {dotted!r}")
+        node = node[key]
+    if leaf not in node:
+        raise CrossbarInputError(f"unknown config field {dotted!r}")
+    node[leaf] = value
+
+
+#: Fields derived from another field: ``{derived path: (source path, rule)}``.  The one mechanism
+#: for coupled fields (used by :meth:`HardwareConfig.replace`, hence by sweeps): when a change sets
+#: the source, a derived field that followed the old source follows the new one.
+COUPLED_FIELDS: dict[str, tuple[str, Any]] = {
+    "nl_adc.ramp_devices": ("adc.bits", lambda bits: 2 ** bits),  # one ramp device per counter step
+}
+
+
 class HardwareConfig(_Section):
     """A complete hardware description (one JSON file)."""
 
@@ -339,16 +549,21 @@ class HardwareConfig(_Section):
         return self
 
     def replace(self, **changes: Any) -> "HardwareConfig":
-        """A validated copy with dotted-path changes, e.g. ``replace(**{"adc.bits": 4})``."""
+        """A validated copy with dotted-path changes, e.g. ``replace(**{"adc.bits": 4})``.
+
+        Coupled fields (:data:`COUPLED_FIELDS`) follow their source: a derived field that held the
+        value derived from the old source (or null = "derived") is set from the new source unless the
+        changes set it explicitly.  So ``replace(**{"adc.bits": 4})`` of a config with
+        ``nl_adc.ramp_devices = 32`` and 5 bits gives ramp_devices 16.
+        """
         data = self.model_dump()
         for dotted, value in changes.items():
-            node = data
-            *parents, leaf = dotted.split(".")
-            for key in parents:
-                node = node[key]
-            if leaf not in node:
-                raise CrossbarInputError(f"unknown config field {dotted!r}")
-            node[leaf] = value
+            set_field(data, dotted, value)
+        for derived, (source, rule) in COUPLED_FIELDS.items():
+            if source in changes and derived not in changes:
+                old = get_field(self.model_dump(), derived)
+                if old is not None and old == rule(get_field(self.model_dump(), source)):
+                    set_field(data, derived, rule(get_field(data, source)))
         return validate_config(data, source="<replace>")
 
     def torch_device(self):

@@ -5,8 +5,9 @@
 2. Keyword spotting on a speech dataset our own code synthesises with eSpeak NG (10 GSC keywords,
    other words, silence; 70 voice variants; speaker-disjoint split by voice): loads the shipped
    checkpoint ``checkpoints/kws_synthetic.pt`` (or trains it when missing), then simulates it on
-   crossbars with 3/4/5/8-bit NL-ADCs and the conventional 5-bit ADC baseline (10 Monte-Carlo
-   device instances each) and prints software vs hardware accuracy.
+   crossbars with 3/4/5/8-bit NL-ADCs and the conventional ADC at the same bit widths (10
+   Monte-Carlo device instances each, a ``crossbar sweep`` run in-process into ``<out>/kws_sweep``)
+   and prints software vs hardware accuracy and TOPS/W of each point.
 3. Estimates area, energy and latency of that model on the 5- and 8-bit NL-ADC hardware against
    the conventional-ADC and FP16 digital architectures (``crossbar report``; report in
    ``<out>/cost``).
@@ -26,10 +27,9 @@ from crossbar.characterize import parse_sweep as parse_vread
 from crossbar.characterize import run_characterisation
 from crossbar.config import load_config
 from crossbar.cost.report import build_report, write_report
-from crossbar.io import write_json, write_text
-from rnn_models import evaluate as ev
 from rnn_models.data.synthetic_kws import generate
-from rnn_models.tasks.kws import evaluate_kws, train_kws
+from rnn_models.sweep import parse_spec, run_sweep
+from rnn_models.tasks.kws import train_kws
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "kws_synthetic.pt"
@@ -69,15 +69,14 @@ def main(argv=None) -> int:
         train_kws(data, checkpoint, config="rram_nladc_5b", hidden_size=64, epochs=30, hwa_epochs=3, batch=64,
                   lr=3e-3, command=TRAIN_COMMAND)
     print(f"checkpoint: {checkpoint}")
-    configs = ev.sweep_configs("rram_nladc_5b", [3, 4, 5, 8], "rram_conventional_adc_5b")
-    results = ev.run_sweep(configs, lambda c: evaluate_kws(checkpoint, data, c, args.mc, split="dev"),
-                           progress=lambda r: print(f"  {r['config']:32s} software {r['software']:.4f}  "
-                                                    f"hardware {r['hardware']['mean']:.4f} +- {r['hardware']['std']:.4f}"))
-    table = ev.sweep_table(results)
-    print(table)
-    plot = ev.plot_sweep(results, out / "kws_sweep.png", "KWS (synthetic speech, dev voices): software vs hardware")
-    write_text(out / "kws_sweep.md", table + "\n")
-    write_json(out / "kws_sweep.json", {"task": "kws", "sweep": results})
+    spec = parse_spec({"task": "kws", "checkpoint": str(checkpoint), "data": str(data), "split": "dev",
+                       "config": "rram_nladc_5b", "mc": args.mc, "grid": {"adc.bits": [3, 4, 5, 8]},
+                       "baseline": ["rram_conventional_adc_5b"]})
+    sweep = run_sweep(spec, out / "kws_sweep", workers=1, progress=False)  # the `crossbar sweep` machinery
+    for s in sweep.summary:
+        print(f"  {s['config']:26s} {s['adc.bits']} bit  software {s['software']:.4f}  "
+              f"hardware {s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}  {s['tops_per_w']:.3g} TOPS/W")
+    plot = out / "kws_sweep" / "pareto.png"
     print(f"\n== 3. Area / energy / latency of the same model ({cfg.name}, {cfg.cost.node_nm:g} nm, "
           f"{cfg.cost.clock_ghz:g} GHz)")
     report = build_report(cfg.name, str(checkpoint), [5, 8], {})

@@ -17,6 +17,10 @@ import torch
 from crossbar.errors import CrossbarInputError
 from crossbar.io import torch_save
 
+#: the checkpoints shipped in checkpoints/ that commands use by default, per task
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_hwa2.pt"}
+
 FORMAT = "crossbar.rnn_checkpoint"
 VERSION = 1
 REQUIRED = ("format", "version", "task", "arch", "state_dict", "meta")
@@ -56,6 +60,30 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
             f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}"
         )
     return payload
+
+
+def deployment(ckpt: dict, output_layer: str) -> dict:
+    """How a checkpoint is meant to run on the chip: ``{"hwa_config": name or None,
+    "digital_layers": [qualified module names kept digital / off-chip]}``.
+
+    Written by training into ``meta["deployment"]``; older checkpoints are read from their HWA
+    phase's ``hwa_config`` / ``hwa_digital_output`` entries (True = ``output_layer`` digital)."""
+    meta = ckpt.get("meta", {})
+    dep = meta.get("deployment")
+    if isinstance(dep, dict):
+        layers = dep.get("digital_layers") or []
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise CrossbarInputError("checkpoint meta 'deployment.digital_layers' must be a list of layer names")
+        return {"hwa_config": dep.get("hwa_config"), "digital_layers": list(layers)}
+    return {"hwa_config": meta.get("hwa_config"),
+            "digital_layers": [output_layer] if meta.get("hwa_digital_output") is True else []}
+
+
+def resolve_digital_output(ckpt: dict, output_layer: str, flag: bool | None) -> tuple[bool, str]:
+    """(keep the output layer digital?, where that comes from: "checkpoint" or "flag")."""
+    if flag is not None:
+        return bool(flag), "flag"
+    return output_layer in deployment(ckpt, output_layer)["digital_layers"], "checkpoint"
 
 
 # ------------------------------------------------------------------------------ analog models

@@ -1,6 +1,7 @@
 """Shared test options: ``--run-slow`` enables tests marked ``slow``."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,3 +27,28 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"dataset {path} not present (tests that need ../shared/data are skipped)")
     return path
+
+
+def tone(freq, rate=16000, seconds=1.0, seed=0):
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(seed)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def gsc_folder(root, per_word=6):
+    """A generated GSC-layout folder (for KWS tests). Words as tones of different pitch, 3 speakers, GSC naming, plus bad files."""
+    import soundfile as sf
+
+    words = {"yes": 300, "no": 600, "up": 900, "cat": 1200}
+    for w, f in words.items():
+        (root / w).mkdir(parents=True)
+        for k in range(per_word):
+            spk = ["aaaaaaaa", "bbbbbbbb", "cccccccc"][k % 3]
+            sf.write(root / w / f"{spk}_nohash_{k}.wav", tone(f * (1 + 0.02 * k), seed=k), 16000)
+    (root / "_silence_").mkdir()
+    for k in range(4):
+        sf.write(root / "_silence_" / f"{k}.wav", 0.01 * np.random.default_rng(k).standard_normal(16000).astype(np.float32), 16000)
+    sf.write(root / "yes" / "dddddddd_nohash_0.wav", tone(300, rate=8000), 8000)   # wrong rate: resampled
+    (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")     # corrupt: rejected
+    sf.write(root / "up" / "ffffffff_nohash_0.wav", np.zeros(10, np.float32), 16000)  # too short: rejected
+    return root

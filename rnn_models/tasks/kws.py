@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_model, save_checkpoint
+from rnn_models.checkpoint import load_model, resolve_digital_output, save_checkpoint
 from rnn_models.convert import calibrate, convert_to_analog, program, to_digital
 from rnn_models.data import speech
 from rnn_models.evaluate import result
@@ -160,6 +160,7 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
         calibrate(ana, [calib[i:i + 64] for i in range(0, len(calib), 64)])
         meta["software_dev_accuracy_after_hwa"] = run_epochs(ana, hwa_epochs, lr / 5, "hwa", software=to_digital)
         meta["hwa_config"] = cfg.name
+        meta["deployment"] = {"hwa_config": cfg.name, "digital_layers": []}
         model = to_digital(ana)
     calib_idx = torch.randperm(len(tr.features), generator=gen)[:64]
     meta["calibration_features"] = tr.features[calib_idx].half()
@@ -178,11 +179,14 @@ def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
 
 def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,
                  split: str | None = None, seed: int | None = None, batch: int = 256,
-                 digital_output: bool = False) -> dict:
+                 digital_output: bool | None = None, first: int = 0, limit: int | None = None) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances) accuracy of a checkpoint on a folder.
 
     ``split``: ``test`` when the folder has GSC's list files, else ``all`` (default), or
-    ``train`` / ``dev`` with the checkpoint's split fraction and seed.
+    ``train`` / ``dev`` with the checkpoint's split fraction and seed.  ``first``: number of the
+    first instance (instance m is the same chip whichever block it is evaluated in); ``limit``:
+    score only the first ``limit`` clips of the split (quick checks).  ``digital_output``: keep the
+    output layer digital; None = as the checkpoint's deployment says (``meta["deployment"]``).
     """
     model, ckpt = load_kws(checkpoint)
     meta = ckpt["meta"]
@@ -194,14 +198,19 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     chosen = speech.select_split(clips, split, meta["dev_fraction"], meta["split_seed"])
     if not chosen:
         raise CrossbarInputError(f"{data_dir}: the {split!r} split is empty")
+    if limit is not None:
+        chosen = chosen[:limit]
     data = speech.load_set(chosen, task, settings)
     software = accuracy(model, data.features, data.labels)[0]
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
+    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
     ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
     calib = meta["calibration_features"].float()
     calibrate(ana, [calib])
-    program(ana, seed, mc)
+    program(ana, seed, mc, first=first)
     per_instance = accuracy(ana, data.features, data.labels, batch=batch, instances=mc)
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
-    return result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)
+    res = result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)
+    res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
+    return res

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from rnn_models.checkpoint import load_checkpoint, load_model, resolve_digital_output, save_checkpoint
 from rnn_models.data import ptb
 
 
@@ -398,8 +398,11 @@ def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
 
 def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, split: str = "valid",
                 n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None,
-                digital_output: bool = False) -> dict:
+                digital_output: bool | None = None, first: int = 0) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances, batched) BPC of a checkpoint on a split.
+
+    ``first``: number of the first instance (instance m is the same chip in any block).
+    ``digital_output``: keep the decoder digital; None = as the checkpoint's deployment says.
 
     The input DAC and ADC ranges are calibrated on the first 20,000 characters of the training split.
     ``limit``: score only the first ``limit`` characters (quick checks).
@@ -417,14 +420,17 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     software = evaluate_bpc(model, ids, n_streams, window)
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
+    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
     ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
     train_ids, _ = ptb.load_split(data_dir, "train", vocab)
     calib = ptb.batchify(train_ids[:20000], 50)
     calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
-    program(ana, seed, mc)
+    program(ana, seed, mc, first=first)
     per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     if mc == 1:
         per_instance = [per_instance]
     predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first
-    return result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)
+    res = result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)
+    res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
+    return res

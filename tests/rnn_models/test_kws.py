@@ -8,30 +8,8 @@ import torch
 
 from crossbar.errors import CrossbarInputError
 from rnn_models.data import speech
+from tests.conftest import gsc_folder as _gsc_folder
 from tests.conftest import shared_data
-
-
-def _tone(freq, rate=16000, seconds=1.0, seed=0):
-    t = np.arange(int(rate * seconds)) / rate
-    rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def _gsc_folder(root, per_word=6):
-    """Words as tones of different pitch, 3 speakers, GSC naming, plus bad files."""
-    words = {"yes": 300, "no": 600, "up": 900, "cat": 1200}
-    for w, f in words.items():
-        (root / w).mkdir(parents=True)
-        for k in range(per_word):
-            spk = ["aaaaaaaa", "bbbbbbbb", "cccccccc"][k % 3]
-            sf.write(root / w / f"{spk}_nohash_{k}.wav", _tone(f * (1 + 0.02 * k), seed=k), 16000)
-    (root / "_silence_").mkdir()
-    for k in range(4):
-        sf.write(root / "_silence_" / f"{k}.wav", 0.01 * np.random.default_rng(k).standard_normal(16000).astype(np.float32), 16000)
-    sf.write(root / "yes" / "dddddddd_nohash_0.wav", _tone(300, rate=8000), 8000)   # wrong rate: resampled
-    (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")     # corrupt: rejected
-    sf.write(root / "up" / "ffffffff_nohash_0.wav", np.zeros(10, np.float32), 16000)  # too short: rejected
-    return root
 
 
 def test_scan_labels_speakers_and_bad_files(tmp_path, monkeypatch):
@@ -115,12 +93,13 @@ def test_evaluate_json_schema(tiny_kws):
     assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
                  "rram_nladc_5b", "--mc", "2", "--json", str(out), "--split", "dev"]) == 0
     r = json.loads(out.read_text())
-    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint"}
+    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment"}
+    assert r["deployment"] == {"digital_layers": [], "from": "checkpoint"}
     assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2
     assert set(r["hardware"]) == {"mean", "std", "per_instance"} and 0 <= r["hardware"]["mean"] <= 1
 
 
-def test_evaluate_sweep_writes_table_plot_and_json(tiny_kws):
+def test_evaluate_sweep_is_a_sweep_of_adc_bits_with_the_baseline(tiny_kws):
     from crossbar.cli import main
 
     tmp, root, _, _ = tiny_kws
@@ -129,8 +108,10 @@ def test_evaluate_sweep_writes_table_plot_and_json(tiny_kws):
                  "rram_nladc_5b", "--mc", "2", "--split", "dev", "--sweep", "bits=3,5", "--json", str(out),
                  "--out", str(tmp / "sw")]) == 0
     sweep = json.loads(out.read_text())["sweep"]
-    assert [r["config"] for r in sweep] == ["rram_nladc_5b (3 bit)", "rram_nladc_5b (5 bit)", "rram_conventional_adc_5b"]
-    assert (tmp / "sw" / "sweep_kws.png").stat().st_size > 1000 and (tmp / "sw" / "sweep_kws.md").exists()
+    assert [(r["config"], r["adc.bits"]) for r in sweep] == [
+        ("rram_nladc_5b", 3), ("rram_nladc_5b", 5), ("rram_conventional_adc_5b", 3), ("rram_conventional_adc_5b", 5)]
+    assert [r["n_instances"] for r in sweep] == [2, 2, 2, 2]
+    assert (tmp / "sw" / "metric_vs_adc_bits.png").stat().st_size > 1000 and (tmp / "sw" / "results.csv").exists()
     assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
                  "rram_nladc_5b", "--sweep", "bits=3,99"]) == 2
     assert main(["evaluate", "kws", "--checkpoint", str(tmp / "missing.pt"), "--data", str(root), "--config",
@@ -142,58 +123,3 @@ def test_shared_fsdd_manifest_reads():
     clips = speech.scan(root, "fsdd")
     assert len(clips) == 2000 and {c.label for c in clips} == {str(d) for d in range(10)}
     assert len({c.speaker for c in clips}) == 4
-
-
-def test_interrupted_sweep_resumes_to_the_same_result(tiny_kws, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from rnn_models.evaluate import ResultStore
-
-    tmp, root, _, _ = tiny_kws
-    env = dict(os.environ, CROSSBAR_CACHE=str(tmp / "cache"))
-
-    def cmd(out, *extra):  # 48 instances: each unit takes long enough (~1 s) to be interrupted after the first,
-        # also on a busy machine
-        return [sys.executable, "-m", "crossbar.cli", "evaluate", "kws", "--checkpoint", str(tmp / "k.pt"),
-                "--data", str(root), "--config", "rram_nladc_5b", "--mc", "48", "--split", "dev",
-                "--sweep", "bits=3,4,5,8", "--out", str(out), "--json", str(out / "r.json"), "--threads", "1", *extra]
-
-    full = subprocess.run(cmd(tmp_path / "full"), env=env, capture_output=True, text=True)
-    assert full.returncode == 0, full.stderr
-    part = tmp_path / "part"
-    # a shell without job control starts background jobs with SIGINT ignored, and Python then never
-    # raises KeyboardInterrupt: give the child the default disposition, as an interactive Ctrl-C has
-    proc = subprocess.Popen(cmd(part), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    store_file = part / "sweep_kws.h5"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if store_file.is_file() and len(ResultStore(store_file, resume=True).units) >= 1:
-            break
-        time.sleep(0.01)
-    interrupted = proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    done = ResultStore(store_file, resume=True).units  # a valid file after the interruption
-    assert interrupted and 1 <= len(done) < 5, (interrupted, len(done))  # stopped mid-sweep
-    res = subprocess.run(cmd(part, "--resume"), env=env, capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert f"resuming: {len(done)} finished unit(s)" in res.stdout
-    assert json.loads((part / "r.json").read_text()) == json.loads((tmp_path / "full" / "r.json").read_text())
-
-
-def test_resume_refuses_a_store_from_another_evaluation(tmp_path):
-    from crossbar.config import load_config
-    from rnn_models.evaluate import ResultStore
-
-    cfg = load_config("rram_nladc_5b")
-    store = ResultStore(tmp_path / "s.h5", context={"checkpoint": "a.pt", "mc": 2})
-    store.add(cfg, {"hardware": {"mean": 0.5}})
-    again = ResultStore(tmp_path / "s.h5", resume=True, context={"checkpoint": "a.pt", "mc": 2})
-    assert again.get(cfg) == {"hardware": {"mean": 0.5}}
-    with pytest.raises(CrossbarInputError, match="written for another evaluation"):
-        ResultStore(tmp_path / "s.h5", resume=True, context={"checkpoint": "b.pt", "mc": 2})
