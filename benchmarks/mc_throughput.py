@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from crossbar.cli import SHIPPED
+from rnn_models.cli import SHIPPED
 from rnn_models.convert import calibrate, convert_to_analog, program
 from rnn_models.tasks.kws import accuracy, load_kws
 

@@ -30,6 +30,7 @@ from crossbar.cost.report import build_report, write_report
 from rnn_models.data.synthetic_kws import generate
 from rnn_models.sweep import parse_spec, run_sweep
 from rnn_models.tasks.kws import train_kws
+from rnn_models.workload import workload_for
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "kws_synthetic.pt"
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     plot = out / "kws_sweep" / "pareto.png"
     print(f"\n== 3. Area / energy / latency of the same model ({cfg.name}, {cfg.cost.node_nm:g} nm, "
           f"{cfg.cost.clock_ghz:g} GHz)")
-    report = build_report(cfg.name, str(checkpoint), [5, 8], {})
+    report = build_report(cfg.name, workload_for(str(checkpoint), cfg), [5, 8])
     write_report(report, out / "cost")
     print(f"  {'architecture':14s}{'bits':>5s}{'TOPS/W':>10s}{'TOPS/mm^2':>11s}{'uJ/clip':>10s}{'cycles/step':>13s}")
     for arch, per_bits in report["architectures"].items():

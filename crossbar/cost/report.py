@@ -13,7 +13,7 @@ from pathlib import Path
 from crossbar.config import PRESET_DIR, HardwareConfig, check_bit_widths, load_config
 from crossbar.cost.accounting import ARCHITECTURES, CATEGORIES, estimate, nl_time_ratio
 from crossbar.cost.library import Library, load_library
-from crossbar.cost.workload import PAPER_SHAPES, Workload, from_checkpoint, paper_shape
+from crossbar.cost.workload import PAPER_SHAPES, Workload, paper_shape
 from crossbar.errors import CrossbarInputError
 from crossbar.io import save_figure, write_json, write_text
 
@@ -63,29 +63,24 @@ def resolve_library(config: HardwareConfig, config_arg: str) -> Library:
     return load_library(path)
 
 
-def resolve_workload(model: str, config: HardwareConfig, shipped: dict[str, Path], steps: int | None) -> Workload:
-    if model in PAPER_SHAPES:
-        w = paper_shape(model, config)
-    elif model in shipped:
-        w = from_checkpoint(str(shipped[model]), config)
-    elif Path(model).is_file():
-        w = from_checkpoint(model, config)
-    else:
-        raise CrossbarInputError(f"--model {model!r}: use {', '.join(PAPER_SHAPES)}, {', '.join(shipped)} or an "
-                                 "existing checkpoint file")
-    if steps is not None:
-        w.steps_per_inference = int(steps)
-    return w
+def build_report(config_arg: str, model: str | Workload, bits: list[int], steps: int | None = None) -> dict:
+    """Everything ``report.json`` holds (no files written).
 
-
-def build_report(config_arg: str, model: str, bits: list[int], shipped: dict[str, Path],
-                 steps: int | None = None) -> dict:
-    """Everything ``report.json`` holds (no files written)."""
+    ``model``: a paper shape name (``paper-kws``, ``paper-lm``) or a :class:`Workload` built by the
+    caller (e.g. ``rnn_models.workload.workload_for`` from a checkpoint)."""
     base = load_config(config_arg)
     library = resolve_library(base, config_arg)
     bits = check_bit_widths(list(bits), "--bits") if bits else [base.adc.bits]
     own = config_architecture(base)
-    workload = resolve_workload(model, base, shipped, steps)
+    if isinstance(model, Workload):
+        workload = model
+    else:
+        if model not in PAPER_SHAPES:
+            raise CrossbarInputError(f"model {model!r}: use {', '.join(PAPER_SHAPES)} or a Workload")
+        workload = paper_shape(model, base)
+    if steps is not None:
+        workload.steps_per_inference = int(steps)
+    model = workload.name
     per_arch: dict[str, dict[str, dict]] = {a: {} for a in ARCHITECTURES}
     for b in bits:
         cfg = base.replace(**{"adc.bits": b, "nl_adc.ramp_devices": None})

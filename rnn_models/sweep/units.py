@@ -204,13 +204,13 @@ def run_unit(payload: dict) -> dict:
 
 def cost_metrics(row: Row) -> dict:
     """The point's cost metrics (same config and model as ``crossbar report``)."""
-    from crossbar.cost.report import config_architecture, resolve_library, resolve_workload
     from crossbar.cost.accounting import estimate
-    from rnn_models.checkpoint import SHIPPED
+    from crossbar.cost.report import config_architecture, resolve_library
+    from rnn_models.workload import workload_for
 
     cfg = row.config
     library = resolve_library(cfg, row.base_arg)
-    workload = resolve_workload(row.model, cfg, SHIPPED, None)
+    workload = workload_for(row.model, cfg)
     est = estimate(workload, cfg, library, cfg.adc.bits, config_architecture(cfg))
     out = {}
     for key in ("tops_per_w", "tops_per_mm2", "energy_per_inference_j", "power_mw", "area_mm2", "peak_tops",

@@ -98,7 +98,7 @@ def test_config_is_immutable_and_replace_validates():
 
 
 def _crossbar(*args):
-    return subprocess.run([sys.executable, "-m", "crossbar.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "rnn_models.cli", *args], capture_output=True, text=True)
 
 
 def test_cli_validate_ok_and_errors(tmp_path):

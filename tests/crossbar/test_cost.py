@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from crossbar.cli import main
+from rnn_models.cli import main
 from crossbar.config import default_config, load_config
 from crossbar.cost.accounting import estimate, nl_time_ratio
 from crossbar.cost.library import REQUIRED, load_library
@@ -180,7 +180,7 @@ def test_checkpoint_like_models_and_cell_modes():
     import torch
     from torch import nn
 
-    from crossbar.cost.workload import from_model
+    from rnn_models.workload import from_model
 
     class Net(nn.Module):
         def __init__(self):

@@ -55,7 +55,7 @@ def test_io_mapping_round_trip_and_limits():
 
 
 def test_cli_writes_a_pcm_like_config(tmp_path):
-    from crossbar.cli import main
+    from rnn_models.cli import main
 
     out = tmp_path / "pcm.json"
     assert main(["pcm-like", "--base", "rram_nladc_5b", "--t-inference", "3600", "--drift-scale", "0.5",

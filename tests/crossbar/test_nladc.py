@@ -160,7 +160,7 @@ def test_conversion_time_counts_cycles():
 
 
 def test_cli_adc_writes_summary_and_plots(tmp_path):
-    from crossbar.cli import main
+    from rnn_models.cli import main
     from crossbar.characterize import SUMMARY_KEYS
 
     out, js = tmp_path / "adc", tmp_path / "s.json"

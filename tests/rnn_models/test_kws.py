@@ -86,7 +86,7 @@ def test_short_training_lowers_loss(tiny_kws):
 
 
 def test_evaluate_json_schema(tiny_kws):
-    from crossbar.cli import main
+    from rnn_models.cli import main
 
     tmp, root, _, _ = tiny_kws
     out = tmp / "r.json"
@@ -100,7 +100,7 @@ def test_evaluate_json_schema(tiny_kws):
 
 
 def test_evaluate_sweep_is_a_sweep_of_adc_bits_with_the_baseline(tiny_kws):
-    from crossbar.cli import main
+    from rnn_models.cli import main
 
     tmp, root, _, _ = tiny_kws
     out = tmp / "sweep.json"

@@ -208,7 +208,7 @@ def test_failing_point_is_recorded_and_the_others_finish(env, client, tmp_path):
     rows = _rows(tmp_path / "f")
     assert rows[0]["status"] == "done" and rows[0]["n_instances"] == "2"
     assert rows[1]["status"].startswith("failed: ") and "cuda" in rows[1]["status"] and rows[1]["hardware_mean"] == ""
-    from crossbar.cli import main
+    from rnn_models.cli import main
 
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     assert main(["sweep", str(tmp_path / "bad.json"), "--out", str(tmp_path / "f"), "--workers", "1"]) == 1
@@ -218,7 +218,7 @@ def test_driver_killed_then_resume_continues_to_the_same_results(env, reference,
     tmp, spec = env
     (tmp_path / "s.json").write_text(json.dumps(spec))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "crossbar.cli", "sweep", str(tmp_path / "s.json"), "--out", str(out), "--workers", "1"]
+    cmd = [sys.executable, "-m", "rnn_models.cli", "sweep", str(tmp_path / "s.json"), "--out", str(out), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = 0

@@ -164,7 +164,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     return 0
 
 
-from rnn_models.checkpoint import REPO_ROOT, SHIPPED  # noqa: E402  (the CLI joins both packages)
+from rnn_models.checkpoint import REPO_ROOT, SHIPPED  # noqa: E402
 
 
 def _command_line() -> str:
@@ -275,7 +275,12 @@ def _bits_list(text: str) -> list[int]:
 def _cmd_report(args: argparse.Namespace) -> int:
     from crossbar.cost.report import build_report, write_report
 
-    report = build_report(args.config, args.model, args.bits or [], SHIPPED, steps=args.steps)
+    from crossbar.config import load_config
+    from crossbar.cost.workload import PAPER_SHAPES
+    from rnn_models.workload import workload_for
+
+    model = args.model if args.model in PAPER_SHAPES else workload_for(args.model, load_config(args.config))
+    report = build_report(args.config, model, args.bits or [], steps=args.steps)
     paths = write_report(report, args.out)
     bits = report["bits"]
     for b in bits:
