@@ -89,3 +89,74 @@ def torch_save(obj: Any, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+# ------------------------------------------------------------------------------ output checks
+def _real(path: str | os.PathLike) -> str:
+    return os.path.realpath(os.path.abspath(os.fspath(path)))
+
+
+def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None, *,
+                  existing_files: str = "replace") -> None:
+    """Check every output location before any work (one :class:`CrossbarInputError` otherwise).
+
+    ``outputs``: option name -> ``(path, kind)`` with kind ``"file"`` or ``"dir"`` (a ``None`` path
+    is skipped); ``inputs``: option name -> path of a file or folder the command reads.  Refused: an
+    output that is (or resolves to, through links) an input or lies inside an input folder; a file
+    output that names a folder or a special file; a folder output that names a file; a location
+    whose nearest existing parent is not a writable folder; ``existing_files="refuse"``: a file
+    output that already exists.
+    """
+    from crossbar.errors import CrossbarInputError
+
+    ins = {name: _real(p) for name, p in (inputs or {}).items() if p is not None}
+    for name, spec in outputs.items():
+        path, kind = spec
+        if path is None:
+            continue
+        text = os.fspath(path)
+        if "\x00" in text:
+            raise CrossbarInputError(f"{name} {text!r}: a path cannot contain a NUL byte")
+        real = _real(path)
+        for in_name, in_real in ins.items():
+            if real == in_real:
+                raise CrossbarInputError(f"{name} {text!r} is the input {in_name} ({in_real}); outputs never "
+                                         f"replace inputs: choose another path")
+            if os.path.isdir(in_real) and real.startswith(in_real.rstrip(os.sep) + os.sep):
+                raise CrossbarInputError(f"{name} {text!r} lies inside the input folder {in_name} ({in_real}); "
+                                         f"write outputs elsewhere")
+        p = Path(real)
+        if kind == "file":
+            if p.is_dir():
+                raise CrossbarInputError(f"{name} {text!r} is a folder; give a file name")
+            if p.exists() and not p.is_file():
+                raise CrossbarInputError(f"{name} {text!r} exists and is not a regular file")
+            if p.exists() and existing_files == "refuse":
+                raise CrossbarInputError(f"{name} {text!r} exists; choose a new file (nothing is overwritten)")
+        elif p.exists() and not p.is_dir():
+            raise CrossbarInputError(f"{name} {text!r} exists and is not a folder")
+        if p.exists():
+            folder = p if kind == "dir" else p.parent  # an atomic replace writes into the parent folder
+            if not _can_write_in(folder) or not os.access(p, os.W_OK):
+                raise CrossbarInputError(f"{name} {text!r} is not writable")
+            continue
+        probe = p.parent
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise CrossbarInputError(f"{name} {text!r}: {str(probe)!r} is not a folder")
+        if not _can_write_in(probe):
+            raise CrossbarInputError(f"{name} {text!r}: {str(probe)!r} is not writable")
+
+
+def _can_write_in(folder: Path) -> bool:
+    """True when a file can be created in ``folder`` (tried: permission bits do not bind root, and
+    read-only or pseudo file systems only show themselves on a write); the probe is removed."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".crossbar-write-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+    return True

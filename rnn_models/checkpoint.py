@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from crossbar.errors import CrossbarInputError
+from crossbar.errors import CrossbarInputError, one_line
 from crossbar.io import torch_save
 
 #: the checkpoints shipped in checkpoints/ that commands use by default, per task
@@ -44,7 +44,7 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
     except Exception as exc:  # truncated, not a torch file, or holds disallowed objects
         raise CrossbarInputError(
             f"checkpoint {str(path)!r} cannot be read as a crossbar checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"({type(exc).__name__}: {one_line(exc, 200)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CrossbarInputError(f"checkpoint {str(path)!r} is not a {FORMAT} file")
@@ -55,6 +55,15 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         raise CrossbarInputError(
             f"checkpoint {str(path)!r} has version {payload['version']!r}; this code reads {VERSION}"
         )
+    for key, kind in (("arch", dict), ("state_dict", dict), ("meta", dict), ("task", str)):
+        if not isinstance(payload[key], kind):
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: {key!r} must be a {kind.__name__}, "
+                                     f"got {type(payload[key]).__name__}")
+    for name, tensor in payload["state_dict"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: state_dict entry {name!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: tensor {name!r} holds NaN or infinite values")
     if task is not None and payload["task"] != task:
         raise CrossbarInputError(
             f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}"
@@ -168,7 +177,7 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not fit the model: {str(exc).splitlines()[0]}") from None
+        raise CrossbarInputError(f"checkpoint {str(path)!r} does not fit the model: {_state_dict_problem(exc)}") from None
     for name, state in ckpt["analog"].items():
         layer = layers[name]
         layer.input_scale = state["input_scale"]
@@ -197,6 +206,22 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
     return ckpt
 
 
+def _state_dict_problem(exc: BaseException) -> str:
+    """A ``load_state_dict`` / constructor error on one line, naming the tensors involved."""
+    return one_line(exc, 400).replace("Error(s) in loading state_dict for ", "")
+
+
+def check_meta(path: str | Path, meta: dict, required: dict[str, type | tuple]) -> None:
+    """One clear error when a checkpoint's ``meta`` lacks an entry or holds one of the wrong type."""
+    for key, kind in required.items():
+        if key not in meta:
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: meta entry {key!r} is missing")
+        if not isinstance(meta[key], kind):
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: meta entry {key!r} must be {want}, "
+                                     f"got {type(meta[key]).__name__}")
+
+
 def load_model(path: str | Path, task: str, model_cls, what: str):
     """(model in eval mode, checkpoint) for a task checkpoint; ``model_cls(**arch)`` builds the model.
 
@@ -206,5 +231,5 @@ def load_model(path: str | Path, task: str, model_cls, what: str):
         model = model_cls(**ckpt["arch"])
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a {what}: {str(exc).splitlines()[0]}") from None
+        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a {what}: {_state_dict_problem(exc)}") from None
     return model.eval(), ckpt

@@ -18,6 +18,11 @@ from crossbar.errors import CrossbarInputError
 def _cmd_train_lm(args: argparse.Namespace) -> int:
     from rnn_models.tasks.lm import train_lm
 
+    from crossbar.io import check_outputs
+
+    check_outputs({"--out": (args.out, "file")}, {"--data": args.data, "--init": args.init,
+                                                   "--config": _config_input(args.config)})
+    _check_device(args.device)
     torch.set_num_threads(args.threads)
     command = _command_line()
     if args.device == "auto":
@@ -63,6 +68,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from crossbar.config import json_schema
     from crossbar.io import write_text
 
+    from crossbar.io import check_outputs
+
+    check_outputs({"--out": (args.out, "file")})
     text = json.dumps(json_schema(), indent=2) + "\n"
     if args.out:
         write_text(args.out, text)
@@ -75,8 +83,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_pcm_like(args: argparse.Namespace) -> int:
     from crossbar.config import load_config
     from crossbar.interop import pcm_like_device
-    from crossbar.io import write_text
+    from crossbar.io import check_outputs, write_text
 
+    check_outputs({"--out": (args.out, "file")}, {"--base": _config_input(args.base)})
     base = load_config(args.base)
     device = pcm_like_device(g_max=args.g_max, t_0=args.t0, t_read=args.t_read, t_inference=args.t_inference,
                              prog_noise_scale=args.prog_noise_scale, read_noise_scale=args.read_noise_scale,
@@ -92,6 +101,29 @@ def _cmd_pcm_like(args: argparse.Namespace) -> int:
     write_text(args.out, cfg.model_dump_json(indent=2) + "\n")
     print(f"wrote {args.out}: {base.name} with the PCM-like device at t = {args.t_inference:g} s")
     return 0
+
+
+def _config_input(value: str | None) -> str | None:
+    """A --config / --base value as an input path (a preset name reads nothing of the user's)."""
+    return value if value is not None and os.path.exists(value) else None
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CrossbarInputError("--device cuda: no CUDA device is available here (use cpu or auto)")
+
+
+def _bounded_int(lo: int, hi: int):
+    """argparse type: an integer in [lo, hi] (bounds keep the work finite)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} must be in {lo}..{hi}")
+        return value
+    return parse
 
 
 def _nonnegative_float(text: str) -> float:
@@ -141,7 +173,10 @@ def _fraction(text: str) -> float:
 def _cmd_adc(args: argparse.Namespace) -> int:
     from crossbar.characterize import parse_sweep, run_characterisation
     from crossbar.config import load_config
+    from crossbar.io import check_outputs
 
+    check_outputs({"--out": (args.out, "dir"), "--json": (args.json, "file")},
+                  {"--config": _config_input(args.config)})
     config = load_config(args.config)
     if args.function:
         functions = [f.strip() for f in args.function.split(",") if f.strip()]
@@ -165,6 +200,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
 
 
 from rnn_models.checkpoint import REPO_ROOT, SHIPPED  # noqa: E402
+from rnn_models.sweep.spec import MAX_MC  # noqa: E402
 
 
 def _command_line() -> str:
@@ -172,8 +208,13 @@ def _command_line() -> str:
 
 
 def _cmd_train_kws(args: argparse.Namespace) -> int:
+    from crossbar.config import load_config
+    from crossbar.io import check_outputs
     from rnn_models.tasks.kws import train_kws
 
+    check_outputs({"--out": (args.out, "file")}, {"--data": args.data, "--config": _config_input(args.config)})
+    if args.config is not None:
+        load_config(args.config)  # checked before any training
     torch.set_num_threads(args.threads)
     train_kws(args.data, args.out, task=args.task, config=args.config, hidden_size=args.hidden, epochs=args.epochs,
               hwa_epochs=args.hwa_epochs, batch=args.batch, lr=args.lr, dev_fraction=args.dev_fraction,
@@ -202,8 +243,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from crossbar.config import load_config
     from crossbar.io import write_json
 
+    from crossbar.io import check_outputs
+
     torch.set_num_threads(args.threads)
     checkpoint = _checkpoint_for(args.task, args.checkpoint)
+    inputs = {"--checkpoint": checkpoint, "--data": args.data, "--config": _config_input(args.config)}
+    check_outputs({"--json": (args.json, "file"),
+                   "--out": ((args.out or f"sweep_{args.task}") if args.sweep else None, "dir")}, inputs)
     if args.sweep is None:
         cfg = load_config(args.config)
         if args.task == "kws":
@@ -277,7 +323,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     from crossbar.config import load_config
     from crossbar.cost.workload import PAPER_SHAPES
+    from crossbar.io import check_outputs
     from rnn_models.workload import workload_for
+
+    check_outputs({"--out": (args.out, "dir")}, {"--config": _config_input(args.config),
+                                                 "--model": args.model if os.path.exists(args.model) else None})
 
     model = args.model if args.model in PAPER_SHAPES else workload_for(args.model, load_config(args.config))
     report = build_report(args.config, model, args.bits or [], steps=args.steps)
@@ -293,7 +343,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from crossbar.io import check_outputs
     from rnn_models.data.synthetic_kws import generate
+
+    check_outputs({"--out": (args.out, "dir")})
 
     manifest = generate(args.out, clips_per_voice=args.clips_per_voice, seed=args.seed)
     print(f"synthetic keyword dataset: {manifest}")
@@ -330,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     adc = sub.add_parser("adc", help="characterise the NL-ADC of a config (INL/DNL, transfer, V_read sweep)")
     adc.add_argument("--config", required=True, help="hardware-config JSON (or preset name)")
     adc.add_argument("--function", help="comma-separated activations (default: the config's gate and candidate)")
-    adc.add_argument("--mc", type=_positive_int, default=None, help="Monte-Carlo instances (default: config)")
-    adc.add_argument("--columns", type=_positive_int, default=16, help="NL-ADC columns per instance")
+    adc.add_argument("--mc", type=_bounded_int(1, MAX_MC), default=None, help="Monte-Carlo instances (default: config)")
+    adc.add_argument("--columns", type=_bounded_int(1, 4096), default=16, help="NL-ADC columns per instance")
     adc.add_argument("--vread-sweep", default="0.15:0.25:0.01", help="START:STOP:STEP in V")
     adc.add_argument("--out", help="folder for PNGs and adc_summary.json")
     adc.add_argument("--json", help="JSON summary file")
@@ -341,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--config", required=True, help="hardware config (path or preset name)")
     rep.add_argument("--model", required=True, help="paper-kws | paper-lm | kws | lm | a checkpoint file")
     rep.add_argument("--bits", type=_bits_list, default=None, help="ADC bit widths, e.g. 3,4,5,8 (default: the config's)")
-    rep.add_argument("--steps", type=_positive_int, default=None, help="time steps per inference (default: the model's)")
+    rep.add_argument("--steps", type=_bounded_int(1, 10**9), default=None, help="time steps per inference (default: the model's)")
     rep.add_argument("--out", required=True, help="folder for report.json, report.md and the PNGs")
     rep.set_defaults(func=_cmd_report)
 
@@ -349,17 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
     lm = train.add_parser("lm", help="character-level PTB language model (float training)")
     lm.add_argument("--data", required=True, help="folder with ptb.train.txt and ptb.valid.txt")
     lm.add_argument("--out", required=True, help="checkpoint file to write")
-    lm.add_argument("--hidden", type=_positive_int, default=364)
-    lm.add_argument("--layers", type=_positive_int, default=1)
+    lm.add_argument("--hidden", type=_bounded_int(1, 65536), default=364)
+    lm.add_argument("--layers", type=_bounded_int(1, 64), default=1)
     lm.add_argument("--dropout", type=_fraction, default=0.1)
-    lm.add_argument("--epochs", type=_positive_int, default=45)
-    lm.add_argument("--batch", type=_positive_int, default=128)
-    lm.add_argument("--bptt", type=_positive_int, default=100)
+    lm.add_argument("--epochs", type=_bounded_int(1, 100_000), default=45)
+    lm.add_argument("--batch", type=_bounded_int(1, 65536), default=128)
+    lm.add_argument("--bptt", type=_bounded_int(1, 1_000_000), default=100)
     lm.add_argument("--lr", type=_positive_float, default=3e-3)
     lm.add_argument("--seed", type=_nonneg_int, default=0)
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
     lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
-    lm.add_argument("--threads", type=_positive_int, default=1)
+    lm.add_argument("--threads", type=_bounded_int(1, 1024), default=1)
     lm.add_argument("--max-minutes", type=_positive_float, default=None,
                     help="time budget of this run's float training; the state is saved, rerun to continue")
     lm.add_argument("--weight-drop", type=_fraction, default=0.0, help="DropConnect on the recurrent weights")
@@ -386,22 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--config", help="hardware config for hardware-aware fine-tuning (omit: float only)")
     kws.add_argument("--out", required=True, help="checkpoint file to write")
     kws.add_argument("--task", choices=["gsc12", "fsdd"], default="gsc12")
-    kws.add_argument("--hidden", type=_positive_int, default=128)
-    kws.add_argument("--epochs", type=_positive_int, default=120)
+    kws.add_argument("--hidden", type=_bounded_int(1, 65536), default=128)
+    kws.add_argument("--epochs", type=_bounded_int(1, 100_000), default=120)
     kws.add_argument("--hwa-epochs", type=_nonneg_int, default=6)
-    kws.add_argument("--batch", type=_positive_int, default=32)
+    kws.add_argument("--batch", type=_bounded_int(1, 65536), default=32)
     kws.add_argument("--lr", type=_positive_float, default=5e-3)
     kws.add_argument("--dev-fraction", type=_fraction, default=0.2)
     kws.add_argument("--seed", type=_nonneg_int, default=0)
     kws.add_argument("--speed-perturb", type=_fraction, default=0.0, help="augmentation: random speed change "
                      "+-this fraction (e.g. 0.15; 0 = off)")
-    kws.add_argument("--threads", type=_positive_int, default=2)
+    kws.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
     kws.set_defaults(func=_cmd_train_kws)
 
     data = sub.add_parser("data", help="generate datasets of our own").add_subparsers(dest="what", required=True)
     syn = data.add_parser("synthetic-kws", help="keywords synthesised with eSpeak NG (GSC layout + manifest)")
     syn.add_argument("--out", required=True, help="folder to write (skipped when its manifest exists)")
-    syn.add_argument("--clips-per-voice", type=_positive_int, default=2)
+    syn.add_argument("--clips-per-voice", type=_bounded_int(1, 1000), default=2)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_cmd_data_synthetic)
 
@@ -412,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--checkpoint", help="checkpoint (default: the one shipped in checkpoints/)")
         e.add_argument("--data", required=True, help="dataset folder")
         e.add_argument("--config", required=True, help="hardware config (path or preset name)")
-        e.add_argument("--mc", type=_positive_int, default=10, help="Monte-Carlo device instances")
+        e.add_argument("--mc", type=_bounded_int(1, MAX_MC), default=10, help="Monte-Carlo device instances")
         e.add_argument("--split", default=None, help=("kws: all | train | dev | test (default: test with GSC list "
                                                       "files, else all)" if task == "kws" else "lm: valid | test"))
         e.add_argument("--json", help="result JSON file")
@@ -424,13 +477,13 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--digital-output", action=argparse.BooleanOptionalAction, default=None,
                        help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
                        "or put it on the crossbar; default: the checkpoint's deployment")
-        e.add_argument("--threads", type=_positive_int, default=2)
+        e.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
         e.set_defaults(func=_cmd_evaluate)
 
     swp = sub.add_parser("sweep", help="design-space sweep: config fields x models x Monte-Carlo (Dask)")
     swp.add_argument("spec", help="sweep spec (JSON, or YAML with PyYAML); see rnn_models/sweep/spec.py")
     swp.add_argument("--out", required=True, help="sweep folder: journal, results.csv, instances.csv, report, plots")
-    swp.add_argument("--workers", type=_positive_int, default=None,
+    swp.add_argument("--workers", type=_bounded_int(1, 4096), default=None,
                      help="local Dask worker processes (default: one per core); 1 = in-process, no Dask")
     swp.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
     swp.add_argument("--resume", action="store_true",
@@ -448,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     except CrossbarInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (outputs are written atomically: nothing half-written was left)", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -73,6 +73,9 @@ class AnalogLayerBase(nn.Module):
 
     def program(self, seed: int | None = None, instances: int | None = None, first: int = 0):
         """Draw device instances ``first .. first+instances-1`` of this layer (seeded) and program them."""
+        from rnn_models.convert import check_program_args
+
+        check_program_args(seed, instances, first)
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
         self._chip_matrices = []

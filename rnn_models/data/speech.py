@@ -123,7 +123,12 @@ def _scan_manifest(root: Path, manifest: Path, task: str) -> list[Clip]:
     clips = []
     for i, row in enumerate(rows, start=2):
         rel = row["path"]
-        path = (root / rel).resolve()
+        if rel is None or "\x00" in rel or not rel.strip():
+            raise CrossbarInputError(f"{manifest}: line {i}: path {rel!r} is empty or holds a NUL byte")
+        try:
+            path = (root / rel).resolve()
+        except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+            raise CrossbarInputError(f"{manifest}: line {i}: path {rel!r} cannot be resolved ({exc})") from None
         if root.resolve() not in path.parents:
             raise CrossbarInputError(f"{manifest}: line {i}: path {rel!r} points outside the dataset folder")
         clips.append(Clip(path, _map_label(row[label_col], task), row.get("speaker") or None, None))
@@ -141,7 +146,7 @@ def _scan_folders(root: Path, task: str) -> list[Clip]:
     has_lists = bool(lists)
     clips = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "_background_noise_"):
-        for wav in sorted(folder.glob("*.wav")):
+        for wav in sorted(f for f in folder.glob("*.wav") if not f.is_symlink() or f.is_file()):
             rel = f"{folder.name}/{wav.name}"
             split = lists.get(rel, "train") if has_lists else None
             clips.append(Clip(wav, _map_label(folder.name, task), _speaker_from_name(wav.name), split))
@@ -198,14 +203,26 @@ def _best_window(x: np.ndarray, length: int) -> np.ndarray:
     return x[start:start + length]
 
 
+#: bounds on what a clip may claim (they keep resampling and memory finite)
+MIN_RATE_HZ, MAX_RATE_HZ, MAX_SECONDS = 1000, 768_000, 600
+
+
 def load_audio(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, str | None]:
     """(float32 waveform of ``clip_samples`` at the target rate, note) -- note says what was done."""
     import soundfile as sf
     from scipy.signal import resample_poly
 
     try:
+        info = sf.info(str(path))
+        if not MIN_RATE_HZ <= info.samplerate <= MAX_RATE_HZ:
+            raise CrossbarInputError(f"{path}: sample rate {info.samplerate} Hz outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")
+        if info.frames > MAX_SECONDS * info.samplerate:
+            raise CrossbarInputError(f"{path}: {info.frames / info.samplerate:.0f} s of audio; clips are at most "
+                                     f"{MAX_SECONDS} s")
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for corrupt / truncated files
+    except CrossbarInputError:
+        raise
+    except Exception as exc:  # soundfile raises several types for corrupt / truncated / missing files
         raise CrossbarInputError(f"{path}: unreadable audio ({type(exc).__name__}: {str(exc)[:120]})") from None
     x = data.mean(1)
     if x.size == 0:

@@ -164,7 +164,14 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, sche
 
     ``workers``: 1 = in-process (no Dask), N = a LocalCluster of N processes, None = one per core.
     ``client``: an existing ``distributed.Client`` to use (tests, notebooks)."""
+    from crossbar.io import check_outputs
+
     out = Path(out)
+    inputs = {"the spec": source if os.path.exists(source) else None, "data": spec.data,
+              "config": spec.config if os.path.exists(spec.config) else None}
+    inputs.update({f"checkpoint {m!r}": m for m in spec.models if os.path.exists(m)})
+    inputs.update({f"baseline {b!r}": b for b in spec.baselines if os.path.exists(b)})
+    check_outputs({"--out": (out, "dir")}, inputs)
     check_out_dir(out, resume)
     rows = plan(spec, source)  # everything validated before any work
     costs = {}

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_model, resolve_digital_output, save_checkpoint
+from rnn_models.checkpoint import check_meta, load_model, resolve_digital_output, save_checkpoint
 from rnn_models.convert import calibrate, convert_to_analog, program, to_digital
 from rnn_models.data import speech
 from rnn_models.evaluate import result
@@ -174,7 +174,17 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
 
 def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
     """Load a KWS checkpoint: (model in eval mode, checkpoint dict)."""
-    return load_model(path, "kws", KWSLSTM, "KWS model")
+    model, ckpt = load_model(path, "kws", KWSLSTM, "KWS model")
+    check_meta(path, ckpt["meta"], {"task": str, "classes": list, "settings": dict, "dev_fraction": (float, int),
+                                    "split_seed": int, "calibration_features": torch.Tensor})
+    if ckpt["meta"]["task"] not in speech.TASK_CLASSES:
+        raise CrossbarInputError(f"checkpoint {str(path)!r}: meta task {ckpt['meta']['task']!r} is not a speech "
+                                 f"task ({', '.join(speech.TASK_CLASSES)})")
+    try:
+        speech.FeatureSettings(**ckpt["meta"]["settings"])
+    except TypeError as exc:
+        raise CrossbarInputError(f"checkpoint {str(path)!r}: meta settings: {exc}") from None
+    return model, ckpt
 
 
 def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,
@@ -201,6 +211,8 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     if limit is not None:
         chosen = chosen[:limit]
     data = speech.load_set(chosen, task, settings)
+    _check_labels(data, task, data_dir)
+    _report_rejected(data, data_dir)
     software = accuracy(model, data.features, data.labels)[0]
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
@@ -213,4 +225,26 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     res = result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)
     res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
+    res["rejected_clips"] = data.report["rejected"]
     return res
+
+
+def _check_labels(data: speech.SpeechSet, task: str, data_dir) -> None:
+    """Refuse data whose clips all fall into one class of the model's task (e.g. a GSC model
+    scored on spoken digits, which are all 'unknown'): an accuracy there means nothing."""
+    counts = torch.bincount(data.labels, minlength=len(data.classes))
+    if int((counts > 0).sum()) < 2 and len(data.labels) > 1:
+        only = data.classes[int(counts.argmax())]
+        raise CrossbarInputError(f"{data_dir}: all {len(data.labels)} clips fall into the class {only!r} of the "
+                                 f"model's task {task!r}; is this a dataset of another task?")
+
+
+def _report_rejected(data: speech.SpeechSet, data_dir) -> None:
+    """Rejected clips (unreadable, empty, too short, bad rate) are listed, never dropped silently."""
+    import sys
+
+    rejected = data.report["rejected"]
+    if rejected:
+        shown = "; ".join(f"{msg}" for msg in list(rejected.values())[:3])
+        print(f"warning: {len(rejected)} clip(s) of {data_dir} rejected and not scored (the JSON result lists "
+              f"all under 'rejected_clips'): {shown}{' ...' if len(rejected) > 3 else ''}", file=sys.stderr)

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from crossbar.errors import CrossbarInputError
-from rnn_models.checkpoint import load_checkpoint, load_model, resolve_digital_output, save_checkpoint
+from rnn_models.checkpoint import check_meta, load_checkpoint, load_model, resolve_digital_output, save_checkpoint
 from rnn_models.data import ptb
 
 
@@ -391,8 +391,9 @@ def _save_state_dict(path: Path, arch: dict, state_dict: dict, meta: dict) -> No
 def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
     """Load a char-LM checkpoint: (model in eval mode, checkpoint dict)."""
     model, ckpt = load_model(path, "lm", CharLSTM, "char-LM")
-    if "vocab" not in ckpt["meta"]:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} has no vocabulary in its meta")
+    check_meta(path, ckpt["meta"], {"vocab": list})
+    if not all(isinstance(c, str) for c in ckpt["meta"]["vocab"]) or len(ckpt["meta"]["vocab"]) != model.vocab_size:
+        raise CrossbarInputError(f"checkpoint {str(path)!r}: meta vocab must be {model.vocab_size} characters")
     return model.eval(), ckpt
 
 
