@@ -208,10 +208,10 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     chosen = speech.select_split(clips, split, meta["dev_fraction"], meta["split_seed"])
     if not chosen:
         raise CrossbarInputError(f"{data_dir}: the {split!r} split is empty")
+    _check_labels(chosen, task, data_dir)
     if limit is not None:
         chosen = chosen[:limit]
     data = speech.load_set(chosen, task, settings)
-    _check_labels(data, task, data_dir)
     _report_rejected(data, data_dir)
     software = accuracy(model, data.features, data.labels)[0]
     cfg = load_config(config)
@@ -229,13 +229,12 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     return res
 
 
-def _check_labels(data: speech.SpeechSet, task: str, data_dir) -> None:
-    """Refuse data whose clips all fall into one class of the model's task (e.g. a GSC model
+def _check_labels(clips: list, task: str, data_dir) -> None:
+    """Refuse a split whose clips all fall into one class of the model's task (e.g. a GSC model
     scored on spoken digits, which are all 'unknown'): an accuracy there means nothing."""
-    counts = torch.bincount(data.labels, minlength=len(data.classes))
-    if int((counts > 0).sum()) < 2 and len(data.labels) > 1:
-        only = data.classes[int(counts.argmax())]
-        raise CrossbarInputError(f"{data_dir}: all {len(data.labels)} clips fall into the class {only!r} of the "
+    labels = {c.label for c in clips}
+    if len(labels) < 2 and len(clips) > 1:
+        raise CrossbarInputError(f"{data_dir}: all {len(clips)} clips fall into the class {labels.pop()!r} of the "
                                  f"model's task {task!r}; is this a dataset of another task?")
 
 

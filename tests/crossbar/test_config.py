@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from crossbar.config import (PRESET_DIR, check_schema_file, default_config, json_schema,
                              load_config, preset_paths, validate_config)
@@ -88,8 +89,8 @@ def test_invalid_json_and_missing_file(tmp_path):
 
 def test_config_is_immutable_and_replace_validates():
     cfg = default_config()
-    with pytest.raises(Exception):
-        cfg.adc.bits = 3  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.adc.bits = 3  # immutable
     assert cfg.replace(**{"adc.bits": 3}).adc.bits == 3
     with pytest.raises(CrossbarInputError, match="adc.bits"):
         cfg.replace(**{"adc.bits": 99})

@@ -249,7 +249,9 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
     var = torch.tensor([0.01, 0.04, 0.25]).expand(1, 20_000, 3)
     out = ro.convert(y, instance_generators(0, "n", 0, 1), var=var)
     assert torch.allclose(out.std(1)[0], var[0, 0].sqrt(), rtol=0.03)
-    assert torch.equal(ro.convert(y, None), ro.convert(y, None))          # no noise without var
+    # without var nothing is drawn: a generator changes nothing, and zero inputs stay the zero code
+    assert torch.equal(ro.convert(y, instance_generators(0, "n", 0, 1)), ro.convert(y, None))
+    assert torch.equal(ro.convert(y, None), torch.zeros_like(y) + ro.convert(torch.zeros(1, 1, 3), None))
     blocks = ro.convert_blocks(y.unsqueeze(2).expand(1, 20_000, 2, 3).contiguous(),
                                instance_generators(0, "n", 0, 1), var=var.unsqueeze(2).expand(1, 20_000, 2, 3))
     assert torch.allclose(blocks.std(1)[0], (2 * var[0, 0]).sqrt(), rtol=0.03)  # two noisy partial sums
