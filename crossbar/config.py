@@ -21,7 +21,18 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from crossbar.errors import CrossbarInputError
 
 SCHEMA_VERSION = 1
-PRESET_DIR = Path(__file__).resolve().parent.parent / "hw_configs"
+def _preset_dir() -> Path:
+    """The folder of the shipped presets: package data of the ``hw_configs`` package (found with
+    ``importlib.resources``, so it works from a plain ``pip install`` as from a source checkout)."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("hw_configs")))
+    except ModuleNotFoundError:  # a broken install: name it rather than fail later
+        return Path(__file__).resolve().parent.parent / "hw_configs"
+
+
+PRESET_DIR = _preset_dir()
 
 # A finite float: NaN and +-inf are rejected everywhere in the schema.
 _FINITE = {"allow_inf_nan": False}
@@ -31,7 +42,7 @@ class _Section(BaseModel):
     """Base of every section: immutable, unknown keys are an error, floats must be finite."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              validate_default=True)
+                              validate_default=True, strict=True)
 
 
 def _check_table(g: list, columns: dict) -> None:
@@ -321,6 +332,37 @@ class DeviceConfig(_Section):
         return _drop_when_default(handler(self), {"description": ""})
 
 
+class WiresConfig(_Section):
+    """Wire parasitics of every physical array (IR drop; ``crossbar.parasitics``), ohm; 0 = ideal.
+
+    Word lines are driven at their column-0 end, bit lines held at the integrators' virtual ground
+    at their row-(rows-1) end; each cell is 1 / G in series with ``r_access``."""
+
+    r_wl: float = Field(0.0, ge=0, le=1e6, description="word-line resistance between neighbouring cells, ohm")
+    r_bl: float = Field(0.0, ge=0, le=1e6, description="bit-line resistance between neighbouring cells, ohm")
+    r_driver: float = Field(0.0, ge=0, le=1e6, description="word-line driver output resistance, ohm")
+    r_sense: float = Field(0.0, ge=0, le=1e6, description="bit line to the integrator's virtual ground, ohm")
+    r_access: float = Field(0.0, ge=0, le=1e9, description="access transistor (1T1R, gate fully on) in "
+                                                          "series with every cell, ohm")
+    ir_drop_aware_programming: bool = Field(
+        False, description="pre-distort weight, ramp and bias targets so the array's effective matrix "
+                           "approaches them (fixed-point iterations, bounded by g_min/g_max)")
+    aware_iterations: int = Field(3, ge=1, le=20, description="fixed-point iterations of IR-drop-aware "
+                                                               "programming")
+    ramp_rows: Literal["near_sense", "far_sense"] = Field(
+        "near_sense", description="where the NL-ADC's ramp and bias rows sit in the last row-block of a "
+                                  "column block: after the weight rows, next to the integrators "
+                                  "(near_sense), or before them, at the far end of the bit lines")
+    shared_ramp_column: Literal["near_driver", "far_driver"] = Field(
+        "far_driver", description="with nl_adc.shared_ramp: the ramp column sits before the weight "
+                                  "columns (next to the word-line drivers) or after them")
+
+    @property
+    def ideal(self) -> bool:
+        """True when every resistance is 0 (exactly the results without the wire model)."""
+        return not (self.r_wl or self.r_bl or self.r_driver or self.r_sense or self.r_access)
+
+
 class ArrayConfig(_Section):
     """One physical crossbar array and how weights map onto it."""
 
@@ -340,13 +382,24 @@ class ArrayConfig(_Section):
                               "word-line drivers read at amplitude a = w_ref_block / max w_ref_block <= 1 "
                               "(one extra DAC reference voltage per block)")
     v_read: float = Field(0.2, gt=0, le=10, description="nominal read voltage, V")
-    wire_resistance: float = Field(0.0, ge=0, le=1e6, description="wire resistance per segment, ohm "
-                                   "(recorded for the IR-drop model; not yet simulated)")
+    wires: WiresConfig = Field(default_factory=WiresConfig, description="wire parasitics (IR drop); "
+                                                                         "all 0 = ideal wires")
     partial_sums: Literal["digital", "analog"] = Field(
         "digital", description="how a column split over several row-blocks (arrays) is summed: digital = "
                                "one ADC conversion per block, added digitally; analog = the blocks' "
                                "bit-line currents are joined before one conversion (needed by the NL-ADC)")
     bias_in_array: bool = Field(True, description="biases as an extra row driven at full-scale input")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_wire_resistance(cls, data: Any) -> Any:
+        """The old ``wire_resistance`` (recorded, never simulated) is refused with how to convert it."""
+        if isinstance(data, dict) and "wire_resistance" in data:
+            raise ValueError(
+                f"wire_resistance = {data['wire_resistance']!r} is replaced by the array.wires section "
+                "(it was recorded but never simulated): delete it to keep the earlier results (ideal "
+                "wires), or write \"wires\": {\"r_wl\": R, \"r_bl\": R} to simulate R ohm per segment")
+        return data
 
 
 class DACConfig(_Section):
@@ -623,6 +676,16 @@ def validate_config(data: Any, source: str = "<config>") -> HardwareConfig:
         raise CrossbarInputError(f"{source}: the JSON is nested too deeply") from None
 
 
+def _no_duplicate_keys(pairs: list) -> dict:
+    """JSON object hook: a key given twice is an error (JSON would silently keep the last)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
 
@@ -630,23 +693,31 @@ def _reject_constant(name: str) -> float:
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
 
 
-def load_config(path: str | Path | HardwareConfig) -> HardwareConfig:
+def load_config(path: "str | Path | HardwareConfig | dict") -> HardwareConfig:
     """Load and validate a hardware-config JSON file (a loaded config is returned as is).
 
     A bare preset name (``rram_nladc_5b``) resolves to ``hw_configs/<name>.json``.
     """
     if isinstance(path, HardwareConfig):
         return path
+    if isinstance(path, dict):  # an already parsed JSON object
+        return validate_config(path, source="<dict>")
+    if not isinstance(path, (str, Path)):
+        raise CrossbarInputError(f"a config is a HardwareConfig, a dict, a JSON path or a preset name; got "
+                                 f"{type(path).__name__}")
     p = Path(path)
     if not p.exists() and not p.suffix and (PRESET_DIR / f"{p.name}.json").is_file():
         p = PRESET_DIR / f"{p.name}.json"
+    if not p.exists():
+        raise CrossbarInputError(f"{path}: config file not found (give a path or a preset name: "
+                                 f"{', '.join(q.stem for q in preset_paths())})")
     if not p.is_file():
-        raise CrossbarInputError(f"{path}: config file not found")
+        raise CrossbarInputError(f"{path}: not a regular file (a config is a JSON file)")
     if p.stat().st_size > MAX_CONFIG_BYTES:
         raise CrossbarInputError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
     try:
         text = p.read_bytes().decode("utf-8")
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
     except UnicodeDecodeError:
         raise CrossbarInputError(f"{path}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -679,9 +750,12 @@ def check_schema_file(path: str | Path) -> None:
 
 def is_json_schema_file(path: str | Path) -> bool:
     """True for a JSON document whose top level has a ``$schema`` key."""
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size > MAX_CONFIG_BYTES:  # never block on a FIFO or read a huge file
+        return False
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return False
     return isinstance(data, dict) and "$schema" in data
 

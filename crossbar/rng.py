@@ -11,6 +11,8 @@ import hashlib
 
 import torch
 
+from crossbar.errors import CrossbarInputError
+
 
 def derive_seed(seed: int, purpose: str, instance: int = 0) -> int:
     """A stable 63-bit seed for ``(seed, purpose, instance)`` (same on every platform)."""
@@ -51,3 +53,18 @@ def randn_instances(gens, shape, dtype=torch.float32, device="cpu") -> torch.Ten
     if len(gens) == 1:  # the same draws without the copy of a stack
         return randn(tuple(shape[1:]), gens[0], dtype, device).unsqueeze(0)
     return torch.stack([randn(tuple(shape[1:]), g, dtype, device) for g in gens])
+
+
+MAX_INSTANCES = 100_000
+
+
+def check_instance_args(seed, instances, first) -> None:
+    """One clear error for a seed, Monte-Carlo instance count or first instance that is not allowed
+    (the arguments of every ``program()``)."""
+    for name, value, lo in (("seed", seed, 0), ("instances", instances, 1), ("first", first, 0)):
+        if value is None and name != "first":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+            raise CrossbarInputError(f"program(): {name} must be an integer >= {lo}, got {value!r}")
+    if instances is not None and instances > MAX_INSTANCES:
+        raise CrossbarInputError(f"program(): at most {MAX_INSTANCES} instances, got {instances}")

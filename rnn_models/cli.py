@@ -480,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
         e.set_defaults(func=_cmd_evaluate)
 
+    from crossbar import device_cli
+
+    fit = sub.add_parser("fit-device", help=device_cli.FIT_HELP)
+    device_cli.add_fit_device_arguments(fit)
+    fit.set_defaults(func=device_cli.run_fit_device)
+    sim = sub.add_parser("simulate-device", help=device_cli.SIMULATE_HELP)
+    device_cli.add_simulate_device_arguments(sim)
+    sim.set_defaults(func=device_cli.run_simulate_device)
+
     swp = sub.add_parser("sweep", help="design-space sweep: config fields x models x Monte-Carlo (Dask)")
     swp.add_argument("spec", help="sweep spec (JSON, or YAML with PyYAML); see rnn_models/sweep/spec.py")
     swp.add_argument("--out", required=True, help="sweep folder: journal, results.csv, instances.csv, report, plots")

@@ -16,6 +16,7 @@ from torch import nn
 
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
+from crossbar.rng import check_instance_args
 from rnn_models.layers import (AnalogGRU, AnalogGRUCell, AnalogLayerBase, AnalogLinear, AnalogLSTM,
                                AnalogLSTMCell)
 
@@ -113,23 +114,9 @@ def analog_layers(model: nn.Module) -> list[tuple[str, AnalogLayerBase]]:
     return layers
 
 
-MAX_INSTANCES = 100_000
-
-
-def check_program_args(seed, instances, first) -> None:
-    """One clear error for a seed, instance count or first instance that is not allowed."""
-    for name, value, lo in (("seed", seed, 0), ("instances", instances, 1), ("first", first, 0)):
-        if value is None and name != "first":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-            raise CrossbarInputError(f"program(): {name} must be an integer >= {lo}, got {value!r}")
-    if instances is not None and instances > MAX_INSTANCES:
-        raise CrossbarInputError(f"program(): at most {MAX_INSTANCES} instances, got {instances}")
-
-
 def program(model: nn.Module, seed: int | None = None, instances: int | None = None, first: int = 0) -> nn.Module:
     """Draw and program device instances ``first .. first+instances-1`` for every analog layer."""
-    check_program_args(seed, instances, first)
+    check_instance_args(seed, instances, first)
     for _, layer in analog_layers(model):
         layer.program(seed, instances, first)
     return model

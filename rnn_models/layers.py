@@ -33,6 +33,7 @@ from torch import nn
 
 from crossbar.config import HardwareConfig, default_config, load_config
 from crossbar.errors import CrossbarInputError
+from crossbar.rng import check_instance_args
 from rnn_models import fastpath
 from rnn_models.analog import (AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point,
                                train_generator)
@@ -73,9 +74,7 @@ class AnalogLayerBase(nn.Module):
 
     def program(self, seed: int | None = None, instances: int | None = None, first: int = 0):
         """Draw device instances ``first .. first+instances-1`` of this layer (seeded) and program them."""
-        from rnn_models.convert import check_program_args
-
-        check_program_args(seed, instances, first)
+        check_instance_args(seed, instances, first)
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
         self._chip_matrices = []
