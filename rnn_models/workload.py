@@ -61,29 +61,6 @@ def from_model(model: torch.nn.Module, config: HardwareConfig, name: str, steps:
 
 def from_checkpoint(path: str, config: HardwareConfig) -> Workload:
     """Workload of a KWS or LM checkpoint saved by this project."""
-    from rnn_models.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    task = ckpt["task"]
-    if task == "kws":
-        from rnn_models.data.speech import FeatureSettings
-        from rnn_models.tasks.kws import KWSLSTM
-        from rnn_models.checkpoint import load_model
-
-        model, ckpt = load_model(path, "kws", KWSLSTM, "KWS model")
-        settings = FeatureSettings(**ckpt["meta"].get("settings", {}))
-        steps = int(round(settings.clip_seconds * 1000 / settings.hop_ms)) + 1
-        return from_model(model, config, str(path), steps, per_sequence=(KWSLSTM.OUTPUT_LAYER,))
-    if task == "lm":
-        from rnn_models.tasks.lm import load_lm
-
-        model, _ = load_lm(path)
-        return from_model(model, config, str(path), 1)
-    raise CrossbarInputError(f"checkpoint {path!r}: task {task!r} has no cost workload (kws or lm)")
-
-
-def from_checkpoint(path: str, config: HardwareConfig) -> Workload:
-    """Workload of a KWS or LM checkpoint saved by this project."""
     from rnn_models.checkpoint import load_checkpoint, load_model
 
     ckpt = load_checkpoint(path)
