@@ -119,6 +119,27 @@ def ramp_steps(bits: int, config: HardwareConfig) -> int:
     return config.nl_adc.ramp_devices or 2 ** bits
 
 
+#: what an idealised part of a config is costed as (an ideal part has no hardware to cost; these
+#: widths are stated in every report that uses them, see :func:`cost_assumptions`)
+IDEAL_DAC_COST_BITS = 8
+FLOAT_DATAPATH_COST_BITS = 16
+
+
+def cost_assumptions(config: HardwareConfig) -> list[str]:
+    """The assumptions a report must state because the config leaves a part ideal."""
+    notes = []
+    if config.dac.bits is None:
+        notes.append(f"dac.bits is null (an ideal DAC): the word-line drivers are costed as "
+                     f"{IDEAL_DAC_COST_BITS}-bit drivers")
+    if config.datapath.bits is None:
+        notes.append(f"datapath.bits is null (a float datapath): the element-wise lanes and state registers are "
+                     f"costed as {FLOAT_DATAPATH_COST_BITS}-bit fixed point")
+    if config.adc.kind == "ideal":
+        notes.append(f"adc.kind is ideal: the columns are costed with the conventional architecture's "
+                     f"{config.cost.conventional_adc} ADC of adc.bits bits")
+    return notes
+
+
 def conversion_cycles(bits: int, config: HardwareConfig, kind: str) -> int:
     """Cycles of one column conversion: ramp steps + reset (ramp), N + reset (SAR)."""
     reset = config.nl_adc.reset_cycles
@@ -167,7 +188,7 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
     tech = Tech(library, cost.node_nm)
     t_clk = 1e-9 / cost.clock_ghz
     k = cost.digital_nl_units
-    dp_bits = config.datapath.bits or 16
+    dp_bits = config.datapath.bits or FLOAT_DATAPATH_COST_BITS
     ledger = Ledger()
     cycles_step: dict[str, float] = {}
     cycles_seq = 0.0
@@ -269,7 +290,7 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
     if mode == "nl_adc":
         conv = conversion_cycles(bits, config, "ramp")
         per_unit_e = (conv * tech.e("column_converter") + bits * tech.e("flip_flop")
-                      + (config.dac.bits or 8) * tech.e("word_line_driver"))
+                      + (config.dac.bits or IDEAL_DAC_COST_BITS) * tech.e("word_line_driver"))
         per_unit_a = tech.a("column_converter") + ramp_column_devices(bits, config) * tech.a("rram_cell")
         ledger.add("nl_processing", "cell_tanh_nladc", hidden_total * per_unit_e, hidden_total * per_unit_a)
         return slowest + conv
@@ -289,7 +310,7 @@ def _crossbar_matrix(m: MatrixLoad, config: HardwareConfig, tech: Tech, ledger: 
     n = matrix_counts(m, config, architecture)
     rb, cb, arrays, conversions = n.row_blocks, n.col_blocks, n.arrays, n.conversions
     v2 = arr.v_read ** 2
-    dac_bits = config.dac.bits or 8
+    dac_bits = config.dac.bits or IDEAL_DAC_COST_BITS
     # MAC array: cells conduct through the conversion; word-line drivers once per step
     ledger.add("mac_array", "array_read", weight * v2 * cost.input_activity * m.g_load_us * 1e-6 * conv * t_clk,
                n.weight_devices * tech.a("rram_cell"))
@@ -315,7 +336,7 @@ def _crossbar_matrix(m: MatrixLoad, config: HardwareConfig, tech: Tech, ledger: 
             ledger.add("nl_processing", "reference_ramps", weight * arrays * conv * tech.e("ramp_reference"),
                        arrays * tech.a("ramp_reference"))
     if arr.partial_sums == "digital" and rb > 1:
-        dp = config.datapath.bits or 16
+        dp = config.datapath.bits or FLOAT_DATAPATH_COST_BITS
         ledger.add("rest", "partial_sum_adders", weight * m.cols * (rb - 1) * tech.add_e(dp), 0.0)
 
 

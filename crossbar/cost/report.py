@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crossbar.config import PRESET_DIR, HardwareConfig, check_bit_widths, load_config
-from crossbar.cost.accounting import ARCHITECTURES, CATEGORIES, estimate, nl_time_ratio
+from crossbar.cost.accounting import ARCHITECTURES, CATEGORIES, cost_assumptions, estimate, nl_time_ratio
 from crossbar.cost.library import Library, load_library
 from crossbar.cost.workload import PAPER_SHAPES, Workload, paper_shape
 from crossbar.errors import CrossbarInputError
@@ -97,7 +97,7 @@ def build_report(config_arg: str, model: str | Workload, bits: list[int], steps:
                                    "conductance_load_us": m.g_load_us}
                                   for m in workload.matrices]},
         "node_nm": base.cost.node_nm, "clock_ghz": base.cost.clock_ghz, "bits": bits,
-        "assumptions": ASSUMPTIONS,
+        "assumptions": ASSUMPTIONS + cost_assumptions(base),
     }
     for key in HEADLINE:
         vals = {str(b): per_arch[own][str(b)][key] for b in bits}
