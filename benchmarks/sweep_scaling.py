@@ -7,6 +7,7 @@ efficiency = speed-up / workers), and a check that both give the same results.
 The sweep: the shipped FSDD model, NL-ADC 4 / 5 bit x read noise 0.5 / 1 / 2 / 4 %, 4 instances per
 point in blocks of 2 = 16 units.  Run it on an otherwise idle machine (one core per worker).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,30 @@ def main() -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "fsdd"))
     ap.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     args = ap.parse_args()
-    spec = parse_spec({"task": "kws", "checkpoint": str(REPO / "checkpoints" / "kws_fsdd.pt"), "data": args.data,
-                       "split": "dev", "config": "rram_nladc_5b", "mc": 4, "mc_block": 2, "seed": 0,
-                       "grid": {"adc.bits": [4, 5], "device.read_noise.sigma_rel": [0.005, 0.01, 0.02, 0.04]}})
+    spec = parse_spec(
+        {
+            "task": "kws",
+            "checkpoint": str(REPO / "checkpoints" / "kws_fsdd.pt"),
+            "data": args.data,
+            "split": "dev",
+            "config": "rram_nladc_5b",
+            "mc": 4,
+            "mc_block": 2,
+            "seed": 0,
+            "grid": {"adc.bits": [4, 5], "device.read_noise.sigma_rel": [0.005, 0.01, 0.02, 0.04]},
+        }
+    )
     counts = [int(w) for w in args.workers.split(",")]
     rows, tables = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         # warm the numba and feature caches once so that no run pays for them
-        run_sweep(parse_spec({**spec.model_dump(), "grid": {"adc.bits": [5]}, "mc": 1}), Path(tmp) / "warm",
-                  workers=1, progress=False, log=lambda *_: None)
+        run_sweep(
+            parse_spec({**spec.model_dump(), "grid": {"adc.bits": [5]}, "mc": 1}),
+            Path(tmp) / "warm",
+            workers=1,
+            progress=False,
+            log=lambda *_: None,
+        )
         for n in counts:
             t0 = time.perf_counter()
             out = run_sweep(spec, Path(tmp) / f"w{n}", workers=n, progress=False, log=lambda *_: None)

@@ -4,6 +4,7 @@ The hardware package describes what a model asks of the chip (:class:`crossbar.c
 and never imports the models; this module builds that description from ``nn.LSTM`` / ``nn.GRU`` /
 ``nn.Linear`` modules and from the KWS and LM checkpoints.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ from crossbar.cost.workload import PAPER_SHAPES, CellWork, MatrixLoad, Workload,
 from crossbar.errors import CrossbarInputError
 
 
-def from_model(model: torch.nn.Module, config: HardwareConfig, name: str, steps: int,
-               per_sequence: tuple[str, ...] = ()) -> Workload:
+def from_model(
+    model: torch.nn.Module, config: HardwareConfig, name: str, steps: int, per_sequence: tuple[str, ...] = ()
+) -> Workload:
     """Workload of a float model (``nn.LSTM`` / ``nn.GRU`` / ``nn.Linear`` modules, in order).
 
     ``per_sequence``: names of modules that run once per sequence (e.g. a KWS classifier)."""
@@ -37,22 +39,47 @@ def from_model(model: torch.nn.Module, config: HardwareConfig, name: str, steps:
                     label = f"{mod_name}{sfx}"
                     n_in = w_ih.shape[1]
                     if kind == "lstm":  # one matrix [x, h] -> i, f, g, o, all through NL-ADCs
-                        parts = [(label, torch.cat([w_ih, w_hh], 1), None if b_ih is None else b_ih + b_hh,
-                                  "nl", (n_in, h))]
+                        parts = [
+                            (label, torch.cat([w_ih, w_hh], 1), None if b_ih is None else b_ih + b_hh, "nl", (n_in, h))
+                        ]
                     else:  # as the analog GRU: [x, h] -> r, z (NL-ADC); x -> n_x and h -> n_h (linear)
-                        parts = [(f"{label}/rz", torch.cat([w_ih[:2 * h], w_hh[:2 * h]], 1),
-                                  None if b_ih is None else b_ih[:2 * h] + b_hh[:2 * h], "nl", (n_in, h)),
-                                 (f"{label}/nx", w_ih[2 * h:], None if b_ih is None else b_ih[2 * h:], "linear",
-                                  (n_in,)),
-                                 (f"{label}/nh", w_hh[2 * h:], None if b_hh is None else b_hh[2 * h:], "linear", (h,))]
+                        parts = [
+                            (
+                                f"{label}/rz",
+                                torch.cat([w_ih[: 2 * h], w_hh[: 2 * h]], 1),
+                                None if b_ih is None else b_ih[: 2 * h] + b_hh[: 2 * h],
+                                "nl",
+                                (n_in, h),
+                            ),
+                            (f"{label}/nx", w_ih[2 * h :], None if b_ih is None else b_ih[2 * h :], "linear", (n_in,)),
+                            (f"{label}/nh", w_hh[2 * h :], None if b_hh is None else b_hh[2 * h :], "linear", (h,)),
+                        ]
                     for name_, w, b, readout, blocks in parts:
-                        mats.append(MatrixLoad(name_, w.shape[1] + (b is not None), w.shape[0], readout, True, True,
-                                               mapped_g_load(w, b, config, blocks)))
+                        mats.append(
+                            MatrixLoad(
+                                name_,
+                                w.shape[1] + (b is not None),
+                                w.shape[0],
+                                readout,
+                                True,
+                                True,
+                                mapped_g_load(w, b, config, blocks),
+                            )
+                        )
                     cells.append(CellWork(label, kind, h))
         elif isinstance(mod, nn.Linear):
             per_step = mod_name not in per_sequence
-            mats.append(MatrixLoad(mod_name, mod.in_features + (mod.bias is not None), mod.out_features, "linear",
-                                   per_step, False, mapped_g_load(mod.weight, mod.bias, config)))
+            mats.append(
+                MatrixLoad(
+                    mod_name,
+                    mod.in_features + (mod.bias is not None),
+                    mod.out_features,
+                    "linear",
+                    per_step,
+                    False,
+                    mapped_g_load(mod.weight, mod.bias, config),
+                )
+            )
     if not mats:
         raise CrossbarInputError(f"model {name!r} has no LSTM, GRU or Linear layer to place on crossbars")
     weights = sum(p.numel() for n_, p in model.named_parameters() if "weight" in n_ or "bias" in n_)
@@ -90,15 +117,18 @@ def workload_for(model: str, config: HardwareConfig, steps: int | None = None) -
         w = paper_shape(model, config)
     elif model in SHIPPED:
         if not SHIPPED[model].is_file():
-            raise CrossbarInputError(f"--model {model!r}: the shipped checkpoint {str(SHIPPED[model])!r} is not "
-                                     f"installed (it is in the source repository's checkpoints/); pass a "
-                                     f"checkpoint file")
+            raise CrossbarInputError(
+                f"--model {model!r}: the shipped checkpoint {str(SHIPPED[model])!r} is not "
+                f"installed (it is in the source repository's checkpoints/); pass a "
+                f"checkpoint file"
+            )
         w = from_checkpoint(str(SHIPPED[model]), config)
     elif Path(model).is_file():
         w = from_checkpoint(model, config)
     else:
-        raise CrossbarInputError(f"--model {model!r}: use {', '.join(PAPER_SHAPES)}, {', '.join(SHIPPED)} or an "
-                                 "existing checkpoint file")
+        raise CrossbarInputError(
+            f"--model {model!r}: use {', '.join(PAPER_SHAPES)}, {', '.join(SHIPPED)} or an existing checkpoint file"
+        )
     if steps is not None:
         w.steps_per_inference = int(steps)
     return w

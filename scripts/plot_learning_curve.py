@@ -1,7 +1,8 @@
 """Learning curve of an LM checkpoint (train / valid BPC per epoch from its ``meta["history"]``).
 
-    python scripts/plot_learning_curve.py checkpoints/lm_ptb_528.pt --out results/lm_ptb_528/learning_curve.png
+python scripts/plot_learning_curve.py checkpoints/lm_ptb_528.pt --out results/lm_ptb_528/learning_curve.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def main() -> int:
     ax.set_ylim(max(1.2, best - 0.1), min(3.0, max(h["valid_bpc"] for h in history) + 0.1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{Path(args.checkpoint).name}: {ckpt['arch'].get('hidden_size')} hidden, "
-                 f"{history[-1].get('minutes', 0):.0f} min")
+    ax.set_title(
+        f"{Path(args.checkpoint).name}: {ckpt['arch'].get('hidden_size')} hidden, "
+        f"{history[-1].get('minutes', 0):.0f} min"
+    )
     save_figure(fig, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -1,5 +1,6 @@
 """Package structure: crossbar (hardware) never imports rnn_models (applications); no import cycle
 between files or packages; the presets are package data a plain (non-editable) install finds."""
+
 import ast
 import os
 import subprocess
@@ -34,7 +35,9 @@ def _imports(path: Path, module: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             names = [base] + [f"{base}.{a.name}" for a in node.names]
         for name in names:
             while name and name not in known:
@@ -84,14 +87,20 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_hardware_package_never_imports_the_applications():
-    bad = sorted(f"{m} imports {d}" for m, deps in _graph().items() if m.startswith("crossbar")
-                 for d in deps if d.startswith("rnn_models"))
+    bad = sorted(
+        f"{m} imports {d}"
+        for m, deps in _graph().items()
+        if m.startswith("crossbar")
+        for d in deps
+        if d.startswith("rnn_models")
+    )
     assert bad == []
 
 
 def test_no_import_cycle_between_files():
-    graph = {m: {d for d in deps if not (m.startswith(d + ".") or d == m.rpartition(".")[0])}
-             for m, deps in _graph().items()}  # a package's __init__ re-exporting its modules is not a cycle
+    graph = {
+        m: {d for d in deps if not (m.startswith(d + ".") or d == m.rpartition(".")[0])} for m, deps in _graph().items()
+    }  # a package's __init__ re-exporting its modules is not a cycle
     assert _cycles(graph) == []
 
 
@@ -101,35 +110,58 @@ def test_no_import_cycle_between_packages():
 
     def pkg(m):
         return m if m in pkgs and mods[m].name == "__init__.py" else m.rpartition(".")[0]
+
     graph: dict[str, set[str]] = {}
     for m, deps in _graph().items():
-        graph.setdefault(pkg(m), set()).update(pkg(d) for d in deps if pkg(d) != pkg(m) and
-                                               not pkg(d).startswith(pkg(m) + ".") and
-                                               not pkg(m).startswith(pkg(d) + "."))
+        graph.setdefault(pkg(m), set()).update(
+            pkg(d)
+            for d in deps
+            if pkg(d) != pkg(m) and not pkg(d).startswith(pkg(m) + ".") and not pkg(m).startswith(pkg(d) + ".")
+        )
     assert _cycles(graph) == []
 
 
 def test_a_built_wheel_holds_the_presets_and_finds_them_by_name(tmp_path):
     """Build the wheel (no dependencies), install it into a folder, and use it from another folder:
     the presets and the cost library are package data found with importlib.resources."""
-    wheel = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(REPO)], capture_output=True, text=True)
+    wheel = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if wheel.returncode != 0 and "setuptools" in wheel.stderr:
         pytest.skip(f"cannot build a wheel here: {wheel.stderr.splitlines()[-1]}")
     assert wheel.returncode == 0, wheel.stderr
     (whl,) = (tmp_path / "dist").glob("crossbar-*.whl")
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(whl)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(whl)],
+        check=True,
+        capture_output=True,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = dict(os.environ, PYTHONPATH=str(site))
-    code = ("import crossbar.config as c, rnn_models.cli as cli, sys; "
-            "assert c.__file__.startswith(sys.argv[1]), c.__file__; "
-            "sys.exit(cli.main(['validate', 'rram_nladc_5b']) or cli.main(['report', '--config', 'rram_nladc_5b', "
-            "'--model', 'paper-lm', '--out', 'rep']))")
-    res = subprocess.run([sys.executable, "-c", code, str(site)], cwd=elsewhere, env=env, capture_output=True,
-                         text=True, timeout=300)
+    code = (
+        "import crossbar.config as c, rnn_models.cli as cli, sys; "
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__; "
+        "sys.exit(cli.main(['validate', 'rram_nladc_5b']) or cli.main(['report', '--config', 'rram_nladc_5b', "
+        "'--model', 'paper-lm', '--out', 'rep']))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(site)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ok rram_nladc_5b" in res.stdout and "paper-lm 5 bit (nl_adc): 52.5 TOPS/W" in res.stdout
     assert (elsewhere / "rep" / "report.json").is_file()

@@ -6,6 +6,7 @@ content keys, evaluation in a worker), ``journal`` (SQLite record of finished un
 (execution and fault handling), ``outputs`` (results.csv, instances.csv, report.md, plots).
 Extension point: a new task is a branch of ``units.run_unit`` plus its metric in ``spec``.
 """
+
 from rnn_models.sweep.runner import SweepOutcome, run_sweep
 from rnn_models.sweep.spec import SweepSpec, load_spec, parse_spec
 

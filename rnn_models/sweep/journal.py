@@ -6,6 +6,7 @@ Rows are keyed by the unit's content hash (:func:`rnn_models.sweep.units.unit_ke
 unit is never replaced (a unit that ran twice -- e.g. re-run after its worker died after
 finishing -- is counted once), a failed one is replaced when it later succeeds.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,7 +66,8 @@ class Journal:
             "INSERT INTO units VALUES (?, 'done', ?, NULL, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
             "status='done', result=excluded.result, error=NULL, seconds=excluded.seconds, worker=excluded.worker, "
             "recorded_at=excluded.recorded_at WHERE units.status != 'done'",
-            (key, json.dumps(result), result.get("seconds"), result.get("worker"), time.time()))
+            (key, json.dumps(result), result.get("seconds"), result.get("worker"), time.time()),
+        )
         return cur.rowcount > 0
 
     def record_failure(self, key: str, error: str) -> None:
@@ -73,4 +75,5 @@ class Journal:
         self.db.execute(
             "INSERT INTO units VALUES (?, 'failed', NULL, ?, NULL, NULL, ?) ON CONFLICT(key) DO UPDATE SET "
             "error=excluded.error, recorded_at=excluded.recorded_at WHERE units.status = 'failed'",
-            (key, error[:2000], time.time()))
+            (key, error[:2000], time.time()),
+        )

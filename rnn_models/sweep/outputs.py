@@ -14,6 +14,7 @@
 
 Every file is written atomically (temp file + rename).
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def aggregate(spec: SweepSpec, rows: list[Row], done: dict[str, dict], failed: dict[str, str],
-              costs: dict[int, dict]) -> list[dict]:
+def aggregate(
+    spec: SweepSpec, rows: list[Row], done: dict[str, dict], failed: dict[str, str], costs: dict[int, dict]
+) -> list[dict]:
     """One summary dict per row (point x model), in plan order."""
     metric = spec.metric_name
     out = []
@@ -55,21 +57,30 @@ def aggregate(spec: SweepSpec, rows: list[Row], done: dict[str, dict], failed: d
         software = next((r["software"] for r in results if r is not None and r.get("software") is not None), None)
         complete = all(r is not None for r in results)
         status = "done" if complete else (f"failed: {errors[0]}" if errors else "partial" if per else "pending")
-        entry = {"point": row.index, "config": row.base, **{p: row.changes.get(p) for p in spec.swept},
-                 "checkpoint": row.model, "software": software,
-                 "hardware_mean": statistics.fmean(values) if values else None,
-                 "hardware_std": statistics.pstdev(values) if len(values) > 1 else (0.0 if values else None),
-                 "n_instances": len(per) if spec.task != "cost" else 0,
-                 **{k: cost.get(k) for k in COST_COLUMNS},
-                 "seconds": sum(r["seconds"] for r in results if r is not None),
-                 "status": status, "config_name": row.config.name}
+        entry = {
+            "point": row.index,
+            "config": row.base,
+            **{p: row.changes.get(p) for p in spec.swept},
+            "checkpoint": row.model,
+            "software": software,
+            "hardware_mean": statistics.fmean(values) if values else None,
+            "hardware_std": statistics.pstdev(values) if len(values) > 1 else (0.0 if values else None),
+            "n_instances": len(per) if spec.task != "cost" else 0,
+            **{k: cost.get(k) for k in COST_COLUMNS},
+            "seconds": sum(r["seconds"] for r in results if r is not None),
+            "status": status,
+            "config_name": row.config.name,
+        }
         out.append(entry)
     return out
 
 
 def results_csv(spec: SweepSpec, summary: list[dict]) -> str:
-    cols = (["point", "config"] + spec.swept + ["checkpoint", "software", "hardware_mean", "hardware_std",
-                                                "n_instances", *COST_COLUMNS, "seconds", "status"])
+    cols = (
+        ["point", "config"]
+        + spec.swept
+        + ["checkpoint", "software", "hardware_mean", "hardware_std", "n_instances", *COST_COLUMNS, "seconds", "status"]
+    )
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -96,9 +107,19 @@ def instances_csv(spec: SweepSpec, rows: list[Row], done: dict[str, dict]) -> st
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for row, u, r, inst in records:
-        w.writerow([row.index, row.base, *[_fmt(row.changes.get(p)) for p in spec.swept], row.model, u["key"],
-                    inst["instance"], _fmt(r.get("software")), *[_fmt(inst.get(m)) for m in metrics],
-                    r.get("worker", "")])
+        w.writerow(
+            [
+                row.index,
+                row.base,
+                *[_fmt(row.changes.get(p)) for p in spec.swept],
+                row.model,
+                u["key"],
+                inst["instance"],
+                _fmt(r.get("software")),
+                *[_fmt(inst.get(m)) for m in metrics],
+                r.get("worker", ""),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -114,21 +135,50 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> l
     return front
 
 
-def report_md(spec: SweepSpec, summary: list[dict], plots: list[Path], n_units: int, n_done: int,
-              n_failed: int) -> str:
+def report_md(spec: SweepSpec, summary: list[dict], plots: list[Path], n_units: int, n_done: int, n_failed: int) -> str:
     metric = spec.metric_name
-    lines = [f"# Sweep: task {spec.task}, metric {metric}", "",
-             f"{len(summary)} rows (points x models), {n_units} units: {n_done} done, {n_failed} failed; "
-             f"{spec.mc} instance(s) per point, seed {spec.seed}.", "",
-             "| " + " | ".join(["config", *spec.swept, "checkpoint", "software", f"hardware {metric} (mean +- std)",
-                                "n", "TOPS/W", "status"]) + " |",
-             "|" + "---|" * (len(spec.swept) + 7)]
+    lines = [
+        f"# Sweep: task {spec.task}, metric {metric}",
+        "",
+        f"{len(summary)} rows (points x models), {n_units} units: {n_done} done, {n_failed} failed; "
+        f"{spec.mc} instance(s) per point, seed {spec.seed}.",
+        "",
+        "| "
+        + " | ".join(
+            [
+                "config",
+                *spec.swept,
+                "checkpoint",
+                "software",
+                f"hardware {metric} (mean +- std)",
+                "n",
+                "TOPS/W",
+                "status",
+            ]
+        )
+        + " |",
+        "|" + "---|" * (len(spec.swept) + 7),
+    ]
     for s in summary:
         hw = "" if s["hardware_mean"] is None else f"{s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}"
         sw = "" if s["software"] is None else f"{s['software']:.4f}"
         tw = "" if s["tops_per_w"] is None else f"{s['tops_per_w']:.3g}"
-        lines.append("| " + " | ".join([s["config"], *[_fmt(s[p]) for p in spec.swept], Path(s["checkpoint"]).name,
-                                        sw, hw, str(s["n_instances"]), tw, s["status"]]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    s["config"],
+                    *[_fmt(s[p]) for p in spec.swept],
+                    Path(s["checkpoint"]).name,
+                    sw,
+                    hw,
+                    str(s["n_instances"]),
+                    tw,
+                    s["status"],
+                ]
+            )
+            + " |"
+        )
     if plots:
         lines += ["", "Plots:", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -159,14 +209,17 @@ def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
         if not series:
             continue
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for key, pts in series.items():
-            xs, ms, ss = zip(*pts)
+        for key, line in series.items():
+            xs, ms, ss = zip(*line)
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=", ".join(key), alpha=0.85)
         soft = [s["software"] for s in summary if s["software"] is not None]
         if soft:
             ax.axhline(soft[0], color="k", ls="--", lw=1, label="software (float)")
-        if all(x > 0 for pts in series.values() for x, *_ in pts) and \
-                max(x for pts in series.values() for x, *_ in pts) / min(x for pts in series.values() for x, *_ in pts) > 20:
+        if (
+            all(x > 0 for pts in series.values() for x, *_ in pts)
+            and max(x for pts in series.values() for x, *_ in pts) / min(x for pts in series.values() for x, *_ in pts)
+            > 20
+        ):
             ax.set_xscale("log")
         distinct = sorted({x for pts in series.values() for x, *_ in pts})
         if len(distinct) <= 12 and all(float(x).is_integer() for x in distinct):
@@ -180,19 +233,19 @@ def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
         plt.close(fig)
     if len(spec.grid) == 2 and not spec.zip:
         fx, fy = list(spec.grid)
-        for (base, model) in dict.fromkeys((s["config"], s["checkpoint"]) for s in summary):
-            sel = [s for s in summary if s["config"] == base and s["checkpoint"] == model]
-            xs, ys = list(dict.fromkeys(spec.grid[fx])), list(dict.fromkeys(spec.grid[fy]))
+        for base, model in dict.fromkeys((s["config"], s["checkpoint"]) for s in summary):
+            chosen = [s for s in summary if s["config"] == base and s["checkpoint"] == model]
+            xv, yv = list(dict.fromkeys(spec.grid[fx])), list(dict.fromkeys(spec.grid[fy]))
             import numpy as np
 
-            z = np.full((len(ys), len(xs)), np.nan)
-            for s in sel:
+            z = np.full((len(yv), len(xv)), np.nan)
+            for s in chosen:
                 if s["hardware_mean"] is not None:
-                    z[ys.index(s[fy]), xs.index(s[fx])] = s["hardware_mean"]
+                    z[yv.index(s[fy]), xv.index(s[fx])] = s["hardware_mean"]
             fig, ax = plt.subplots(figsize=(5.5, 4.2))
             im = ax.imshow(z, origin="lower", aspect="auto", cmap="viridis" if spec.higher_is_better else "viridis_r")
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs])
-            ax.set_yticks(range(len(ys)), [str(v) for v in ys])
+            ax.set_xticks(range(len(xv)), [str(v) for v in xv])
+            ax.set_yticks(range(len(yv)), [str(v) for v in yv])
             for (i, j), v in np.ndenumerate(z):
                 if not np.isnan(v):
                     ax.text(j, i, f"{v:.3f}", ha="center", va="center", fontsize=7, color="w")
@@ -203,15 +256,18 @@ def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
             safe = f"{base}_{Path(model).stem}".replace(" ", "_").replace("/", "_")
             paths.append(save_figure(fig, out / f"heatmap_{safe}.png"))
             plt.close(fig)
-    pts = [(s["hardware_mean"], s["tops_per_w"], s) for s in summary
-           if s["hardware_mean"] is not None and s["tops_per_w"] is not None]
+    pts = [
+        (s["hardware_mean"], s["tops_per_w"], s)
+        for s in summary
+        if s["hardware_mean"] is not None and s["tops_per_w"] is not None
+    ]
     if pts and spec.task != "cost":
         front = set(pareto_front([(m, e) for m, e, _ in pts], spec.higher_is_better))
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
         bases = list(dict.fromkeys(s["config"] for *_, s in pts))
         for b, marker in zip(bases, "osD^v<>p*h" * 10):
-            sel = [(m, e) for m, e, s in pts if s["config"] == b]
-            ax.scatter([e for _, e in sel], [m for m, _ in sel], marker=marker, alpha=0.7, label=b)
+            pairs = [(m, e) for m, e, s in pts if s["config"] == b]
+            ax.scatter([e for _, e in pairs], [m for m, _ in pairs], marker=marker, alpha=0.7, label=b)
         fr = sorted((pts[i][1], pts[i][0]) for i in front)
         ax.plot([e for e, _ in fr], [m for _, m in fr], "r-", lw=1.5, label="Pareto front")
         ax.scatter([e for e, _ in fr], [m for _, m in fr], s=90, facecolors="none", edgecolors="r")

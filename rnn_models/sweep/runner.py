@@ -18,6 +18,7 @@ on-disk cache built by several processes at once -- the driver compiles the kern
 a local cluster starts (workers then load them), and workers of remote clusters get their own
 cache folder; the feature cache -- built once by the driver, written atomically anyway.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,7 @@ from rnn_models.sweep.journal import Journal
 from rnn_models.sweep.spec import SweepSpec
 from rnn_models.sweep.units import Row, cost_metrics, plan, run_unit
 
-WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-              "NUMBA_NUM_THREADS": "1"}
+WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 PLOT_INTERVAL_S = 30.0
 
 
@@ -48,7 +48,7 @@ class SweepOutcome:
     units: int
     done: int
     failed: int
-    ran: int            # units computed by this invocation
+    ran: int  # units computed by this invocation
     summary: list
 
 
@@ -60,8 +60,9 @@ def check_out_dir(out: Path, resume: bool) -> None:
     if resume and not journal.is_file():
         raise CrossbarInputError(f"--resume: {str(out)!r} holds no sweep journal (journal.sqlite) to continue")
     if out.is_dir() and any(out.iterdir()) and not journal.is_file():
-        raise CrossbarInputError(f"--out {str(out)!r} is a non-empty folder that is not a sweep folder; choose a "
-                                 f"new or empty folder")
+        raise CrossbarInputError(
+            f"--out {str(out)!r} is a non-empty folder that is not a sweep folder; choose a new or empty folder"
+        )
     probe = out if out.is_dir() else out.parent
     while not probe.exists():
         probe = probe.parent
@@ -83,7 +84,7 @@ def _warm_up(payload: dict) -> None:
         split = payload["split"] or ("test" if any(c.official_split for c in clips) else "all")
         chosen = speech.select_split(clips, split, meta["dev_fraction"], meta["split_seed"])
         if payload["limit"] is not None:
-            chosen = chosen[:payload["limit"]]
+            chosen = chosen[: payload["limit"]]
         speech.load_set(chosen, meta["task"], speech.FeatureSettings(**meta["settings"]))  # the feature cache
         small["limit"] = min(payload["limit"] or 4, 4)
     elif payload["task"] == "lm":
@@ -96,18 +97,23 @@ def _warm_up(payload: dict) -> None:
         pass  # the real unit will record the problem
 
 
-class _NumbaCacheDir:
-    """A Dask worker plugin: each worker process of a remote cluster compiles into its own cache."""
+def _numba_cache_plugin():
+    """A Dask worker plugin: each worker process of a remote cluster compiles numba kernels into
+    its own cache folder and runs one thread."""
+    from distributed.diagnostics.plugin import WorkerPlugin
 
-    name = "crossbar-numba-cache"
+    class NumbaCacheDir(WorkerPlugin):
+        name = "crossbar-numba-cache"
 
-    def setup(self, worker):
-        os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix=f"crossbar-numba-{os.getpid()}-"))
-        for k, v in WORKER_ENV.items():
-            os.environ.setdefault(k, v)
-        import torch
+        def setup(self, worker):
+            os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix=f"crossbar-numba-{os.getpid()}-"))
+            for k, v in WORKER_ENV.items():
+                os.environ.setdefault(k, v)
+            import torch
 
-        torch.set_num_threads(1)
+            torch.set_num_threads(1)
+
+    return NumbaCacheDir()
 
 
 def dask_settings():
@@ -115,9 +121,13 @@ def dask_settings():
     import dask
 
     environ = {"MALLOC_TRIM_THRESHOLD_": None, **WORKER_ENV}
-    return dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
-                            "distributed.scheduler.allowed-failures": 5,
-                            "distributed.worker.daemon": False})
+    return dask.config.set(
+        {
+            "distributed.nanny.pre-spawn-environ": environ,
+            "distributed.scheduler.allowed-failures": 5,
+            "distributed.worker.daemon": False,
+        }
+    )
 
 
 def _start_client(spec: SweepSpec, workers: int | None, scheduler: str | None, log):
@@ -131,35 +141,56 @@ def _start_client(spec: SweepSpec, workers: int | None, scheduler: str | None, l
             client = Client(scheduler, timeout=30)
         except (OSError, TimeoutError) as exc:
             raise CrossbarInputError(f"--scheduler {scheduler!r}: cannot connect ({exc})") from None
-        client.register_plugin(_NumbaCacheDir())
+        client.register_plugin(_numba_cache_plugin())
         return client, [client]
     if spec.cluster is not None:
         c = spec.cluster
         try:
             import dask_jobqueue
         except ImportError:
-            raise CrossbarInputError("the spec's 'cluster' section needs dask-jobqueue (pip install 'crossbar[hpc]')") from None
+            raise CrossbarInputError(
+                "the spec's 'cluster' section needs dask-jobqueue (pip install 'crossbar[hpc]')"
+            ) from None
         cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[c.kind]
-        prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()] + \
-            ["export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None"] + c.job_script_prologue
-        cluster = cls(cores=c.cores, processes=c.processes or c.cores, memory=c.memory, walltime=c.walltime,
-                      queue=c.queue, account=c.account, job_extra_directives=c.job_extra_directives,
-                      job_script_prologue=prologue)
+        prologue = (
+            [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+            + ["export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None"]
+            + c.job_script_prologue
+        )
+        cluster = cls(
+            cores=c.cores,
+            processes=c.processes or c.cores,
+            memory=c.memory,
+            walltime=c.walltime,
+            queue=c.queue,
+            account=c.account,
+            job_extra_directives=c.job_extra_directives,
+            job_script_prologue=prologue,
+        )
         cluster.scale(jobs=c.jobs)
         client = Client(cluster)
-        client.register_plugin(_NumbaCacheDir())
+        client.register_plugin(_numba_cache_plugin())
         log(f"started {c.jobs} {c.kind} job(s); the dashboard is at {client.dashboard_link}")
         return client, [client, cluster]
     n = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    )
     client = Client(cluster)
     return client, [client, cluster]
 
 
-def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, scheduler: str | None = None,
-              resume: bool = False, source: str = "<spec>", client=None, progress: bool = True,
-              log=print) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    resume: bool = False,
+    source: str = "<spec>",
+    client=None,
+    progress: bool = True,
+    log=print,
+) -> SweepOutcome:
     """Run (or continue) a sweep into folder ``out``; see the module docstring.
 
     ``workers``: 1 = in-process (no Dask), N = a LocalCluster of N processes, None = one per core.
@@ -167,8 +198,11 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, sche
     from crossbar.io import check_outputs
 
     out = Path(out)
-    inputs = {"the spec": source if os.path.exists(source) else None, "data": spec.data,
-              "config": spec.config if os.path.exists(spec.config) else None}
+    inputs = {
+        "the spec": source if os.path.exists(source) else None,
+        "data": spec.data,
+        "config": spec.config if os.path.exists(spec.config) else None,
+    }
     inputs.update({f"checkpoint {m!r}": m for m in spec.models if os.path.exists(m)})
     inputs.update({f"baseline {b!r}": b for b in spec.baselines if os.path.exists(b)})
     check_outputs({"--out": (out, "dir")}, inputs)
@@ -191,8 +225,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, sche
         journal.close()
 
 
-def _drive(spec, rows: list[Row], costs, journal: Journal, out: Path, workers, scheduler, client, progress,
-           log) -> SweepOutcome:
+def _drive(
+    spec, rows: list[Row], costs, journal: Journal, out: Path, workers, scheduler, client, progress, log
+) -> SweepOutcome:
     done = journal.done()
     all_units = {u["key"]: u for row in rows for u in row.units}
     todo = [u for u in all_units.values() if u["key"] not in done]
@@ -212,13 +247,16 @@ def _drive(spec, rows: list[Row], costs, journal: Journal, out: Path, workers, s
         else:
             plots = sorted(out.glob("*.png"))
         n_fail = sum(1 for k in f if k in all_units)
-        write_text(out / "report.md", outputs.report_md(spec, summary, plots, len(all_units),
-                                                        sum(1 for k in d if k in all_units), n_fail))
+        write_text(
+            out / "report.md",
+            outputs.report_md(spec, summary, plots, len(all_units), sum(1 for k in d if k in all_units), n_fail),
+        )
         return summary
 
     ran = 0
-    bar = tqdm(total=len(all_units), initial=n_done0, desc="sweep", unit="unit", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(all_units), initial=n_done0, desc="sweep", unit="unit", disable=not progress, dynamic_ncols=True
+    )
 
     def arrived(key: str, result: dict | None, error: str | None) -> None:
         nonlocal ran
@@ -241,7 +279,9 @@ def _drive(spec, rows: list[Row], costs, journal: Journal, out: Path, workers, s
                     arrived(u["key"], None, str(exc))
                     continue
                 except Exception as exc:  # a unit's crash is recorded, the sweep goes on
-                    arrived(u["key"], None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                    arrived(
+                        u["key"], None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                    )
                     continue
                 arrived(u["key"], res, None)
         elif todo:

@@ -23,12 +23,13 @@ Example (every field but ``task`` and ``config`` optional)::
 Every point is resolved and validated against the config schema before anything runs: a
 misspelt path or an invalid value is one error naming the point and the field.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,10 +39,24 @@ from crossbar.errors import CrossbarInputError
 TASKS = ("kws", "lm", "adc", "cost")
 #: the primary metric of each task (the ``hardware_*`` columns) and whether larger is better
 TASK_METRICS = {"kws": ("accuracy", True), "lm": ("bpc", False)}
-ADC_METRICS = ("inl_max_lsb", "inl_rms_lsb", "dnl_max_lsb", "rmse", "inl_max_lsb_uncalibrated",
-               "missing_code_fraction", "vread_max_code_shift_nladc")
-COST_METRICS = ("tops_per_w", "tops_per_mm2", "energy_per_inference_j", "power_mw", "area_mm2", "peak_tops",
-                "latency_per_step_s")
+ADC_METRICS = (
+    "inl_max_lsb",
+    "inl_rms_lsb",
+    "dnl_max_lsb",
+    "rmse",
+    "inl_max_lsb_uncalibrated",
+    "missing_code_fraction",
+    "vread_max_code_shift_nladc",
+)
+COST_METRICS = (
+    "tops_per_w",
+    "tops_per_mm2",
+    "energy_per_inference_j",
+    "power_mw",
+    "area_mm2",
+    "peak_tops",
+    "latency_per_step_s",
+)
 PAPER_MODELS = ("paper-kws", "paper-lm")
 MAX_POINTS = 10_000
 MAX_UNITS = 100_000
@@ -59,15 +74,17 @@ class ClusterSpec(_Strict):
     kind: Literal["slurm", "pbs"] = Field(description="batch system")
     jobs: int = Field(1, ge=1, le=10_000, description="batch jobs to start (each runs `processes` workers)")
     cores: int = Field(1, ge=1, le=1024, description="cores per job")
-    processes: Optional[int] = Field(None, ge=1, le=1024, description="worker processes per job (default: cores)")
+    processes: int | None = Field(None, ge=1, le=1024, description="worker processes per job (default: cores)")
     memory: str = Field("4GB", max_length=32, description="memory per job, e.g. '16GB'")
     walltime: str = Field("01:00:00", max_length=32, description="job wall time, HH:MM:SS")
-    queue: Optional[str] = Field(None, max_length=200, description="partition (Slurm) or queue (PBS)")
-    account: Optional[str] = Field(None, max_length=200, description="project / account to charge")
-    job_extra_directives: list[str] = Field(default_factory=list, max_length=64,
-                                            description="extra #SBATCH / #PBS lines")
-    job_script_prologue: list[str] = Field(default_factory=list, max_length=64,
-                                           description="shell lines run before the worker (e.g. activate a venv)")
+    queue: str | None = Field(None, max_length=200, description="partition (Slurm) or queue (PBS)")
+    account: str | None = Field(None, max_length=200, description="project / account to charge")
+    job_extra_directives: list[str] = Field(
+        default_factory=list, max_length=64, description="extra #SBATCH / #PBS lines"
+    )
+    job_script_prologue: list[str] = Field(
+        default_factory=list, max_length=64, description="shell lines run before the worker (e.g. activate a venv)"
+    )
 
 
 class SweepSpec(_Strict):
@@ -75,22 +92,23 @@ class SweepSpec(_Strict):
 
     task: Literal["kws", "lm", "adc", "cost"]
     config: str = Field(min_length=1, max_length=4096, description="base hardware config: preset name or path")
-    checkpoint: Union[None, str, list[str]] = Field(None, description="model(s): a path or a list")
-    data: Optional[str] = Field(None, max_length=4096, description="dataset folder (kws, lm)")
-    split: Optional[str] = Field(None, max_length=32, description="kws: all|train|dev|test; lm: valid|test")
+    checkpoint: None | str | list[str] = Field(None, description="model(s): a path or a list")
+    data: str | None = Field(None, max_length=4096, description="dataset folder (kws, lm)")
+    split: str | None = Field(None, max_length=32, description="kws: all|train|dev|test; lm: valid|test")
     mc: int = Field(1, ge=1, le=MAX_MC, description="Monte-Carlo instances per point")
     mc_block: int = Field(5, ge=1, le=MAX_MC, description="instances per unit of work")
     seed: int = Field(0, ge=0, le=2**63 - 1)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config path -> values")
     zip: list[dict[str, list[Any]]] = Field(default_factory=list, description="groups of fields varied together")
-    baseline: Union[str, list[str]] = Field(default_factory=list, description="configs evaluated alongside")
-    digital_output: Optional[bool] = Field(None, description="output layer digital (default: the checkpoint's deployment)")
-    limit: Optional[int] = Field(None, ge=1, le=10**9, description="score only the first N clips / characters")
-    metric: Optional[str] = Field(None, max_length=64, description="adc / cost: the metric of the hardware columns")
-    function: Optional[str] = Field(None, max_length=64, description="adc: activation to characterise "
-                                                                    "(default: the config's gate function)")
+    baseline: str | list[str] = Field(default_factory=list, description="configs evaluated alongside")
+    digital_output: bool | None = Field(None, description="output layer digital (default: the checkpoint's deployment)")
+    limit: int | None = Field(None, ge=1, le=10**9, description="score only the first N clips / characters")
+    metric: str | None = Field(None, max_length=64, description="adc / cost: the metric of the hardware columns")
+    function: str | None = Field(
+        None, max_length=64, description="adc: activation to characterise (default: the config's gate function)"
+    )
     columns: int = Field(16, ge=1, le=4096, description="adc: NL-ADC columns per instance")
-    cluster: Optional[ClusterSpec] = None
+    cluster: ClusterSpec | None = None
 
     @field_validator("grid", "zip")
     @classmethod
@@ -107,15 +125,17 @@ class SweepSpec(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "SweepSpec":
+    def _check(self) -> SweepSpec:
         if self.task in ("kws", "lm") and self.data is None:
             raise ValueError(f"task {self.task!r} needs 'data' (the dataset folder)")
         paths = list(self.grid)
         for i, group in enumerate(self.zip):
             lengths = {len(v) for v in group.values()}
             if len(lengths) > 1:
-                raise ValueError(f"zip[{i}]: the fields of a group need lists of one length, got "
-                                 f"{ {k: len(v) for k, v in group.items()} }")
+                raise ValueError(
+                    f"zip[{i}]: the fields of a group need lists of one length, got "
+                    f"{ {k: len(v) for k, v in group.items()} }"
+                )
             if not group:
                 raise ValueError(f"zip[{i}]: an empty group")
             paths += list(group)
@@ -156,11 +176,15 @@ class SweepSpec(_Strict):
     def higher_is_better(self) -> bool:
         if self.task in TASK_METRICS:
             return TASK_METRICS[self.task][1]
-        return self.task == "cost" and self.metric_name not in ("energy_per_inference_j", "power_mw", "area_mm2",
-                                                                  "latency_per_step_s")
+        return self.task == "cost" and self.metric_name not in (
+            "energy_per_inference_j",
+            "power_mw",
+            "area_mm2",
+            "latency_per_step_s",
+        )
 
 
-def _loc(err: dict) -> str:
+def _loc(err: Any) -> str:
     return ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and "[" in p)) or "<root>"
 
 
@@ -176,8 +200,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        shown = "" if err["type"] in ("missing", "extra_forbidden") or isinstance(err.get("input"), dict) \
+        shown = (
+            ""
+            if err["type"] in ("missing", "extra_forbidden") or isinstance(err.get("input"), dict)
             else f" = {str(repr(err.get('input')))[:60]}"
+        )
         raise CrossbarInputError(f"{source}: {_loc(err)}{shown}: {msg}{more}") from None
     except RecursionError:
         raise CrossbarInputError(f"{source}: the document is nested too deeply") from None
@@ -211,8 +238,11 @@ def load_spec(path: str | Path) -> SweepSpec:
                 raise CrossbarInputError(f"{path}: YAML specs need PyYAML (pip install pyyaml), or use JSON") from None
             data = yaml.safe_load(text)
         else:
-            data = json.loads(text, object_pairs_hook=_duplicate_keys,
-                              parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")))
+            data = json.loads(
+                text,
+                object_pairs_hook=_duplicate_keys,
+                parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not valid JSON")),
+            )
     except json.JSONDecodeError as exc:
         raise CrossbarInputError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
@@ -265,8 +295,10 @@ def resolve_points(spec: SweepSpec, source: str = "<spec>") -> list[tuple[str, d
         try:
             get_field(dumped, path)
         except CrossbarInputError:
-            raise CrossbarInputError(f"{source}: grid field {path!r} is not a hardware-config field "
-                                     f"(e.g. 'adc.bits', 'device.read_noise.sigma_rel')") from None
+            raise CrossbarInputError(
+                f"{source}: grid field {path!r} is not a hardware-config field "
+                f"(e.g. 'adc.bits', 'device.read_noise.sigma_rel')"
+            ) from None
     out = []
     for base in bases:
         for i, changes in enumerate(changes_list):
@@ -274,8 +306,9 @@ def resolve_points(spec: SweepSpec, source: str = "<spec>") -> list[tuple[str, d
                 cfg = base.replace(**changes)
             except CrossbarInputError as exc:
                 msg = str(exc).removeprefix("<replace>: ")
-                raise CrossbarInputError(f"{source}: point {i} ({point_label(changes)}) of config {base.name!r}: "
-                                         f"{msg}") from None
+                raise CrossbarInputError(
+                    f"{source}: point {i} ({point_label(changes)}) of config {base.name!r}: {msg}"
+                ) from None
             name = f"{base.name} [{point_label(changes)}]" if changes else base.name
             out.append((base.name, changes, cfg.model_copy(update={"name": name[:200]})))
     return out

@@ -9,6 +9,7 @@ again in the journal after a restart, and a changed input makes a new unit.
 Instance m is the same chip in whatever block, on whatever worker, it is evaluated: programming
 and noise streams are seeded from (seed, purpose, instance) (``crossbar.rng``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,12 +77,12 @@ class Row:
     """One row of results.csv: a (point, model) pair and its units."""
 
     index: int
-    base: str                       # base config name (config or a baseline)
+    base: str  # base config name (config or a baseline)
     changes: dict[str, Any]
     config: HardwareConfig
     model: str
-    base_arg: str = ""              # the spec's string for the base config (resolves cost libraries)
-    units: list[dict] = field(default_factory=list)   # payloads, in instance order
+    base_arg: str = ""  # the spec's string for the base config (resolves cost libraries)
+    units: list[dict] = field(default_factory=list)  # payloads, in instance order
 
     @property
     def label(self) -> str:
@@ -103,8 +104,9 @@ def plan(spec: SweepSpec, source: str = "<spec>") -> list[Row]:
     models = spec.models or default_models(spec.task)
     for m in models:
         if spec.task in ("kws", "lm") and m in PAPER_MODELS:
-            raise CrossbarInputError(f"{source}: checkpoint {m!r} is a cost shape; task {spec.task!r} needs a "
-                                     f"trained checkpoint")
+            raise CrossbarInputError(
+                f"{source}: checkpoint {m!r} is a cost shape; task {spec.task!r} needs a trained checkpoint"
+            )
     identities = {}
     for m in models:
         try:
@@ -122,16 +124,28 @@ def plan(spec: SweepSpec, source: str = "<spec>") -> list[Row]:
     from crossbar.config import load_config
 
     base_args = {load_config(a).name: a for a in [spec.config] + spec.baselines}
-    rows = []
+    rows: list[Row] = []
     for base, changes, cfg in points:
         for m in models:
             row = Row(len(rows), base, changes, cfg, m, base_args[base])
             for first, count in blocks:
-                payload = {"task": spec.task, "config": cfg.model_dump(mode="json"), "model": m,
-                           "model_identity": identities[m], "data": data, "data_fingerprint": fingerprint,
-                           "split": spec.split, "seed": int(spec.seed), "first": int(first), "count": int(count),
-                           "digital_output": spec.digital_output, "limit": spec.limit,
-                           "function": spec.function, "columns": spec.columns, "version": UNIT_VERSION}
+                payload = {
+                    "task": spec.task,
+                    "config": cfg.model_dump(mode="json"),
+                    "model": m,
+                    "model_identity": identities[m],
+                    "data": data,
+                    "data_fingerprint": fingerprint,
+                    "split": spec.split,
+                    "seed": int(spec.seed),
+                    "first": int(first),
+                    "count": int(count),
+                    "digital_output": spec.digital_output,
+                    "limit": spec.limit,
+                    "function": spec.function,
+                    "columns": spec.columns,
+                    "version": UNIT_VERSION,
+                }
                 payload["key"] = unit_key(payload)
                 row.units.append(payload)
             rows.append(row)
@@ -175,17 +189,33 @@ def run_unit(payload: dict) -> dict:
     if task == "kws":
         from rnn_models.tasks.kws import evaluate_kws
 
-        res = evaluate_kws(payload["model"], payload["data"], cfg, count, split=payload["split"],
-                           seed=payload["seed"], digital_output=payload["digital_output"], first=first,
-                           limit=payload["limit"])
+        res = evaluate_kws(
+            payload["model"],
+            payload["data"],
+            cfg,
+            count,
+            split=payload["split"],
+            seed=payload["seed"],
+            digital_output=payload["digital_output"],
+            first=first,
+            limit=payload["limit"],
+        )
         software = res["software"]
         rows = [{"instance": first + i, "accuracy": v} for i, v in enumerate(res["hardware"]["per_instance"])]
     elif task == "lm":
         from rnn_models.tasks.lm import evaluate_lm
 
-        res = evaluate_lm(payload["model"], payload["data"], cfg, count, split=payload["split"] or "valid",
-                          seed=payload["seed"], limit=payload["limit"], digital_output=payload["digital_output"],
-                          first=first)
+        res = evaluate_lm(
+            payload["model"],
+            payload["data"],
+            cfg,
+            count,
+            split=payload["split"] or "valid",
+            seed=payload["seed"],
+            limit=payload["limit"],
+            digital_output=payload["digital_output"],
+            first=first,
+        )
         software = res["software"]
         rows = [{"instance": first + i, "bpc": v} for i, v in enumerate(res["hardware"]["per_instance"])]
     elif task == "adc":
@@ -198,8 +228,13 @@ def run_unit(payload: dict) -> dict:
         rows = []
     else:  # the spec's Literal makes this unreachable from a file
         raise CrossbarInputError(f"unknown task {task!r}")
-    return {"key": payload["key"], "software": software, "per_instance": rows,
-            "seconds": time.perf_counter() - t0, "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    return {
+        "key": payload["key"],
+        "software": software,
+        "per_instance": rows,
+        "seconds": time.perf_counter() - t0,
+        "worker": f"{os.uname().nodename}:{os.getpid()}",
+    }
 
 
 def cost_metrics(row: Row) -> dict:
@@ -213,8 +248,15 @@ def cost_metrics(row: Row) -> dict:
     workload = workload_for(row.model, cfg)
     est = estimate(workload, cfg, library, cfg.adc.bits, config_architecture(cfg))
     out = {}
-    for key in ("tops_per_w", "tops_per_mm2", "energy_per_inference_j", "power_mw", "area_mm2", "peak_tops",
-                "latency_per_step_s"):
+    for key in (
+        "tops_per_w",
+        "tops_per_mm2",
+        "energy_per_inference_j",
+        "power_mw",
+        "area_mm2",
+        "peak_tops",
+        "latency_per_step_s",
+    ):
         value = est.get(key)
         out[key] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
     return out

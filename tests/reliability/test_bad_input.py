@@ -1,5 +1,6 @@
 """Table-driven bad input over the commands and the API: each case exits 2 with one line
 ``error: ...`` naming the file, field or value, writes or changes no file, and ends (bounded)."""
+
 import hashlib
 import json
 import os
@@ -28,7 +29,9 @@ def world(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
     data = gsc_folder(tmp / "gsc", per_word=3)
-    train_kws(data, tmp / "k.pt", hidden_size=8, epochs=1, hwa_epochs=0, batch=8, dev_fraction=0.34, log=lambda *_: None)
+    train_kws(
+        data, tmp / "k.pt", hidden_size=8, epochs=1, hwa_epochs=0, batch=8, dev_fraction=0.34, log=lambda *_: None
+    )
     ptb = tmp / "ptb"
     ptb.mkdir()
     (ptb / "ptb.train.txt").write_text(" the cat sat on the mat\n" * 40)
@@ -47,9 +50,20 @@ def world(tmp_path_factory):
     (bad / "str_bits.json").write_text('{"schema_version": 1, "name": "x", "adc": {"bits": "5"}}')
     (bad / "yes_bool.json").write_text('{"schema_version": 1, "name": "x", "array": {"bias_in_array": "yes"}}')
     (bad / "dup.json").write_text('{"schema_version": 1, "name": "x", "name": "y"}')
-    (bad / "deep.json").write_text('{"schema_version": 1, "name": "x", "device": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    (bad / "spec_typo.json").write_text(json.dumps({"task": "kws", "checkpoint": str(tmp / "k.pt"), "data": str(data),
-                                                    "config": "rram_nladc_5b", "grid": {"adc.bitz": [4]}}))
+    (bad / "deep.json").write_text(
+        '{"schema_version": 1, "name": "x", "device": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    (bad / "spec_typo.json").write_text(
+        json.dumps(
+            {
+                "task": "kws",
+                "checkpoint": str(tmp / "k.pt"),
+                "data": str(data),
+                "config": "rram_nladc_5b",
+                "grid": {"adc.bitz": [4]},
+            }
+        )
+    )
     nul = tmp / "nul"
     nul.mkdir()
     (nul / "manifest.csv").write_text("path,label\nyes/a\x00b.wav,yes\n")
@@ -82,13 +96,22 @@ def _snapshot(root: Path) -> dict:
 
 
 CASES = [  # id, argv (with {t} = the world folder), part of the one-line message
-    ("json-is-checkpoint", "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json {t}/k.pt",
-     "outputs never replace inputs"),
+    (
+        "json-is-checkpoint",
+        "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json {t}/k.pt",
+        "outputs never replace inputs",
+    ),
     ("out-inside-data", "train kws --data {t}/gsc --out {t}/gsc/manifest.csv", "lies inside the input folder --data"),
-    ("json-is-a-folder", "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json {t}/files",
-     "is a folder"),
-    ("json-unwritable", "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json /proc/x.json",
-     "is not writable"),
+    (
+        "json-is-a-folder",
+        "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json {t}/files",
+        "is a folder",
+    ),
+    (
+        "json-unwritable",
+        "evaluate kws --checkpoint {t}/k.pt --data {t}/gsc --config ideal --mc 1 --json /proc/x.json",
+        "is not writable",
+    ),
     ("report-out-is-a-file", "report --config ideal --model paper-lm --out {t}/notadir", "is not a folder"),
     ("sweep-out-is-a-file", "sweep {t}/files/spec_typo.json --out {t}/notadir", "is not a folder"),
     ("sweep-typo", "sweep {t}/files/spec_typo.json --out {t}/sweepout", "grid field 'adc.bitz'"),
@@ -96,22 +119,43 @@ CASES = [  # id, argv (with {t} = the world folder), part of the one-line messag
     ("string-for-bool", "validate {t}/files/yes_bool.json", "bias_in_array = 'yes': Input should be a valid boolean"),
     ("duplicate-key", "validate {t}/files/dup.json", "duplicate key 'name'"),
     ("deep-json", "validate {t}/files/deep.json", "nested too deeply"),
-    ("empty-checkpoint", "evaluate kws --checkpoint {t}/files/empty.pt --data {t}/gsc --config ideal",
-     "cannot be read as a crossbar checkpoint"),
-    ("meta-missing", "evaluate kws --checkpoint {t}/files/nosettings.pt --data {t}/gsc --config ideal",
-     "meta entry 'settings' is missing"),
-    ("meta-mistyped", "evaluate kws --checkpoint {t}/files/mistyped.pt --data {t}/gsc --config ideal",
-     "meta entry 'split_seed' must be int"),
+    (
+        "empty-checkpoint",
+        "evaluate kws --checkpoint {t}/files/empty.pt --data {t}/gsc --config ideal",
+        "cannot be read as a crossbar checkpoint",
+    ),
+    (
+        "meta-missing",
+        "evaluate kws --checkpoint {t}/files/nosettings.pt --data {t}/gsc --config ideal",
+        "meta entry 'settings' is missing",
+    ),
+    (
+        "meta-mistyped",
+        "evaluate kws --checkpoint {t}/files/mistyped.pt --data {t}/gsc --config ideal",
+        "meta entry 'split_seed' must be int",
+    ),
     ("nan-weights", "evaluate kws --checkpoint {t}/files/nan.pt --data {t}/gsc --config ideal", "NaN or infinite"),
-    ("state-dict-mismatch", "evaluate kws --checkpoint {t}/files/missing.pt --data {t}/gsc --config ideal",
-     "Missing key(s)"),
+    (
+        "state-dict-mismatch",
+        "evaluate kws --checkpoint {t}/files/missing.pt --data {t}/gsc --config ideal",
+        "Missing key(s)",
+    ),
     ("nul-in-manifest", "evaluate kws --checkpoint {t}/k.pt --data {t}/nul --config ideal", "NUL byte"),
-    ("other-task-data", "evaluate kws --checkpoint {t}/k.pt --data {t}/digits --config ideal --mc 1",
-     "is this a dataset of another task"),
-    ("all-clips-bad", "evaluate kws --checkpoint {t}/k.pt --data {t}/onehz --config ideal --mc 1",
-     "sample rate 1 Hz outside"),
-    ("bptt-too-long", "train lm --data {t}/ptb --out {t}/lm_new.pt --hidden 8 --epochs 1 --bptt 100000",
-     "longer than the training data"),
+    (
+        "other-task-data",
+        "evaluate kws --checkpoint {t}/k.pt --data {t}/digits --config ideal --mc 1",
+        "is this a dataset of another task",
+    ),
+    (
+        "all-clips-bad",
+        "evaluate kws --checkpoint {t}/k.pt --data {t}/onehz --config ideal --mc 1",
+        "sample rate 1 Hz outside",
+    ),
+    (
+        "bptt-too-long",
+        "train lm --data {t}/ptb --out {t}/lm_new.pt --hidden 8 --epochs 1 --bptt 100000",
+        "longer than the training data",
+    ),
     ("config-before-training", "train kws --data {t}/gsc --out {t}/k_new.pt --config nope_preset", "nope_preset"),
     ("lm-config-before-training", "train lm --data {t}/ptb --out {t}/lm_new.pt --config nope_preset", "nope_preset"),
     ("missing-checkpoint", "evaluate lm --checkpoint {t}/nope.pt --data {t}/ptb --config ideal", "not found"),
@@ -133,12 +177,19 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(world, argv, message, ca
     assert _snapshot(world) == before  # nothing written, nothing changed
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["evaluate", "kws", "--data", ".", "--config", "ideal", "--mc", "100000000"], "--mc: 100000000 must be in 1..10000"),
-    (["adc", "--config", "ideal", "--columns", "10000000"], "--columns: 10000000 must be in 1..4096"),
-    (["train", "lm", "--data", ".", "--out", "x.pt", "--hidden", "10000000"], "--hidden: 10000000 must be in"),
-    (["sweep", "s.json", "--out", "o", "--workers", "0"], "--workers: 0 must be in 1..4096"),
-], ids=["mc", "columns", "hidden", "workers"])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["evaluate", "kws", "--data", ".", "--config", "ideal", "--mc", "100000000"],
+            "--mc: 100000000 must be in 1..10000",
+        ),
+        (["adc", "--config", "ideal", "--columns", "10000000"], "--columns: 10000000 must be in 1..4096"),
+        (["train", "lm", "--data", ".", "--out", "x.pt", "--hidden", "10000000"], "--hidden: 10000000 must be in"),
+        (["sweep", "s.json", "--out", "o", "--workers", "0"], "--workers: 0 must be in 1..4096"),
+    ],
+    ids=["mc", "columns", "hidden", "workers"],
+)
 def test_unbounded_work_is_refused_by_the_argument_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -152,8 +203,27 @@ def test_rejected_clips_are_listed_not_dropped_silently(world, capsys, monkeypat
     if not mixed.exists():
         shutil.copytree(world / "gsc", mixed)
     out = world / "mixed.json"
-    assert main(["evaluate", "kws", "--checkpoint", str(world / "k.pt"), "--data", str(mixed), "--config", "ideal",
-                 "--mc", "1", "--split", "all", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "kws",
+                "--checkpoint",
+                str(world / "k.pt"),
+                "--data",
+                str(mixed),
+                "--config",
+                "ideal",
+                "--mc",
+                "1",
+                "--split",
+                "all",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning: 2 clip(s)" in err and "rejected and not scored" in err
     rejected = json.loads(out.read_text())["rejected_clips"]
@@ -163,19 +233,35 @@ def test_rejected_clips_are_listed_not_dropped_silently(world, capsys, monkeypat
 def test_fifo_config_does_not_block(world, tmp_path):
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
-    res = subprocess.run([sys.executable, "-m", "rnn_models.cli", "validate", str(fifo)], capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "rnn_models.cli", "validate", str(fifo)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 2 and res.stderr.strip() == f"error: {fifo}: not a regular file (a config is a JSON file)"
 
 
 def test_ctrl_c_prints_one_line(world, tmp_path):
     spec = tmp_path / "s.json"
-    spec.write_text(json.dumps({"task": "kws", "checkpoint": str(world / "k.pt"), "data": str(world / "gsc"),
-                                "config": "rram_nladc_5b", "mc": 40, "mc_block": 1}))
+    spec.write_text(
+        json.dumps(
+            {
+                "task": "kws",
+                "checkpoint": str(world / "k.pt"),
+                "data": str(world / "gsc"),
+                "config": "rram_nladc_5b",
+                "mc": 40,
+                "mc_block": 1,
+            }
+        )
+    )
     env = dict(os.environ, CROSSBAR_CACHE=str(world / "cache"))
-    proc = subprocess.Popen([sys.executable, "-m", "rnn_models.cli", "sweep", str(spec), "--out", str(tmp_path / "o"),
-                             "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnn_models.cli", "sweep", str(spec), "--out", str(tmp_path / "o"), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "o" / "journal.sqlite").is_file():
         time.sleep(0.05)
@@ -183,15 +269,25 @@ def test_ctrl_c_prints_one_line(world, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    lines = [l for l in err.strip().splitlines() if l.strip() and "sweep:" not in l]
+    lines = [line for line in err.strip().splitlines() if line.strip() and "sweep:" not in line]
     assert "Traceback" not in err and lines[-1].startswith("interrupted"), err
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: __import__("rnn_models.convert", fromlist=["x"]).program(m, 0, 0), "instances must be an integer >= 1"),
-    (lambda m: __import__("rnn_models.convert", fromlist=["x"]).program(m, -3, 1), "seed must be an integer >= 0"),
-    (lambda m: m(torch.zeros(3, 2, 4), (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8))), "initial state must have shape"),
-], ids=["instances-0", "negative-seed", "bad-initial-state"])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda m: __import__("rnn_models.convert", fromlist=["x"]).program(m, 0, 0),
+            "instances must be an integer >= 1",
+        ),
+        (lambda m: __import__("rnn_models.convert", fromlist=["x"]).program(m, -3, 1), "seed must be an integer >= 0"),
+        (
+            lambda m: m(torch.zeros(3, 2, 4), (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8))),
+            "initial state must have shape",
+        ),
+    ],
+    ids=["instances-0", "negative-seed", "bad-initial-state"],
+)
 def test_api_misuse_is_one_clear_error(call, message):
     from rnn_models.convert import convert_to_analog
 

@@ -1,5 +1,6 @@
 """`crossbar sweep`: spec validation, coupled fields, journal, same numbers in-process / on a real
 Dask LocalCluster (2 processes) / after a worker kill / after a driver kill and resume, failures."""
+
 import csv
 import io
 import json
@@ -33,11 +34,28 @@ def env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
     root = _gsc_folder(tmp / "gsc", per_word=6)
-    train_kws(root, tmp / "k.pt", hidden_size=16, epochs=3, hwa_epochs=0, batch=8, lr=1e-2, dev_fraction=0.34,
-              log=lambda *_: None)
-    spec = {"task": "kws", "checkpoint": str(tmp / "k.pt"), "data": str(root), "split": "all",
-            "config": "rram_nladc_5b", "mc": 6, "mc_block": 2, "seed": 3,
-            "grid": {"adc.bits": [4, 5]}}
+    train_kws(
+        root,
+        tmp / "k.pt",
+        hidden_size=16,
+        epochs=3,
+        hwa_epochs=0,
+        batch=8,
+        lr=1e-2,
+        dev_fraction=0.34,
+        log=lambda *_: None,
+    )
+    spec = {
+        "task": "kws",
+        "checkpoint": str(tmp / "k.pt"),
+        "data": str(root),
+        "split": "all",
+        "config": "rram_nladc_5b",
+        "mc": 6,
+        "mc_block": 2,
+        "seed": 3,
+        "grid": {"adc.bits": [4, 5]},
+    }
     yield tmp, spec
     mp.undo()
 
@@ -62,8 +80,9 @@ def client():
     from rnn_models.sweep.runner import dask_settings
 
     with dask_settings():
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                               silence_logs=50)
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50
+        )
         c = Client(cluster)
         yield c
         c.close()
@@ -72,16 +91,20 @@ def client():
 
 # ----------------------------------------------------------------------------- spec
 def test_the_issue_example_spec_parses_and_expands(tmp_path):
-    text = ('{"task": "kws", "checkpoint": "checkpoints/kws_fsdd.pt", "data": "../shared/data/fsdd",\n'
-            ' "split": "dev", "config": "rram_nladc_5b", "mc": 4, "seed": 0,\n'
-            ' "grid": {"adc.bits": [4, 5], "device.read_noise.sigma_rel": [0.005, 0.02]}}')
+    text = (
+        '{"task": "kws", "checkpoint": "checkpoints/kws_fsdd.pt", "data": "../shared/data/fsdd",\n'
+        ' "split": "dev", "config": "rram_nladc_5b", "mc": 4, "seed": 0,\n'
+        ' "grid": {"adc.bits": [4, 5], "device.read_noise.sigma_rel": [0.005, 0.02]}}'
+    )
     (tmp_path / "s.json").write_text(text)
     spec = load_spec(tmp_path / "s.json")
     assert spec.swept == ["adc.bits", "device.read_noise.sigma_rel"]
-    assert grid_changes(spec) == [{"adc.bits": 4, "device.read_noise.sigma_rel": 0.005},
-                                  {"adc.bits": 4, "device.read_noise.sigma_rel": 0.02},
-                                  {"adc.bits": 5, "device.read_noise.sigma_rel": 0.005},
-                                  {"adc.bits": 5, "device.read_noise.sigma_rel": 0.02}]
+    assert grid_changes(spec) == [
+        {"adc.bits": 4, "device.read_noise.sigma_rel": 0.005},
+        {"adc.bits": 4, "device.read_noise.sigma_rel": 0.02},
+        {"adc.bits": 5, "device.read_noise.sigma_rel": 0.005},
+        {"adc.bits": 5, "device.read_noise.sigma_rel": 0.02},
+    ]
     points = resolve_points(spec)
     assert [p[2].adc.bits for p in points] == [4, 4, 5, 5]
     # coupled field: the preset's ramp_devices = 32 = 2^5 follows the swept bits
@@ -90,31 +113,43 @@ def test_the_issue_example_spec_parses_and_expands(tmp_path):
 
 
 def test_zip_groups_and_baselines_expand():
-    spec = parse_spec({"task": "cost", "config": "rram_nladc_5b", "grid": {"adc.bits": [4, 8]},
-                       "zip": [{"nl_adc.comparator_offset_sigma": [0.01, 0.03],
-                                "nl_adc.comparator_noise_sigma": [0.002, 0.006]}],
-                       "baseline": "rram_conventional_adc_5b"})
+    spec = parse_spec(
+        {
+            "task": "cost",
+            "config": "rram_nladc_5b",
+            "grid": {"adc.bits": [4, 8]},
+            "zip": [{"nl_adc.comparator_offset_sigma": [0.01, 0.03], "nl_adc.comparator_noise_sigma": [0.002, 0.006]}],
+            "baseline": "rram_conventional_adc_5b",
+        }
+    )
     points = resolve_points(spec)
     assert len(points) == 8 and [p[0] for p in points] == ["rram_nladc_5b"] * 4 + ["rram_conventional_adc_5b"] * 4
-    assert [(p[1]["adc.bits"], p[1]["nl_adc.comparator_noise_sigma"]) for p in points[:4]] == \
-        [(4, 0.002), (4, 0.006), (8, 0.002), (8, 0.006)]
+    assert [(p[1]["adc.bits"], p[1]["nl_adc.comparator_noise_sigma"]) for p in points[:4]] == [
+        (4, 0.002),
+        (4, 0.006),
+        (8, 0.002),
+        (8, 0.006),
+    ]
     assert points[7][2].nl_adc.comparator_offset_sigma == 0.03 and points[7][2].adc.kind == "linear_ramp"
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"grid": {"adc.bitz": [4]}}, "grid field 'adc.bitz' is not a hardware-config field"),
-    ({"grid": {"adc.bits": [4, 99]}}, r"point 1 \(adc.bits=99\) of config 'rram_nladc_5b': adc.bits = 99"),
-    ({"grid": {"device.read_noise.sigma_rel": [0.01, -1.0]}}, "point 1 .*sigma_rel = -1.0"),
-    ({"grid": {"adc.bits": [4]}, "zip": [{"adc.bits": [5]}]}, "appear more than once"),
-    ({"zip": [{"adc.bits": [4, 5], "dac.bits": [8]}]}, "lists of one length"),
-    ({"grid": {"adc.bits": []}}, "give 1..1000 values"),
-    ({"mc": 0}, "mc"),
-    ({"mc": "4"}, "mc = '4'"),
-    ({"colour": 1}, "colour: unknown key"),
-    ({"task": "kws", "data": None}, "needs 'data'"),
-    ({"baseline": ["nope_preset"]}, "baseline\\[0\\]: nope_preset: config file not found"),
-    ({"metric": "speed"}, "metric 'speed'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"grid": {"adc.bitz": [4]}}, "grid field 'adc.bitz' is not a hardware-config field"),
+        ({"grid": {"adc.bits": [4, 99]}}, r"point 1 \(adc.bits=99\) of config 'rram_nladc_5b': adc.bits = 99"),
+        ({"grid": {"device.read_noise.sigma_rel": [0.01, -1.0]}}, "point 1 .*sigma_rel = -1.0"),
+        ({"grid": {"adc.bits": [4]}, "zip": [{"adc.bits": [5]}]}, "appear more than once"),
+        ({"zip": [{"adc.bits": [4, 5], "dac.bits": [8]}]}, "lists of one length"),
+        ({"grid": {"adc.bits": []}}, "give 1..1000 values"),
+        ({"mc": 0}, "mc"),
+        ({"mc": "4"}, "mc = '4'"),
+        ({"colour": 1}, "colour: unknown key"),
+        ({"task": "kws", "data": None}, "needs 'data'"),
+        ({"baseline": ["nope_preset"]}, "baseline\\[0\\]: nope_preset: config file not found"),
+        ({"metric": "speed"}, "metric 'speed'"),
+    ],
+)
 def test_bad_specs_name_the_point_and_field(spec, message):
     base = {"task": "cost", "config": "rram_nladc_5b"}
     with pytest.raises(CrossbarInputError, match=message):
@@ -150,7 +185,7 @@ def test_journal_counts_a_unit_once(tmp_path):
     assert j.failed() == {"a": "boom"}
     assert j.record("a", {"x": 1}) is True
     assert j.record("a", {"x": 2}) is False  # a duplicate run (re-executed unit) is not counted twice
-    j.record_failure("a", "late failure")     # never over a finished unit
+    j.record_failure("a", "late failure")  # never over a finished unit
     assert j.done() == {"a": {"x": 1}} and j.failed() == {}
 
 
@@ -161,8 +196,14 @@ def test_sweep_point_equals_crossbar_evaluate_bit_for_bit(env, reference):
     tmp, spec = env
     row = reference[1]
     assert row["adc.bits"] == "5" and row["n_instances"] == "6" and row["status"] == "done"
-    res = evaluate_kws(spec["checkpoint"], spec["data"], load_config(tmp / "ref" / "configs" / "point_0001.json"), 6,
-                       split="all", seed=3)
+    res = evaluate_kws(
+        spec["checkpoint"],
+        spec["data"],
+        load_config(tmp / "ref" / "configs" / "point_0001.json"),
+        6,
+        split="all",
+        seed=3,
+    )
     assert repr(res["hardware"]["mean"]) == row["hardware_mean"]
     assert repr(res["hardware"]["std"]) == row["hardware_std"]
     assert repr(res["software"]) == row["software"]
@@ -177,8 +218,11 @@ def test_worker_killed_mid_sweep_loses_nothing_and_counts_nothing_twice(env, ref
     tmp, spec = env
     out = tmp / "killed"
     box = {}
-    thread = threading.Thread(target=lambda: box.update(outcome=run_sweep(
-        parse_spec(spec), out, client=client, progress=False, log=lambda *_: None)))
+    thread = threading.Thread(
+        target=lambda: box.update(
+            outcome=run_sweep(parse_spec(spec), out, client=client, progress=False, log=lambda *_: None)
+        )
+    )
     thread.start()
     killed = None
     deadline = time.time() + 60
@@ -218,7 +262,17 @@ def test_driver_killed_then_resume_continues_to_the_same_results(env, reference,
     tmp, spec = env
     (tmp_path / "s.json").write_text(json.dumps(spec))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rnn_models.cli", "sweep", str(tmp_path / "s.json"), "--out", str(out), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnn_models.cli",
+        "sweep",
+        str(tmp_path / "s.json"),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     done = 0
