@@ -93,7 +93,9 @@ def test_evaluate_json_schema(tiny_kws):
     assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
                  "rram_nladc_5b", "--mc", "2", "--json", str(out), "--split", "dev"]) == 0
     r = json.loads(out.read_text())
-    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment"}
+    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment",
+                      "rejected_clips"}
+    assert isinstance(r["rejected_clips"], dict)  # (the dev speakers of the generated folder have no bad clip)
     assert r["deployment"] == {"digital_layers": [], "from": "checkpoint"}
     assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2
     assert set(r["hardware"]) == {"mean", "std", "per_instance"}
