@@ -17,7 +17,13 @@ Modelling choices (ours, named):
   except in front of an NL-ADC, whose ramp drifts with the weights (ratio-metric compensation);
 * ``v_read_actual`` scales the whole analog signal by V_actual / V_nominal;
 * columns split over several row-blocks are returned per block (``partial_sums = digital``: one
-  conversion per block, summed after the ADC) or summed in the analog domain (``analog``).
+  conversion per block, summed after the ADC) or summed in the analog domain (``analog``);
+* IR drop (``array.wires`` not all 0): every MVM multiplies with the effective matrices T+ - T- of
+  the physical arrays (:mod:`crossbar.layout`, :mod:`crossbar.parasitics`) instead of G+ - G-,
+  computed once per programming and cached -- so the layers' fast path, which multiplies with the
+  same prepared products, sees them too.  Read noise passes through the attenuation map A = T / G
+  (device sigma times A).  The NL-ADCs' ramp and bias devices can be placed on extra rows of the
+  arrays (:meth:`Tile.ramp_site`), where they load the bit lines and the weights load them.
 
 Shapes: ``x`` is (B, in) or (M, B, in); outputs are (M, B, R, out) with R row-blocks (R = 1 when
 analog partial sums).  All M instances are computed in one batched matmul.
@@ -81,6 +87,7 @@ class Tile:
         # row_gain a (rows,): word-line read amplitude of each row (all 1 unless per-block scaling)
         self.w_ref, self.row_gain = row_gains(w_rows.detach(), groups, config.array)
         self.scale = conductance_scale(self.w_ref, config.device, config.array)
+        self._mapping_scale = self.scale
         self.g_target_pos, self.g_target_neg = to_conductances(w_rows / self.row_gain[:, None], self.w_ref,
                                                                config.device, config.array)
         self._scaled_rows = bool((self.row_gain != 1).any())
@@ -88,6 +95,13 @@ class Tile:
         self.row_blocks = math.ceil(self.n_rows / config.array.rows)
         self.col_blocks = math.ceil(self.out_features / config.array.cols)
         self.g_pos = self.g_neg = None  # (M, rows, out) / (M, rows, out or 1) after program()
+        self.ir_drop = not config.array.wires.ideal
+        # devices of the NL-ADCs' ramps on extra rows / shared-ramp columns (crossbar.layout), IR drop only
+        self.extra_rows = None            # (M, E, out) uS, 0 = open
+        self.extra_cols = {}              # key -> (column block, (M, E) uS)
+        self.planned_rows, self.planned_cols = None, {}   # the same, (1, ...), targets placed before program()
+        self._layout_version = 0
+        self._plan_version = 0
         self.seed = None
 
     # ------------------------------------------------------------------ programming
@@ -106,10 +120,13 @@ class Tile:
         m_count = self.config.simulation.mc_instances if instances is None else int(instances)
         dev, drift_cfg = self.config.device, self.config.device.drift
         pos, neg, pos_t0, neg_t0 = [], [], [], []
+        target_pos, target_neg = self.programming_targets()
+        if self.ir_drop:
+            self.scale = self._mapping_scale * self.aware_span_scale()
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
-            p = devices.program(self.g_target_pos.cpu(), dev, gen)
-            n = devices.program(self.g_target_neg.cpu(), dev, gen)
+            p = devices.program(target_pos.cpu(), dev, gen)
+            n = devices.program(target_neg.cpu(), dev, gen)
             pos_t0.append(p.g)
             neg_t0.append(n.g)
             pos.append(devices.at_inference(p.g, p, drift_cfg))
@@ -126,12 +143,113 @@ class Tile:
             self.drift_gain = (now_sum / t0_sum).to(self.device, self.dtype)
         self.seed = seed
         self.name = name
+        # the NL-ADC devices planned before programming stand at their targets until programmed
+        self.extra_rows = None if self.planned_rows is None else self.planned_rows.expand(m_count, -1, -1).clone()
+        self.extra_cols = {k: (cb, v.expand(m_count, -1).clone()) for k, (cb, v) in self.planned_cols.items()}
+        self._layout_version += 1
         return self
 
+    def programming_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conductances (uS) programming aims at: the mapped targets, or with
+        ``array.wires.ir_drop_aware_programming`` targets pre-distorted so that each array's
+        effective matrix approaches the mapped ones (fixed point G <- clip(G target / T(G)),
+        ``aware_iterations`` times, within g_min..g_max), jointly with the NL-ADC devices planned on
+        the arrays (:meth:`plan_extra_devices`; their pre-distorted targets: :meth:`aware_extra`).
+        With the offset mapping the reference column takes the first column block's correction."""
+        wires = self.config.array.wires
+        if not (self.ir_drop and wires.ir_drop_aware_programming):
+            return self.g_target_pos, self.g_target_neg
+        cached = self.__dict__.get("_aware_targets")
+        if cached is None or cached[0] != self._plan_version:
+            from crossbar.layout import effective_arrays
+
+            dev = self.config.device
+            tp0 = self.g_target_pos.detach().cpu().double()[None]
+            tn0 = self.g_target_neg.detach().cpu().double()[None]
+            tr = self.planned_rows
+            tc = dict(self.planned_cols)
+            s_w = 1.0
+            for attempt in range(2):
+                # weight targets with their span scaled by s_w (headroom for the boosted devices)
+                tp, tn = dev.g_min + s_w * (tp0 - dev.g_min), dev.g_min + s_w * (tn0 - dev.g_min)
+                gp, gn, gr, gc = tp.clone(), tn.clone(), None if tr is None else tr.clone(), dict(tc)
+                for _ in range(wires.aware_iterations):
+                    t_pos, t_neg, t_ex, t_cols = effective_arrays(gp, gn, self.config.array, gr, gc)
+                    if self.config.array.mapping == "offset":
+                        t_neg = t_neg[..., :1]
+                    need = max(_required(tp, gp, t_pos), _required(tn, gn, t_neg))
+                    gp = _aware_step(gp, tp, t_pos, dev)
+                    gn = _aware_step(gn, tn, t_neg, dev)
+                    if gr is not None:
+                        gr = _aware_step(gr, tr, t_ex, dev)
+                    gc = {k: (cb, _aware_step(v, tc[k][1], t_cols[k], dev)) for k, (cb, v) in gc.items()}
+                if attempt or need <= dev.g_max:
+                    break
+                s_w = (dev.g_max - dev.g_min) / (need - dev.g_min)
+            cached = (self._plan_version, gp[0].to(self.g_target_pos), gn[0].to(self.g_target_neg), gr, gc, s_w)
+            self._aware_targets = cached
+        return cached[1], cached[2]
+
+    def aware_span_scale(self) -> float:
+        """s <= 1: IR-drop-aware programming maps the weights onto s x the conductance span when the
+        boosted devices would otherwise pass g_max (the tile's conductance scale is s x the
+        mapping's, so outputs stay in pre-activation units); 1 without it."""
+        wires = self.config.array.wires
+        if not (self.ir_drop and wires.ir_drop_aware_programming):
+            return 1.0
+        self.programming_targets()
+        return self._aware_targets[5]
+
+    def aware_extra(self):
+        """(rows (1, E, out), cols {key: (block, (1, E))}): the pre-distorted targets (uS) of the
+        planned NL-ADC devices (IR-drop-aware programming), computed with the weights'."""
+        self.programming_targets()
+        return self._aware_targets[3], self._aware_targets[4]
+
     def effective_weights(self) -> torch.Tensor:
-        """(M, rows, out) weights the programmed devices realise (no read noise)."""
+        """(M, rows, out) weights the programmed devices realise (no read noise; through the
+        wires with IR drop)."""
         self._check_programmed()
+        if self.ir_drop:
+            return self._weight_difference() / self.scale * self.row_gain[:, None]
         return to_weights(self.g_pos, self.g_neg, self.scale) * self.row_gain[:, None]
+
+    # ------------------------------------------------------------------ IR drop
+    def effective_conductances(self):
+        """``(t_pos, t_neg, t_extra, t_cols)``: the effective conductances (uS, float64, CPU) of the
+        programmed devices through the arrays' wires (:func:`crossbar.layout.effective_arrays`),
+        cached per programming and periphery layout."""
+        from crossbar.layout import effective_arrays
+
+        self._check_programmed()
+        return self._per_programming("effective", lambda: effective_arrays(
+            self.g_pos, self.g_neg, self.config.array, self.extra_rows, self.extra_cols))
+
+    def set_extra_devices(self, m: int | None, rows=None, cols=None) -> None:
+        """Place NL-ADC devices: ``rows`` {column index tensor: (M or 1, e, C) uS} on the extra rows,
+        ``cols`` {key: (column block, (M or 1, e) uS)} on shared-ramp columns; ``m``: only instance m
+        (local index), else all.  The extra rows grow to the largest e."""
+        self._check_programmed()
+        self.extra_rows, self.extra_cols = _merge_extra(self.extra_rows, self.extra_cols, self.g_pos.shape[0],
+                                                        self.out_features, m, rows, cols)
+        self._layout_version += 1
+
+    def clear_plan(self) -> None:
+        """Forget the planned NL-ADC devices (:meth:`plan_extra_devices`)."""
+        self.planned_rows, self.planned_cols = None, {}
+        self._plan_version += 1
+
+    def plan_extra_devices(self, rows=None, cols=None) -> None:
+        """Before :meth:`program`: NL-ADC device targets (as :meth:`set_extra_devices`, one instance)
+        that stand on the arrays until the NL-ADCs are programmed -- the load every MVM and
+        calibration sees, and part of IR-drop-aware programming."""
+        self.planned_rows, self.planned_cols = _merge_extra(self.planned_rows, self.planned_cols, 1,
+                                                            self.out_features, None, rows, cols)
+        self._plan_version += 1
+
+    def ramp_site(self, columns: torch.Tensor, key: str, shared: bool) -> "RampSite":
+        """Where an NL-ADC for tile ``columns`` puts its ramp and bias devices (IR drop only)."""
+        return RampSite(self, columns, key, shared)
 
     def _check_programmed(self):
         if self.g_pos is None:
@@ -236,28 +354,57 @@ class Tile:
         return y
 
     def _per_programming(self, key: str, compute) -> torch.Tensor:
-        """``compute()`` of the programmed conductances, cached until they are replaced (not while
-        training: a result that requires grad must stay in the graph)."""
+        """``compute()`` of the programmed conductances, cached until they (or the NL-ADC devices
+        placed on the arrays) are replaced (not while training: a result that requires grad must
+        stay in the graph)."""
         cache = self.__dict__.setdefault("_conductance_cache", {})
         cached = cache.get(key)
-        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg:
+        version = self.__dict__.get("_layout_version", 0)
+        if (cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg
+                and cached[3] == version):
             return cached[2]
         value = compute()
         if not (self.g_pos.requires_grad or self.g_neg.requires_grad):
-            cache[key] = (self.g_pos, self.g_neg, value)
+            cache[key] = (self.g_pos, self.g_neg, value, version)
         return value
 
     def _weight_difference(self) -> torch.Tensor:
-        """G+ - G- (uS), cached per programming."""
+        """G+ - G- (uS), cached per programming; with IR drop the effective T+ - T- (while training,
+        A+ G+ - A- G- with the attenuation maps A = T / G held constant, so gradients flow)."""
+        if self.ir_drop:
+            return self._per_programming("difference", self._effective_difference)
         return self._per_programming("difference", lambda: self.g_pos - self.g_neg)
 
+    def _attenuation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A+ = T+ / G+ and A- = T- / G- (1 where G = 0), in the tile's dtype and device."""
+        def compute():
+            t_pos, t_neg, _, _ = self.effective_conductances()
+            gp = self.g_pos.detach().cpu().double()
+            gn = self.g_neg.detach().cpu().double().expand_as(gp)
+            a_pos = torch.where(gp > 0, t_pos / gp.clamp(min=1e-300), torch.ones_like(gp))
+            a_neg = torch.where(gn > 0, t_neg / gn.clamp(min=1e-300), torch.ones_like(gn))
+            return a_pos.to(self.device, self.dtype), a_neg.to(self.device, self.dtype)
+        return self._per_programming("attenuation", compute)
+
+    def _effective_difference(self) -> torch.Tensor:
+        if self.g_pos.requires_grad or self.g_neg.requires_grad:
+            a_pos, a_neg = self._attenuation()
+            return a_pos * self.g_pos - a_neg * self.g_neg
+        t_pos, t_neg, _, _ = self.effective_conductances()
+        return (t_pos - t_neg).to(self.device, self.dtype)
+
     def _read_variance(self) -> torch.Tensor:
-        """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per programming."""
+        """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per
+        programming; with IR drop (A+ sigma+)^2 + (A- sigma-)^2 (attenuation maps A = T / G)."""
         def compute():
             spec = self.config.device.read_noise
             var = devices.noise_sigma(self.g_pos, spec) ** 2
             var_neg = devices.noise_sigma(self.g_neg, spec) ** 2
-            return var + (var_neg if var_neg.shape == var.shape else var_neg.expand_as(var))
+            var_neg = var_neg if var_neg.shape == var.shape else var_neg.expand_as(var)
+            if self.ir_drop:  # each device's noise reaches the output attenuated like its signal
+                a_pos, a_neg = self._attenuation()
+                return var * a_pos ** 2 + var_neg * a_neg ** 2
+            return var + var_neg
         return self._per_programming("read_variance", compute)
 
     def _row_slices(self):
@@ -329,4 +476,167 @@ class Tile:
         tile.g_pos, tile.g_neg = g_pos.to(tile.device, tile.dtype), g_neg.to(tile.device, tile.dtype)
         tile.drift_gain = drift_gain.to(tile.device, tile.dtype)
         tile.seed, tile.name = seed, name
+        if tile.ir_drop:  # the span IR-drop-aware programming used (NL-ADC rows are not saved)
+            tile.scale = tile._mapping_scale * tile.aware_span_scale()
         return tile
+
+
+def _merge_extra(base_rows, base_cols: dict, m_count: int, out: int, m, rows, cols):
+    """Extra-row devices (M, E, out) and shared-ramp columns {key: (block, (M, E))} with ``rows`` /
+    ``cols`` placed (instance ``m`` or all); E grows to the largest device count."""
+    e_new = max([v.shape[-2] for v in (rows or {}).values()] + [v[1].shape[-1] for v in (cols or {}).values()]
+                + [0])
+    e_old = 0 if base_rows is None else base_rows.shape[1]
+    e = max(e_new, e_old, *[v.shape[1] for _, v in base_cols.values()])
+    ex = torch.zeros(m_count, e, out, dtype=torch.float64)
+    if e_old:
+        ex[:, :e_old] = base_rows
+    sel = slice(None) if m is None else slice(m, m + 1)
+    for idx, v in (rows or {}).items():
+        ex[sel, :v.shape[-2], idx] = v.detach().cpu().double()
+    new_cols = {}
+    for key, (cb, v) in base_cols.items():
+        full = torch.zeros(m_count, e, dtype=torch.float64)
+        full[:, :v.shape[1]] = v
+        new_cols[key] = (cb, full)
+    for key, (cb, v) in (cols or {}).items():
+        full = new_cols.get(key, (cb, torch.zeros(m_count, e, dtype=torch.float64)))[1]
+        full[sel, :v.shape[-1]] = v.detach().cpu().double()
+        new_cols[key] = (cb, full)
+    return ex, new_cols
+
+
+def _required(target: torch.Tensor, g: torch.Tensor, t: torch.Tensor) -> float:
+    """The largest conductance (uS) the devices would need, unbounded: target / A, A = T / G."""
+    a = torch.where(g > 0, t / g.clamp(min=1e-300), torch.ones_like(g))
+    return float(torch.where(target > 0, target / a.clamp(min=1e-300), target).max())
+
+
+def _aware_step(g: torch.Tensor, target: torch.Tensor, t: torch.Tensor, dev) -> torch.Tensor:
+    """One IR-drop-aware fixed-point step: G <- clip(G target / T, g_min, g_max) (0 targets stay 0)."""
+    ratio = torch.where(t > 0, target / t.clamp(min=1e-300), torch.ones_like(t))
+    return torch.where(target > 0, (g * ratio).clamp(dev.g_min, dev.g_max), target)
+
+
+class RampSite:
+    """The place of one NL-ADC's ramp and bias devices in a tile's arrays (IR drop; see
+    :mod:`crossbar.layout`): per column on the extra rows (bias devices first, then one row per ramp
+    step), or for a shared ramp on an extra bit line in the array of its first column block.
+
+    The NL-ADC calls :meth:`effective` while it calibrates (what its devices deliver through the
+    wires, with the weights and the other NL-ADCs' devices in place), :meth:`attach` when they are
+    final, and :meth:`aware_targets` for IR-drop-aware programming.
+    """
+
+    def __init__(self, tile: Tile, columns: torch.Tensor, key: str, shared: bool):
+        from crossbar.layout import block_of_column
+
+        self.tile, self.columns, self.key, self.shared = tile, columns.to(torch.long).cpu(), key, shared
+        self.deferred = False   # True: the NL-ADC's final thresholds come from refresh() (program_chip)
+        cols = self.tile.config.array.cols
+        self.blocks = sorted({block_of_column(int(c), cols) for c in self.columns})
+
+    def _place(self, g_ramp: torch.Tensor, g_bias: torch.Tensor):
+        dev = torch.cat([g_bias, g_ramp], -1).double()           # (R, nb + L)
+        if self.shared:
+            return None, {self.key: (self.blocks[0], dev[..., 0, :])}
+        return {self.columns: dev.transpose(-1, -2)}, None
+
+    def attach(self, m: int | None, g_ramp: torch.Tensor, g_bias: torch.Tensor) -> None:
+        """Record the devices ((M or 1, R, L) ramp, (M or 1, R, nb) bias, uS) in the tile
+        (instance ``m``, local index, or all)."""
+        rows, cols = self._place(g_ramp, g_bias)
+        if self.tile.g_pos is None:   # before the tile is programmed: a plan
+            self.tile.plan_extra_devices(rows, cols)
+        else:
+            self.tile.set_extra_devices(m, rows, cols)
+
+    def effective(self, m: int, g_ramp: torch.Tensor, g_bias: torch.Tensor, targets: bool = False):
+        """Effective conductances (uS, float64) of ramp (R, L) and bias (R, nb) devices of instance
+        ``m`` (local index): row k of T of the array they sit on, every other device in place
+        (``targets``: the tile's target weights instead of the programmed ones)."""
+        from crossbar.layout import effective_arrays
+
+        tile = self.tile
+        nb, L = g_bias.shape[-1], g_ramp.shape[-1]
+        rows, cols = self._place(g_ramp[None] if g_ramp.dim() == 2 else g_ramp,
+                                 g_bias[None] if g_bias.dim() == 2 else g_bias)
+        e_old = 0 if tile.extra_rows is None else tile.extra_rows.shape[1]
+        e = max(e_old, nb + L)
+        ex = torch.zeros(1, e, tile.out_features, dtype=torch.float64)
+        if e_old:
+            ex[:, :e_old] = tile.extra_rows[m:m + 1]
+        ext_cols = {k: (cb, torch.cat([v[m:m + 1], torch.zeros(1, e - v.shape[1], dtype=torch.float64)], 1))
+                    for k, (cb, v) in tile.extra_cols.items()}
+        if rows is not None:
+            for idx, v in rows.items():
+                ex[:, :, idx] = 0.0
+                ex[:, :v.shape[-2], idx] = v
+        if cols is not None:
+            for k, (cb, v) in cols.items():
+                full = torch.zeros(1, e, dtype=torch.float64)
+                full[:, :v.shape[-1]] = v
+                ext_cols[k] = (cb, full)
+        if targets:
+            gp, gn = tile.g_target_pos[None], tile.g_target_neg[None]
+        else:
+            gp, gn = tile.g_pos[m:m + 1], tile.g_neg[m:m + 1]
+        _, _, t_extra, t_cols = effective_arrays(gp, gn, tile.config.array, ex, ext_cols,
+                                                 col_blocks=self.blocks, weights=False)
+        if self.shared:
+            t = t_cols[self.key][0, :nb + L][None]                # (1, nb + L)
+        else:
+            t = t_extra[0, :nb + L][:, self.columns].t()           # (C, nb + L)
+        return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+
+    def from_tile(self, m: int, nb: int, L: int):
+        """Effective ramp (R, L) and bias (R, nb) conductances (uS) of instance ``m``'s placed devices,
+        from the tile's cached effective matrices (the solve the MVMs use)."""
+        _, _, t_extra, t_cols = self.tile.effective_conductances()
+        if self.shared:
+            t = t_cols[self.key][m, :nb + L][None]
+        else:
+            t = t_extra[m, :nb + L][:, self.columns].t()
+        return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+
+    def required(self, ramp_target: torch.Tensor, bias_target: torch.Tensor) -> float:
+        """The largest conductance (uS) the planned ramp and bias devices would need, unbounded,
+        for their effective conductances to meet ``ramp_target`` / ``bias_target``: target / A with
+        the attenuation A = T / G of the tile's last IR-drop-aware iteration."""
+        from crossbar.layout import effective_arrays
+
+        tile = self.tile
+        nb, L = bias_target.numel(), ramp_target.numel()
+        rows, cols = tile.aware_extra()
+        gp, gn = tile.programming_targets()
+        _, _, t_ex, t_cols = effective_arrays(gp[None], gn[None], tile.config.array, rows, cols,
+                                              col_blocks=self.blocks, weights=False)
+        if self.shared:
+            g, t = cols[self.key][1][0, :nb + L], t_cols[self.key][0, :nb + L]
+        else:
+            g, t = rows[0, :nb + L][:, self.columns], t_ex[0, :nb + L][:, self.columns]
+        target = torch.cat([bias_target.double().flatten(), ramp_target.double().flatten()])
+        target = target[:, None] if g.dim() == 2 else target
+        a = torch.where(g > 0, t / g.clamp(min=1e-300), torch.ones_like(g))
+        return float((target / a.clamp(min=1e-300)).max())
+
+    def aware_targets(self, ramp_target: torch.Tensor, bias_target: torch.Tensor, iterations: int, dev):
+        """Ramp (R, L) and bias (R, nb) targets pre-distorted so that their effective conductances
+        approach the given ones: from the tile's joint pre-distortion of weights and planned NL-ADC
+        devices when these were planned (:func:`crossbar.periphery.readout.program_chip`), else a
+        fixed point of their own in the array of the tile's target weights (bounded by g_min/g_max)."""
+        nb, L = bias_target.shape[-1], ramp_target.shape[-1]
+        rows, cols = self.tile.aware_extra() if self.tile.planned_rows is not None or self.tile.planned_cols \
+            else (None, {})
+        if self.shared and self.key in cols:
+            t = cols[self.key][1][0, :nb + L][None]
+            return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+        if not self.shared and rows is not None and rows.shape[1] >= nb + L:
+            t = rows[0, :nb + L][:, self.columns].t()
+            return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+        gr, gb = ramp_target.double().clone(), bias_target.double().clone()
+        for _ in range(iterations):
+            tr, tb = self.effective(0, gr, gb, targets=True)
+            gr = _aware_step(gr, ramp_target.double(), tr, dev)
+            gb = _aware_step(gb, bias_target.double(), tb, dev)
+        return gr, gb

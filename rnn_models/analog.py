@@ -27,7 +27,7 @@ from crossbar.autograd import straight_through
 from crossbar.config import HardwareConfig
 from crossbar.periphery.dac import quantize_input
 from crossbar.periphery.functions import get_activation
-from crossbar.periphery.readout import ColumnReadout
+from crossbar.periphery.readout import ColumnReadout, program_chip
 from crossbar.rng import generator, instance_generators
 from crossbar.tile import Tile, array_row_slices
 
@@ -84,9 +84,10 @@ class AnalogMatrix:
             w = weight.detach() * in_scale.to(weight)[None, :]
             self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0,
                              row_groups=input_blocks)
-            self.tile.program(seed, instances, name=f"{self.name}/tile", first=first)
-            self.readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
-                             .program(seed, instances, f"{self.name}/{g.name}", first) for g in self.groups]
+            self.readouts = program_chip(
+                self.tile, [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
+                            for g in self.groups], [g.index for g in self.groups],
+                [f"{self.name}/{g.name}" for g in self.groups], seed, instances, first, f"{self.name}/tile")
         dev = self.tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances

@@ -101,14 +101,27 @@ def gaussian_g_load(rows: int, cols: int, config: HardwareConfig) -> float:
 
 def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig,
                   row_groups=None) -> float:
-    """sum_devices a_r^2 * G (uS) of the target conductances a Tile would program."""
+    """sum_devices a_r^2 * G (uS) of the target conductances a Tile would program.
+
+    With IR drop (``array.wires`` not all 0) G is each device's effective conductance through the
+    wires (:func:`crossbar.layout.effective_arrays`): row i then draws a_i V_read sum_j T_ij from its
+    driver (the wires' own dissipation included), to first order in the current other rows' drivers
+    sink; the offset mapping's reference column counts once per array."""
     from crossbar.tile import Tile
 
     with torch.no_grad():
         tile = Tile(weight.detach().double().cpu(), None if bias is None else bias.detach().double().cpu(),
                     config.replace(**{"simulation.device": "cpu"}), x_max=1.0, row_groups=row_groups)
         a2 = (tile.row_gain ** 2)[:, None]
-        load = (a2 * tile.g_target_pos).sum() + (a2 * tile.g_target_neg).sum()
+        g_pos, g_neg = tile.programming_targets()
+        if tile.ir_drop:
+            from crossbar.layout import col_slices, effective_arrays
+
+            t_pos, t_neg, _, _ = effective_arrays(g_pos[None], g_neg[None], tile.config.array)
+            g_pos, g_neg = t_pos[0], t_neg[0]
+            if tile.config.array.mapping == "offset":
+                g_neg = g_neg[:, [s.start for s in col_slices(tile.out_features, tile.config.array.cols)]]
+        load = (a2 * g_pos).sum() + (a2 * g_neg).sum()
     return float(load)
 
 

@@ -263,6 +263,11 @@ def best_offset(design: NLADCDesign, realised: torch.Tensor, iters: int = 80) ->
 
 
 # ----------------------------------------------------------------------------------- hardware
+def _ratio(effective: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Attenuation effective / g (1 where g = 0)."""
+    return torch.where(g > 0, effective / g.clamp(min=1e-300), torch.ones_like(g))
+
+
 @dataclass
 class CalibrationReport:
     inl_max_before: torch.Tensor   # (M, C) max |INL| in LSB before calibration
@@ -325,6 +330,19 @@ class NLADC:
     def span(self) -> float:
         return self.design.x_hi - self.design.x_lo
 
+    def scale_ramp(self, s: float) -> "NLADC":
+        """Use ``s`` x kappa uS per pre-activation unit (0 < s <= 1): every ramp and bias target
+        scales by s, the thresholds (ramp / kappa) do not -- the headroom below g_max that
+        IR-drop-aware programming needs to boost the largest ramp devices."""
+        if not 0 < s <= 1:
+            raise CrossbarInputError(f"NL-ADC ramp scale {s!r} must be in (0, 1]")
+        self.kappa *= s
+        self.g_ramp_target = self.g_ramp_target * s
+        self.g_bias_target = self.g_bias_target * s
+        g_min = self.config.device.g_min
+        self.range_violations = int(((self.g_ramp_target < g_min) & (self.g_ramp_target > 0)).sum())
+        return self
+
     @property
     def cycles_per_conversion(self) -> int:
         """Counter cycles: one per ramp step, plus bias read and reset overhead."""
@@ -332,11 +350,16 @@ class NLADC:
 
     # -------------------------------------------------------------- programming + calibration
     def program(self, seed: int | None = None, instances: int | None = None, name: str = "nladc",
-                inject_stuck_off: list[int] | None = None, first: int = 0) -> "NLADC":
+                inject_stuck_off: list[int] | None = None, first: int = 0, site=None) -> "NLADC":
         """Program ramp and bias devices for every instance (and column unless the ramp is shared),
         then calibrate the bias when ``nl_adc.calibration`` is on.
 
         ``inject_stuck_off``: ramp-device indices forced stuck at OFF in every ramp (fault tests).
+        ``site``: where the devices sit in the array with IR drop (:class:`crossbar.tile.RampSite`);
+        then every threshold -- measured by the calibration and realised -- comes from the devices'
+        effective conductances through the wires (all other devices in place), the ramp read noise
+        is attenuated like the ramp, and with ``array.wires.ir_drop_aware_programming`` the ramp and
+        bias targets are pre-distorted.  Without a site the devices are their conductances.
         """
         cfg, dev = self.config, self.config.device
         seed = cfg.simulation.seed if seed is None else int(seed)
@@ -345,17 +368,39 @@ class NLADC:
         L = self.design.codes
         ramp_t, read_var, offsets = [], [], []
         before, after = [], []
+        ramp_target = self.g_ramp_target.expand(ramps, L)
+        bias_target0 = self.g_bias_target.expand(ramps, -1)
+        if site is not None and cfg.array.wires.ir_drop_aware_programming:
+            ramp_target, bias_target0 = site.aware_targets(ramp_target, bias_target0,
+                                                           cfg.array.wires.aware_iterations, dev)
+        self._site, self._devices = site, []
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
-            ramp = devices.program(self.g_ramp_target.expand(ramps, L).clone(), dev, gen)
+
+            measured = {}
+
+            def eff(g_r, g_b, m_local=m - first, measured=measured):
+                """What the devices deliver to the integrator: through the wires exactly the first
+                time (the calibration measures the array), then with that measurement's attenuation
+                (calibration only re-programs the bias devices, a few cells of the array)."""
+                if site is None:
+                    return g_r, g_b
+                if "a" not in measured:
+                    e_r, e_b = site.effective(m_local, g_r, g_b)
+                    measured["a"] = (_ratio(e_r, g_r), _ratio(e_b, g_b))
+                    return e_r, e_b
+                a_r, a_b = measured["a"]
+                return a_r * g_r, a_b * g_b
+
+            ramp = devices.program(ramp_target.clone(), dev, gen)
             g_ramp = ramp.g
             if inject_stuck_off:
                 g_ramp[:, list(inject_stuck_off)] = dev.g_min
             gains_m = (1 + cfg.nl_adc.integrator_gain_sigma * randn((ramps, 1), gen, torch.float64)).clamp(min=0.05)
             offs_m = cfg.nl_adc.comparator_offset_sigma * self.span * randn((self.columns, 1), gen, torch.float64)
-            bias_target = self.g_bias_target.expand(ramps, -1).clone()
+            bias_target = bias_target0.clone()
             bias = devices.program(bias_target, dev, gen)
-            t_real = self._thresholds(g_ramp, bias.g, gains_m, offs_m)
+            t_real = self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m)
             before.append(inl_lsb(self.design, t_real).abs().amax(-1))
             if cfg.nl_adc.calibration:
                 for _ in range(cfg.nl_adc.calibration_iterations):
@@ -366,16 +411,21 @@ class NLADC:
                     # bias devices programmed one after another with verify (device limits apply)
                     shift = (delta[:, None] * self.kappa / gains_m) / (self.bias_sign * self.bias_cycles)
                     bias = self._program_bias_sequential(bias.g.sum(-1, keepdim=True) + shift, bias, dev, gen)
-                    t_real = self._thresholds(g_ramp, bias.g, gains_m, offs_m)
+                    t_real = self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m)
             after.append(inl_lsb(self.design, t_real).abs().amax(-1))
             # drift to the time of inference (ramp and bias devices drift like the weights)
             g_ramp_t = devices.at_inference(g_ramp, ramp, dev.drift)
             g_bias_t = devices.at_inference(bias.g, bias, dev.drift)
-            ramp_t.append(self._thresholds(g_ramp_t, g_bias_t, gains_m, torch.zeros_like(offs_m)))
             offsets.append(offs_m)
-            var = devices.noise_sigma(g_ramp_t, dev.read_noise) ** 2
-            bvar = (devices.noise_sigma(g_bias_t, dev.read_noise) ** 2).sum(-1, keepdim=True) * self.bias_cycles ** 2
-            read_var.append(((torch.cumsum(var, -1)[..., :-1] + bvar) * (gains_m / self.kappa) ** 2).expand(self.columns, -1))
+            final = eff
+            if site is not None:
+                site.attach(m - first, g_ramp_t, g_bias_t)
+                self._devices.append((g_ramp_t, g_bias_t, gains_m))
+                if not site.deferred:  # exact now (else refresh() computes it with every device final)
+                    final = lambda a, b, m_local=m - first: site.effective(m_local, a, b)  # noqa: E731
+            t_m, var_m = self._realised(g_ramp_t, g_bias_t, gains_m, final)
+            ramp_t.append(t_m)
+            read_var.append(var_m)
         self.ramp_thresholds = torch.stack(ramp_t).to(self.device, self.dtype)  # (M, C, L-1)
         self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
         self.thresholds = self.ramp_thresholds + self.offsets
@@ -383,6 +433,38 @@ class NLADC:
         self._has_read_noise = self._sorted = self._t_kc = None
         self.calibration = CalibrationReport(torch.stack(before), torch.stack(after))
         self.seed, self.name = seed, name
+        return self
+
+    def _realised(self, g_ramp_t, g_bias_t, gains_m, eff):
+        """Thresholds (C, L-1) without comparator offset and ramp read-noise variances (C, L-1) of
+        one instance's devices at inference; ``eff`` maps devices to what reaches the integrator."""
+        dev = self.config.device
+        e_ramp, e_bias = eff(g_ramp_t, g_bias_t)
+        t_m = self._thresholds(e_ramp, e_bias, gains_m, torch.zeros(self.columns, 1, dtype=torch.float64))
+        var = devices.noise_sigma(g_ramp_t, dev.read_noise) ** 2
+        bvar_dev = devices.noise_sigma(g_bias_t, dev.read_noise) ** 2
+        if e_ramp is not g_ramp_t:  # through the wires: sigma attenuated like the conductance
+            var = var * _ratio(e_ramp, g_ramp_t) ** 2
+            bvar_dev = bvar_dev * _ratio(e_bias, g_bias_t) ** 2
+        bvar = bvar_dev.sum(-1, keepdim=True) * self.bias_cycles ** 2
+        var_m = ((torch.cumsum(var, -1)[..., :-1] + bvar) * (gains_m / self.kappa) ** 2).expand(self.columns, -1)
+        return t_m, var_m
+
+    def refresh(self) -> "NLADC":
+        """Recompute the realised thresholds from the devices' effective conductances after other
+        devices of the array changed (IR drop: another NL-ADC's devices were placed); a no-op
+        without a site."""
+        site = getattr(self, "_site", None)
+        if site is None or self.thresholds is None:
+            return self
+        ramp_t, read_var = [], []
+        nb, L = self.g_bias_target.numel(), self.design.codes
+        for m_local, (g_r, g_b, gains_m) in enumerate(self._devices):
+            t_m, var_m = self._realised(g_r, g_b, gains_m, lambda a, b, m=m_local: site.from_tile(m, nb, L))
+            ramp_t.append(t_m)
+            read_var.append(var_m)
+        self.restore(torch.stack(ramp_t).to(self.device, self.dtype), self.offsets,
+                     torch.stack(read_var).to(self.device, self.dtype))
         return self
 
     @staticmethod

@@ -75,9 +75,11 @@ class ColumnReadout:
     def function(self) -> str:
         return self.act.name
 
-    def program(self, seed: int, instances: int, name: str, first: int = 0) -> "ColumnReadout":
+    def program(self, seed: int, instances: int, name: str, first: int = 0, site=None) -> "ColumnReadout":
+        """Program the converter's devices (an NL-ADC's ramps; ``site``: where they sit in the
+        array with IR drop, see :func:`program_chip`)."""
         if self.nladc is not None:
-            self.nladc.program(seed, instances, name=name, first=first)
+            self.nladc.program(seed, instances, name=name, first=first, site=site)
         return self
 
     def convert(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0,
@@ -147,3 +149,57 @@ class ColumnReadout:
         if self.linear is not None:
             return f"linear_ramp({self.config.adc.bits} bit) + digital {self.function}"
         return f"ideal + digital {self.function}"
+
+
+def program_chip(tile, readouts: list, columns: list, names: list, seed: int, instances: int,
+                 first: int = 0, tile_name: str = "tile") -> list:
+    """Program a tile and the readouts of its column groups (``columns[g]``: tile columns of
+    readout g, ``names[g]``: its generator name; the tile draws from ``tile_name``).
+
+    With IR drop (``array.wires`` not all 0) every NL-ADC's ramp and bias devices sit in the tile's
+    arrays (:mod:`crossbar.layout`): their targets are planned on the arrays before the tile is
+    programmed (IR-drop-aware programming pre-distorts weights and NL-ADC devices jointly; every
+    calibration sees the others' load), then each NL-ADC is programmed and calibrated through the
+    wires and its final devices placed, and finally every NL-ADC's thresholds are recomputed with
+    all devices final, from the tile's effective matrices (the solve its MVMs use).  An NL-ADC
+    calibrated before a later one was placed keeps that calibration, as on a chip calibrated
+    converter by converter.  Without IR drop this is ``program`` of the tile and of each readout.
+    """
+    sites = [None] * len(readouts)
+    if getattr(tile, "ir_drop", False):
+        shared = tile.config.nl_adc.shared_ramp
+        for g, ro in enumerate(readouts):
+            if ro.nladc is not None:
+                sites[g] = tile.ramp_site(torch.as_tensor(columns[g]), names[g], shared)
+                sites[g].deferred = True
+        _plan(tile, readouts, sites, columns)
+        if tile.config.array.wires.ir_drop_aware_programming and any(sites):
+            # headroom: a ramp whose pre-distorted devices would pass g_max is scaled down (with its
+            # kappa) so that the largest one just fits, then the plan is pre-distorted again
+            g_max = tile.config.device.g_max
+            rows, cols = tile.aware_extra()
+            for g, (ro, site) in enumerate(zip(readouts, sites)):
+                if site is None:
+                    continue
+                need = site.required(ro.nladc.g_ramp_target, ro.nladc.g_bias_target)
+                if need > g_max:
+                    ro.nladc.scale_ramp(g_max / need)
+            tile.clear_plan()
+            _plan(tile, readouts, sites, columns)
+    tile.program(seed, instances, name=tile_name, first=first)
+    for ro, name, site in zip(readouts, names, sites):
+        ro.program(seed, instances, name, first, site=site)
+    for ro, site in zip(readouts, sites):
+        if site is not None:
+            ro.nladc.refresh()
+    return readouts
+
+
+def _plan(tile, readouts, sites, columns) -> None:
+    """Place every NL-ADC's ramp and bias targets on the tile's arrays (before programming)."""
+    shared = tile.config.nl_adc.shared_ramp
+    for g, (ro, site) in enumerate(zip(readouts, sites)):
+        if site is not None:
+            nl = ro.nladc
+            r = 1 if shared else len(columns[g])
+            site.attach(None, nl.g_ramp_target.expand(r, -1)[None], nl.g_bias_target.expand(r, -1)[None])

@@ -1,0 +1,98 @@
+"""Speed of the IR-drop model (issue 16 item 5), as ratios from one run on this machine.
+
+1. an MVM of a programmed 256 x 256 tile with IR drop (effective matrices cached) vs the ideal tile;
+2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming);
+3. a KWS evaluation (shipped GSC checkpoint, dev clips) with IR drop vs without -- programming,
+   calibration and inference together; skipped when the dataset is absent.
+
+    .venv/bin/python benchmarks/parasitics_speed.py [--clips 200] [--mc 2] [--r 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import median_seconds  # noqa: E402
+
+from crossbar.config import load_config  # noqa: E402
+from crossbar.parasitics import effective_matrix  # noqa: E402
+from crossbar.rng import generator  # noqa: E402
+from crossbar.tile import Tile  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+GSC = REPO.parent / "shared" / "data" / "speech_commands_v0.02_test"
+
+
+def mvm_ratio(r: float) -> None:
+    base = load_config("rram_nladc_5b").replace(**{"device.read_noise.sigma_rel": 0.0})
+    wired = base.replace(**{"array.wires.r_wl": r, "array.wires.r_bl": r})
+    gen = generator(0, "bench/parasitics")
+    w = torch.randn(256, 255, generator=gen) * 0.1
+    b = torch.randn(256, generator=gen) * 0.1
+    x = torch.rand(64, 255, generator=gen) * 2 - 1
+    ideal = Tile(w, b, base).program(0, 1)
+    t0 = time.perf_counter()
+    ir = Tile(w, b, wired).program(0, 1)
+    ir.mvm(x)  # builds and caches T+ and T- of the 256 x 256 arrays
+    first = time.perf_counter() - t0
+    t_ideal = median_seconds(lambda: ideal.mvm(x), 50)
+    t_ir = median_seconds(lambda: ir.mvm(x), 50)
+    print(f"MVM 256x256 tile, batch 64: ideal {t_ideal * 1e6:.0f} us, IR drop (cached T) {t_ir * 1e6:.0f} us, "
+          f"ratio {t_ir / t_ideal:.2f} (first call with T+ and T- built: {first:.1f} s)")
+
+
+def build_t(r: float) -> None:
+    g = 1 + 99 * torch.rand(256, 256, generator=generator(0, "bench/parasitics/g"), dtype=torch.float64)
+    t0 = time.perf_counter()
+    t = effective_matrix(g, r_wl=r, r_bl=r, progress=True)
+    dt = time.perf_counter() - t0
+    print(f"effective matrix of one 256x256 array (r_wl = r_bl = {r} ohm): {dt:.1f} s "
+          f"(mean attenuation T/G {float((t / g).mean()):.3f})")
+
+
+def kws(r: float, clips: int, mc: int) -> None:
+    ckpt = REPO / "checkpoints" / "kws_gsc12.pt"
+    if not GSC.is_dir() or not ckpt.is_file():
+        print(f"KWS: skipped ({GSC} or {ckpt} missing)")
+        return
+    from rnn_models.tasks.kws import evaluate_kws
+
+    base = load_config("rram_nladc_5b")
+    wired = base.replace(**{"array.wires.r_wl": r, "array.wires.r_bl": r})
+    times, accs = {}, {}
+    for name, cfg in (("ideal wires", base), (f"IR drop {r} ohm", wired)):
+        t0 = time.perf_counter()
+        res = evaluate_kws(ckpt, GSC, cfg, mc, split="dev", limit=clips)
+        times[name] = time.perf_counter() - t0
+        accs[name] = res
+    names = list(times)
+    print(f"KWS evaluation ({clips} dev clips, {mc} instances, feature extraction included): "
+          + ", ".join(f"{n} {times[n]:.1f} s" for n in names)
+          + f", ratio {times[names[1]] / times[names[0]]:.2f}")
+    for n in names:
+        hw = accs[n]
+        print(f"  {n}: software {hw.get('software')}, hardware {hw.get('hardware', {}).get('mean')}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=200)
+    ap.add_argument("--mc", type=int, default=2)
+    ap.add_argument("--r", type=float, default=1.0, help="r_wl = r_bl, ohm")
+    ap.add_argument("--skip-kws", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    mvm_ratio(args.r)
+    build_t(args.r)
+    if not args.skip_kws:
+        kws(args.r, args.clips, args.mc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Where a tile's devices sit in its physical arrays, and their effective conductances with IR drop.
+
+A tile's matrix (rows = word lines: inputs, then the bias row; columns = outputs) is cut into
+row blocks of ``array.rows`` and column blocks of ``array.cols``; each (row block, column block)
+is one physical array per polarity (our layout, named):
+
+* **differential**: G+ and G- sit in two arrays of identical layout (the same word-line voltages,
+  each with its own drivers and integrator inputs); the signal is T+ - T-.
+* **offset**: the reference column of an array (one device per row at g_mid) is one more bit line
+  after the array's weight columns (the end far from the drivers); each output column subtracts
+  its own array's reference column.
+* **used corner**: a block smaller than the array uses the rows next to the integrators and the
+  columns next to the drivers; unused cells are unformed (open), so unused lines carry no current
+  and the block behaves as a rows-used x cols-used array.
+* **NL-ADC ramp and bias devices** (``extra_rows``): E extra word lines of the G+ arrays of the
+  *last* row block of every column block -- per column, its bias devices (rows 0..nb-1, driven
+  together for the bias cycles) and its ramp devices (one row per ramp step, driven one per
+  counter cycle), all other word lines at 0 V while they are read.  ``array.wires.ramp_rows``
+  puts them after the weight rows, next to the integrators (``near_sense``), or before them
+  (``far_sense``).  A cell of an extra row in a column without such a device is open.
+* **shared ramps** (``extra_cols``): a ramp shared by the columns of an NL-ADC is one extra bit line
+  (its own integrator) in the array of the NL-ADC's first column block, its devices on the extra
+  rows; ``array.wires.shared_ramp_column`` puts it before the weight columns (next to the
+  drivers) or after them.
+
+Every device loads the lines it sits on: the weight cells load the ramp's bit line while the ramp
+is read, the ramp cells load the weights' bit lines during the MVM.  Each physical array's
+effective matrix comes from :func:`crossbar.parasitics.effective_matrix` (one definition of the
+physics); row i of an array's T is what driving word line i alone delivers to each bit line.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from crossbar.parasitics import effective_matrix
+
+
+def col_slices(n_cols: int, cols_per_array: int) -> list[slice]:
+    """The column blocks (physical arrays) of ``n_cols`` output columns."""
+    return [slice(s, min(s + cols_per_array, n_cols)) for s in range(0, n_cols, cols_per_array)]
+
+
+def block_of_column(col: int, cols_per_array: int) -> int:
+    return col // cols_per_array
+
+
+def effective_arrays(g_pos: torch.Tensor, g_neg: torch.Tensor, arr, extra_rows: torch.Tensor | None = None,
+                     extra_cols: dict | None = None, col_blocks=None, weights: bool = True):
+    """Effective conductances (uS) of a tile's devices through its arrays' wires (``arr``: the
+    config's ``array`` section).
+
+    ``g_pos`` (M, n, out); ``g_neg`` (M, n, out), or (M, n, 1) reference devices (offset mapping);
+    ``extra_rows`` (M, E, out) devices on the extra rows (0 = open); ``extra_cols`` {key: (column
+    block, (M, E) devices)} shared-ramp columns.  ``col_blocks``: only these column blocks
+    (default all); ``weights=False`` computes only the extra rows' T (what the ramps need; the
+    weights' entries stay NaN and the G- arrays are skipped).  Returns ``(t_pos, t_neg, t_extra, t_cols)``: ``t_pos``/``t_neg`` (M, n, out)
+    (NaN outside the blocks computed; ``t_neg`` None when skipped), ``t_extra`` (M, E, out) or
+    None, ``t_cols`` {key: (M, E)}.
+    """
+    w = arr.wires
+    m_count, n_rows, out = g_pos.shape
+    dt = torch.float64
+    offset = arr.mapping == "offset"
+    rsl = [slice(s, min(s + arr.rows, n_rows)) for s in range(0, n_rows, arr.rows)]
+    csl = col_slices(out, arr.cols)
+    blocks = range(len(csl)) if col_blocks is None else sorted(set(col_blocks))
+    extra_cols = extra_cols or {}
+    e_rows = 0 if extra_rows is None else extra_rows.shape[1]
+    t_pos = torch.full((m_count, n_rows, out), math.nan, dtype=dt)
+    t_neg = torch.full((m_count, n_rows, out), math.nan, dtype=dt) if weights else None
+    t_extra = torch.full((m_count, e_rows, out), math.nan, dtype=dt) if e_rows else None
+    t_cols = {}
+    gp, gn = g_pos.detach().to("cpu", dt), g_neg.detach().to("cpu", dt)
+    for cb in blocks:
+        cs = csl[cb]
+        n_c = cs.stop - cs.start
+        for rb, rs in enumerate(rsl):
+            last = rb == len(rsl) - 1
+            if not weights and not last:
+                continue
+            n_r = rs.stop - rs.start
+            e = e_rows if last else 0
+            ramp_keys = [k for k, (b, _) in extra_cols.items() if b == cb] if e else []
+            parts = [gp[:, rs, cs]]
+            if offset:
+                parts.append(gn[:, rs, :1])
+            n_ref = 1 if offset else 0
+            ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
+            near = w.shared_ramp_column == "near_driver"
+            cols = (ramp + parts) if near else (parts + ramp)
+            g = torch.cat(cols, -1)                                   # (M, n_r, C_phys)
+            # column positions
+            c0 = len(ramp) if near else 0                           # first weight column
+            ramp_pos = list(range(len(ramp))) if near else list(range(n_c + n_ref, n_c + n_ref + len(ramp)))
+            if e:
+                ex = torch.zeros(m_count, e, g.shape[-1], dtype=dt)
+                if extra_rows is not None:
+                    ex[:, :, c0:c0 + n_c] = extra_rows.detach().to("cpu", dt)[:, :, cs]
+                for k, p in zip(ramp_keys, ramp_pos):
+                    ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
+                g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
+            first_extra = n_r if w.ramp_rows == "near_sense" else 0
+            if weights:
+                t = effective_matrix(g, w)
+                r0 = 0 if (not e or w.ramp_rows == "near_sense") else e   # first weight row
+                tw = t[:, r0:r0 + n_r]
+                t_pos[:, rs, cs] = tw[:, :, c0:c0 + n_c]
+                if offset:
+                    t_neg[:, rs, cs] = tw[:, :, c0 + n_c:c0 + n_c + 1].expand(-1, -1, n_c)
+                te = t[:, first_extra:first_extra + e]
+            elif e:  # only the extra rows of T (one solve each)
+                te = effective_matrix(g, w, rows=range(first_extra, first_extra + e))
+            if e:
+                if t_extra is not None:
+                    t_extra[:, :, cs] = te[:, :, c0:c0 + n_c]
+                for k, p in zip(ramp_keys, ramp_pos):
+                    t_cols[k] = te[:, :, p]
+            if weights and not offset:
+                t_neg[:, rs, cs] = effective_matrix(gn[:, rs, cs], w)
+    return t_pos, t_neg, t_extra, t_cols

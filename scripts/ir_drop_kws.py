@@ -1,0 +1,52 @@
+"""KWS accuracy of the shipped GSC model vs wire resistance (r_wl = r_bl), for the conventional ADC,
+the NL-ADC and the NL-ADC with IR-drop-aware programming (presets rram_conventional_adc_5b and
+rram_nladc_5b, 256 x 256 arrays, every other non-ideality of the presets on).
+
+    .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from crossbar.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+GSC = REPO.parent / "shared" / "data" / "speech_commands_v0.02_test"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--r", default="0,0.3,1,2")
+    ap.add_argument("--mc", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=None, help="score only the first N dev clips")
+    ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
+    args = ap.parse_args()
+    from rnn_models.tasks.kws import evaluate_kws
+
+    variants = {"conventional": ("rram_conventional_adc_5b", {}), "nladc": ("rram_nladc_5b", {}),
+                "nladc+aware": ("rram_nladc_5b", {"array.wires.ir_drop_aware_programming": True})}
+    clips = "all" if args.limit is None else args.limit
+    print(f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances: "
+          f"hardware accuracy mean +- std")
+    print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
+    for r in (float(x) for x in args.r.split(",")):
+        cells = []
+        t0 = time.perf_counter()
+        for name, (preset, extra) in variants.items():
+            if r == 0 and extra:
+                cells.append("(= nladc)")
+                continue
+            cfg = load_config(preset).replace(**{"array.wires.r_wl": r, "array.wires.r_bl": r, **extra})
+            res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
+            hw = res["hardware"]
+            cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
+        print(f"{r:<6g} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]",
+              flush=True)
+    print(f"(software accuracy {res['software']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,288 @@
+"""IR drop (crossbar/parasitics.py, crossbar/layout.py, the tile's effective matrices, netlists):
+against ngspice fixtures, invariants, and the r = 0 limit."""
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossbar.config import default_config, validate_config
+from crossbar.errors import CrossbarInputError
+from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
+from crossbar.parasitics import Wires, column_currents, effective_matrix, ir_drop_aware_targets
+from crossbar.rng import generator
+from crossbar.tile import Tile
+
+SPICE = Path(__file__).resolve().parent.parent / "data" / "spice"
+FIXTURES = sorted(SPICE.glob("*.npz"))
+
+
+def _g(rows, cols, name="g", lo=1.0, hi=100.0):
+    gen = generator(7, f"test_parasitics/{name}")
+    return (lo + (hi - lo) * torch.rand((rows, cols), generator=gen, dtype=torch.float64)).numpy()
+
+
+def _v(batch, rows, name="v"):
+    gen = generator(7, f"test_parasitics/{name}")
+    return (0.4 * torch.rand((batch, rows), generator=gen, dtype=torch.float64) - 0.2).numpy()
+
+
+# ----------------------------------------------------------------------------- vs ngspice
+def test_fixtures_are_committed():
+    names = {p.stem for p in FIXTURES}
+    assert {"a16_wires", "a32_all", "ns24x40", "ns40x24"} <= names
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_column_currents_match_ngspice(path):
+    d = np.load(path, allow_pickle=False)
+    i = column_currents(d["g_us"], d["v"], float(d["r_wl"]), float(d["r_bl"]), float(d["r_driver"]),
+                        float(d["r_sense"]), float(d["r_access"]))
+    ref = d["i_ua"]
+    assert i.shape == ref.shape
+    assert np.max(np.abs(i - ref) / np.abs(ref)) <= 1e-6
+    # the effective matrix (what every MVM uses) gives the same currents
+    w = Wires(*(float(d[k]) for k in ("r_wl", "r_bl", "r_driver", "r_sense", "r_access")))
+    i_t = d["v"] @ effective_matrix(d["g_us"], w)
+    assert np.max(np.abs(i_t - ref) / np.abs(ref)) <= 1e-6
+    # the IR drop is far above that tolerance, so the comparison is not trivially passed by G
+    ideal = d["v"] @ d["g_us"]
+    assert np.max(np.abs(ideal - ref) / np.abs(ref)) > 1e-3
+
+
+@pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
+def test_ngspice_64x64():
+    from crossbar.netlist import run_ngspice
+
+    g = _g(64, 64, "spice64")
+    g[::7, ::5] = 0.0
+    v = _v(2, 64, "spice64")
+    w = Wires(r_wl=1.5, r_bl=0.8, r_driver=4.0, r_sense=2.0, r_access=400.0)
+    ref = run_ngspice(g, v, w)
+    ours = column_currents(g, v, w.r_wl, w.r_bl, w.r_driver, w.r_sense, w.r_access)
+    assert np.max(np.abs(ours - ref) / np.abs(ref)) <= 1e-6
+
+
+# ----------------------------------------------------------------------------- invariants
+def test_zero_resistance_is_ideal_bit_for_bit():
+    g = _g(12, 9)
+    assert effective_matrix(g, Wires()) is g
+    gt = torch.from_numpy(g).float()
+    assert effective_matrix(gt, r_wl=0, r_bl=0) is gt
+    v = _v(4, 12)
+    assert np.array_equal(column_currents(g, v, 0, 0), v @ g)
+
+
+def test_access_resistance_alone_is_series_conductance():
+    g = _g(5, 6)
+    t = effective_matrix(g, r_access=1000.0)
+    assert np.array_equal(t, g / (1.0 + g * (1000.0 / 1e6)))
+
+
+def test_superposition_and_scaling():
+    g = _g(20, 14)
+    w = dict(r_wl=2.0, r_bl=1.0, r_driver=3.0, r_sense=1.0, r_access=200.0)
+    v1, v2 = _v(3, 20, "a"), _v(3, 20, "b")
+    i1, i2 = column_currents(g, v1, **w), column_currents(g, v2, **w)
+    i12 = column_currents(g, v1 + v2, **w)
+    assert np.max(np.abs(i12 - (i1 + i2))) <= 1e-12 * np.max(np.abs(i12))
+    assert np.allclose(column_currents(g, -2.5 * v1, **w), -2.5 * i1, rtol=1e-13, atol=0)
+
+
+def test_positive_inputs_give_positive_attenuated_currents():
+    g = _g(32, 32)
+    v = np.full((1, 32), 0.2)
+    i = column_currents(g, v, 1.0, 1.0)
+    ideal = v @ g
+    assert (i > 0).all() and (i < ideal).all()
+    # the column farthest from the drivers loses more than the nearest one (same G everywhere)
+    gu = np.full((32, 32), 50.0)
+    iu = column_currents(gu, v, 1.0, 1.0)[0]
+    assert iu[-1] < iu[0]
+
+
+@pytest.mark.parametrize("shape", [(9, 13), (13, 9)])
+def test_reciprocity_symmetry(shape):
+    """Swapping drivers and virtual grounds (the dual array: G flipped and transposed, word and bit
+    lines exchanged) transposes T -- exercises the direct (rows <= cols) and adjoint solves."""
+    rows, cols = shape
+    g = _g(rows, cols, "recip")
+    g[2, 3] = 0.0
+    w = Wires(r_wl=2.0, r_bl=0.5, r_driver=3.0, r_sense=7.0, r_access=150.0)
+    dual = Wires(r_wl=w.r_bl, r_bl=w.r_wl, r_driver=w.r_sense, r_sense=w.r_driver, r_access=w.r_access)
+    t = effective_matrix(g, w)
+    t_dual = effective_matrix(g[::-1, ::-1].T.copy(), dual)
+    assert np.max(np.abs(t - t_dual[::-1, ::-1].T)) <= 1e-12 * np.max(np.abs(t))
+
+
+def test_uniform_symmetric_array_is_symmetric():
+    g = np.full((10, 10), 40.0)
+    t = effective_matrix(g, Wires(r_wl=1.0, r_bl=1.0, r_driver=2.0, r_sense=2.0))
+    assert np.max(np.abs(t - t[::-1, ::-1].T)) <= 1e-12 * t.max()
+
+
+@pytest.mark.parametrize("zero", ["r_wl", "r_bl", "r_driver", "r_sense"])
+def test_a_zero_resistance_is_the_limit_of_small_ones(zero):
+    g = _g(8, 11)
+    w = dict(r_wl=2.0, r_bl=1.0, r_driver=3.0, r_sense=2.0, r_access=100.0)
+    t_tiny = effective_matrix(g, Wires(**{**w, zero: 1e-7}))
+    t_zero = effective_matrix(g, Wires(**{**w, zero: 0.0}))
+    assert np.max(np.abs(t_tiny - t_zero)) <= 1e-7 * np.max(np.abs(t_zero))
+
+
+def test_batched_instances_and_torch_types():
+    g = torch.from_numpy(np.stack([_g(6, 5, "a"), _g(6, 5, "b")])).float()
+    t = effective_matrix(g, r_wl=1.0, r_bl=2.0)
+    assert t.dtype == torch.float32 and t.shape == (2, 6, 5)
+    for m in range(2):
+        one = effective_matrix(g[m].double().numpy(), r_wl=1.0, r_bl=2.0)
+        assert np.allclose(t[m].double().numpy(), one, rtol=1e-6)
+
+
+def test_open_cells_and_a_single_row_or_column():
+    g = _g(1, 7)
+    g[0, 3] = 0.0
+    t = effective_matrix(g, r_wl=1.0, r_bl=1.0)
+    assert t.shape == (1, 7) and t[0, 3] == 0.0
+    t = effective_matrix(_g(7, 1), r_wl=1.0, r_bl=1.0, r_sense=1.0)
+    assert t.shape == (7, 1) and (t > 0).all()
+
+
+def test_ir_drop_aware_targets_bring_t_closer():
+    target = _g(32, 32, lo=5.0, hi=60.0)
+    w = Wires(r_wl=2.0, r_bl=2.0)
+    err0 = np.max(np.abs(effective_matrix(target, w) / target - 1))
+    pre = ir_drop_aware_targets(target, w, g_min=1.0, g_max=100.0, iterations=4)
+    err = np.max(np.abs(effective_matrix(pre, w) / target - 1))
+    assert err < 0.2 * err0 and (pre >= target).all() and pre.max() <= 100.0
+    assert ir_drop_aware_targets(target, Wires()) is target
+
+
+def test_bad_input_is_one_clear_error():
+    with pytest.raises(CrossbarInputError, match="r_wl"):
+        effective_matrix(_g(3, 3), r_wl=-1.0)
+    with pytest.raises(CrossbarInputError, match="v must be"):
+        column_currents(_g(3, 3), np.zeros((2, 4)), 1.0, 1.0)
+    with pytest.raises(CrossbarInputError, match="g_us"):
+        effective_matrix(-_g(3, 3), r_wl=1.0)
+
+
+# ----------------------------------------------------------------------------- config
+def test_config_wires_section_and_legacy_key():
+    cfg = default_config(**{"array.wires.r_wl": 1.5})
+    assert cfg.array.wires.r_wl == 1.5 and not cfg.array.wires.ideal
+    assert default_config().array.wires.ideal
+    data = default_config().model_dump()
+    data["array"]["wire_resistance"] = 1.0
+    with pytest.raises(CrossbarInputError, match=r"array: wire_resistance = 1.0 is replaced by the array.wires"):
+        validate_config(data, "old.json")
+    data = default_config().model_dump()
+    data["array"]["wires"]["r_bl"] = -1.0
+    with pytest.raises(CrossbarInputError, match=r"array.wires.r_bl = -1.0"):
+        validate_config(data, "bad.json")
+
+
+# ----------------------------------------------------------------------------- the tile
+def _tile(mapping="differential", **wires):
+    changes = {"array.rows": 16, "array.cols": 8, "array.mapping": mapping, "simulation.dtype": "float64",
+               "device.g_min": 1.0}
+    changes.update({f"array.wires.{k}": v for k, v in wires.items()})
+    cfg = default_config(**changes)
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(20, 30, generator=gen, dtype=torch.float64)
+    b = torch.randn(20, generator=gen, dtype=torch.float64)
+    return Tile(w, b, cfg).program(0, 2)
+
+
+@pytest.mark.parametrize("mapping", ["differential", "offset"])
+def test_tile_mvm_uses_each_physical_arrays_effective_matrix(mapping):
+    wires = dict(r_wl=2.0, r_bl=1.0, r_driver=3.0)
+    t = _tile(mapping, **wires)
+    x = torch.rand(5, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    y = t.mvm(x)
+    xq = t.word_line_inputs(x)
+    w = Wires(**wires)
+    ref = torch.zeros_like(y)
+    for m in range(2):
+        for rb, rs in enumerate([slice(0, 16), slice(16, 31)]):
+            for cs in [slice(0, 8), slice(8, 16), slice(16, 20)]:
+                if mapping == "differential":
+                    i = xq[m, :, rs] @ (effective_matrix(t.g_pos[m, rs, cs], w) - effective_matrix(t.g_neg[m, rs, cs], w))
+                else:  # the reference column is the array's last bit line
+                    tt = effective_matrix(torch.cat([t.g_pos[m, rs, cs], t.g_neg[m, rs, :1]], 1), w)
+                    i = xq[m, :, rs] @ (tt[:, :-1] - tt[:, -1:])
+                ref[m, :, rb, cs] = i / t.scale
+    assert torch.allclose(y, ref, rtol=1e-12, atol=1e-12)
+    ideal = _tile(mapping)
+    assert not torch.allclose(ideal.mvm(x), y, atol=1e-3)
+
+
+def test_tile_read_noise_is_attenuated():
+    t = _tile(r_wl=2.0, r_bl=2.0)
+    cfg = t.config.replace(**{"device.read_noise.sigma_rel": 0.05})
+    tn = Tile(t.target_weights[:-1].t(), t.target_weights[-1] * t.x_max, cfg).program(0, 2)
+    x = torch.ones(1, 30, dtype=torch.float64)
+    _, var = tn.moments(x)
+    a_pos, a_neg = tn._attenuation()
+    gp, gn = tn.g_pos, tn.g_neg
+    expect = (x.new_ones(1, 31) @ ((0.05 * gp[0] * a_pos[0]) ** 2 + (0.05 * gn[0] * a_neg[0]) ** 2)[:, :])
+    # row-block sums of the variance (digital partial sums: one per block)
+    got = var[0, 0].sum(0) / tn.variance_gain()[0]
+    assert torch.allclose(got, expect[0], rtol=1e-10)
+
+
+def test_tile_with_zero_wires_is_the_ideal_tile():
+    t0 = _tile()
+    tz = _tile(r_wl=0.0, r_bl=0.0, r_driver=0.0, r_sense=0.0, r_access=0.0)
+    assert not tz.ir_drop
+    x = torch.rand(3, 30, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    assert torch.equal(t0.mvm(x), tz.mvm(x))
+
+
+def test_ir_drop_aware_programming_recovers_the_weights():
+    plain, aware = _tile(r_wl=1.0, r_bl=1.0), _tile(r_wl=1.0, r_bl=1.0, ir_drop_aware_programming=True)
+    ideal = _tile()
+    err_plain = (plain.effective_weights() - ideal.effective_weights()).abs().mean()
+    err_aware = (aware.effective_weights() - ideal.effective_weights()).abs().mean()
+    assert err_aware < 0.5 * err_plain
+
+
+# ----------------------------------------------------------------------------- netlists
+def test_netlist_merges_zero_resistances():
+    text = netlist_text(_g(3, 2), _v(2, 3), Wires(r_wl=1.0))
+    assert "RD0" not in text and "RB0_0" not in text and "RS0" not in text and "RA" not in text
+    assert "RW0_0 src0 w0_1 1" in text and "VS1 s1 0 DC 0" in text
+    assert text.count("\nop\n") == 2 and " 0\n" not in text.replace("DC 0\n", "")
+
+
+def test_netlist_command_writes_deck_and_expected_currents(tmp_path):
+    g, v = _g(4, 3), _v(2, 4)
+    np.savetxt(tmp_path / "g.csv", g, delimiter=",")
+    np.savetxt(tmp_path / "v.csv", v, delimiter=",")
+    parser = add_netlist_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--g", str(tmp_path / "g.csv"), "--v", str(tmp_path / "v.csv"), "--r-wl", "1",
+                              "--r-bl", "2", "--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "i.csv")])
+    assert run_netlist(args) == 0
+    assert (tmp_path / "a.cir").read_text().startswith("* crossbar netlist of g.csv")
+    cur = np.loadtxt(tmp_path / "i.csv", delimiter=",", ndmin=2)
+    assert np.allclose(cur, column_currents(g, v, 1.0, 2.0), rtol=1e-15)
+    bad = parser.parse_args(["--g", str(tmp_path / "g.csv"), "--r-wl", "-1", "--out", str(tmp_path / "b.cir")])
+    with pytest.raises(CrossbarInputError, match="--r-wl"):
+        run_netlist(bad)
+
+
+def test_netlist_of_a_saved_tile_array(tmp_path):
+    t = _tile(r_wl=1.0, r_bl=2.0)
+    t.save(tmp_path / "t.h5")
+    parser = add_netlist_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--instance", "1", "--block", "1,2", "--polarity",
+                              "neg", "--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "i.csv")])
+    assert run_netlist(args) == 0
+    g = t.g_neg[1, 16:31, 16:20].numpy()
+    cur = np.loadtxt(tmp_path / "i.csv", delimiter=",", ndmin=2)
+    assert np.allclose(cur, column_currents(g, np.full((1, 15), 0.2), 1.0, 2.0), rtol=1e-12)
+    with pytest.raises(CrossbarInputError, match="--block"):
+        run_netlist(parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--block", "5,0", "--out",
+                                       str(tmp_path / "b.cir")]))
