@@ -247,24 +247,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     checkpoint = _checkpoint_for(args.task, args.checkpoint)
-    inputs = {"--checkpoint": checkpoint, "--data": args.data, "--config": _config_input(args.config)}
+    inputs = {"--checkpoint": checkpoint, "--data": args.data, "--config": _config_input(args.config),
+              "--measured": args.measured}
+    if args.measured is not None and args.sweep is not None:
+        raise CrossbarInputError("--measured simulates one measured chip; it cannot be combined with --sweep")
     check_outputs({"--json": (args.json, "file"),
                    "--out": ((args.out or f"sweep_{args.task}") if args.sweep else None, "dir")}, inputs)
     if args.sweep is None:
         cfg = load_config(args.config)
+        if args.measured is not None:
+            from rnn_models.export import read_manifest
+
+            read_manifest(args.measured)  # a bad folder is refused before any data is read
         if args.task == "kws":
             from rnn_models.tasks.kws import evaluate_kws
 
-            res = evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split, digital_output=args.digital_output)
+            res = evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split, digital_output=args.digital_output,
+                               measured=args.measured)
         else:
             from rnn_models.tasks.lm import evaluate_lm
 
             res = evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid",
-                              digital_output=args.digital_output)
+                              digital_output=args.digital_output, measured=args.measured)
         h = res["hardware"]
         _print_deployment(res)
+        chip = ""
+        if "measured" in res:
+            ms = res["measured"]
+            chip = f", measured chip {ms['dir']} ({ms['devices']} devices)"
         print(f"{res['task']} {res['metric']} on {res['n_samples']} samples: software {res['software']:.4f}, "
-              f"hardware ({res['config']}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}")
+              f"hardware ({res['config']}{chip}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}")
         if args.json:
             write_json(args.json, res)
         return 0
@@ -283,6 +295,58 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, {"task": args.task, "sweep": outcome.summary})
     return 1 if outcome.failed else 0
+
+
+def _analog_model_for(checkpoint: str, config, data: str | None = None, digital_output: bool | None = None):
+    """(calibrated analog model, provenance) of a task checkpoint, built as ``crossbar evaluate``
+    builds it (the design ``crossbar export`` writes)."""
+    import hashlib
+
+    from crossbar.config import load_config
+    from rnn_models.checkpoint import load_checkpoint
+
+    cfg = load_config(config)
+    task = load_checkpoint(checkpoint)["task"]
+    if task == "kws":
+        from rnn_models.tasks.kws import analog_kws, load_kws
+
+        model, ckpt = load_kws(checkpoint)
+        ana, digital, src = analog_kws(model, ckpt, cfg, digital_output)
+        calibration = "the checkpoint's calibration features (meta.calibration_features)"
+    elif task == "lm":
+        from rnn_models.tasks.lm import analog_lm, load_lm
+
+        if data is None:
+            raise CrossbarInputError("--data is needed for an lm checkpoint: its DAC and ADC ranges are calibrated on "
+                                     "the training split of the PTB folder (as `crossbar evaluate lm` does)")
+        model, ckpt = load_lm(checkpoint)
+        ana, digital, src = analog_lm(model, ckpt, cfg, data, digital_output)
+        calibration = f"the first 20,000 characters of the training split of {data}"
+    else:
+        raise CrossbarInputError(f"checkpoint {checkpoint!r} is for task {task!r}; export reads kws and lm checkpoints")
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    source = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "task": task, "calibration": calibration,
+              "digital_output": digital, "digital_output_from": src}
+    return ana, source
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from crossbar.io import check_outputs
+    from rnn_models.export import MANIFEST, export_design
+
+    torch.set_num_threads(args.threads)
+    check_outputs({"--out": (args.out, "dir")}, {"--checkpoint": args.checkpoint, "--config": _config_input(args.config),
+                                                 "--data": args.data})
+    if not os.path.isfile(args.checkpoint):
+        raise CrossbarInputError(f"checkpoint {args.checkpoint!r} not found")
+    ana, source = _analog_model_for(args.checkpoint, args.config, args.data, args.digital_output)
+    manifest = export_design(ana, args.out, instance=args.instance, seed=args.seed, source=source,
+                             fill=args.fill_measured)
+    tot = manifest["totals"]
+    print(f"wrote the design of {args.checkpoint} under {manifest['config']['name']} (instance {manifest['instance']}, "
+          f"seed {manifest['seed']}): {tot['tiles']} tile(s), {tot['arrays']} array CSV(s), {tot['devices']} devices "
+          f"and {MANIFEST} in {args.out}")
+    return 0
 
 
 def _print_sweep(outcome) -> None:
@@ -332,6 +396,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     model = args.model if args.model in PAPER_SHAPES else workload_for(args.model, load_config(args.config))
     report = build_report(args.config, model, args.bits or [], steps=args.steps)
     paths = write_report(report, args.out)
+    from crossbar.cost.accounting import cost_assumptions
+
+    for note in cost_assumptions(load_config(args.config)):
+        print(f"note: {note}")
     bits = report["bits"]
     for b in bits:
         e = report["architectures"][report["architecture"]][str(b)]
@@ -478,9 +546,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
                        "or put it on the crossbar; default: the checkpoint's deployment")
         e.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
+        e.add_argument("--measured", help="folder in the `crossbar export` layout with a chip's measured "
+                       "conductances (measured_g_us): simulate that chip instead of programming instances "
+                       "(read noise, periphery and datapath as --config says; docs/export.md)")
         e.set_defaults(func=_cmd_evaluate)
 
-    from crossbar import device_cli
+    from rnn_models import export as export_mod
+
+    exp = sub.add_parser("export", help=export_mod.EXPORT_HELP)
+    export_mod.add_export_arguments(exp)
+    exp.set_defaults(func=_cmd_export)
+
+    from crossbar import device_cli, netlist
+
+    net = sub.add_parser("netlist", help="write an ngspice netlist of one programmed array (see docs/parasitics.md)")
+    netlist.add_netlist_arguments(net)
+    net.set_defaults(func=netlist.run_netlist)
 
     fit = sub.add_parser("fit-device", help=device_cli.FIT_HELP)
     device_cli.add_fit_device_arguments(fit)

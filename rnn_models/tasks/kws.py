@@ -189,7 +189,8 @@ def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
 
 def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,
                  split: str | None = None, seed: int | None = None, batch: int = 256,
-                 digital_output: bool | None = None, first: int = 0, limit: int | None = None) -> dict:
+                 digital_output: bool | None = None, first: int = 0, limit: int | None = None,
+                 measured: str | Path | None = None) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances) accuracy of a checkpoint on a folder.
 
     ``split``: ``test`` when the folder has GSC's list files, else ``all`` (default), or
@@ -197,6 +198,9 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     first instance (instance m is the same chip whichever block it is evaluated in); ``limit``:
     score only the first ``limit`` clips of the split (quick checks).  ``digital_output``: keep the
     output layer digital; None = as the checkpoint's deployment says (``meta["deployment"]``).
+    ``measured``: a folder in the ``crossbar export`` layout with a chip's measured conductances;
+    the ``mc`` instances are then that chip (read noise and periphery drawn per instance) instead
+    of programmed ones, and the result gets a ``measured`` entry (see :mod:`rnn_models.export`).
     """
     model, ckpt = load_kws(checkpoint)
     meta = ckpt["meta"]
@@ -216,17 +220,33 @@ def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | Har
     software = accuracy(model, data.features, data.labels)[0]
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
-    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
-    ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
-    calib = meta["calibration_features"].float()
-    calibrate(ana, [calib])
-    program(ana, seed, mc, first=first)
+    ana, digital_output, dep_source = analog_kws(model, ckpt, cfg, digital_output)
+    chip = None
+    if measured is None:
+        program(ana, seed, mc, first=first)
+    else:  # a measured chip instead of programmed ones (rnn_models.export)
+        from rnn_models.export import load_measured
+
+        chip = load_measured(ana, measured, seed=seed, instances=mc, first=first)
     per_instance = accuracy(ana, data.features, data.labels, batch=batch, instances=mc)
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     res = result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)
     res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
     res["rejected_clips"] = data.report["rejected"]
+    if chip is not None:
+        res["measured"] = chip
     return res
+
+
+def analog_kws(model: KWSLSTM, ckpt: dict, config: HardwareConfig, digital_output: bool | None = None):
+    """The analog twin of a loaded KWS checkpoint as :func:`evaluate_kws` simulates it (and
+    ``crossbar export`` exports it): converted under ``config`` with the output layer digital as
+    ``digital_output`` / the checkpoint's deployment says, DAC and ADC ranges calibrated on the
+    checkpoint's calibration features; not programmed.  Returns (model, digital_output, source)."""
+    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
+    ana = convert_to_analog(model, config, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
+    calibrate(ana, [ckpt["meta"]["calibration_features"].float()])
+    return ana, digital_output, dep_source
 
 
 def _check_labels(clips: list, task: str, data_dir) -> None:

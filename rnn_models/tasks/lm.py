@@ -399,7 +399,7 @@ def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
 
 def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, split: str = "valid",
                 n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None,
-                digital_output: bool | None = None, first: int = 0) -> dict:
+                digital_output: bool | None = None, first: int = 0, measured: str | Path | None = None) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances, batched) BPC of a checkpoint on a split.
 
     ``first``: number of the first instance (instance m is the same chip in any block).
@@ -407,9 +407,11 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
 
     The input DAC and ADC ranges are calibrated on the first 20,000 characters of the training split.
     ``limit``: score only the first ``limit`` characters (quick checks).
+    ``measured``: a folder in the ``crossbar export`` layout with a chip's measured conductances,
+    simulated instead of programmed instances (see :mod:`rnn_models.export`).
     """
     from crossbar.config import load_config
-    from rnn_models.convert import calibrate, convert_to_analog, program
+    from rnn_models.convert import program
     from rnn_models.evaluate import result
     from rnn_models.health import health_report
 
@@ -421,12 +423,14 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     software = evaluate_bpc(model, ids, n_streams, window)
     cfg = load_config(config)
     seed = cfg.simulation.seed if seed is None else seed
-    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
-    ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
-    train_ids, _ = ptb.load_split(data_dir, "train", vocab)
-    calib = ptb.batchify(train_ids[:20000], 50)
-    calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
-    program(ana, seed, mc, first=first)
+    ana, digital_output, dep_source = analog_lm(model, ckpt, cfg, data_dir, digital_output)
+    chip = None
+    if measured is None:
+        program(ana, seed, mc, first=first)
+    else:  # a measured chip instead of programmed ones (rnn_models.export)
+        from rnn_models.export import load_measured
+
+        chip = load_measured(ana, measured, seed=seed, instances=mc, first=first)
     per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
     if mc == 1:
@@ -434,4 +438,22 @@ def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, s
     predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first
     res = result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)
     res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
+    if chip is not None:
+        res["measured"] = chip
     return res
+
+
+def analog_lm(model: CharLSTM, ckpt: dict, config, data_dir: str | Path, digital_output: bool | None = None):
+    """The analog twin of a loaded char-LM checkpoint as :func:`evaluate_lm` simulates it (and
+    ``crossbar export`` exports it): converted under ``config`` with the decoder digital as
+    ``digital_output`` / the checkpoint's deployment says, DAC and ADC ranges calibrated on the
+    first 20,000 characters of the training split in ``data_dir``; not programmed.
+    Returns (model, digital_output, source)."""
+    from rnn_models.convert import calibrate, convert_to_analog
+
+    digital_output, dep_source = resolve_digital_output(ckpt, model.OUTPUT_LAYER, digital_output)
+    ana = convert_to_analog(model, config, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
+    train_ids, _ = ptb.load_split(data_dir, "train", ckpt["meta"]["vocab"])
+    calib = ptb.batchify(train_ids[:20000], 50)
+    calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
+    return ana, digital_output, dep_source
