@@ -307,7 +307,10 @@ def _run_dask(todo: list[dict], client, spec, workers, scheduler, arrived, log) 
         settings.__enter__()
         client, closers = _start_client(spec, workers, scheduler, log)
     try:
-        futures = {client.submit(run_unit, u, key=f"crossbar-unit-{u['key']}", pure=False): u["key"] for u in todo}
+        # retries: a unit whose worker died mid-run can surface as an error instead of being rescheduled
+        futures = {
+            client.submit(run_unit, u, key=f"crossbar-unit-{u['key']}", pure=False, retries=2): u["key"] for u in todo
+        }
         for fut in as_completed(list(futures)):
             key = futures[fut]
             if fut.status == "finished":
