@@ -55,7 +55,8 @@ def effective_arrays(g_pos: torch.Tensor, g_neg: torch.Tensor, arr, extra_rows: 
     ``extra_rows`` (M, E, out) devices on the extra rows (0 = open); ``extra_cols`` {key: (column
     block, (M, E) devices)} shared-ramp columns.  ``col_blocks``: only these column blocks
     (default all); ``weights=False`` computes only the extra rows' T (what the ramps need; the
-    weights' entries stay NaN and the G- arrays are skipped).  Returns ``(t_pos, t_neg, t_extra, t_cols)``: ``t_pos``/``t_neg`` (M, n, out)
+    weights' entries stay NaN and the G- arrays are skipped).  Returns ``(t_pos, t_neg, t_extra,
+    t_cols)``: ``t_pos``/``t_neg`` (M, n, out)
     (NaN outside the blocks computed; ``t_neg`` None when skipped), ``t_extra`` (M, E, out) or
     None, ``t_cols`` {key: (M, E)}.
     """

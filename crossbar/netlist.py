@@ -164,7 +164,8 @@ def add_netlist_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     parser.add_argument("--config", help="hardware config whose array.wires gives the resistances")
     for name, what in (("r-wl", "word-line segment"), ("r-bl", "bit-line segment"), ("r-driver", "driver"),
                        ("r-sense", "virtual-ground connection"), ("r-access", "access transistor")):
-        parser.add_argument(f"--{name}", type=float, default=None, help=f"{what} resistance, ohm (overrides the config)")
+        parser.add_argument(f"--{name}", type=float, default=None,
+                            help=f"{what} resistance, ohm (overrides the config)")
     parser.add_argument("--out", required=True, help="netlist file to write (.cir)")
     parser.add_argument("--expect", help="also write the simulator's column currents (uA, batch x cols) as CSV here")
     return parser

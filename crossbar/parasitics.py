@@ -65,7 +65,7 @@ class Wires:
         return any(v > 0 for v in (self.r_wl, self.r_bl, self.r_driver, self.r_sense))
 
     @classmethod
-    def of(cls, wires=None, **kw) -> "Wires":
+    def of(cls, wires=None, **kw) -> Wires:
         """``Wires`` from another object with these attributes (e.g. the config's ``array.wires``),
         keyword arguments, or None (ideal)."""
         if isinstance(wires, Wires) and not kw:
@@ -134,7 +134,8 @@ class _Network:
             n = rows * cols
             if w.r_driver == 0:
                 wl = np.where(j == 0, -1, wl)
-            edges_a.append(wl[:, :-1].ravel()); edges_b.append(wl[:, 1:].ravel())
+            edges_a.append(wl[:, :-1].ravel())
+            edges_b.append(wl[:, 1:].ravel())
             edges_g.append(np.full(rows * (cols - 1), US_PER_S / w.r_wl))
         elif w.r_driver > 0:
             wl = i.copy()
@@ -142,7 +143,8 @@ class _Network:
         else:
             wl = np.full((rows, cols), -1)
         if w.r_driver > 0:
-            edges_a.append(wl[:, 0].ravel()); edges_b.append(np.full(rows, -1))
+            edges_a.append(wl[:, 0].ravel())
+            edges_b.append(np.full(rows, -1))
             edges_g.append(np.full(rows, US_PER_S / w.r_driver))
         # bit lines
         if w.r_bl > 0:
@@ -150,7 +152,8 @@ class _Network:
             n += rows * cols
             if w.r_sense == 0:
                 bl = np.where(i == rows - 1, -1, bl)
-            edges_a.append(bl[:-1, :].ravel()); edges_b.append(bl[1:, :].ravel())
+            edges_a.append(bl[:-1, :].ravel())
+            edges_b.append(bl[1:, :].ravel())
             edges_g.append(np.full((rows - 1) * cols, US_PER_S / w.r_bl))
         elif w.r_sense > 0:
             bl = n + j
@@ -158,7 +161,8 @@ class _Network:
         else:
             bl = np.full((rows, cols), -1)
         if w.r_sense > 0:
-            edges_a.append(bl[-1, :].ravel()); edges_b.append(np.full(cols, -1))
+            edges_a.append(bl[-1, :].ravel())
+            edges_b.append(np.full(cols, -1))
             edges_g.append(np.full(cols, US_PER_S / w.r_sense))
         # renumber the unknown nodes densely (fixed nodes dropped)
         used = np.zeros(n, bool)
@@ -341,7 +345,7 @@ def column_currents(g_us, v, r_wl: float, r_bl: float, r_driver: float = 0.0, r_
         net = _Network(rows, cols, w)
         if net.n:
             lu = _factorize(net.matrix(gc))
-            du = lu.solve(np.asfortranarray((net.rhs(gc) @ vv.T)))
+            du = lu.solve(np.asfortranarray(net.rhs(gc) @ vv.T))
             return _like(vv @ gc + (net.output(gc) @ du).T, v)
     t = effective_matrix(g, w)
     return _like(vv @ t, v)

@@ -34,7 +34,7 @@ def main() -> int:
     for r in (float(x) for x in args.r.split(",")):
         cells = []
         t0 = time.perf_counter()
-        for name, (preset, extra) in variants.items():
+        for preset, extra in variants.values():
             if r == 0 and extra:
                 cells.append("(= nladc)")
                 continue

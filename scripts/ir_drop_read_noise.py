@@ -47,7 +47,8 @@ def main() -> int:
     print(f"{n}x{n} array, r_wl = r_bl = {args.r} ohm, read noise sigma = {args.sigma_rel:.0%} of G, "
           f"{args.samples} exact noisy solves, one input vector in [0, 0.2] V")
     print(f"predicted sd (A = T/G) / Monte-Carlo sd per column: mean {ratio.mean():.4f}, min {ratio.min():.4f}, "
-          f"max {ratio.max():.4f} (MC standard error of one column's ratio ~ {1 / math.sqrt(2 * (args.samples - 1)):.4f}; "
+          f"max {ratio.max():.4f} (MC standard error of one column's ratio ~ "
+          f"{1 / math.sqrt(2 * (args.samples - 1)):.4f}; "
           f"of the mean over columns ~ {1 / math.sqrt(2 * (args.samples - 1) * n):.4f})")
     r2 = pred2 / mc
     print(f"predicted sd (A^2: dT/dG of a device behind a Thevenin resistance) / Monte-Carlo sd: mean {r2.mean():.4f}, "

@@ -177,8 +177,7 @@ def program_chip(tile, readouts: list, columns: list, names: list, seed: int, in
             # headroom: a ramp whose pre-distorted devices would pass g_max is scaled down (with its
             # kappa) so that the largest one just fits, then the plan is pre-distorted again
             g_max = tile.config.device.g_max
-            rows, cols = tile.aware_extra()
-            for g, (ro, site) in enumerate(zip(readouts, sites)):
+            for ro, site in zip(readouts, sites):
                 if site is None:
                     continue
                 need = site.required(ro.nladc.g_ramp_target, ro.nladc.g_bias_target)

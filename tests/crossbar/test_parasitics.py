@@ -209,7 +209,8 @@ def test_tile_mvm_uses_each_physical_arrays_effective_matrix(mapping):
         for rb, rs in enumerate([slice(0, 16), slice(16, 31)]):
             for cs in [slice(0, 8), slice(8, 16), slice(16, 20)]:
                 if mapping == "differential":
-                    i = xq[m, :, rs] @ (effective_matrix(t.g_pos[m, rs, cs], w) - effective_matrix(t.g_neg[m, rs, cs], w))
+                    tt = effective_matrix(t.g_pos[m, rs, cs], w) - effective_matrix(t.g_neg[m, rs, cs], w)
+                    i = xq[m, :, rs] @ tt
                 else:  # the reference column is the array's last bit line
                     tt = effective_matrix(torch.cat([t.g_pos[m, rs, cs], t.g_neg[m, rs, :1]], 1), w)
                     i = xq[m, :, rs] @ (tt[:, :-1] - tt[:, -1:])
