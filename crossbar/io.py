@@ -7,6 +7,7 @@ once complete, so an interrupted run never leaves a half-written output behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -160,3 +161,12 @@ def _can_write_in(folder: Path) -> bool:
     with contextlib.suppress(OSError):
         os.unlink(tmp)
     return True
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's content (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from crossbar.errors import CrossbarInputError
+from crossbar.io import file_sha256
 
 REQUIRED = ("device_id", "g_us")
 OPTIONAL = ("target_g_us", "target_lo_us", "target_hi_us", "program_id", "t_s", "read_idx", "verify_ok", "temp_c")
@@ -102,14 +103,6 @@ def parse_columns(text: str | None) -> dict[str, str]:
             raise CrossbarInputError(f"--columns: {name!r} is mapped twice")
         out[name] = col
     return out
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _open_text(path: Path):

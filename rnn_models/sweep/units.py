@@ -23,19 +23,12 @@ from typing import Any
 
 from crossbar.config import HardwareConfig, validate_config
 from crossbar.errors import CrossbarInputError
-from rnn_models.sweep.spec import PAPER_MODELS, SweepSpec, point_label, resolve_points
+from crossbar.io import file_sha256
+from rnn_models.sweep.spec import COST_METRICS, PAPER_MODELS, SweepSpec, point_label, resolve_points
 
 #: bump when a change of this code changes the numbers of a unit (invalidates journals' units)
 UNIT_VERSION = 1
 MAX_FINGERPRINT_FILES = 1_000_000
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def data_fingerprint(path: str | Path) -> str:
@@ -248,15 +241,7 @@ def cost_metrics(row: Row) -> dict:
     workload = workload_for(row.model, cfg)
     est = estimate(workload, cfg, library, cfg.adc.bits, config_architecture(cfg))
     out = {}
-    for key in (
-        "tops_per_w",
-        "tops_per_mm2",
-        "energy_per_inference_j",
-        "power_mw",
-        "area_mm2",
-        "peak_tops",
-        "latency_per_step_s",
-    ):
+    for key in COST_METRICS:
         value = est.get(key)
         out[key] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
     return out
