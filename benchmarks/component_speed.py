@@ -8,16 +8,16 @@
 
     python benchmarks/component_speed.py [--repeats 300]
 """
+
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
 import torch
+from timing import median_seconds  # benchmarks/timing.py
 
 from crossbar.matmul import PreparedMatmul
-
-from timing import median_seconds  # benchmarks/timing.py
 
 
 def main(argv=None) -> int:
@@ -42,10 +42,12 @@ def main(argv=None) -> int:
         g = torch.Generator().manual_seed(1)
         w, x = torch.randn(1, k, c, generator=g), torch.randn(1, b, k, generator=g)
         prepared = PreparedMatmul(w)
-        t_bmm = median_seconds(lambda: torch.bmm(x, w), args.repeats) * 1e6
-        t_prep = median_seconds(lambda: prepared(x), args.repeats) * 1e6
-        print(f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
-              f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster")
+        t_bmm = median_seconds(lambda x=x, w=w: torch.bmm(x, w), args.repeats) * 1e6
+        t_prep = median_seconds(lambda x=x, prepared=prepared: prepared(x), args.repeats) * 1e6
+        print(
+            f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
+            f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster"
+        )
     return 0
 
 

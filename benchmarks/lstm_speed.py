@@ -10,18 +10,18 @@ times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OU
 
     python benchmarks/lstm_speed.py [--repeats 5] [--json OUT] [--cell lstm|gru] [--profile]
 """
+
 from __future__ import annotations
 
 import argparse
 import resource
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py
 from torch import nn
 
 from crossbar.io import write_json
 from rnn_models import AnalogGRU, AnalogLSTM
-
-from timing import median_seconds  # benchmarks/timing.py
 
 SHAPES = {"kws": dict(batch=64, inp=40, hidden=128, steps=100), "lm": dict(batch=32, inp=50, hidden=384, steps=100)}
 
@@ -33,16 +33,18 @@ def peers(inp: int, hidden: int, cell: str):
         import aihwkit_lightning.nn as lnn
         from aihwkit_lightning.simulator.configs import TorchInferenceRPUConfig as LightningConfig
 
-        found["aihwkit_lightning"] = lnn.AnalogRNN(getattr(lnn, f"Analog{cell}Cell"), inp, hidden,
-                                                   rpu_config=LightningConfig()).eval()
+        found["aihwkit_lightning"] = lnn.AnalogRNN(
+            getattr(lnn, f"Analog{cell}Cell"), inp, hidden, rpu_config=LightningConfig()
+        ).eval()
     except Exception:
         pass
     try:  # aihwkit >= 0.8: AnalogRNN(Analog<cell>Cell); its torch tile (TorchInferenceRPUConfig)
         import aihwkit.nn as ann
         from aihwkit.simulator.configs import TorchInferenceRPUConfig
 
-        found["aihwkit"] = ann.AnalogRNN(getattr(ann, f"Analog{cell}Cell"), inp, hidden,
-                                         rpu_config=TorchInferenceRPUConfig()).eval()
+        found["aihwkit"] = ann.AnalogRNN(
+            getattr(ann, f"Analog{cell}Cell"), inp, hidden, rpu_config=TorchInferenceRPUConfig()
+        ).eval()
     except Exception:
         pass
     return found
@@ -60,8 +62,9 @@ def profile_step(mod, x, steps: int, runs: int = 3) -> None:
             mod(x)
         prof.disable()
     stats = pstats.Stats(prof).stats
-    rows = sorted(((tt, f"{fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})") for fn, (_, _, tt, _, _) in stats.items()),
-                  reverse=True)
+    rows = sorted(
+        ((tt, f"{fn[2]} ({fn[0].rsplit('/', 1)[-1]}:{fn[1]})") for fn, (_, _, tt, _, _) in stats.items()), reverse=True
+    )
     total = sum(tt for tt, _ in rows)
     print(f"        profile (us per step): total {total / runs / steps * 1e6:.0f}")
     for tt, label in rows[:6]:
@@ -72,10 +75,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", help="write the rows as JSON")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print where analog_full's time goes (cProfile, per time step)")
-    parser.add_argument("--cell", choices=["lstm", "gru"], default="lstm",
-                        help="gru: the same comparison for nn.GRU / AnalogGRU (rows: ratio_vs_nn_gru)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print where analog_full's time goes (cProfile, per time step)"
+    )
+    parser.add_argument(
+        "--cell",
+        choices=["lstm", "gru"],
+        default="lstm",
+        help="gru: the same comparison for nn.GRU / AnalogGRU (rows: ratio_vs_nn_gru)",
+    )
     args = parser.parse_args(argv)
     cell = args.cell.upper()
     torch_rnn, analog_rnn = (nn.LSTM, AnalogLSTM) if cell == "LSTM" else (nn.GRU, AnalogGRU)
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
         base = None
         for name, mod in impls.items():
             with torch.no_grad():
-                ms = median_seconds(lambda: mod(x), args.repeats) * 1e3
+                ms = median_seconds(lambda mod=mod, x=x: mod(x), args.repeats) * 1e3
             base = ms if name == base_name else base
             rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")

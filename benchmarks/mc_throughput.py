@@ -7,6 +7,7 @@ log-mel-like inputs of the right shape (timing does not depend on the values).
 
     python benchmarks/mc_throughput.py [--instances 32] [--clips 1000] [--config rram_nladc_5b] [--data DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {n} clips x {feats.shape[1]} steps")
     print(f"float model:                      {t_float:8.2f} s")
     print(f"programming {args.instances} instances:        {t_prog:8.2f} s")
-    print(f"{args.config}, {args.instances} instances batched: {t_hw:8.2f} s  "
-          f"({n * args.instances / t_hw:.0f} clip-instances/s, {t_hw / t_float / args.instances:.1f}x float per instance)")
+    print(
+        f"{args.config}, {args.instances} instances batched: {t_hw:8.2f} s  "
+        f"({n * args.instances / t_hw:.0f} clip-instances/s, {t_hw / t_float / args.instances:.1f}x float per instance)"
+    )
     return 0
 
 

@@ -6,18 +6,18 @@ ramp read noise), and prints conversions per second next to ``torch.sigmoid`` on
 
     python benchmarks/nladc_speed.py [--repeats 10] [--json OUT]
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py
 
 from crossbar.config import load_config
 from crossbar.io import write_json
 from crossbar.periphery.nladc import NLADC, compile_design
 from crossbar.rng import generator
-
-from timing import median_seconds  # benchmarks/timing.py
 
 
 def main(argv=None) -> int:
@@ -34,14 +34,24 @@ def main(argv=None) -> int:
     t_nl = median_seconds(lambda: adc.convert(y, gen), args.repeats)
     t_sig = median_seconds(lambda: torch.sigmoid(y), args.repeats)
     n = y.numel()
-    print(f"tensor {tuple(y.shape)} = {n:,} conversions, {args.bits}-bit sigmoid NL-ADC, per-column noisy ramps, "
-          f"{torch.get_num_threads()} thread(s)")
+    print(
+        f"tensor {tuple(y.shape)} = {n:,} conversions, {args.bits}-bit sigmoid NL-ADC, per-column noisy ramps, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
     print(f"{'implementation':34s}{'median ms':>12s}{'conversions/s':>16s}{'ratio':>8s}")
     print(f"{'torch.sigmoid (float reference)':34s}{t_sig * 1e3:>12.2f}{n / t_sig:>16.3e}{1.0:>8.1f}")
     print(f"{'NLADC.convert (noisy)':34s}{t_nl * 1e3:>12.2f}{n / t_nl:>16.3e}{t_nl / t_sig:>8.1f}")
     if args.json:
-        write_json(args.json, {"shape": [m, b, c], "bits": args.bits, "sigmoid_ms": t_sig * 1e3,
-                               "nladc_ms": t_nl * 1e3, "ratio": t_nl / t_sig})
+        write_json(
+            args.json,
+            {
+                "shape": [m, b, c],
+                "bits": args.bits,
+                "sigmoid_ms": t_sig * 1e3,
+                "nladc_ms": t_nl * 1e3,
+                "ratio": t_nl / t_sig,
+            },
+        )
     return 0
 
 

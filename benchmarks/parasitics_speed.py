@@ -7,6 +7,7 @@
 
     .venv/bin/python benchmarks/parasitics_speed.py [--clips 200] [--mc 2] [--r 1.0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,10 @@ def mvm_ratio(r: float) -> None:
     first = time.perf_counter() - t0
     t_ideal = median_seconds(lambda: ideal.mvm(x), 50)
     t_ir = median_seconds(lambda: ir.mvm(x), 50)
-    print(f"MVM 256x256 tile, batch 64: ideal {t_ideal * 1e6:.0f} us, IR drop (cached T) {t_ir * 1e6:.0f} us, "
-          f"ratio {t_ir / t_ideal:.2f} (first call with T+ and T- built: {first:.1f} s)")
+    print(
+        f"MVM 256x256 tile, batch 64: ideal {t_ideal * 1e6:.0f} us, IR drop (cached T) {t_ir * 1e6:.0f} us, "
+        f"ratio {t_ir / t_ideal:.2f} (first call with T+ and T- built: {first:.1f} s)"
+    )
 
 
 def build_t(r: float) -> None:
@@ -51,8 +54,10 @@ def build_t(r: float) -> None:
     t0 = time.perf_counter()
     t = effective_matrix(g, r_wl=r, r_bl=r, progress=True)
     dt = time.perf_counter() - t0
-    print(f"effective matrix of one 256x256 array (r_wl = r_bl = {r} ohm): {dt:.1f} s "
-          f"(mean attenuation T/G {float((t / g).mean()):.3f})")
+    print(
+        f"effective matrix of one 256x256 array (r_wl = r_bl = {r} ohm): {dt:.1f} s "
+        f"(mean attenuation T/G {float((t / g).mean()):.3f})"
+    )
 
 
 def kws(r: float, clips: int, mc: int) -> None:
@@ -71,9 +76,11 @@ def kws(r: float, clips: int, mc: int) -> None:
         times[name] = time.perf_counter() - t0
         accs[name] = res
     names = list(times)
-    print(f"KWS evaluation ({clips} dev clips, {mc} instances, feature extraction included): "
-          + ", ".join(f"{n} {times[n]:.1f} s" for n in names)
-          + f", ratio {times[names[1]] / times[names[0]]:.2f}")
+    print(
+        f"KWS evaluation ({clips} dev clips, {mc} instances, feature extraction included): "
+        + ", ".join(f"{n} {times[n]:.1f} s" for n in names)
+        + f", ratio {times[names[1]] / times[names[0]]:.2f}"
+    )
     for n in names:
         hw = accs[n]
         print(f"  {n}: software {hw.get('software')}, hardware {hw.get('hardware', {}).get('mean')}")

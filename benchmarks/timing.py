@@ -1,5 +1,6 @@
 """The one timing rule of the benchmark scripts (imported by them as ``from timing import ...``;
 run the scripts as ``python benchmarks/<name>.py``)."""
+
 from __future__ import annotations
 
 import statistics

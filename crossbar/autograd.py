@@ -1,4 +1,5 @@
 """Gradient helpers for hardware-aware training."""
+
 from __future__ import annotations
 
 import torch

@@ -13,6 +13,7 @@ Definitions (ours, stated in README):
   per-conversion noise; the max |code shift| over inputs, columns and sweep points, per instance.
   The conventional ADC is a uniform ramp ADC with a fixed reference over the same span and bits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ from crossbar.periphery.functions import get_activation
 from crossbar.periphery.nladc import NLADC, NLADCDesign, compile_design, dnl_lsb, inl_lsb
 from crossbar.rng import generator
 
-SUMMARY_KEYS = ("inl_max_lsb", "inl_rms_lsb", "dnl_max_lsb", "rmse", "inl_max_lsb_uncalibrated",
-                "vread_max_code_shift_nladc", "vread_max_code_shift_conventional")
+SUMMARY_KEYS = (
+    "inl_max_lsb",
+    "inl_rms_lsb",
+    "dnl_max_lsb",
+    "rmse",
+    "inl_max_lsb_uncalibrated",
+    "vread_max_code_shift_nladc",
+    "vread_max_code_shift_conventional",
+)
 
 
 def design_for(config: HardwareConfig, function: str, bits: int | None = None) -> NLADCDesign:
@@ -45,7 +53,9 @@ def parse_sweep(text: str) -> np.ndarray:
     try:
         start, stop, step = (float(v) for v in text.split(":"))
     except ValueError:
-        raise CrossbarInputError(f"--vread-sweep {text!r}: expected START:STOP:STEP in volts, e.g. 0.15:0.25:0.01") from None
+        raise CrossbarInputError(
+            f"--vread-sweep {text!r}: expected START:STOP:STEP in volts, e.g. 0.15:0.25:0.01"
+        ) from None
     if not (0 < start <= stop) or step <= 0 or (stop - start) / step > 10_000:
         raise CrossbarInputError(f"--vread-sweep {text!r}: need 0 < START <= STOP, STEP > 0, at most 10000 points")
     return np.round(np.arange(start, stop + step / 2, step), 10)
@@ -55,21 +65,27 @@ def parse_sweep(text: str) -> np.ndarray:
 class Characterisation:
     function: str
     design: NLADCDesign
-    metrics: dict           # name -> per-instance tensor (M,)
-    x: torch.Tensor         # input grid
-    curves_cal: torch.Tensor    # (M, n) output of column 0 per instance, calibrated
+    metrics: dict  # name -> per-instance tensor (M,)
+    x: torch.Tensor  # input grid
+    curves_cal: torch.Tensor  # (M, n) output of column 0 per instance, calibrated
     curves_uncal: torch.Tensor  # (M, n) uncalibrated
     vread: np.ndarray
-    shift_nl: np.ndarray        # (len(vread),) max code shift over instances
+    shift_nl: np.ndarray  # (len(vread),) max code shift over instances
     shift_conv: np.ndarray
 
     def summary(self) -> dict:
-        return {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False))}
-                for k, v in self.metrics.items()}
+        return {k: {"mean": float(v.mean()), "std": float(v.std(unbiased=False))} for k, v in self.metrics.items()}
 
 
-def characterize(config: HardwareConfig, function: str, mc: int | None = None, columns: int = 16,
-                 vread: np.ndarray | None = None, seed: int | None = None, points: int = 2001) -> Characterisation:
+def characterize(
+    config: HardwareConfig,
+    function: str,
+    mc: int | None = None,
+    columns: int = 16,
+    vread: np.ndarray | None = None,
+    seed: int | None = None,
+    points: int = 2001,
+) -> Characterisation:
     """Program ``mc`` instances of ``columns`` NL-ADCs for ``function`` and measure them."""
     mc = config.simulation.mc_instances if mc is None else mc
     seed = config.simulation.seed if seed is None else seed
@@ -97,8 +113,9 @@ def characterize(config: HardwareConfig, function: str, mc: int | None = None, c
         "rmse": rmse,
         "inl_max_lsb_uncalibrated": column_mean(inl_u.abs().amax(-1)),
     }
-    metrics["missing_code_fraction"] = ((dnl <= -1 + 1e-9).double().mean((1, 2)).cpu()
-                                        if dnl.numel() else torch.zeros(mc, dtype=torch.float64))
+    metrics["missing_code_fraction"] = (
+        (dnl <= -1 + 1e-9).double().mean((1, 2)).cpu() if dnl.numel() else torch.zeros(mc, dtype=torch.float64)
+    )
     steps = torch.diff(cal.thresholds, dim=-1)
     metrics["monotonic_fraction"] = (steps > 0).all(-1).double().mean(-1).cpu() if steps.numel() else torch.ones(mc)
 
@@ -122,8 +139,17 @@ def characterize(config: HardwareConfig, function: str, mc: int | None = None, c
     metrics["vread_max_code_shift_conventional"] = per_inst_conv
     curve_cal = out[:, :, 0].cpu()
     curve_uncal = uncal.convert(y, generator(seed, f"char-noise/{function}", 0, cal.device))[:, :, 0].cpu()
-    return Characterisation(function, design, metrics, x.cpu(), curve_cal, curve_uncal,
-                            np.asarray(vread), np.asarray(shift_nl), np.asarray(shift_conv))
+    return Characterisation(
+        function,
+        design,
+        metrics,
+        x.cpu(),
+        curve_cal,
+        curve_uncal,
+        np.asarray(vread),
+        np.asarray(shift_nl),
+        np.asarray(shift_conv),
+    )
 
 
 def plot_transfer(ch: Characterisation, path: str | Path, max_curves: int = 8) -> Path:
@@ -136,11 +162,17 @@ def plot_transfer(ch: Characterisation, path: str | Path, max_curves: int = 8) -
     act = get_activation(ch.function)
     x = ch.x.double()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, curves, title in ((axes[0], ch.curves_uncal, "without bias calibration"),
-                              (axes[1], ch.curves_cal, "with bias calibration")):
+    for ax, curves, title in (
+        (axes[0], ch.curves_uncal, "without bias calibration"),
+        (axes[1], ch.curves_cal, "with bias calibration"),
+    ):
         for m in range(min(max_curves, curves.shape[0])):
-            ax.plot(x, curves[m], lw=0.8, alpha=0.6, color="tab:blue", label="realised (MC instances)" if m == 0 else None)
-        ax.plot(x, ch.design.ideal_convert(x), color="k", lw=1.2, drawstyle="steps-mid", label=f"ideal {ch.design.bits}-bit")
+            ax.plot(
+                x, curves[m], lw=0.8, alpha=0.6, color="tab:blue", label="realised (MC instances)" if m == 0 else None
+            )
+        ax.plot(
+            x, ch.design.ideal_convert(x), color="k", lw=1.2, drawstyle="steps-mid", label=f"ideal {ch.design.bits}-bit"
+        )
         ax.plot(x, act.f(x), color="tab:red", lw=1.0, ls="--", label=f"exact {ch.function}")
         ax.set_title(f"{ch.function} NL-ADC, {ch.design.bits} bit: {title}")
         ax.set_xlabel("column dot product (pre-activation units)")
@@ -170,8 +202,15 @@ def plot_vread(chs: list[Characterisation], path: str | Path, v_nom: float) -> P
     return save_figure(fig, path)
 
 
-def run_characterisation(config: HardwareConfig, functions: list[str], mc: int | None, vread: np.ndarray,
-                         out_dir: str | Path | None, json_path: str | Path | None, columns: int = 16) -> dict:
+def run_characterisation(
+    config: HardwareConfig,
+    functions: list[str],
+    mc: int | None,
+    vread: np.ndarray,
+    out_dir: str | Path | None,
+    json_path: str | Path | None,
+    columns: int = 16,
+) -> dict:
     """Characterise each function; write PNGs to ``out_dir`` and the JSON summary; return the summary."""
     chs = [characterize(config, fn, mc, columns=columns, vread=vread) for fn in functions]
     summary = {ch.function: ch.summary() for ch in chs}

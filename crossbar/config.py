@@ -9,18 +9,20 @@ Units: conductance in uS, voltage in V, time in s, resistance in ohm.
 Bad input raises :class:`crossbar.errors.CrossbarInputError` whose message names the file, the JSON
 path of the field (e.g. ``device.g_max``), the offending value and what is allowed.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from crossbar.errors import CrossbarInputError
 
 SCHEMA_VERSION = 1
+
+
 def _preset_dir() -> Path:
     """The folder of the shipped presets: package data of the ``hw_configs`` package (found with
     ``importlib.resources``, so it works from a plain ``pip install`` as from a source checkout)."""
@@ -41,8 +43,7 @@ _FINITE = {"allow_inf_nan": False}
 class _Section(BaseModel):
     """Base of every section: immutable, unknown keys are an error, floats must be finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False,
-                              validate_default=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True, strict=True)
 
 
 def _check_table(g: list, columns: dict) -> None:
@@ -62,7 +63,7 @@ class SigmaTable(_Section):
     sigma: list[float] = Field(min_length=2, max_length=4096, description="sigma at each g, uS, >= 0")
 
     @model_validator(mode="after")
-    def _check(self) -> "SigmaTable":
+    def _check(self) -> SigmaTable:
         _check_table(self.g, {"sigma": self.sigma})
         return self
 
@@ -103,15 +104,20 @@ class ErrorQuantiles(_Section):
     (clamped at the ends), i.e. the measured errors are resampled, heavy tails and stuck devices
     included, instead of being summarised by a Gaussian."""
 
-    g: list[float] = Field(min_length=1, max_length=4096, description="bin centres (target conductance), uS, "
-                                                                      "strictly increasing")
-    p: list[float] = Field(min_length=2, max_length=1001, description="cumulative probabilities, strictly "
-                                                                      "increasing from 0 to 1")
-    q: list[list[float]] = Field(min_length=1, max_length=4096, description="q[i][j]: quantile p[j] of "
-                                 "G - G_target at g[i], uS (non-decreasing in j)")
+    g: list[float] = Field(
+        min_length=1, max_length=4096, description="bin centres (target conductance), uS, strictly increasing"
+    )
+    p: list[float] = Field(
+        min_length=2, max_length=1001, description="cumulative probabilities, strictly increasing from 0 to 1"
+    )
+    q: list[list[float]] = Field(
+        min_length=1,
+        max_length=4096,
+        description="q[i][j]: quantile p[j] of G - G_target at g[i], uS (non-decreasing in j)",
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "ErrorQuantiles":
+    def _check(self) -> ErrorQuantiles:
         if any(b <= a for a, b in zip(self.g, self.g[1:])):
             raise ValueError("g must be strictly increasing")
         if len(self.q) != len(self.g):
@@ -132,14 +138,14 @@ class FlickerNoise(_Section):
     It adds to each read of a time series (``crossbar simulate-device``); a crossbar inference is one
     short read per device, whose noise is the per-read (white) part of the :class:`NoiseSpec`."""
 
-    tau: list[float] = Field(min_length=1, max_length=256, description="correlation times, s, strictly "
-                                                                       "increasing, > 0")
+    tau: list[float] = Field(min_length=1, max_length=256, description="correlation times, s, strictly increasing, > 0")
     g: list[float] = Field(min_length=1, max_length=4096, description="conductances, uS, strictly increasing")
-    sigma: list[list[float]] = Field(min_length=1, max_length=4096, description="sigma[i][k]: standard "
-                                     "deviation of component k at g[i], uS, >= 0")
+    sigma: list[list[float]] = Field(
+        min_length=1, max_length=4096, description="sigma[i][k]: standard deviation of component k at g[i], uS, >= 0"
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "FlickerNoise":
+    def _check(self) -> FlickerNoise:
         if any(t <= 0 for t in self.tau) or any(b <= a for a, b in zip(self.tau, self.tau[1:])):
             raise ValueError("tau must be > 0 and strictly increasing")
         if any(b <= a for a, b in zip(self.g, self.g[1:])):
@@ -164,15 +170,19 @@ class NoiseSpec(_Section):
 
     sigma_abs: float = Field(0.0, ge=0, le=1e4, description="absolute sigma, uS")
     sigma_rel: float = Field(0.0, ge=0, le=10, description="sigma relative to the target conductance")
-    table: Optional[SigmaTable] = Field(None, description="measured sigma(G); replaces abs/rel when given")
-    quantiles: Optional[ErrorQuantiles] = Field(None, description="programming error only: measured "
-                                                "distribution of G - G_target per conductance bin, resampled "
-                                                "(empirical mode); replaces the Gaussian when given")
-    flicker: Optional[FlickerNoise] = Field(None, description="read noise only: slow 1/f-like noise of "
-                                            "reads in a time series (null = none)")
+    table: SigmaTable | None = Field(None, description="measured sigma(G); replaces abs/rel when given")
+    quantiles: ErrorQuantiles | None = Field(
+        None,
+        description="programming error only: measured "
+        "distribution of G - G_target per conductance bin, resampled "
+        "(empirical mode); replaces the Gaussian when given",
+    )
+    flicker: FlickerNoise | None = Field(
+        None, description="read noise only: slow 1/f-like noise of reads in a time series (null = none)"
+    )
 
     @model_validator(mode="after")
-    def _check_quantiles(self) -> "NoiseSpec":
+    def _check_quantiles(self) -> NoiseSpec:
         if self.quantiles is not None and (self.table is not None or self.sigma_abs or self.sigma_rel):
             raise ValueError("give either quantiles or sigma_abs / sigma_rel / table, not both")
         return self
@@ -184,8 +194,7 @@ class NoiseSpec(_Section):
     @property
     def is_zero(self) -> bool:
         """True when there is no per-read (white) Gaussian noise (``flicker`` is not part of it)."""
-        return (self.table is None and self.quantiles is None and self.sigma_abs == 0
-                and self.sigma_rel == 0)
+        return self.table is None and self.quantiles is None and self.sigma_abs == 0 and self.sigma_rel == 0
 
 
 class DriftTable(_Section):
@@ -197,7 +206,7 @@ class DriftTable(_Section):
     nu_std: list[float] = Field(min_length=2, max_length=4096, description="its device-to-device spread")
 
     @model_validator(mode="after")
-    def _check(self) -> "DriftTable":
+    def _check(self) -> DriftTable:
         _check_table(self.g, {"nu": self.nu, "nu_std": self.nu_std})
         return self
 
@@ -213,7 +222,7 @@ class AccumulatedNoise(_Section):
     t_read: float = Field(250e-9, gt=0, le=1, description="read duration of the 1/f fit, s")
 
     @model_validator(mode="after")
-    def _check(self) -> "AccumulatedNoise":
+    def _check(self) -> AccumulatedNoise:
         _check_table(self.g, {"q": self.q})
         return self
 
@@ -235,18 +244,26 @@ class RelaxationQuantiles(_Section):
       unknown); the rank is drawn independently of the programming error.
     """
 
-    reference: Literal["target", "first_read"] = Field(description="target: G(t) - G_target by target bin; "
-                                                                    "first_read: G(t) - G(t[0]) by G(t[0]) bin")
+    reference: Literal["target", "first_read"] = Field(
+        description="target: G(t) - G_target by target bin; first_read: G(t) - G(t[0]) by G(t[0]) bin"
+    )
     g: list[float] = Field(min_length=1, max_length=4096, description="bin centres, uS, strictly increasing")
-    t: list[float] = Field(min_length=2, max_length=1024, description="times since the end of programming, s, "
-                                                                      "strictly increasing, >= 0; t[0] = the first read")
-    p: list[float] = Field(min_length=2, max_length=1001, description="cumulative probabilities, strictly "
-                                                                      "increasing from 0 to 1")
-    q: list[list[list[float]]] = Field(min_length=1, max_length=4096, description="q[i][k][j]: quantile "
-                                       "p[j] at g[i] and t[k], uS (non-decreasing in j)")
+    t: list[float] = Field(
+        min_length=2,
+        max_length=1024,
+        description="times since the end of programming, s, strictly increasing, >= 0; t[0] = the first read",
+    )
+    p: list[float] = Field(
+        min_length=2, max_length=1001, description="cumulative probabilities, strictly increasing from 0 to 1"
+    )
+    q: list[list[list[float]]] = Field(
+        min_length=1,
+        max_length=4096,
+        description="q[i][k][j]: quantile p[j] at g[i] and t[k], uS (non-decreasing in j)",
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "RelaxationQuantiles":
+    def _check(self) -> RelaxationQuantiles:
         if any(b <= a for a, b in zip(self.g, self.g[1:])):
             raise ValueError("g must be strictly increasing")
         if self.t[0] < 0 or any(b <= a for a, b in zip(self.t, self.t[1:])):
@@ -271,24 +288,34 @@ class DriftSpec(_Section):
 
     nu: float = Field(0.0, ge=0, le=1, description="drift exponent (0 = no drift)")
     nu_std: float = Field(0.0, ge=0, le=1, description="device-to-device spread of nu")
-    nu_table: Optional[DriftTable] = Field(None, description="nu and nu_std vs target conductance; replaces "
-                                                            "nu / nu_std when given")
-    accumulated_noise: Optional[AccumulatedNoise] = Field(None, description="1/f noise accumulated until "
-                                                                           "t_inference (null = none)")
+    nu_table: DriftTable | None = Field(
+        None, description="nu and nu_std vs target conductance; replaces nu / nu_std when given"
+    )
+    accumulated_noise: AccumulatedNoise | None = Field(
+        None, description="1/f noise accumulated until t_inference (null = none)"
+    )
     t0: float = Field(20.0, gt=0, le=1e9, description="time of programming verification, s")
     t_inference: float = Field(20.0, gt=0, le=1e12, description="time of the read after programming, s")
-    compensation: bool = Field(False, description="global drift compensation: rescale column outputs by "
-                                                   "the mean drift factor measured on the array")
-    relaxation: Optional[RelaxationQuantiles] = Field(None, description="measured relaxation table (empirical "
-                                                      "mode) used at t_inference; replaces the power law "
-                                                      "and the accumulated noise (null = none)")
+    compensation: bool = Field(
+        False,
+        description="global drift compensation: rescale column outputs by the mean drift factor measured on the array",
+    )
+    relaxation: RelaxationQuantiles | None = Field(
+        None,
+        description="measured relaxation table (empirical "
+        "mode) used at t_inference; replaces the power law "
+        "and the accumulated noise (null = none)",
+    )
 
     @model_validator(mode="after")
-    def _check_relaxation(self) -> "DriftSpec":
-        if self.relaxation is not None and (self.nu or self.nu_std or self.nu_table is not None
-                                            or self.accumulated_noise is not None):
-            raise ValueError("relaxation replaces the power-law drift and the accumulated noise: with a "
-                             "relaxation table nu and nu_std must be 0 and nu_table / accumulated_noise null")
+    def _check_relaxation(self) -> DriftSpec:
+        if self.relaxation is not None and (
+            self.nu or self.nu_std or self.nu_table is not None or self.accumulated_noise is not None
+        ):
+            raise ValueError(
+                "relaxation replaces the power-law drift and the accumulated noise: with a "
+                "relaxation table nu and nu_std must be 0 and nu_table / accumulated_noise null"
+            )
         return self
 
     @model_serializer(mode="wrap")
@@ -302,27 +329,32 @@ class DeviceConfig(_Section):
     name: str = Field("ideal", max_length=200)
     g_min: float = Field(0.0, ge=0, le=1e6, description="lowest programmable conductance, uS")
     g_max: float = Field(100.0, gt=0, le=1e6, description="highest programmable conductance, uS")
-    levels: Optional[int] = Field(None, ge=2, le=65536,
-                                  description="programmable levels evenly spaced in [g_min, g_max]; null = analog")
+    levels: int | None = Field(
+        None, ge=2, le=65536, description="programmable levels evenly spaced in [g_min, g_max]; null = analog"
+    )
     programming: NoiseSpec = Field(default_factory=NoiseSpec, description="static programming error")
     read_noise: NoiseSpec = Field(default_factory=NoiseSpec, description="per-read noise")
     stuck_off_prob: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_min")
     stuck_on_prob: float = Field(0.0, ge=0, le=1, description="probability a device is stuck at g_max")
-    range_d2d_rel: float = Field(0.0, ge=0, le=1,
-                                 description="device-to-device relative sigma of each device's g_max")
+    range_d2d_rel: float = Field(0.0, ge=0, le=1, description="device-to-device relative sigma of each device's g_max")
     drift: DriftSpec = Field(default_factory=DriftSpec)
-    description: str = Field("", max_length=20_000, description="where the device numbers come from (e.g. "
-                             "the provenance that `crossbar fit-device` writes)")
+    description: str = Field(
+        "",
+        max_length=20_000,
+        description="where the device numbers come from (e.g. the provenance that `crossbar fit-device` writes)",
+    )
 
     @model_validator(mode="after")
-    def _check(self) -> "DeviceConfig":
+    def _check(self) -> DeviceConfig:
         if self.g_min >= self.g_max:
             raise ValueError(f"g_min ({self.g_min}) must be smaller than g_max ({self.g_max})")
         if self.stuck_off_prob + self.stuck_on_prob > 1:
             raise ValueError("stuck_off_prob + stuck_on_prob must not exceed 1")
         if self.read_noise.quantiles is not None:
-            raise ValueError("read_noise.quantiles is not supported: quantiles describe the programming error "
-                             "(read noise is Gaussian per read, plus optional flicker)")
+            raise ValueError(
+                "read_noise.quantiles is not supported: quantiles describe the programming error "
+                "(read noise is Gaussian per read, plus optional flicker)"
+            )
         if self.programming.flicker is not None:
             raise ValueError("programming.flicker is not supported: flicker is read noise (read_noise.flicker)")
         return self
@@ -342,20 +374,26 @@ class WiresConfig(_Section):
     r_bl: float = Field(0.0, ge=0, le=1e6, description="bit-line resistance between neighbouring cells, ohm")
     r_driver: float = Field(0.0, ge=0, le=1e6, description="word-line driver output resistance, ohm")
     r_sense: float = Field(0.0, ge=0, le=1e6, description="bit line to the integrator's virtual ground, ohm")
-    r_access: float = Field(0.0, ge=0, le=1e9, description="access transistor (1T1R, gate fully on) in "
-                                                          "series with every cell, ohm")
+    r_access: float = Field(
+        0.0, ge=0, le=1e9, description="access transistor (1T1R, gate fully on) in series with every cell, ohm"
+    )
     ir_drop_aware_programming: bool = Field(
-        False, description="pre-distort weight, ramp and bias targets so the array's effective matrix "
-                           "approaches them (fixed-point iterations, bounded by g_min/g_max)")
-    aware_iterations: int = Field(3, ge=1, le=20, description="fixed-point iterations of IR-drop-aware "
-                                                               "programming")
+        False,
+        description="pre-distort weight, ramp and bias targets so the array's effective matrix "
+        "approaches them (fixed-point iterations, bounded by g_min/g_max)",
+    )
+    aware_iterations: int = Field(3, ge=1, le=20, description="fixed-point iterations of IR-drop-aware programming")
     ramp_rows: Literal["near_sense", "far_sense"] = Field(
-        "near_sense", description="where the NL-ADC's ramp and bias rows sit in the last row-block of a "
-                                  "column block: after the weight rows, next to the integrators "
-                                  "(near_sense), or before them, at the far end of the bit lines")
+        "near_sense",
+        description="where the NL-ADC's ramp and bias rows sit in the last row-block of a "
+        "column block: after the weight rows, next to the integrators "
+        "(near_sense), or before them, at the far end of the bit lines",
+    )
     shared_ramp_column: Literal["near_driver", "far_driver"] = Field(
-        "far_driver", description="with nl_adc.shared_ramp: the ramp column sits before the weight "
-                                  "columns (next to the word-line drivers) or after them")
+        "far_driver",
+        description="with nl_adc.shared_ramp: the ramp column sits before the weight "
+        "columns (next to the word-line drivers) or after them",
+    )
 
     @property
     def ideal(self) -> bool:
@@ -369,25 +407,34 @@ class ArrayConfig(_Section):
     rows: int = Field(256, ge=1, le=1_000_000, description="word lines (inputs) per physical array")
     cols: int = Field(256, ge=1, le=1_000_000, description="bit lines (outputs) per physical array")
     mapping: Literal["differential", "offset"] = Field(
-        "differential", description="differential: w ~ G+ - G-, two devices per weight; offset: w ~ G - "
-                                    "G_ref with one reference column at mid-range per array")
+        "differential",
+        description="differential: w ~ G+ - G-, two devices per weight; offset: w ~ G - "
+        "G_ref with one reference column at mid-range per array",
+    )
     weight_scale: Literal["max", "percentile"] = Field(
-        "max", description="weight value that maps to the full conductance span: max |w| or a percentile")
-    weight_percentile: float = Field(99.9, gt=0, le=100, description="percentile of |w| when weight_scale "
-                                                                    "is 'percentile' (larger weights clip)")
+        "max", description="weight value that maps to the full conductance span: max |w| or a percentile"
+    )
+    weight_percentile: float = Field(
+        99.9, gt=0, le=100, description="percentile of |w| when weight_scale is 'percentile' (larger weights clip)"
+    )
     row_scaling: Literal["shared", "per_input_block"] = Field(
-        "shared", description="shared: one weight reference (conductance scale) for the whole matrix; "
-                              "per_input_block: each input block of a layer (its input x, its recurrent "
-                              "state h, the bias row) gets its own weight reference, and that block's "
-                              "word-line drivers read at amplitude a = w_ref_block / max w_ref_block <= 1 "
-                              "(one extra DAC reference voltage per block)")
+        "shared",
+        description="shared: one weight reference (conductance scale) for the whole matrix; "
+        "per_input_block: each input block of a layer (its input x, its recurrent "
+        "state h, the bias row) gets its own weight reference, and that block's "
+        "word-line drivers read at amplitude a = w_ref_block / max w_ref_block <= 1 "
+        "(one extra DAC reference voltage per block)",
+    )
     v_read: float = Field(0.2, gt=0, le=10, description="nominal read voltage, V")
-    wires: WiresConfig = Field(default_factory=WiresConfig, description="wire parasitics (IR drop); "
-                                                                         "all 0 = ideal wires")
+    wires: WiresConfig = Field(
+        default_factory=WiresConfig, description="wire parasitics (IR drop); all 0 = ideal wires"
+    )
     partial_sums: Literal["digital", "analog"] = Field(
-        "digital", description="how a column split over several row-blocks (arrays) is summed: digital = "
-                               "one ADC conversion per block, added digitally; analog = the blocks' "
-                               "bit-line currents are joined before one conversion (needed by the NL-ADC)")
+        "digital",
+        description="how a column split over several row-blocks (arrays) is summed: digital = "
+        "one ADC conversion per block, added digitally; analog = the blocks' "
+        "bit-line currents are joined before one conversion (needed by the NL-ADC)",
+    )
     bias_in_array: bool = Field(True, description="biases as an extra row driven at full-scale input")
 
     @model_validator(mode="before")
@@ -398,17 +445,24 @@ class ArrayConfig(_Section):
             raise ValueError(
                 f"wire_resistance = {data['wire_resistance']!r} is replaced by the array.wires section "
                 "(it was recorded but never simulated): delete it to keep the earlier results (ideal "
-                "wires), or write \"wires\": {\"r_wl\": R, \"r_bl\": R} to simulate R ohm per segment")
+                'wires), or write "wires": {"r_wl": R, "r_bl": R} to simulate R ohm per segment'
+            )
         return data
 
 
 class DACConfig(_Section):
     """Input digital-to-analog conversion (word-line drivers)."""
 
-    bits: Optional[int] = Field(None, ge=2, le=16, description="input resolution (sign-magnitude, zero included); null = ideal (no quantisation, no clipping)")
+    bits: int | None = Field(
+        None,
+        ge=2,
+        le=16,
+        description="input resolution (sign-magnitude, zero included); null = ideal (no quantisation, no clipping)",
+    )
     range_mode: Literal["fixed", "calibrated"] = Field("fixed")
-    x_max: float = Field(1.0, gt=0, le=1e6, description="inputs are quantised over [-x_max, x_max] "
-                                                        "(fixed mode, or before calibration)")
+    x_max: float = Field(
+        1.0, gt=0, le=1e6, description="inputs are quantised over [-x_max, x_max] (fixed mode, or before calibration)"
+    )
     clip: bool = Field(True, description="clip inputs beyond the range (else: error)")
     calibration_percentile: float = Field(99.99, gt=0, le=100)
 
@@ -439,26 +493,30 @@ def bit_widths(text: str, what: str) -> list[int]:
 class ADCConfig(_Section):
     """Column-output conversion: the kind of ADC and its range."""
 
-    kind: AdcKind = Field("ideal", description="ideal: no quantisation; linear_ramp: conventional uniform "
-                                               "ramp ADC with a fixed reference, activation in digital; "
-                                               "nl_ramp: the in-memory NL-ADC")
+    kind: AdcKind = Field(
+        "ideal",
+        description="ideal: no quantisation; linear_ramp: conventional uniform "
+        "ramp ADC with a fixed reference, activation in digital; "
+        "nl_ramp: the in-memory NL-ADC",
+    )
     bits: int = Field(8, ge=1, le=MAX_ADC_BITS)
     range_mode: Literal["fixed", "calibrated", "function"] = Field(
-        "function", description="fixed: [in_min, in_max]; calibrated: from data; function: the "
-                                "activation's own input range (NL-ADC default)")
+        "function",
+        description="fixed: [in_min, in_max]; calibrated: from data; function: the "
+        "activation's own input range (NL-ADC default)",
+    )
     in_min: float = Field(-8.0, description="lower end of the input range (pre-activation units)")
     in_max: float = Field(8.0, description="upper end of the input range (pre-activation units)")
     calibration_percentile: float = Field(99.9, gt=50, le=100)
 
     @model_validator(mode="after")
-    def _check(self) -> "ADCConfig":
+    def _check(self) -> ADCConfig:
         if self.in_min >= self.in_max:
             raise ValueError(f"in_min ({self.in_min}) must be smaller than in_max ({self.in_max})")
         return self
 
 
-ActivationName = Literal["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity",
-                         "gelu", "silu"]
+ActivationName = Literal["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity", "gelu", "silu"]
 
 
 class RoleFunctions(_Section):
@@ -467,31 +525,47 @@ class RoleFunctions(_Section):
     gate: ActivationName = Field("sigmoid", description="LSTM i/f/o and GRU r/z gates")
     candidate: ActivationName = Field("tanh", description="LSTM g / GRU n candidate")
     cell: Literal["digital", "digital_lut", "nl_adc"] = Field(
-        "digital", description="tanh(c): exact digital, a 2^bits LUT, or an NL-ADC fed by a DAC")
+        "digital", description="tanh(c): exact digital, a 2^bits LUT, or an NL-ADC fed by a DAC"
+    )
 
 
 class NLADCConfig(_Section):
     """The in-memory nonlinear ramp ADC (used when ``adc.kind`` is ``nl_ramp``)."""
 
-    ramp_devices: Optional[int] = Field(None, ge=2, le=4096, description="ramp memristors per column; "
-                                        "null = 2^bits (one per counter step; the only value supported)")
+    ramp_devices: int | None = Field(
+        None,
+        ge=2,
+        le=4096,
+        description="ramp memristors per column; null = 2^bits (one per counter step; the only value supported)",
+    )
     bias_devices: int = Field(5, ge=1, le=64, description="bias-calibration memristors (paper: 5)")
-    calibration: bool = Field(True, description="re-choose the bias conductances after programming to "
-                                                "minimise the max |INL| of the realised thresholds")
+    calibration: bool = Field(
+        True,
+        description="re-choose the bias conductances after programming to "
+        "minimise the max |INL| of the realised thresholds",
+    )
     calibration_iterations: int = Field(2, ge=1, le=20, description="program-and-verify rounds of the bias")
     level_spacing: Literal["mid_tread", "mid_rise"] = Field(
-        "mid_tread", description="mid_tread: output levels include f's range ends (a gate can be exactly "
-                                 "0 or 1); mid_rise: levels at the centres of L equal bins")
+        "mid_tread",
+        description="mid_tread: output levels include f's range ends (a gate can be exactly "
+        "0 or 1); mid_rise: levels at the centres of L equal bins",
+    )
     design: Literal["uniform", "data_aware"] = Field(
-        "uniform", description="uniform output levels (paper) or thresholds fitted to data (Lloyd-Max)")
-    comparator_offset_sigma: float = Field(0.0, ge=0, le=1, description="static per-column comparator "
-                                           "offset, sigma as a fraction of the ramp span")
-    comparator_noise_sigma: float = Field(0.0, ge=0, le=1, description="per-conversion comparator noise, "
-                                          "sigma as a fraction of the ramp span")
-    integrator_gain_sigma: float = Field(0.0, ge=0, le=1, description="per-column relative gain error of "
-                                         "the ramp integrator")
-    shared_ramp: bool = Field(False, description="one ramp column shared by all columns of an array "
-                                                 "(else each column has its own ramp devices)")
+        "uniform", description="uniform output levels (paper) or thresholds fitted to data (Lloyd-Max)"
+    )
+    comparator_offset_sigma: float = Field(
+        0.0, ge=0, le=1, description="static per-column comparator offset, sigma as a fraction of the ramp span"
+    )
+    comparator_noise_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-conversion comparator noise, sigma as a fraction of the ramp span"
+    )
+    integrator_gain_sigma: float = Field(
+        0.0, ge=0, le=1, description="per-column relative gain error of the ramp integrator"
+    )
+    shared_ramp: bool = Field(
+        False,
+        description="one ramp column shared by all columns of an array (else each column has its own ramp devices)",
+    )
     reset_cycles: int = Field(2, ge=0, le=1024, description="counter reset / overhead cycles per conversion")
     functions: RoleFunctions = Field(default_factory=RoleFunctions)
 
@@ -499,10 +573,10 @@ class NLADCConfig(_Section):
 class DatapathConfig(_Section):
     """The digital element-wise datapath of the RNN cell (c = f*c + i*g, h = o*tanh(c), ...)."""
 
-    bits: Optional[int] = Field(None, ge=2, le=32, description="signed fixed-point width of c and h; "
-                                                                "null = float")
-    cell_max: float = Field(8.0, gt=0, le=1e6, description="c is held in [-cell_max, cell_max] "
-                                                          "(saturating); h in [-1, 1]")
+    bits: int | None = Field(None, ge=2, le=32, description="signed fixed-point width of c and h; null = float")
+    cell_max: float = Field(
+        8.0, gt=0, le=1e6, description="c is held in [-cell_max, cell_max] (saturating); h in [-1, 1]"
+    )
 
 
 class CostConfig(_Section):
@@ -510,18 +584,29 @@ class CostConfig(_Section):
 
     node_nm: float = Field(16.0, ge=3, le=250, description="CMOS technology node, nm")
     clock_ghz: float = Field(1.0, gt=0, le=20, description="clock frequency, GHz")
-    library: str = Field("default", max_length=500, description="component library: 'default' or a JSON "
-                                                                "file relative to this config")
-    digital_nl_units: int = Field(32, ge=1, le=1_000_000, description="parallel digital units: activation "
-                                  "units of the conventional architecture, element-wise lanes of all")
+    library: str = Field(
+        "default", max_length=500, description="component library: 'default' or a JSON file relative to this config"
+    )
+    digital_nl_units: int = Field(
+        32,
+        ge=1,
+        le=1_000_000,
+        description="parallel digital units: activation "
+        "units of the conventional architecture, element-wise lanes of all",
+    )
     digital_nl_kind: Literal["lut", "pwl", "cordic"] = Field(
-        "lut", description="digital sigmoid/tanh unit: look-up table (1 cycle), piecewise-linear (2 cycles) or "
-                           "CORDIC (bits + 2 cycles)")
+        "lut",
+        description="digital sigmoid/tanh unit: look-up table (1 cycle), piecewise-linear (2 cycles) or "
+        "CORDIC (bits + 2 cycles)",
+    )
     conventional_adc: Literal["ramp", "sar"] = Field(
-        "ramp", description="column ADC of the conventional architecture: ramp (2^N + reset cycles, shared "
-                            "reference ramp per array) or SAR (N + reset cycles)")
-    input_activity: float = Field(1.0, ge=0, le=1, description="mean (x / x_max)^2 of the word-line inputs "
-                                                               "(1 = peak: every row at full scale)")
+        "ramp",
+        description="column ADC of the conventional architecture: ramp (2^N + reset cycles, shared "
+        "reference ramp per array) or SAR (N + reset cycles)",
+    )
+    input_activity: float = Field(
+        1.0, ge=0, le=1, description="mean (x / x_max)^2 of the word-line inputs (1 = peak: every row at full scale)"
+    )
     digital_macs: int = Field(256, ge=1, le=1_000_000, description="FP16 MAC units of the digital reference")
 
     @field_validator("library")
@@ -533,8 +618,9 @@ class CostConfig(_Section):
         if value != "default":
             parts = PurePosixPath(value.replace("\\", "/")).parts
             if PureWindowsPath(value).is_absolute() or value.startswith("/") or ".." in parts or "~" in value:
-                raise ValueError("must be 'default' or a path inside the config's folder (no absolute paths, "
-                                 "'..' or '~')")
+                raise ValueError(
+                    "must be 'default' or a path inside the config's folder (no absolute paths, '..' or '~')"
+                )
         return value
 
 
@@ -574,7 +660,7 @@ def set_field(data: dict, dotted: str, value: Any) -> None:
 #: for coupled fields (used by :meth:`HardwareConfig.replace`, hence by sweeps): when a change sets
 #: the source, a derived field that followed the old source follows the new one.
 COUPLED_FIELDS: dict[str, tuple[str, Any]] = {
-    "nl_adc.ramp_devices": ("adc.bits", lambda bits: 2 ** bits),  # one ramp device per counter step
+    "nl_adc.ramp_devices": ("adc.bits", lambda bits: 2**bits),  # one ramp device per counter step
 }
 
 
@@ -583,8 +669,9 @@ class HardwareConfig(_Section):
 
     schema_version: Literal[1] = Field(description="version of this schema; must be 1")
     name: str = Field(max_length=200)
-    description: str = Field("", max_length=20_000,
-                             description="where every number comes from (paper, publication, assumption)")
+    description: str = Field(
+        "", max_length=20_000, description="where every number comes from (paper, publication, assumption)"
+    )
     device: DeviceConfig = Field(default_factory=DeviceConfig)
     array: ArrayConfig = Field(default_factory=ArrayConfig)
     dac: DACConfig = Field(default_factory=DACConfig)
@@ -595,13 +682,14 @@ class HardwareConfig(_Section):
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "HardwareConfig":
-        if self.nl_adc.ramp_devices is not None and self.nl_adc.ramp_devices != 2 ** self.adc.bits:
-            raise ValueError(f"nl_adc.ramp_devices ({self.nl_adc.ramp_devices}) must be null or "
-                             f"2^adc.bits = {2 ** self.adc.bits}")
+    def _check(self) -> HardwareConfig:
+        if self.nl_adc.ramp_devices is not None and self.nl_adc.ramp_devices != 2**self.adc.bits:
+            raise ValueError(
+                f"nl_adc.ramp_devices ({self.nl_adc.ramp_devices}) must be null or 2^adc.bits = {2**self.adc.bits}"
+            )
         return self
 
-    def replace(self, **changes: Any) -> "HardwareConfig":
+    def replace(self, **changes: Any) -> HardwareConfig:
         """A validated copy with dotted-path changes, e.g. ``replace(**{"adc.bits": 4})``.
 
         Coupled fields (:data:`COUPLED_FIELDS`) follow their source: a derived field that held the
@@ -693,7 +781,7 @@ def _reject_constant(name: str) -> float:
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
 
 
-def load_config(path: "str | Path | HardwareConfig | dict") -> HardwareConfig:
+def load_config(path: str | Path | HardwareConfig | dict) -> HardwareConfig:
     """Load and validate a hardware-config JSON file (a loaded config is returned as is).
 
     A bare preset name (``rram_nladc_5b``) resolves to ``hw_configs/<name>.json``.
@@ -703,14 +791,16 @@ def load_config(path: "str | Path | HardwareConfig | dict") -> HardwareConfig:
     if isinstance(path, dict):  # an already parsed JSON object
         return validate_config(path, source="<dict>")
     if not isinstance(path, (str, Path)):
-        raise CrossbarInputError(f"a config is a HardwareConfig, a dict, a JSON path or a preset name; got "
-                                 f"{type(path).__name__}")
+        raise CrossbarInputError(
+            f"a config is a HardwareConfig, a dict, a JSON path or a preset name; got {type(path).__name__}"
+        )
     p = Path(path)
     if not p.exists() and not p.suffix and (PRESET_DIR / f"{p.name}.json").is_file():
         p = PRESET_DIR / f"{p.name}.json"
     if not p.exists():
-        raise CrossbarInputError(f"{path}: config file not found (give a path or a preset name: "
-                                 f"{', '.join(q.stem for q in preset_paths())})")
+        raise CrossbarInputError(
+            f"{path}: config file not found (give a path or a preset name: {', '.join(q.stem for q in preset_paths())})"
+        )
     if not p.is_file():
         raise CrossbarInputError(f"{path}: not a regular file (a config is a JSON file)")
     if p.stat().st_size > MAX_CONFIG_BYTES:
@@ -744,8 +834,9 @@ def check_schema_file(path: str | Path) -> None:
     except (OSError, ValueError) as exc:
         raise CrossbarInputError(f"{path}: cannot read JSON Schema ({exc})") from None
     if data != json.loads(json.dumps(json_schema())):
-        raise CrossbarInputError(f"{path}: JSON Schema is out of date with the code; regenerate it with "
-                                 f"`crossbar schema --out {path}`")
+        raise CrossbarInputError(
+            f"{path}: JSON Schema is out of date with the code; regenerate it with `crossbar schema --out {path}`"
+        )
 
 
 def is_json_schema_file(path: str | Path) -> bool:

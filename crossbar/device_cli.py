@@ -6,6 +6,7 @@ The ``crossbar`` command line (``rnn_models/cli.py``) wires them in::
 
 Bad input prints one line ``error: ...`` on stderr and returns 2 (as every other command).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,42 +58,75 @@ def _positive_float(text: str) -> float:
 
 
 def _add_format_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--units", choices=UNITS, default="uS",
-                        help="unit of the conductance columns (g_us, target_*): uS (default), S, or ohm (resistance)")
-    parser.add_argument("--columns", default=None, metavar="NAME=COL,...",
-                        help="map the format's column names to the file's headers, e.g. device_id=addr,g_us=G,t_s=time")
+    parser.add_argument(
+        "--units",
+        choices=UNITS,
+        default="uS",
+        help="unit of the conductance columns (g_us, target_*): uS (default), S, or ohm (resistance)",
+    )
+    parser.add_argument(
+        "--columns",
+        default=None,
+        metavar="NAME=COL,...",
+        help="map the format's column names to the file's headers, e.g. device_id=addr,g_us=G,t_s=time",
+    )
 
 
 def add_fit_device_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", help="measurement CSV (docs/device_fit.md: device_id, g_us, optional target_g_us, "
-                                     "target_lo_us/target_hi_us, program_id, t_s, read_idx, verify_ok, temp_c)")
-    parser.add_argument("--out", required=True, help="JSON to write: the device section (or a whole config with --base)")
-    parser.add_argument("--base", help="hardware config (path or preset) whose other sections to keep; --out is then "
-                                       "a whole config")
+    parser.add_argument(
+        "data",
+        help="measurement CSV (docs/device_fit.md: device_id, g_us, optional target_g_us, "
+        "target_lo_us/target_hi_us, program_id, t_s, read_idx, verify_ok, temp_c)",
+    )
+    parser.add_argument(
+        "--out", required=True, help="JSON to write: the device section (or a whole config with --base)"
+    )
+    parser.add_argument(
+        "--base", help="hardware config (path or preset) whose other sections to keep; --out is then a whole config"
+    )
     parser.add_argument("--plots", metavar="DIR", help="folder for PNG plots of measured vs simulated distributions")
     parser.add_argument("--report", metavar="JSON", help="also write the fit report as JSON")
     _add_format_arguments(parser)
-    parser.add_argument("--method", choices=("auto", "empirical", "parametric"), default="auto",
-                        help="empirical: resample the measured distributions (default when targets are known); "
-                             "parametric: Gaussian sigma(G) + stuck probabilities")
-    parser.add_argument("--reference", choices=("auto", "target", "first_read"), default="auto",
-                        help="relaxation relative to the target (when known) or to the first read")
-    parser.add_argument("--min-per-bin", type=_positive_int, default=30, help="devices per conductance bin (default 30)")
+    parser.add_argument(
+        "--method",
+        choices=("auto", "empirical", "parametric"),
+        default="auto",
+        help="empirical: resample the measured distributions (default when targets are known); "
+        "parametric: Gaussian sigma(G) + stuck probabilities",
+    )
+    parser.add_argument(
+        "--reference",
+        choices=("auto", "target", "first_read"),
+        default="auto",
+        help="relaxation relative to the target (when known) or to the first read",
+    )
+    parser.add_argument(
+        "--min-per-bin", type=_positive_int, default=30, help="devices per conductance bin (default 30)"
+    )
     parser.add_argument("--max-bins", type=_positive_int, default=32, help="most conductance bins (default 32)")
     parser.add_argument("--g-min", type=_nonneg_float, default=None, help="model g_min, uS (default: from the data)")
     parser.add_argument("--g-max", type=_positive_float, default=None, help="model g_max, uS (default: from the data)")
-    parser.add_argument("--t-inference", type=_positive_float, default=None,
-                        help="s after programming at which the crossbar is read (drift.t_inference; default 20 s "
-                             "or the base config's)")
+    parser.add_argument(
+        "--t-inference",
+        type=_positive_float,
+        default=None,
+        help="s after programming at which the crossbar is read (drift.t_inference; default 20 s or the base config's)",
+    )
     parser.add_argument("--name", help="device name (default: fit_<data file stem>)")
     parser.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the goodness-of-fit simulation")
 
 
 def add_simulate_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("device", help="device JSON (what fit-device writes) or a hardware config / preset")
-    parser.add_argument("--targets", required=True, help="CSV in the measurement format without g_us: device_id, "
-                                                         "target (target_g_us or the window), optional program_id, t_s")
-    parser.add_argument("--out", required=True, help="CSV to write: the targets' rows and columns plus the simulated g_us")
+    parser.add_argument(
+        "--targets",
+        required=True,
+        help="CSV in the measurement format without g_us: device_id, "
+        "target (target_g_us or the window), optional program_id, t_s",
+    )
+    parser.add_argument(
+        "--out", required=True, help="CSV to write: the targets' rows and columns plus the simulated g_us"
+    )
     parser.add_argument("--seed", type=_nonneg_int, default=0, help="seed (same seed, same numbers)")
     _add_format_arguments(parser)
 
@@ -142,20 +176,33 @@ def _fit_device(args: argparse.Namespace) -> int:
         base_path = args.base if Path(args.base).is_file() else None
     _check_out(args.out, [("measurement file", args.data), ("--base config", base_path)])
     if args.report:
-        _check_out(args.report, [("measurement file", args.data), ("--base config", base_path), ("--out file", args.out)])
+        _check_out(
+            args.report, [("measurement file", args.data), ("--base config", base_path), ("--out file", args.out)]
+        )
     meas = read_measurements(args.data, units=args.units, columns=parse_columns(args.columns))
     t_inf = args.t_inference
     if t_inf is None and base is not None:
         t_inf = base.device.drift.t_inference
-    opts = FitOptions(method=args.method, reference=args.reference, min_per_bin=args.min_per_bin,
-                      max_bins=args.max_bins, g_min=args.g_min, g_max=args.g_max, t_inference=t_inf,
-                      name=args.name, seed=args.seed)
+    opts = FitOptions(
+        method=args.method,
+        reference=args.reference,
+        min_per_bin=args.min_per_bin,
+        max_bins=args.max_bins,
+        g_min=args.g_min,
+        g_max=args.g_max,
+        t_inference=t_inf,
+        name=args.name,
+        seed=args.seed,
+    )
     res = fit(meas, opts)
     print(res.text)
     if base is not None:
         note = f" Device: {res.device.description}"
-        cfg = base.replace(device=res.device.model_dump(mode="json"), name=args.name or f"{base.name}_{res.device.name}",
-                           description=(base.description + note).strip()[:20_000])
+        cfg = base.replace(
+            device=res.device.model_dump(mode="json"),
+            name=args.name or f"{base.name}_{res.device.name}",
+            description=(base.description + note).strip()[:20_000],
+        )
         write_text(args.out, config_json(cfg))
         print(f"wrote {args.out}: {base.name} with the fitted device {res.device.name}")
     else:
@@ -177,8 +224,9 @@ def _simulate_device(args: argparse.Namespace) -> int:
     device_path = args.device if Path(args.device).is_file() else None
     _check_out(args.out, [("targets file", args.targets), ("device file", device_path)])
     device = load_device(args.device)
-    targets = read_measurements(args.targets, units=args.units, columns=parse_columns(args.columns),
-                                require_g=False, keep_raw=True)
+    targets = read_measurements(
+        args.targets, units=args.units, columns=parse_columns(args.columns), require_g=False, keep_raw=True
+    )
     g = simulate(device, targets, seed=args.seed)
     header = list(targets.header)
     if "g_us" in header:
@@ -195,7 +243,7 @@ def _simulate_device(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m crossbar.device_cli fit-device ...``) until the crossbar command line wires them in."""
+    """Stand-alone entry (``python -m crossbar.device_cli fit-device ...``; ``crossbar`` wires them in too)."""
     parser = argparse.ArgumentParser(prog="crossbar")
     sub = parser.add_subparsers(dest="command", required=True)
     fit_p = sub.add_parser("fit-device", help=FIT_HELP)

@@ -30,6 +30,7 @@ What is fitted from what (methods, stated in every fit's description and in docs
   Ornstein-Uhlenbeck components (non-negative least squares) -> ``read_noise`` (white, per read) and
   ``read_noise.flicker`` (the slow part).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,24 +49,27 @@ from crossbar.rng import generator
 
 # cumulative probabilities of the quantile tables: dense in the tails, where heavy-tailed
 # relaxation and failed devices live
-P_GRID = ([0.0, 0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.075] + [round(0.1 + 0.05 * i, 2) for i in range(17)]
-          + [0.925, 0.95, 0.97, 0.98, 0.99, 0.997, 0.999, 1.0])
-MAX_DISTINCT_TARGETS = 128   # up to this many distinct targets are used as the bins themselves
-TS_MIN_READS = 256           # a programming event with this many evenly spaced reads is a time series
-DECIMALS = 4                 # uS in the written tables (0.1 nS)
+P_GRID = (
+    [0.0, 0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.075]
+    + [round(0.1 + 0.05 * i, 2) for i in range(17)]
+    + [0.925, 0.95, 0.97, 0.98, 0.99, 0.997, 0.999, 1.0]
+)
+MAX_DISTINCT_TARGETS = 128  # up to this many distinct targets are used as the bins themselves
+TS_MIN_READS = 256  # a programming event with this many evenly spaced reads is a time series
+DECIMALS = 4  # uS in the written tables (0.1 nS)
 
 
 @dataclass
 class FitOptions:
-    method: str = "auto"            # auto | empirical | parametric
-    reference: str = "auto"         # auto | target | first_read (relaxation table)
-    min_per_bin: int = 30           # devices per conductance bin (at every time point)
+    method: str = "auto"  # auto | empirical | parametric
+    reference: str = "auto"  # auto | target | first_read (relaxation table)
+    min_per_bin: int = 30  # devices per conductance bin (at every time point)
     max_bins: int = 32
     g_min: float | None = None
     g_max: float | None = None
     t_inference: float | None = None
     name: str | None = None
-    seed: int = 0                   # of the goodness-of-fit simulation
+    seed: int = 0  # of the goodness-of-fit simulation
 
 
 @dataclass
@@ -73,7 +77,7 @@ class FitResult:
     device: DeviceConfig
     report: dict
     text: str
-    plots: dict = field(default_factory=dict)   # data for plot_fit
+    plots: dict = field(default_factory=dict)  # data for plot_fit
 
 
 # ----------------------------------------------------------------------------- small statistics
@@ -132,7 +136,7 @@ def ou_window_fraction(n: np.ndarray, rho: float) -> np.ndarray:
     if rho <= 0:
         return 1 - 1 / n
     one_m = 1 - rho
-    s = rho / one_m - rho * (1 - rho ** n) / (n * one_m ** 2)
+    s = rho / one_m - rho * (1 - rho**n) / (n * one_m**2)
     return np.clip(1 - (1 + 2 * s) / n, 0.0, 1.0)
 
 
@@ -198,8 +202,8 @@ class Bins:
     """Conductance bins: ``centres`` (uS), and a rule mapping values to bin indices."""
 
     centres: np.ndarray
-    edges: np.ndarray | None = None      # equal-count bins
-    discrete: bool = False               # one bin per distinct value (centres = the values)
+    edges: np.ndarray | None = None  # equal-count bins
+    discrete: bool = False  # one bin per distinct value (centres = the values)
 
     def index(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -250,24 +254,29 @@ def _quantiles(values: np.ndarray) -> list[float]:
 class _Events:
     """Per programming event (device, program_id): its rows and summary values."""
 
-    gi: np.ndarray            # event index per row
+    gi: np.ndarray  # event index per row
     n: int
     device: np.ndarray
     program: np.ndarray
-    target: np.ndarray        # per event, NaN unknown
+    target: np.ndarray  # per event, NaN unknown
     lo: np.ndarray
     hi: np.ndarray
-    first_row: np.ndarray     # row of the first read
-    first_label: np.ndarray   # its time point (NaN unknown)
-    is_series: np.ndarray     # bool: a time series (read noise)
+    first_row: np.ndarray  # row of the first read
+    first_label: np.ndarray  # its time point (NaN unknown)
+    is_series: np.ndarray  # bool: a time series (read noise)
     n_reads: np.ndarray
 
 
 def _events(meas: Measurements, label: np.ndarray) -> _Events:
     gi, dev_lab, prog_lab = meas.groups()
     n_ev = len(dev_lab)
-    order = np.lexsort((meas.read_idx if np.isfinite(meas.read_idx).any() else np.zeros(meas.n),
-                        np.where(np.isfinite(meas.t), meas.t, -1.0), gi))
+    order = np.lexsort(
+        (
+            meas.read_idx if np.isfinite(meas.read_idx).any() else np.zeros(meas.n),
+            np.where(np.isfinite(meas.t), meas.t, -1.0),
+            gi,
+        )
+    )
     # per-event target: every given value must agree
     target = np.full(n_ev, np.nan)
     lo, hi = np.full(n_ev, np.nan), np.full(n_ev, np.nan)
@@ -284,7 +293,8 @@ def _events(meas: Measurements, label: np.ndarray) -> _Events:
                 raise CrossbarInputError(
                     f"{meas.path}: row {r + 1}: device {meas.device[r]!r} (program {meas.program[r]!r}) has target "
                     f"{meas.target[r]:g} uS but row {r0 + 1} gave {target[e]:g} uS; one programming event has "
-                    f"one target (use program_id to tell programming events apart)")
+                    f"one target (use program_id to tell programming events apart)"
+                )
     starts = np.r_[True, gi[order][1:] != gi[order][:-1]]
     first_row = np.empty(n_ev, dtype=np.int64)
     first_row[gi[order][starts]] = order[starts]
@@ -297,8 +307,19 @@ def _events(meas: Measurements, label: np.ndarray) -> _Events:
             d = np.diff(t)
             if d.min() > 0 and (d.max() - d.min()) <= 1e-3 * np.median(d):
                 is_series[e] = True
-    return _Events(gi=gi, n=n_ev, device=dev_lab, program=prog_lab, target=target, lo=lo, hi=hi,
-                   first_row=first_row, first_label=label[first_row], is_series=is_series, n_reads=n_reads)
+    return _Events(
+        gi=gi,
+        n=n_ev,
+        device=dev_lab,
+        program=prog_lab,
+        target=target,
+        lo=lo,
+        hi=hi,
+        first_row=first_row,
+        first_label=label[first_row],
+        is_series=is_series,
+        n_reads=n_reads,
+    )
 
 
 def _set_means(meas: Measurements, ev: _Events, label: np.ndarray) -> np.ndarray:
@@ -306,8 +327,7 @@ def _set_means(meas: Measurements, ev: _Events, label: np.ndarray) -> np.ndarray
     that the programming and relaxation tables describe the device's state, not one read's noise;
     a single read is its own mean)."""
     lab = np.where(np.isfinite(label), label, -1.0)
-    _u, inv, cnt = np.unique(np.stack([ev.gi.astype(float), lab], 1), axis=0, return_inverse=True,
-                             return_counts=True)
+    _u, inv, cnt = np.unique(np.stack([ev.gi.astype(float), lab], 1), axis=0, return_inverse=True, return_counts=True)
     inv = inv.reshape(-1)
     return (np.bincount(inv, weights=meas.g) / cnt)[inv]
 
@@ -324,13 +344,24 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         raise CrossbarInputError(f"{meas.path}: fit-device needs the measured conductance g_us in every row")
     label, _ = time_points(meas.t)
     ev = _events(meas, label)
-    rep: dict = {"file": meas.path, "sha256": meas.sha256, "rows": meas.n, "devices": int(len(np.unique(meas.device))),
-                 "programming_events": ev.n, "columns": meas.columns, "notes": []}
+    rep: dict = {
+        "file": meas.path,
+        "sha256": meas.sha256,
+        "rows": meas.n,
+        "devices": int(len(np.unique(meas.device))),
+        "programming_events": ev.n,
+        "columns": meas.columns,
+        "notes": [],
+    }
     notes = rep["notes"]
     g_all = meas.g
-    rep["conductance_uS"] = {"min": float(g_all.min()), "p01": float(np.percentile(g_all, 1)),
-                             "median": float(np.median(g_all)), "p99": float(np.percentile(g_all, 99)),
-                             "max": float(g_all.max())}
+    rep["conductance_uS"] = {
+        "min": float(g_all.min()),
+        "p01": float(np.percentile(g_all, 1)),
+        "median": float(np.median(g_all)),
+        "p99": float(np.percentile(g_all, 99)),
+        "max": float(g_all.max()),
+    }
     if np.isfinite(meas.temp_c).any():
         tc = meas.temp_c[np.isfinite(meas.temp_c)]
         rep["temp_c"] = {"min": float(tc.min()), "max": float(tc.max())}
@@ -338,7 +369,7 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
             notes.append(f"reads span {tc.min():g}..{tc.max():g} C; the fit pools all temperatures")
     ev_ok = ~ev.is_series
     g_set = _set_means(meas, ev, label)
-    g_first = g_set[ev.first_row]          # state after programming: mean of the reads at the first time
+    g_first = g_set[ev.first_row]  # state after programming: mean of the reads at the first time
     known = ev_ok & np.isfinite(ev.target)
     rep["events_with_target"] = int(known.sum())
     rep["time_series_events"] = int(ev.is_series.sum())
@@ -355,9 +386,11 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         level_count = None
         if 2 <= len(levels) <= 65536 and steps.size and np.all(np.abs(steps - steps.mean()) <= 0.01 * steps.mean()):
             level_count = int(len(levels))
-        range_rule = (f"g_min/g_max = lowest/highest target; levels = {level_count} (the distinct targets are "
-                      "evenly spaced)" if level_count else "g_min/g_max = lowest/highest target; analog (targets not "
-                      "a few evenly spaced levels)")
+        range_rule = (
+            f"g_min/g_max = lowest/highest target; levels = {level_count} (the distinct targets are evenly spaced)"
+            if level_count
+            else "g_min/g_max = lowest/highest target; analog (targets not a few evenly spaced levels)"
+        )
     else:
         src = g_first[ev_ok] if ev_ok.any() else g_all
         g_min, g_max, level_count = float(src.min()), float(src.max()), None
@@ -368,8 +401,10 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         g_max, range_rule = float(opts.g_max), range_rule + "; g_max given (--g-max)"
     g_min = max(g_min, 0.0)
     if not g_max > g_min:
-        raise CrossbarInputError(f"{meas.path}: the conductance range is empty (g_min {g_min:g} uS >= g_max "
-                                 f"{g_max:g} uS); give --g-min / --g-max")
+        raise CrossbarInputError(
+            f"{meas.path}: the conductance range is empty (g_min {g_min:g} uS >= g_max "
+            f"{g_max:g} uS); give --g-min / --g-max"
+        )
     device.update(g_min=round(g_min, 6), g_max=round(g_max, 6), levels=level_count)
     rep["range"] = {"g_min": g_min, "g_max": g_max, "levels": level_count, "rule": range_rule}
     prov.append(f"range: {range_rule}")
@@ -384,8 +419,16 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         rows = []
         for i, c in enumerate(bins_t.centres):
             e = err[bi == i]
-            rows.append({"g": float(c), "n": int(e.size), "mean": float(e.mean()), "std": float(e.std()),
-                         "core_sigma": core_sigma(e), "mad_sigma": mad_sigma(e)})
+            rows.append(
+                {
+                    "g": float(c),
+                    "n": int(e.size),
+                    "mean": float(e.mean()),
+                    "std": float(e.std()),
+                    "core_sigma": core_sigma(e),
+                    "mad_sigma": mad_sigma(e),
+                }
+            )
         a, b = abs_rel_fit(bins_t.centres, [r["core_sigma"] for r in rows])
         # failed verify and stuck devices
         vo = meas.verify_ok[ev.first_row[known]]
@@ -404,22 +447,38 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         margin = 5 * float(np.nanmedian([r["core_sigma"] for r in rows]))
         on = failed & (g_first[known] > top + margin)
         off = failed & (g_first[known] < bottom - margin)
-        off_text = (f"below {bottom - margin:.4g} uS = stuck at OFF" if bottom - margin > 0 else
-                    f"stuck at OFF would read below {bottom - margin:.4g} uS: none possible")
-        stuck_rule = (f"verify failed ({fail_rule}) and the read beyond the programmable range by more than 5 "
-                      f"median core sigmas ({margin:.3g} uS): above {top + margin:.4g} uS (highest target / window "
-                      f"edge {top:g} uS + margin) = stuck at ON; {off_text}")
-        prog = {"bins": rows, "abs_rel": {"sigma_abs": a, "sigma_rel": b}, "n": int(known.sum()),
-                "verify_failed": float(failed.mean()), "stuck_on": float(on.mean()), "stuck_off": float(off.mean()),
-                "stuck_rule": stuck_rule, "bin_rule": ("one bin per distinct target" if bins_t.discrete else
-                                                        f"{len(bins_t.centres)} equal-count target bins")}
+        off_text = (
+            f"below {bottom - margin:.4g} uS = stuck at OFF"
+            if bottom - margin > 0
+            else f"stuck at OFF would read below {bottom - margin:.4g} uS: none possible"
+        )
+        stuck_rule = (
+            f"verify failed ({fail_rule}) and the read beyond the programmable range by more than 5 "
+            f"median core sigmas ({margin:.3g} uS): above {top + margin:.4g} uS (highest target / window "
+            f"edge {top:g} uS + margin) = stuck at ON; {off_text}"
+        )
+        prog = {
+            "bins": rows,
+            "abs_rel": {"sigma_abs": a, "sigma_rel": b},
+            "n": int(known.sum()),
+            "verify_failed": float(failed.mean()),
+            "stuck_on": float(on.mean()),
+            "stuck_off": float(off.mean()),
+            "stuck_rule": stuck_rule,
+            "bin_rule": (
+                "one bin per distinct target" if bins_t.discrete else f"{len(bins_t.centres)} equal-count target bins"
+            ),
+        }
         rep["programming"] = prog
         if method == "auto":
             method = "empirical"
     else:
-        notes.append("no (or too few) targets: programming error not fitted (programming is ideal: G = target)"
-                     if not known.any() else f"only {int(known.sum())} events with a target (< --min-per-bin "
-                     f"{opts.min_per_bin}): programming error not fitted")
+        notes.append(
+            "no (or too few) targets: programming error not fitted (programming is ideal: G = target)"
+            if not known.any()
+            else f"only {int(known.sum())} events with a target (< --min-per-bin "
+            f"{opts.min_per_bin}): programming error not fitted"
+        )
     if method == "auto":
         method = "empirical"
     rep["method"] = method
@@ -427,26 +486,35 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         if method == "empirical":
             err = g_first[known] - ev.target[known]
             bi = bins_t.index(ev.target[known])
-            device["programming"] = {"quantiles": {"g": [round(float(c), 6) for c in bins_t.centres],
-                                                   "p": P_GRID, "q": [_quantiles(err[bi == i])
-                                                                      for i in range(len(bins_t.centres))]}}
-            prov.append(f"programming: empirical quantiles of (first read - target) per target bin "
-                        f"({prog['bin_rule']}; {prog['n']} events, {min(r['n'] for r in prog['bins'])}.."
-                        f"{max(r['n'] for r in prog['bins'])} per bin); stuck devices are part of the measured "
-                        f"distribution (stuck_*_prob = 0; measured: ON {prog['stuck_on']:.4f}, OFF "
-                        f"{prog['stuck_off']:.4f}; rule: {prog['stuck_rule']})")
+            device["programming"] = {
+                "quantiles": {
+                    "g": [round(float(c), 6) for c in bins_t.centres],
+                    "p": P_GRID,
+                    "q": [_quantiles(err[bi == i]) for i in range(len(bins_t.centres))],
+                }
+            }
+            prov.append(
+                f"programming: empirical quantiles of (first read - target) per target bin "
+                f"({prog['bin_rule']}; {prog['n']} events, {min(r['n'] for r in prog['bins'])}.."
+                f"{max(r['n'] for r in prog['bins'])} per bin); stuck devices are part of the measured "
+                f"distribution (stuck_*_prob = 0; measured: ON {prog['stuck_on']:.4f}, OFF "
+                f"{prog['stuck_off']:.4f}; rule: {prog['stuck_rule']})"
+            )
         else:
             sig = [max(r["core_sigma"], 0.0) for r in prog["bins"]]
             if len(sig) >= 2:
-                device["programming"] = {"table": {"g": [round(float(c), 6) for c in bins_t.centres],
-                                                   "sigma": [round(s, 6) for s in sig]}}
+                device["programming"] = {
+                    "table": {"g": [round(float(c), 6) for c in bins_t.centres], "sigma": [round(s, 6) for s in sig]}
+                }
             else:
                 device["programming"] = {"sigma_abs": round(sig[0], 6)}
             device["stuck_on_prob"] = round(prog["stuck_on"], 6)
             device["stuck_off_prob"] = round(prog["stuck_off"], 6)
-            prov.append(f"programming: Gaussian sigma(G) = core sigma (std within 5 robust sigmas of the median) of "
-                        f"(first read - target) per target bin ({prog['bin_rule']}; {prog['n']} events); "
-                        f"stuck_on/off_prob measured by the rule: {prog['stuck_rule']}")
+            prov.append(
+                f"programming: Gaussian sigma(G) = core sigma (std within 5 robust sigmas of the median) of "
+                f"(first read - target) per target bin ({prog['bin_rule']}; {prog['n']} events); "
+                f"stuck_on/off_prob measured by the rule: {prog['stuck_rule']}"
+            )
 
     # ---- relaxation
     relax = _fit_relaxation(meas, ev, label, known, bins_t, opts, rep, notes, g_set)
@@ -455,8 +523,10 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
             device.setdefault("drift", {})["relaxation"] = relax["table"]
             prov.append(relax["provenance"])
         else:
-            notes.append("parametric method: the measured relaxation is reported but not modelled (the power law "
-                         "cannot express it; use --method empirical)")
+            notes.append(
+                "parametric method: the measured relaxation is reported but not modelled (the power law "
+                "cannot express it; use --method empirical)"
+            )
     # ---- read noise
     rn = _fit_read_noise(meas, ev, label, rep, notes)
     if rn is not None:
@@ -469,12 +539,16 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         drift["t_inference"] = float(opts.t_inference)
     t_inf = drift.get("t_inference", 20.0)
     if relax is not None and method == "empirical" and t_inf > relax["table"]["t"][-1]:
-        notes.append(f"t_inference {t_inf:g} s is beyond the last measured time {relax['table']['t'][-1]:g} s: the "
-                     "relaxation is held at its last measured state there")
+        notes.append(
+            f"t_inference {t_inf:g} s is beyond the last measured time {relax['table']['t'][-1]:g} s: the "
+            "relaxation is held at its last measured state there"
+        )
     prov.append(f"drift.t_inference = {t_inf:g} s ({'--t-inference' if opts.t_inference is not None else 'default'})")
-    header = (f"Fitted by `crossbar fit-device` ({method}) from {Path(meas.path).name} (sha256 {meas.sha256}; "
-              f"{meas.n} rows, {rep['devices']} devices, {ev.n} programming events, {int(ev.is_series.sum())} time "
-              f"series). ")
+    header = (
+        f"Fitted by `crossbar fit-device` ({method}) from {Path(meas.path).name} (sha256 {meas.sha256}; "
+        f"{meas.n} rows, {rep['devices']} devices, {ev.n} programming events, {int(ev.is_series.sum())} time "
+        f"series). "
+    )
     device["description"] = (header + " ".join(p if p.endswith(".") else p + "." for p in prov))[:20_000]
     dev_cfg = validate_device(device, f"<fit of {meas.path}>")
     res = FitResult(device=dev_cfg, report=rep, text="")
@@ -501,19 +575,24 @@ def _fit_relaxation(meas, ev, label, known, bins_t, opts, rep, notes, g_set):
     t_ref = float(vals[np.argmax(cnt)])
     use = multi & (ev.first_label == t_ref)
     if (multi & ~use).any():
-        notes.append(f"relaxation: {int((multi & ~use).sum())} events whose first read is not at t = {t_ref:g} s "
-                     "are left out")
+        notes.append(
+            f"relaxation: {int((multi & ~use).sum())} events whose first read is not at t = {t_ref:g} s are left out"
+        )
     reference = opts.reference
     if reference == "auto":
         reference = "target" if bins_t is not None and (use & known).sum() >= 0.5 * use.sum() else "first_read"
     if reference == "target":
         if bins_t is None:
-            raise CrossbarInputError(f"{meas.path}: --reference target needs targets (target_g_us or the verify "
-                                     "window) for the programming events")
+            raise CrossbarInputError(
+                f"{meas.path}: --reference target needs targets (target_g_us or the verify "
+                "window) for the programming events"
+            )
         use = use & known
     if use.sum() < opts.min_per_bin:
-        notes.append(f"relaxation: only {int(use.sum())} events with reads at several times (< --min-per-bin "
-                     f"{opts.min_per_bin}): not fitted")
+        notes.append(
+            f"relaxation: only {int(use.sum())} events with reads at several times (< --min-per-bin "
+            f"{opts.min_per_bin}): not fitted"
+        )
         return None
     g_ref = g_set[ev.first_row]
     if reference == "target":
@@ -522,8 +601,11 @@ def _fit_relaxation(meas, ev, label, known, bins_t, opts, rep, notes, g_set):
         key, bins = g_ref, _value_bins(g_ref[use], opts)
     # value of each event at each later time point: the mean of its reads at that time
     rows = np.flatnonzero(lab_ok & use[ev.gi])
-    rows = rows[np.lexsort((meas.read_idx[rows] if np.isfinite(meas.read_idx).any() else np.zeros(rows.size),
-                            label[rows], ev.gi[rows]))]
+    rows = rows[
+        np.lexsort(
+            (meas.read_idx[rows] if np.isfinite(meas.read_idx).any() else np.zeros(rows.size), label[rows], ev.gi[rows])
+        )
+    ]
     key_rows = np.stack([ev.gi[rows], label[rows]], 1)
     firsts = np.r_[True, np.any(key_rows[1:] != key_rows[:-1], axis=1)]
     rows = rows[firsts]
@@ -547,8 +629,10 @@ def _fit_relaxation(meas, ev, label, known, bins_t, opts, rep, notes, g_set):
         kept.append(float(t))
         per_time[float(t)] = (bi, v, g_set[r] - g_ref[e])
     if dropped:
-        notes.append(f"relaxation: time points {', '.join(f'{t:g}' for t in dropped)} s left out (fewer than {need} "
-                     "devices in some conductance bin)")
+        notes.append(
+            f"relaxation: time points {', '.join(f'{t:g}' for t in dropped)} s left out (fewer than {need} "
+            "devices in some conductance bin)"
+        )
     if len(kept) < 2:
         notes.append("relaxation: no later time point with enough devices per bin: not fitted")
         return None
@@ -567,12 +651,23 @@ def _fit_relaxation(meas, ev, label, known, bins_t, opts, rep, notes, g_set):
         q.append(per_t)
         stats.append({"g": float(bins.centres[i]), "per_t": row_stats})
     table = {"reference": reference, "g": [round(float(c), 6) for c in bins.centres], "t": kept, "p": P_GRID, "q": q}
-    what = "G(t) - target, per target bin" if reference == "target" else \
-        "G(t) - G(first read), per bin of the first read (targets unknown)"
-    prov = (f"relaxation: empirical quantiles of {what} at t = {', '.join(f'{t:g}' for t in kept)} s "
-            f"({int(use.sum())} events; {nb} bins; held after {kept[-1]:g} s)")
-    rep["relaxation"] = {"reference": reference, "t_ref": t_ref, "times": kept, "events": int(use.sum()),
-                         "bins": stats, "dropped_times": dropped}
+    what = (
+        "G(t) - target, per target bin"
+        if reference == "target"
+        else "G(t) - G(first read), per bin of the first read (targets unknown)"
+    )
+    prov = (
+        f"relaxation: empirical quantiles of {what} at t = {', '.join(f'{t:g}' for t in kept)} s "
+        f"({int(use.sum())} events; {nb} bins; held after {kept[-1]:g} s)"
+    )
+    rep["relaxation"] = {
+        "reference": reference,
+        "t_ref": t_ref,
+        "times": kept,
+        "events": int(use.sum()),
+        "bins": stats,
+        "dropped_times": dropped,
+    }
     return {"table": table, "provenance": prov, "bins": bins, "use": use, "key": key, "reference": reference}
 
 
@@ -593,7 +688,7 @@ def _fit_read_noise(meas, ev, label, rep, notes):
             s1 = np.bincount(inv, weights=g)
             s2 = np.bincount(inv, weights=g * g)
             mean = s1 / cnt
-            var = np.maximum(s2 / cnt - mean ** 2, 0.0) * cnt / np.maximum(cnt - 1, 1)
+            var = np.maximum(s2 / cnt - mean**2, 0.0) * cnt / np.maximum(cnt - 1, 1)
             mean, var = mean[multi], var[multi]
             edges = _equal_count_edges(mean, 16, 10)
             bi = _assign(mean, edges)
@@ -601,8 +696,13 @@ def _fit_read_noise(meas, ev, label, rep, notes):
             for i in range(len(edges) - 1):
                 m = bi == i
                 if m.any():
-                    rows.append({"g": float(np.median(mean[m])), "n_sets": int(m.sum()),
-                                 "sigma": float(math.sqrt(var[m].mean()))})
+                    rows.append(
+                        {
+                            "g": float(np.median(mean[m])),
+                            "n_sets": int(m.sum()),
+                            "sigma": float(math.sqrt(var[m].mean())),
+                        }
+                    )
             a, b = abs_rel_fit([r["g"] for r in rows], [r["sigma"] for r in rows])
             rep_sets = {"bins": rows, "abs_rel": {"sigma_abs": a, "sigma_rel": b}, "sets": int(multi.sum())}
             rep["read_noise_repeated"] = rep_sets
@@ -632,12 +732,18 @@ def _fit_read_noise(meas, ev, label, rep, notes):
             out_spec["table"] = {"g": [round(v, 6) for v in gs], "sigma": [round(v, 6) for v in white]}
         else:
             out_spec["sigma_abs"] = round(white[0], 6)
-        out_spec["flicker"] = {"tau": [float(f"{t:.6g}") for t in taus], "g": [round(v, 6) for v in gs],
-                               "sigma": [[round(float(v), 6) for v in c] for c in comps]}
+        out_spec["flicker"] = {
+            "tau": [float(f"{t:.6g}") for t in taus],
+            "g": [round(v, 6) for v in gs],
+            "sigma": [[round(float(v), 6) for v in c] for c in comps],
+        }
         slopes = ", ".join(format(s["psd_slope"], ".2f") for s in series)
-        prov.append(f"read noise: {len(series)} time series (Welch PSD slope {slopes}); windowed sigma(T) fitted by white noise "
-                    f"(read_noise, per read) + {len(taus)} Ornstein-Uhlenbeck components tau = {taus[0]:.3g}..{taus[-1]:.3g} s "
-                    f"(read_noise.flicker), non-negative least squares, per series, tabulated over its mean G")
+        prov.append(
+            f"read noise: {len(series)} time series (Welch PSD slope {slopes}); "
+            "windowed sigma(T) fitted by white noise "
+            f"(read_noise, per read) + {len(taus)} Ornstein-Uhlenbeck components tau = {taus[0]:.3g}..{taus[-1]:.3g} s "
+            f"(read_noise.flicker), non-negative least squares, per series, tabulated over its mean G"
+        )
         if rep_sets is not None:
             notes.append("repeated reads and time series both present: the per-read sigma comes from the time series")
     elif rep_sets is not None:
@@ -646,8 +752,9 @@ def _fit_read_noise(meas, ev, label, rep, notes):
             out_spec["table"] = {"g": [round(r["g"], 6) for r in rows], "sigma": [round(r["sigma"], 6) for r in rows]}
         else:
             out_spec["sigma_abs"] = round(rows[0]["sigma"], 6)
-        prov.append(f"read noise: sigma(G) of repeated reads at one time ({rep_sets['sets']} sets, std per set, "
-                    f"RMS per G bin)")
+        prov.append(
+            f"read noise: sigma(G) of repeated reads at one time ({rep_sets['sets']} sets, std per set, RMS per G bin)"
+        )
     if not out_spec:
         return None
     return {"spec": out_spec, "provenance": "; ".join(prov)}
@@ -672,11 +779,22 @@ def _fit_series(x: np.ndarray, dt: float, name: str) -> dict:
     model = A @ coef
     win = [T for T in WINDOWS_S if 2 <= round(T / dt) <= n_total]
     measured = {f"{T:g}": windowed_sigma(x, int(round(T / dt))) for T in win}
-    return {"series": name, "reads": n_total, "dt_s": dt, "g_mean": float(np.mean(x)), "psd_slope": slope,
-            "psd_band_hz": list(band), "white_sigma": float(math.sqrt(coef[0])),
-            "window_fit_max_rel_err": float(np.max(np.abs(np.sqrt(model / y) - 1))),
-            "windowed_sigma_measured": measured,
-            "_taus": taus, "_sigmas": np.sqrt(coef[1:]), "_x": x, "_f": f, "_pxx": pxx}
+    return {
+        "series": name,
+        "reads": n_total,
+        "dt_s": dt,
+        "g_mean": float(np.mean(x)),
+        "psd_slope": slope,
+        "psd_band_hz": list(band),
+        "white_sigma": float(math.sqrt(coef[0])),
+        "window_fit_max_rel_err": float(np.max(np.abs(np.sqrt(model / y) - 1))),
+        "windowed_sigma_measured": measured,
+        "_taus": taus,
+        "_sigmas": np.sqrt(coef[1:]),
+        "_x": x,
+        "_f": f,
+        "_pxx": pxx,
+    }
 
 
 # ------------------------------------------------------------------------------- simulation
@@ -696,21 +814,30 @@ def simulate(device: DeviceConfig, targets: Measurements, seed: int = 0) -> np.n
         if np.isnan(target[e]):
             target[e] = targets.target[r]
         elif not math.isclose(targets.target[r], target[e], rel_tol=1e-9, abs_tol=1e-9):
-            raise CrossbarInputError(f"{targets.path}: row {r + 1}: device {targets.device[r]!r} (program "
-                                     f"{targets.program[r]!r}) has target {targets.target[r]:g} uS but an earlier row "
-                                     f"gave {target[e]:g} uS; one programming event has one target")
+            raise CrossbarInputError(
+                f"{targets.path}: row {r + 1}: device {targets.device[r]!r} (program "
+                f"{targets.program[r]!r}) has target {targets.target[r]:g} uS but an earlier row "
+                f"gave {target[e]:g} uS; one programming event has one target"
+            )
     missing = np.flatnonzero(np.isnan(target[gi]))
     if missing.size:
         r = int(missing[0])
-        raise CrossbarInputError(f"{targets.path}: row {r + 1}: device {targets.device[r]!r} has no target (give "
-                                 "target_g_us or target_lo_us/target_hi_us in at least one row of each programming "
-                                 "event; simulate-device programs each event to its target)")
+        raise CrossbarInputError(
+            f"{targets.path}: row {r + 1}: device {targets.device[r]!r} has no target (give "
+            "target_g_us or target_lo_us/target_hi_us in at least one row of each programming "
+            "event; simulate-device programs each event to its target)"
+        )
     dtype = torch.float64
     p = devices.program(torch.tensor(target, dtype=dtype), device, generator(seed, "simulate-device/program"))
     t = np.where(np.isfinite(targets.t), targets.t, 0.0)
     idx = torch.as_tensor(gi, dtype=torch.long)
-    rows = devices.ProgrammedDevices(g=p.g[idx], g_max_dev=p.g_max_dev[idx], nu=p.nu[idx], stuck=p.stuck[idx],
-                                     z_acc=None if p.z_acc is None else p.z_acc[idx])
+    rows = devices.ProgrammedDevices(
+        g=p.g[idx],
+        g_max_dev=p.g_max_dev[idx],
+        nu=p.nu[idx],
+        stuck=p.stuck[idx],
+        z_acc=None if p.z_acc is None else p.z_acc[idx],
+    )
     state = devices.conductance_at(rows.g, rows, device.drift, torch.as_tensor(t, dtype=dtype))
     g = devices.read(state, device.read_noise, generator(seed, "simulate-device/read")).numpy().copy()
     if device.read_noise.flicker is not None:
@@ -759,8 +886,14 @@ def _goodness(res: FitResult, meas, ev, label, known, bins_t, relax, opts) -> No
             for i in range(len(bins.centres)):
                 mi = m & (b_ev[ev.gi] == i)
                 row.append(ks(meas.g[mi], sim[mi]) if mi.sum() >= 5 else float("nan"))
-            ks_tab.append({"t": t, "ks": row, "median": float(np.nanmedian(row)) if np.isfinite(row).any() else None,
-                           "max": float(np.nanmax(row)) if np.isfinite(row).any() else None})
+            ks_tab.append(
+                {
+                    "t": t,
+                    "ks": row,
+                    "median": float(np.nanmedian(row)) if np.isfinite(row).any() else None,
+                    "max": float(np.nanmax(row)) if np.isfinite(row).any() else None,
+                }
+            )
         rep["goodness"]["ks"] = {"by": ref_name, "g": [float(c) for c in bins.centres], "per_time": ks_tab}
         plots["ks_bins"], plots["ks_key"], plots["ks_sel"] = bins, key, sel_ev
     if ev.is_series.any():
@@ -770,46 +903,78 @@ def _goodness(res: FitResult, meas, ev, label, known, bins_t, relax, opts) -> No
             rows = rows[np.argsort(meas.t[rows])]
             dt = float(np.median(np.diff(meas.t[rows])))
             x_m, x_s = meas.g[rows], sim[rows]
-            win = {f"{T:g}": windowed_sigma(x_s, int(round(T / dt))) for T in WINDOWS_S
-                   if 2 <= round(T / dt) <= len(rows)}
+            win = {
+                f"{T:g}": windowed_sigma(x_s, int(round(T / dt))) for T in WINDOWS_S if 2 <= round(T / dt) <= len(rows)
+            }
             meas_win = {k: windowed_sigma(x_m, int(round(float(k) / dt))) for k in win}
-            sims.append({"series": f"{ev.device[e]}/{ev.program[e]}", "psd_slope_simulated": psd_slope(x_s, 1 / dt)[0],
-                         "windowed_sigma_simulated": win,
-                         "windowed_sigma_ratio": {k: win[k] / meas_win[k] for k in win}})
+            sims.append(
+                {
+                    "series": f"{ev.device[e]}/{ev.program[e]}",
+                    "psd_slope_simulated": psd_slope(x_s, 1 / dt)[0],
+                    "windowed_sigma_simulated": win,
+                    "windowed_sigma_ratio": {k: win[k] / meas_win[k] for k in win},
+                }
+            )
         rep["goodness"]["time_series"] = sims
 
 
 def _targets_like(meas: Measurements, target_rows: np.ndarray) -> Measurements:
     nan = np.full(meas.n, np.nan)
-    return Measurements(path=meas.path, sha256=meas.sha256, header=meas.header, columns=meas.columns,
-                        device=meas.device, program=meas.program, g=nan, target=target_rows, lo=nan, hi=nan,
-                        t=meas.t, read_idx=meas.read_idx, verify_ok=meas.verify_ok, temp_c=meas.temp_c)
+    return Measurements(
+        path=meas.path,
+        sha256=meas.sha256,
+        header=meas.header,
+        columns=meas.columns,
+        device=meas.device,
+        program=meas.program,
+        g=nan,
+        target=target_rows,
+        lo=nan,
+        hi=nan,
+        t=meas.t,
+        read_idx=meas.read_idx,
+        verify_ok=meas.verify_ok,
+        temp_c=meas.temp_c,
+    )
 
 
 # ----------------------------------------------------------------------------------- report
 def format_report(res: FitResult) -> str:
     rep = res.report
-    out = [f"fit-device: {rep['file']} ({rep['rows']} rows, {rep['devices']} devices, {rep['programming_events']} "
-           f"programming events, {rep['time_series_events']} time series); method {rep['method']}"]
+    out = [
+        f"fit-device: {rep['file']} ({rep['rows']} rows, {rep['devices']} devices, {rep['programming_events']} "
+        f"programming events, {rep['time_series_events']} time series); method {rep['method']}"
+    ]
     c = rep["conductance_uS"]
-    out.append(f"conductance range (all reads): {c['min']:.4g} .. {c['max']:.4g} uS (1 % {c['p01']:.4g}, median "
-               f"{c['median']:.4g}, 99 % {c['p99']:.4g}); model range {rep['range']['g_min']:.4g} .. "
-               f"{rep['range']['g_max']:.4g} uS, {rep['range']['levels'] or 'analog'} levels ({rep['range']['rule']})")
+    out.append(
+        f"conductance range (all reads): {c['min']:.4g} .. {c['max']:.4g} uS (1 % {c['p01']:.4g}, median "
+        f"{c['median']:.4g}, 99 % {c['p99']:.4g}); model range {rep['range']['g_min']:.4g} .. "
+        f"{rep['range']['g_max']:.4g} uS, {rep['range']['levels'] or 'analog'} levels ({rep['range']['rule']})"
+    )
     pr = rep.get("programming")
     if pr:
         out.append(f"programming error (first read - target), {pr['n']} events, {pr['bin_rule']}:")
         out.append("  target_uS      n     mean_uS    std_uS  core_sigma  mad_sigma")
         for r in pr["bins"]:
-            out.append(f"  {r['g']:9.3f} {r['n']:6d} {r['mean']:10.3f} {r['std']:9.3f} {r['core_sigma']:11.3f} "
-                       f"{r['mad_sigma']:10.3f}")
+            out.append(
+                f"  {r['g']:9.3f} {r['n']:6d} {r['mean']:10.3f} {r['std']:9.3f} {r['core_sigma']:11.3f} "
+                f"{r['mad_sigma']:10.3f}"
+            )
         ar = pr["abs_rel"]
-        out.append(f"  abs + rel fit of the core sigma: sigma(G) = sqrt({ar['sigma_abs']:.4g}^2 + ({ar['sigma_rel']:.4g} G)^2) uS")
-        out.append(f"  verify failed {100 * pr['verify_failed']:.2f} %; stuck at ON {100 * pr['stuck_on']:.2f} %, stuck at "
-                   f"OFF {100 * pr['stuck_off']:.2f} % (rule: {pr['stuck_rule']})")
+        out.append(
+            f"  abs + rel fit of the core sigma: "
+            f"sigma(G) = sqrt({ar['sigma_abs']:.4g}^2 + ({ar['sigma_rel']:.4g} G)^2) uS"
+        )
+        out.append(
+            f"  verify failed {100 * pr['verify_failed']:.2f} %; stuck at ON {100 * pr['stuck_on']:.2f} %, stuck at "
+            f"OFF {100 * pr['stuck_off']:.2f} % (rule: {pr['stuck_rule']})"
+        )
     rl = rep.get("relaxation")
     if rl:
-        out.append(f"relaxation ({rl['reference']}-referenced, {rl['events']} events, first read at t = {rl['t_ref']:g} s): "
-                   "mean / std of the change since the first read per bin, uS")
+        out.append(
+            f"relaxation ({rl['reference']}-referenced, {rl['events']} events, first read at t = {rl['t_ref']:g} s): "
+            "mean / std of the change since the first read per bin, uS"
+        )
         head = "  g_uS      " + "".join(f"{'t=' + format(t, 'g') + 's':>17s}" for t in rl["times"][1:])
         out.append(head)
         for b in rl["bins"]:
@@ -817,26 +982,34 @@ def format_report(res: FitResult) -> str:
             out.append(f"  {b['g']:8.3f}  {vals}")
     rr = rep.get("read_noise_repeated")
     if rr:
-        out.append(f"read noise from repeated reads ({rr['sets']} sets): " + ", ".join(
-            f"{r['sigma']:.4g} uS at {r['g']:.4g} uS" for r in rr["bins"]) +
-            f"; abs + rel fit sqrt({rr['abs_rel']['sigma_abs']:.4g}^2 + ({rr['abs_rel']['sigma_rel']:.4g} G)^2)")
+        out.append(
+            f"read noise from repeated reads ({rr['sets']} sets): "
+            + ", ".join(f"{r['sigma']:.4g} uS at {r['g']:.4g} uS" for r in rr["bins"])
+            + f"; abs + rel fit sqrt({rr['abs_rel']['sigma_abs']:.4g}^2 + ({rr['abs_rel']['sigma_rel']:.4g} G)^2)"
+        )
     for s in rep.get("time_series", []):
         win = ", ".join(f"{k} s {v:.4g}" for k, v in s["windowed_sigma_measured"].items())
-        out.append(f"time series {s['series']}: {s['reads']} reads at {1 / s['dt_s']:g} Hz, mean {s['g_mean']:.4g} uS, "
-                   f"PSD slope {s['psd_slope']:.2f} ({s['psd_band_hz'][0]:.3g}-{s['psd_band_hz'][1]:.3g} Hz), white "
-                   f"{s['white_sigma']:.4g} uS; windowed sigma (uS): {win}; fit max rel. error "
-                   f"{100 * s['window_fit_max_rel_err']:.1f} %")
+        out.append(
+            f"time series {s['series']}: {s['reads']} reads at {1 / s['dt_s']:g} Hz, mean {s['g_mean']:.4g} uS, "
+            f"PSD slope {s['psd_slope']:.2f} ({s['psd_band_hz'][0]:.3g}-{s['psd_band_hz'][1]:.3g} Hz), white "
+            f"{s['white_sigma']:.4g} uS; windowed sigma (uS): {win}; fit max rel. error "
+            f"{100 * s['window_fit_max_rel_err']:.1f} %"
+        )
     gd = rep.get("goodness", {})
     if "ks" in gd:
-        out.append(f"goodness ({gd['note']}, seed {gd['seed']}): KS distance measured vs simulated per {gd['ks']['by']}:")
+        out.append(
+            f"goodness ({gd['note']}, seed {gd['seed']}): KS distance measured vs simulated per {gd['ks']['by']}:"
+        )
         for row in gd["ks"]["per_time"]:
             t = "first read" if row["t"] != row["t"] else f"t = {row['t']:g} s"
             if row["median"] is not None:
                 out.append(f"  {t:>16s}: median {row['median']:.3f}, max {row['max']:.3f}")
     for s in gd.get("time_series", []):
         ratios = ", ".join(f"{k} s {v:.2f}" for k, v in s["windowed_sigma_ratio"].items())
-        out.append(f"goodness {s['series']}: simulated/measured windowed sigma {ratios}; simulated PSD slope "
-                   f"{s['psd_slope_simulated']:.2f}")
+        out.append(
+            f"goodness {s['series']}: simulated/measured windowed sigma {ratios}; simulated PSD slope "
+            f"{s['psd_slope_simulated']:.2f}"
+        )
     for n in rep["notes"]:
         out.append(f"note: {n}")
     return "\n".join(out)
@@ -921,7 +1094,9 @@ def plot_fit(res: FitResult, out_dir: str | Path) -> list[Path]:
                 ax.set_xlabel("G (uS)")
             axes[0][0].set_ylabel("CDF")
             axes[0][0].legend(fontsize=8)
-            fig.suptitle(f"measured vs simulated at {'t = ' + format(t_sel, 'g') + ' s' if t_sel == t_sel else 'first read'}")
+            fig.suptitle(
+                f"measured vs simulated at {'t = ' + format(t_sel, 'g') + ' s' if t_sel == t_sel else 'first read'}"
+            )
             paths.append(save_figure(fig, out / fname))
         ks_mat = np.array([row["ks"] for row in per_time], dtype=float)
         fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -939,7 +1114,7 @@ def plot_fit(res: FitResult, out_dir: str | Path) -> list[Path]:
         ax.plot(g, [r["core_sigma"] for r in pr["bins"]], "s", label="core sigma")
         a, b = pr["abs_rel"]["sigma_abs"], pr["abs_rel"]["sigma_rel"]
         gg = np.linspace(g.min(), g.max(), 200)
-        ax.plot(gg, np.sqrt(a ** 2 + (b * gg) ** 2), "-", label="abs + rel fit")
+        ax.plot(gg, np.sqrt(a**2 + (b * gg) ** 2), "-", label="abs + rel fit")
         ax.set_yscale("log")
         ax.set_xlabel("target G (uS)")
         ax.set_ylabel("programming error sigma (uS)")
@@ -957,7 +1132,7 @@ def plot_fit(res: FitResult, out_dir: str | Path) -> list[Path]:
             dt = s["dt_s"]
             _sl, f, pxx, _b = psd_slope(meas.g[rows], 1 / dt)
             _sl2, f2, pxx2, _b2 = psd_slope(sim[rows], 1 / dt)
-            line, = a1.loglog(f[1:], pxx[1:], lw=0.8, label=f"{s['series']} measured")
+            (line,) = a1.loglog(f[1:], pxx[1:], lw=0.8, label=f"{s['series']} measured")
             a1.loglog(f2[1:], pxx2[1:], "--", lw=0.8, color=line.get_color())
             ts = [float(k) for k in s["windowed_sigma_measured"]]
             a2.loglog(ts, list(s["windowed_sigma_measured"].values()), "o-", color=line.get_color(), label=s["series"])

@@ -21,6 +21,7 @@ Modelling choices (ours; the paper does not give its device statistics):
 * optional slow read noise of time series (``read_noise.flicker``): a sum of Ornstein-Uhlenbeck
   components (a 1/f-like spectrum), see :func:`flicker`.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,7 +50,7 @@ def noise_sigma(g: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
     """Noise sigma (uS) at conductance ``g`` (uS) for a :class:`NoiseSpec`."""
     if spec.table is not None:
         return interpolate(g, spec.table.g, spec.table.sigma)
-    return torch.sqrt(spec.sigma_abs ** 2 + (spec.sigma_rel * g) ** 2)
+    return torch.sqrt(spec.sigma_abs**2 + (spec.sigma_rel * g) ** 2)
 
 
 def _bracket(x: torch.Tensor, xs: torch.Tensor):
@@ -118,14 +119,16 @@ def relaxation_quantile(key: torch.Tensor, spec: RelaxationQuantiles, t, u: torc
     return first + (second - first) * wb
 
 
-def relax(g: torch.Tensor, p: "ProgrammedDevices", spec: RelaxationQuantiles, t) -> torch.Tensor:
+def relax(g: torch.Tensor, p: ProgrammedDevices, spec: RelaxationQuantiles, t) -> torch.Tensor:
     """Conductances ``g`` (uS, as programmed into ``p``) ``t`` s after programming under a measured
     relaxation table: g + Q(key, t, u) - Q(key, t[0], u), clipped at 0 uS; stuck devices stay put."""
     if spec.reference == "target":
         key = p.z_acc
         if key is None:
-            raise CrossbarInputError("these devices were programmed without the relaxation table's targets "
-                                     "(program them with the device config that holds the table)")
+            raise CrossbarInputError(
+                "these devices were programmed without the relaxation table's targets "
+                "(program them with the device config that holds the table)"
+            )
     else:
         key = g
     u = p.nu
@@ -152,10 +155,10 @@ class ProgrammedDevices:
     copies devices field by field (the NL-ADC's sequential bias programming) so keeps them.
     """
 
-    g: torch.Tensor          # conductance right after programming, uS
+    g: torch.Tensor  # conductance right after programming, uS
     g_max_dev: torch.Tensor  # each device's own upper limit, uS
-    nu: torch.Tensor         # each device's drift exponent (empirical relaxation: its rank u)
-    stuck: torch.Tensor      # int8: 0 ok, -1 stuck at OFF, +1 stuck at ON
+    nu: torch.Tensor  # each device's drift exponent (empirical relaxation: its rank u)
+    stuck: torch.Tensor  # int8: 0 ok, -1 stuck at OFF, +1 stuck at ON
     z_acc: torch.Tensor | None = None  # standard normal of the accumulated 1/f noise (when modelled;
     #                                    empirical relaxation by target: the device's target, uS)
 
@@ -260,8 +263,9 @@ def read(g: torch.Tensor, spec: NoiseSpec, gen: torch.Generator) -> torch.Tensor
     return g + noise_sigma(g, spec) * randn(g.shape, gen, g.dtype, g.device)
 
 
-def flicker(g_ref: torch.Tensor, spec: FlickerNoise, group: np.ndarray, t: np.ndarray,
-            gen: torch.Generator) -> np.ndarray:
+def flicker(
+    g_ref: torch.Tensor, spec: FlickerNoise, group: np.ndarray, t: np.ndarray, gen: torch.Generator
+) -> np.ndarray:
     """Slow read noise (uS) of reads in time series: one value per read.
 
     ``group[r]`` is the index into ``g_ref`` (each series' conductance, uS, which sets the
@@ -285,8 +289,8 @@ def flicker(g_ref: torch.Tensor, spec: FlickerNoise, group: np.ndarray, t: np.nd
     dt[0] = np.inf
     dt[1:] = np.diff(ts)
     dt[start] = np.inf
-    rho = np.exp(-dt[:, None] / tau[None, :])                     # 0 at the start of each series
-    e = sig[gs] * np.sqrt(1.0 - rho ** 2) * z[order]
+    rho = np.exp(-dt[:, None] / tau[None, :])  # 0 at the start of each series
+    e = sig[gs] * np.sqrt(1.0 - rho**2) * z[order]
     x = _ar1(e, rho, start)
     out = np.empty(n)
     out[order] = x.sum(axis=1)
@@ -302,7 +306,7 @@ def _ar1(e: np.ndarray, rho: np.ndarray, start: np.ndarray) -> np.ndarray:
     bounds = np.flatnonzero(start).tolist() + [n]
     irregular = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        seg = rho[a + 1:b]
+        seg = rho[a + 1 : b]
         if b - a >= 64 and np.all(seg == seg[0]):  # evenly spaced: one linear filter per component
             for k in range(e.shape[1]):
                 x[a:b, k] = lfilter([1.0], [1.0, -seg[0, k]], e[a:b, k])

@@ -4,6 +4,7 @@ Every file this project writes goes through :func:`atomic_write` (or one of its 
 content is written to a temporary file in the destination folder and renamed over the target only
 once complete, so an interrupted run never leaves a half-written output behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -97,8 +99,9 @@ def _real(path: str | os.PathLike) -> str:
     return os.path.realpath(os.path.abspath(os.fspath(path)))
 
 
-def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None, *,
-                  existing_files: str = "replace") -> None:
+def check_outputs(
+    outputs: dict[str, Any], inputs: dict[str, Any] | None = None, *, existing_files: str = "replace"
+) -> None:
     """Check every output location before any work (one :class:`CrossbarInputError` otherwise).
 
     ``outputs``: option name -> ``(path, kind)`` with kind ``"file"`` or ``"dir"`` (a ``None`` path
@@ -121,11 +124,14 @@ def check_outputs(outputs: dict[str, Any], inputs: dict[str, Any] | None = None,
         real = _real(path)
         for in_name, in_real in ins.items():
             if real == in_real:
-                raise CrossbarInputError(f"{name} {text!r} is the input {in_name} ({in_real}); outputs never "
-                                         f"replace inputs: choose another path")
+                raise CrossbarInputError(
+                    f"{name} {text!r} is the input {in_name} ({in_real}); outputs never "
+                    f"replace inputs: choose another path"
+                )
             if os.path.isdir(in_real) and real.startswith(in_real.rstrip(os.sep) + os.sep):
-                raise CrossbarInputError(f"{name} {text!r} lies inside the input folder {in_name} ({in_real}); "
-                                         f"write outputs elsewhere")
+                raise CrossbarInputError(
+                    f"{name} {text!r} lies inside the input folder {in_name} ({in_real}); write outputs elsewhere"
+                )
         p = Path(real)
         if kind == "file":
             if p.is_dir():

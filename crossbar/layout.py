@@ -28,6 +28,7 @@ is read, the ramp cells load the weights' bit lines during the MVM.  Each physic
 effective matrix comes from :func:`crossbar.parasitics.effective_matrix` (one definition of the
 physics); row i of an array's T is what driving word line i alone delivers to each bit line.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,15 @@ def block_of_column(col: int, cols_per_array: int) -> int:
     return col // cols_per_array
 
 
-def effective_arrays(g_pos: torch.Tensor, g_neg: torch.Tensor, arr, extra_rows: torch.Tensor | None = None,
-                     extra_cols: dict | None = None, col_blocks=None, weights: bool = True):
+def effective_arrays(
+    g_pos: torch.Tensor,
+    g_neg: torch.Tensor,
+    arr,
+    extra_rows: torch.Tensor | None = None,
+    extra_cols: dict | None = None,
+    col_blocks=None,
+    weights: bool = True,
+):
     """Effective conductances (uS) of a tile's devices through its arrays' wires (``arr``: the
     config's ``array`` section).
 
@@ -91,31 +99,31 @@ def effective_arrays(g_pos: torch.Tensor, g_neg: torch.Tensor, arr, extra_rows: 
             ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
             near = w.shared_ramp_column == "near_driver"
             cols = (ramp + parts) if near else (parts + ramp)
-            g = torch.cat(cols, -1)                                   # (M, n_r, C_phys)
+            g = torch.cat(cols, -1)  # (M, n_r, C_phys)
             # column positions
-            c0 = len(ramp) if near else 0                           # first weight column
+            c0 = len(ramp) if near else 0  # first weight column
             ramp_pos = list(range(len(ramp))) if near else list(range(n_c + n_ref, n_c + n_ref + len(ramp)))
             if e:
                 ex = torch.zeros(m_count, e, g.shape[-1], dtype=dt)
                 if extra_rows is not None:
-                    ex[:, :, c0:c0 + n_c] = extra_rows.detach().to("cpu", dt)[:, :, cs]
+                    ex[:, :, c0 : c0 + n_c] = extra_rows.detach().to("cpu", dt)[:, :, cs]
                 for k, p in zip(ramp_keys, ramp_pos):
                     ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
                 g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
             first_extra = n_r if w.ramp_rows == "near_sense" else 0
             if weights:
                 t = effective_matrix(g, w)
-                r0 = 0 if (not e or w.ramp_rows == "near_sense") else e   # first weight row
-                tw = t[:, r0:r0 + n_r]
-                t_pos[:, rs, cs] = tw[:, :, c0:c0 + n_c]
+                r0 = 0 if (not e or w.ramp_rows == "near_sense") else e  # first weight row
+                tw = t[:, r0 : r0 + n_r]
+                t_pos[:, rs, cs] = tw[:, :, c0 : c0 + n_c]
                 if offset:
-                    t_neg[:, rs, cs] = tw[:, :, c0 + n_c:c0 + n_c + 1].expand(-1, -1, n_c)
-                te = t[:, first_extra:first_extra + e]
+                    t_neg[:, rs, cs] = tw[:, :, c0 + n_c : c0 + n_c + 1].expand(-1, -1, n_c)
+                te = t[:, first_extra : first_extra + e]
             elif e:  # only the extra rows of T (one solve each)
                 te = effective_matrix(g, w, rows=range(first_extra, first_extra + e))
             if e:
                 if t_extra is not None:
-                    t_extra[:, :, cs] = te[:, :, c0:c0 + n_c]
+                    t_extra[:, :, cs] = te[:, :, c0 : c0 + n_c]
                 for k, p in zip(ramp_keys, ramp_pos):
                     t_cols[k] = te[:, :, p]
             if weights and not offset:

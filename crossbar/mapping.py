@@ -16,6 +16,7 @@ each with its own reference w_ref_b; block b is stored as w / a_b on the tile's 
 DAC voltage, so the product is unchanged while small recurrent weights use the whole conductance
 span (our hardware assumption: one extra DAC reference voltage per block).
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,12 +49,16 @@ def row_gains(w: torch.Tensor, groups, arr: ArrayConfig) -> tuple[float, torch.T
         raise CrossbarInputError(f"row blocks {groups} do not partition the {rows} rows of the matrix")
     refs, start = [], 0
     for g in groups:
-        block = w[start:start + g]
+        block = w[start : start + g]
         refs.append(weight_reference(block, arr) if bool((block != 0).any()) else None)
         start += g
     w_ref = max((r for r in refs if r is not None), default=1.0)
-    gains = torch.cat([torch.full((g,), 1.0 if r is None else r / w_ref, dtype=w.dtype, device=w.device)
-                       for g, r in zip(groups, refs)])
+    gains = torch.cat(
+        [
+            torch.full((g,), 1.0 if r is None else r / w_ref, dtype=w.dtype, device=w.device)
+            for g, r in zip(groups, refs)
+        ]
+    )
     return w_ref, gains
 
 

@@ -26,11 +26,11 @@ file's own headers.  Files may be comma, tab or semicolon separated, optionally 
 (``.gz``); lines starting with ``#`` before the header are comments.  Every problem is one
 :class:`~crossbar.errors.CrossbarInputError` naming the file, row, column, value and what is allowed.
 """
+
 from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,7 @@ CANONICAL = REQUIRED + OPTIONAL
 CONDUCTANCE_COLUMNS = ("g_us", "target_g_us", "target_lo_us", "target_hi_us")
 UNITS = ("uS", "S", "ohm")
 _TRUE, _FALSE = {"1", "true", "yes", "y", "t"}, {"0", "false", "no", "n", "f"}
-MAX_BYTES = 2 * 1024 ** 3
+MAX_BYTES = 2 * 1024**3
 
 
 @dataclass
@@ -55,17 +55,17 @@ class Measurements:
 
     path: str
     sha256: str
-    header: list[str]                 # the file's own column names
-    columns: dict[str, str]           # canonical name -> the file's column name (present ones only)
-    device: np.ndarray                # str, per row
-    program: np.ndarray               # str, per row ("0" when the file has no program_id)
-    g: np.ndarray                     # uS (NaN when the file has no g_us: a targets file)
-    target: np.ndarray                # uS: target_g_us, else the window centre, else NaN
-    lo: np.ndarray                    # uS window edges (NaN = none)
+    header: list[str]  # the file's own column names
+    columns: dict[str, str]  # canonical name -> the file's column name (present ones only)
+    device: np.ndarray  # str, per row
+    program: np.ndarray  # str, per row ("0" when the file has no program_id)
+    g: np.ndarray  # uS (NaN when the file has no g_us: a targets file)
+    target: np.ndarray  # uS: target_g_us, else the window centre, else NaN
+    lo: np.ndarray  # uS window edges (NaN = none)
     hi: np.ndarray
-    t: np.ndarray                     # s since programming (NaN = unknown)
-    read_idx: np.ndarray              # NaN = not given
-    verify_ok: np.ndarray             # 1.0 / 0.0 / NaN
+    t: np.ndarray  # s since programming (NaN = unknown)
+    read_idx: np.ndarray  # NaN = not given
+    verify_ok: np.ndarray  # 1.0 / 0.0 / NaN
     temp_c: np.ndarray
     rows: list[list[str]] | None = field(default=None, repr=False)  # raw fields (keep_raw=True)
 
@@ -96,7 +96,9 @@ def parse_columns(text: str | None) -> dict[str, str]:
             raise CrossbarInputError(f"--columns: {part!r} is not NAME=COLUMN (e.g. device_id=addr,g_us=G)")
         name, col = (s.strip() for s in part.split("=", 1))
         if name not in CANONICAL:
-            raise CrossbarInputError(f"--columns: {name!r} is not a column of the format; known: {', '.join(CANONICAL)}")
+            raise CrossbarInputError(
+                f"--columns: {name!r} is not a column of the format; known: {', '.join(CANONICAL)}"
+            )
         if not col:
             raise CrossbarInputError(f"--columns: no file column given for {name!r}")
         if name in out:
@@ -118,8 +120,13 @@ def _open_text(path: Path):
         raise CrossbarInputError(f"{path}: not UTF-8 text") from None
 
 
-def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, str] | None = None,
-                      require_g: bool = True, keep_raw: bool = False) -> Measurements:
+def read_measurements(
+    path: str | Path,
+    units: str = "uS",
+    columns: dict[str, str] | None = None,
+    require_g: bool = True,
+    keep_raw: bool = False,
+) -> Measurements:
     """Read and check a long measurement CSV (see the module docstring).
 
     ``require_g=False`` reads a ``simulate-device`` targets file (no ``g_us``; each row then needs a
@@ -139,8 +146,10 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
     while skip < len(lines) and (not lines[skip].strip() or lines[skip].lstrip().startswith("#")):
         skip += 1
     if skip == len(lines):
-        raise CrossbarInputError(f"{path}: empty file (no header line; expected columns "
-                                 f"{', '.join(REQUIRED if require_g else ('device_id',))} ...)")
+        raise CrossbarInputError(
+            f"{path}: empty file (no header line; expected columns "
+            f"{', '.join(REQUIRED if require_g else ('device_id',))} ...)"
+        )
     head = lines[skip]
     delim = "\t" if "\t" in head else (";" if ";" in head and "," not in head else ",")
     reader = csv.reader(io.StringIO("\n".join(lines[skip:])), delimiter=delim)
@@ -157,8 +166,10 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
     mapping = dict(columns or {})
     for name, col in mapping.items():
         if col not in header:
-            raise CrossbarInputError(f"{path}: --columns maps {name} to {col!r}, but the header has no such "
-                                     f"column (columns: {', '.join(header)})")
+            raise CrossbarInputError(
+                f"{path}: --columns maps {name} to {col!r}, but the header has no such "
+                f"column (columns: {', '.join(header)})"
+            )
     present: dict[str, str] = {}
     for name in CANONICAL:
         col = mapping.get(name, name if name in header and name not in mapping.values() else None)
@@ -167,8 +178,10 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
     needed = REQUIRED if require_g else ("device_id",)
     for name in needed:
         if name not in present:
-            raise CrossbarInputError(f"{path}: missing required column {name!r} (columns: {', '.join(header)}; "
-                                     f"map your own names with --columns {name}=YOURCOLUMN)")
+            raise CrossbarInputError(
+                f"{path}: missing required column {name!r} (columns: {', '.join(header)}; "
+                f"map your own names with --columns {name}=YOURCOLUMN)"
+            )
     # drop trailing blank lines, then check every row's width
     while body and not any(f.strip() for f in body[-1]):
         body.pop()
@@ -178,8 +191,9 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
     width = len(header)
     for i, r in enumerate(body):
         if len(r) != width:
-            raise CrossbarInputError(f"{path}: row {i + 1} (line {first_line + i}) has {len(r)} fields but the "
-                                     f"header has {width}")
+            raise CrossbarInputError(
+                f"{path}: row {i + 1} (line {first_line + i}) has {len(r)} fields but the header has {width}"
+            )
     index = {h: j for j, h in enumerate(header)}
 
     def raw(name: str) -> list[str]:
@@ -228,8 +242,10 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
         if bad.size:
             i = int(bad[0])
             kind = "resistance" if units == "ohm" else "conductance"
-            raise CrossbarInputError(f"{where(name, i)}: {raw(name)[i]!r} is a {'non-positive' if units == 'ohm' else 'negative'} "
-                                     f"{kind}; {what}")
+            raise CrossbarInputError(
+                f"{where(name, i)}: {raw(name)[i]!r} is a {'non-positive' if units == 'ohm' else 'negative'} "
+                f"{kind}; {what}"
+            )
         if units == "S":
             return arr * 1e6
         if units == "ohm":
@@ -247,8 +263,10 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
         program = np.array(raw("program_id"), dtype=object)
         for i, v in enumerate(program):
             if not v:
-                raise CrossbarInputError(f"{where('program_id', i)}: empty program_id; give the programming "
-                                         "event's label (or drop the column: one event per device)")
+                raise CrossbarInputError(
+                    f"{where('program_id', i)}: empty program_id; give the programming "
+                    "event's label (or drop the column: one event per device)"
+                )
         program = program.astype(str)
     else:
         program = np.full(n, "0")
@@ -258,21 +276,26 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
     hi = conductance("target_hi_us", True) if "target_hi_us" in present else nan.copy()
     if ("target_lo_us" in present) != ("target_hi_us" in present):
         missing = "target_hi_us" if "target_lo_us" in present else "target_lo_us"
-        raise CrossbarInputError(f"{path}: a verify window needs both target_lo_us and target_hi_us; "
-                                 f"{missing} is missing")
+        raise CrossbarInputError(
+            f"{path}: a verify window needs both target_lo_us and target_hi_us; {missing} is missing"
+        )
     if units == "ohm":  # R_lo is the high-conductance edge
         lo, hi = np.fmin(lo, hi), np.fmax(lo, hi)
     half = np.isnan(lo) != np.isnan(hi)
     if half.any():
         i = int(np.flatnonzero(half)[0])
         name = "target_hi_us" if np.isnan(hi[i]) else "target_lo_us"
-        raise CrossbarInputError(f"{where(name, i)}: blank, but the other window edge is given; give both "
-                                 "edges of the verify window or neither")
+        raise CrossbarInputError(
+            f"{where(name, i)}: blank, but the other window edge is given; give both "
+            "edges of the verify window or neither"
+        )
     bad = np.flatnonzero(lo > hi)
     if bad.size:
         i = int(bad[0])
-        raise CrossbarInputError(f"{where('target_lo_us', i)}: {raw('target_lo_us')[i]!r} is above target_hi_us "
-                                 f"{raw('target_hi_us')[i]!r}; the window must have lo <= hi")
+        raise CrossbarInputError(
+            f"{where('target_lo_us', i)}: {raw('target_lo_us')[i]!r} is above target_hi_us "
+            f"{raw('target_hi_us')[i]!r}; the window must have lo <= hi"
+        )
     target = np.where(np.isnan(target), 0.5 * (lo + hi), target)
     t = nan.copy()
     if "t_s" in present:
@@ -280,9 +303,13 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
         bad = np.flatnonzero(t < 0)
         if bad.size:
             i = int(bad[0])
-            raise CrossbarInputError(f"{where('t_s', i)}: {raw('t_s')[i]!r} is negative; allowed: seconds since "
-                                     "programming ended, >= 0, or blank")
-    read_idx = numbers("read_idx", True, "allowed: a read index (number) or blank") if "read_idx" in present else nan.copy()
+            raise CrossbarInputError(
+                f"{where('t_s', i)}: {raw('t_s')[i]!r} is negative; allowed: seconds since "
+                "programming ended, >= 0, or blank"
+            )
+    read_idx = (
+        numbers("read_idx", True, "allowed: a read index (number) or blank") if "read_idx" in present else nan.copy()
+    )
     temp_c = numbers("temp_c", True, "allowed: degrees C or blank") if "temp_c" in present else nan.copy()
     verify = nan.copy()
     if "verify_ok" in present:
@@ -295,13 +322,28 @@ def read_measurements(path: str | Path, units: str = "uS", columns: dict[str, st
             elif lv in _FALSE:
                 verify[i] = 0.0
             else:
-                raise CrossbarInputError(f"{where('verify_ok', i)}: {v!r} is not a yes/no value; allowed: "
-                                         "1/0, true/false, yes/no or blank")
+                raise CrossbarInputError(
+                    f"{where('verify_ok', i)}: {v!r} is not a yes/no value; allowed: 1/0, true/false, yes/no or blank"
+                )
     if not require_g and "g_us" in present:
         pass  # a targets file may carry measured values; simulate-device keeps them as measured_g_us
-    return Measurements(path=str(path), sha256=file_sha256(p), header=header, columns=present, device=device,
-                        program=program, g=g, target=target, lo=lo, hi=hi, t=t, read_idx=read_idx,
-                        verify_ok=verify, temp_c=temp_c, rows=body if keep_raw else None)
+    return Measurements(
+        path=str(path),
+        sha256=file_sha256(p),
+        header=header,
+        columns=present,
+        device=device,
+        program=program,
+        g=g,
+        target=target,
+        lo=lo,
+        hi=hi,
+        t=t,
+        read_idx=read_idx,
+        verify_ok=verify,
+        temp_c=temp_c,
+        rows=body if keep_raw else None,
+    )
 
 
 def write_csv(path: str | Path, header: list[str], rows) -> Path:

@@ -13,6 +13,7 @@ conductances (uS, rows x cols) from a CSV file or one physical array of a progra
 (``Tile.save``: ``--tile``, ``--instance``, ``--block``, ``--polarity``), inputs (V, batch x rows)
 from a CSV file, resistances from options, a hardware config's ``array.wires`` or the tile's config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,7 @@ def _ohm(g_us: float) -> str:
     return _FMT.format(1e6 / g_us)
 
 
-def netlist_text(g_us, v, wires=None, title: str = "crossbar array", output_prefix: str = "out",
-                 **resistances) -> str:
+def netlist_text(g_us, v, wires=None, title: str = "crossbar array", output_prefix: str = "out", **resistances) -> str:
     """An ngspice deck of the array ``g_us`` (rows, cols; uS) driven by ``v`` (batch, rows; V) with
     ``wires`` (ohm; see :class:`crossbar.parasitics.Wires`)."""
     w = Wires.of(wires, **resistances)
@@ -59,8 +59,10 @@ def netlist_text(g_us, v, wires=None, title: str = "crossbar array", output_pref
             return f"s{j}" if w.r_sense == 0 else f"b{j}"
         return f"s{j}" if (i == rows - 1 and w.r_sense == 0) else f"b{i}_{j}"
 
-    out = [f"* {title}: {rows} x {cols} array, r_wl={w.r_wl:g} r_bl={w.r_bl:g} r_driver={w.r_driver:g} "
-           f"r_sense={w.r_sense:g} r_access={w.r_access:g} ohm (written by crossbar.netlist)"]
+    out = [
+        f"* {title}: {rows} x {cols} array, r_wl={w.r_wl:g} r_bl={w.r_bl:g} r_driver={w.r_driver:g} "
+        f"r_sense={w.r_sense:g} r_access={w.r_access:g} ohm (written by crossbar.netlist)"
+    ]
     for i in range(rows):
         out.append(f"VIN{i} {src(i)} 0 DC {_FMT.format(vv[0, i])}")
         if w.r_driver > 0:
@@ -105,8 +107,9 @@ def read_wrdata(path: str | Path, cols: int) -> np.ndarray:
     return np.array(values)
 
 
-def run_ngspice(g_us, v, wires=None, workdir: str | Path | None = None, timeout: float = 3600.0,
-                **resistances) -> np.ndarray:
+def run_ngspice(
+    g_us, v, wires=None, workdir: str | Path | None = None, timeout: float = 3600.0, **resistances
+) -> np.ndarray:
     """Solve the array with ngspice in batch mode; returns the column currents in uA (batch, cols).
 
     Needs the ``ngspice`` executable on PATH (Debian package ``ngspice``).  ngspice can exit 1 on
@@ -152,20 +155,37 @@ def add_netlist_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     """Options of ``crossbar netlist``."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--g", metavar="CSV", help="conductances of one array, uS (rows x cols)")
-    src.add_argument("--tile", metavar="H5", help="a programmed tile file (Tile.save); with --instance, --block, "
-                                                "--polarity (its config gives the wires)")
+    src.add_argument(
+        "--tile",
+        metavar="H5",
+        help="a programmed tile file (Tile.save); with --instance, --block, --polarity (its config gives the wires)",
+    )
     parser.add_argument("--instance", type=int, default=0, help="Monte-Carlo instance of --tile (default 0)")
     parser.add_argument("--block", default="0,0", help="ROW_BLOCK,COL_BLOCK: which physical array of --tile")
-    parser.add_argument("--polarity", choices=["pos", "neg"], default="pos",
-                        help="G+ or G- array of a differential --tile (offset mapping: pos, with its reference "
-                             "column as the last bit line)")
-    parser.add_argument("--v", metavar="CSV", help="word-line voltages, V (batch x rows); default: every row "
-                                                  "at the config's array.v_read (0.2 V without a config)")
+    parser.add_argument(
+        "--polarity",
+        choices=["pos", "neg"],
+        default="pos",
+        help="G+ or G- array of a differential --tile (offset mapping: pos, with its reference "
+        "column as the last bit line)",
+    )
+    parser.add_argument(
+        "--v",
+        metavar="CSV",
+        help="word-line voltages, V (batch x rows); default: every row "
+        "at the config's array.v_read (0.2 V without a config)",
+    )
     parser.add_argument("--config", help="hardware config whose array.wires gives the resistances")
-    for name, what in (("r-wl", "word-line segment"), ("r-bl", "bit-line segment"), ("r-driver", "driver"),
-                       ("r-sense", "virtual-ground connection"), ("r-access", "access transistor")):
-        parser.add_argument(f"--{name}", type=float, default=None,
-                            help=f"{what} resistance, ohm (overrides the config)")
+    for name, what in (
+        ("r-wl", "word-line segment"),
+        ("r-bl", "bit-line segment"),
+        ("r-driver", "driver"),
+        ("r-sense", "virtual-ground connection"),
+        ("r-access", "access transistor"),
+    ):
+        parser.add_argument(
+            f"--{name}", type=float, default=None, help=f"{what} resistance, ohm (overrides the config)"
+        )
     parser.add_argument("--out", required=True, help="netlist file to write (.cir)")
     parser.add_argument("--expect", help="also write the simulator's column currents (uA, batch x cols) as CSV here")
     return parser
@@ -229,12 +249,15 @@ def run_netlist(args: argparse.Namespace) -> int:
     v = _read_csv(args.v, "v") if args.v else np.full((1, g.shape[0]), v_read)
     if v.shape[1] != g.shape[0]:
         raise CrossbarInputError(f"--v: {v.shape[1]} columns, but --g has {g.shape[0]} rows (one voltage per row)")
-    write_text(args.out, netlist_text(g, v, wires, title=f"crossbar netlist of {name}",
-                                      output_prefix=Path(args.out).stem))
+    write_text(
+        args.out, netlist_text(g, v, wires, title=f"crossbar netlist of {name}", output_prefix=Path(args.out).stem)
+    )
     if args.expect:
         cur = v @ np.asarray(effective_matrix(g, wires))
         lines = "\n".join(",".join(_FMT.format(x) for x in row) for row in cur)
         write_text(args.expect, lines + "\n")
-    print(f"wrote {args.out}: {g.shape[0]} x {g.shape[1]} array, {v.shape[0]} operating point(s); "
-          f"run `ngspice -b {Path(args.out).name}` in its folder")
+    print(
+        f"wrote {args.out}: {g.shape[0]} x {g.shape[1]} array, {v.shape[0]} operating point(s); "
+        f"run `ngspice -b {Path(args.out).name}` in its folder"
+    )
     return 0

@@ -23,6 +23,7 @@ so ``T = G_c + dT`` with ``G_c = G / (1 + G r_access)`` exact and only the (smal
 right-hand sides: ``rows`` unit-voltage inputs, or -- when there are fewer columns -- the ``cols``
 adjoint problems (``K`` is symmetric).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,11 +43,11 @@ US_PER_S = 1e6
 class Wires:
     """Parasitic resistances of one array, ohm (0 = ideal)."""
 
-    r_wl: float = 0.0       # word-line segment between neighbouring cells
-    r_bl: float = 0.0       # bit-line segment between neighbouring cells
-    r_driver: float = 0.0   # word-line driver output resistance (column-0 end)
-    r_sense: float = 0.0    # bit-line connection to the integrator's virtual ground (row-(rows-1) end)
-    r_access: float = 0.0   # access transistor in series with every cell
+    r_wl: float = 0.0  # word-line segment between neighbouring cells
+    r_bl: float = 0.0  # bit-line segment between neighbouring cells
+    r_driver: float = 0.0  # word-line driver output resistance (column-0 end)
+    r_sense: float = 0.0  # bit-line connection to the integrator's virtual ground (row-(rows-1) end)
+    r_access: float = 0.0  # access transistor in series with every cell
 
     def __post_init__(self):
         for f in fields(self):
@@ -101,8 +102,9 @@ def _like(out: np.ndarray, ref):
 
 def _check_g(g: np.ndarray) -> None:
     if g.ndim < 2 or g.shape[-1] == 0 or g.shape[-2] == 0:
-        raise CrossbarInputError(f"g_us must be (rows, cols) or (..., rows, cols) with rows, cols >= 1, "
-                                 f"got shape {g.shape}")
+        raise CrossbarInputError(
+            f"g_us must be (rows, cols) or (..., rows, cols) with rows, cols >= 1, got shape {g.shape}"
+        )
     if not np.isfinite(g).all() or (g < 0).any():
         raise CrossbarInputError("g_us must be finite conductances >= 0 uS")
 
@@ -175,9 +177,11 @@ class _Network:
         new[:n][used] = np.arange(int(used.sum()))
         self.wl, self.bl = new[wl], new[bl]
         self.n = int(used.sum())
-        self.wire = (np.concatenate([new[a] for a in edges_a]) if edges_a else np.zeros(0, int),
-                     np.concatenate([new[b] for b in edges_b]) if edges_b else np.zeros(0, int),
-                     np.concatenate(edges_g) if edges_g else np.zeros(0))
+        self.wire = (
+            np.concatenate([new[a] for a in edges_a]) if edges_a else np.zeros(0, int),
+            np.concatenate([new[b] for b in edges_b]) if edges_b else np.zeros(0, int),
+            np.concatenate(edges_g) if edges_g else np.zeros(0),
+        )
 
     def matrix(self, gc: np.ndarray):
         """The nodal matrix K (n x n, uS, CSC) for cell conductances ``gc`` (rows, cols)."""
@@ -260,14 +264,14 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np.nd
     lu = _factorize(net.matrix(gc))
     rhs, out = net.rhs(gc), net.output(gc)
     dt = np.empty((len(sel), cols))
-    if len(sel) <= cols:   # solve for each (selected) row's unit input: dT^T = S K^-1 R
+    if len(sel) <= cols:  # solve for each (selected) row's unit input: dT^T = S K^-1 R
         for s in range(0, len(sel), chunk):
             e = min(s + chunk, len(sel))
             x = lu.solve(rhs[:, sel[s:e]].toarray())
             dt[s:e] = (out @ x).T
             tick(e - s)
         return gc[sel] + dt
-    else:              # adjoint (K symmetric): dT = R^T K^-1 S^T
+    else:  # adjoint (K symmetric): dT = R^T K^-1 S^T
         st, rt = out.T.tocsc(), rhs.T.tocsr()
         rt = rt[sel]
         for s in range(0, cols, chunk):
@@ -321,8 +325,9 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
     return _like(out.reshape(lead + out.shape[-2:]), g_us)
 
 
-def column_currents(g_us, v, r_wl: float, r_bl: float, r_driver: float = 0.0, r_sense: float = 0.0,
-                    r_access: float = 0.0):
+def column_currents(
+    g_us, v, r_wl: float, r_bl: float, r_driver: float = 0.0, r_sense: float = 0.0, r_access: float = 0.0
+):
     """Currents (uA) into the bit lines' virtual grounds, (batch, cols), for word-line voltages
     ``v`` (batch, rows) in V on an array of conductances ``g_us`` (rows, cols) in uS; positive for
     positive v.  Resistances in ohm (see the module docstring for the network)."""
@@ -359,8 +364,9 @@ def attenuation(g_us, t_us):
     return _like(a, t_us)
 
 
-def ir_drop_aware_targets(g_target, wires=None, g_min: float = 0.0, g_max: float = math.inf,
-                          iterations: int = 3, **resistances):
+def ir_drop_aware_targets(
+    g_target, wires=None, g_min: float = 0.0, g_max: float = math.inf, iterations: int = 3, **resistances
+):
     """Pre-distorted conductances (uS) whose effective matrix approaches ``g_target``.
 
     Fixed point G_{n+1} = clip(G_n * G_target / T(G_n), g_min, g_max) elementwise, from

@@ -5,6 +5,7 @@ Every random draw in the simulator comes from a ``torch.Generator`` made here fr
 purpose draws (say read noise) never changes another (say programming).  Each Monte-Carlo instance
 has its own stream, so a batch of M instances equals M separate runs with the same seeds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def rand(shape, gen: torch.Generator, dtype=torch.float32, device="cpu") -> torc
     return torch.rand(shape, generator=gen, dtype=dtype, device=gen.device).to(device)
 
 
-def instance_generators(seed: int, purpose: str, first: int, count: int,
-                        device: str | torch.device = "cpu") -> list[torch.Generator]:
+def instance_generators(
+    seed: int, purpose: str, first: int, count: int, device: str | torch.device = "cpu"
+) -> list[torch.Generator]:
     """Generators for instances ``first .. first+count-1`` of one purpose."""
     return [generator(seed, purpose, first + m, device) for m in range(count)]
 

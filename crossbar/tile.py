@@ -28,6 +28,7 @@ Modelling choices (ours, named):
 Shapes: ``x`` is (B, in) or (M, B, in); outputs are (M, B, R, out) with R row-blocks (R = 1 when
 analog partial sums).  All M instances are computed in one batched matmul.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,8 @@ from crossbar import devices
 from crossbar.config import HardwareConfig, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.io import atomic_path
-from crossbar.matmul import PreparedMatmul
 from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_weights
+from crossbar.matmul import PreparedMatmul
 from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
 
@@ -54,8 +55,14 @@ def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
 class Tile:
     """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig,
-                 x_max: float | None = None, row_groups=None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        config: HardwareConfig,
+        x_max: float | None = None,
+        row_groups=None,
+    ):
         """``row_groups``: sizes of the input blocks (e.g. ``(n_x, n_h)``) for
         ``array.row_scaling = "per_input_block"``; the bias row is a block of its own."""
         if weight.dim() != 2:
@@ -88,8 +95,9 @@ class Tile:
         self.w_ref, self.row_gain = row_gains(w_rows.detach(), groups, config.array)
         self.scale = conductance_scale(self.w_ref, config.device, config.array)
         self._mapping_scale = self.scale
-        self.g_target_pos, self.g_target_neg = to_conductances(w_rows / self.row_gain[:, None], self.w_ref,
-                                                               config.device, config.array)
+        self.g_target_pos, self.g_target_neg = to_conductances(
+            w_rows / self.row_gain[:, None], self.w_ref, config.device, config.array
+        )
         self._scaled_rows = bool((self.row_gain != 1).any())
         self.n_rows = w_rows.shape[0]
         self.row_blocks = math.ceil(self.n_rows / config.array.rows)
@@ -97,9 +105,9 @@ class Tile:
         self.g_pos = self.g_neg = None  # (M, rows, out) / (M, rows, out or 1) after program()
         self.ir_drop = not config.array.wires.ideal
         # devices of the NL-ADCs' ramps on extra rows / shared-ramp columns (crossbar.layout), IR drop only
-        self.extra_rows = None            # (M, E, out) uS, 0 = open
-        self.extra_cols = {}              # key -> (column block, (M, E) uS)
-        self.planned_rows, self.planned_cols = None, {}   # the same, (1, ...), targets placed before program()
+        self.extra_rows = None  # (M, E, out) uS, 0 = open
+        self.extra_cols = {}  # key -> (column block, (M, E) uS)
+        self.planned_rows, self.planned_cols = None, {}  # the same, (1, ...), targets placed before program()
         self._layout_version = 0
         self._plan_version = 0
         self.seed = None
@@ -109,8 +117,9 @@ class Tile:
     def instances(self) -> int:
         return 0 if self.g_pos is None else self.g_pos.shape[0]
 
-    def program(self, seed: int | None = None, instances: int | None = None, name: str = "tile",
-                first: int = 0) -> "Tile":
+    def program(
+        self, seed: int | None = None, instances: int | None = None, name: str = "tile", first: int = 0
+    ) -> Tile:
         """Program ``instances`` device instances (default ``simulation.mc_instances``), seeded.
 
         Instance m (numbered from ``first``) draws from its own generator ``(seed,
@@ -222,16 +231,19 @@ class Tile:
         from crossbar.layout import effective_arrays
 
         self._check_programmed()
-        return self._per_programming("effective", lambda: effective_arrays(
-            self.g_pos, self.g_neg, self.config.array, self.extra_rows, self.extra_cols))
+        return self._per_programming(
+            "effective",
+            lambda: effective_arrays(self.g_pos, self.g_neg, self.config.array, self.extra_rows, self.extra_cols),
+        )
 
     def set_extra_devices(self, m: int | None, rows=None, cols=None) -> None:
         """Place NL-ADC devices: ``rows`` {column index tensor: (M or 1, e, C) uS} on the extra rows,
         ``cols`` {key: (column block, (M or 1, e) uS)} on shared-ramp columns; ``m``: only instance m
         (local index), else all.  The extra rows grow to the largest e."""
         self._check_programmed()
-        self.extra_rows, self.extra_cols = _merge_extra(self.extra_rows, self.extra_cols, self.g_pos.shape[0],
-                                                        self.out_features, m, rows, cols)
+        self.extra_rows, self.extra_cols = _merge_extra(
+            self.extra_rows, self.extra_cols, self.g_pos.shape[0], self.out_features, m, rows, cols
+        )
         self._layout_version += 1
 
     def clear_plan(self) -> None:
@@ -243,11 +255,12 @@ class Tile:
         """Before :meth:`program`: NL-ADC device targets (as :meth:`set_extra_devices`, one instance)
         that stand on the arrays until the NL-ADCs are programmed -- the load every MVM and
         calibration sees, and part of IR-drop-aware programming."""
-        self.planned_rows, self.planned_cols = _merge_extra(self.planned_rows, self.planned_cols, 1,
-                                                            self.out_features, None, rows, cols)
+        self.planned_rows, self.planned_cols = _merge_extra(
+            self.planned_rows, self.planned_cols, 1, self.out_features, None, rows, cols
+        )
         self._plan_version += 1
 
-    def ramp_site(self, columns: torch.Tensor, key: str, shared: bool) -> "RampSite":
+    def ramp_site(self, columns: torch.Tensor, key: str, shared: bool) -> RampSite:
         """Where an NL-ADC for tile ``columns`` puts its ramp and bias devices (IR drop only)."""
         return RampSite(self, columns, key, shared)
 
@@ -314,7 +327,7 @@ class Tile:
 
     def _gained(self, xq: torch.Tensor) -> torch.Tensor:
         """Rows times their word-line read amplitudes (per-input-block row scaling)."""
-        return xq * self.row_gain[:xq.shape[-1]] if self._scaled_rows else xq
+        return xq * self.row_gain[: xq.shape[-1]] if self._scaled_rows else xq
 
     def _currents(self, xq: torch.Tensor) -> torch.Tensor:
         """(M, B, R, out) column currents per row-block (uS x input units), noise-free."""
@@ -331,9 +344,11 @@ class Tile:
     def matmuls(self, kind: str) -> list[PreparedMatmul]:
         """One prepared product per row-block with G+ - G- (``signal``) or the read-noise variances
         (``variance``), cached per programming -- the layers' fast path multiplies with the same ones."""
+
         def compute():
             w = self._weight_difference() if kind == "signal" else self._read_variance()
             return [PreparedMatmul(w[:, sl, :]) for sl in self._row_slices()]
+
         return self._per_programming(f"matmul/{kind}", compute)
 
     def variance_gain(self) -> torch.Tensor:
@@ -360,8 +375,7 @@ class Tile:
         cache = self.__dict__.setdefault("_conductance_cache", {})
         cached = cache.get(key)
         version = self.__dict__.get("_layout_version", 0)
-        if (cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg
-                and cached[3] == version):
+        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg and cached[3] == version:
             return cached[2]
         value = compute()
         if not (self.g_pos.requires_grad or self.g_neg.requires_grad):
@@ -377,6 +391,7 @@ class Tile:
 
     def _attenuation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A+ = T+ / G+ and A- = T- / G- (1 where G = 0), in the tile's dtype and device."""
+
         def compute():
             t_pos, t_neg, _, _ = self.effective_conductances()
             gp = self.g_pos.detach().cpu().double()
@@ -384,6 +399,7 @@ class Tile:
             a_pos = torch.where(gp > 0, t_pos / gp.clamp(min=1e-300), torch.ones_like(gp))
             a_neg = torch.where(gn > 0, t_neg / gn.clamp(min=1e-300), torch.ones_like(gn))
             return a_pos.to(self.device, self.dtype), a_neg.to(self.device, self.dtype)
+
         return self._per_programming("attenuation", compute)
 
     def _effective_difference(self) -> torch.Tensor:
@@ -396,6 +412,7 @@ class Tile:
     def _read_variance(self) -> torch.Tensor:
         """Per-device read-noise variance of the pair, sigma+^2 + sigma-^2 (uS^2), cached per
         programming; with IR drop (A+ sigma+)^2 + (A- sigma-)^2 (attenuation maps A = T / G)."""
+
         def compute():
             spec = self.config.device.read_noise
             var = devices.noise_sigma(self.g_pos, spec) ** 2
@@ -403,8 +420,9 @@ class Tile:
             var_neg = var_neg if var_neg.shape == var.shape else var_neg.expand_as(var)
             if self.ir_drop:  # each device's noise reaches the output attenuated like its signal
                 a_pos, a_neg = self._attenuation()
-                return var * a_pos ** 2 + var_neg * a_neg ** 2
+                return var * a_pos**2 + var_neg * a_neg**2
             return var + var_neg
+
         return self._per_programming("read_variance", compute)
 
     def _row_slices(self):
@@ -413,9 +431,11 @@ class Tile:
         return array_row_slices(self.n_rows, self.config.array.rows)
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, "
-                f"arrays={self.row_blocks}x{self.col_blocks} of {self.config.array.rows}x"
-                f"{self.config.array.cols}, mapping={self.config.array.mapping}, instances={self.instances}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, "
+            f"arrays={self.row_blocks}x{self.col_blocks} of {self.config.array.rows}x"
+            f"{self.config.array.cols}, mapping={self.config.array.mapping}, instances={self.instances}"
+        )
 
     def __repr__(self) -> str:
         return f"Tile({self.extra_repr()})"
@@ -443,7 +463,7 @@ class Tile:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tile":
+    def load(cls, path: str | Path) -> Tile:
         """Re-read a programmed chip written by :meth:`save` (no code is executed from the file)."""
         import h5py
 
@@ -484,8 +504,7 @@ class Tile:
 def _merge_extra(base_rows, base_cols: dict, m_count: int, out: int, m, rows, cols):
     """Extra-row devices (M, E, out) and shared-ramp columns {key: (block, (M, E))} with ``rows`` /
     ``cols`` placed (instance ``m`` or all); E grows to the largest device count."""
-    e_new = max([v.shape[-2] for v in (rows or {}).values()] + [v[1].shape[-1] for v in (cols or {}).values()]
-                + [0])
+    e_new = max([v.shape[-2] for v in (rows or {}).values()] + [v[1].shape[-1] for v in (cols or {}).values()] + [0])
     e_old = 0 if base_rows is None else base_rows.shape[1]
     e = max(e_new, e_old, *[v.shape[1] for _, v in base_cols.values()])
     ex = torch.zeros(m_count, e, out, dtype=torch.float64)
@@ -493,15 +512,15 @@ def _merge_extra(base_rows, base_cols: dict, m_count: int, out: int, m, rows, co
         ex[:, :e_old] = base_rows
     sel = slice(None) if m is None else slice(m, m + 1)
     for idx, v in (rows or {}).items():
-        ex[sel, :v.shape[-2], idx] = v.detach().cpu().double()
+        ex[sel, : v.shape[-2], idx] = v.detach().cpu().double()
     new_cols = {}
     for key, (cb, v) in base_cols.items():
         full = torch.zeros(m_count, e, dtype=torch.float64)
-        full[:, :v.shape[1]] = v
+        full[:, : v.shape[1]] = v
         new_cols[key] = (cb, full)
     for key, (cb, v) in (cols or {}).items():
         full = new_cols.get(key, (cb, torch.zeros(m_count, e, dtype=torch.float64)))[1]
-        full[sel, :v.shape[-1]] = v.detach().cpu().double()
+        full[sel, : v.shape[-1]] = v.detach().cpu().double()
         new_cols[key] = (cb, full)
     return ex, new_cols
 
@@ -532,12 +551,12 @@ class RampSite:
         from crossbar.layout import block_of_column
 
         self.tile, self.columns, self.key, self.shared = tile, columns.to(torch.long).cpu(), key, shared
-        self.deferred = False   # True: the NL-ADC's final thresholds come from refresh() (program_chip)
+        self.deferred = False  # True: the NL-ADC's final thresholds come from refresh() (program_chip)
         cols = self.tile.config.array.cols
         self.blocks = sorted({block_of_column(int(c), cols) for c in self.columns})
 
     def _place(self, g_ramp: torch.Tensor, g_bias: torch.Tensor):
-        dev = torch.cat([g_bias, g_ramp], -1).double()           # (R, nb + L)
+        dev = torch.cat([g_bias, g_ramp], -1).double()  # (R, nb + L)
         if self.shared:
             return None, {self.key: (self.blocks[0], dev[..., 0, :])}
         return {self.columns: dev.transpose(-1, -2)}, None
@@ -546,7 +565,7 @@ class RampSite:
         """Record the devices ((M or 1, R, L) ramp, (M or 1, R, nb) bias, uS) in the tile
         (instance ``m``, local index, or all)."""
         rows, cols = self._place(g_ramp, g_bias)
-        if self.tile.g_pos is None:   # before the tile is programmed: a plan
+        if self.tile.g_pos is None:  # before the tile is programmed: a plan
             self.tile.plan_extra_devices(rows, cols)
         else:
             self.tile.set_extra_devices(m, rows, cols)
@@ -559,34 +578,38 @@ class RampSite:
 
         tile = self.tile
         nb, L = g_bias.shape[-1], g_ramp.shape[-1]
-        rows, cols = self._place(g_ramp[None] if g_ramp.dim() == 2 else g_ramp,
-                                 g_bias[None] if g_bias.dim() == 2 else g_bias)
+        rows, cols = self._place(
+            g_ramp[None] if g_ramp.dim() == 2 else g_ramp, g_bias[None] if g_bias.dim() == 2 else g_bias
+        )
         e_old = 0 if tile.extra_rows is None else tile.extra_rows.shape[1]
         e = max(e_old, nb + L)
         ex = torch.zeros(1, e, tile.out_features, dtype=torch.float64)
         if e_old:
-            ex[:, :e_old] = tile.extra_rows[m:m + 1]
-        ext_cols = {k: (cb, torch.cat([v[m:m + 1], torch.zeros(1, e - v.shape[1], dtype=torch.float64)], 1))
-                    for k, (cb, v) in tile.extra_cols.items()}
+            ex[:, :e_old] = tile.extra_rows[m : m + 1]
+        ext_cols = {
+            k: (cb, torch.cat([v[m : m + 1], torch.zeros(1, e - v.shape[1], dtype=torch.float64)], 1))
+            for k, (cb, v) in tile.extra_cols.items()
+        }
         if rows is not None:
             for idx, v in rows.items():
                 ex[:, :, idx] = 0.0
-                ex[:, :v.shape[-2], idx] = v
+                ex[:, : v.shape[-2], idx] = v
         if cols is not None:
             for k, (cb, v) in cols.items():
                 full = torch.zeros(1, e, dtype=torch.float64)
-                full[:, :v.shape[-1]] = v
+                full[:, : v.shape[-1]] = v
                 ext_cols[k] = (cb, full)
         if targets:
             gp, gn = tile.g_target_pos[None], tile.g_target_neg[None]
         else:
-            gp, gn = tile.g_pos[m:m + 1], tile.g_neg[m:m + 1]
-        _, _, t_extra, t_cols = effective_arrays(gp, gn, tile.config.array, ex, ext_cols,
-                                                 col_blocks=self.blocks, weights=False)
+            gp, gn = tile.g_pos[m : m + 1], tile.g_neg[m : m + 1]
+        _, _, t_extra, t_cols = effective_arrays(
+            gp, gn, tile.config.array, ex, ext_cols, col_blocks=self.blocks, weights=False
+        )
         if self.shared:
-            t = t_cols[self.key][0, :nb + L][None]                # (1, nb + L)
+            t = t_cols[self.key][0, : nb + L][None]  # (1, nb + L)
         else:
-            t = t_extra[0, :nb + L][:, self.columns].t()           # (C, nb + L)
+            t = t_extra[0, : nb + L][:, self.columns].t()  # (C, nb + L)
         return t[:, nb:].contiguous(), t[:, :nb].contiguous()
 
     def from_tile(self, m: int, nb: int, L: int):
@@ -594,9 +617,9 @@ class RampSite:
         from the tile's cached effective matrices (the solve the MVMs use)."""
         _, _, t_extra, t_cols = self.tile.effective_conductances()
         if self.shared:
-            t = t_cols[self.key][m, :nb + L][None]
+            t = t_cols[self.key][m, : nb + L][None]
         else:
-            t = t_extra[m, :nb + L][:, self.columns].t()
+            t = t_extra[m, : nb + L][:, self.columns].t()
         return t[:, nb:].contiguous(), t[:, :nb].contiguous()
 
     def required(self, ramp_target: torch.Tensor, bias_target: torch.Tensor) -> float:
@@ -609,12 +632,13 @@ class RampSite:
         nb, L = bias_target.numel(), ramp_target.numel()
         rows, cols = tile.aware_extra()
         gp, gn = tile.programming_targets()
-        _, _, t_ex, t_cols = effective_arrays(gp[None], gn[None], tile.config.array, rows, cols,
-                                              col_blocks=self.blocks, weights=False)
+        _, _, t_ex, t_cols = effective_arrays(
+            gp[None], gn[None], tile.config.array, rows, cols, col_blocks=self.blocks, weights=False
+        )
         if self.shared:
-            g, t = cols[self.key][1][0, :nb + L], t_cols[self.key][0, :nb + L]
+            g, t = cols[self.key][1][0, : nb + L], t_cols[self.key][0, : nb + L]
         else:
-            g, t = rows[0, :nb + L][:, self.columns], t_ex[0, :nb + L][:, self.columns]
+            g, t = rows[0, : nb + L][:, self.columns], t_ex[0, : nb + L][:, self.columns]
         target = torch.cat([bias_target.double().flatten(), ramp_target.double().flatten()])
         target = target[:, None] if g.dim() == 2 else target
         a = torch.where(g > 0, t / g.clamp(min=1e-300), torch.ones_like(g))
@@ -626,13 +650,14 @@ class RampSite:
         devices when these were planned (:func:`crossbar.periphery.readout.program_chip`), else a
         fixed point of their own in the array of the tile's target weights (bounded by g_min/g_max)."""
         nb, L = bias_target.shape[-1], ramp_target.shape[-1]
-        rows, cols = self.tile.aware_extra() if self.tile.planned_rows is not None or self.tile.planned_cols \
-            else (None, {})
+        rows, cols = (
+            self.tile.aware_extra() if self.tile.planned_rows is not None or self.tile.planned_cols else (None, {})
+        )
         if self.shared and self.key in cols:
-            t = cols[self.key][1][0, :nb + L][None]
+            t = cols[self.key][1][0, : nb + L][None]
             return t[:, nb:].contiguous(), t[:, :nb].contiguous()
         if not self.shared and rows is not None and rows.shape[1] >= nb + L:
-            t = rows[0, :nb + L][:, self.columns].t()
+            t = rows[0, : nb + L][:, self.columns].t()
             return t[:, nb:].contiguous(), t[:, :nb].contiguous()
         gr, gb = ramp_target.double().clone(), bias_target.double().clone()
         for _ in range(iterations):

@@ -7,6 +7,7 @@ Monte-Carlo device instances in one batched pass, and prints the relative RMS ou
 
     python examples/convert_lstm.py
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,8 +55,14 @@ def main() -> None:
     print(f"float model: train MSE {loss.item():.4f}")
     mc = 8
     print(f"{'config':28s}{'rel. RMS output error':>26s}")
-    for preset in ["ideal", "rram_nladc_3b", "rram_nladc_4b", "rram_nladc_5b", "rram_nladc_8b",
-                   "rram_conventional_adc_5b"]:
+    for preset in [
+        "ideal",
+        "rram_nladc_3b",
+        "rram_nladc_4b",
+        "rram_nladc_5b",
+        "rram_nladc_8b",
+        "rram_conventional_adc_5b",
+    ]:
         ana = convert_to_analog(model, preset).eval()
         ana.calibrate([x[:128]])
         ana.program(seed=0, instances=mc)

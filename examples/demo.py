@@ -14,6 +14,7 @@
 
     python examples/demo.py --out demo_out
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "checkpoints" / "kws_synthetic.pt"
 # the commands that produced the shipped checkpoint (run from the repo root):
 #   crossbar data synthetic-kws --out demo_out/synthetic_kws
-TRAIN_COMMAND = ("crossbar train kws --data demo_out/synthetic_kws --config rram_nladc_5b "
-                 "--out checkpoints/kws_synthetic.pt --hidden 64 --epochs 30 --hwa-epochs 3 --batch 64 --lr 3e-3 "
-                 "--threads 1")
+TRAIN_COMMAND = (
+    "crossbar train kws --data demo_out/synthetic_kws --config rram_nladc_5b "
+    "--out checkpoints/kws_synthetic.pt --hidden 64 --epochs 30 --hwa-epochs 3 --batch 64 --lr 3e-3 "
+    "--threads 1"
+)
 
 
 def main(argv=None) -> int:
@@ -54,8 +57,14 @@ def main(argv=None) -> int:
     cfg = load_config("rram_nladc_5b")
     print(f"== 1. NL-ADC characterisation: {cfg.name} ({args.mc} instances x 16 columns)")
     summary = run_characterisation(cfg, ["sigmoid", "tanh"], args.mc, parse_vread("0.15:0.25:0.01"), out / "adc", None)
-    keys = ["inl_max_lsb_uncalibrated", "inl_max_lsb", "dnl_max_lsb", "rmse",
-            "vread_max_code_shift_nladc", "vread_max_code_shift_conventional"]
+    keys = [
+        "inl_max_lsb_uncalibrated",
+        "inl_max_lsb",
+        "dnl_max_lsb",
+        "rmse",
+        "vread_max_code_shift_nladc",
+        "vread_max_code_shift_conventional",
+    ]
     print(f"{'metric':36s}" + "".join(f"{fn:>20s}" for fn in summary))
     for k in keys:
         print(f"{k:36s}" + "".join(f"{s[k]['mean']:>12.3f} +- {s[k]['std']:.3f}" for s in summary.values()))
@@ -67,28 +76,54 @@ def main(argv=None) -> int:
     if not checkpoint.is_file():
         checkpoint = out / "kws_synthetic.pt"
         print(f"no shipped checkpoint at {SHIPPED}; training one ({TRAIN_COMMAND})")
-        train_kws(data, checkpoint, config="rram_nladc_5b", hidden_size=64, epochs=30, hwa_epochs=3, batch=64,
-                  lr=3e-3, command=TRAIN_COMMAND)
+        train_kws(
+            data,
+            checkpoint,
+            config="rram_nladc_5b",
+            hidden_size=64,
+            epochs=30,
+            hwa_epochs=3,
+            batch=64,
+            lr=3e-3,
+            command=TRAIN_COMMAND,
+        )
     print(f"checkpoint: {checkpoint}")
-    spec = parse_spec({"task": "kws", "checkpoint": str(checkpoint), "data": str(data), "split": "dev",
-                       "config": "rram_nladc_5b", "mc": args.mc, "grid": {"adc.bits": [3, 4, 5, 8]},
-                       "baseline": ["rram_conventional_adc_5b"]})
+    spec = parse_spec(
+        {
+            "task": "kws",
+            "checkpoint": str(checkpoint),
+            "data": str(data),
+            "split": "dev",
+            "config": "rram_nladc_5b",
+            "mc": args.mc,
+            "grid": {"adc.bits": [3, 4, 5, 8]},
+            "baseline": ["rram_conventional_adc_5b"],
+        }
+    )
     sweep = run_sweep(spec, out / "kws_sweep", workers=1, progress=False)  # the `crossbar sweep` machinery
     for s in sweep.summary:
-        print(f"  {s['config']:26s} {s['adc.bits']} bit  software {s['software']:.4f}  "
-              f"hardware {s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}  {s['tops_per_w']:.3g} TOPS/W")
+        print(
+            f"  {s['config']:26s} {s['adc.bits']} bit  software {s['software']:.4f}  "
+            f"hardware {s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}  {s['tops_per_w']:.3g} TOPS/W"
+        )
     plot = out / "kws_sweep" / "pareto.png"
-    print(f"\n== 3. Area / energy / latency of the same model ({cfg.name}, {cfg.cost.node_nm:g} nm, "
-          f"{cfg.cost.clock_ghz:g} GHz)")
+    print(
+        f"\n== 3. Area / energy / latency of the same model ({cfg.name}, {cfg.cost.node_nm:g} nm, "
+        f"{cfg.cost.clock_ghz:g} GHz)"
+    )
     report = build_report(cfg.name, workload_for(str(checkpoint), cfg), [5, 8])
     write_report(report, out / "cost")
     print(f"  {'architecture':14s}{'bits':>5s}{'TOPS/W':>10s}{'TOPS/mm^2':>11s}{'uJ/clip':>10s}{'cycles/step':>13s}")
     for arch, per_bits in report["architectures"].items():
         for b, e in per_bits.items():
-            print(f"  {arch:14s}{b:>5s}{e['tops_per_w']:>10.3g}{e['tops_per_mm2']:>11.3g}"
-                  f"{e['energy_per_inference_j'] * 1e6:>10.3g}{e['cycles_per_step']['total']:>13g}")
-    print(f"\nplots: {out / 'adc' / 'transfer_sigmoid.png'}, {out / 'adc' / 'vread_sweep.png'}, {plot}, "
-          f"{out / 'cost' / 'efficiency.png'}")
+            print(
+                f"  {arch:14s}{b:>5s}{e['tops_per_w']:>10.3g}{e['tops_per_mm2']:>11.3g}"
+                f"{e['energy_per_inference_j'] * 1e6:>10.3g}{e['cycles_per_step']['total']:>13g}"
+            )
+    print(
+        f"\nplots: {out / 'adc' / 'transfer_sigmoid.png'}, {out / 'adc' / 'vread_sweep.png'}, {plot}, "
+        f"{out / 'cost' / 'efficiency.png'}"
+    )
     print(f"done in {time.time() - t0:.1f} s")
     return 0
 

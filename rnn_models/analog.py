@@ -17,6 +17,7 @@ into the weights (W_ij s_j) -- the usual digital pre-scaling in front of the wor
 
 Tensors inside are (M, B, features); M = 1 outside the chip path.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,11 +38,11 @@ class ColumnGroup:
     """Columns ``index`` of a matrix, read out through ``function``."""
 
     name: str
-    index: torch.Tensor                           # column indices (long)
+    index: torch.Tensor  # column indices (long)
     function: str
-    in_range: tuple[float, float] | None = None   # ADC input range (calibrated; linear readouts)
-    samples: torch.Tensor | None = None           # pre-activation sample (data-aware NL-ADC design)
-    block_ranges: list | None = None              # per-array partial-sum ranges (digital partial sums)
+    in_range: tuple[float, float] | None = None  # ADC input range (calibrated; linear readouts)
+    samples: torch.Tensor | None = None  # pre-activation sample (data-aware NL-ADC design)
+    block_ranges: list | None = None  # per-array partial-sum ranges (digital partial sums)
 
 
 @dataclass
@@ -70,24 +71,41 @@ class AnalogMatrix:
     def __init__(self, name: str, groups: list[ColumnGroup]):
         self.name = name
         self.groups = groups
-        self.tile = self.readouts = None     # chip state (after program)
+        self.tile = self.readouts = None  # chip state (after program)
         self.instances = 0
         self._train_readouts = None
-        self._fwd = None                     # per-forward state set by prepare()
+        self._fwd = None  # per-forward state set by prepare()
         self.health = {"dac_clipped": 0, "dac_total": 0, "adc_saturated": 0, "adc_total": 0}
 
     # ------------------------------------------------------------------------ programming
-    def program(self, config: HardwareConfig, weight, bias, in_scale: torch.Tensor, seed: int,
-                instances: int, first: int = 0, input_blocks=None) -> None:
+    def program(
+        self,
+        config: HardwareConfig,
+        weight,
+        bias,
+        in_scale: torch.Tensor,
+        seed: int,
+        instances: int,
+        first: int = 0,
+        input_blocks=None,
+    ) -> None:
         """Program the chip: the tile and one readout (ADC) per column group."""
         with torch.no_grad():
             w = weight.detach() * in_scale.to(weight)[None, :]
-            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0,
-                             row_groups=input_blocks)
+            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
             self.readouts = program_chip(
-                self.tile, [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
-                            for g in self.groups], [g.index for g in self.groups],
-                [f"{self.name}/{g.name}" for g in self.groups], seed, instances, first, f"{self.name}/tile")
+                self.tile,
+                [
+                    ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
+                    for g in self.groups
+                ],
+                [g.index for g in self.groups],
+                [f"{self.name}/{g.name}" for g in self.groups],
+                seed,
+                instances,
+                first,
+                f"{self.name}/tile",
+            )
         dev = self.tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances
@@ -110,9 +128,17 @@ class AnalogMatrix:
         self._train_readouts = None
 
     # ------------------------------------------------------------------------ per forward
-    def prepare(self, path: str, config: HardwareConfig, weight, bias, in_scale: torch.Tensor,
-                gen: torch.Generator | None = None, stats: RangeStats | None = None,
-                input_blocks=None) -> None:
+    def prepare(
+        self,
+        path: str,
+        config: HardwareConfig,
+        weight,
+        bias,
+        in_scale: torch.Tensor,
+        gen: torch.Generator | None = None,
+        stats: RangeStats | None = None,
+        input_blocks=None,
+    ) -> None:
         """Set up one forward pass (a whole sequence) on ``path``."""
         if path == "chip":
             self._fwd = ("chip", self.tile, self.chip_scale, None)
@@ -121,14 +147,18 @@ class AnalogMatrix:
             tile = Tile(w, bias, config, x_max=1.0, row_groups=input_blocks)
             tile.program(int(torch.randint(0, 2**62, (1,), generator=gen)), 1, name=f"{self.name}/train")
             if self._train_readouts is None:
-                self._train_readouts = [ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples)
-                                        for g in self.groups]
+                self._train_readouts = [
+                    ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples) for g in self.groups
+                ]
             self._fwd = ("train", tile, in_scale.to(tile.device, tile.dtype), [gen])
         else:
             exact = [get_activation(g.function).f for g in self.groups]
             # per-array partial sums are calibrated too when the linear ADC converts each of them
-            block_rows = config.array.rows if (config.array.partial_sums == "digital"
-                                               and config.adc.kind == "linear_ramp") else None
+            block_rows = (
+                config.array.rows
+                if (config.array.partial_sums == "digital" and config.adc.kind == "linear_ramp")
+                else None
+            )
             self._fwd = ("float", weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -153,22 +183,25 @@ class AnalogMatrix:
             blocks, var = tile.moments(xs)
             self._count_health(xs, blocks.sum(2), tile.config)
             if blocks.shape[2] > 1:  # one conversion per array, added digitally
-                return [ro.convert_blocks(blocks[..., g.index], self.adc_gens, var=_cols(var, g.index))
-                        for g, ro in zip(self.groups, self.readouts)]
+                return [
+                    ro.convert_blocks(blocks[..., g.index], self.adc_gens, var=_cols(var, g.index))
+                    for g, ro in zip(self.groups, self.readouts)
+                ]
             y, var = blocks[:, :, 0], None if var is None else var[:, :, 0]
-            return [ro.convert(y[..., g.index], self.adc_gens, var=_cols(var, g.index))
-                    for g, ro in zip(self.groups, self.readouts)]
+            return [
+                ro.convert(y[..., g.index], self.adc_gens, var=_cols(var, g.index))
+                for g, ro in zip(self.groups, self.readouts)
+            ]
         # training: read noise sampled on the array, the partial sums joined before the (ideal,
         # straight-through) quantiser
         y = tile.mvm(xs, read_gen=gens).sum(2)
         return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
 
-
     def _block_stats(self, x, weight, bias, block_rows: int, stats: RangeStats, pct: float) -> None:
         """Range statistics of each array's partial sum (rows = inputs, then the bias row)."""
         rows = torch.cat([x, torch.ones_like(x[..., :1])], -1) if bias is not None else x
         w_rows = torch.cat([weight.t(), bias[None, :]], 0) if bias is not None else weight.t()
-        slices = array_row_slices(rows.shape[-1], block_rows)   # the tile's partition
+        slices = array_row_slices(rows.shape[-1], block_rows)  # the tile's partition
         if len(slices) == 1:
             return
         for r, sl in enumerate(slices):
@@ -214,7 +247,8 @@ class CellNonlinearity:
         self.readout = None
         if config.nl_adc.functions.cell == "nl_adc":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns).program(
-                seed, instances, f"{self.name}/cell", first)
+                seed, instances, f"{self.name}/cell", first
+            )
             self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
         elif config.nl_adc.functions.cell == "digital_lut":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)

@@ -6,6 +6,7 @@ Layout (``format`` = ``crossbar.rnn_checkpoint``, ``version`` = 1)::
      "arch": {constructor keyword arguments of the task's model},
      "state_dict": {name: tensor}, "meta": {free-form: vocab, training command, metrics}}
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ REQUIRED = ("format", "version", "task", "arch", "state_dict", "meta")
 def save_checkpoint(path: str | Path, task: str, arch: dict, model: torch.nn.Module, meta: dict) -> Path:
     """Write a checkpoint atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "version": VERSION, "task": task, "arch": dict(arch),
-               "state_dict": state, "meta": dict(meta)}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "arch": dict(arch),
+        "state_dict": state,
+        "meta": dict(meta),
+    }
     return torch_save(payload, path)
 
 
@@ -57,17 +64,16 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         )
     for key, kind in (("arch", dict), ("state_dict", dict), ("meta", dict), ("task", str)):
         if not isinstance(payload[key], kind):
-            raise CrossbarInputError(f"checkpoint {str(path)!r}: {key!r} must be a {kind.__name__}, "
-                                     f"got {type(payload[key]).__name__}")
+            raise CrossbarInputError(
+                f"checkpoint {str(path)!r}: {key!r} must be a {kind.__name__}, got {type(payload[key]).__name__}"
+            )
     for name, tensor in payload["state_dict"].items():
         if not isinstance(tensor, torch.Tensor):
             raise CrossbarInputError(f"checkpoint {str(path)!r}: state_dict entry {name!r} is not a tensor")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CrossbarInputError(f"checkpoint {str(path)!r}: tensor {name!r} holds NaN or infinite values")
     if task is not None and payload["task"] != task:
-        raise CrossbarInputError(
-            f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}"
-        )
+        raise CrossbarInputError(f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}")
     return payload
 
 
@@ -84,8 +90,10 @@ def deployment(ckpt: dict, output_layer: str) -> dict:
         if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
             raise CrossbarInputError("checkpoint meta 'deployment.digital_layers' must be a list of layer names")
         return {"hwa_config": dep.get("hwa_config"), "digital_layers": list(layers)}
-    return {"hwa_config": meta.get("hwa_config"),
-            "digital_layers": [output_layer] if meta.get("hwa_digital_output") is True else []}
+    return {
+        "hwa_config": meta.get("hwa_config"),
+        "digital_layers": [output_layer] if meta.get("hwa_digital_output") is True else [],
+    }
 
 
 def resolve_digital_output(ckpt: dict, output_layer: str, flag: bool | None) -> tuple[bool, str]:
@@ -106,6 +114,7 @@ def _flat_config(cfg) -> dict:
                 walk(key, v)
             else:
                 out[key] = v
+
     walk("", cfg.model_dump())
     return out
 
@@ -113,8 +122,11 @@ def _flat_config(cfg) -> dict:
 def config_difference(a, b) -> list[str]:
     """Human-readable differing fields of two hardware configs (``name``/``description`` ignored)."""
     fa, fb = _flat_config(a), _flat_config(b)
-    return [f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})" for k in sorted(set(fa) | set(fb))
-            if k not in ("name", "description") and fa.get(k) != fb.get(k)]
+    return [
+        f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})"
+        for k in sorted(set(fa) | set(fb))
+        if k not in ("name", "description") and fa.get(k) != fb.get(k)
+    ]
 
 
 def _layer_state(layer, programmed: bool) -> dict:
@@ -124,31 +136,54 @@ def _layer_state(layer, programmed: bool) -> dict:
             state["groups"][f"{key}/{g.name}"] = {
                 "in_range": list(g.in_range) if g.in_range is not None else None,
                 "samples": g.samples.float() if g.samples is not None else None,
-                "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None}
+                "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
+            }
     if programmed and layer.instances:
         chip = {"args": list(layer._program_args), "tiles": {}}
         for key, (mat, *_r) in layer._matrices().items():
-            entry = {"g_pos": mat.tile.g_pos.cpu(), "g_neg": mat.tile.g_neg.cpu(),
-                     "drift_gain": mat.tile.drift_gain.cpu(), "nladc": []}
+            entry = {
+                "g_pos": mat.tile.g_pos.cpu(),
+                "g_neg": mat.tile.g_neg.cpu(),
+                "drift_gain": mat.tile.drift_gain.cpu(),
+                "nladc": [],
+            }
             for ro in mat.readouts:
                 if ro.nladc is not None:
-                    entry["nladc"].append({"ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
-                                           "offsets": ro.nladc.offsets.cpu(), "read_var": ro.nladc.read_var.cpu()})
+                    entry["nladc"].append(
+                        {
+                            "ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
+                            "offsets": ro.nladc.offsets.cpu(),
+                            "read_var": ro.nladc.read_var.cpu(),
+                        }
+                    )
             chip["tiles"][key] = entry
         state["chip"] = chip
     return state
 
 
-def save_analog_checkpoint(path: str | Path, model: torch.nn.Module, task: str = "custom", arch: dict | None = None,
-                           meta: dict | None = None, programmed: bool = False) -> Path:
+def save_analog_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    task: str = "custom",
+    arch: dict | None = None,
+    meta: dict | None = None,
+    programmed: bool = False,
+) -> Path:
     """Save an analog model: weights, each layer's hardware config and calibrated ranges, and
     (``programmed=True``) the programmed conductances and NL-ADC thresholds of every instance."""
     from rnn_models.convert import analog_layers
 
     layers = {name: _layer_state(layer, programmed) for name, layer in analog_layers(model)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": FORMAT, "version": VERSION, "task": task, "arch": dict(arch or {}),
-               "state_dict": state, "meta": dict(meta or {}), "analog": layers}
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "arch": dict(arch or {}),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+        "analog": layers,
+    }
     return torch_save(payload, path)
 
 
@@ -166,18 +201,23 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
         raise CrossbarInputError(f"checkpoint {str(path)!r} holds no analog state (saved by save_checkpoint)")
     layers = dict(analog_layers(model))
     if set(layers) != set(ckpt["analog"]):
-        raise CrossbarInputError(f"checkpoint {str(path)!r} has analog layers {sorted(ckpt['analog'])}, the model "
-                                 f"has {sorted(layers)}")
+        raise CrossbarInputError(
+            f"checkpoint {str(path)!r} has analog layers {sorted(ckpt['analog'])}, the model has {sorted(layers)}"
+        )
     for name, state in ckpt["analog"].items():
         saved = validate_config(json.loads(state["config"]), source=f"{path}:{name}")
         diff = config_difference(saved, layers[name].hw)
         if diff:
-            raise CrossbarInputError(f"checkpoint {str(path)!r} was saved with hardware config {saved.name!r} but layer "
-                                     f"{name!r} uses {layers[name].hw.name!r}; differing fields: {', '.join(diff[:6])}")
+            raise CrossbarInputError(
+                f"checkpoint {str(path)!r} was saved with hardware config {saved.name!r} but layer "
+                f"{name!r} uses {layers[name].hw.name!r}; differing fields: {', '.join(diff[:6])}"
+            )
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not fit the model: {_state_dict_problem(exc)}") from None
+        raise CrossbarInputError(
+            f"checkpoint {str(path)!r} does not fit the model: {_state_dict_problem(exc)}"
+        ) from None
     for name, state in ckpt["analog"].items():
         layer = layers[name]
         layer.input_scale = state["input_scale"]
@@ -194,15 +234,20 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
             for key, (mat, *_r) in layer._matrices().items():
                 entry = state["chip"]["tiles"][key]
                 if entry["g_pos"].shape != mat.tile.g_pos.shape:
-                    raise CrossbarInputError(f"checkpoint {str(path)!r}: programmed conductances of {name}/{key} have "
-                                             f"shape {tuple(entry['g_pos'].shape)}, expected {tuple(mat.tile.g_pos.shape)}")
+                    raise CrossbarInputError(
+                        f"checkpoint {str(path)!r}: programmed conductances of {name}/{key} have "
+                        f"shape {tuple(entry['g_pos'].shape)}, expected {tuple(mat.tile.g_pos.shape)}"
+                    )
                 dev, dt = mat.tile.device, mat.tile.dtype
                 mat.tile.g_pos, mat.tile.g_neg = entry["g_pos"].to(dev, dt), entry["g_neg"].to(dev, dt)
                 mat.tile.drift_gain = entry["drift_gain"].to(dev, dt)
                 nl = [ro.nladc for ro in mat.readouts if ro.nladc is not None]
                 for adc, saved in zip(nl, entry["nladc"]):
-                    adc.restore(saved["ramp_thresholds"].to(dev, dt), saved["offsets"].to(dev, dt),
-                                saved["read_var"].to(dev, dt))
+                    adc.restore(
+                        saved["ramp_thresholds"].to(dev, dt),
+                        saved["offsets"].to(dev, dt),
+                        saved["read_var"].to(dev, dt),
+                    )
     return ckpt
 
 
@@ -218,8 +263,9 @@ def check_meta(path: str | Path, meta: dict, required: dict[str, type | tuple]) 
             raise CrossbarInputError(f"checkpoint {str(path)!r}: meta entry {key!r} is missing")
         if not isinstance(meta[key], kind):
             want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise CrossbarInputError(f"checkpoint {str(path)!r}: meta entry {key!r} must be {want}, "
-                                     f"got {type(meta[key]).__name__}")
+            raise CrossbarInputError(
+                f"checkpoint {str(path)!r}: meta entry {key!r} must be {want}, got {type(meta[key]).__name__}"
+            )
 
 
 def load_model(path: str | Path, task: str, model_cls, what: str):
@@ -231,5 +277,7 @@ def load_model(path: str | Path, task: str, model_cls, what: str):
         model = model_cls(**ckpt["arch"])
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError) as exc:
-        raise CrossbarInputError(f"checkpoint {str(path)!r} does not hold a {what}: {_state_dict_problem(exc)}") from None
+        raise CrossbarInputError(
+            f"checkpoint {str(path)!r} does not hold a {what}: {_state_dict_problem(exc)}"
+        ) from None
     return model.eval(), ckpt

@@ -2,6 +2,7 @@
 
 Bad input (config, data, checkpoint, argument) prints one line ``error: ...`` and exits with 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,29 +17,52 @@ from crossbar.errors import CrossbarInputError
 
 
 def _cmd_train_lm(args: argparse.Namespace) -> int:
+    from crossbar.io import check_outputs
     from rnn_models.tasks.lm import train_lm
 
-    from crossbar.io import check_outputs
-
-    check_outputs({"--out": (args.out, "file")}, {"--data": args.data, "--init": args.init,
-                                                   "--config": _config_input(args.config)})
+    check_outputs(
+        {"--out": (args.out, "file")},
+        {"--data": args.data, "--init": args.init, "--config": _config_input(args.config)},
+    )
     _check_device(args.device)
     torch.set_num_threads(args.threads)
     command = _command_line()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = train_lm(args.data, args.out, hidden_size=args.hidden, num_layers=args.layers,
-                      dropout=args.dropout, epochs=args.epochs, batch=args.batch, bptt=args.bptt,
-                      lr=args.lr, seed=args.seed, bf16=args.bf16, device=args.device,
-                      max_minutes=args.max_minutes, config=args.config, hwa_epochs=args.hwa_epochs,
-                      hwa_lr=args.hwa_lr, hwa_max_minutes=args.hwa_max_minutes,
-                      hwa_max_steps=args.hwa_max_steps, init=args.init, digital_output=args.digital_output,
-                      weight_drop=args.weight_drop, locked_dropout=args.locked_dropout,
-                      weight_decay=args.weight_decay, ema_decay=args.ema, warmup=args.warmup,
-                      save_every_minutes=args.save_every, command=command)
+    result = train_lm(
+        args.data,
+        args.out,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        dropout=args.dropout,
+        epochs=args.epochs,
+        batch=args.batch,
+        bptt=args.bptt,
+        lr=args.lr,
+        seed=args.seed,
+        bf16=args.bf16,
+        device=args.device,
+        max_minutes=args.max_minutes,
+        config=args.config,
+        hwa_epochs=args.hwa_epochs,
+        hwa_lr=args.hwa_lr,
+        hwa_max_minutes=args.hwa_max_minutes,
+        hwa_max_steps=args.hwa_max_steps,
+        init=args.init,
+        digital_output=args.digital_output,
+        weight_drop=args.weight_drop,
+        locked_dropout=args.locked_dropout,
+        weight_decay=args.weight_decay,
+        ema_decay=args.ema,
+        warmup=args.warmup,
+        save_every_minutes=args.save_every,
+        command=command,
+    )
     if not result["finished"]:
-        print(f"training paused (best valid bpc so far {result['best_valid_bpc']:.4f}); the state is in "
-              f"{args.out}: run the same command again to continue")
+        print(
+            f"training paused (best valid bpc so far {result['best_valid_bpc']:.4f}); the state is in "
+            f"{args.out}: run the same command again to continue"
+        )
         return 0
     print(f"best valid bpc {result['best_valid_bpc']:.4f}; checkpoint {args.out}")
     return 0
@@ -66,9 +90,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     import json
 
     from crossbar.config import json_schema
-    from crossbar.io import write_text
-
-    from crossbar.io import check_outputs
+    from crossbar.io import check_outputs, write_text
 
     check_outputs({"--out": (args.out, "file")})
     text = json.dumps(json_schema(), indent=2) + "\n"
@@ -87,17 +109,26 @@ def _cmd_pcm_like(args: argparse.Namespace) -> int:
 
     check_outputs({"--out": (args.out, "file")}, {"--base": _config_input(args.base)})
     base = load_config(args.base)
-    device = pcm_like_device(g_max=args.g_max, t_0=args.t0, t_read=args.t_read, t_inference=args.t_inference,
-                             prog_noise_scale=args.prog_noise_scale, read_noise_scale=args.read_noise_scale,
-                             drift_scale=args.drift_scale)
-    note = (f" Device: aihwkit's PCMLikeNoiseModel (g_max {args.g_max:g} uS, scales prog/read/drift "
-            f"{args.prog_noise_scale:g}/{args.read_noise_scale:g}/{args.drift_scale:g}) read "
-            f"{args.t_inference:g} s after programming, translated by crossbar.interop (made by `crossbar pcm-like`).")
+    device = pcm_like_device(
+        g_max=args.g_max,
+        t_0=args.t0,
+        t_read=args.t_read,
+        t_inference=args.t_inference,
+        prog_noise_scale=args.prog_noise_scale,
+        read_noise_scale=args.read_noise_scale,
+        drift_scale=args.drift_scale,
+    )
+    note = (
+        f" Device: aihwkit's PCMLikeNoiseModel (g_max {args.g_max:g} uS, scales prog/read/drift "
+        f"{args.prog_noise_scale:g}/{args.read_noise_scale:g}/{args.drift_scale:g}) read "
+        f"{args.t_inference:g} s after programming, translated by crossbar.interop (made by `crossbar pcm-like`)."
+    )
     if args.compensation:
         device["drift"]["compensation"] = True
         note += " Global drift compensation on."
-    cfg = base.replace(device=device, name=args.name or f"{base.name}_pcm_like",
-                       description=(base.description + note).strip()[:20_000])
+    cfg = base.replace(
+        device=device, name=args.name or f"{base.name}_pcm_like", description=(base.description + note).strip()[:20_000]
+    )
     write_text(args.out, cfg.model_dump_json(indent=2) + "\n")
     print(f"wrote {args.out}: {base.name} with the PCM-like device at t = {args.t_inference:g} s")
     return 0
@@ -115,6 +146,7 @@ def _check_device(device: str) -> None:
 
 def _bounded_int(lo: int, hi: int):
     """argparse type: an integer in [lo, hi] (bounds keep the work finite)."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -123,6 +155,7 @@ def _bounded_int(lo: int, hi: int):
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{value} must be in {lo}..{hi}")
         return value
+
     return parse
 
 
@@ -175,8 +208,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     from crossbar.config import load_config
     from crossbar.io import check_outputs
 
-    check_outputs({"--out": (args.out, "dir"), "--json": (args.json, "file")},
-                  {"--config": _config_input(args.config)})
+    check_outputs({"--out": (args.out, "dir"), "--json": (args.json, "file")}, {"--config": _config_input(args.config)})
     config = load_config(args.config)
     if args.function:
         functions = [f.strip() for f in args.function.split(",") if f.strip()]
@@ -187,8 +219,9 @@ def _cmd_adc(args: argparse.Namespace) -> int:
 
     for fn in functions:
         get_activation(fn)  # one clear error for an unknown name
-    summary = run_characterisation(config, functions, args.mc, parse_sweep(args.vread_sweep), args.out,
-                                   args.json, columns=args.columns)
+    summary = run_characterisation(
+        config, functions, args.mc, parse_sweep(args.vread_sweep), args.out, args.json, columns=args.columns
+    )
     print(f"NL-ADC characterisation of {config.name} ({config.adc.bits} bit), mean +- std over instances")
     for fn, metrics in summary.items():
         print(f"  {fn}:")
@@ -199,7 +232,7 @@ def _cmd_adc(args: argparse.Namespace) -> int:
     return 0
 
 
-from rnn_models.checkpoint import REPO_ROOT, SHIPPED  # noqa: E402
+from rnn_models.checkpoint import SHIPPED  # noqa: E402
 from rnn_models.sweep.spec import MAX_MC  # noqa: E402
 
 
@@ -216,43 +249,64 @@ def _cmd_train_kws(args: argparse.Namespace) -> int:
     if args.config is not None:
         load_config(args.config)  # checked before any training
     torch.set_num_threads(args.threads)
-    train_kws(args.data, args.out, task=args.task, config=args.config, hidden_size=args.hidden, epochs=args.epochs,
-              hwa_epochs=args.hwa_epochs, batch=args.batch, lr=args.lr, dev_fraction=args.dev_fraction,
-              seed=args.seed, speed_perturb=args.speed_perturb, command=_command_line())
+    train_kws(
+        args.data,
+        args.out,
+        task=args.task,
+        config=args.config,
+        hidden_size=args.hidden,
+        epochs=args.epochs,
+        hwa_epochs=args.hwa_epochs,
+        batch=args.batch,
+        lr=args.lr,
+        dev_fraction=args.dev_fraction,
+        seed=args.seed,
+        speed_perturb=args.speed_perturb,
+        command=_command_line(),
+    )
     return 0
 
 
 def _checkpoint_for(task: str, given: str | None) -> str:
     path = given or str(SHIPPED[task])
     if not os.path.isfile(path):
-        raise CrossbarInputError(f"checkpoint {path!r} not found" + ("" if given else
-                                 f" (the checkpoint shipped for {task}; train one with `crossbar train {task}`)"))
+        raise CrossbarInputError(
+            f"checkpoint {path!r} not found"
+            + ("" if given else f" (the checkpoint shipped for {task}; train one with `crossbar train {task}`)")
+        )
     return path
 
 
 def _print_deployment(res: dict) -> None:
     dep = res.get("deployment")
     if dep:
-        where = ("as the checkpoint's deployment says; --digital-output / --no-digital-output override it"
-                 if dep["from"] == "checkpoint" else "set by the command line")
+        where = (
+            "as the checkpoint's deployment says; --digital-output / --no-digital-output override it"
+            if dep["from"] == "checkpoint"
+            else "set by the command line"
+        )
         layers = ", ".join(dep["digital_layers"]) or "none"
         print(f"deployment: digital (off-chip) layers: {layers} ({where})")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from crossbar.config import load_config
-    from crossbar.io import write_json
-
-    from crossbar.io import check_outputs
+    from crossbar.io import check_outputs, write_json
 
     torch.set_num_threads(args.threads)
     checkpoint = _checkpoint_for(args.task, args.checkpoint)
-    inputs = {"--checkpoint": checkpoint, "--data": args.data, "--config": _config_input(args.config),
-              "--measured": args.measured}
+    inputs = {
+        "--checkpoint": checkpoint,
+        "--data": args.data,
+        "--config": _config_input(args.config),
+        "--measured": args.measured,
+    }
     if args.measured is not None and args.sweep is not None:
         raise CrossbarInputError("--measured simulates one measured chip; it cannot be combined with --sweep")
-    check_outputs({"--json": (args.json, "file"),
-                   "--out": ((args.out or f"sweep_{args.task}") if args.sweep else None, "dir")}, inputs)
+    check_outputs(
+        {"--json": (args.json, "file"), "--out": ((args.out or f"sweep_{args.task}") if args.sweep else None, "dir")},
+        inputs,
+    )
     if args.sweep is None:
         cfg = load_config(args.config)
         if args.measured is not None:
@@ -262,21 +316,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if args.task == "kws":
             from rnn_models.tasks.kws import evaluate_kws
 
-            res = evaluate_kws(checkpoint, args.data, cfg, args.mc, split=args.split, digital_output=args.digital_output,
-                               measured=args.measured)
+            res = evaluate_kws(
+                checkpoint,
+                args.data,
+                cfg,
+                args.mc,
+                split=args.split,
+                digital_output=args.digital_output,
+                measured=args.measured,
+            )
         else:
             from rnn_models.tasks.lm import evaluate_lm
 
-            res = evaluate_lm(checkpoint, args.data, cfg, args.mc, split=args.split or "valid",
-                              digital_output=args.digital_output, measured=args.measured)
+            res = evaluate_lm(
+                checkpoint,
+                args.data,
+                cfg,
+                args.mc,
+                split=args.split or "valid",
+                digital_output=args.digital_output,
+                measured=args.measured,
+            )
         h = res["hardware"]
         _print_deployment(res)
         chip = ""
         if "measured" in res:
             ms = res["measured"]
             chip = f", measured chip {ms['dir']} ({ms['devices']} devices)"
-        print(f"{res['task']} {res['metric']} on {res['n_samples']} samples: software {res['software']:.4f}, "
-              f"hardware ({res['config']}{chip}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}")
+        print(
+            f"{res['task']} {res['metric']} on {res['n_samples']} samples: software {res['software']:.4f}, "
+            f"hardware ({res['config']}{chip}, {len(h['per_instance'])} instances) {h['mean']:.4f} +- {h['std']:.4f}"
+        )
         if args.json:
             write_json(args.json, res)
         return 0
@@ -285,11 +355,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from rnn_models.sweep import parse_spec, run_sweep
 
     base = load_config(args.config)
-    spec = parse_spec({"task": args.task, "checkpoint": checkpoint, "data": args.data, "split": args.split,
-                       "config": args.config, "mc": args.mc, "seed": base.simulation.seed,
-                       "grid": {"adc.bits": parse_sweep(args.sweep)},
-                       "baseline": [args.baseline] if args.baseline else [],
-                       "digital_output": args.digital_output}, source="--sweep")
+    spec = parse_spec(
+        {
+            "task": args.task,
+            "checkpoint": checkpoint,
+            "data": args.data,
+            "split": args.split,
+            "config": args.config,
+            "mc": args.mc,
+            "seed": base.simulation.seed,
+            "grid": {"adc.bits": parse_sweep(args.sweep)},
+            "baseline": [args.baseline] if args.baseline else [],
+            "digital_output": args.digital_output,
+        },
+        source="--sweep",
+    )
     outcome = run_sweep(spec, args.out or f"sweep_{args.task}", workers=1, resume=args.resume, source="--sweep")
     _print_sweep(outcome)
     if args.json:
@@ -317,16 +397,24 @@ def _analog_model_for(checkpoint: str, config, data: str | None = None, digital_
         from rnn_models.tasks.lm import analog_lm, load_lm
 
         if data is None:
-            raise CrossbarInputError("--data is needed for an lm checkpoint: its DAC and ADC ranges are calibrated on "
-                                     "the training split of the PTB folder (as `crossbar evaluate lm` does)")
+            raise CrossbarInputError(
+                "--data is needed for an lm checkpoint: its DAC and ADC ranges are calibrated on "
+                "the training split of the PTB folder (as `crossbar evaluate lm` does)"
+            )
         model, ckpt = load_lm(checkpoint)
         ana, digital, src = analog_lm(model, ckpt, cfg, data, digital_output)
         calibration = f"the first 20,000 characters of the training split of {data}"
     else:
         raise CrossbarInputError(f"checkpoint {checkpoint!r} is for task {task!r}; export reads kws and lm checkpoints")
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    source = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest, "task": task, "calibration": calibration,
-              "digital_output": digital, "digital_output_from": src}
+    source = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": digest,
+        "task": task,
+        "calibration": calibration,
+        "digital_output": digital,
+        "digital_output_from": src,
+    }
     return ana, source
 
 
@@ -335,17 +423,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rnn_models.export import MANIFEST, export_design
 
     torch.set_num_threads(args.threads)
-    check_outputs({"--out": (args.out, "dir")}, {"--checkpoint": args.checkpoint, "--config": _config_input(args.config),
-                                                 "--data": args.data})
+    check_outputs(
+        {"--out": (args.out, "dir")},
+        {"--checkpoint": args.checkpoint, "--config": _config_input(args.config), "--data": args.data},
+    )
     if not os.path.isfile(args.checkpoint):
         raise CrossbarInputError(f"checkpoint {args.checkpoint!r} not found")
     ana, source = _analog_model_for(args.checkpoint, args.config, args.data, args.digital_output)
-    manifest = export_design(ana, args.out, instance=args.instance, seed=args.seed, source=source,
-                             fill=args.fill_measured)
+    manifest = export_design(
+        ana, args.out, instance=args.instance, seed=args.seed, source=source, fill=args.fill_measured
+    )
     tot = manifest["totals"]
-    print(f"wrote the design of {args.checkpoint} under {manifest['config']['name']} (instance {manifest['instance']}, "
-          f"seed {manifest['seed']}): {tot['tiles']} tile(s), {tot['arrays']} array CSV(s), {tot['devices']} devices "
-          f"and {MANIFEST} in {args.out}")
+    print(
+        f"wrote the design of {args.checkpoint} under {manifest['config']['name']} (instance {manifest['instance']}, "
+        f"seed {manifest['seed']}): {tot['tiles']} tile(s), {tot['arrays']} array CSV(s), {tot['devices']} devices "
+        f"and {MANIFEST} in {args.out}"
+    )
     return 0
 
 
@@ -354,20 +447,26 @@ def _print_sweep(outcome) -> None:
         hw = "-" if s["hardware_mean"] is None else f"{s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}"
         sw = "-" if s["software"] is None else f"{s['software']:.4f}"
         print(f"  {s['config_name'][:60]:60s} software {sw}  hardware {hw}  ({s['n_instances']} inst.)  {s['status']}")
-    print(f"{outcome.done} of {outcome.units} unit(s) done ({outcome.ran} computed now), {outcome.failed} failed; "
-          f"results in {outcome.out / 'results.csv'}, report {outcome.out / 'report.md'}")
+    print(
+        f"{outcome.done} of {outcome.units} unit(s) done ({outcome.ran} computed now), {outcome.failed} failed; "
+        f"results in {outcome.out / 'results.csv'}, report {outcome.out / 'report.md'}"
+    )
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from rnn_models.sweep import load_spec, run_sweep
 
     spec = load_spec(args.spec)
-    outcome = run_sweep(spec, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
-                        source=args.spec)
+    outcome = run_sweep(
+        spec, args.out, workers=args.workers, scheduler=args.scheduler, resume=args.resume, source=args.spec
+    )
     _print_sweep(outcome)
     if outcome.failed:
-        print(f"error: {outcome.failed} of {outcome.units} unit(s) failed (messages in {outcome.out / 'results.csv'}); "
-              f"rerun the same command to retry them", file=sys.stderr)
+        print(
+            f"error: {outcome.failed} of {outcome.units} unit(s) failed (messages in {outcome.out / 'results.csv'}); "
+            f"rerun the same command to retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -383,15 +482,16 @@ def _bits_list(text: str) -> list[int]:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from crossbar.cost.report import build_report, write_report
-
     from crossbar.config import load_config
+    from crossbar.cost.report import build_report, write_report
     from crossbar.cost.workload import PAPER_SHAPES
     from crossbar.io import check_outputs
     from rnn_models.workload import workload_for
 
-    check_outputs({"--out": (args.out, "dir")}, {"--config": _config_input(args.config),
-                                                 "--model": args.model if os.path.exists(args.model) else None})
+    check_outputs(
+        {"--out": (args.out, "dir")},
+        {"--config": _config_input(args.config), "--model": args.model if os.path.exists(args.model) else None},
+    )
 
     model = args.model if args.model in PAPER_SHAPES else workload_for(args.model, load_config(args.config))
     report = build_report(args.config, model, args.bits or [], steps=args.steps)
@@ -403,9 +503,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     bits = report["bits"]
     for b in bits:
         e = report["architectures"][report["architecture"]][str(b)]
-        print(f"{report['model']} {b} bit ({report['architecture']}): {e['tops_per_w']:.3g} TOPS/W, "
-              f"{e['tops_per_mm2']:.3g} TOPS/mm^2, {e['peak_tops']:.3g} TOPS, {e['power_mw']:.3g} mW, "
-              f"{e['area_mm2']:.3g} mm^2, {e['cycles_per_step']['total']:g} cycles/step")
+        print(
+            f"{report['model']} {b} bit ({report['architecture']}): {e['tops_per_w']:.3g} TOPS/W, "
+            f"{e['tops_per_mm2']:.3g} TOPS/mm^2, {e['peak_tops']:.3g} TOPS, {e['power_mw']:.3g} mW, "
+            f"{e['area_mm2']:.3g} mm^2, {e['cycles_per_step']['total']:g} cycles/step"
+        )
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -435,15 +537,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     pcm = sub.add_parser("pcm-like", help="a config with aihwkit's PCM-like device model (see crossbar.interop)")
     pcm.add_argument("--base", default="rram_nladc_5b", help="config whose other sections to keep (path or preset)")
-    pcm.add_argument("--t-inference", type=_nonnegative_float, default=0.0,
-                     help="s after the end of programming (aihwkit's drift_analog_weights argument)")
+    pcm.add_argument(
+        "--t-inference",
+        type=_nonnegative_float,
+        default=0.0,
+        help="s after the end of programming (aihwkit's drift_analog_weights argument)",
+    )
     pcm.add_argument("--g-max", type=_nonnegative_float, default=25.0, help="uS (aihwkit's default 25)")
     pcm.add_argument("--t0", type=_nonnegative_float, default=20.0, help="s, aihwkit's t_0")
     pcm.add_argument("--t-read", type=_nonnegative_float, default=250e-9, help="s, aihwkit's t_read")
     for scale in ("prog-noise-scale", "read-noise-scale", "drift-scale"):
-        pcm.add_argument(f"--{scale}", type=_nonnegative_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}")
-    pcm.add_argument("--compensation", action="store_true",
-                     help="global drift compensation (aihwkit's GlobalDriftCompensation; not in front of NL-ADCs)")
+        pcm.add_argument(
+            f"--{scale}", type=_nonnegative_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}"
+        )
+    pcm.add_argument(
+        "--compensation",
+        action="store_true",
+        help="global drift compensation (aihwkit's GlobalDriftCompensation; not in front of NL-ADCs)",
+    )
     pcm.add_argument("--name", help="config name (default: <base>_pcm_like)")
     pcm.add_argument("--out", required=True, help="JSON file to write")
     pcm.set_defaults(func=_cmd_pcm_like)
@@ -461,8 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="area / energy / latency estimate of a model on a hardware config")
     rep.add_argument("--config", required=True, help="hardware config (path or preset name)")
     rep.add_argument("--model", required=True, help="paper-kws | paper-lm | kws | lm | a checkpoint file")
-    rep.add_argument("--bits", type=_bits_list, default=None, help="ADC bit widths, e.g. 3,4,5,8 (default: the config's)")
-    rep.add_argument("--steps", type=_bounded_int(1, 10**9), default=None, help="time steps per inference (default: the model's)")
+    rep.add_argument(
+        "--bits", type=_bits_list, default=None, help="ADC bit widths, e.g. 3,4,5,8 (default: the config's)"
+    )
+    rep.add_argument(
+        "--steps", type=_bounded_int(1, 10**9), default=None, help="time steps per inference (default: the model's)"
+    )
     rep.add_argument("--out", required=True, help="folder for report.json, report.md and the PNGs")
     rep.set_defaults(func=_cmd_report)
 
@@ -481,25 +596,45 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
     lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
     lm.add_argument("--threads", type=_bounded_int(1, 1024), default=1)
-    lm.add_argument("--max-minutes", type=_positive_float, default=None,
-                    help="time budget of this run's float training; the state is saved, rerun to continue")
+    lm.add_argument(
+        "--max-minutes",
+        type=_positive_float,
+        default=None,
+        help="time budget of this run's float training; the state is saved, rerun to continue",
+    )
     lm.add_argument("--weight-drop", type=_fraction, default=0.0, help="DropConnect on the recurrent weights")
-    lm.add_argument("--locked-dropout", type=_fraction, default=0.0,
-                    help="variational dropout on the LSTM output (one mask per sequence)")
+    lm.add_argument(
+        "--locked-dropout",
+        type=_fraction,
+        default=0.0,
+        help="variational dropout on the LSTM output (one mask per sequence)",
+    )
     lm.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="AdamW decoupled weight decay")
-    lm.add_argument("--ema", type=_fraction, default=0.0,
-                    help="decay of the exponential moving average of the weights (0: off; e.g. 0.999)")
+    lm.add_argument(
+        "--ema",
+        type=_fraction,
+        default=0.0,
+        help="decay of the exponential moving average of the weights (0: off; e.g. 0.999)",
+    )
     lm.add_argument("--warmup", type=_nonneg_int, default=0, help="linear learning-rate warm-up steps")
-    lm.add_argument("--save-every", type=_positive_float, default=10.0,
-                    help="minutes between saves of the training state (resume point)")
+    lm.add_argument(
+        "--save-every",
+        type=_positive_float,
+        default=10.0,
+        help="minutes between saves of the training state (resume point)",
+    )
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
     lm.add_argument("--init", help="start from this checkpoint (skips float training)")
     lm.add_argument("--hwa-epochs", type=_nonneg_int, default=1)
     lm.add_argument("--hwa-lr", type=_positive_float, default=5e-4)
     lm.add_argument("--hwa-max-minutes", type=_positive_float, default=None)
     lm.add_argument("--digital-output", action="store_true", help="HWA with the decoder digital (off-chip)")
-    lm.add_argument("--hwa-max-steps", type=_positive_int, default=None, help="cap on HWA optimizer steps (reproducible, "
-                    "unlike a time budget)")
+    lm.add_argument(
+        "--hwa-max-steps",
+        type=_positive_int,
+        default=None,
+        help="cap on HWA optimizer steps (reproducible, unlike a time budget)",
+    )
     lm.set_defaults(func=_cmd_train_lm)
 
     kws = train.add_parser("kws", help="keyword-spotting LSTM: float training + hardware-aware fine-tuning")
@@ -514,8 +649,12 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--lr", type=_positive_float, default=5e-3)
     kws.add_argument("--dev-fraction", type=_fraction, default=0.2)
     kws.add_argument("--seed", type=_nonneg_int, default=0)
-    kws.add_argument("--speed-perturb", type=_fraction, default=0.0, help="augmentation: random speed change "
-                     "+-this fraction (e.g. 0.15; 0 = off)")
+    kws.add_argument(
+        "--speed-perturb",
+        type=_fraction,
+        default=0.0,
+        help="augmentation: random speed change +-this fraction (e.g. 0.15; 0 = off)",
+    )
     kws.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
     kws.set_defaults(func=_cmd_train_kws)
 
@@ -534,21 +673,40 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--data", required=True, help="dataset folder")
         e.add_argument("--config", required=True, help="hardware config (path or preset name)")
         e.add_argument("--mc", type=_bounded_int(1, MAX_MC), default=10, help="Monte-Carlo device instances")
-        e.add_argument("--split", default=None, help=("kws: all | train | dev | test (default: test with GSC list "
-                                                      "files, else all)" if task == "kws" else "lm: valid | test"))
+        e.add_argument(
+            "--split",
+            default=None,
+            help=(
+                "kws: all | train | dev | test (default: test with GSC list files, else all)"
+                if task == "kws"
+                else "lm: valid | test"
+            ),
+        )
         e.add_argument("--json", help="result JSON file")
-        e.add_argument("--sweep", help="bits=3,4,5,8: evaluate the config and the baseline at each ADC bit width "
-                       "(a `crossbar sweep` in-process)")
-        e.add_argument("--baseline", default="rram_conventional_adc_5b", help="baseline config of a sweep ('' for none)")
+        e.add_argument(
+            "--sweep",
+            help="bits=3,4,5,8: evaluate the config and the baseline at each ADC bit width "
+            "(a `crossbar sweep` in-process)",
+        )
+        e.add_argument(
+            "--baseline", default="rram_conventional_adc_5b", help="baseline config of a sweep ('' for none)"
+        )
         e.add_argument("--out", help="sweep folder (default: sweep_<task>); see `crossbar sweep`")
         e.add_argument("--resume", action="store_true", help="continue the sweep in --out from its journal")
-        e.add_argument("--digital-output", action=argparse.BooleanOptionalAction, default=None,
-                       help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
-                       "or put it on the crossbar; default: the checkpoint's deployment")
+        e.add_argument(
+            "--digital-output",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
+            "or put it on the crossbar; default: the checkpoint's deployment",
+        )
         e.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
-        e.add_argument("--measured", help="folder in the `crossbar export` layout with a chip's measured "
-                       "conductances (measured_g_us): simulate that chip instead of programming instances "
-                       "(read noise, periphery and datapath as --config says; docs/export.md)")
+        e.add_argument(
+            "--measured",
+            help="folder in the `crossbar export` layout with a chip's measured "
+            "conductances (measured_g_us): simulate that chip instead of programming instances "
+            "(read noise, periphery and datapath as --config says; docs/export.md)",
+        )
         e.set_defaults(func=_cmd_evaluate)
 
     from rnn_models import export as export_mod
@@ -573,12 +731,19 @@ def build_parser() -> argparse.ArgumentParser:
     swp = sub.add_parser("sweep", help="design-space sweep: config fields x models x Monte-Carlo (Dask)")
     swp.add_argument("spec", help="sweep spec (JSON, or YAML with PyYAML); see rnn_models/sweep/spec.py")
     swp.add_argument("--out", required=True, help="sweep folder: journal, results.csv, instances.csv, report, plots")
-    swp.add_argument("--workers", type=_bounded_int(1, 4096), default=None,
-                     help="local Dask worker processes (default: one per core); 1 = in-process, no Dask")
+    swp.add_argument(
+        "--workers",
+        type=_bounded_int(1, 4096),
+        default=None,
+        help="local Dask worker processes (default: one per core); 1 = in-process, no Dask",
+    )
     swp.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    swp.add_argument("--resume", action="store_true",
-                     help="continue the sweep in --out (a rerun into the same folder continues too; this "
-                          "flag insists that the folder holds a journal)")
+    swp.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the sweep in --out (a rerun into the same folder continues too; this "
+        "flag insists that the folder holds a journal)",
+    )
     swp.set_defaults(func=_cmd_sweep)
     return parser
 

@@ -5,11 +5,12 @@
 same weights; ``model.program(seed, instances)`` and ``model.calibrate(batches)`` are attached to the
 returned model for convenience (the module functions work on any model).
 """
+
 from __future__ import annotations
 
 import copy
 import types
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -17,8 +18,7 @@ from torch import nn
 from crossbar.config import HardwareConfig, load_config
 from crossbar.errors import CrossbarInputError
 from crossbar.rng import check_instance_args
-from rnn_models.layers import (AnalogGRU, AnalogGRUCell, AnalogLayerBase, AnalogLinear, AnalogLSTM,
-                               AnalogLSTMCell)
+from rnn_models.layers import AnalogGRU, AnalogGRUCell, AnalogLayerBase, AnalogLinear, AnalogLSTM, AnalogLSTMCell
 
 _RNN_ARGS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional")
 _CELL_ARGS = ("input_size", "hidden_size")
@@ -64,7 +64,9 @@ def _digital_one(m: nn.Module) -> nn.Module:
     return new.to(next(m.parameters()).device)
 
 
-def _replace(model: nn.Module, fn: Callable[[nn.Module], nn.Module], exclude: tuple = (), prefix: str = "") -> nn.Module:
+def _replace(
+    model: nn.Module, fn: Callable[[nn.Module], nn.Module], exclude: tuple = (), prefix: str = ""
+) -> nn.Module:
     if prefix in exclude:
         return model
     top = fn(model)
@@ -75,8 +77,9 @@ def _replace(model: nn.Module, fn: Callable[[nn.Module], nn.Module], exclude: tu
     return model
 
 
-def convert_to_analog(model: nn.Module, config: HardwareConfig | str, inplace: bool = False,
-                      exclude: Iterable[str] = ()) -> nn.Module:
+def convert_to_analog(
+    model: nn.Module, config: HardwareConfig | str, inplace: bool = False, exclude: Iterable[str] = ()
+) -> nn.Module:
     """Replace Linear/LSTM/GRU(+cells) by analog layers under ``config`` (a config or a JSON path).
 
     ``exclude``: qualified names of sub-modules that stay digital (e.g. an output layer computed
@@ -87,7 +90,9 @@ def convert_to_analog(model: nn.Module, config: HardwareConfig | str, inplace: b
     known = {name for name, _ in model.named_modules()}
     unknown = [e for e in exclude if e not in known]
     if unknown:
-        raise CrossbarInputError(f"convert_to_analog: no sub-module named {unknown}; the model has {sorted(known - {''})}")
+        raise CrossbarInputError(
+            f"convert_to_analog: no sub-module named {unknown}; the model has {sorted(known - {''})}"
+        )
     model = _replace(model, lambda m: _convert_one(m, cfg), exclude)
     if not isinstance(model, AnalogLayerBase):  # a bare layer has its own program()
         model.program = types.MethodType(program, model)

@@ -8,6 +8,7 @@ A result (one config) is a dict with exactly the keys of the evaluate JSON::
 Sweeps over configs (``crossbar sweep``, ``crossbar evaluate --sweep``) live in
 :mod:`rnn_models.sweep`.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -18,13 +19,29 @@ from crossbar.errors import CrossbarInputError
 RESULT_KEYS = ("task", "metric", "n_samples", "software", "hardware", "config", "checkpoint")
 
 
-def result(task: str, metric: str, n_samples: int, software: float, per_instance: list[float],
-           config: HardwareConfig, checkpoint: str) -> dict:
+def result(
+    task: str,
+    metric: str,
+    n_samples: int,
+    software: float,
+    per_instance: list[float],
+    config: HardwareConfig,
+    checkpoint: str,
+) -> dict:
     per = [float(v) for v in per_instance]
-    return {"task": task, "metric": metric, "n_samples": int(n_samples), "software": float(software),
-            "hardware": {"mean": statistics.fmean(per), "std": statistics.pstdev(per) if len(per) > 1 else 0.0,
-                         "per_instance": per},
-            "config": config.name, "checkpoint": str(checkpoint)}
+    return {
+        "task": task,
+        "metric": metric,
+        "n_samples": int(n_samples),
+        "software": float(software),
+        "hardware": {
+            "mean": statistics.fmean(per),
+            "std": statistics.pstdev(per) if len(per) > 1 else 0.0,
+            "per_instance": per,
+        },
+        "config": config.name,
+        "checkpoint": str(checkpoint),
+    }
 
 
 def parse_sweep(text: str) -> list[int]:

@@ -26,6 +26,7 @@ Modelling choices for a measured chip (ours, named):
 * with M > 1 instances every instance is the same measured chip; read noise, comparator noise and
   the static periphery errors above differ between instances.
 """
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,20 @@ FORMAT = "crossbar.design"
 VERSION = 1
 MANIFEST = "manifest.json"
 #: the CSV columns, in order (docs/export.md); the loader needs plane, row, col and measured_g_us
-COLUMNS = ("device_id", "plane", "role", "row", "col", "matrix_row", "matrix_col", "readout", "step",
-           "target_g_us", "programmed_g_us", "measured_g_us")
+COLUMNS = (
+    "device_id",
+    "plane",
+    "role",
+    "row",
+    "col",
+    "matrix_row",
+    "matrix_col",
+    "readout",
+    "step",
+    "target_g_us",
+    "programmed_g_us",
+    "measured_g_us",
+)
 REQUIRED_COLUMNS = ("plane", "row", "col", "measured_g_us")
 ROLES = ("weight", "reference", "nladc_bias", "nladc_ramp")
 _REL_TOL = 1e-6
@@ -62,19 +75,19 @@ _REL_TOL = 1e-6
 class _Segment:
     """Devices of one role in one array: addresses, what they stand for, where a value goes."""
 
-    dest: tuple                  # ("pos",) | ("neg",) | ("ref", cb) | ("ramp", k) | ("bias", k)
-    index: np.ndarray            # flat indices into the destination tensor
+    dest: tuple  # ("pos",) | ("neg",) | ("ref", cb) | ("ramp", k) | ("bias", k)
+    index: np.ndarray  # flat indices into the destination tensor
     plane: str
     role: str
-    row: np.ndarray              # physical word line in the array (0-based)
-    col: np.ndarray              # physical bit line
+    row: np.ndarray  # physical word line in the array (0-based)
+    col: np.ndarray  # physical bit line
     matrix_row: np.ndarray | None = None
     matrix_col: np.ndarray | None = None
     readout: str = ""
     step: np.ndarray | None = None
-    target: np.ndarray | None = None        # uS (export only)
-    programmed: np.ndarray | None = None    # uS (export only)
-    single: bool = True                     # values held in float32 (else float64)
+    target: np.ndarray | None = None  # uS (export only)
+    programmed: np.ndarray | None = None  # uS (export only)
+    single: bool = True  # values held in float32 (else float64)
 
     def __len__(self) -> int:
         return len(self.row)
@@ -82,8 +95,10 @@ class _Segment:
     def what(self, i: int) -> str:
         """Human description of device i (for error messages)."""
         if self.role == "weight":
-            return (f"weight {'G+' if self.plane == 'pos' else 'G-'} of matrix row {self.matrix_row[i]}, "
-                    f"column {self.matrix_col[i]}")
+            return (
+                f"weight {'G+' if self.plane == 'pos' else 'G-'} of matrix row {self.matrix_row[i]}, "
+                f"column {self.matrix_col[i]}"
+            )
         if self.role == "reference":
             return f"reference device of matrix row {self.matrix_row[i]}"
         kind = "bias" if self.role == "nladc_bias" else "ramp"
@@ -97,7 +112,7 @@ class _Array:
     file: str
     info: dict
     segments: list = field(default_factory=list)
-    extent: dict = field(default_factory=dict)     # plane -> (rows, cols) of the used corner + extras
+    extent: dict = field(default_factory=dict)  # plane -> (rows, cols) of the used corner + extras
 
     @property
     def devices(self) -> int:
@@ -123,7 +138,7 @@ class _NL:
 class _TilePlan:
     id: str
     layer: object
-    mat: object                  # AnalogMatrix (None for a cell NL-ADC)
+    mat: object  # AnalogMatrix (None for a cell NL-ADC)
     nls: list
     arrays: list
     info: dict
@@ -159,19 +174,38 @@ def _adc_info(ro, cfg) -> dict:
     if ro.nladc is not None:
         conv, d = ro.nladc, ro.design
         shared = bool(cfg.nl_adc.shared_ramp)
-        return {"kind": "nl_ramp", "bits": d.bits, "function": d.function, "codes": d.codes,
-                "x_lo": _f(d.x_lo), "x_hi": _f(d.x_hi), "thresholds": d.thresholds.tolist(),
-                "code_values": d.values.tolist(), "needs_lut": bool(d.needs_lut),
-                "kappa_us_per_unit": _f(conv.kappa), "ramp_devices": d.codes,
-                "bias_devices": int(conv.g_bias_target.numel()), "bias_cycles": int(conv.bias_cycles),
-                "bias_sign": _f(conv.bias_sign), "shared_ramp": shared, "ramps": 1 if shared else conv.columns,
-                "cycles_per_conversion": int(conv.cycles_per_conversion),
-                "calibration": bool(cfg.nl_adc.calibration),
-                "ramp_target_us": conv.g_ramp_target.tolist(), "bias_target_us": conv.g_bias_target.tolist()}
+        return {
+            "kind": "nl_ramp",
+            "bits": d.bits,
+            "function": d.function,
+            "codes": d.codes,
+            "x_lo": _f(d.x_lo),
+            "x_hi": _f(d.x_hi),
+            "thresholds": d.thresholds.tolist(),
+            "code_values": d.values.tolist(),
+            "needs_lut": bool(d.needs_lut),
+            "kappa_us_per_unit": _f(conv.kappa),
+            "ramp_devices": d.codes,
+            "bias_devices": int(conv.g_bias_target.numel()),
+            "bias_cycles": int(conv.bias_cycles),
+            "bias_sign": _f(conv.bias_sign),
+            "shared_ramp": shared,
+            "ramps": 1 if shared else conv.columns,
+            "cycles_per_conversion": int(conv.cycles_per_conversion),
+            "calibration": bool(cfg.nl_adc.calibration),
+            "ramp_target_us": conv.g_ramp_target.tolist(),
+            "bias_target_us": conv.g_bias_target.tolist(),
+        }
     if ro.linear is not None:
         blocks = None if ro.block_linears is None else [[b.in_min, b.in_max] for b in ro.block_linears]
-        return {"kind": "linear_ramp", "bits": ro.linear.bits, "function": ro.function,
-                "in_min": ro.linear.in_min, "in_max": ro.linear.in_max, "block_ranges": blocks}
+        return {
+            "kind": "linear_ramp",
+            "bits": ro.linear.bits,
+            "function": ro.function,
+            "in_min": ro.linear.in_min,
+            "in_max": ro.linear.in_max,
+            "block_ranges": blocks,
+        }
     return {"kind": "ideal", "function": ro.function}
 
 
@@ -195,7 +229,7 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
     nb = int(cfg.nl_adc.bias_devices)
     e_rows = max([nb + nl.nladc.design.codes for nl in nls], default=0)
     near_driver = arr.wires.shared_ramp_column == "near_driver"
-    shared_at = {}                      # column block -> [k of shared NL-ADCs placed there]
+    shared_at = {}  # column block -> [k of shared NL-ADCs placed there]
     for k, nl in enumerate(nls):
         if nl.shared:
             shared_at.setdefault(min(c // arr.cols for c in nl.columns), []).append(k)
@@ -233,8 +267,17 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
             a.segments.append(seg)
             if offset:
                 rows_i = np.arange(n_r)
-                seg = _Segment(("ref", cb), rows_i + rs.start, "pos", "reference", rows_i + r0,
-                               np.full(n_r, c0 + n_c), rows_i + rs.start, None, single=single)
+                seg = _Segment(
+                    ("ref", cb),
+                    rows_i + rs.start,
+                    "pos",
+                    "reference",
+                    rows_i + r0,
+                    np.full(n_r, c0 + n_c),
+                    rows_i + rs.start,
+                    None,
+                    single=single,
+                )
                 if values:
                     seg.target = tn[rows_i + rs.start, 0].numpy()
                     seg.programmed = gn[rows_i + rs.start, 0].numpy()
@@ -262,9 +305,19 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
                         pc = np.repeat(cols_phys, count)
                         mcol = np.repeat(cols_matrix, count)
                         steps = sg.ravel()
-                        seg = _Segment((dest, k), rg.ravel() * count + steps, "pos", role,
-                                       _extra_row(first_row + steps, n_r, e, cfg), pc, None, mcol, nl.group, steps,
-                                       single=False)
+                        seg = _Segment(
+                            (dest, k),
+                            rg.ravel() * count + steps,
+                            "pos",
+                            role,
+                            _extra_row(first_row + steps, n_r, e, cfg),
+                            pc,
+                            None,
+                            mcol,
+                            nl.group,
+                            steps,
+                            single=False,
+                        )
                         if values:
                             rt, bt, g_r, g_b = nl_values[k]
                             tgt, prog = (bt, g_b) if dest == "bias" else (rt, g_r)
@@ -278,13 +331,19 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
                     seg.target, seg.programmed = tn.reshape(-1)[flat].numpy(), gn.reshape(-1)[flat].numpy()
                 a.segments.append(seg)
                 a.extent["neg"] = (n_r, n_c)
-            a.info = {"id": aid, "row_block": rb, "col_block": cb,
-                      "matrix_rows": [rs.start, rs.stop], "matrix_cols": [cs.start, cs.stop],
-                      "planes": {p: list(v) for p, v in a.extent.items()},
-                      "weight_rows_from": int(r0), "weight_cols_from": int(c0),
-                      "reference_col": int(c0 + n_c) if offset else None,
-                      "nladc_rows": ({"first": int(_extra_row(0, n_r, e, cfg)), "count": int(e)} if e else None),
-                      "shared_ramp_cols": ramp_cols or None}
+            a.info = {
+                "id": aid,
+                "row_block": rb,
+                "col_block": cb,
+                "matrix_rows": [rs.start, rs.stop],
+                "matrix_cols": [cs.start, cs.stop],
+                "planes": {p: list(v) for p, v in a.extent.items()},
+                "weight_rows_from": int(r0),
+                "weight_cols_from": int(c0),
+                "reference_col": int(c0 + n_c) if offset else None,
+                "nladc_rows": ({"first": int(_extra_row(0, n_r, e, cfg)), "count": int(e)} if e else None),
+                "shared_ramp_cols": ramp_cols or None,
+            }
             arrays.append(a)
 
     in_scale = mat.chip_scale.detach().cpu().double()
@@ -295,26 +354,56 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
         sl = slice(start, start + int(size))
         s = in_scale[sl]
         uniform = bool((s == s[0]).all())
-        blocks_info.append({"name": name, "first_row": start, "rows": int(size),
-                            "dac_full_scale": _f(s[0]) if uniform else s.tolist(),
-                            "word_line_gain": _f(gains[start]),
-                            "word_line_amplitude_v": _f(gains[start]) * v_read})
+        blocks_info.append(
+            {
+                "name": name,
+                "first_row": start,
+                "rows": int(size),
+                "dac_full_scale": _f(s[0]) if uniform else s.tolist(),
+                "word_line_gain": _f(gains[start]),
+                "word_line_amplitude_v": _f(gains[start]) * v_read,
+            }
+        )
         start += int(size)
     if tile.has_bias:
-        blocks_info.append({"name": "bias", "first_row": start, "rows": 1, "dac_full_scale": None,
-                            "drive": "held at the DAC full-scale input (x = +1 after scaling)",
-                            "word_line_gain": _f(gains[start]), "word_line_amplitude_v": _f(gains[start]) * v_read})
-    info = {"id": tid, "kind": "weights", "layer": layer.layer_name, "layer_type": type(layer).__name__,
-            "matrix": key, "array_shape": [arr.rows, arr.cols],
-            "matrix_rows": n_rows, "matrix_cols": out, "in_features": tile.in_features,
-            "bias_row": tile.in_features if tile.has_bias else None,
-            "digital_bias": None if tile.digital_bias is None else tile.digital_bias.detach().cpu().tolist(),
-            "mapping": arr.mapping, "weight_reference": _f(tile.w_ref),
-            "conductance_scale_us_per_weight": _f(tile.scale), "input_blocks": blocks_info,
-            "readouts": [{"name": g.name, "columns": [int(c) for c in g.index],
-                          "input_range": None if g.in_range is None else [float(v) for v in g.in_range],
-                          "adc": _adc_info(ro, cfg)} for g, ro in zip(mat.groups, mat.readouts)],
-            "nladc_extra_rows": int(e_rows)}
+        blocks_info.append(
+            {
+                "name": "bias",
+                "first_row": start,
+                "rows": 1,
+                "dac_full_scale": None,
+                "drive": "held at the DAC full-scale input (x = +1 after scaling)",
+                "word_line_gain": _f(gains[start]),
+                "word_line_amplitude_v": _f(gains[start]) * v_read,
+            }
+        )
+    info = {
+        "id": tid,
+        "kind": "weights",
+        "layer": layer.layer_name,
+        "layer_type": type(layer).__name__,
+        "matrix": key,
+        "array_shape": [arr.rows, arr.cols],
+        "matrix_rows": n_rows,
+        "matrix_cols": out,
+        "in_features": tile.in_features,
+        "bias_row": tile.in_features if tile.has_bias else None,
+        "digital_bias": None if tile.digital_bias is None else tile.digital_bias.detach().cpu().tolist(),
+        "mapping": arr.mapping,
+        "weight_reference": _f(tile.w_ref),
+        "conductance_scale_us_per_weight": _f(tile.scale),
+        "input_blocks": blocks_info,
+        "readouts": [
+            {
+                "name": g.name,
+                "columns": [int(c) for c in g.index],
+                "input_range": None if g.in_range is None else [float(v) for v in g.in_range],
+                "adc": _adc_info(ro, cfg),
+            }
+            for g, ro in zip(mat.groups, mat.readouts)
+        ],
+        "nladc_extra_rows": int(e_rows),
+    }
     if values:
         info["drift_gain"] = _f(tile.drift_gain[m_local])
     return _TilePlan(tid, layer, mat, nls, arrays, info)
@@ -337,18 +426,36 @@ def _plan_cell(layer, cell, values: bool, m_local: int, m_global: int) -> _TileP
         rg, sg = np.meshgrid(rr, np.arange(count), indexing="ij")
         steps = sg.ravel()
         mcol = np.full(len(steps), -1) if nl.shared else rg.ravel()
-        seg = _Segment((dest, 0), rg.ravel() * count + steps, "pos", role, first_row + steps, rg.ravel(),
-                       None, mcol, "cell", steps, single=False)
+        seg = _Segment(
+            (dest, 0),
+            rg.ravel() * count + steps,
+            "pos",
+            role,
+            first_row + steps,
+            rg.ravel(),
+            None,
+            mcol,
+            "cell",
+            steps,
+            single=False,
+        )
         if values:
             tgt, prog = (bt, g_b) if dest == "bias" else (rt, g_r)
             seg.target, seg.programmed = tgt.reshape(-1)[seg.index].numpy(), prog.reshape(-1)[seg.index].numpy()
         a.segments.append(seg)
     a.extent["pos"] = (nb + L, nl.ramps)
     a.info = {"id": conv.name, "planes": {"pos": [nb + L, nl.ramps]}, "nladc_rows": {"first": 0, "count": nb + L}}
-    info = {"id": conv.name, "kind": "cell_nladc", "layer": layer.layer_name, "layer_type": type(layer).__name__,
-            "function": "tanh", "input": "the digital cell value through the input DAC over +-datapath.cell_max",
-            "readouts": [{"name": "cell", "columns": list(range(conv.columns)), "input_range": None,
-                          "adc": _adc_info(ro, cfg)}]}
+    info = {
+        "id": conv.name,
+        "kind": "cell_nladc",
+        "layer": layer.layer_name,
+        "layer_type": type(layer).__name__,
+        "function": "tanh",
+        "input": "the digital cell value through the input DAC over +-datapath.cell_max",
+        "readouts": [
+            {"name": "cell", "columns": list(range(conv.columns)), "input_range": None, "adc": _adc_info(ro, cfg)}
+        ],
+    }
     return _TilePlan(conv.name, layer, None, [nl], [a], info)
 
 
@@ -402,15 +509,22 @@ def _nladc_devices(conv, m_local: int, m_global: int):
     thresholds = type(conv)._thresholds
 
     def spy(g_ramp, g_bias, gain, offset):
-        calls.append((g_ramp.detach().cpu().double().clone(), g_bias.detach().cpu().double().clone(),
-                      gain.detach().cpu().double().clone()))
+        calls.append(
+            (
+                g_ramp.detach().cpu().double().clone(),
+                g_bias.detach().cpu().double().clone(),
+                gain.detach().cpu().double().clone(),
+            )
+        )
         return thresholds(replay, g_ramp, g_bias, gain, offset)
 
     replay._thresholds = spy
     replay.program(conv.seed, 1, name=conv.name, first=m_global)
     if not calls or not torch.equal(replay.ramp_thresholds[0].cpu(), conv.ramp_thresholds[m_local].cpu()):
-        raise RuntimeError(f"NL-ADC {conv.name}: programming instance {m_global} again did not reproduce its "
-                           "thresholds, so its devices cannot be recovered")
+        raise RuntimeError(
+            f"NL-ADC {conv.name}: programming instance {m_global} again did not reproduce its "
+            "thresholds, so its devices cannot be recovered"
+        )
     return calls[-1]
 
 
@@ -424,7 +538,7 @@ def _realise(conv, g_ramp, g_bias, gains, eff):
     e_ramp, e_bias = eff(g_ramp, g_bias)
     t = conv._thresholds(e_ramp, e_bias, gains, torch.zeros(conv.columns, 1, dtype=torch.float64))
     var = devices.noise_sigma(g_ramp, dev.read_noise) ** 2
-    bvar = (devices.noise_sigma(g_bias, dev.read_noise) ** 2).sum(-1, keepdim=True) * conv.bias_cycles ** 2
+    bvar = (devices.noise_sigma(g_bias, dev.read_noise) ** 2).sum(-1, keepdim=True) * conv.bias_cycles**2
     return t, ((torch.cumsum(var, -1)[..., :-1] + bvar) * (gains / conv.kappa) ** 2).expand(conv.columns, -1)
 
 
@@ -471,15 +585,18 @@ def _digital_layers(model: nn.Module) -> list[str]:
     from rnn_models.layers import AnalogLayerBase
 
     kinds = (nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
-    return [name for name, m in model.named_modules()
-            if isinstance(m, kinds) and not isinstance(m, AnalogLayerBase)]
+    return [name for name, m in model.named_modules() if isinstance(m, kinds) and not isinstance(m, AnalogLayerBase)]
 
 
 def _fixed_point(bits, limit: float) -> dict | None:
     if bits is None:
         return None
-    return {"signed_bits": int(bits), "range": [-limit, limit - limit / 2 ** (bits - 1)],
-            "lsb": limit / 2 ** (bits - 1), "saturating": True}
+    return {
+        "signed_bits": int(bits),
+        "range": [-limit, limit - limit / 2 ** (bits - 1)],
+        "lsb": limit / 2 ** (bits - 1),
+        "saturating": True,
+    }
 
 
 def _covering(model: nn.Module, seed: int | None, instance: int) -> int | None:
@@ -489,8 +606,13 @@ def _covering(model: nn.Module, seed: int | None, instance: int) -> int | None:
     local = None
     for _, layer in analog_layers(model):
         args = getattr(layer, "_program_args", None)
-        if (not layer.instances or args is None or layer._programmed_version != layer._weights_version()
-                or (seed is not None and args[0] != seed) or not args[2] <= instance < args[2] + args[1]):
+        if (
+            not layer.instances
+            or args is None
+            or layer._programmed_version != layer._weights_version()
+            or (seed is not None and args[0] != seed)
+            or not args[2] <= instance < args[2] + args[1]
+        ):
             return None
         if local is not None and instance - args[2] != local:
             return None
@@ -498,8 +620,14 @@ def _covering(model: nn.Module, seed: int | None, instance: int) -> int | None:
     return local
 
 
-def export_design(model: nn.Module, out_dir: str | Path, instance: int = 0, seed: int | None = None,
-                  source: dict | None = None, fill: str | None = None) -> dict:
+def export_design(
+    model: nn.Module,
+    out_dir: str | Path,
+    instance: int = 0,
+    seed: int | None = None,
+    source: dict | None = None,
+    fill: str | None = None,
+) -> dict:
     """Write the programmed design of a calibrated analog ``model`` to ``out_dir``: one CSV per
     physical array and ``manifest.json`` (layout: docs/export.md).  Returns the manifest.
 
@@ -522,8 +650,10 @@ def export_design(model: nn.Module, out_dir: str | Path, instance: int = 0, seed
     cfg = layers[0][1].hw
     for name, layer in layers:
         if layer.hw.model_dump() != cfg.model_dump():
-            raise CrossbarInputError(f"analog layers use different hardware configs ({layers[0][0]!r}: {cfg.name!r}, "
-                                     f"{name!r}: {layer.hw.name!r}); one design has one config")
+            raise CrossbarInputError(
+                f"analog layers use different hardware configs ({layers[0][0]!r}: {cfg.name!r}, "
+                f"{name!r}: {layer.hw.name!r}); one design has one config"
+            )
     local = _covering(model, seed, instance)
     if local is None:
         seed = cfg.simulation.seed if seed is None else int(seed)
@@ -538,33 +668,66 @@ def export_design(model: nn.Module, out_dir: str | Path, instance: int = 0, seed
     cfg_json = cfg.model_dump_json()
     dp = cfg.datapath
     manifest = {
-        "format": FORMAT, "version": VERSION, "created_by": "crossbar export (rnn_models.export)",
-        "units": {"conductance": "uS", "voltage": "V", "time": "s",
-                  "adc_ranges": "pre-activation units (1 unit = v_read x conductance_scale_us_per_weight uA "
-                                "of column current at full-scale word-line inputs)"},
-        "instance": instance, "seed": seed, "measured_filled_from": fill,
+        "format": FORMAT,
+        "version": VERSION,
+        "created_by": "crossbar export (rnn_models.export)",
+        "units": {
+            "conductance": "uS",
+            "voltage": "V",
+            "time": "s",
+            "adc_ranges": "pre-activation units (1 unit = v_read x conductance_scale_us_per_weight uA "
+            "of column current at full-scale word-line inputs)",
+        },
+        "instance": instance,
+        "seed": seed,
+        "measured_filled_from": fill,
         "source": dict(source or {}),
-        "config": {"name": cfg.name, "sha256": hashlib.sha256(cfg_json.encode()).hexdigest(),
-                   "settings": json.loads(cfg_json)},
-        "device": {"g_min_us": cfg.device.g_min, "g_max_us": cfg.device.g_max,
-                   "t_inference_s": cfg.device.drift.t_inference},
-        "array": {"rows": cfg.array.rows, "cols": cfg.array.cols, "mapping": cfg.array.mapping,
-                  "v_read_v": cfg.array.v_read, "partial_sums": cfg.array.partial_sums,
-                  "bias_in_array": cfg.array.bias_in_array, "row_scaling": cfg.array.row_scaling,
-                  "ramp_rows": cfg.array.wires.ramp_rows, "shared_ramp_column": cfg.array.wires.shared_ramp_column},
-        "dac": {"bits": cfg.dac.bits, "clip": cfg.dac.clip, "range_mode": cfg.dac.range_mode,
-                "levels": None if cfg.dac.bits is None else 2 * (2 ** (cfg.dac.bits - 1) - 1) + 1,
-                "word_line_voltage": "x / dac_full_scale, quantised to the DAC levels over [-1, 1], "
-                                     "times word_line_amplitude_v of the input block"},
-        "datapath": {"bits": dp.bits, "cell_max": dp.cell_max,
-                     "c": _fixed_point(dp.bits, dp.cell_max), "h": _fixed_point(dp.bits, 1.0),
-                     "cell_nonlinearity": cfg.nl_adc.functions.cell,
-                     "gate_function": cfg.nl_adc.functions.gate, "candidate_function": cfg.nl_adc.functions.candidate},
+        "config": {
+            "name": cfg.name,
+            "sha256": hashlib.sha256(cfg_json.encode()).hexdigest(),
+            "settings": json.loads(cfg_json),
+        },
+        "device": {
+            "g_min_us": cfg.device.g_min,
+            "g_max_us": cfg.device.g_max,
+            "t_inference_s": cfg.device.drift.t_inference,
+        },
+        "array": {
+            "rows": cfg.array.rows,
+            "cols": cfg.array.cols,
+            "mapping": cfg.array.mapping,
+            "v_read_v": cfg.array.v_read,
+            "partial_sums": cfg.array.partial_sums,
+            "bias_in_array": cfg.array.bias_in_array,
+            "row_scaling": cfg.array.row_scaling,
+            "ramp_rows": cfg.array.wires.ramp_rows,
+            "shared_ramp_column": cfg.array.wires.shared_ramp_column,
+        },
+        "dac": {
+            "bits": cfg.dac.bits,
+            "clip": cfg.dac.clip,
+            "range_mode": cfg.dac.range_mode,
+            "levels": None if cfg.dac.bits is None else 2 * (2 ** (cfg.dac.bits - 1) - 1) + 1,
+            "word_line_voltage": "x / dac_full_scale, quantised to the DAC levels over [-1, 1], "
+            "times word_line_amplitude_v of the input block",
+        },
+        "datapath": {
+            "bits": dp.bits,
+            "cell_max": dp.cell_max,
+            "c": _fixed_point(dp.bits, dp.cell_max),
+            "h": _fixed_point(dp.bits, 1.0),
+            "cell_nonlinearity": cfg.nl_adc.functions.cell,
+            "gate_function": cfg.nl_adc.functions.gate,
+            "candidate_function": cfg.nl_adc.functions.candidate,
+        },
         "digital_layers": _digital_layers(model),
         "csv_columns": list(COLUMNS),
         "tiles": [{**p.info, "arrays": [a.info for a in p.arrays]} for p in plans],
-        "totals": {"tiles": len(plans), "arrays": sum(len(p.arrays) for p in plans),
-                   "devices": sum(a.devices for p in plans for a in p.arrays)},
+        "totals": {
+            "tiles": len(plans),
+            "arrays": sum(len(p.arrays) for p in plans),
+            "devices": sum(a.devices for p in plans for a in p.arrays),
+        },
     }
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -575,17 +738,24 @@ def read_manifest(directory: str | Path) -> dict:
     """The manifest of an exported design folder (one clear error when absent or not one)."""
     d = Path(directory)
     if not d.is_dir():
-        raise CrossbarInputError(f"measured design {str(d)!r} is not a folder (give the folder `crossbar export` wrote)")
+        raise CrossbarInputError(
+            f"measured design {str(d)!r} is not a folder (give the folder `crossbar export` wrote)"
+        )
     path = d / MANIFEST
     if not path.is_file():
-        raise CrossbarInputError(f"measured design {str(d)!r}: {MANIFEST} is missing (the folder must hold the "
-                                 f"layout `crossbar export` writes)")
+        raise CrossbarInputError(
+            f"measured design {str(d)!r}: {MANIFEST} is missing (the folder must hold the "
+            f"layout `crossbar export` writes)"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise CrossbarInputError(f"{path}: not a readable JSON manifest ({one_line(exc, 150)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CrossbarInputError(f"{path}: not a {FORMAT} manifest (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        raise CrossbarInputError(
+            f"{path}: not a {FORMAT} manifest "
+            f"(format {manifest.get('format') if isinstance(manifest, dict) else None!r})"
+        )
     if manifest.get("version") != VERSION:
         raise CrossbarInputError(f"{path}: manifest version {manifest.get('version')!r}; this code reads {VERSION}")
     if not isinstance(manifest.get("tiles"), list) or not all(isinstance(t, dict) for t in manifest["tiles"]):
@@ -597,8 +767,9 @@ def _close(a, b) -> bool:
     if a is None or b is None:
         return a is b
     if isinstance(a, list) or isinstance(b, list):
-        return (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)
-                and all(_close(x, y) for x, y in zip(a, b)))
+        return (
+            isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+        )
     try:
         a, b = float(a), float(b)
     except (TypeError, ValueError):
@@ -612,32 +783,48 @@ def _check_tile(where: str, exported: dict, plan: _TilePlan, cfg_name: str) -> N
     hint = "export the design again with this checkpoint and config"
 
     def fail(what, a, b, why=hint):
-        raise CrossbarInputError(f"{where}: tile {plan.id!r}: {what} is {a} in the measured design but {b} in this "
-                                 f"model under config {cfg_name!r} ({why})")
+        raise CrossbarInputError(
+            f"{where}: tile {plan.id!r}: {what} is {a} in the measured design but {b} in this "
+            f"model under config {cfg_name!r} ({why})"
+        )
 
     if exported.get("kind") != now["kind"]:
         fail("the kind", repr(exported.get("kind")), repr(now["kind"]))
     if now["kind"] == "weights":
         ea, na = exported.get("array_shape"), now["array_shape"]
         if not isinstance(ea, list) or [int(v) for v in ea] != na:
-            fail("the array shape (word lines x bit lines)", "x".join(map(str, ea)) if isinstance(ea, list) else ea,
-                 "x".join(map(str, na)), "a measured design from another array shape cannot be loaded")
-        for key, what in (("matrix_rows", "the number of matrix rows (inputs + bias row)"),
-                          ("matrix_cols", "the number of matrix columns"), ("bias_row", "the bias row")):
+            fail(
+                "the array shape (word lines x bit lines)",
+                "x".join(map(str, ea)) if isinstance(ea, list) else ea,
+                "x".join(map(str, na)),
+                "a measured design from another array shape cannot be loaded",
+            )
+        for key, what in (
+            ("matrix_rows", "the number of matrix rows (inputs + bias row)"),
+            ("matrix_cols", "the number of matrix columns"),
+            ("bias_row", "the bias row"),
+        ):
             if exported.get(key) != now[key]:
                 fail(what, exported.get(key), now[key])
         if not _close(exported.get("conductance_scale_us_per_weight"), now["conductance_scale_us_per_weight"]):
-            fail("the conductance scale (uS per weight unit)", exported.get("conductance_scale_us_per_weight"),
-                 now["conductance_scale_us_per_weight"],
-                 "the weights, the calibration or the config's device / array mapping differ from the export's")
+            fail(
+                "the conductance scale (uS per weight unit)",
+                exported.get("conductance_scale_us_per_weight"),
+                now["conductance_scale_us_per_weight"],
+                "the weights, the calibration or the config's device / array mapping differ from the export's",
+            )
         eb = exported.get("input_blocks") or []
         if [b.get("rows") for b in eb] != [b["rows"] for b in now["input_blocks"]]:
             fail("the input blocks (rows)", [b.get("rows") for b in eb], [b["rows"] for b in now["input_blocks"]])
         for b_exp, b_now in zip(eb, now["input_blocks"]):
             for key, what in (("dac_full_scale", "DAC full scale"), ("word_line_gain", "word-line gain")):
                 if not _close(b_exp.get(key), b_now[key]):
-                    fail(f"the {what} of input block {b_now['name']!r}", b_exp.get(key), b_now[key],
-                         "the calibration, the weights or the config's DAC / row scaling differ from the export's")
+                    fail(
+                        f"the {what} of input block {b_now['name']!r}",
+                        b_exp.get(key),
+                        b_now[key],
+                        "the calibration, the weights or the config's DAC / row scaling differ from the export's",
+                    )
     er = exported.get("readouts") or []
     if [r.get("name") for r in er] != [r["name"] for r in now["readouts"]]:
         fail("the column readouts", [r.get("name") for r in er], [r["name"] for r in now["readouts"]])
@@ -646,13 +833,30 @@ def _check_tile(where: str, exported: dict, plan: _TilePlan, cfg_name: str) -> N
         if r_exp.get("columns") != r_now["columns"]:
             fail(f"the columns of readout {r_now['name']!r}", "different", "these")
         if (a_exp.get("kind") == "nl_ramp") != (a_now["kind"] == "nl_ramp"):
-            fail(f"the ADC of readout {r_now['name']!r}", repr(a_exp.get("kind")), repr(a_now["kind"]),
-                 "NL-ADC devices are part of the layout: use a config with the same adc.kind")
+            fail(
+                f"the ADC of readout {r_now['name']!r}",
+                repr(a_exp.get("kind")),
+                repr(a_now["kind"]),
+                "NL-ADC devices are part of the layout: use a config with the same adc.kind",
+            )
         if a_now["kind"] == "nl_ramp":
-            for key in ("codes", "bias_devices", "ramps", "bias_cycles", "bias_sign", "kappa_us_per_unit", "x_lo", "x_hi"):
+            for key in (
+                "codes",
+                "bias_devices",
+                "ramps",
+                "bias_cycles",
+                "bias_sign",
+                "kappa_us_per_unit",
+                "x_lo",
+                "x_hi",
+            ):
                 if not _close(a_exp.get(key), a_now[key]):
-                    fail(f"NL-ADC {key} of readout {r_now['name']!r}", a_exp.get(key), a_now[key],
-                         "the config's NL-ADC or device section differs from the export's")
+                    fail(
+                        f"NL-ADC {key} of readout {r_now['name']!r}",
+                        a_exp.get(key),
+                        a_now[key],
+                        "the config's NL-ADC or device section differs from the export's",
+                    )
 
 
 def _parse_int(text: str, what: str, where: str) -> int:
@@ -664,8 +868,9 @@ def _parse_int(text: str, what: str, where: str) -> int:
 
 def _measured_value(text: str, where: str, what: str) -> float:
     if not text:
-        raise CrossbarInputError(f"{where} ({what}): measured_g_us is blank (every device needs its measured "
-                                 f"conductance, uS)")
+        raise CrossbarInputError(
+            f"{where} ({what}): measured_g_us is blank (every device needs its measured conductance, uS)"
+        )
     try:
         v = float(text)
     except ValueError:
@@ -673,8 +878,9 @@ def _measured_value(text: str, where: str, what: str) -> float:
     if not math.isfinite(v):
         raise CrossbarInputError(f"{where} ({what}): measured_g_us {text!r} is not finite")
     if v < 0:
-        raise CrossbarInputError(f"{where} ({what}): measured_g_us {text} is a negative conductance (uS; "
-                                 f"conductances are >= 0)")
+        raise CrossbarInputError(
+            f"{where} ({what}): measured_g_us {text} is a negative conductance (uS; conductances are >= 0)"
+        )
     return v
 
 
@@ -682,7 +888,8 @@ def _shape_error(where: str, plane: str, extent, span) -> CrossbarInputError:
     return CrossbarInputError(
         f"{where}: plane {plane} of this array is {extent[0]} x {extent[1]} (word lines x bit lines) in the model, but "
         f"the file's devices span {span[0]} x {span[1]}: a measured file from another array shape or design cannot "
-        f"be loaded")
+        f"be loaded"
+    )
 
 
 def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) -> str | None:
@@ -690,12 +897,16 @@ def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) ->
     device_id, role or matrix indices), or None."""
     did = rec[iid].strip() if iid is not None else ""
     if did and did != f"{a.id}/{plane}/{r}/{c}":
-        return (f"{here}: device_id {did!r} holds the devices of array {did.rsplit('/', 3)[0]!r}, not of {a.id!r} "
-                f"(a file of another array?)")
+        return (
+            f"{here}: device_id {did!r} holds the devices of array {did.rsplit('/', 3)[0]!r}, not of {a.id!r} "
+            f"(a file of another array?)"
+        )
     role = rec[irole].strip() if irole is not None else ""
     if role and role != s.role:
-        return (f"{here}: the device at plane {plane} row {r} col {c} is a {s.role!r} device ({s.what(i)}) in the "
-                f"model, the file says {role!r}")
+        return (
+            f"{here}: the device at plane {plane} row {r} col {c} is a {s.role!r} device ({s.what(i)}) in the "
+            f"model, the file says {role!r}"
+        )
     for idx, want, name in ((imr, s.matrix_row, "matrix_row"), (imc, s.matrix_col, "matrix_col")):
         text = rec[idx].strip() if idx is not None else ""
         expect = "" if want is None or want[i] < 0 else str(int(want[i]))
@@ -733,8 +944,10 @@ def _read_array(directory: Path, a: _Array, file_name: str, dest: dict) -> int:
             header = [h.strip() for h in header]
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise CrossbarInputError(f"{where}: column(s) {', '.join(missing)} missing from the header "
-                                         f"(found {', '.join(header) or 'none'})")
+                raise CrossbarInputError(
+                    f"{where}: column(s) {', '.join(missing)} missing from the header "
+                    f"(found {', '.join(header) or 'none'})"
+                )
             dup = sorted({h for h in header if header.count(h) > 1 and h})
             if dup:
                 raise CrossbarInputError(f"{where}: column(s) {', '.join(dup)} appear twice in the header")
@@ -751,25 +964,29 @@ def _read_array(directory: Path, a: _Array, file_name: str, dest: dict) -> int:
                 plane = rec[ip].strip()
                 r, c = _parse_int(rec[ir], "row", here), _parse_int(rec[ic], "col", here)
                 if plane not in a.extent:
-                    raise CrossbarInputError(f"{here}: plane {plane!r} is not one of this array's ({', '.join(planes)})")
+                    raise CrossbarInputError(
+                        f"{here}: plane {plane!r} is not one of this array's ({', '.join(planes)})"
+                    )
                 if r < 0 or c < 0:
                     raise CrossbarInputError(f"{here}: row {r} col {c}: addresses are 0-based and >= 0")
                 ext = a.extent[plane]
                 sp = span[plane]
                 sp[0], sp[1] = max(sp[0], r + 1), max(sp[1], c + 1)
-                if r >= ext[0] or c >= ext[1]:   # reported after the whole file (its span) is known
+                if r >= ext[0] or c >= ext[1]:  # reported after the whole file (its span) is known
                     outside = outside or plane
                     continue
                 pos = int(slot[(planes.index(plane) * height + r) * width + c])
                 if pos < 0:
-                    raise CrossbarInputError(f"{here}: plane {plane} row {r} col {c} holds no device in this model's "
-                                             f"array (open cell)")
+                    raise CrossbarInputError(
+                        f"{here}: plane {plane} row {r} col {c} holds no device in this model's array (open cell)"
+                    )
                 if line_of[pos]:
-                    raise CrossbarInputError(f"{here}: device plane {plane} row {r} col {c} appears twice "
-                                             f"(also line {line_of[pos]})")
+                    raise CrossbarInputError(
+                        f"{here}: device plane {plane} row {r} col {c} appears twice (also line {line_of[pos]})"
+                    )
                 s, i = a.segments[seg_id[pos]], int(local[pos])
                 line_of[pos] = line
-                if mismatch is None:   # a file of another array: reported once its shape is known to fit
+                if mismatch is None:  # a file of another array: reported once its shape is known to fit
                     mismatch = _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here)
                 if mismatch is None:
                     values[pos] = _measured_value(rec[ig].strip(), here, s.what(i))
@@ -788,18 +1005,23 @@ def _read_array(directory: Path, a: _Array, file_name: str, dest: dict) -> int:
                 raise _shape_error(where, plane, a.extent[plane], span[plane])
         pos = int(absent[0])
         s, i = a.segments[seg_id[pos]], int(local[pos])
-        raise CrossbarInputError(f"{where}: no device at plane {s.plane} row {int(rows[pos])} col {int(cols[pos])} "
-                                 f"({s.what(i)}){f' and {len(absent) - 1} more' if len(absent) > 1 else ''}; every "
-                                 f"device of the array needs a row")
+        raise CrossbarInputError(
+            f"{where}: no device at plane {s.plane} row {int(rows[pos])} col {int(cols[pos])} "
+            f"({s.what(i)}){f' and {len(absent) - 1} more' if len(absent) > 1 else ''}; every "
+            f"device of the array needs a row"
+        )
     start = 0
     for s in a.segments:
-        dest[s.dest].view(-1)[torch.as_tensor(s.index, dtype=torch.long)] = torch.from_numpy(values[start:start + len(s)])
+        dest[s.dest].view(-1)[torch.as_tensor(s.index, dtype=torch.long)] = torch.from_numpy(
+            values[start : start + len(s)]
+        )
         start += len(s)
     return len(rows)
 
 
-def load_measured(model: nn.Module, directory: str | Path, seed: int | None = None, instances: int = 1,
-                  first: int = 0) -> dict:
+def load_measured(
+    model: nn.Module, directory: str | Path, seed: int | None = None, instances: int = 1, first: int = 0
+) -> dict:
     """Make a measured chip the programmed state of a calibrated analog ``model``.
 
     ``directory``: a folder in the ``crossbar export`` layout (manifest.json + one CSV per array)
@@ -820,10 +1042,12 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
     cfg = layers[0][1].hw
     where = f"measured design {str(d)!r}"
     shape = manifest.get("array") or {}
-    if [shape.get("rows"), shape.get("cols")] != [cfg.array.rows, cfg.array.cols]:   # before any work
-        raise CrossbarInputError(f"{where}: its arrays are {shape.get('rows')}x{shape.get('cols')} (word lines x bit "
-                                 f"lines), config {cfg.name!r} has {cfg.array.rows}x{cfg.array.cols}: a measured design "
-                                 f"from another array shape cannot be loaded")
+    if [shape.get("rows"), shape.get("cols")] != [cfg.array.rows, cfg.array.cols]:  # before any work
+        raise CrossbarInputError(
+            f"{where}: its arrays are {shape.get('rows')}x{shape.get('cols')} (word lines x bit "
+            f"lines), config {cfg.name!r} has {cfg.array.rows}x{cfg.array.cols}: a measured design "
+            f"from another array shape cannot be loaded"
+        )
     program(model, seed, instances, first)
     plans = _plan(model, values=False)
     exported = {t.get("id"): t for t in manifest["tiles"]}
@@ -832,8 +1056,10 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
         miss, extra = sorted(set(now) - set(exported)), sorted(set(exported) - set(now))
         raise CrossbarInputError(
             f"{where}: its tiles do not match this model's under config {cfg.name!r}"
-            + (f"; missing {', '.join(miss[:4])}" if miss else "") + (f"; not in the model {', '.join(extra[:4])}" if extra else "")
-            + " (a design of another model or digital/analog split)")
+            + (f"; missing {', '.join(miss[:4])}" if miss else "")
+            + (f"; not in the model {', '.join(extra[:4])}" if extra else "")
+            + " (a design of another model or digital/analog split)"
+        )
     # every file is read and checked before the programmed state is replaced
     for p in plans:
         _check_tile(where, exported[p.id], p, cfg.name)
@@ -842,8 +1068,10 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
             raise CrossbarInputError(f"{where}: tile {p.id!r} lists no arrays")
         ids = {a.get("id"): a for a in arrays if isinstance(a, dict)}
         if set(ids) != {a.id for a in p.arrays}:
-            raise CrossbarInputError(f"{where}: tile {p.id!r} has arrays {sorted(ids)[:6]} in the measured design, "
-                                     f"the model {[a.id for a in p.arrays][:6]} (another array shape?)")
+            raise CrossbarInputError(
+                f"{where}: tile {p.id!r} has arrays {sorted(ids)[:6]} in the measured design, "
+                f"the model {[a.id for a in p.arrays][:6]} (another array shape?)"
+            )
         for a in p.arrays:
             f = ids[a.id].get("file")
             if not isinstance(f, str) or not f or Path(f).name != f:
@@ -859,7 +1087,9 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
             dest[("pos",)] = torch.full((tile.n_rows, tile.out_features), math.nan, dtype=torch.float64)
             if tile.config.array.mapping == "offset":
                 for a in p.arrays:
-                    dest.setdefault(("ref", a.info["col_block"]), torch.full((tile.n_rows,), math.nan, dtype=torch.float64))
+                    dest.setdefault(
+                        ("ref", a.info["col_block"]), torch.full((tile.n_rows,), math.nan, dtype=torch.float64)
+                    )
             else:
                 dest[("neg",)] = torch.full((tile.n_rows, tile.out_features), math.nan, dtype=torch.float64)
         for k, nl in enumerate(p.nls):
@@ -901,7 +1131,7 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
                 dev_sum += float(dtns.sum())
                 dev_max = max(dev_max, float(dtns.max()))
         sites = [getattr(nl.nladc, "_site", None) for nl in p.nls]
-        for k, (nl, site) in enumerate(zip(p.nls, sites)):
+        for k, site in enumerate(sites):
             if site is not None:
                 site.attach(None, dest[("ramp", k)][None], dest[("bias", k)][None])
         for k, (nl, site) in enumerate(zip(p.nls, sites)):
@@ -913,18 +1143,25 @@ def load_measured(model: nn.Module, directory: str | Path, seed: int | None = No
                 dev_max = max(dev_max, float(dtns.max()))
             ts, vs = [], []
             for m in range(m_count):
-                eff = (lambda a, b: (a, b)) if site is None else (lambda a, b, m=m: site.effective(m, a, b))
+                eff = (lambda a, b: (a, b)) if site is None else (lambda a, b, m=m, site=site: site.effective(m, a, b))
                 t_m, v_m = _realise(conv, g_r, g_b, gains[k][m], eff)
                 ts.append(t_m)
                 vs.append(v_m)
-            conv.restore(torch.stack(ts).to(conv.device, conv.dtype), conv.offsets,
-                         torch.stack(vs).to(conv.device, conv.dtype))
+            conv.restore(
+                torch.stack(ts).to(conv.device, conv.dtype), conv.offsets, torch.stack(vs).to(conv.device, conv.dtype)
+            )
             if site is not None:
                 conv._devices = [(g_r, g_b, gains[k][m]) for m in range(m_count)]
-    return {"dir": str(d), "exported_config": (manifest.get("config") or {}).get("name"),
-            "exported_instance": manifest.get("instance"), "tiles": len(plans),
-            "arrays": sum(len(p.arrays) for p, _ in staged), "devices": total, "instances": m_count,
-            "deviation_from_target_us": {"mean_abs": dev_sum / max(total, 1), "max_abs": dev_max}}
+    return {
+        "dir": str(d),
+        "exported_config": (manifest.get("config") or {}).get("name"),
+        "exported_instance": manifest.get("instance"),
+        "tiles": len(plans),
+        "arrays": sum(len(p.arrays) for p, _ in staged),
+        "devices": total,
+        "instances": m_count,
+        "deviation_from_target_us": {"mean_abs": dev_sum / max(total, 1), "max_abs": dev_max},
+    }
 
 
 # ======================================================================================= CLI
@@ -940,22 +1177,36 @@ def add_export_arguments(parser) -> None:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not 0 <= v <= 10 ** 9:
+        if not 0 <= v <= 10**9:
             raise argparse.ArgumentTypeError(f"{v} must be in 0..1000000000")
         return v
 
     parser.add_argument("--checkpoint", required=True, help="task checkpoint (kws or lm)")
     parser.add_argument("--config", required=True, help="hardware config (path or preset name)")
     parser.add_argument("--out", required=True, help="folder for manifest.json and one CSV per array")
-    parser.add_argument("--instance", type=nonneg, default=0,
-                        help="simulated device instance whose programmed values fill programmed_g_us (default 0)")
+    parser.add_argument(
+        "--instance",
+        type=nonneg,
+        default=0,
+        help="simulated device instance whose programmed values fill programmed_g_us (default 0)",
+    )
     parser.add_argument("--seed", type=nonneg, default=None, help="programming seed (default: the config's)")
-    parser.add_argument("--data", help="lm: the PTB folder whose training split calibrates the DAC / ADC ranges "
-                        "(as `crossbar evaluate lm` does); kws: not needed (the checkpoint holds its calibration data)")
-    parser.add_argument("--digital-output", action=argparse.BooleanOptionalAction, default=None,
-                        help="keep the output layer digital (off-chip) or put it on the crossbar; default: the "
-                        "checkpoint's deployment")
-    parser.add_argument("--fill-measured", choices=["target", "programmed"], default=None,
-                        help="pre-fill measured_g_us with the target or programmed values (a dry run of "
-                        "`crossbar evaluate --measured`); default blank")
+    parser.add_argument(
+        "--data",
+        help="lm: the PTB folder whose training split calibrates the DAC / ADC ranges "
+        "(as `crossbar evaluate lm` does); kws: not needed (the checkpoint holds its calibration data)",
+    )
+    parser.add_argument(
+        "--digital-output",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the output layer digital (off-chip) or put it on the crossbar; default: the checkpoint's deployment",
+    )
+    parser.add_argument(
+        "--fill-measured",
+        choices=["target", "programmed"],
+        default=None,
+        help="pre-fill measured_g_us with the target or programmed values (a dry run of "
+        "`crossbar evaluate --measured`); default blank",
+    )
     parser.add_argument("--threads", type=lambda t: max(1, nonneg(t)), default=2)

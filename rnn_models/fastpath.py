@@ -20,6 +20,7 @@ Configurations the kernels do not cover (CUDA, autograd, per-array conversion of
 sums, a digital bias, linear-ramp ADC readouts, a non-digital cell tanh, unsorted ramps, column
 groups of different resolution) take the reference path; :func:`supported` says which.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,24 @@ if numba is not None:
         """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
         NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
         saturates.  ``conv``: the matrix's converter (``_Matrix.converter``)."""
-        (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear, cnt,
-         y_all, v_all, yn) = conv
+        (
+            has_var,
+            scale,
+            drift,
+            vgain,
+            t_kc,
+            read_var,
+            noisy,
+            cmp2,
+            values,
+            lin_lo,
+            lin_hi,
+            linear,
+            cnt,
+            y_all,
+            v_all,
+            yn,
+        ) = conv
         n_cols = yr.shape[0]
         d, vgm = drift[m], vgain[m]
         for k in range(n_cols):  # the tile's output scaling: / scale / drift gain
@@ -97,8 +114,27 @@ if numba is not None:
                     o_out[m, b, j] = a[3 * hidden + j]
 
     @numba.njit(cache=True, nogil=True)
-    def _lstm_hidden(o, tanh_c, fixed, step, lo, hi, h_out, xq, x2, n_x, in_scale, quantize, x_max, q_step,
-                     row_gain, gained, xq_next, x2_next, has_next):  # pragma: no cover - compiled
+    def _lstm_hidden(
+        o,
+        tanh_c,
+        fixed,
+        step,
+        lo,
+        hi,
+        h_out,
+        xq,
+        x2,
+        n_x,
+        in_scale,
+        quantize,
+        x_max,
+        q_step,
+        row_gain,
+        gained,
+        xq_next,
+        x2_next,
+        has_next,
+    ):  # pragma: no cover - compiled
         """h = o * tanh(c) into ``h_out``; the next step's word lines; returns the DAC clippings."""
         m_count, b_count, hidden = o.shape
         clipped = 0
@@ -110,8 +146,9 @@ if numba is not None:
                     if fixed:
                         p = np.rint(min(max(p, lo), hi) / step) * step
                     h_out[m, b, j] = p
-                    clipped += _write_input(p, xq_mb, x2_mb, n_x + j, in_scale[n_x + j], quantize, x_max,
-                                            q_step, row_gain[n_x + j], gained)
+                    clipped += _write_input(
+                        p, xq_mb, x2_mb, n_x + j, in_scale[n_x + j], quantize, x_max, q_step, row_gain[n_x + j], gained
+                    )
                 if has_next:
                     for j in range(n_x):
                         xq[m, b, j] = xq_next[m, b, j]
@@ -119,8 +156,27 @@ if numba is not None:
         return clipped
 
     @numba.njit(cache=True, nogil=True)
-    def _gru_gates(y_rz, v_rz, z_rz, conv_rz, y_nx, v_nx, z_nx, conv_nx, y_nh, v_nh, z_nh, conv_nh, v2,
-                   pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+    def _gru_gates(
+        y_rz,
+        v_rz,
+        z_rz,
+        conv_rz,
+        y_nx,
+        v_nx,
+        z_nx,
+        conv_nx,
+        y_nh,
+        v_nh,
+        z_nh,
+        conv_nh,
+        v2,
+        pre,
+        z_out,
+        fixed,
+        step,
+        lo,
+        hi,
+    ):  # pragma: no cover - compiled
         """r, z, nx, nh from their three matrices; pre = nx + r * nh in fixed point (before tanh);
         returns the saturated linear conversions of nx and nh."""
         m_count, b_count, hidden = pre.shape
@@ -142,8 +198,9 @@ if numba is not None:
         return sat
 
     @numba.njit(cache=True, nogil=True)
-    def _gru_hidden(z, n, h, one, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx,
-                    has_next):  # pragma: no cover - compiled
+    def _gru_hidden(
+        z, n, h, one, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
+    ):  # pragma: no cover - compiled
         """h = (1 - z) * n + z * h into ``h`` and ``h_out``; the word lines of the two matrices that
         read h (rz: rows after x; nh: all rows), the x rows of rz and nx copied in; returns the
         DAC clippings of rz and nh."""
@@ -160,8 +217,9 @@ if numba is not None:
                         p = np.rint(min(max(p, lo), hi) / step) * step
                     h[m, b, j] = p
                     h_out[m, b, j] = p
-                    clip_rz += _write_input(p, rz_q, rz_2, n_x + j, sc_rz[n_x + j], q_rz, xm_rz, st_rz,
-                                            g_rz[n_x + j], gained_rz)
+                    clip_rz += _write_input(
+                        p, rz_q, rz_2, n_x + j, sc_rz[n_x + j], q_rz, xm_rz, st_rz, g_rz[n_x + j], gained_rz
+                    )
                     clip_nh += _write_input(p, nh_q, nh_2, j, sc_nh[j], q_nh, xm_nh, st_nh, g_nh[j], gained_nh)
                 if has_next:
                     for j in range(n_x):
@@ -190,8 +248,12 @@ def _matrix_ok(mat, x: torch.Tensor, names: list[str]) -> bool:
         if ro.nladc is None or not ro.nladc.kernel_ok(x[:1, :1, :1], 1.0):
             return False
     first = mat.readouts[0]
-    return all(ro.design.codes == first.design.codes and _noisy(ro, cfg) == _noisy(first, cfg)
-               and (ro.linear_range() is None) == (first.linear_range() is None) for ro in mat.readouts)
+    return all(
+        ro.design.codes == first.design.codes
+        and _noisy(ro, cfg) == _noisy(first, cfg)
+        and (ro.linear_range() is None) == (first.linear_range() is None)
+        for ro in mat.readouts
+    )
 
 
 def supported(engine: dict, path: str, x: torch.Tensor) -> bool:
@@ -251,8 +313,16 @@ class _Matrix:
         self.variance = None if cfg.device.read_noise.is_zero else tile.matmuls("variance")[0]
         self.quantize = cfg.dac.bits is not None
         q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if self.quantize else 1.0
-        self.inputs = (self.xq.numpy(), self.x2.numpy(), np_(scale.to(self.dtype)), self.quantize, ty(tile.x_max),
-                       ty(q_step), np_(tile.row_gain.to(self.dtype)), bool(tile._scaled_rows))
+        self.inputs = (
+            self.xq.numpy(),
+            self.x2.numpy(),
+            np_(scale.to(self.dtype)),
+            self.quantize,
+            ty(tile.x_max),
+            ty(q_step),
+            np_(tile.row_gain.to(self.dtype)),
+            bool(tile._scaled_rows),
+        )
         # the column groups' converters merged in column order
         ros, groups = mat.readouts, mat.groups
         n_cols, codes = tile.out_features, ros[0].design.codes
@@ -262,7 +332,7 @@ class _Matrix:
         for ro, grp in zip(ros, groups):
             t_kc[:, :, grp.index] = ro.nladc.thresholds_kc(1.0)
             read_var[:, grp.index] = ro.nladc.read_var
-            cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma ** 2)
+            cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma**2)
             values[grp.index] = ro.design.values.to(self.dtype)
         self.noisy = _noisy(ros[0], cfg)
         self.noise_shapes = [(m_count, batch, len(g.index)) for g in groups]
@@ -274,10 +344,24 @@ class _Matrix:
         lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
         self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
         # everything _convert_row needs, in its order (the last three: scratch rows)
-        self.converter = (has_var, ty(tile.scale), np_(tile.drift_gain),
-                          np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
-                          np_(t_kc), np_(read_var), self.noisy, cmp2, np_(values), lin_lo, lin_hi, self.linear,
-                          self.cnt, np.empty(n_cols, ty), np.zeros(n_cols, ty), np.empty(n_cols, ty))
+        self.converter = (
+            has_var,
+            ty(tile.scale),
+            np_(tile.drift_gain),
+            np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
+            np_(t_kc),
+            np_(read_var),
+            self.noisy,
+            cmp2,
+            np_(values),
+            lin_lo,
+            lin_hi,
+            self.linear,
+            self.cnt,
+            np.empty(n_cols, ty),
+            np.zeros(n_cols, ty),
+            np.empty(n_cols, ty),
+        )
         self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
 
     def products(self):
@@ -320,12 +404,13 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
     """DAC clippings the reference counts for state ``h`` on ``mat``'s rows from ``offset``."""
     if mat.tile.config.dac.bits is None:
         return 0
-    return int(((h / mat.chip_scale[offset:offset + h.shape[-1]]).abs() > 1).sum())
+    return int(((h / mat.chip_scale[offset : offset + h.shape[-1]]).abs() > 1).sum())
 
 
 # ----------------------------------------------------------------------------- sequences
-def lstm_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool,
-                  bits: int | None, cell_max: float):
+def lstm_sequence(
+    engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None, cell_max: float
+):
     """One LSTM direction on the programmed chip: ``x`` (M, T, B, n_x), states (M, B, H).
     Returns (M, T, B, H) outputs and the final (h, c), identical to the reference loop."""
     m_count, steps, batch, n_x = x.shape
@@ -341,28 +426,42 @@ def lstm_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tenso
     for n, t in enumerate(order):
         y, v = mat.products()
         z_a, z_g = mat.noise()
-        _lstm_gates(y, v, mat.converter, z_a, mat.indices[0], z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(),
-                    *fixed_c)
+        _lstm_gates(
+            y, v, mat.converter, z_a, mat.indices[0], z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(), *fixed_c
+        )
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
         xq_n, x2_n = mat.next_x(nxt)
-        clipped += _lstm_hidden(o.numpy(), tanh_c.numpy(), *fixed_h, out[:, t].numpy(), mat.inputs[0], mat.inputs[1],
-                                n_x, *mat.inputs[2:], xq_n, x2_n, nxt is not None)
+        clipped += _lstm_hidden(
+            o.numpy(),
+            tanh_c.numpy(),
+            *fixed_h,
+            out[:, t].numpy(),
+            mat.inputs[0],
+            mat.inputs[1],
+            n_x,
+            *mat.inputs[2:],
+            xq_n,
+            x2_n,
+            nxt is not None,
+        )
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
     mat.count_health(clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
     return out, (h_last, c)
 
 
-def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, bits: int | None,
-                 cell_max: float):
+def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, bits: int | None, cell_max: float):
     """One GRU direction on the programmed chip: ``x`` (M, T, B, n_x), state (M, B, H).
     Returns (M, T, B, H) outputs and the final h, identical to the reference loop."""
     m_count, steps, batch, n_x = x.shape
     hidden = h.shape[-1]
     order = list(range(steps - 1, -1, -1) if reverse else range(steps))
-    rz, nx, nh = _Matrix(engine["rz"], x, h, order[0]), _Matrix(engine["nx"], x, None, order[0]), \
-        _Matrix(engine["nh"], None, h, order[0])
+    rz, nx, nh = (
+        _Matrix(engine["rz"], x, h, order[0]),
+        _Matrix(engine["nx"], x, None, order[0]),
+        _Matrix(engine["nh"], None, h, order[0]),
+    )
     ty, dtype = rz.ty, rz.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     h_state = h.to(dtype).clone().contiguous()
@@ -374,13 +473,41 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     for n, t in enumerate(order):
         (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = rz.products(), nx.products(), nh.products()
         (z_rz,), (z_nx,), (z_nh,) = rz.noise(), nx.noise(), nh.noise()
-        sat += _gru_gates(y_rz, v_rz, z_rz, rz.converter, y_nx, v_nx, z_nx, nx.converter, y_nh, v_nh, z_nh,
-                          nh.converter, ty(1.0), pre.numpy(), z_gate.numpy(), *fixed_c)
+        sat += _gru_gates(
+            y_rz,
+            v_rz,
+            z_rz,
+            rz.converter,
+            y_nx,
+            v_nx,
+            z_nx,
+            nx.converter,
+            y_nh,
+            v_nh,
+            z_nh,
+            nh.converter,
+            ty(1.0),
+            pre.numpy(),
+            z_gate.numpy(),
+            *fixed_c,
+        )
         torch.tanh(pre, out=n_val)
         nxt = order[n + 1] if n + 1 < steps else None
-        clipped = _gru_hidden(z_gate.numpy(), n_val.numpy(), h_state.numpy(), ty(1.0), *fixed_h, out[:, t].numpy(),
-                              rz.inputs,
-                              nh.inputs, n_x, rz.next_x(nxt), nx.next_x(nxt), nx.inputs, nxt is not None)
+        clipped = _gru_hidden(
+            z_gate.numpy(),
+            n_val.numpy(),
+            h_state.numpy(),
+            ty(1.0),
+            *fixed_h,
+            out[:, t].numpy(),
+            rz.inputs,
+            nh.inputs,
+            n_x,
+            rz.next_x(nxt),
+            nx.next_x(nxt),
+            nx.inputs,
+            nxt is not None,
+        )
         clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden

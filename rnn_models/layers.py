@@ -23,6 +23,7 @@ Monte-Carlo: after ``program(seed, instances=M)`` with M > 1 every analog layer 
 tensors with a leading instance dimension M (``x.expand(M, *x.shape)`` broadcasts an input); with
 M = 1 shapes are exactly PyTorch's.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ from crossbar.config import HardwareConfig, default_config, load_config
 from crossbar.errors import CrossbarInputError
 from crossbar.rng import check_instance_args
 from rnn_models import fastpath
-from rnn_models.analog import (AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point,
-                               train_generator)
+from rnn_models.analog import AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point, train_generator
 
 
 class AnalogLayerBase(nn.Module):
@@ -47,7 +47,7 @@ class AnalogLayerBase(nn.Module):
         self.hw: HardwareConfig = load_config(config) if config is not None else default_config()
         self.mode = "hardware"
         self.layer_name = type(self).__name__
-        self.input_scale: float | None = None   # calibrated DAC full scale of the layer input
+        self.input_scale: float | None = None  # calibrated DAC full scale of the layer input
         self._stats: RangeStats | None = None
         self._train_gen = None
         self._instances = 0
@@ -100,8 +100,9 @@ class AnalogLayerBase(nn.Module):
         path = self._path()
         if path == "chip" and (self._instances == 0 or self._programmed_version != self._weights_version()):
             if self._instances and self._programmed_version != self._weights_version():
-                raise CrossbarInputError(f"{self.layer_name}: the weights changed since program(); "
-                                         "call program(seed) again")
+                raise CrossbarInputError(
+                    f"{self.layer_name}: the weights changed since program(); call program(seed) again"
+                )
             self.program(instances=1)  # implicit: one instance; Monte-Carlo needs an explicit program()
         if path == "train" and self._train_gen is None:
             self._train_gen = train_generator(self.hw.simulation.seed, self.layer_name)
@@ -135,7 +136,7 @@ class AnalogLayerBase(nn.Module):
             raise CrossbarInputError(f"{self.layer_name}: finish_calibration() without start_calibration()")
         if "input" in stats.values and stats.values["input"] > 0:
             self.input_scale = stats.values["input"]
-        for key, (mat, *_rest) in self._matrices().items():
+        for mat, *_rest in self._matrices().values():
             for g in mat.groups:
                 v = stats.values.get(f"{mat.name}/{g.name}")
                 if v:
@@ -164,8 +165,10 @@ def _check_finite(x: torch.Tensor, name: str, device: torch.device | None = None
     if not torch.is_floating_point(x):
         raise CrossbarInputError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
     if device is not None and x.device.type != device.type:
-        raise CrossbarInputError(f"{name}: input is on {x.device} but the layer's config simulates on {device} "
-                                 "(simulation.device); move the input with .to()")
+        raise CrossbarInputError(
+            f"{name}: input is on {x.device} but the layer's config simulates on {device} "
+            "(simulation.device); move the input with .to()"
+        )
     if not torch.isfinite(x).all():
         raise CrossbarInputError(f"{name}: input contains NaN or inf")
 
@@ -174,8 +177,16 @@ def _check_finite(x: torch.Tensor, name: str, device: torch.device | None = None
 class AnalogLinear(AnalogLayerBase):
     """``nn.Linear`` on a crossbar; the output is read out linearly or through an NL-ADC function."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, config=None,
-                 activation: str = "identity", device=None, dtype=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        config=None,
+        activation: str = "identity",
+        device=None,
+        dtype=None,
+    ):
         super().__init__(config)
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
@@ -193,15 +204,18 @@ class AnalogLinear(AnalogLayerBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_finite(x, self.layer_name, self.hw.torch_device())
         if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise CrossbarInputError(f"{self.layer_name}: last input dimension must be {self.in_features}, "
-                                     f"got shape {tuple(x.shape)}")
+            raise CrossbarInputError(
+                f"{self.layer_name}: last input dimension must be {self.in_features}, got shape {tuple(x.shape)}"
+            )
         path = self._prepare()
         m = self._m(path)
         self._record_input(x)
         if m > 1:
             if x.dim() < 2 or x.shape[0] != m:
-                raise CrossbarInputError(f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the "
-                                         f"input needs a leading dimension of {m} (x.expand({m}, *x.shape))")
+                raise CrossbarInputError(
+                    f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the "
+                    f"input needs a leading dimension of {m} (x.expand({m}, *x.shape))"
+                )
             lead = x.shape[1:-1]
         else:
             lead = x.shape[:-1]
@@ -210,8 +224,10 @@ class AnalogLinear(AnalogLayerBase):
         return out.reshape(*((m,) if m > 1 else ()), *lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"activation={self.activation}, {self.extra_repr_hw()}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation={self.activation}, {self.extra_repr_hw()}"
+        )
 
 
 # ======================================================================================= RNNs
@@ -225,9 +241,21 @@ class _AnalogRNNBase(AnalogLayerBase):
     GATES = 0  # 4 for LSTM, 3 for GRU
     fast_path = True
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
-                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 proj_size: int = 0, config=None, device=None, dtype=None, _cell: bool = False):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        config=None,
+        device=None,
+        dtype=None,
+        _cell: bool = False,
+    ):
         super().__init__(config)
         if proj_size:
             raise CrossbarInputError("proj_size is not supported by the analog RNN layers")
@@ -243,8 +271,12 @@ class _AnalogRNNBase(AnalogLayerBase):
             in_size = input_size if layer == 0 else hidden_size * dirs
             for d in range(dirs):
                 sfx = "" if _cell else f"_l{layer}" + ("_reverse" if d else "")
-                self.register_parameter(f"weight_ih{sfx}", nn.Parameter(torch.empty(g, in_size, device=device, dtype=dtype)))
-                self.register_parameter(f"weight_hh{sfx}", nn.Parameter(torch.empty(g, hidden_size, device=device, dtype=dtype)))
+                self.register_parameter(
+                    f"weight_ih{sfx}", nn.Parameter(torch.empty(g, in_size, device=device, dtype=dtype))
+                )
+                self.register_parameter(
+                    f"weight_hh{sfx}", nn.Parameter(torch.empty(g, hidden_size, device=device, dtype=dtype))
+                )
                 if bias:
                     self.register_parameter(f"bias_ih{sfx}", nn.Parameter(torch.empty(g, device=device, dtype=dtype)))
                     self.register_parameter(f"bias_hh{sfx}", nn.Parameter(torch.empty(g, device=device, dtype=dtype)))
@@ -271,13 +303,17 @@ class _AnalogRNNBase(AnalogLayerBase):
             want = "(M, " if m > 1 else "("
             raise CrossbarInputError(
                 f"{self.layer_name}: input must be {want}T, B, {self.input_size}) or {want}T, {self.input_size}) "
-                f"(batch_first swaps T and B), got shape {tuple(x.shape)}")
+                f"(batch_first swaps T and B), got shape {tuple(x.shape)}"
+            )
         if x.shape[-1] != self.input_size:
-            raise CrossbarInputError(f"{self.layer_name}: input feature size must be {self.input_size}, "
-                                     f"got shape {tuple(x.shape)}")
+            raise CrossbarInputError(
+                f"{self.layer_name}: input feature size must be {self.input_size}, got shape {tuple(x.shape)}"
+            )
         if m > 1 and x.shape[0] != m:
-            raise CrossbarInputError(f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the input "
-                                     f"needs a leading dimension of {m} (x.expand({m}, *x.shape))")
+            raise CrossbarInputError(
+                f"{self.layer_name}: {m} Monte-Carlo instances are programmed, so the input "
+                f"needs a leading dimension of {m} (x.expand({m}, *x.shape))"
+            )
         if m == 1:
             x = x.unsqueeze(0)
         unbatched = x.dim() == 3
@@ -299,8 +335,10 @@ class _AnalogRNNBase(AnalogLayerBase):
         if unbatched:
             h = h.unsqueeze(2)
         if h.shape != (m,) + shape:
-            raise CrossbarInputError(f"{self.layer_name}: initial state must have shape {shape} "
-                                     f"(+ leading M in Monte-Carlo mode), got {tuple(hx.shape)}")
+            raise CrossbarInputError(
+                f"{self.layer_name}: initial state must have shape {shape} "
+                f"(+ leading M in Monte-Carlo mode), got {tuple(hx.shape)}"
+            )
         return h.to(ref)
 
     def _restore(self, y: torch.Tensor, m: int, unbatched: bool, seq: bool) -> torch.Tensor:
@@ -342,9 +380,11 @@ class _AnalogRNNBase(AnalogLayerBase):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
-                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}, "
-                f"{self.extra_repr_hw()}")
+        return (
+            f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+            f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}, "
+            f"{self.extra_repr_hw()}"
+        )
 
 
 class AnalogLSTM(_AnalogRNNBase):
@@ -355,9 +395,13 @@ class AnalogLSTM(_AnalogRNNBase):
     def _make_engine(self, sfx):
         h = self.hidden_size
         roles = self.hw.nl_adc.functions
-        mat = AnalogMatrix(f"lstm{sfx}", [
-            ColumnGroup("ifo", torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h)]), roles.gate),
-            ColumnGroup("g", torch.arange(2 * h, 3 * h), roles.candidate)])
+        mat = AnalogMatrix(
+            f"lstm{sfx}",
+            [
+                ColumnGroup("ifo", torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h)]), roles.gate),
+                ColumnGroup("g", torch.arange(2 * h, 3 * h), roles.candidate),
+            ],
+        )
         return {"mat": mat, "cell": CellNonlinearity(f"lstm{sfx}", h)}
 
     def _matrices(self):
@@ -369,8 +413,13 @@ class AnalogLSTM(_AnalogRNNBase):
                 w_ih, w_hh = self._p("weight_ih", sfx), self._p("weight_hh", sfx)
                 b = self._p("bias_ih", sfx) + self._p("bias_hh", sfx) if self.bias else None
                 scale = torch.cat([self._layer_in_scale(layer, w_ih.shape[1]), torch.ones(self.hidden_size)])
-                mats[sfx] = (self._engines[sfx]["mat"], torch.cat([w_ih, w_hh], 1), b, scale,
-                             (w_ih.shape[1], self.hidden_size))
+                mats[sfx] = (
+                    self._engines[sfx]["mat"],
+                    torch.cat([w_ih, w_hh], 1),
+                    b,
+                    scale,
+                    (w_ih.shape[1], self.hidden_size),
+                )
         return mats
 
     def _cells(self):
@@ -407,10 +456,12 @@ class AnalogGRU(_AnalogRNNBase):
     def _make_engine(self, sfx):
         h = self.hidden_size
         roles = self.hw.nl_adc.functions
-        return {"rz": AnalogMatrix(f"gru{sfx}/rz", [ColumnGroup("rz", torch.arange(2 * h), roles.gate)]),
-                "nx": AnalogMatrix(f"gru{sfx}/nx", [ColumnGroup("nx", torch.arange(h), "identity")]),
-                "nh": AnalogMatrix(f"gru{sfx}/nh", [ColumnGroup("nh", torch.arange(h), "identity")]),
-                "cell": CellNonlinearity(f"gru{sfx}", h)}
+        return {
+            "rz": AnalogMatrix(f"gru{sfx}/rz", [ColumnGroup("rz", torch.arange(2 * h), roles.gate)]),
+            "nx": AnalogMatrix(f"gru{sfx}/nx", [ColumnGroup("nx", torch.arange(h), "identity")]),
+            "nh": AnalogMatrix(f"gru{sfx}/nh", [ColumnGroup("nh", torch.arange(h), "identity")]),
+            "cell": CellNonlinearity(f"gru{sfx}", h),
+        }
 
     def _matrices(self):
         mats = {}
@@ -423,13 +474,21 @@ class AnalogGRU(_AnalogRNNBase):
                 w_ih, w_hh = self._p("weight_ih", sfx), self._p("weight_hh", sfx)
                 b_ih, b_hh = self._p("bias_ih", sfx), self._p("bias_hh", sfx)
                 in_scale = self._layer_in_scale(layer, w_ih.shape[1])
-                mats[sfx + "/rz"] = (e["rz"], torch.cat([w_ih[:2 * h], w_hh[:2 * h]], 1),
-                                     (b_ih[:2 * h] + b_hh[:2 * h]) if self.bias else None,
-                                     torch.cat([in_scale, torch.ones(h)]), (w_ih.shape[1], h))
-                mats[sfx + "/nx"] = (e["nx"], w_ih[2 * h:], b_ih[2 * h:] if self.bias else None, in_scale,
-                                     (w_ih.shape[1],))
-                mats[sfx + "/nh"] = (e["nh"], w_hh[2 * h:], b_hh[2 * h:] if self.bias else None, torch.ones(h),
-                                     (h,))
+                mats[sfx + "/rz"] = (
+                    e["rz"],
+                    torch.cat([w_ih[: 2 * h], w_hh[: 2 * h]], 1),
+                    (b_ih[: 2 * h] + b_hh[: 2 * h]) if self.bias else None,
+                    torch.cat([in_scale, torch.ones(h)]),
+                    (w_ih.shape[1], h),
+                )
+                mats[sfx + "/nx"] = (
+                    e["nx"],
+                    w_ih[2 * h :],
+                    b_ih[2 * h :] if self.bias else None,
+                    in_scale,
+                    (w_ih.shape[1],),
+                )
+                mats[sfx + "/nh"] = (e["nh"], w_hh[2 * h :], b_hh[2 * h :] if self.bias else None, torch.ones(h), (h,))
         return mats
 
     def _cells(self):

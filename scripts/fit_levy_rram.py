@@ -27,6 +27,7 @@ several simulation seeds: the 100 s window of a 250 s series is itself noisy).
 
     .venv/bin/python scripts/fit_levy_rram.py [--plots DIR] [--json FILE] [--seed N] [--sim-seeds K]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ from crossbar.rng import generator, randn  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "rram_levy_relaxation"
 WINDOWS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-STEP_US = 4.0          # tech B: 32 levels over 0-128 uS
+STEP_US = 4.0  # tech B: 32 levels over 0-128 uS
 
 
 def load_tech_b(data: Path) -> dict:
@@ -101,35 +102,77 @@ def tech_b(data: Path, work: Path, seed: int, plots: Path | None, quiet: bool = 
     lo_S, hi_S = b["level"] * STEP_US * 1e-6, (b["level"] + 1) * STEP_US * 1e-6
     # the fit half in the user's own column names and units (S): exercises --units and --columns
     f = in_fit
-    fit_csv = _write(work / "techB_fit.csv", ["addr", "G_S", "target_lo_S", "target_hi_S", "timepoint"],
-                     [b["addr"][f], b["g_S"][f], lo_S[f], hi_S[f], b["t"][f]])
+    fit_csv = _write(
+        work / "techB_fit.csv",
+        ["addr", "G_S", "target_lo_S", "target_hi_S", "timepoint"],
+        [b["addr"][f], b["g_S"][f], lo_S[f], hi_S[f], b["t"][f]],
+    )
     t = ~in_fit
-    targets_csv = _write(work / "techB_test_targets.csv", ["addr", "target_lo_S", "target_hi_S", "timepoint"],
-                         [b["addr"][t], lo_S[t], hi_S[t], b["t"][t]])
+    targets_csv = _write(
+        work / "techB_test_targets.csv",
+        ["addr", "target_lo_S", "target_hi_S", "timepoint"],
+        [b["addr"][t], lo_S[t], hi_S[t], b["t"][t]],
+    )
     cols = "device_id=addr,g_us=G_S,target_lo_us=target_lo_S,target_hi_us=target_hi_S,t_s=timepoint"
     dev_json = work / "techB_device.json"
-    argv = ["fit-device", str(fit_csv), "--out", str(dev_json), "--units", "S", "--columns", cols,
-            "--name", "rram_levy_techB", "--t-inference", "1e4", "--report", str(work / "techB_report.json")]
+    argv = [
+        "fit-device",
+        str(fit_csv),
+        "--out",
+        str(dev_json),
+        "--units",
+        "S",
+        "--columns",
+        cols,
+        "--name",
+        "rram_levy_techB",
+        "--t-inference",
+        "1e4",
+        "--report",
+        str(work / "techB_report.json"),
+    ]
     if plots:
         argv += ["--plots", str(plots / "techB_fit")]
     _quiet(_run, argv, quiet)
     sim_csv = work / "techB_test_sim.csv"
-    _quiet(_run, ["simulate-device", str(dev_json), "--targets", str(targets_csv), "--out", str(sim_csv),
-                  "--units", "S", "--columns", "device_id=addr,target_lo_us=target_lo_S,target_hi_us=target_hi_S,"
-                  "t_s=timepoint", "--seed", str(seed)], quiet)
+    _quiet(
+        _run,
+        [
+            "simulate-device",
+            str(dev_json),
+            "--targets",
+            str(targets_csv),
+            "--out",
+            str(sim_csv),
+            "--units",
+            "S",
+            "--columns",
+            "device_id=addr,target_lo_us=target_lo_S,target_hi_us=target_hi_S,t_s=timepoint",
+            "--seed",
+            str(seed),
+        ],
+        quiet,
+    )
     sim = _read_sim(sim_csv)
     fit_rep = json.loads((work / "techB_report.json").read_text())
     prog = fit_rep["programming"]
     meas = b["g_S"][t] * 1e6
     level, times = b["level"][t], b["t"][t]
     target = (level + 0.5) * STEP_US
-    out: dict = {"split_seed": seed, "fit_devices": int(len(fit_ids)), "test_devices": int(len(ids) - len(fit_ids)),
-                 "device_json_bytes": dev_json.stat().st_size,
-                 "fit_half": {"verify_failed": prog["verify_failed"], "stuck_on": prog["stuck_on"],
-                              "stuck_off": prog["stuck_off"], "stuck_rule": prog["stuck_rule"],
-                              "core_sigma_abs_rel": prog["abs_rel"],
-                              "ks_in_sample_median": {str(r["t"]): r["median"]
-                                                      for r in fit_rep["goodness"]["ks"]["per_time"]}}}
+    out: dict = {
+        "split_seed": seed,
+        "fit_devices": int(len(fit_ids)),
+        "test_devices": int(len(ids) - len(fit_ids)),
+        "device_json_bytes": dev_json.stat().st_size,
+        "fit_half": {
+            "verify_failed": prog["verify_failed"],
+            "stuck_on": prog["stuck_on"],
+            "stuck_off": prog["stuck_off"],
+            "stuck_rule": prog["stuck_rule"],
+            "core_sigma_abs_rel": prog["abs_rel"],
+            "ks_in_sample_median": {str(r["t"]): r["median"] for r in fit_rep["goodness"]["ks"]["per_time"]},
+        },
+    }
     # programming error per quintile of the levels at t = 0
     quint = np.array_split(np.arange(32), 5)
     t0 = times == 0
@@ -169,23 +212,57 @@ def tech_b(data: Path, work: Path, seed: int, plots: Path | None, quiet: bool = 
         gauss[sel] = (k + 0.5) * STEP_US + e.mean() + e.std() * z[sel]
     out["ks_1e4_gaussian_median"] = float(np.median([ks(meas[m_t][lv == k], gauss[lv == k]) for k in range(32)]))
     # targets withheld: relaxation relative to the first read
-    fit_nt = _write(work / "techB_fit_notarget.csv", ["addr", "G_S", "timepoint"], [b["addr"][f], b["g_S"][f], b["t"][f]])
+    fit_nt = _write(
+        work / "techB_fit_notarget.csv", ["addr", "G_S", "timepoint"], [b["addr"][f], b["g_S"][f], b["t"][f]]
+    )
     dev_nt = work / "techB_device_first_read.json"
-    _quiet(_run, ["fit-device", str(fit_nt), "--out", str(dev_nt), "--units", "S", "--columns",
-                  "device_id=addr,g_us=G_S,t_s=timepoint", "--name", "rram_levy_techB_first_read"], quiet)
+    _quiet(
+        _run,
+        [
+            "fit-device",
+            str(fit_nt),
+            "--out",
+            str(dev_nt),
+            "--units",
+            "S",
+            "--columns",
+            "device_id=addr,g_us=G_S,t_s=timepoint",
+            "--name",
+            "rram_levy_techB_first_read",
+        ],
+        quiet,
+    )
     first = {}
     m0 = t & (b["t"] == 0)
     first = dict(zip(b["addr"][m0].tolist(), (b["g_S"][m0] * 1e6).tolist()))
     tg_nt = np.array([first[a] for a in b["addr"][t]])
-    targets_nt = _write(work / "techB_test_targets_first_read.csv", ["addr", "target_g_us", "timepoint"],
-                        [b["addr"][t], tg_nt, b["t"][t]])
+    targets_nt = _write(
+        work / "techB_test_targets_first_read.csv",
+        ["addr", "target_g_us", "timepoint"],
+        [b["addr"][t], tg_nt, b["t"][t]],
+    )
     sim_nt_csv = work / "techB_test_sim_first_read.csv"
-    _quiet(_run, ["simulate-device", str(dev_nt), "--targets", str(targets_nt), "--out", str(sim_nt_csv), "--columns",
-                  "device_id=addr,t_s=timepoint", "--seed", str(seed)], quiet)
+    _quiet(
+        _run,
+        [
+            "simulate-device",
+            str(dev_nt),
+            "--targets",
+            str(targets_nt),
+            "--out",
+            str(sim_nt_csv),
+            "--columns",
+            "device_id=addr,t_s=timepoint",
+            "--seed",
+            str(seed),
+        ],
+        quiet,
+    )
     sim_nt = _read_sim(sim_nt_csv)
     out["first_read_reference"] = load_device(dev_nt).drift.relaxation.reference
-    out["ks_1e4_median_targets_unknown"] = float(np.median([ks(meas[m_t & (level == k)], sim_nt[m_t & (level == k)])
-                                                            for k in range(32)]))
+    out["ks_1e4_median_targets_unknown"] = float(
+        np.median([ks(meas[m_t & (level == k)], sim_nt[m_t & (level == k)]) for k in range(32)])
+    )
     if plots:
         _plot_b(plots, meas, sim, gauss, level, times, m_t, rows)
     return out
@@ -196,11 +273,27 @@ def full_config(data: Path, work: Path, out: Path, base: str, t_inference: float
     programming, e.g. for `crossbar evaluate kws --config OUT` ("tech B devices after 1e4 s")."""
     b = load_tech_b(data)
     lo_S, hi_S = b["level"] * STEP_US * 1e-6, (b["level"] + 1) * STEP_US * 1e-6
-    csv_all = _write(work / "techB_all.csv", ["addr", "G_S", "target_lo_S", "target_hi_S", "timepoint"],
-                     [b["addr"], b["g_S"], lo_S, hi_S, b["t"]])
-    argv = ["fit-device", str(csv_all), "--out", str(out), "--base", base, "--units", "S", "--columns",
-            "device_id=addr,g_us=G_S,target_lo_us=target_lo_S,target_hi_us=target_hi_S,t_s=timepoint",
-            "--name", f"{base}_levy_techB_t{t_inference:g}s", "--t-inference", f"{t_inference:g}"]
+    csv_all = _write(
+        work / "techB_all.csv",
+        ["addr", "G_S", "target_lo_S", "target_hi_S", "timepoint"],
+        [b["addr"], b["g_S"], lo_S, hi_S, b["t"]],
+    )
+    argv = [
+        "fit-device",
+        str(csv_all),
+        "--out",
+        str(out),
+        "--base",
+        base,
+        "--units",
+        "S",
+        "--columns",
+        "device_id=addr,g_us=G_S,target_lo_us=target_lo_S,target_hi_us=target_hi_S,t_s=timepoint",
+        "--name",
+        f"{base}_levy_techB_t{t_inference:g}s",
+        "--t-inference",
+        f"{t_inference:g}",
+    ]
     if plots:
         argv += ["--plots", str(plots / "techB_all_fit")]
     _run(argv)
@@ -220,8 +313,18 @@ def tech_a(data: Path, work: Path, seeds: list[int], plots: Path | None, quiet: 
         f.write("cell,t_s,g_us\n")
         f.writelines(f"{c},{ti:.6f},{g!r}\n" for c, ti, g in zip(dev_col, tt, g_us.tolist()))
     dev_json = work / "techA_device.json"
-    argv = ["fit-device", str(meas_csv), "--out", str(dev_json), "--columns", "device_id=cell", "--name",
-            "rram_levy_techA", "--report", str(work / "techA_report.json")]
+    argv = [
+        "fit-device",
+        str(meas_csv),
+        "--out",
+        str(dev_json),
+        "--columns",
+        "device_id=cell",
+        "--name",
+        "rram_levy_techA",
+        "--report",
+        str(work / "techA_report.json"),
+    ]
     if plots:
         argv += ["--plots", str(plots / "techA_fit")]
     _quiet(_run, argv, quiet)
@@ -231,21 +334,52 @@ def tech_a(data: Path, work: Path, seeds: list[int], plots: Path | None, quiet: 
         f.write("cell,t_s,target_g_us\n")
         f.writelines(f"{c},{ti:.6f},{float(means[i])!r}\n" for i, c in enumerate(cells) for ti in t_s)
     fit_rep = json.loads((work / "techA_report.json").read_text())
-    out = {"cells": cells, "mean_g_us": means.tolist(), "windows_s": list(WINDOWS), "seeds": {},
-           "fit": {s["series"].split("/")[0]: {"psd_slope": s["psd_slope"], "white_sigma": s["white_sigma"],
-                                               "window_fit_max_rel_err": s["window_fit_max_rel_err"]}
-                   for s in fit_rep["time_series"]}}
-    measured = {c: [windowed_sigma(a["g_S"][i] * 1e6, int(round(T * fs))) for T in WINDOWS] for i, c in enumerate(cells)}
+    out = {
+        "cells": cells,
+        "mean_g_us": means.tolist(),
+        "windows_s": list(WINDOWS),
+        "seeds": {},
+        "fit": {
+            s["series"].split("/")[0]: {
+                "psd_slope": s["psd_slope"],
+                "white_sigma": s["white_sigma"],
+                "window_fit_max_rel_err": s["window_fit_max_rel_err"],
+            }
+            for s in fit_rep["time_series"]
+        },
+    }
+    measured = {
+        c: [windowed_sigma(a["g_S"][i] * 1e6, int(round(T * fs))) for T in WINDOWS] for i, c in enumerate(cells)
+    }
     out["measured"] = measured
     for s in seeds:
         sim_csv = work / f"techA_sim_seed{s}.csv"
-        _quiet(_run, ["simulate-device", str(dev_json), "--targets", str(targets), "--out", str(sim_csv), "--columns",
-                      "device_id=cell", "--seed", str(s)], quiet)
+        _quiet(
+            _run,
+            [
+                "simulate-device",
+                str(dev_json),
+                "--targets",
+                str(targets),
+                "--out",
+                str(sim_csv),
+                "--columns",
+                "device_id=cell",
+                "--seed",
+                str(s),
+            ],
+            quiet,
+        )
         sim = _read_sim(sim_csv).reshape(len(cells), n)
-        ratios = {c: [windowed_sigma(sim[i], int(round(T * fs))) / measured[c][j] for j, T in enumerate(WINDOWS)]
-                  for i, c in enumerate(cells)}
-        out["seeds"][s] = {"ratios": ratios, "pass": bool(all(abs(r - 1) <= 0.30 for v in ratios.values() for r in v)),
-                           "pass_per_cell": {c: bool(all(abs(r - 1) <= 0.30 for r in v)) for c, v in ratios.items()}}
+        ratios = {
+            c: [windowed_sigma(sim[i], int(round(T * fs))) / measured[c][j] for j, T in enumerate(WINDOWS)]
+            for i, c in enumerate(cells)
+        }
+        out["seeds"][s] = {
+            "ratios": ratios,
+            "pass": bool(all(abs(r - 1) <= 0.30 for v in ratios.values() for r in v)),
+            "pass_per_cell": {c: bool(all(abs(r - 1) <= 0.30 for r in v)) for c, v in ratios.items()},
+        }
         if plots and s == seeds[0]:
             _plot_a(plots, cells, measured, sim, fs)
     return out
@@ -273,8 +407,11 @@ def _plot_b(plots, meas, sim, gauss, level, times, m_t, rows):
     fig, axes = plt.subplots(1, len(show), figsize=(3.0 * len(show), 2.9))
     lv = level[m_t]
     for ax, k in zip(axes, show):
-        for vals, lab, st in ((meas[m_t][lv == k], "measured", "-"), (sim[m_t][lv == k], "empirical model", "--"),
-                              (gauss[lv == k], "Gaussian", ":")):
+        for vals, lab, st in (
+            (meas[m_t][lv == k], "measured", "-"),
+            (sim[m_t][lv == k], "empirical model", "--"),
+            (gauss[lv == k], "Gaussian", ":"),
+        ):
             v = np.sort(vals)
             ax.plot(v, np.arange(1, len(v) + 1) / len(v), st, label=lab)
         ax.set_title(f"level {k} ({k * 4}-{k * 4 + 4} uS)", fontsize=9)
@@ -305,7 +442,7 @@ def _plot_a(plots, cells, measured, sim, fs):
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, c in enumerate(cells):
-        line, = ax.loglog(WINDOWS, measured[c], "o-", label=c)
+        (line,) = ax.loglog(WINDOWS, measured[c], "o-", label=c)
         ax.loglog(WINDOWS, [windowed_sigma(sim[i], int(round(T * fs))) for T in WINDOWS], "x--", color=line.get_color())
     ax.set_xlabel("window T (s)")
     ax.set_ylabel("windowed read-noise sigma (uS)")
@@ -317,40 +454,71 @@ def _plot_a(plots, cells, measured, sim, fs):
 def report(b: dict | None, a: dict | None) -> str:
     lines = []
     if b:
-        lines.append(f"tech B: fit on {b['fit_devices']} cells, test on {b['test_devices']} (split seed {b['split_seed']}); "
-                     f"device JSON {b['device_json_bytes'] / 1024:.0f} KiB")
+        lines.append(
+            f"tech B: fit on {b['fit_devices']} cells, test on {b['test_devices']} (split seed {b['split_seed']}); "
+            f"device JSON {b['device_json_bytes'] / 1024:.0f} KiB"
+        )
         fh = b["fit_half"]
-        lines.append(f"  fit half: verify failed {100 * fh['verify_failed']:.2f} %, stuck at ON {100 * fh['stuck_on']:.2f} %, "
-                     f"stuck at OFF {100 * fh['stuck_off']:.2f} %; core sigma abs + rel fit "
-                     f"sqrt({fh['core_sigma_abs_rel']['sigma_abs']:.3g}^2 + ({fh['core_sigma_abs_rel']['sigma_rel']:.3g} G)^2) uS; "
-                     f"in-sample median KS per level at 1e4 s {fh['ks_in_sample_median']['10000.0']:.3f}")
+        lines.append(
+            f"  fit half: verify failed {100 * fh['verify_failed']:.2f} %, stuck at ON {100 * fh['stuck_on']:.2f} %, "
+            f"stuck at OFF {100 * fh['stuck_off']:.2f} %; core sigma abs + rel fit "
+            f"sqrt({fh['core_sigma_abs_rel']['sigma_abs']:.3g}^2 + "
+            f"({fh['core_sigma_abs_rel']['sigma_rel']:.3g} G)^2) uS; "
+            f"in-sample median KS per level at 1e4 s {fh['ks_in_sample_median']['10000.0']:.3f}"
+        )
         lines.append("  programming-error sigma at t = 0 per level quintile, held-out half (uS):")
-        lines.append("    quintile levels     n   core: meas   sim    rel  |  mad: meas   sim    rel  |  std: meas   sim"
-                     "    rel  (std: fit half vs test half)")
+        lines.append(
+            "    quintile levels     n   core: meas   sim    rel  |  mad: meas   sim    rel  |  std: meas   sim"
+            "    rel  (std: fit half vs test half)"
+        )
         for r in b["programming_sigma"]:
             c, m, s = r["core"], r["mad"], r["std"]
-            lines.append(f"    Q{r['quintile']}       {r['levels']:>6s} {r['n']:5d}   {c['measured']:8.3f} {c['simulated']:6.3f} "
-                         f"{100 * c['rel']:+6.1f}% | {m['measured']:8.3f} {m['simulated']:6.3f} {100 * m['rel']:+6.1f}% | "
-                         f"{s['measured']:8.3f} {s['simulated']:6.3f} {100 * s['rel']:+6.1f}%  ({100 * s['fit_half_rel']:+.1f}%)")
+            lines.append(
+                f"    Q{r['quintile']}       {r['levels']:>6s} {r['n']:5d}   "
+                f"{c['measured']:8.3f} {c['simulated']:6.3f} "
+                f"{100 * c['rel']:+6.1f}% | {m['measured']:8.3f} {m['simulated']:6.3f} {100 * m['rel']:+6.1f}% | "
+                f"{s['measured']:8.3f} {s['simulated']:6.3f} {100 * s['rel']:+6.1f}%  ({100 * s['fit_half_rel']:+.1f}%)"
+            )
         lines.append(f"  core sigma within +-15 % in every quintile: {'PASS' if b['programming_pass'] else 'FAIL'}")
         lines.append("  KS distance simulated vs measured per level (32 levels), median / max:")
         for t, row in b["ks"].items():
             lines.append(f"    t = {t:>7g} s: {row['median']:.3f} / {row['max']:.3f}")
-        lines.append(f"  median KS at 1e4 s: {b['ks_1e4_median']:.3f} (<= 0.15: {'PASS' if b['ks_pass'] else 'FAIL'}); "
-                     f"Gaussian matched per level in mean and std: {b['ks_1e4_gaussian_median']:.3f}")
-        lines.append(f"  targets withheld ({b['first_read_reference']}-referenced relaxation, simulated from each cell's "
-                     f"first read): median KS at 1e4 s {b['ks_1e4_median_targets_unknown']:.3f}")
+        lines.append(
+            f"  median KS at 1e4 s: {b['ks_1e4_median']:.3f} (<= 0.15: {'PASS' if b['ks_pass'] else 'FAIL'}); "
+            f"Gaussian matched per level in mean and std: {b['ks_1e4_gaussian_median']:.3f}"
+        )
+        lines.append(
+            f"  targets withheld ({b['first_read_reference']}-referenced relaxation, simulated from each cell's "
+            f"first read): median KS at 1e4 s {b['ks_1e4_median_targets_unknown']:.3f}"
+        )
     if a:
-        lines.append("tech A fit (all 5 cells): " + "; ".join(
-            f"{c} PSD slope {v['psd_slope']:.2f}, white {v['white_sigma']:.3f} uS, window fit max error "
-            f"{100 * v['window_fit_max_rel_err']:.0f} %" for c, v in a["fit"].items()))
-        lines.append(f"tech A: windowed read-noise sigma, simulated / measured, windows {', '.join(f'{w:g}' for w in a['windows_s'])} s")
+        lines.append(
+            "tech A fit (all 5 cells): "
+            + "; ".join(
+                f"{c} PSD slope {v['psd_slope']:.2f}, white {v['white_sigma']:.3f} uS, window fit max error "
+                f"{100 * v['window_fit_max_rel_err']:.0f} %"
+                for c, v in a["fit"].items()
+            )
+        )
+        lines.append(
+            "tech A: windowed read-noise sigma, simulated / measured, "
+            f"windows {', '.join(f'{w:g}' for w in a['windows_s'])} s"
+        )
         for s, res in a["seeds"].items():
-            lines.append(f"  simulation seed {s}: " + ("PASS (every cell within 30 % at every window)" if res["pass"]
-                         else "FAIL (a cell outside 30 % at some window)"))
+            lines.append(
+                f"  simulation seed {s}: "
+                + (
+                    "PASS (every cell within 30 % at every window)"
+                    if res["pass"]
+                    else "FAIL (a cell outside 30 % at some window)"
+                )
+            )
             for c, v in res["ratios"].items():
-                lines.append(f"    {c:8s} ({a['mean_g_us'][a['cells'].index(c)]:6.1f} uS): " + " ".join(f"{x:5.2f}" for x in v)
-                             + ("" if res["pass_per_cell"][c] else "   <- outside 30 %"))
+                lines.append(
+                    f"    {c:8s} ({a['mean_g_us'][a['cells'].index(c)]:6.1f} uS): "
+                    + " ".join(f"{x:5.2f}" for x in v)
+                    + ("" if res["pass_per_cell"][c] else "   <- outside 30 %")
+                )
         n_pass = sum(res["pass"] for res in a["seeds"].values())
         lines.append(f"  seeds passing: {n_pass} of {len(a['seeds'])}")
     return "\n".join(lines)
@@ -366,8 +534,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sim-seeds", type=int, default=5, help="tech A: simulation seeds 0..K-1")
     ap.add_argument("--only", choices=("A", "B"), help="run one technology only")
     ap.add_argument("--verbose", action="store_true", help="also print the fit-device reports")
-    ap.add_argument("--full-config", metavar="JSON", help="also fit all tech B cells into a whole config (--base) "
-                                                        "and write it here")
+    ap.add_argument(
+        "--full-config", metavar="JSON", help="also fit all tech B cells into a whole config (--base) and write it here"
+    )
     ap.add_argument("--base", default="rram_nladc_5b", help="base config of --full-config (default rram_nladc_5b)")
     ap.add_argument("--t-inference", type=float, default=1e4, help="--full-config: s after programming (default 1e4)")
     args = ap.parse_args(argv)

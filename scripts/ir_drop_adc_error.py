@@ -19,6 +19,7 @@ means they are equal).  Run:
 
     .venv/bin/python scripts/ir_drop_adc_error.py [--sizes 64,128,256] [--r 0,0.1,0.3,1,2,5] [--mc 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,15 +39,25 @@ BITS = 5
 
 
 def _config(n: int, r: float, **extra):
-    changes = {"array.rows": n, "array.cols": n, "array.partial_sums": "analog", "device.g_min": 1.0,
-               "device.g_max": 100.0, "adc.kind": "nl_ramp", "adc.bits": BITS, "nl_adc.ramp_devices": 2 ** BITS,
-               "simulation.dtype": "float64", "array.wires.r_wl": r, "array.wires.r_bl": r}
+    changes = {
+        "array.rows": n,
+        "array.cols": n,
+        "array.partial_sums": "analog",
+        "device.g_min": 1.0,
+        "device.g_max": 100.0,
+        "adc.kind": "nl_ramp",
+        "adc.bits": BITS,
+        "nl_adc.ramp_devices": 2**BITS,
+        "simulation.dtype": "float64",
+        "array.wires.r_wl": r,
+        "array.wires.r_bl": r,
+    }
     changes.update(extra)
     return default_config(**changes)
 
 
 def _problem(n: int, e: int, batch: int):
-    n_in = n - e - 1                    # inputs; + the bias row = n - e weight rows
+    n_in = n - e - 1  # inputs; + the bias row = n - e weight rows
     gen = generator(16, f"ir_drop_adc_error/{n}")
     sigma = 2.5 / math.sqrt(n_in / 3)  # pre-activation std ~2.5 for x ~ U(-1, 1)
     w = torch.randn(n, n_in, generator=gen, dtype=torch.float64) * sigma
@@ -67,7 +78,7 @@ def run_nladc(n, r, mc, batch, **extra):
     w, b, x = _problem(n, e, batch)
     tile = Tile(w, b, cfg, x_max=1.0)
     program_chip(tile, [ro], [torch.arange(n)], ["ro"], 0, mc)
-    y = tile.mvm(x)[:, :, 0]                                   # (M, B, N)
+    y = tile.mvm(x)[:, :, 0]  # (M, B, N)
     codes = ro.nladc.codes(y, noisy=False)
     y_ideal = torch.cat([x, torch.ones(batch, 1, dtype=x.dtype)], 1) @ torch.cat([w.t(), b[None]], 0)
     ideal = ro.design.ideal_codes(y_ideal)
@@ -81,9 +92,12 @@ def run_nladc(n, r, mc, batch, **extra):
 
 
 def run_conventional(n, r, mc, batch, design):
-    cfg = _config(n, r, **{"adc.kind": "linear_ramp", "adc.range_mode": "fixed", "adc.in_min": design.x_lo,
-                           "adc.in_max": design.x_hi})
-    e = 2 ** BITS + cfg.nl_adc.bias_devices
+    cfg = _config(
+        n,
+        r,
+        **{"adc.kind": "linear_ramp", "adc.range_mode": "fixed", "adc.in_min": design.x_lo, "adc.in_max": design.x_hi},
+    )
+    e = 2**BITS + cfg.nl_adc.bias_devices
     w, b, x = _problem(n, e, batch)
     tile = Tile(w, b, cfg, x_max=1.0).program(0, mc)
     adc = LinearRampADC(BITS, design.x_lo, design.x_hi)
@@ -105,8 +119,10 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     rs = [float(s) for s in args.r.split(",")]
     variants = args.variants.split(",")
-    print(f"{BITS}-bit sigmoid readout, ideal devices, {args.mc} instances x {args.batch} inputs; code error "
-          f"= mean |code - ideal code| (max) in LSB; A = mean T/G of weight / ramp devices")
+    print(
+        f"{BITS}-bit sigmoid readout, ideal devices, {args.mc} instances x {args.batch} inputs; code error "
+        f"= mean |code - ideal code| (max) in LSB; A = mean T/G of weight / ramp devices"
+    )
     print("N    r_ohm  conventional    nladc(near_sense)  A_w    A_ramp  nladc(far_sense)   nladc+aware")
     for n in sizes:
         for r in rs:
@@ -121,12 +137,16 @@ def main() -> int:
                 f_mean, f_max, *_ = run_nladc(n, r, args.mc, args.batch, **{"array.wires.ramp_rows": "far_sense"})
                 row["far"] = f"{f_mean:6.3f} ({f_max:2.0f})"
             if "nladc_aware" in variants and r > 0:
-                a_mean, a_max, *_ = run_nladc(n, r, args.mc, args.batch,
-                                              **{"array.wires.ir_drop_aware_programming": True})
+                a_mean, a_max, *_ = run_nladc(
+                    n, r, args.mc, args.batch, **{"array.wires.ir_drop_aware_programming": True}
+                )
                 row["aware"] = f"{a_mean:6.3f} ({a_max:2.0f})"
-            print(f"{n:<4} {r:<6g} {row.get('conventional', '-'):<15} {row['nladc']:<18} {aw:.3f}  {ar:.3f}   "
-                  f"{row.get('far', '-'):<18} {row.get('aware', row['nladc'] if r == 0 else '-')}"
-                  f"   [{time.perf_counter() - t0:.0f} s]", flush=True)
+            print(
+                f"{n:<4} {r:<6g} {row.get('conventional', '-'):<15} {row['nladc']:<18} {aw:.3f}  {ar:.3f}   "
+                f"{row.get('far', '-'):<18} {row.get('aware', row['nladc'] if r == 0 else '-')}"
+                f"   [{time.perf_counter() - t0:.0f} s]",
+                flush=True,
+            )
     return 0
 
 

@@ -4,6 +4,7 @@ rram_nladc_5b, 256 x 256 arrays, every other non-ideality of the presets on).
 
     .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,16 @@ def main() -> int:
     args = ap.parse_args()
     from rnn_models.tasks.kws import evaluate_kws
 
-    variants = {"conventional": ("rram_conventional_adc_5b", {}), "nladc": ("rram_nladc_5b", {}),
-                "nladc+aware": ("rram_nladc_5b", {"array.wires.ir_drop_aware_programming": True})}
+    variants = {
+        "conventional": ("rram_conventional_adc_5b", {}),
+        "nladc": ("rram_nladc_5b", {}),
+        "nladc+aware": ("rram_nladc_5b", {"array.wires.ir_drop_aware_programming": True}),
+    }
     clips = "all" if args.limit is None else args.limit
-    print(f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances: "
-          f"hardware accuracy mean +- std")
+    print(
+        f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances: "
+        f"hardware accuracy mean +- std"
+    )
     print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
     for r in (float(x) for x in args.r.split(",")):
         cells = []
@@ -42,8 +48,7 @@ def main() -> int:
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
             cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
-        print(f"{r:<6g} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]",
-              flush=True)
+        print(f"{r:<6g} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     print(f"(software accuracy {res['software']:.4f})")
     return 0
 

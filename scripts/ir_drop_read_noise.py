@@ -10,6 +10,7 @@ standard error of that ratio.
 
     .venv/bin/python scripts/ir_drop_read_noise.py [--n 128] [--r 1] [--sigma-rel 0.05] [--samples 400]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,28 @@ def main() -> int:
     a = attenuation(g, effective_matrix(g, w))
     pred = np.sqrt((v[0, :, None] ** 2 * (a * sigma) ** 2).sum(0))
     pred2 = np.sqrt((v[0, :, None] ** 2 * (a * a * sigma) ** 2).sum(0))
-    pred_ideal = np.sqrt((v[0, :, None] ** 2 * sigma ** 2).sum(0))
+    pred_ideal = np.sqrt((v[0, :, None] ** 2 * sigma**2).sum(0))
     cur = np.empty((args.samples, n))
     for s in range(args.samples):
         z = torch.randn((n, n), generator=gen, dtype=torch.float64).numpy()
         cur[s] = column_currents(np.clip(g + sigma * z, 0, None), v, w.r_wl, w.r_bl)[0]
     mc = cur.std(0, ddof=1)
     ratio = pred / mc
-    print(f"{n}x{n} array, r_wl = r_bl = {args.r} ohm, read noise sigma = {args.sigma_rel:.0%} of G, "
-          f"{args.samples} exact noisy solves, one input vector in [0, 0.2] V")
-    print(f"predicted sd (A = T/G) / Monte-Carlo sd per column: mean {ratio.mean():.4f}, min {ratio.min():.4f}, "
-          f"max {ratio.max():.4f} (MC standard error of one column's ratio ~ "
-          f"{1 / math.sqrt(2 * (args.samples - 1)):.4f}; "
-          f"of the mean over columns ~ {1 / math.sqrt(2 * (args.samples - 1) * n):.4f})")
+    print(
+        f"{n}x{n} array, r_wl = r_bl = {args.r} ohm, read noise sigma = {args.sigma_rel:.0%} of G, "
+        f"{args.samples} exact noisy solves, one input vector in [0, 0.2] V"
+    )
+    print(
+        f"predicted sd (A = T/G) / Monte-Carlo sd per column: mean {ratio.mean():.4f}, min {ratio.min():.4f}, "
+        f"max {ratio.max():.4f} (MC standard error of one column's ratio ~ "
+        f"{1 / math.sqrt(2 * (args.samples - 1)):.4f}; "
+        f"of the mean over columns ~ {1 / math.sqrt(2 * (args.samples - 1) * n):.4f})"
+    )
     r2 = pred2 / mc
-    print(f"predicted sd (A^2: dT/dG of a device behind a Thevenin resistance) / Monte-Carlo sd: mean {r2.mean():.4f}, "
-          f"min {r2.min():.4f}, max {r2.max():.4f}")
+    print(
+        f"predicted sd (A^2: dT/dG of a device behind a Thevenin resistance) / Monte-Carlo sd: mean {r2.mean():.4f}, "
+        f"min {r2.min():.4f}, max {r2.max():.4f}"
+    )
     print(f"without attenuation (A = 1) the prediction would be {(pred_ideal / mc).mean():.4f} x the Monte-Carlo sd")
     return 0
 

@@ -7,6 +7,7 @@ package ``ngspice``).  Run from the repository root:
 
     .venv/bin/python scripts/make_spice_fixtures.py [--out tests/data/spice]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,19 @@ def main() -> int:
         path = Path(args.out) / f"{name}.npz"
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, g_us=g, v=v, i_ua=i_spice, r_wl=w.r_wl, r_bl=w.r_bl, r_driver=w.r_driver,
-                                    r_sense=w.r_sense, r_access=w.r_access, ngspice=version)
-        print(f"{name}: {rows} x {cols}, {w}, max relative error of crossbar.parasitics vs ngspice {err:.2e} "
-              f"-> {path}")
+                np.savez_compressed(
+                    f,
+                    g_us=g,
+                    v=v,
+                    i_ua=i_spice,
+                    r_wl=w.r_wl,
+                    r_bl=w.r_bl,
+                    r_driver=w.r_driver,
+                    r_sense=w.r_sense,
+                    r_access=w.r_access,
+                    ngspice=version,
+                )
+        print(f"{name}: {rows} x {cols}, {w}, max relative error of crossbar.parasitics vs ngspice {err:.2e} -> {path}")
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared test options: ``--run-slow`` enables tests marked ``slow``."""
+
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,9 @@ def tone(freq, rate=16000, seconds=1.0, seed=0):
 
 
 def gsc_folder(root, per_word=6):
-    """A generated GSC-layout folder (for KWS tests). Words as tones of different pitch, 3 speakers, GSC naming, plus bad files."""
+    """A generated GSC-layout folder (for KWS tests).
+
+    Words as tones of different pitch, 3 speakers, GSC naming, plus bad files."""
     import soundfile as sf
 
     words = {"yes": 300, "no": 600, "up": 900, "cat": 1200}
@@ -47,8 +50,12 @@ def gsc_folder(root, per_word=6):
             sf.write(root / w / f"{spk}_nohash_{k}.wav", tone(f * (1 + 0.02 * k), seed=k), 16000)
     (root / "_silence_").mkdir()
     for k in range(4):
-        sf.write(root / "_silence_" / f"{k}.wav", 0.01 * np.random.default_rng(k).standard_normal(16000).astype(np.float32), 16000)
-    sf.write(root / "yes" / "dddddddd_nohash_0.wav", tone(300, rate=8000), 8000)   # wrong rate: resampled
-    (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")     # corrupt: rejected
+        sf.write(
+            root / "_silence_" / f"{k}.wav",
+            0.01 * np.random.default_rng(k).standard_normal(16000).astype(np.float32),
+            16000,
+        )
+    sf.write(root / "yes" / "dddddddd_nohash_0.wav", tone(300, rate=8000), 8000)  # wrong rate: resampled
+    (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")  # corrupt: rejected
     sf.write(root / "up" / "ffffffff_nohash_0.wav", np.zeros(10, np.float32), 16000)  # too short: rejected
     return root

@@ -25,6 +25,7 @@ Model (ours; every figure it uses comes from the component library with its sour
   decoder) overlap with the next step; once-per-sequence layers add their time once per inference;
 * ops = 2 per multiply-accumulate (a bias row counts as MACs).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ from crossbar.errors import CrossbarInputError
 
 ARCHITECTURES = ("nl_adc", "conventional", "digital")
 CATEGORIES = ("mac_array", "nl_processing", "rest")
-SRAM_REF_BYTES = 8192   # the SRAM read figure is for an 8-KB array; larger arrays scale with sqrt(size)
+SRAM_REF_BYTES = 8192  # the SRAM read figure is for an 8-KB array; larger arrays scale with sqrt(size)
 
 
 @dataclass
@@ -76,14 +77,20 @@ class Tech:
     # digital activation units (one evaluation of sigmoid / tanh at ``bits``)
     def activation(self, kind: str, bits: int) -> tuple[float, float, float]:
         """(energy J, area um^2, latency cycles) of one ``kind`` unit evaluating one activation."""
-        if kind == "lut":        # 2^bits x bits table in a small SRAM/ROM
-            table_bits = (2 ** bits) * bits
-            return (bits * self.sram_bit_e(table_bits / 8), table_bits * self.a("sram_bitcell"),
-                    self.lat("activation_lut"))
-        if kind == "pwl":        # segment select (compare) + slope multiply + offset add
-            return (self.mul_e(bits) + 2 * self.add_e(bits), self.mul_a(bits) + 2 * self.add_a(bits),
-                    self.lat("activation_pwl"))
-        if kind == "cordic":     # hyperbolic CORDIC: ~bits iterations of three add/shifts
+        if kind == "lut":  # 2^bits x bits table in a small SRAM/ROM
+            table_bits = (2**bits) * bits
+            return (
+                bits * self.sram_bit_e(table_bits / 8),
+                table_bits * self.a("sram_bitcell"),
+                self.lat("activation_lut"),
+            )
+        if kind == "pwl":  # segment select (compare) + slope multiply + offset add
+            return (
+                self.mul_e(bits) + 2 * self.add_e(bits),
+                self.mul_a(bits) + 2 * self.add_a(bits),
+                self.lat("activation_pwl"),
+            )
+        if kind == "cordic":  # hyperbolic CORDIC: ~bits iterations of three add/shifts
             it = self.lat("activation_cordic")
             return (it * 3 * self.add_e(bits), 3 * self.add_a(bits) + 3 * bits * self.a("flip_flop"), it)
         raise CrossbarInputError(f"unknown digital activation unit {kind!r} (lut, pwl or cordic)")
@@ -116,7 +123,7 @@ class Ledger:
 
 def ramp_steps(bits: int, config: HardwareConfig) -> int:
     """Ramp steps of one conversion (``nl_adc.ramp_devices``, default 2^N)."""
-    return config.nl_adc.ramp_devices or 2 ** bits
+    return config.nl_adc.ramp_devices or 2**bits
 
 
 #: what an idealised part of a config is costed as (an ideal part has no hardware to cost; these
@@ -129,14 +136,19 @@ def cost_assumptions(config: HardwareConfig) -> list[str]:
     """The assumptions a report must state because the config leaves a part ideal."""
     notes = []
     if config.dac.bits is None:
-        notes.append(f"dac.bits is null (an ideal DAC): the word-line drivers are costed as "
-                     f"{IDEAL_DAC_COST_BITS}-bit drivers")
+        notes.append(
+            f"dac.bits is null (an ideal DAC): the word-line drivers are costed as {IDEAL_DAC_COST_BITS}-bit drivers"
+        )
     if config.datapath.bits is None:
-        notes.append(f"datapath.bits is null (a float datapath): the element-wise lanes and state registers are "
-                     f"costed as {FLOAT_DATAPATH_COST_BITS}-bit fixed point")
+        notes.append(
+            f"datapath.bits is null (a float datapath): the element-wise lanes and state registers are "
+            f"costed as {FLOAT_DATAPATH_COST_BITS}-bit fixed point"
+        )
     if config.adc.kind == "ideal":
-        notes.append(f"adc.kind is ideal: the columns are costed with the conventional architecture's "
-                     f"{config.cost.conventional_adc} ADC of adc.bits bits")
+        notes.append(
+            f"adc.kind is ideal: the columns are costed with the conventional architecture's "
+            f"{config.cost.conventional_adc} ADC of adc.bits bits"
+        )
     return notes
 
 
@@ -157,9 +169,9 @@ class MatrixCounts:
 
     row_blocks: int
     col_blocks: int
-    conversions: int       # column conversions per run (one per array row-block with digital partial sums)
-    weight_devices: int    # memristors holding the weights (pairs, or one + a reference column per array)
-    ramps: int             # NL-ADC ramp columns (0 outside the NL-ADC architecture)
+    conversions: int  # column conversions per run (one per array row-block with digital partial sums)
+    weight_devices: int  # memristors holding the weights (pairs, or one + a reference column per array)
+    ramps: int  # NL-ADC ramp columns (0 outside the NL-ADC architecture)
 
     @property
     def arrays(self) -> int:
@@ -177,8 +189,9 @@ def matrix_counts(m: MatrixLoad, config: HardwareConfig, architecture: str) -> M
     return MatrixCounts(rb, cb, conversions, devices, ramps)
 
 
-def estimate(workload: Workload, config: HardwareConfig, library: Library, bits: int,
-             architecture: str = "nl_adc") -> dict:
+def estimate(
+    workload: Workload, config: HardwareConfig, library: Library, bits: int, architecture: str = "nl_adc"
+) -> dict:
     """Cost of one time step and one inference of ``workload`` at ADC resolution ``bits``."""
     if architecture not in ARCHITECTURES:
         raise CrossbarInputError(f"unknown architecture {architecture!r}; use one of {', '.join(ARCHITECTURES)}")
@@ -204,8 +217,17 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
         adc_kind = "ramp" if architecture == "nl_adc" else cost.conventional_adc
         conv = conversion_cycles(bits, config, adc_kind)
         for m in workload.matrices:
-            _crossbar_matrix(m, config, tech, ledger, bits, architecture, adc_kind, conv,
-                             1.0 if m.per_step else 1.0 / workload.steps_per_inference)
+            _crossbar_matrix(
+                m,
+                config,
+                tech,
+                ledger,
+                bits,
+                architecture,
+                adc_kind,
+                conv,
+                1.0 if m.per_step else 1.0 / workload.steps_per_inference,
+            )
         if any(m.recurrent for m in workload.matrices):
             cycles_step["mvm_and_conversion"] = conv
         if any(not m.per_step for m in workload.matrices):
@@ -227,8 +249,9 @@ def estimate(workload: Workload, config: HardwareConfig, library: Library, bits:
     io_bits = dp_bits * sum(m.rows + m.cols for m in workload.matrices if m.per_step)
     ledger.add("rest", "io_buffers", io_bits * tech.sram_bit_e(io_bits / 8), io_bits * tech.a("sram_bitcell"))
 
-    summary = _summary(workload, config, ledger, cycles_step, cycles_seq, macs_step, macs_seq, t_clk, bits,
-                       architecture)
+    summary = _summary(
+        workload, config, ledger, cycles_step, cycles_seq, macs_step, macs_seq, t_clk, bits, architecture
+    )
     summary["layers"] = layer_table(workload, config, bits, architecture)
     return summary
 
@@ -239,30 +262,58 @@ def layer_table(workload: Workload, config: HardwareConfig, bits: int, architect
     rows = []
     arr = config.array
     for m in workload.matrices:
-        row = {"layer": m.name, "rows": m.rows, "cols": m.cols, "readout": m.readout,
-               "runs": "every step" if m.per_step else "once per sequence", "macs": m.macs}
+        row = {
+            "layer": m.name,
+            "rows": m.rows,
+            "cols": m.cols,
+            "readout": m.readout,
+            "runs": "every step" if m.per_step else "once per sequence",
+            "macs": m.macs,
+        }
         if architecture == "digital":
             row.update({"sram_bytes": 2 * m.macs, "mac_cycles": math.ceil(m.macs / config.cost.digital_macs)})
         else:
             n = matrix_counts(m, config, architecture)
             kind = "ramp" if architecture == "nl_adc" else config.cost.conventional_adc
-            row.update({"arrays": n.arrays, "array_shape": [arr.rows, arr.cols],
-                        "utilisation": m.macs / (n.arrays * arr.rows * arr.cols),
-                        "weight_devices": n.weight_devices,
-                        "ramp_devices": n.ramps * ramp_column_devices(bits, config),
-                        "conversions_per_run": n.conversions,
-                        "cycles_per_conversion": conversion_cycles(bits, config, kind)})
+            row.update(
+                {
+                    "arrays": n.arrays,
+                    "array_shape": [arr.rows, arr.cols],
+                    "utilisation": m.macs / (n.arrays * arr.rows * arr.cols),
+                    "weight_devices": n.weight_devices,
+                    "ramp_devices": n.ramps * ramp_column_devices(bits, config),
+                    "conversions_per_run": n.conversions,
+                    "cycles_per_conversion": conversion_cycles(bits, config, kind),
+                }
+            )
         rows.append(row)
     for c in workload.cells:
-        rows.append({"layer": f"{c.name} (element-wise)", "hidden": c.hidden, "multiplies_per_step": c.multiplies,
-                     "adds_per_step": c.adds, "digital_tanh_per_step": c.digital_tanh,
-                     "gate_activations_per_step": 0 if architecture == "nl_adc" else
-                     sum(m.cols for m in workload.matrices if m.readout == "nl" and m.name.split("/")[0] == c.name)})
+        rows.append(
+            {
+                "layer": f"{c.name} (element-wise)",
+                "hidden": c.hidden,
+                "multiplies_per_step": c.multiplies,
+                "adds_per_step": c.adds,
+                "digital_tanh_per_step": c.digital_tanh,
+                "gate_activations_per_step": 0
+                if architecture == "nl_adc"
+                else sum(m.cols for m in workload.matrices if m.readout == "nl" and m.name.split("/")[0] == c.name),
+            }
+        )
     return rows
 
 
-def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledger, bits: int, dp_bits: int,
-           k: int, mode: str, architecture: str) -> float:
+def _cells(
+    workload: Workload,
+    config: HardwareConfig,
+    tech: Tech,
+    ledger: Ledger,
+    bits: int,
+    dp_bits: int,
+    k: int,
+    mode: str,
+    architecture: str,
+) -> float:
     """Element-wise cell work on min(k, hidden) lanes; returns its cycles per step.
 
     Each lane has one multiplier (gate code x datapath width) and one adder and does a unit's multiplies
@@ -281,7 +332,7 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
     e_elem, slowest = 0.0, 0.0
     for c in workload.cells:
         e_elem += c.multiplies * tech.mul_e(gate_bits, dp_bits) + c.adds * tech.add_e(dp_bits)
-        e_elem += 2 * c.state_bits_words * dp_bits * tech.e("flip_flop")   # write + read of h (and c)
+        e_elem += 2 * c.state_bits_words * dp_bits * tech.e("flip_flop")  # write + read of h (and c)
         per_unit = (c.multiplies + c.adds) / c.hidden * max(tech.lat("multiplier_8b"), tech.lat("adder_8b"))
         slowest = max(slowest, math.ceil(c.hidden / lanes) * per_unit)
     ledger.add("rest", "elementwise_lanes", e_elem, lanes * (tech.mul_a(gate_bits, dp_bits) + tech.add_a(dp_bits)))
@@ -289,8 +340,11 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
     ledger.add("rest", "state_registers", 0.0, state_words * dp_bits * tech.a("flip_flop"))
     if mode == "nl_adc":
         conv = conversion_cycles(bits, config, "ramp")
-        per_unit_e = (conv * tech.e("column_converter") + bits * tech.e("flip_flop")
-                      + (config.dac.bits or IDEAL_DAC_COST_BITS) * tech.e("word_line_driver"))
+        per_unit_e = (
+            conv * tech.e("column_converter")
+            + bits * tech.e("flip_flop")
+            + (config.dac.bits or IDEAL_DAC_COST_BITS) * tech.e("word_line_driver")
+        )
         per_unit_a = tech.a("column_converter") + ramp_column_devices(bits, config) * tech.a("rram_cell")
         ledger.add("nl_processing", "cell_tanh_nladc", hidden_total * per_unit_e, hidden_total * per_unit_a)
         return slowest + conv
@@ -302,39 +356,79 @@ def _cells(workload: Workload, config: HardwareConfig, tech: Tech, ledger: Ledge
     return slowest + math.ceil(hidden_max / lanes) * lat1
 
 
-def _crossbar_matrix(m: MatrixLoad, config: HardwareConfig, tech: Tech, ledger: Ledger, bits: int,
-                     architecture: str, adc_kind: str, conv: int, weight: float) -> None:
+def _crossbar_matrix(
+    m: MatrixLoad,
+    config: HardwareConfig,
+    tech: Tech,
+    ledger: Ledger,
+    bits: int,
+    architecture: str,
+    adc_kind: str,
+    conv: int,
+    weight: float,
+) -> None:
     """Energy (scaled by ``weight``: 1 per step, 1/steps for once-per-sequence) and area of one matrix."""
     arr, dev, cost = config.array, config.device, config.cost
     t_clk = 1e-9 / cost.clock_ghz
     n = matrix_counts(m, config, architecture)
     rb, cb, arrays, conversions = n.row_blocks, n.col_blocks, n.arrays, n.conversions
-    v2 = arr.v_read ** 2
+    v2 = arr.v_read**2
     dac_bits = config.dac.bits or IDEAL_DAC_COST_BITS
     # MAC array: cells conduct through the conversion; word-line drivers once per step
-    ledger.add("mac_array", "array_read", weight * v2 * cost.input_activity * m.g_load_us * 1e-6 * conv * t_clk,
-               n.weight_devices * tech.a("rram_cell"))
-    ledger.add("mac_array", "word_line_drivers", weight * m.rows * cb * dac_bits * tech.e("word_line_driver"),
-               m.rows * cb * dac_bits * tech.a("word_line_driver"))
+    ledger.add(
+        "mac_array",
+        "array_read",
+        weight * v2 * cost.input_activity * m.g_load_us * 1e-6 * conv * t_clk,
+        n.weight_devices * tech.a("rram_cell"),
+    )
+    ledger.add(
+        "mac_array",
+        "word_line_drivers",
+        weight * m.rows * cb * dac_bits * tech.e("word_line_driver"),
+        m.rows * cb * dac_bits * tech.a("word_line_driver"),
+    )
     # column conversion
-    ledger.add("nl_processing", "latches", weight * conversions * bits * tech.e("flip_flop"),
-               conversions * bits * tech.a("flip_flop"))
+    ledger.add(
+        "nl_processing",
+        "latches",
+        weight * conversions * bits * tech.e("flip_flop"),
+        conversions * bits * tech.a("flip_flop"),
+    )
     if adc_kind == "sar":
-        ledger.add("nl_processing", "sar_adc", weight * conversions * tech.e("sar_adc") * 2 ** bits,
-                   conversions * tech.a("sar_adc") * 2 ** bits / 2 ** 8)
+        ledger.add(
+            "nl_processing",
+            "sar_adc",
+            weight * conversions * tech.e("sar_adc") * 2**bits,
+            conversions * tech.a("sar_adc") * 2**bits / 2**8,
+        )
     else:
-        ledger.add("nl_processing", "column_converters", weight * conversions * conv * tech.e("column_converter"),
-                   conversions * tech.a("column_converter"))
-        ledger.add("nl_processing", "counters", weight * arrays * conv * 2 * tech.e("flip_flop"),
-                   arrays * bits * tech.a("flip_flop"))
+        ledger.add(
+            "nl_processing",
+            "column_converters",
+            weight * conversions * conv * tech.e("column_converter"),
+            conversions * tech.a("column_converter"),
+        )
+        ledger.add(
+            "nl_processing",
+            "counters",
+            weight * arrays * conv * 2 * tech.e("flip_flop"),
+            arrays * bits * tech.a("flip_flop"),
+        )
         if architecture == "nl_adc":
             g_mid = 0.5 * (dev.g_min + dev.g_max) * 1e-6
-            ledger.add("nl_processing", "ramp_columns",
-                       weight * n.ramps * v2 * g_mid * t_clk * ramp_steps(bits, config),
-                       n.ramps * ramp_column_devices(bits, config) * tech.a("rram_cell"))
+            ledger.add(
+                "nl_processing",
+                "ramp_columns",
+                weight * n.ramps * v2 * g_mid * t_clk * ramp_steps(bits, config),
+                n.ramps * ramp_column_devices(bits, config) * tech.a("rram_cell"),
+            )
         else:
-            ledger.add("nl_processing", "reference_ramps", weight * arrays * conv * tech.e("ramp_reference"),
-                       arrays * tech.a("ramp_reference"))
+            ledger.add(
+                "nl_processing",
+                "reference_ramps",
+                weight * arrays * conv * tech.e("ramp_reference"),
+                arrays * tech.a("ramp_reference"),
+            )
     if arr.partial_sums == "digital" and rb > 1:
         dp = config.datapath.bits or FLOAT_DATAPATH_COST_BITS
         ledger.add("rest", "partial_sum_adders", weight * m.cols * (rb - 1) * tech.add_e(dp), 0.0)
@@ -357,8 +451,18 @@ def _digital_matrices(workload: Workload, config: HardwareConfig, tech: Tech, le
     return cycles
 
 
-def _summary(workload: Workload, config: HardwareConfig, ledger: Ledger, cycles_step: dict, cycles_seq: float,
-             macs_step: int, macs_seq: int, t_clk: float, bits: int, architecture: str) -> dict:
+def _summary(
+    workload: Workload,
+    config: HardwareConfig,
+    ledger: Ledger,
+    cycles_step: dict,
+    cycles_seq: float,
+    macs_step: int,
+    macs_seq: int,
+    t_clk: float,
+    bits: int,
+    architecture: str,
+) -> dict:
     steps = workload.steps_per_inference
     step_cycles = sum(cycles_step.values())
     t_step = step_cycles * t_clk
@@ -388,8 +492,9 @@ def _summary(workload: Workload, config: HardwareConfig, ledger: Ledger, cycles_
     }
 
 
-def nl_time_ratio(hidden: int, units: int, bits: int, config: HardwareConfig, library: Library,
-                  kinds=("lut", "pwl", "cordic")) -> dict:
+def nl_time_ratio(
+    hidden: int, units: int, bits: int, config: HardwareConfig, library: Library, kinds=("lut", "pwl", "cordic")
+) -> dict:
     """Fig. 1c: digital sigmoid/tanh time of one LSTM step on ``units`` digital units vs the MVM time.
 
     Per step an LSTM of ``hidden`` units needs 4 * hidden gate activations + hidden tanh(c); the
@@ -398,8 +503,14 @@ def nl_time_ratio(hidden: int, units: int, bits: int, config: HardwareConfig, li
     """
     tech = Tech(library, config.cost.node_nm)
     conv = conversion_cycles(bits, config, config.cost.conventional_adc)
-    out = {"hidden": hidden, "units": units, "bits": bits, "adc": config.cost.conventional_adc,
-           "mvm_cycles": conv, "ratio": {}}
+    out = {
+        "hidden": hidden,
+        "units": units,
+        "bits": bits,
+        "adc": config.cost.conventional_adc,
+        "mvm_cycles": conv,
+        "ratio": {},
+    }
     for kind in kinds:
         _, _, lat = tech.activation(kind, bits)
         nl_cycles = math.ceil(5 * hidden / units) * lat

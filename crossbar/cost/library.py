@@ -18,12 +18,12 @@ Stillmaker & Baas (Integration 58, 2017) show that below ~22 nm this classical r
 a factor of several; figures close to the target node keep the error small, which is why the
 default library prefers sources near 16 nm and states every figure's own node.
 """
+
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,9 +34,23 @@ FORMAT = "crossbar.cost_library"
 MAX_LIBRARY_BYTES = 2_000_000
 
 #: components the accounting reads (a library must define all of them)
-REQUIRED = ("rram_cell", "word_line_driver", "column_converter", "ramp_reference", "flip_flop",
-            "adder_8b", "multiplier_8b", "fp16_adder", "fp16_multiplier", "sram_read_64b_8kb", "sram_bitcell",
-            "sar_adc", "activation_lut", "activation_pwl", "activation_cordic")
+REQUIRED = (
+    "rram_cell",
+    "word_line_driver",
+    "column_converter",
+    "ramp_reference",
+    "flip_flop",
+    "adder_8b",
+    "multiplier_8b",
+    "fp16_adder",
+    "fp16_multiplier",
+    "sram_read_64b_8kb",
+    "sram_bitcell",
+    "sar_adc",
+    "activation_lut",
+    "activation_pwl",
+    "activation_cordic",
+)
 
 
 class Component(BaseModel):
@@ -46,12 +60,12 @@ class Component(BaseModel):
 
     description: str = Field(min_length=1)
     node_nm: float = Field(ge=3, le=250)
-    energy_pj: Optional[float] = Field(None, ge=0, le=1e9, description="energy per `per`, pJ")
+    energy_pj: float | None = Field(None, ge=0, le=1e9, description="energy per `per`, pJ")
     per: str = Field("operation", min_length=1, description="what one energy unit is")
-    area_um2: Optional[float] = Field(None, ge=0, le=1e12)
-    latency_cycles: Optional[float] = Field(None, ge=0, le=1e6)
+    area_um2: float | None = Field(None, ge=0, le=1e12)
+    latency_cycles: float | None = Field(None, ge=0, le=1e6)
     source: str = Field(min_length=3)
-    calibrated: Optional[str] = Field(None, description="how the figure was fitted, when it was")
+    calibrated: str | None = Field(None, description="how the figure was fitted, when it was")
 
 
 class Scaling(BaseModel):
@@ -85,8 +99,9 @@ class Library(BaseModel):
         table = sorted((float(k), v) for k, v in self.scaling.vdd_v.items())
         nodes = [n for n, _ in table]
         if not nodes[0] <= node_nm <= nodes[-1]:
-            raise CrossbarInputError(f"component library: node {node_nm} nm is outside the scaling table "
-                                     f"({nodes[0]:g}-{nodes[-1]:g} nm)")
+            raise CrossbarInputError(
+                f"component library: node {node_nm} nm is outside the scaling table ({nodes[0]:g}-{nodes[-1]:g} nm)"
+            )
         for (n0, v0), (n1, v1) in zip(table, table[1:]):
             if n0 <= node_nm <= n1:
                 t = 0.0 if n1 == n0 else (math.log(node_nm) - math.log(n0)) / (math.log(n1) - math.log(n0))
@@ -116,8 +131,10 @@ class Library(BaseModel):
 
     def sources(self) -> dict[str, dict]:
         """{component: {source, calibrated, node_nm}} for reports."""
-        return {k: {"source": c.source, "calibrated": c.calibrated, "node_nm": c.node_nm}
-                for k, c in self.components.items()}
+        return {
+            k: {"source": c.source, "calibrated": c.calibrated, "node_nm": c.node_nm}
+            for k, c in self.components.items()
+        }
 
 
 def load_library(path: str | Path | None = None) -> Library:
@@ -132,8 +149,9 @@ def load_library(path: str | Path | None = None) -> Library:
     except UnicodeDecodeError:
         raise CrossbarInputError(f"component library {p}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise CrossbarInputError(f"component library {p}: invalid JSON at line {exc.lineno} column "
-                                 f"{exc.colno}: {exc.msg}") from None
+        raise CrossbarInputError(
+            f"component library {p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise CrossbarInputError(f"component library {p}: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -146,8 +164,10 @@ def load_library(path: str | Path | None = None) -> Library:
         raise CrossbarInputError(f"component library {p}: field {where!r}: {err['msg']}") from None
     missing = [name for name in REQUIRED if name not in lib.components]
     if missing:
-        raise CrossbarInputError(f"component library {p}: missing component(s) {', '.join(missing)} "
-                                 f"(the accounting needs {', '.join(REQUIRED)})")
+        raise CrossbarInputError(
+            f"component library {p}: missing component(s) {', '.join(missing)} "
+            f"(the accounting needs {', '.join(REQUIRED)})"
+        )
     for key in lib.scaling.vdd_v:
         try:
             float(key)

@@ -6,6 +6,7 @@ Writes ``report.json`` (top-level ``tops_per_w``, ``tops_per_mm2``, ``power_mw``
 (MAC array / NL processing / rest, as the paper's Fig. 4f), energy vs area efficiency with the
 published chips of the paper's Table 1, and the cycles of one time step.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,10 +20,14 @@ from crossbar.io import save_figure, write_json, write_text
 
 #: the NL-ADC paper's Table 1 (Yang et al., Nat. Commun. 16, 2025): this work's two models
 PAPER_TABLE1 = {
-    "paper-kws": {"5": {"tops_per_w": 31.0, "tops_per_mm2": 39.48, "power_mw": 3.7, "peak_tops": 0.11, "area_mm2": 0.003},
-                  "8": {"tops_per_w": 4.0, "tops_per_mm2": 6.1, "power_mw": 4.6, "peak_tops": 0.02, "area_mm2": 0.003}},
-    "paper-lm": {"5": {"tops_per_w": 47.9, "tops_per_mm2": 27.6, "power_mw": 406.5, "peak_tops": 19.5, "area_mm2": 0.71},
-                 "8": {"tops_per_w": 7.2, "tops_per_mm2": 7.8, "power_mw": 766.8, "peak_tops": 5.5, "area_mm2": 0.71}},
+    "paper-kws": {
+        "5": {"tops_per_w": 31.0, "tops_per_mm2": 39.48, "power_mw": 3.7, "peak_tops": 0.11, "area_mm2": 0.003},
+        "8": {"tops_per_w": 4.0, "tops_per_mm2": 6.1, "power_mw": 4.6, "peak_tops": 0.02, "area_mm2": 0.003},
+    },
+    "paper-lm": {
+        "5": {"tops_per_w": 47.9, "tops_per_mm2": 27.6, "power_mw": 406.5, "peak_tops": 19.5, "area_mm2": 0.71},
+        "8": {"tops_per_w": 7.2, "tops_per_mm2": 7.8, "power_mw": 766.8, "peak_tops": 5.5, "area_mm2": 0.71},
+    },
 }
 #: published chips of the same table: (TOPS/W, TOPS/mm^2 or None)
 PUBLISHED_CHIPS = {
@@ -33,13 +38,23 @@ PUBLISHED_CHIPS = {
     "ISSCC'17 LSTM (65 nm SRAM)": (1.1, None),
     "CICC'18 LSTM (65 nm SRAM)": (1.11, None),
 }
-HEADLINE = ("tops_per_w", "tops_per_mm2", "power_mw", "area_mm2", "peak_tops", "energy_breakdown",
-            "latency_per_step_s", "energy_per_inference_j")
+HEADLINE = (
+    "tops_per_w",
+    "tops_per_mm2",
+    "power_mw",
+    "area_mm2",
+    "peak_tops",
+    "energy_breakdown",
+    "latency_per_step_s",
+    "energy_per_inference_j",
+)
 ASSUMPTIONS = [
-    "ops = 2 per multiply-accumulate on the crossbars (bias rows included); element-wise and activation work is not counted as ops",
+    "ops = 2 per multiply-accumulate on the crossbars (bias rows included); "
+    "element-wise and activation work is not counted as ops",
     "peak figures: every word line at full scale during the whole conversion (cost.input_activity)",
     "the array conducts for the whole conversion (2^N ramp steps + reset cycles)",
-    "one conversion per column per time step; recurrent layers of a stack pipelined; a decoder overlaps with the next step",
+    "one conversion per column per time step; recurrent layers of a stack pipelined; "
+    "a decoder overlaps with the next step",
     "element-wise LSTM/GRU work on min(cost.digital_nl_units, hidden) lanes with one multiplier and one adder each",
     "figures scaled to cost.node_nm by the library's scaling model",
 ]
@@ -88,15 +103,31 @@ def build_report(config_arg: str, model: str | Workload, bits: list[int], steps:
             per_arch[arch][str(b)] = estimate(workload, cfg, library, b, arch)
     several = len(bits) > 1
     report = {
-        "format": "crossbar.cost_report", "version": 1,
-        "config": base.name, "architecture": own, "model": model,
-        "workload": {"description": workload.description, "weights": workload.weights,
-                     "steps_per_inference": workload.steps_per_inference,
-                     "matrices": [{"name": m.name, "rows": m.rows, "cols": m.cols, "readout": m.readout,
-                                   "per_step": m.per_step, "recurrent": m.recurrent,
-                                   "conductance_load_us": m.g_load_us}
-                                  for m in workload.matrices]},
-        "node_nm": base.cost.node_nm, "clock_ghz": base.cost.clock_ghz, "bits": bits,
+        "format": "crossbar.cost_report",
+        "version": 1,
+        "config": base.name,
+        "architecture": own,
+        "model": model,
+        "workload": {
+            "description": workload.description,
+            "weights": workload.weights,
+            "steps_per_inference": workload.steps_per_inference,
+            "matrices": [
+                {
+                    "name": m.name,
+                    "rows": m.rows,
+                    "cols": m.cols,
+                    "readout": m.readout,
+                    "per_step": m.per_step,
+                    "recurrent": m.recurrent,
+                    "conductance_load_us": m.g_load_us,
+                }
+                for m in workload.matrices
+            ],
+        },
+        "node_nm": base.cost.node_nm,
+        "clock_ghz": base.cost.clock_ghz,
+        "bits": bits,
         "assumptions": ASSUMPTIONS + cost_assumptions(base),
     }
     for key in HEADLINE:
@@ -106,10 +137,17 @@ def build_report(config_arg: str, model: str | Workload, bits: list[int], steps:
     report["nl_processing_time"] = nl_time_ratio(512, base.cost.digital_nl_units, 5, base, library)
     if model in PAPER_TABLE1:
         report["paper_table1"] = {
-            str(b): {k: {"ours": per_arch["nl_adc"][str(b)][k], "paper": v,
-                         "deviation": per_arch["nl_adc"][str(b)][k] / v - 1}
-                     for k, v in PAPER_TABLE1[model][str(b)].items()}
-            for b in bits if str(b) in PAPER_TABLE1[model]}
+            str(b): {
+                k: {
+                    "ours": per_arch["nl_adc"][str(b)][k],
+                    "paper": v,
+                    "deviation": per_arch["nl_adc"][str(b)][k] / v - 1,
+                }
+                for k, v in PAPER_TABLE1[model][str(b)].items()
+            }
+            for b in bits
+            if str(b) in PAPER_TABLE1[model]
+        }
     report["library"] = {"scaling": library.scaling.model_dump(), "components": library.sources()}
     return report
 
@@ -131,47 +169,82 @@ def _fmt(x: float) -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = [f"# Cost report: {r['model']} on {r['config']}", "",
-             f"{r['workload']['description']}; {r['workload']['weights']:,} weights on crossbars, "
-             f"{r['workload']['steps_per_inference']} time step(s) per inference; {r['node_nm']:g} nm, "
-             f"{r['clock_ghz']:g} GHz. The config's architecture: **{r['architecture']}**.", "",
-             "## Summary", "",
-             "| architecture | bits | TOPS/W | TOPS/mm^2 | peak TOPS | power (mW) | area (mm^2) | cycles/step | "
-             "energy/inference (J) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Cost report: {r['model']} on {r['config']}",
+        "",
+        f"{r['workload']['description']}; {r['workload']['weights']:,} weights on crossbars, "
+        f"{r['workload']['steps_per_inference']} time step(s) per inference; {r['node_nm']:g} nm, "
+        f"{r['clock_ghz']:g} GHz. The config's architecture: **{r['architecture']}**.",
+        "",
+        "## Summary",
+        "",
+        "| architecture | bits | TOPS/W | TOPS/mm^2 | peak TOPS | power (mW) | area (mm^2) | cycles/step | "
+        "energy/inference (J) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for arch, per_bits in r["architectures"].items():
         for b, e in per_bits.items():
-            lines.append(f"| {arch} | {b} | {_fmt(e['tops_per_w'])} | {_fmt(e['tops_per_mm2'])} | {_fmt(e['peak_tops'])} | "
-                         f"{_fmt(e['power_mw'])} | {_fmt(e['area_mm2'])} | {e['cycles_per_step']['total']:g} | "
-                         f"{_fmt(e['energy_per_inference_j'])} |")
+            lines.append(
+                f"| {arch} | {b} | {_fmt(e['tops_per_w'])} | {_fmt(e['tops_per_mm2'])} | {_fmt(e['peak_tops'])} | "
+                f"{_fmt(e['power_mw'])} | {_fmt(e['area_mm2'])} | {e['cycles_per_step']['total']:g} | "
+                f"{_fmt(e['energy_per_inference_j'])} |"
+            )
     if "paper_table1" in r:
-        lines += ["", "## Against the paper's Table 1 (NL-ADC architecture)", "",
-                  "| bits | metric | ours | Table 1 | deviation |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Against the paper's Table 1 (NL-ADC architecture)",
+            "",
+            "| bits | metric | ours | Table 1 | deviation |",
+            "|---|---|---|---|---|",
+        ]
         for b, metrics in r["paper_table1"].items():
             for k, v in metrics.items():
                 lines.append(f"| {b} | {k} | {_fmt(v['ours'])} | {_fmt(v['paper'])} | {v['deviation']:+.0%} |")
-    lines += ["", "## Energy per time step by category (J)", "",
-              "| architecture | bits | " + " | ".join(CATEGORIES) + " |", "|---|---|" + "---|" * len(CATEGORIES)]
+    lines += [
+        "",
+        "## Energy per time step by category (J)",
+        "",
+        "| architecture | bits | " + " | ".join(CATEGORIES) + " |",
+        "|---|---|" + "---|" * len(CATEGORIES),
+    ]
     for arch, per_bits in r["architectures"].items():
         for b, e in per_bits.items():
             lines.append(f"| {arch} | {b} | " + " | ".join(_fmt(e["energy_breakdown"][c]) for c in CATEGORIES) + " |")
     first = r["architectures"][r["architecture"]]
     b0 = next(iter(first))
-    lines += ["", f"## Components ({r['architecture']}, {b0} bit)", "",
-              "| component | energy/step (J) | area (mm^2) |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## Components ({r['architecture']}, {b0} bit)",
+        "",
+        "| component | energy/step (J) | area (mm^2) |",
+        "|---|---|---|",
+    ]
     e0 = first[b0]
     for comp in sorted(set(e0["energy_by_component"]) | set(e0["area_by_component_mm2"])):
-        lines.append(f"| {comp} | {_fmt(e0['energy_by_component'].get(comp, 0.0))} | "
-                     f"{_fmt(e0['area_by_component_mm2'].get(comp, 0.0))} |")
+        lines.append(
+            f"| {comp} | {_fmt(e0['energy_by_component'].get(comp, 0.0))} | "
+            f"{_fmt(e0['area_by_component_mm2'].get(comp, 0.0))} |"
+        )
     lines += ["", f"## Per layer ({r['architecture']}, {b0} bit)", ""]
     for row in e0["layers"]:
         lines.append("- " + ", ".join(f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in row.items()))
     nl = r["nl_processing_time"]
-    lines += ["", f"## Digital NL processing vs MVM time (Fig. 1c: {nl['hidden']}-unit LSTM, {nl['units']} digital "
-              f"units, {nl['bits']}-bit {nl['adc']} ADC of {nl['mvm_cycles']} cycles)", "",
-              "| digital unit | NL time / MVM time |", "|---|---|"]
+    lines += [
+        "",
+        f"## Digital NL processing vs MVM time (Fig. 1c: {nl['hidden']}-unit LSTM, {nl['units']} digital "
+        f"units, {nl['bits']}-bit {nl['adc']} ADC of {nl['mvm_cycles']} cycles)",
+        "",
+        "| digital unit | NL time / MVM time |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v:.2f}x |" for k, v in nl["ratio"].items()]
-    lines += ["", "With the NL-ADC the gate activations take no cycles beyond the conversion.", "",
-              "## Assumptions", ""] + [f"- {a}" for a in r["assumptions"]]
+    lines += [
+        "",
+        "With the NL-ADC the gate activations take no cycles beyond the conversion.",
+        "",
+        "## Assumptions",
+        "",
+    ] + [f"- {a}" for a in r["assumptions"]]
     lines += ["", "## Component sources", "", "| component | node (nm) | source | calibrated |", "|---|---|---|---|"]
     for name, src in r["library"]["components"].items():
         lines.append(f"| {name} | {src['node_nm']:g} | {src['source']} | {src['calibrated'] or ''} |")
@@ -214,8 +287,13 @@ def plot(r: dict, out: Path) -> list[Path]:
     for model, per_bits in PAPER_TABLE1.items():
         for b, v in per_bits.items():
             ax.scatter(v["tops_per_mm2"], v["tops_per_w"], marker="*", s=90, color="k", alpha=0.6)
-            ax.annotate(f"Table 1 {model[6:]} {b}b", (v["tops_per_mm2"], v["tops_per_w"]), fontsize=7,
-                        xytext=(4, 2), textcoords="offset points")
+            ax.annotate(
+                f"Table 1 {model[6:]} {b}b",
+                (v["tops_per_mm2"], v["tops_per_w"]),
+                fontsize=7,
+                xytext=(4, 2),
+                textcoords="offset points",
+            )
     for name, (tw, tm) in PUBLISHED_CHIPS.items():
         if tm is not None:
             ax.scatter(tm, tw, marker="D", color="gray", s=30)
@@ -225,8 +303,15 @@ def plot(r: dict, out: Path) -> list[Path]:
     for name, (tw, tm) in PUBLISHED_CHIPS.items():
         if tm is None:  # TOPS/W only (no area efficiency published): a dotted line
             ax.axhline(tw, color="gray", lw=0.6, ls=":")
-            ax.annotate(name + " (TOPS/W only)", (0.01, tw), xycoords=("axes fraction", "data"), fontsize=6,
-                        color="gray", xytext=(0, 1), textcoords="offset points")
+            ax.annotate(
+                name + " (TOPS/W only)",
+                (0.01, tw),
+                xycoords=("axes fraction", "data"),
+                fontsize=6,
+                color="gray",
+                xytext=(0, 1),
+                textcoords="offset points",
+            )
     ax.set_xlabel("area efficiency (TOPS/mm^2)")
     ax.set_ylabel("energy efficiency (TOPS/W)")
     ax.set_title(f"{r['model']}: efficiency vs published chips (Table 1)")

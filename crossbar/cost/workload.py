@@ -8,10 +8,11 @@ model by the application side (``rnn_models.workload``): this package knows noth
 
 Conductance load ``g_load_us`` = sum over devices of a_r^2 * G (uS): the read power of the array at
 full-scale inputs is V_read^2 * g_load (a_r = the row's read amplitude, 1 unless per-block row
-scaling).  For a model's weights (``mapped_g_load``) it is computed from the mapped target conductances; for a named shape
-(no weights) it assumes Gaussian weights mapped with the config's weight reference (our assumption,
-stated in the report).
+scaling).  For a model's weights (``mapped_g_load``) it is computed from the mapped target
+conductances; for a named shape (no weights) it assumes Gaussian weights mapped with the config's
+weight reference (our assumption, stated in the report).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,12 +30,12 @@ class MatrixLoad:
     """One weight matrix on crossbars."""
 
     name: str
-    rows: int                 # word lines, incl. the bias row
-    cols: int                 # output columns
-    readout: str              # "nl" (sigmoid / tanh NL-ADC) or "linear"
-    per_step: bool            # runs every time step (else once per sequence)
-    recurrent: bool           # on the recurrent critical path
-    g_load_us: float          # sum of a_r^2 * G over the matrix's devices, uS
+    rows: int  # word lines, incl. the bias row
+    cols: int  # output columns
+    readout: str  # "nl" (sigmoid / tanh NL-ADC) or "linear"
+    per_step: bool  # runs every time step (else once per sequence)
+    recurrent: bool  # on the recurrent critical path
+    g_load_us: float  # sum of a_r^2 * G over the matrix's devices, uS
 
     @property
     def macs(self) -> int:
@@ -46,15 +47,15 @@ class CellWork:
     """Element-wise work of a recurrent layer per time step."""
 
     name: str
-    kind: str                 # "lstm" or "gru"
+    kind: str  # "lstm" or "gru"
     hidden: int
 
     @property
-    def multiplies(self) -> int:   # LSTM: f*c, i*g, o*tanh(c); GRU: r*(W_hn h), (1-z)*n, z*h
+    def multiplies(self) -> int:  # LSTM: f*c, i*g, o*tanh(c); GRU: r*(W_hn h), (1-z)*n, z*h
         return 3 * self.hidden
 
     @property
-    def adds(self) -> int:         # LSTM: c = f*c + i*g; GRU: + W_in x, (1-z), sum
+    def adds(self) -> int:  # LSTM: c = f*c + i*g; GRU: + W_in x, (1-z), sum
         return (1 if self.kind == "lstm" else 3) * self.hidden
 
     @property
@@ -91,16 +92,15 @@ def gaussian_g_load(rows: int, cols: int, config: HardwareConfig) -> float:
         z = float(norm.ppf(0.5 + arr.weight_percentile / 200.0))
     else:  # expected largest |w| of n Gaussian weights
         z = float(norm.ppf(1 - 0.5 / max(n, 2)))
-    mean_abs = math.sqrt(2 / math.pi) / max(z, 1e-9)          # E|w| / w_ref
+    mean_abs = math.sqrt(2 / math.pi) / max(z, 1e-9)  # E|w| / w_ref
     span = dev.g_max - dev.g_min
     if arr.mapping == "differential":
-        return n * (2 * dev.g_min + span * min(mean_abs, 1.0))   # G+ + G- per weight
+        return n * (2 * dev.g_min + span * min(mean_abs, 1.0))  # G+ + G- per weight
     g_mid = 0.5 * (dev.g_min + dev.g_max)
-    return n * g_mid + rows * g_mid                                # devices + reference column
+    return n * g_mid + rows * g_mid  # devices + reference column
 
 
-def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig,
-                  row_groups=None) -> float:
+def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: HardwareConfig, row_groups=None) -> float:
     """sum_devices a_r^2 * G (uS) of the target conductances a Tile would program.
 
     With IR drop (``array.wires`` not all 0) G is each device's effective conductance through the
@@ -110,9 +110,14 @@ def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: Hardw
     from crossbar.tile import Tile
 
     with torch.no_grad():
-        tile = Tile(weight.detach().double().cpu(), None if bias is None else bias.detach().double().cpu(),
-                    config.replace(**{"simulation.device": "cpu"}), x_max=1.0, row_groups=row_groups)
-        a2 = (tile.row_gain ** 2)[:, None]
+        tile = Tile(
+            weight.detach().double().cpu(),
+            None if bias is None else bias.detach().double().cpu(),
+            config.replace(**{"simulation.device": "cpu"}),
+            x_max=1.0,
+            row_groups=row_groups,
+        )
+        a2 = (tile.row_gain**2)[:, None]
         g_pos, g_neg = tile.programming_targets()
         if tile.ir_drop:
             from crossbar.layout import col_slices, effective_arrays
@@ -131,12 +136,22 @@ def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: Hardw
 #: fall short by 1.9x (KWS) / 1.5x (LM) -- which is why we infer 4 (ours; the paper does not say).
 PAPER_SHAPES = {
     # name: (input, hidden, decoder outputs or None, steps per inference, description)
-    "paper-kws": (20, 16, None, 100,
-                  "paper KWS shape (inferred): 1.125 kB at 4 bit/weight = 2,304 weights = LSTM 20 -> 16 "
-                  "(4*16*(20+16)); classifier off-chip (the paper's LSTM I/O is off-chip); 100 steps per 1-s clip"),
-    "paper-lm": (50, 528, 50, 1,
-                 "paper char-LM shape (inferred): 623 kB at 4 bit/weight ~ 1.25M weights = LSTM 50 (one-hot) -> 528 "
-                 "+ decoder 528 -> 50 (1,249,278 weights incl. biases); one character per step"),
+    "paper-kws": (
+        20,
+        16,
+        None,
+        100,
+        "paper KWS shape (inferred): 1.125 kB at 4 bit/weight = 2,304 weights = LSTM 20 -> 16 "
+        "(4*16*(20+16)); classifier off-chip (the paper's LSTM I/O is off-chip); 100 steps per 1-s clip",
+    ),
+    "paper-lm": (
+        50,
+        528,
+        50,
+        1,
+        "paper char-LM shape (inferred): 623 kB at 4 bit/weight ~ 1.25M weights = LSTM 50 (one-hot) -> 528 "
+        "+ decoder 528 -> 50 (1,249,278 weights incl. biases); one character per step",
+    ),
 }
 
 
@@ -148,7 +163,8 @@ def paper_shape(name: str, config: HardwareConfig) -> Workload:
     rows = n_in + hidden + 1
     mats = [MatrixLoad("lstm", rows, 4 * hidden, "nl", True, True, gaussian_g_load(rows, 4 * hidden, config))]
     if out:
-        mats.append(MatrixLoad("decoder", hidden + 1, out, "linear", True, False,
-                               gaussian_g_load(hidden + 1, out, config)))
+        mats.append(
+            MatrixLoad("decoder", hidden + 1, out, "linear", True, False, gaussian_g_load(hidden + 1, out, config))
+        )
     weights = sum(m.rows * m.cols for m in mats)
     return Workload(name, desc, mats, [CellWork("lstm", "lstm", hidden)], steps, weights)

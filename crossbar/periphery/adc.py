@@ -8,6 +8,7 @@ returns the digitised value in the same units; ``v_scale`` is V_read(actual) / V
 array), so a change of V_read shifts the signal but not the ramp; mid-tread levels over
 [in_min, in_max], ``2^bits`` codes, saturating at both ends.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,7 @@ class LinearRampADC:
         if in_min >= in_max:
             raise ValueError(f"in_min ({in_min}) must be below in_max ({in_max})")
         self.bits, self.in_min, self.in_max = bits, float(in_min), float(in_max)
-        self.levels = 2 ** bits
+        self.levels = 2**bits
 
     @property
     def step(self) -> float:

@@ -1,9 +1,10 @@
 """Input DAC: sign-magnitude quantisation of word-line inputs (straight-through gradient).
 
 With ``bits`` = b the DAC has 2K+1 levels k * x_max / K, k = -K..K, K = 2^(b-1) - 1 (zero is exact,
-the range is symmetric).  Inputs beyond +-x_max are clipped (``dac.clip``) or rejected.  ``bits = None`` is an ideal DAC:
-no quantisation and no clipping.
+the range is symmetric).  Inputs beyond +-x_max are clipped (``dac.clip``) or rejected.
+``bits = None`` is an ideal DAC: no quantisation and no clipping.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,4 +27,3 @@ def quantize_input(x: torch.Tensor, dac: DACConfig, x_max: float | None = None) 
     k = 2 ** (dac.bits - 1) - 1
     step = x_max / k
     return straight_through(xc, torch.round(xc / step) * step)
-

@@ -5,10 +5,11 @@ levels live) and a default input range (where the ramp runs when the config does
 Inverses are not stored: :func:`crossings` finds every input where f crosses a level by bisection,
 so any callable works, monotonic or not (GELU, SiLU), through the same code path.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +23,10 @@ class Activation:
 
     name: str
     f: Callable[[torch.Tensor], torch.Tensor]
-    out_range: tuple[float, float]   # output levels span this range
-    domain: tuple[float, float]      # default ramp input range
-    linear: bool = False             # a linear readout: its range comes from calibration, the output
-                                     # spans the input range, and saturation loses information
+    out_range: tuple[float, float]  # output levels span this range
+    domain: tuple[float, float]  # default ramp input range
+    linear: bool = False  # a linear readout: its range comes from calibration, the output
+    # spans the input range, and saturation loses information
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
@@ -36,7 +37,8 @@ def _relu6(x):
 
 
 REGISTRY: dict[str, Activation] = {
-    a.name: a for a in [
+    a.name: a
+    for a in [
         Activation("sigmoid", torch.sigmoid, (0.0, 1.0), (-8.0, 8.0)),
         Activation("tanh", torch.tanh, (-1.0, 1.0), (-4.0, 4.0)),
         # torch's hardsigmoid: relu6(x + 3) / 6
@@ -76,8 +78,9 @@ def get_activation(fn: str | Activation | Callable, out_range=None, domain=None)
     if out_range is not None or domain is not None:
         act = Activation(act.name, act.f, tuple(out_range or act.out_range), tuple(domain or act.domain))
     if not act.out_range[0] < act.out_range[1] or not act.domain[0] < act.domain[1]:
-        raise CrossbarInputError(f"activation {act.name!r}: ranges must be increasing, got out_range="
-                                 f"{act.out_range}, domain={act.domain}")
+        raise CrossbarInputError(
+            f"activation {act.name!r}: ranges must be increasing, got out_range={act.out_range}, domain={act.domain}"
+        )
     return act
 
 

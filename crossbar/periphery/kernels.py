@@ -5,6 +5,7 @@ same numbers on CPU in one pass, in the same floating-point type and order of op
 results are identical (tests compare them).  ``available()`` is False when numba cannot be imported;
 callers then fall back to torch.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 if numba is not None:
+
     @numba.njit(cache=True, nogil=True)
     def count_below(t_kc, y, cnt):  # pragma: no cover - compiled
         """cnt[c] = number of thresholds t_kc[k, c] below y[c] (k = 0..L-2).
@@ -64,15 +66,31 @@ if numba is not None:
             for b in range(b_count):
                 count_below(t_kc[m], y[m, b], cnt)
                 if noisy:
-                    noisy_input(y[m, b], cnt, read_var[m], in_var[m, b] if has_in_var else y[m, b],
-                                noise[m, b], v2, cmp2, has_in_var, yn)
+                    noisy_input(
+                        y[m, b],
+                        cnt,
+                        read_var[m],
+                        in_var[m, b] if has_in_var else y[m, b],
+                        noise[m, b],
+                        v2,
+                        cmp2,
+                        has_in_var,
+                        yn,
+                    )
                     count_below(t_kc[m], yn, cnt)
                 out[m, b] = cnt
 
 
-def nl_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
-             v2: float, cmp2: float, in_var: torch.Tensor | None = None,
-             t_kc: torch.Tensor | None = None) -> torch.Tensor:
+def nl_codes(
+    y: torch.Tensor,
+    t: torch.Tensor,
+    read_var: torch.Tensor,
+    noise: torch.Tensor | None,
+    v2: float,
+    cmp2: float,
+    in_var: torch.Tensor | None = None,
+    t_kc: torch.Tensor | None = None,
+) -> torch.Tensor:
     """NL-ADC codes (M, B, C) of ``y`` (M, B, C) against thresholds ``t`` (M, C, L-1), sorted
     along L-1, on CPU (``t_kc``: the same thresholds as (M, L-1, C), if the caller has them).
 
@@ -88,6 +106,17 @@ def nl_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: to
     out = np.empty(y_np.shape, np.int32)
     t_kc = t.transpose(1, 2) if t_kc is None else t_kc
     cnt = np.empty(y_np.shape[-1], counter_dtype(t.shape[-1]))
-    _nl_codes(y_np, as_numpy(t_kc), as_numpy(read_var), iv, nz, ty(v2), np.full(y_np.shape[-1], cmp2, ty),
-              noise is not None, in_var is not None, cnt, out)
+    _nl_codes(
+        y_np,
+        as_numpy(t_kc),
+        as_numpy(read_var),
+        iv,
+        nz,
+        ty(v2),
+        np.full(y_np.shape[-1], cmp2, ty),
+        noise is not None,
+        in_var is not None,
+        cnt,
+        out,
+    )
     return torch.from_numpy(out).long()

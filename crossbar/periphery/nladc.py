@@ -32,6 +32,7 @@ Model (the paper's principle; the details are our reconstruction, named here and
 Shapes: realised thresholds are (M, C, L-1) for M instances and C columns; ``convert`` takes
 (M, B, C) analog outputs and works on the whole tensor at once.
 """
+
 from __future__ import annotations
 
 import math
@@ -56,13 +57,13 @@ class NLADCDesign:
 
     function: str
     bits: int
-    thresholds: torch.Tensor   # (L-1,) ascending
-    values: torch.Tensor       # (L,) output value of each code
-    x_lo: float                # ramp start
-    x_hi: float                # ramp end
-    needs_lut: bool            # True when values are not affine in the code
-    levels_used: int           # distinct output levels (< L for non-monotonic functions)
-    pieces: int                # monotonic pieces of f over the ramp span
+    thresholds: torch.Tensor  # (L-1,) ascending
+    values: torch.Tensor  # (L,) output value of each code
+    x_lo: float  # ramp start
+    x_hi: float  # ramp end
+    needs_lut: bool  # True when values are not affine in the code
+    levels_used: int  # distinct output levels (< L for non-monotonic functions)
+    pieces: int  # monotonic pieces of f over the ramp span
 
     @property
     def codes(self) -> int:
@@ -71,8 +72,13 @@ class NLADCDesign:
     @property
     def steps(self) -> torch.Tensor:
         """Ramp increments (L,): T_m - T_{m-1} with T_{-1} = x_lo and T_{L-1} = x_hi."""
-        edges = torch.cat([torch.tensor([self.x_lo], dtype=torch.float64), self.thresholds,
-                           torch.tensor([self.x_hi], dtype=torch.float64)])
+        edges = torch.cat(
+            [
+                torch.tensor([self.x_lo], dtype=torch.float64),
+                self.thresholds,
+                torch.tensor([self.x_hi], dtype=torch.float64),
+            ]
+        )
         return torch.diff(edges)
 
     def ideal_codes(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +91,16 @@ class NLADCDesign:
 
     def hardware_summary(self) -> dict:
         """Extra hardware this design needs (for the cost model)."""
-        return {"function": self.function, "bits": self.bits, "ramp_devices": self.codes,
-                "cycles": self.codes, "needs_lut": self.needs_lut,
-                "lut_bits": self.codes * self.bits if self.needs_lut else 0,
-                "levels_used": self.levels_used, "pieces": self.pieces}
+        return {
+            "function": self.function,
+            "bits": self.bits,
+            "ramp_devices": self.codes,
+            "cycles": self.codes,
+            "needs_lut": self.needs_lut,
+            "lut_bits": self.codes * self.bits if self.needs_lut else 0,
+            "levels_used": self.levels_used,
+            "pieces": self.pieces,
+        }
 
 
 def level_grid(lo: float, hi: float, levels: int, spacing: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,9 +146,16 @@ def _ramp_span(thresholds: torch.Tensor, domain: tuple[float, float], codes: int
     return x_lo, x_hi
 
 
-def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=None,
-                   design: str = "uniform", samples: torch.Tensor | None = None,
-                   out_range=None, domain=None) -> NLADCDesign:
+def compile_design(
+    fn,
+    bits: int,
+    level_spacing: str = "mid_tread",
+    input_range=None,
+    design: str = "uniform",
+    samples: torch.Tensor | None = None,
+    out_range=None,
+    domain=None,
+) -> NLADCDesign:
     """Pre-distort an NL-ADC for ``fn`` at ``bits`` bits.
 
     ``fn``: a registry name or a Python callable (then ``domain`` is needed).  ``input_range``:
@@ -147,7 +166,7 @@ def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=
     if not (isinstance(bits, int) and 1 <= bits <= 12):
         raise CrossbarInputError(f"NL-ADC bits must be an integer in 1..12, got {bits!r}")
     act: Activation = get_activation(fn, out_range=out_range, domain=domain)
-    codes = 2 ** bits
+    codes = 2**bits
     dom = tuple(map(float, input_range)) if input_range is not None else act.domain
     if not dom[0] < dom[1]:
         raise CrossbarInputError(f"NL-ADC input range must be increasing, got {dom}")
@@ -159,8 +178,10 @@ def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=
         if samples is None or samples.numel() == 0:
             raise CrossbarInputError("the data-aware NL-ADC design needs a sample of pre-activations")
         if len(pieces) > 1:
-            raise CrossbarInputError(f"the data-aware design supports monotonic functions; "
-                                     f"{act.name} has {len(pieces)} monotonic pieces on {dom}")
+            raise CrossbarInputError(
+                f"the data-aware design supports monotonic functions; "
+                f"{act.name} has {len(pieces)} monotonic pieces on {dom}"
+            )
         ys = act.f(samples.detach().to(torch.float64).flatten().clamp(*dom))
         values = lloyd_max(ys, codes, y_lo, y_hi)
         boundaries = 0.5 * (values[1:] + values[:-1])
@@ -194,7 +215,9 @@ def compile_design(fn, bits: int, level_spacing: str = "mid_tread", input_range=
     # pad unused codes with thresholds at the ramp end (codes that never occur)
     pad = codes - 1 - t.numel()
     thresholds = torch.cat([t, torch.full((pad,), dom[1], dtype=torch.float64)])
-    mids = torch.cat([torch.tensor([dom[0]], dtype=torch.float64), thresholds, torch.tensor([dom[1]], dtype=torch.float64)])
+    mids = torch.cat(
+        [torch.tensor([dom[0]], dtype=torch.float64), thresholds, torch.tensor([dom[1]], dtype=torch.float64)]
+    )
     centres = 0.5 * (mids[1:] + mids[:-1])
     fc = act.f(centres)
     code_values = values[torch.argmin((fc[:, None] - values[None, :]).abs(), 1)]
@@ -270,12 +293,19 @@ def _ratio(effective: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class CalibrationReport:
-    inl_max_before: torch.Tensor   # (M, C) max |INL| in LSB before calibration
-    inl_max_after: torch.Tensor    # (M, C) after
+    inl_max_before: torch.Tensor  # (M, C) max |INL| in LSB before calibration
+    inl_max_after: torch.Tensor  # (M, C) after
 
 
-def reference_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, noise: torch.Tensor | None,
-                    v_scale: float, cmp_sigma: float, in_var: torch.Tensor | None = None) -> torch.Tensor:
+def reference_codes(
+    y: torch.Tensor,
+    t: torch.Tensor,
+    read_var: torch.Tensor,
+    noise: torch.Tensor | None,
+    v_scale: float,
+    cmp_sigma: float,
+    in_var: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The NL-ADC conversion's definition: (M, B, C) codes for inputs ``y`` (M, B, C) against
     thresholds ``t`` (M, C, L-1).
 
@@ -288,11 +318,11 @@ def reference_codes(y: torch.Tensor, t: torch.Tensor, read_var: torch.Tensor, no
     codes of inputs within rounding distance of a threshold between implementations; correctly
     rounded, the CPU kernel and torch on CPU or CUDA agree.
     """
-    yt = y.transpose(1, 2).contiguous()                      # (M, C, B): searchsorted per column
+    yt = y.transpose(1, 2).contiguous()  # (M, C, B): searchsorted per column
     code = torch.searchsorted(t, yt, right=False)
     if noise is not None:
-        s = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale ** 2
-        s = s + cmp_sigma ** 2
+        s = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale**2
+        s = s + cmp_sigma**2
         if in_var is not None:
             s = s + in_var.transpose(1, 2)
         sd = torch.sqrt(s.double()).to(yt.dtype)
@@ -315,7 +345,7 @@ class NLADC:
         if bool((steps < 0).any()):
             raise CrossbarInputError("NL-ADC thresholds must be ascending")
         self.kappa = dev.g_max / float(steps.max()) if float(steps.max()) > 0 else 1.0  # uS per unit
-        self.g_ramp_target = (self.kappa * steps)  # (L,) uS, float64
+        self.g_ramp_target = self.kappa * steps  # (L,) uS, float64
         self.range_violations = int(((self.g_ramp_target < dev.g_min) & (self.g_ramp_target > 0)).sum())
         nb = config.nl_adc.bias_devices
         need = abs(design.x_lo) * self.kappa
@@ -330,7 +360,7 @@ class NLADC:
     def span(self) -> float:
         return self.design.x_hi - self.design.x_lo
 
-    def scale_ramp(self, s: float) -> "NLADC":
+    def scale_ramp(self, s: float) -> NLADC:
         """Use ``s`` x kappa uS per pre-activation unit (0 < s <= 1): every ramp and bias target
         scales by s, the thresholds (ramp / kappa) do not -- the headroom below g_max that
         IR-drop-aware programming needs to boost the largest ramp devices."""
@@ -349,8 +379,15 @@ class NLADC:
         return self.design.codes + self.bias_cycles + self.config.nl_adc.reset_cycles
 
     # -------------------------------------------------------------- programming + calibration
-    def program(self, seed: int | None = None, instances: int | None = None, name: str = "nladc",
-                inject_stuck_off: list[int] | None = None, first: int = 0, site=None) -> "NLADC":
+    def program(
+        self,
+        seed: int | None = None,
+        instances: int | None = None,
+        name: str = "nladc",
+        inject_stuck_off: list[int] | None = None,
+        first: int = 0,
+        site=None,
+    ) -> NLADC:
         """Program ramp and bias devices for every instance (and column unless the ramp is shared),
         then calibrate the bias when ``nl_adc.calibration`` is on.
 
@@ -371,8 +408,9 @@ class NLADC:
         ramp_target = self.g_ramp_target.expand(ramps, L)
         bias_target0 = self.g_bias_target.expand(ramps, -1)
         if site is not None and cfg.array.wires.ir_drop_aware_programming:
-            ramp_target, bias_target0 = site.aware_targets(ramp_target, bias_target0,
-                                                           cfg.array.wires.aware_iterations, dev)
+            ramp_target, bias_target0 = site.aware_targets(
+                ramp_target, bias_target0, cfg.array.wires.aware_iterations, dev
+            )
         self._site, self._devices = site, []
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
@@ -404,9 +442,9 @@ class NLADC:
             before.append(inl_lsb(self.design, t_real).abs().amax(-1))
             if cfg.nl_adc.calibration:
                 for _ in range(cfg.nl_adc.calibration_iterations):
-                    delta = best_offset(self.design, t_real)               # (C,)
+                    delta = best_offset(self.design, t_real)  # (C,)
                     if ramps == 1:
-                        delta = delta.mean(0, keepdim=True)                # one bias for a shared ramp
+                        delta = delta.mean(0, keepdim=True)  # one bias for a shared ramp
                     # shift the ramp start by delta: B' = B + delta kappa / gain, realised by the
                     # bias devices programmed one after another with verify (device limits apply)
                     shift = (delta[:, None] * self.kappa / gains_m) / (self.bias_sign * self.bias_cycles)
@@ -427,7 +465,7 @@ class NLADC:
             ramp_t.append(t_m)
             read_var.append(var_m)
         self.ramp_thresholds = torch.stack(ramp_t).to(self.device, self.dtype)  # (M, C, L-1)
-        self.offsets = torch.stack(offsets).to(self.device, self.dtype)        # (M, C, 1)
+        self.offsets = torch.stack(offsets).to(self.device, self.dtype)  # (M, C, 1)
         self.thresholds = self.ramp_thresholds + self.offsets
         self.read_var = torch.stack(read_var).to(self.device, self.dtype)  # (M, C, L-1)
         self._has_read_noise = self._sorted = self._t_kc = None
@@ -446,11 +484,11 @@ class NLADC:
         if e_ramp is not g_ramp_t:  # through the wires: sigma attenuated like the conductance
             var = var * _ratio(e_ramp, g_ramp_t) ** 2
             bvar_dev = bvar_dev * _ratio(e_bias, g_bias_t) ** 2
-        bvar = bvar_dev.sum(-1, keepdim=True) * self.bias_cycles ** 2
+        bvar = bvar_dev.sum(-1, keepdim=True) * self.bias_cycles**2
         var_m = ((torch.cumsum(var, -1)[..., :-1] + bvar) * (gains_m / self.kappa) ** 2).expand(self.columns, -1)
         return t_m, var_m
 
-    def refresh(self) -> "NLADC":
+    def refresh(self) -> NLADC:
         """Recompute the realised thresholds from the devices' effective conductances after other
         devices of the array changed (IR drop: another NL-ADC's devices were placed); a no-op
         without a site."""
@@ -463,8 +501,11 @@ class NLADC:
             t_m, var_m = self._realised(g_r, g_b, gains_m, lambda a, b, m=m_local: site.from_tile(m, nb, L))
             ramp_t.append(t_m)
             read_var.append(var_m)
-        self.restore(torch.stack(ramp_t).to(self.device, self.dtype), self.offsets,
-                     torch.stack(read_var).to(self.device, self.dtype))
+        self.restore(
+            torch.stack(ramp_t).to(self.device, self.dtype),
+            self.offsets,
+            torch.stack(read_var).to(self.device, self.dtype),
+        )
         return self
 
     @staticmethod
@@ -480,13 +521,12 @@ class NLADC:
         for j in range(nb):
             target = ((total - done) / (nb - j)).clamp(dev.g_min, dev.g_max)
             one = devices.program(target, dev, gen)
-            g[:, j:j + 1] = one.g
-            bias.nu[:, j:j + 1] = one.nu
+            g[:, j : j + 1] = one.g
+            bias.nu[:, j : j + 1] = one.nu
             if bias.z_acc is not None:
-                bias.z_acc[:, j:j + 1] = one.z_acc
+                bias.z_acc[:, j : j + 1] = one.z_acc
             done = done + one.g
-        return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck,
-                                         z_acc=bias.z_acc)
+        return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck, z_acc=bias.z_acc)
 
     def _thresholds(self, g_ramp, g_bias, gain, offset) -> torch.Tensor:
         """Realised thresholds (C, L-1) from ramp (R, L) and bias (R, nb) conductances."""
@@ -514,8 +554,14 @@ class NLADC:
             return self.thresholds
         return self.ramp_thresholds * v_scale + self.offsets
 
-    def codes(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
-              noisy: bool = True, var: torch.Tensor | None = None) -> torch.Tensor:
+    def codes(
+        self,
+        y: torch.Tensor,
+        noise_gen: torch.Generator | None = None,
+        v_scale: float = 1.0,
+        noisy: bool = True,
+        var: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Integer codes (M, B, C) for analog column outputs ``y`` (M, B, C).
 
         ``var`` (M, B, C): variance of ``y`` itself (the array's read noise), drawn together with the
@@ -524,7 +570,9 @@ class NLADC:
         """
         t = self.effective_thresholds(v_scale)
         if y.dim() != 3 or y.shape[0] != t.shape[0] or y.shape[-1] != self.columns:
-            raise CrossbarInputError(f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}")
+            raise CrossbarInputError(
+                f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}"
+            )
         y = y.to(t.dtype)
         cmp_sigma = self.comparator_sigma
         noise = None
@@ -534,8 +582,9 @@ class NLADC:
             noise = randn_instances(noise_gen, y.shape, y.dtype, y.device)
         in_var = var.to(y.dtype) if (noise is not None and var is not None) else None
         if self.kernel_ok(y, v_scale):
-            return kernels.nl_codes(y, t, self.read_var, noise, v_scale ** 2, cmp_sigma ** 2, in_var,
-                                    self.thresholds_kc(v_scale))
+            return kernels.nl_codes(
+                y, t, self.read_var, noise, v_scale**2, cmp_sigma**2, in_var, self.thresholds_kc(v_scale)
+            )
         return reference_codes(y, t, self.read_var, noise, v_scale, cmp_sigma, in_var)
 
     @property
@@ -569,17 +618,25 @@ class NLADC:
             self._t_kc = self.thresholds.transpose(1, 2).contiguous()
         return self._t_kc
 
-    def convert(self, y: torch.Tensor, noise_gen: torch.Generator | None = None, v_scale: float = 1.0,
-                noisy: bool = True, var: torch.Tensor | None = None) -> torch.Tensor:
+    def convert(
+        self,
+        y: torch.Tensor,
+        noise_gen: torch.Generator | None = None,
+        v_scale: float = 1.0,
+        noisy: bool = True,
+        var: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Activation values (M, B, C) straight from the codes (no digital activation needed)."""
         values = self.design.values.to(y.device, y.dtype)
         return values[self.codes(y, noise_gen, v_scale, noisy, var)]
 
     def extra_repr(self) -> str:
         nl = self.config.nl_adc
-        return (f"function={self.design.function}, bits={self.design.bits}, columns={self.columns}, "
-                f"ramp={'shared' if nl.shared_ramp else 'per-column'}, bias_devices={nl.bias_devices}, "
-                f"calibration={nl.calibration}, instances={self.instances}")
+        return (
+            f"function={self.design.function}, bits={self.design.bits}, columns={self.columns}, "
+            f"ramp={'shared' if nl.shared_ramp else 'per-column'}, bias_devices={nl.bias_devices}, "
+            f"calibration={nl.calibration}, instances={self.instances}"
+        )
 
     def __repr__(self) -> str:
         return f"NLADC({self.extra_repr()})"

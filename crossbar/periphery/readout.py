@@ -11,6 +11,7 @@ One object serves every ADC kind so that layers do not care which one the config
 hardware-aware-training path: the ideal quantiser of the same design in the forward pass and the
 gradient of the exact f (straight-through estimator).
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,9 +44,15 @@ class ColumnReadout:
     ``adc.range_mode`` is ``fixed``.  ``samples``: pre-activations for the data-aware NL-ADC design.
     """
 
-    def __init__(self, config: HardwareConfig, function: str, columns: int,
-                 in_range: tuple[float, float] | None = None, samples: torch.Tensor | None = None,
-                 block_ranges: list | None = None):
+    def __init__(
+        self,
+        config: HardwareConfig,
+        function: str,
+        columns: int,
+        in_range: tuple[float, float] | None = None,
+        samples: torch.Tensor | None = None,
+        block_ranges: list | None = None,
+    ):
         self.config, self.columns = config, int(columns)
         self.act = get_activation(function)
         self.kind = config.adc.kind
@@ -59,13 +66,21 @@ class ColumnReadout:
             use_range = rng if (adc.range_mode != "function" or self.act.linear) else None
             if use_range is None and self.act.linear:
                 use_range = (adc.in_min, adc.in_max)
-            self.design = compile_design(self.act, adc.bits, config.nl_adc.level_spacing, input_range=use_range,
-                                         design=config.nl_adc.design, samples=samples)
+            self.design = compile_design(
+                self.act,
+                adc.bits,
+                config.nl_adc.level_spacing,
+                input_range=use_range,
+                design=config.nl_adc.design,
+                samples=samples,
+            )
             self.nladc = NLADC(self.design, config, self.columns)
         elif self.kind == "linear_ramp":
             if rng is None:
-                raise CrossbarInputError("the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "
-                                         "with adc.in_min/in_max, or calibrate the model on data first")
+                raise CrossbarInputError(
+                    "the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "
+                    "with adc.in_min/in_max, or calibrate the model on data first"
+                )
             self.linear = LinearRampADC(adc.bits, *rng)
             # digital partial sums: one ADC range per array's partial sum (calibrated), if known
             if block_ranges and adc.range_mode != "fixed":
@@ -75,15 +90,16 @@ class ColumnReadout:
     def function(self) -> str:
         return self.act.name
 
-    def program(self, seed: int, instances: int, name: str, first: int = 0, site=None) -> "ColumnReadout":
+    def program(self, seed: int, instances: int, name: str, first: int = 0, site=None) -> ColumnReadout:
         """Program the converter's devices (an NL-ADC's ramps; ``site``: where they sit in the
         array with IR drop, see :func:`program_chip`)."""
         if self.nladc is not None:
             self.nladc.program(seed, instances, name=name, first=first, site=site)
         return self
 
-    def convert(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0,
-                var: torch.Tensor | None = None) -> torch.Tensor:
+    def convert(
+        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Activation values for analog column outputs ``y`` (M, B, C).
 
         ``var`` (M, B, C): the variance of ``y`` from the array's read noise.  It is sampled here,
@@ -97,8 +113,9 @@ class ColumnReadout:
             return self.act.f(self.linear.convert(y, v_scale))
         return self.act.f(y)
 
-    def convert_blocks(self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0,
-                       var: torch.Tensor | None = None) -> torch.Tensor:
+    def convert_blocks(
+        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``),
         ``var`` their read-noise variances (M, B, R, C) or None.
 
@@ -140,7 +157,7 @@ class ColumnReadout:
         if self.nladc is not None:
             return self.nladc.cycles_per_conversion
         if self.linear is not None:
-            return 2 ** self.config.adc.bits + self.config.nl_adc.reset_cycles
+            return 2**self.config.adc.bits + self.config.nl_adc.reset_cycles
         return None
 
     def extra_repr(self) -> str:
@@ -151,8 +168,9 @@ class ColumnReadout:
         return f"ideal + digital {self.function}"
 
 
-def program_chip(tile, readouts: list, columns: list, names: list, seed: int, instances: int,
-                 first: int = 0, tile_name: str = "tile") -> list:
+def program_chip(
+    tile, readouts: list, columns: list, names: list, seed: int, instances: int, first: int = 0, tile_name: str = "tile"
+) -> list:
     """Program a tile and the readouts of its column groups (``columns[g]``: tile columns of
     readout g, ``names[g]``: its generator name; the tile draws from ``tile_name``).
 

@@ -12,6 +12,7 @@ Convention (ours, documented in README, matching Mikolov's ``ptb.char.*`` files)
 Bits per character (BPC) are the mean cross-entropy in bits over every predicted symbol,
 ``<eos>`` and ``_`` included.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,9 +48,7 @@ def read_symbols(path: str | Path) -> list[str]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CrossbarInputError(
-            f"{path}: not UTF-8 text (byte {exc.start}); PTB files are plain ASCII"
-        ) from None
+        raise CrossbarInputError(f"{path}: not UTF-8 text (byte {exc.start}); PTB files are plain ASCII") from None
     symbols: list[str] = []
     for line in text.splitlines():
         words = line.split()
@@ -94,7 +93,5 @@ def batchify(ids: torch.Tensor, n_streams: int) -> torch.Tensor:
         raise CrossbarInputError(f"n_streams must be >= 1, got {n_streams}")
     length = ids.numel() // n_streams
     if length < 2:
-        raise CrossbarInputError(
-            f"a sequence of {ids.numel()} symbols is too short for {n_streams} streams"
-        )
+        raise CrossbarInputError(f"a sequence of {ids.numel()} symbols is too short for {n_streams} streams")
     return ids[: length * n_streams].view(n_streams, length).t().contiguous()

@@ -18,6 +18,7 @@ Features: log-mel, 40 bands (Slaney mel scale, 20 Hz - 8 kHz; 20 Hz - 4 kHz for 
 recorded at 8 kHz: bands above its Nyquist frequency would hold only resampling residue), 25 ms
 Hann window, 10 ms hop, log(mel power + 1e-6): (101 frames, 40) per 1 s clip, with ``torch.stft``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -59,7 +60,7 @@ class FeatureSettings:
         return int(round(self.sample_rate * self.clip_seconds))
 
 
-def task_settings(task: str) -> "FeatureSettings":
+def task_settings(task: str) -> FeatureSettings:
     """Feature settings of a task (FSDD: mel bands up to its 4 kHz Nyquist frequency)."""
     return FeatureSettings(f_max=4000.0) if task == "fsdd" else FeatureSettings()
 
@@ -67,7 +68,7 @@ def task_settings(task: str) -> "FeatureSettings":
 @dataclass(frozen=True)
 class Clip:
     path: Path
-    label: str             # class name of the task
+    label: str  # class name of the task
     speaker: str | None
     official_split: str | None  # "train" / "validation" / "test" from GSC list files
 
@@ -103,8 +104,10 @@ def scan(root: str | Path, task: str) -> list[Clip]:
     manifest = root / "manifest.csv"
     clips = _scan_manifest(root, manifest, task) if manifest.is_file() else _scan_folders(root, task)
     if not clips:
-        raise CrossbarInputError(f"dataset folder {str(root)!r} holds no .wav clips (expected a manifest.csv or "
-                                 "one sub-folder of .wav files per word)")
+        raise CrossbarInputError(
+            f"dataset folder {str(root)!r} holds no .wav clips (expected a manifest.csv or "
+            "one sub-folder of .wav files per word)"
+        )
     return clips
 
 
@@ -159,7 +162,9 @@ def background_noise_files(root: str | Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------ splits
-def speaker_split(clips: list[Clip], dev_fraction: float = 0.2, seed: int = 0) -> tuple[list[Clip], list[Clip], list[str]]:
+def speaker_split(
+    clips: list[Clip], dev_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Clip], list[Clip], list[str]]:
     """Speaker-disjoint (train, dev, dev_speakers); clips without a speaker are split at random."""
     if not 0 < dev_fraction < 1:
         raise CrossbarInputError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
@@ -200,7 +205,7 @@ def _best_window(x: np.ndarray, length: int) -> np.ndarray:
         return np.pad(x, (0, length - x.size))
     energy = np.convolve(x.astype(np.float64) ** 2, np.ones(length), mode="valid")
     start = int(np.argmax(energy))
-    return x[start:start + length]
+    return x[start : start + length]
 
 
 #: bounds on what a clip may claim (they keep resampling and memory finite)
@@ -215,10 +220,13 @@ def load_audio(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, str |
     try:
         info = sf.info(str(path))
         if not MIN_RATE_HZ <= info.samplerate <= MAX_RATE_HZ:
-            raise CrossbarInputError(f"{path}: sample rate {info.samplerate} Hz outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz")
+            raise CrossbarInputError(
+                f"{path}: sample rate {info.samplerate} Hz outside {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz"
+            )
         if info.frames > MAX_SECONDS * info.samplerate:
-            raise CrossbarInputError(f"{path}: {info.frames / info.samplerate:.0f} s of audio; clips are at most "
-                                     f"{MAX_SECONDS} s")
+            raise CrossbarInputError(
+                f"{path}: {info.frames / info.samplerate:.0f} s of audio; clips are at most {MAX_SECONDS} s"
+            )
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except CrossbarInputError:
         raise
@@ -233,8 +241,9 @@ def load_audio(path: Path, settings: FeatureSettings) -> tuple[np.ndarray, str |
         x = resample_poly(x, settings.sample_rate // g, int(sr) // g).astype(np.float32)
         note = f"resampled from {sr} Hz"
     if x.size < settings.clip_samples // 10:
-        raise CrossbarInputError(f"{path}: too short ({x.size} samples after resampling; need >= "
-                                 f"{settings.clip_samples // 10})")
+        raise CrossbarInputError(
+            f"{path}: too short ({x.size} samples after resampling; need >= {settings.clip_samples // 10})"
+        )
     return _best_window(x, settings.clip_samples), note
 
 
@@ -252,14 +261,16 @@ def load_clips(clips: list[Clip], settings: FeatureSettings) -> tuple[np.ndarray
         waves.append(w)
         keep.append(i)
     if not waves:
-        raise CrossbarInputError(f"none of the {len(clips)} audio files could be read; first error: "
-                                 f"{next(iter(rejected.values()), '')}")
+        raise CrossbarInputError(
+            f"none of the {len(clips)} audio files could be read; first error: {next(iter(rejected.values()), '')}"
+        )
     return np.stack(waves), keep, {"rejected": rejected, "resampled": resampled}
 
 
 # ------------------------------------------------------------------------------------ features
 def mel_filterbank(settings: FeatureSettings) -> torch.Tensor:
     """(n_mels, n_fft/2+1) triangular filters on the Slaney mel scale, area-normalised."""
+
     def hz_to_mel(f):
         f = np.asarray(f, dtype=np.float64)
         lin = f / (200.0 / 3)
@@ -289,8 +300,13 @@ def log_mel(waves: torch.Tensor, settings: FeatureSettings, fb: torch.Tensor | N
     win = int(round(settings.sample_rate * settings.win_ms / 1000))
     hop = int(round(settings.sample_rate * settings.hop_ms / 1000))
     window = torch.hann_window(win, device=waves.device)
-    spec = torch.stft(waves, settings.n_fft, hop_length=hop, win_length=win, window=window, center=True,
-                      return_complex=True).abs().pow(2)
+    spec = (
+        torch.stft(
+            waves, settings.n_fft, hop_length=hop, win_length=win, window=window, center=True, return_complex=True
+        )
+        .abs()
+        .pow(2)
+    )
     fb = mel_filterbank(settings).to(waves.device) if fb is None else fb
     mel = torch.einsum("mf,nft->ntm", fb, spec)
     return torch.log(mel + 1e-6)
@@ -298,7 +314,9 @@ def log_mel(waves: torch.Tensor, settings: FeatureSettings, fb: torch.Tensor | N
 
 # ------------------------------------------------------------------------------------ cache
 def cache_dir() -> Path:
-    base = os.environ.get("CROSSBAR_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "crossbar")
+    base = os.environ.get("CROSSBAR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "crossbar"
+    )
     return Path(base) / "features"
 
 
@@ -315,16 +333,17 @@ class SpeechSet:
     """Loaded clips of one split: waveforms, features, integer labels and the load report."""
 
     clips: list[Clip]
-    waves: torch.Tensor      # (N, samples) float32
-    features: torch.Tensor   # (N, frames, n_mels) float32
-    labels: torch.Tensor     # (N,) int64
+    waves: torch.Tensor  # (N, samples) float32
+    features: torch.Tensor  # (N, frames, n_mels) float32
+    labels: torch.Tensor  # (N,) int64
     classes: list[str]
     report: dict
     cache_hit: bool = False
 
 
-def load_set(clips: list[Clip], task: str, settings: FeatureSettings | None = None,
-             use_cache: bool = True) -> SpeechSet:
+def load_set(
+    clips: list[Clip], task: str, settings: FeatureSettings | None = None, use_cache: bool = True
+) -> SpeechSet:
     """Load (from the HDF5 cache when its key matches) waveforms, features and labels of ``clips``
     (``settings`` default: :func:`task_settings` of ``task``)."""
     settings = task_settings(task) if settings is None else settings
@@ -349,7 +368,7 @@ def load_set(clips: list[Clip], task: str, settings: FeatureSettings | None = No
             pass  # a stale or broken cache entry is rebuilt below
     waves_np, keep, report = load_clips(clips, settings)
     waves = torch.from_numpy(waves_np)
-    feats = torch.cat([log_mel(waves[i:i + 512], settings) for i in range(0, len(waves), 512)])
+    feats = torch.cat([log_mel(waves[i : i + 512], settings) for i in range(0, len(waves), 512)])
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
@@ -372,17 +391,27 @@ def speed_perturb(waves: torch.Tensor, gen: torch.Generator, max_change: float) 
     out = torch.zeros_like(waves)
     for i in range(n):
         new_len = max(2, int(round(length / float(factors[i]))))
-        r = torch.nn.functional.interpolate(waves[i].view(1, 1, -1), size=new_len, mode="linear", align_corners=False).view(-1)
+        r = torch.nn.functional.interpolate(
+            waves[i].view(1, 1, -1), size=new_len, mode="linear", align_corners=False
+        ).view(-1)
         start = max(0, (new_len - length) // 2)
-        piece = r[start:start + length]
+        piece = r[start : start + length]
         off = max(0, (length - piece.numel()) // 2)
-        out[i, off:off + piece.numel()] = piece
+        out[i, off : off + piece.numel()] = piece
     return out
 
 
-def augment(waves: torch.Tensor, noise_bank: torch.Tensor | None, gen: torch.Generator,
-            max_shift: float = 0.1, gain_db: float = 6.0, noise_prob: float = 0.8,
-            noise_max: float = 0.3, sample_rate: int = SAMPLE_RATE, speed: float = 0.0) -> torch.Tensor:
+def augment(
+    waves: torch.Tensor,
+    noise_bank: torch.Tensor | None,
+    gen: torch.Generator,
+    max_shift: float = 0.1,
+    gain_db: float = 6.0,
+    noise_prob: float = 0.8,
+    noise_max: float = 0.3,
+    sample_rate: int = SAMPLE_RATE,
+    speed: float = 0.0,
+) -> torch.Tensor:
     """Random speed change (+-``speed``, off by default), time shift (+-``max_shift`` s, zero fill),
     gain (+-``gain_db`` dB) and background noise (a random 1 s piece of ``noise_bank`` or white noise,
     scaled by U(0, ``noise_max``))."""
@@ -407,8 +436,14 @@ def augment(waves: torch.Tensor, noise_bank: torch.Tensor | None, gen: torch.Gen
     return out
 
 
-def spec_augment(feats: torch.Tensor, gen: torch.Generator, freq_masks: int = 2, freq_width: int = 6,
-                 time_masks: int = 2, time_width: int = 12) -> torch.Tensor:
+def spec_augment(
+    feats: torch.Tensor,
+    gen: torch.Generator,
+    freq_masks: int = 2,
+    freq_width: int = 6,
+    time_masks: int = 2,
+    time_width: int = 12,
+) -> torch.Tensor:
     """SpecAugment-style masking of (N, T, F) features: bands and frame ranges set to each clip's mean."""
     n, t, f = feats.shape
     out = feats.clone()

@@ -9,6 +9,7 @@ path, label, speaker), so training and evaluation run through exactly the code u
   gain, and additive noise (white, brown or hum) at a random SNR of 5-30 dB;
 * 16 kHz, 16-bit mono WAV, 1 s; fully determined by the seed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,11 +45,12 @@ def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return (x / (np.std(x) + 1e-9)).astype(np.float32)
 
 
-def generate(out_dir: str | Path, clips_per_voice: int = 1, seed: int = 0, silence_per_voice: int = 1,
-             unknown_per_voice: int = 3) -> Path:
+def generate(
+    out_dir: str | Path, clips_per_voice: int = 1, seed: int = 0, silence_per_voice: int = 1, unknown_per_voice: int = 3
+) -> Path:
     """Generate the dataset into ``out_dir``; returns the manifest path. Skips work if it exists."""
-    from scipy.signal import resample_poly
     import soundfile as sf
+    from scipy.signal import resample_poly
 
     from rnn_models.data.tts import synthesize
 
@@ -66,16 +68,21 @@ def generate(out_dir: str | Path, clips_per_voice: int = 1, seed: int = 0, silen
         for k, (label, text) in enumerate(words):
             clip = np.zeros(RATE, dtype=np.float32)
             if text is not None:
-                speech = synthesize(text, voice, rate=int(rng.integers(120, 211)), pitch=int(rng.integers(20, 81)),
-                                    pitch_range=int(rng.integers(20, 81)))
+                speech = synthesize(
+                    text,
+                    voice,
+                    rate=int(rng.integers(120, 211)),
+                    pitch=int(rng.integers(20, 81)),
+                    pitch_range=int(rng.integers(20, 81)),
+                )
                 speech = resample_poly(speech, 320, 441).astype(np.float32)  # 22,050 -> 16,000 Hz
                 nz = np.nonzero(np.abs(speech) > 1e-3)[0]
-                speech = speech[nz[0]:nz[-1] + 1] if nz.size else speech
+                speech = speech[nz[0] : nz[-1] + 1] if nz.size else speech
                 speech = speech[:RATE]
                 start = int(rng.integers(0, RATE - len(speech) + 1))
-                clip[start:start + len(speech)] = speech * rng.uniform(0.3, 1.0) / (np.abs(speech).max() + 1e-9)
+                clip[start : start + len(speech)] = speech * rng.uniform(0.3, 1.0) / (np.abs(speech).max() + 1e-9)
                 snr_db = rng.uniform(5, 30)
-                level = np.sqrt(np.mean(clip[start:start + len(speech)] ** 2) + 1e-12) / 10 ** (snr_db / 20)
+                level = np.sqrt(np.mean(clip[start : start + len(speech)] ** 2) + 1e-12) / 10 ** (snr_db / 20)
             else:
                 level = rng.uniform(0.001, 0.1)
             clip = clip + level * _noise(rng.choice(["white", "brown", "hum"]), RATE, rng)

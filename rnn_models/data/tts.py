@@ -5,6 +5,7 @@ is driven through ``ctypes``: ``espeak_Initialize`` (synchronous mode), ``espeak
 ``espeak_SetParameter`` (rate, pitch, range), ``espeak_Synth``; samples arrive through the synth
 callback at 22,050 Hz, 16-bit mono.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -30,7 +31,9 @@ def _engine():
     try:
         import espeakng_loader
     except ImportError:
-        raise CrossbarInputError("speech synthesis needs the package espeakng-loader (pip install espeakng-loader)") from None
+        raise CrossbarInputError(
+            "speech synthesis needs the package espeakng-loader (pip install espeakng-loader)"
+        ) from None
     lib = ctypes.cdll.LoadLibrary(str(espeakng_loader.get_library_path()))
     lib.espeak_Initialize.restype = ctypes.c_int
     rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(espeakng_loader.get_data_path()).encode(), 0)
@@ -45,8 +48,16 @@ def _engine():
         return 0
 
     lib.espeak_SetSynthCallback(callback)
-    lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-                                 ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+    lib.espeak_Synth.argtypes = [
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     _state.update(lib=lib, chunks=chunks, callback=callback, rate=rate)
     return lib
 

@@ -295,6 +295,10 @@ def _drive(
     return SweepOutcome(out, len(rows), len(all_units), n_done, n_failed, ran, summary)
 
 
+#: how often a unit may be lost with its worker (and recomputed) before it counts as failed
+MAX_LOST = 3
+
+
 def _run_dask(todo: list[dict], client, spec, workers, scheduler, arrived, log) -> None:
     from distributed import as_completed
 
@@ -311,17 +315,34 @@ def _run_dask(todo: list[dict], client, spec, workers, scheduler, arrived, log) 
         futures = {
             client.submit(run_unit, u, key=f"crossbar-unit-{u['key']}", pure=False, retries=2): u["key"] for u in todo
         }
-        for fut in as_completed(list(futures)):
+        lost: dict[str, int] = {}
+        pending = as_completed(list(futures))
+        for fut in pending:
             key = futures[fut]
             if fut.status == "finished":
-                arrived(key, fut.result(), None)
-            else:
+                try:
+                    result = fut.result(timeout=600)
+                except Exception:  # the result sat on a worker that died before it was fetched
+                    result = None
+                if result is not None:
+                    arrived(key, result, None)
+                    fut.release()
+                    continue
+            if fut.status == "error":
                 exc = fut.exception()
                 msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
                 if not isinstance(exc, CrossbarInputError):
                     msg = f"{type(exc).__name__}: {msg}"
                 arrived(key, None, msg)
-            fut.release()
+                fut.release()
+                continue
+            # lost with its worker (the scheduler recomputes it): wait for it again, a bounded number of times
+            lost[key] = lost.get(key, 0) + 1
+            if lost[key] > MAX_LOST:
+                arrived(key, None, f"the unit's worker was lost {MAX_LOST} times")
+                fut.release()
+            else:
+                pending.add(fut)
     finally:
         for c in closers:
             try:

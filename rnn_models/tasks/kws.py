@@ -5,6 +5,7 @@ Model (ours): per-band feature normalisation (training-set mean/std, digital) ->
 mean of the hidden states over time (digital accumulation) -> linear classifier.  On hardware the
 LSTM and the classifier run on crossbars (``convert_to_analog``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,8 +31,9 @@ class KWSLSTM(nn.Module):
 
     OUTPUT_LAYER = "fc"
 
-    def __init__(self, n_mels: int = 40, hidden_size: int = 128, classes: int = 12, dropout: float = 0.2,
-                 cmn: bool = True):
+    def __init__(
+        self, n_mels: int = 40, hidden_size: int = 128, classes: int = 12, dropout: float = 0.2, cmn: bool = True
+    ):
         super().__init__()
         self.cmn = cmn  # subtract each clip's mean log-mel per band (removes level and channel)
         self.drop = nn.Dropout(dropout)
@@ -55,18 +57,19 @@ def weight_bytes(model: nn.Module, bits: int = 8) -> float:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch: int = 512,
-             instances: int = 1) -> list[float]:
+def accuracy(
+    model: nn.Module, feats: torch.Tensor, labels: torch.Tensor, batch: int = 512, instances: int = 1
+) -> list[float]:
     """Accuracy per instance (a list of length ``instances``); inputs get the instance dim when > 1."""
     model.eval()
     correct = torch.zeros(instances)
     for i in range(0, len(feats), batch):
-        x = feats[i:i + batch]
+        x = feats[i : i + batch]
         if instances > 1:
             x = x.expand(instances, *x.shape)
         logits = model(x)
         pred = logits.argmax(-1).reshape(instances, -1)
-        correct += (pred == labels[i:i + batch]).sum(-1).float()
+        correct += (pred == labels[i : i + batch]).sum(-1).float()
     return (correct / len(feats)).tolist()
 
 
@@ -82,14 +85,26 @@ def _noise_bank(data_dir: Path, train: speech.SpeechSet, settings: speech.Featur
             continue
         x = torch.from_numpy(x.mean(1))
         n = settings.clip_samples
-        pieces += [x[s:s + n] for s in range(0, len(x) - n, n // 2)] if sr == settings.sample_rate else []
+        pieces += [x[s : s + n] for s in range(0, len(x) - n, n // 2)] if sr == settings.sample_rate else []
     return torch.stack(pieces) if pieces else torch.zeros(0, settings.clip_samples)
 
 
-def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config: str | HardwareConfig | None = None,
-              hidden_size: int = 128, epochs: int = 120, hwa_epochs: int = 6, batch: int = 32, lr: float = 5e-3,
-              dev_fraction: float = 0.2, seed: int = 0, speed_perturb: float = 0.0, command: str = "",
-              log=print) -> dict:
+def train_kws(
+    data_dir: str | Path,
+    out: str | Path,
+    task: str = "gsc12",
+    config: str | HardwareConfig | None = None,
+    hidden_size: int = 128,
+    epochs: int = 120,
+    hwa_epochs: int = 6,
+    batch: int = 32,
+    lr: float = 5e-3,
+    dev_fraction: float = 0.2,
+    seed: int = 0,
+    speed_perturb: float = 0.0,
+    command: str = "",
+    log=print,
+) -> dict:
     """Float training with augmentation, then hardware-aware fine-tuning for ``config`` (if given).
 
     Keeps the weights with the best speaker-disjoint dev accuracy; writes a checkpoint whose meta
@@ -107,8 +122,10 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     dv = speech.load_set(dev_clips, task, settings)
     for name, s in (("train", tr), ("dev", dv)):
         if s.report["rejected"]:
-            log(f"{name}: rejected {len(s.report['rejected'])} unreadable file(s), e.g. "
-                f"{next(iter(s.report['rejected'].values()))}")
+            log(
+                f"{name}: rejected {len(s.report['rejected'])} unreadable file(s), e.g. "
+                f"{next(iter(s.report['rejected'].values()))}"
+            )
         if s.report["resampled"]:
             log(f"{name}: resampled {s.report['resampled']} file(s) to {settings.sample_rate} Hz")
     classes = speech.TASK_CLASSES[task]
@@ -119,19 +136,23 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     model.feat_std.copy_(norm.std((0, 1)).clamp(min=0.5))
     noise = _noise_bank(data_dir, tr, settings)
     fb = speech.mel_filterbank(settings)
-    log(f"KWS {task}: {len(tr.clips)} train / {len(dv.clips)} dev clips ({len(dev_speakers)} dev speakers), "
-        f"{len(noise)} noise pieces; model hidden {hidden_size}, {weight_bytes(model):.0f} B of 8-bit weights")
+    log(
+        f"KWS {task}: {len(tr.clips)} train / {len(dv.clips)} dev clips ({len(dev_speakers)} dev speakers), "
+        f"{len(noise)} noise pieces; model hidden {hidden_size}, {weight_bytes(model):.0f} B of 8-bit weights"
+    )
 
     def run_epochs(net, n_epochs, lr_, phase, software=lambda n: n):
         opt = torch.optim.AdamW(net.parameters(), lr=lr_, weight_decay=1e-2)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr_, total_steps=max(1, n_epochs * ((len(tr.waves) + batch - 1) // batch)))
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr_, total_steps=max(1, n_epochs * ((len(tr.waves) + batch - 1) // batch))
+        )
         best = (-1.0, None)
         for epoch in range(1, n_epochs + 1):
             net.train()
             perm = torch.randperm(len(tr.waves), generator=gen)
             tot = 0.0
             for i in tqdm(range(0, len(perm), batch), desc=f"{phase} {epoch}", leave=False, mininterval=10):
-                idx = perm[i:i + batch]
+                idx = perm[i : i + batch]
                 waves = speech.augment(tr.waves[idx], noise, gen, speed=speed_perturb)
                 feats = speech.spec_augment(speech.log_mel(waves, settings, fb), gen)
                 loss = F.cross_entropy(net(feats), tr.labels[idx])
@@ -150,14 +171,25 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
 
     t0 = time.time()
     float_acc = run_epochs(model, epochs, lr, "float")
-    meta = {"task": task, "classes": classes, "speed_perturb": speed_perturb, "settings": settings.__dict__, "dev_fraction": dev_fraction,
-            "split_seed": seed, "dev_speakers": dev_speakers, "float_dev_accuracy": float_acc,
-            "command": command, "data": str(data_dir), "hwa_config": None, "software_dev_accuracy_after_hwa": None}
+    meta = {
+        "task": task,
+        "classes": classes,
+        "speed_perturb": speed_perturb,
+        "settings": settings.__dict__,
+        "dev_fraction": dev_fraction,
+        "split_seed": seed,
+        "dev_speakers": dev_speakers,
+        "float_dev_accuracy": float_acc,
+        "command": command,
+        "data": str(data_dir),
+        "hwa_config": None,
+        "software_dev_accuracy_after_hwa": None,
+    }
     if config is not None and hwa_epochs > 0:
         cfg = load_config(config)
         ana = convert_to_analog(model, cfg)
         calib = tr.features[torch.randperm(len(tr.features), generator=gen)[:256]]
-        calibrate(ana, [calib[i:i + 64] for i in range(0, len(calib), 64)])
+        calibrate(ana, [calib[i : i + 64] for i in range(0, len(calib), 64)])
         meta["software_dev_accuracy_after_hwa"] = run_epochs(ana, hwa_epochs, lr / 5, "hwa", software=to_digital)
         meta["hwa_config"] = cfg.name
         meta["deployment"] = {"hwa_config": cfg.name, "digital_layers": []}
@@ -167,19 +199,37 @@ def train_kws(data_dir: str | Path, out: str | Path, task: str = "gsc12", config
     meta["minutes"] = (time.time() - t0) / 60
     arch = {"n_mels": settings.n_mels, "hidden_size": hidden_size, "classes": len(classes)}
     save_checkpoint(out, "kws", arch, model, meta)
-    log(f"saved {out}: float dev accuracy {float_acc:.4f}"
-        + (f", after HWA ({meta['hwa_config']}) software {meta['software_dev_accuracy_after_hwa']:.4f}" if meta["hwa_config"] else ""))
+    log(
+        f"saved {out}: float dev accuracy {float_acc:.4f}"
+        + (
+            f", after HWA ({meta['hwa_config']}) software {meta['software_dev_accuracy_after_hwa']:.4f}"
+            if meta["hwa_config"]
+            else ""
+        )
+    )
     return meta
 
 
 def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
     """Load a KWS checkpoint: (model in eval mode, checkpoint dict)."""
     model, ckpt = load_model(path, "kws", KWSLSTM, "KWS model")
-    check_meta(path, ckpt["meta"], {"task": str, "classes": list, "settings": dict, "dev_fraction": (float, int),
-                                    "split_seed": int, "calibration_features": torch.Tensor})
+    check_meta(
+        path,
+        ckpt["meta"],
+        {
+            "task": str,
+            "classes": list,
+            "settings": dict,
+            "dev_fraction": (float, int),
+            "split_seed": int,
+            "calibration_features": torch.Tensor,
+        },
+    )
     if ckpt["meta"]["task"] not in speech.TASK_CLASSES:
-        raise CrossbarInputError(f"checkpoint {str(path)!r}: meta task {ckpt['meta']['task']!r} is not a speech "
-                                 f"task ({', '.join(speech.TASK_CLASSES)})")
+        raise CrossbarInputError(
+            f"checkpoint {str(path)!r}: meta task {ckpt['meta']['task']!r} is not a speech "
+            f"task ({', '.join(speech.TASK_CLASSES)})"
+        )
     try:
         speech.FeatureSettings(**ckpt["meta"]["settings"])
     except TypeError as exc:
@@ -187,10 +237,19 @@ def load_kws(path: str | Path) -> tuple[KWSLSTM, dict]:
     return model, ckpt
 
 
-def evaluate_kws(checkpoint: str | Path, data_dir: str | Path, config: str | HardwareConfig, mc: int,
-                 split: str | None = None, seed: int | None = None, batch: int = 256,
-                 digital_output: bool | None = None, first: int = 0, limit: int | None = None,
-                 measured: str | Path | None = None) -> dict:
+def evaluate_kws(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    config: str | HardwareConfig,
+    mc: int,
+    split: str | None = None,
+    seed: int | None = None,
+    batch: int = 256,
+    digital_output: bool | None = None,
+    first: int = 0,
+    limit: int | None = None,
+    measured: str | Path | None = None,
+) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances) accuracy of a checkpoint on a folder.
 
     ``split``: ``test`` when the folder has GSC's list files, else ``all`` (default), or
@@ -254,8 +313,10 @@ def _check_labels(clips: list, task: str, data_dir) -> None:
     scored on spoken digits, which are all 'unknown'): an accuracy there means nothing."""
     labels = {c.label for c in clips}
     if len(labels) < 2 and len(clips) > 1:
-        raise CrossbarInputError(f"{data_dir}: all {len(clips)} clips fall into the class {labels.pop()!r} of the "
-                                 f"model's task {task!r}; is this a dataset of another task?")
+        raise CrossbarInputError(
+            f"{data_dir}: all {len(clips)} clips fall into the class {labels.pop()!r} of the "
+            f"model's task {task!r}; is this a dataset of another task?"
+        )
 
 
 def _report_rejected(data: speech.SpeechSet, data_dir) -> None:
@@ -265,5 +326,8 @@ def _report_rejected(data: speech.SpeechSet, data_dir) -> None:
     rejected = data.report["rejected"]
     if rejected:
         shown = "; ".join(f"{msg}" for msg in list(rejected.values())[:3])
-        print(f"warning: {len(rejected)} clip(s) of {data_dir} rejected and not scored (the JSON result lists "
-              f"all under 'rejected_clips'): {shown}{' ...' if len(rejected) > 3 else ''}", file=sys.stderr)
+        print(
+            f"warning: {len(rejected)} clip(s) of {data_dir} rejected and not scored (the JSON result lists "
+            f"all under 'rejected_clips'): {shown}{' ...' if len(rejected) > 3 else ''}",
+            file=sys.stderr,
+        )

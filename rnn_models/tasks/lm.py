@@ -4,6 +4,7 @@ The model takes one-hot characters (so the input projection is a crossbar MVM li
 runs an LSTM and a linear decoder to next-character logits.  Training is truncated BPTT over
 ``batch`` contiguous streams with the hidden state carried across windows.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,14 +37,20 @@ class CharLSTM(nn.Module):
 
     OUTPUT_LAYER = "decoder"
 
-    def __init__(self, vocab_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 weight_drop: float = 0.0, locked_dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        locked_dropout: float = 0.0,
+    ):
         super().__init__()
         self.vocab_size = vocab_size
         self.weight_drop = float(weight_drop)
         self.locked_dropout = float(locked_dropout)
-        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers=num_layers,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(vocab_size, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0)
         self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden_size, vocab_size)
 
@@ -51,8 +58,11 @@ class CharLSTM(nn.Module):
         """``ids`` (T, B) int64 -> logits (T, B, vocab), new state."""
         x = F.one_hot(ids, self.vocab_size).to(self.decoder.weight.dtype)
         if self.training and self.weight_drop > 0 and type(self.lstm) is nn.LSTM:
-            dropped = {name: F.dropout(p, self.weight_drop) for name, p in self.lstm.named_parameters()
-                       if name.startswith("weight_hh")}
+            dropped = {
+                name: F.dropout(p, self.weight_drop)
+                for name, p in self.lstm.named_parameters()
+                if name.startswith("weight_hh")
+            }
             out, state = torch.func.functional_call(self.lstm, dropped, (x, state))
         else:
             out, state = self.lstm(x, state)
@@ -73,8 +83,15 @@ def _detach(state):
 
 
 @torch.no_grad()
-def evaluate_bpc(model: nn.Module, ids: torch.Tensor, n_streams: int = 64, window: int = 200,
-                 device: str = "cpu", instances: int = 1, progress: bool = False) -> float | list[float]:
+def evaluate_bpc(
+    model: nn.Module,
+    ids: torch.Tensor,
+    n_streams: int = 64,
+    window: int = 200,
+    device: str = "cpu",
+    instances: int = 1,
+    progress: bool = False,
+) -> float | list[float]:
     """Bits per character of ``model`` over the whole sequence ``ids``.
 
     The sequence is cut into ``n_streams`` contiguous streams scored in parallel, the state carried
@@ -88,8 +105,8 @@ def evaluate_bpc(model: nn.Module, ids: torch.Tensor, n_streams: int = 64, windo
     nats = torch.zeros(instances, dtype=torch.float64)
     starts = range(0, data.size(0) - 1, window)
     for start in tqdm(starts, desc="bpc", leave=False, disable=not progress, mininterval=5):
-        x = data[start:start + window]
-        y = data[start + 1:start + 1 + window]
+        x = data[start : start + window]
+        y = data[start + 1 : start + 1 + window]
         x = x[: y.size(0)]
         if instances > 1:
             x = x.expand(instances, *x.shape)
@@ -137,9 +154,20 @@ class _StopRequest:
         return False
 
 
-def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, hp: dict, state: dict,
-                 gen: torch.Generator, device: str, save, log, max_minutes: float | None,
-                 valid_model=None, save_every_minutes: float = 10.0) -> bool:
+def _train_phase(
+    model: nn.Module,
+    data: torch.Tensor,
+    valid_ids: torch.Tensor,
+    hp: dict,
+    state: dict,
+    gen: torch.Generator,
+    device: str,
+    save,
+    log,
+    max_minutes: float | None,
+    valid_model=None,
+    save_every_minutes: float = 10.0,
+) -> bool:
     """Truncated-BPTT training of one phase, resumable from ``state`` (updated in place).
 
     ``hp``: epochs, lr, weight_decay, warmup, bptt, clip, bf16, ema_decay, max_steps (or None).
@@ -152,8 +180,10 @@ def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, 
     bptt = hp["bptt"]
     steps_per_epoch = (data.size(0) - 2) // bptt
     if steps_per_epoch < 1:
-        raise CrossbarInputError(f"--bptt {bptt} is longer than the training data per stream "
-                                 f"({data.size(0)} characters); use a smaller --bptt or --batch")
+        raise CrossbarInputError(
+            f"--bptt {bptt} is longer than the training data per stream "
+            f"({data.size(0)} characters); use a smaller --bptt or --batch"
+        )
     total = hp["epochs"] * steps_per_epoch
     if hp.get("max_steps") is not None:
         total = min(total, hp["max_steps"])
@@ -170,16 +200,21 @@ def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, 
         gen.set_state(state["gen_rng"])
 
     def snapshot(hidden) -> None:
-        state.update(model={k: v.detach().cpu().clone() for k, v in _float_state(model).items()},
-                     ema={k: v.cpu().clone() for k, v in ema.items()} if ema is not None else None,
-                     opt=opt.state_dict(), torch_rng=torch.get_rng_state(), gen_rng=gen.get_state(),
-                     hidden=[s.detach().cpu().clone() for s in hidden] if hidden is not None else None)
+        state.update(
+            model={k: v.detach().cpu().clone() for k, v in _float_state(model).items()},
+            ema={k: v.cpu().clone() for k, v in ema.items()} if ema is not None else None,
+            opt=opt.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            gen_rng=gen.get_state(),
+            hidden=[s.detach().cpu().clone() for s in hidden] if hidden is not None else None,
+        )
 
     def eval_model():
         net = valid_model(model) if valid_model else model
         if ema is None:
             return net
         import copy
+
         net = copy.deepcopy(net)
         net.load_state_dict(ema)
         return net
@@ -189,6 +224,7 @@ def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, 
 
     def elapsed_minutes() -> float:
         return base_minutes + (time.time() - t_start) / 60
+
     with _StopRequest() as stop:
         while state["epoch"] <= hp["epochs"] and state["steps"] < total:
             epoch = state["epoch"]
@@ -197,19 +233,24 @@ def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, 
                 state.update(start=offset, loss_sum=0.0, loss_n=0, hidden=None)
             hidden = tuple(s.to(device) for s in state["hidden"]) if state.get("hidden") else None
             model.train()
-            bar = tqdm(range(state["start"], data.size(0) - 1 - bptt, bptt), desc=f"{state['phase']} {epoch}",
-                       mininterval=30, leave=False)
+            bar = tqdm(
+                range(state["start"], data.size(0) - 1 - bptt, bptt),
+                desc=f"{state['phase']} {epoch}",
+                mininterval=30,
+                leave=False,
+            )
             stopped = False
             for start in bar:
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(state["steps"], total, hp["lr"], hp["warmup"])
-                x, y = data[start:start + bptt], data[start + 1:start + 1 + bptt]
+                x, y = data[start : start + bptt], data[start + 1 : start + 1 + bptt]
                 with torch.autocast("cpu" if device == "cpu" else "cuda", dtype=torch.bfloat16, enabled=hp["bf16"]):
                     logits, hidden = model(x, _detach(hidden))
                 loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
                 if not torch.isfinite(loss):
-                    raise CrossbarInputError(f"training diverged at step {state['steps']} (loss {loss.item()}); "
-                                             f"lower --lr")
+                    raise CrossbarInputError(
+                        f"training diverged at step {state['steps']} (loss {loss.item()}); lower --lr"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
@@ -238,17 +279,25 @@ def _train_phase(model: nn.Module, data: torch.Tensor, valid_ids: torch.Tensor, 
                 snapshot(hidden)
                 save(state, None)
                 why = "stop requested" if stop.requested else f"time budget of {max_minutes} min reached"
-                log(f"{state['phase']}: {why} at epoch {epoch}, step {state['steps']} of {total}; "
-                    f"state saved -- run the same command again to continue")
+                log(
+                    f"{state['phase']}: {why} at epoch {epoch}, step {state['steps']} of {total}; "
+                    f"state saved -- run the same command again to continue"
+                )
                 return False
-            entry = {"phase": state["phase"], "epoch": epoch, "steps": state["steps"],
-                     "train_bpc": state["loss_sum"] / max(state["loss_n"], 1) / math.log(2),
-                     "valid_bpc": evaluate_bpc(eval_model(), valid_ids, device=device),
-                     "lr": opt.param_groups[0]["lr"],
-                     "minutes": round(elapsed_minutes(), 2)}
+            entry = {
+                "phase": state["phase"],
+                "epoch": epoch,
+                "steps": state["steps"],
+                "train_bpc": state["loss_sum"] / max(state["loss_n"], 1) / math.log(2),
+                "valid_bpc": evaluate_bpc(eval_model(), valid_ids, device=device),
+                "lr": opt.param_groups[0]["lr"],
+                "minutes": round(elapsed_minutes(), 2),
+            }
             state["history"].append(entry)
-            log(f"{state['phase']} epoch {epoch}: train {entry['train_bpc']:.4f} bpc, valid "
-                f"{entry['valid_bpc']:.4f} bpc, {entry['minutes']:.1f} min")
+            log(
+                f"{state['phase']} epoch {epoch}: train {entry['train_bpc']:.4f} bpc, valid "
+                f"{entry['valid_bpc']:.4f} bpc, {entry['minutes']:.1f} min"
+            )
             best = None
             if entry["valid_bpc"] < state["best"]:
                 state["best"] = entry["valid_bpc"]
@@ -268,15 +317,37 @@ def _float_state(model: nn.Module) -> dict:
 TRAIN_DEFAULTS = {"weight_drop": 0.0, "locked_dropout": 0.0, "weight_decay": 0.0, "ema_decay": 0.0, "warmup": 0}
 
 
-def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_layers: int = 1,
-             dropout: float = 0.0, epochs: int = 30, batch: int = 128, bptt: int = 100,
-             lr: float = 3e-3, clip: float = 1.0, seed: int = 0, bf16: bool = False, device: str = "cpu",
-             max_minutes: float | None = None, config=None, hwa_epochs: int = 1, hwa_lr: float = 5e-4,
-             hwa_max_minutes: float | None = None, hwa_max_steps: int | None = None,
-             init: str | Path | None = None, digital_output: bool = False,
-             weight_drop: float = 0.0, locked_dropout: float = 0.0, weight_decay: float = 0.0,
-             ema_decay: float = 0.0, warmup: int = 0, save_every_minutes: float = 10.0,
-             command: str = "", log=print) -> dict:
+def train_lm(
+    data_dir: str | Path,
+    out: str | Path,
+    hidden_size: int = 364,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+    epochs: int = 30,
+    batch: int = 128,
+    bptt: int = 100,
+    lr: float = 3e-3,
+    clip: float = 1.0,
+    seed: int = 0,
+    bf16: bool = False,
+    device: str = "cpu",
+    max_minutes: float | None = None,
+    config=None,
+    hwa_epochs: int = 1,
+    hwa_lr: float = 5e-4,
+    hwa_max_minutes: float | None = None,
+    hwa_max_steps: int | None = None,
+    init: str | Path | None = None,
+    digital_output: bool = False,
+    weight_drop: float = 0.0,
+    locked_dropout: float = 0.0,
+    weight_decay: float = 0.0,
+    ema_decay: float = 0.0,
+    warmup: int = 0,
+    save_every_minutes: float = 10.0,
+    command: str = "",
+    log=print,
+) -> dict:
     """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
 
     Resumable: the checkpoint at ``out`` holds, next to the best weights so far, the whole training
@@ -299,28 +370,65 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
     train_ids, vocab = ptb.load_split(data_dir, "train")
     valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
     data = ptb.batchify(train_ids, batch).to(device)
-    hp_float = {"epochs": epochs, "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "bptt": bptt,
-                "clip": clip, "bf16": bf16, "ema_decay": ema_decay, "max_steps": None, "batch": batch, "seed": seed}
-    hp_hwa = {"epochs": hwa_epochs, "lr": hwa_lr, "weight_decay": 0.0, "warmup": 0, "bptt": bptt, "clip": clip,
-              "bf16": False, "ema_decay": 0.0, "max_steps": hwa_max_steps, "batch": batch, "seed": seed,
-              "config": cfg.name if cfg is not None else None, "digital_output": digital_output}
-    arch = {"vocab_size": len(vocab), "hidden_size": hidden_size, "num_layers": num_layers, "dropout": dropout,
-            "weight_drop": weight_drop, "locked_dropout": locked_dropout}
+    hp_float = {
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup": warmup,
+        "bptt": bptt,
+        "clip": clip,
+        "bf16": bf16,
+        "ema_decay": ema_decay,
+        "max_steps": None,
+        "batch": batch,
+        "seed": seed,
+    }
+    hp_hwa = {
+        "epochs": hwa_epochs,
+        "lr": hwa_lr,
+        "weight_decay": 0.0,
+        "warmup": 0,
+        "bptt": bptt,
+        "clip": clip,
+        "bf16": False,
+        "ema_decay": 0.0,
+        "max_steps": hwa_max_steps,
+        "batch": batch,
+        "seed": seed,
+        "config": cfg.name if cfg is not None else None,
+        "digital_output": digital_output,
+    }
+    arch = {
+        "vocab_size": len(vocab),
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "dropout": dropout,
+        "weight_drop": weight_drop,
+        "locked_dropout": locked_dropout,
+    }
     resumed = None
     if out.exists():
         prior = load_checkpoint(out, task="lm")
         resumed = prior["meta"].get("train_state")
         if resumed is None:
-            raise CrossbarInputError(f"--out {str(out)!r} exists and holds no unfinished training; choose another "
-                                     f"--out (an existing checkpoint is never overwritten)")
+            raise CrossbarInputError(
+                f"--out {str(out)!r} exists and holds no unfinished training; choose another "
+                f"--out (an existing checkpoint is never overwritten)"
+            )
         if init is not None:
             raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training; drop --init to continue it")
         want = {"arch": arch, "float": hp_float, "hwa": hp_hwa}
-        diff = [f"{part}.{k} ({resumed['hparams'][part].get(k)!r} in the checkpoint, {v!r} now)"
-                for part in want for k, v in want[part].items() if resumed["hparams"][part].get(k) != v]
+        diff = [
+            f"{part}.{k} ({resumed['hparams'][part].get(k)!r} in the checkpoint, {v!r} now)"
+            for part in want
+            for k, v in want[part].items()
+            if resumed["hparams"][part].get(k) != v
+        ]
         if diff:
-            raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training with other settings: "
-                                     f"{', '.join(diff[:6])}; use the same arguments to continue or another --out")
+            raise CrossbarInputError(
+                f"--out {str(out)!r} holds an unfinished training with other settings: "
+                f"{', '.join(diff[:6])}; use the same arguments to continue or another --out"
+            )
         meta = dict(prior["meta"])
         best_sd = prior["state_dict"]
         log(f"resuming {resumed['phase']} training from {out}: epoch {resumed['epoch']}, step {resumed['steps']}")
@@ -337,13 +445,21 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = CharLSTM(**arch).to(device)
-    log(f"char-LM: vocab {len(vocab)}, hidden {arch['hidden_size']} x {arch['num_layers']} layer(s), "
-        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}")
+    log(
+        f"char-LM: vocab {len(vocab)}, hidden {arch['hidden_size']} x {arch['num_layers']} layer(s), "
+        f"{weight_count(model):,} weights; train {train_ids.numel():,} chars, valid {valid_ids.numel():,}"
+    )
     meta["command"] = command
     meta["deployment"] = {"hwa_config": None, "digital_layers": []}
-    state = resumed or {"phase": "float" if init is None else "hwa", "epoch": 1, "steps": 0, "start": None,
-                        "history": meta.get("history", []), "best": float("inf"),
-                        "hparams": {"arch": arch, "float": hp_float, "hwa": hp_hwa}}
+    state = resumed or {
+        "phase": "float" if init is None else "hwa",
+        "epoch": 1,
+        "steps": 0,
+        "start": None,
+        "history": meta.get("history", []),
+        "best": float("inf"),
+        "hparams": {"arch": arch, "float": hp_float, "hwa": hp_hwa},
+    }
     if resumed is not None:
         meta["deployment"] = prior["meta"].get("deployment", meta["deployment"])
 
@@ -359,8 +475,19 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
     if state["phase"] == "float":
         if state.get("model") is not None:
             model.load_state_dict(state["model"])
-        done = _train_phase(model, data, valid_ids, hp_float, state, gen, device, save, log, max_minutes,
-                            save_every_minutes=save_every_minutes)
+        done = _train_phase(
+            model,
+            data,
+            valid_ids,
+            hp_float,
+            state,
+            gen,
+            device,
+            save,
+            log,
+            max_minutes,
+            save_every_minutes=save_every_minutes,
+        )
         if not done:
             return {"best_valid_bpc": state["best"], "history": state["history"], "finished": False}
         state.update(phase="hwa", epoch=1, steps=0, start=None, best=float("inf"), model=None, ema=None, opt=None)
@@ -368,12 +495,23 @@ def train_lm(data_dir: str | Path, out: str | Path, hidden_size: int = 364, num_
         model.load_state_dict(state["model"] if state.get("model") is not None else best_sd)
         ana = convert_to_analog(model, cfg, exclude=(model.OUTPUT_LAYER,) if digital_output else ())
         calib = ptb.batchify(train_ids[:20000], 50)
-        calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
-        meta["deployment"] = {"hwa_config": cfg.name,
-                              "digital_layers": [model.OUTPUT_LAYER] if digital_output else []}
+        calibrate(ana, [calib[i : i + 100] for i in range(0, calib.size(0), 100)])
+        meta["deployment"] = {"hwa_config": cfg.name, "digital_layers": [model.OUTPUT_LAYER] if digital_output else []}
         meta["hwa_config"], meta["hwa_digital_output"] = cfg.name, digital_output
-        done = _train_phase(ana, data, valid_ids, hp_hwa, state, gen, device, save, log, hwa_max_minutes,
-                            valid_model=to_digital, save_every_minutes=save_every_minutes)
+        done = _train_phase(
+            ana,
+            data,
+            valid_ids,
+            hp_hwa,
+            state,
+            gen,
+            device,
+            save,
+            log,
+            hwa_max_minutes,
+            valid_model=to_digital,
+            save_every_minutes=save_every_minutes,
+        )
         if not done:
             return {"best_valid_bpc": state["best"], "history": state["history"], "finished": False}
     meta.pop("train_state", None)
@@ -397,9 +535,20 @@ def load_lm(path: str | Path) -> tuple[CharLSTM, dict]:
     return model.eval(), ckpt
 
 
-def evaluate_lm(checkpoint: str | Path, data_dir: str | Path, config, mc: int, split: str = "valid",
-                n_streams: int = 128, window: int = 100, seed: int | None = None, limit: int | None = None,
-                digital_output: bool | None = None, first: int = 0, measured: str | Path | None = None) -> dict:
+def evaluate_lm(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    config,
+    mc: int,
+    split: str = "valid",
+    n_streams: int = 128,
+    window: int = 100,
+    seed: int | None = None,
+    limit: int | None = None,
+    digital_output: bool | None = None,
+    first: int = 0,
+    measured: str | Path | None = None,
+) -> dict:
     """Software and hardware (``mc`` Monte-Carlo instances, batched) BPC of a checkpoint on a split.
 
     ``first``: number of the first instance (instance m is the same chip in any block).
@@ -455,5 +604,5 @@ def analog_lm(model: CharLSTM, ckpt: dict, config, data_dir: str | Path, digital
     ana = convert_to_analog(model, config, exclude=(model.OUTPUT_LAYER,) if digital_output else ()).eval()
     train_ids, _ = ptb.load_split(data_dir, "train", ckpt["meta"]["vocab"])
     calib = ptb.batchify(train_ids[:20000], 50)
-    calibrate(ana, [calib[i:i + 100] for i in range(0, calib.size(0), 100)])
+    calibrate(ana, [calib[i : i + 100] for i in range(0, calib.size(0), 100)])
     return ana, digital_output, dep_source

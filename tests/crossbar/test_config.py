@@ -1,4 +1,5 @@
 """Hardware-config schema: presets, schema export, and one clear error per bad-input class."""
+
 import json
 import subprocess
 import sys
@@ -6,16 +7,30 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from crossbar.config import (PRESET_DIR, check_schema_file, default_config, json_schema,
-                             load_config, preset_paths, validate_config)
+from crossbar.config import (
+    PRESET_DIR,
+    check_schema_file,
+    default_config,
+    json_schema,
+    load_config,
+    preset_paths,
+    validate_config,
+)
 from crossbar.errors import CrossbarInputError
 
 
 def test_every_preset_validates_and_has_a_description():
     paths = preset_paths()
     names = {p.stem for p in paths}
-    assert {"ideal", "rram_nladc_3b", "rram_nladc_4b", "rram_nladc_5b", "rram_nladc_8b",
-            "rram_conventional_adc_5b", "pcm_nladc_5b_drift"} <= names
+    assert {
+        "ideal",
+        "rram_nladc_3b",
+        "rram_nladc_4b",
+        "rram_nladc_5b",
+        "rram_nladc_8b",
+        "rram_conventional_adc_5b",
+        "pcm_nladc_5b_drift",
+    } <= names
     for p in paths:
         cfg = load_config(p)
         assert cfg.name == p.stem
@@ -43,20 +58,23 @@ def _cfg(**sections):
     return data
 
 
-@pytest.mark.parametrize("data, field, fragment", [
-    (_cfg(device={"g_max": "high"}), "device.g_max", "number"),
-    (_cfg(device={"g_min": 50.0, "g_max": 10.0}), "device", "g_min"),
-    (_cfg(device={"programming": {"sigma_abs": -1}}), "device.programming.sigma_abs", "greater than or equal"),
-    (_cfg(adc={"bits": 13}), "adc.bits", "less than or equal to 12"),
-    (_cfg(adc={"bits": 0}), "adc.bits", "greater than or equal to 1"),
-    (_cfg(device={"stuck_off_prob": 1.5}), "device.stuck_off_prob", "less than or equal to 1"),
-    (_cfg(device={"stuck_on_prob": -0.1}), "device.stuck_on_prob", "greater than or equal"),
-    (_cfg(device={"colour": "red"}), "device.colour", "unknown key"),
-    (_cfg(adc={"kind": "flash"}), "adc.kind", "ideal"),
-    (_cfg(array={"v_read": float("inf")}), "array.v_read", "finite"),
-    ({"name": "t"}, "schema_version", "missing"),
-    (_cfg(nl_adc={"ramp_devices": 16}, adc={"bits": 5}), "ramp_devices", "2^adc.bits"),
-])
+@pytest.mark.parametrize(
+    "data, field, fragment",
+    [
+        (_cfg(device={"g_max": "high"}), "device.g_max", "number"),
+        (_cfg(device={"g_min": 50.0, "g_max": 10.0}), "device", "g_min"),
+        (_cfg(device={"programming": {"sigma_abs": -1}}), "device.programming.sigma_abs", "greater than or equal"),
+        (_cfg(adc={"bits": 13}), "adc.bits", "less than or equal to 12"),
+        (_cfg(adc={"bits": 0}), "adc.bits", "greater than or equal to 1"),
+        (_cfg(device={"stuck_off_prob": 1.5}), "device.stuck_off_prob", "less than or equal to 1"),
+        (_cfg(device={"stuck_on_prob": -0.1}), "device.stuck_on_prob", "greater than or equal"),
+        (_cfg(device={"colour": "red"}), "device.colour", "unknown key"),
+        (_cfg(adc={"kind": "flash"}), "adc.kind", "ideal"),
+        (_cfg(array={"v_read": float("inf")}), "array.v_read", "finite"),
+        ({"name": "t"}, "schema_version", "missing"),
+        (_cfg(nl_adc={"ramp_devices": 16}, adc={"bits": 5}), "ramp_devices", "2^adc.bits"),
+    ],
+)
 def test_bad_values_name_the_field(data, field, fragment):
     with pytest.raises(CrossbarInputError) as info:
         validate_config(data, source="cfg.json")
@@ -116,10 +134,15 @@ def test_cli_validate_ok_and_errors(tmp_path):
     assert res.stderr.count("\n") == 1 and "b.json: device" in res.stderr and "g_min" in res.stderr
 
 
-@pytest.mark.parametrize("args", [["train", "lm", "--data", "x", "--out", "y", "--epochs", "-1"],
-                                  ["train", "lm", "--data", "x", "--out", "y", "--lr", "nan"],
-                                  ["train", "kws", "--data", "x", "--out", "y", "--dev-fraction", "1.5"],
-                                  ["evaluate", "kws", "--data", "x", "--config", "ideal", "--mc", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "lm", "--data", "x", "--out", "y", "--epochs", "-1"],
+        ["train", "lm", "--data", "x", "--out", "y", "--lr", "nan"],
+        ["train", "kws", "--data", "x", "--out", "y", "--dev-fraction", "1.5"],
+        ["evaluate", "kws", "--data", "x", "--config", "ideal", "--mc", "0"],
+    ],
+)
 def test_cli_rejects_bad_numbers_with_exit_2(args):
     res = _crossbar(*args)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "must be" in res.stderr

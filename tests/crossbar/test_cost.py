@@ -1,24 +1,38 @@
 """Cost model: hand-counted accounting, unit consistency, library errors, the CLI report."""
+
 import json
 import math
 
 import pytest
 
-from rnn_models.cli import main
 from crossbar.config import default_config, load_config
 from crossbar.cost.accounting import estimate, nl_time_ratio
 from crossbar.cost.library import REQUIRED, load_library
 from crossbar.cost.workload import CellWork, MatrixLoad, Workload, paper_shape
 from crossbar.errors import CrossbarInputError
+from rnn_models.cli import main
 
-COMPONENTS = {name: {"description": name, "node_nm": 16, "energy_pj": 1.0 + i, "area_um2": 10.0 + i,
-                     "latency_cycles": 1, "source": "test figure"} for i, name in enumerate(REQUIRED)}
+COMPONENTS = {
+    name: {
+        "description": name,
+        "node_nm": 16,
+        "energy_pj": 1.0 + i,
+        "area_um2": 10.0 + i,
+        "latency_cycles": 1,
+        "source": "test figure",
+    }
+    for i, name in enumerate(REQUIRED)
+}
 
 
 def _library(tmp_path, components=COMPONENTS, **extra):
-    data = {"format": "crossbar.cost_library", "version": 1,
-            "scaling": {"model": "test", "source": "test source", "vdd_v": {"16": 0.8, "45": 0.9}},
-            "components": components, **extra}
+    data = {
+        "format": "crossbar.cost_library",
+        "version": 1,
+        "scaling": {"model": "test", "source": "test source", "vdd_v": {"16": 0.8, "45": 0.9}},
+        "components": components,
+        **extra,
+    }
     path = tmp_path / "lib.json"
     path.write_text(json.dumps(data))
     return path
@@ -26,33 +40,51 @@ def _library(tmp_path, components=COMPONENTS, **extra):
 
 def _tiny_workload(g_load=1000.0):
     # LSTM 3 -> 2: rows 3 + 2 + bias = 6, cols 4 * 2 = 8
-    return Workload("tiny", "hand example", [MatrixLoad("lstm", 6, 8, "nl", True, True, g_load)],
-                    [CellWork("lstm", "lstm", 2)], steps_per_inference=5)
+    return Workload(
+        "tiny",
+        "hand example",
+        [MatrixLoad("lstm", 6, 8, "nl", True, True, g_load)],
+        [CellWork("lstm", "lstm", 2)],
+        steps_per_inference=5,
+    )
 
 
 def test_hand_counted_example(tmp_path):
     lib = load_library(_library(tmp_path))
-    cfg = default_config(**{"array.rows": 4, "array.cols": 4, "array.partial_sums": "analog", "array.v_read": 0.2,
-                            "nl_adc.reset_cycles": 2, "nl_adc.bias_devices": 5, "device.g_min": 1.0,
-                            "device.g_max": 101.0, "dac.bits": 8, "datapath.bits": 8, "cost.node_nm": 16,
-                            "cost.clock_ghz": 1.0, "cost.input_activity": 1.0})
+    cfg = default_config(
+        **{
+            "array.rows": 4,
+            "array.cols": 4,
+            "array.partial_sums": "analog",
+            "array.v_read": 0.2,
+            "nl_adc.reset_cycles": 2,
+            "nl_adc.bias_devices": 5,
+            "device.g_min": 1.0,
+            "device.g_max": 101.0,
+            "dac.bits": 8,
+            "datapath.bits": 8,
+            "cost.node_nm": 16,
+            "cost.clock_ghz": 1.0,
+            "cost.input_activity": 1.0,
+        }
+    )
     e = estimate(_tiny_workload(), cfg, lib, bits=3, architecture="nl_adc")
     pj = 1e-12
     E = {name: c["energy_pj"] * pj for name, c in COMPONENTS.items()}
     A = {name: c["area_um2"] for name, c in COMPONENTS.items()}
-    conv = 2 ** 3 + 2                      # ramp steps + reset
-    arrays = 2 * 2                         # ceil(6/4) x ceil(8/4)
+    conv = 2**3 + 2  # ramp steps + reset
+    arrays = 2 * 2  # ceil(6/4) x ceil(8/4)
     # cycles: conversion + element-wise (2 units on 2 lanes: 3 multiplies + 1 add, then a 1-cycle PWL tanh)
     assert e["cycles_per_step"] == {"mvm_and_conversion": conv, "elementwise": 4 + 1, "total": conv + 5}
     assert e["latency_per_step_s"] == pytest.approx((conv + 5) * 1e-9)
     assert e["latency_per_inference_s"] == pytest.approx(5 * (conv + 5) * 1e-9)
     got = e["energy_by_component"]
-    assert got["mac_array/array_read"] == pytest.approx(0.2 ** 2 * 1000e-6 * conv * 1e-9)
+    assert got["mac_array/array_read"] == pytest.approx(0.2**2 * 1000e-6 * conv * 1e-9)
     assert got["mac_array/word_line_drivers"] == pytest.approx(6 * 2 * 8 * E["word_line_driver"])
     assert got["nl_processing/column_converters"] == pytest.approx(8 * conv * E["column_converter"])
     assert got["nl_processing/counters"] == pytest.approx(arrays * conv * 2 * E["flip_flop"])
     assert got["nl_processing/latches"] == pytest.approx(8 * 3 * E["flip_flop"])
-    assert got["nl_processing/ramp_columns"] == pytest.approx(8 * 0.2 ** 2 * 51e-6 * 1e-9 * 2 ** 3)
+    assert got["nl_processing/ramp_columns"] == pytest.approx(8 * 0.2**2 * 51e-6 * 1e-9 * 2**3)
     area = e["area_by_component_mm2"]
     assert area["mac_array/array_read"] == pytest.approx(2 * 48 * A["rram_cell"] * 1e-6)
     assert area["nl_processing/ramp_columns"] == pytest.approx(8 * (8 + 5) * A["rram_cell"] * 1e-6)
@@ -83,11 +115,13 @@ def test_units_are_consistent():
     base = estimate(w, cfg, lib, 5)
     hot = estimate(w, cfg.replace(**{"array.v_read": 0.4}), lib, 5)
     assert hot["energy_by_component"]["mac_array/array_read"] == pytest.approx(
-        4 * base["energy_by_component"]["mac_array/array_read"])
+        4 * base["energy_by_component"]["mac_array/array_read"]
+    )
     fast = estimate(w, cfg.replace(**{"cost.clock_ghz": 2.0}), lib, 5)
     assert fast["latency_per_step_s"] == pytest.approx(base["latency_per_step_s"] / 2)
     assert fast["energy_by_component"]["nl_processing/column_converters"] == pytest.approx(
-        base["energy_by_component"]["nl_processing/column_converters"])
+        base["energy_by_component"]["nl_processing/column_converters"]
+    )
 
 
 def test_node_scaling_follows_the_library_model(tmp_path):
@@ -113,8 +147,10 @@ def test_library_errors_are_clear(tmp_path):
         load_library(tmp_path / "broken.json")
     with pytest.raises(CrossbarInputError, match="not found"):
         load_library(tmp_path / "absent.json")
-    nolat = {**COMPONENTS, "activation_pwl": {k: v for k, v in COMPONENTS["activation_pwl"].items()
-                                              if k != "latency_cycles"}}
+    nolat = {
+        **COMPONENTS,
+        "activation_pwl": {k: v for k, v in COMPONENTS["activation_pwl"].items() if k != "latency_cycles"},
+    }
     lib = load_library(_library(tmp_path, nolat))
     with pytest.raises(CrossbarInputError, match="activation_pwl.*latency_cycles"):
         estimate(_tiny_workload(), default_config(), lib, 5)
@@ -123,8 +159,12 @@ def test_library_errors_are_clear(tmp_path):
 def test_shipped_library_reproduces_table1_lm_and_kws_energy():
     """Regression of the README's Table-1 comparison (the documented KWS 8-bit area deviation excepted)."""
     lib = load_library()
-    table = {("paper-lm", 5): (47.9, 27.6), ("paper-lm", 8): (7.2, 7.8), ("paper-kws", 5): (31.0, 39.48),
-             ("paper-kws", 8): (4.0, None)}
+    table = {
+        ("paper-lm", 5): (47.9, 27.6),
+        ("paper-lm", 8): (7.2, 7.8),
+        ("paper-kws", 5): (31.0, 39.48),
+        ("paper-kws", 8): (4.0, None),
+    }
     for (name, bits), (tops_w, tops_mm2) in table.items():
         cfg = load_config(f"rram_nladc_{bits}b")
         e = estimate(paper_shape(name, cfg), cfg, lib, bits)
@@ -144,7 +184,9 @@ def test_nl_processing_time_of_fig1c():
 
 def test_report_cli(tmp_path, capsys):
     out = tmp_path / "rep"
-    assert main(["report", "--config", "rram_nladc_5b", "--model", "paper-kws", "--bits", "5,8", "--out", str(out)]) == 0
+    assert (
+        main(["report", "--config", "rram_nladc_5b", "--model", "paper-kws", "--bits", "5,8", "--out", str(out)]) == 0
+    )
     rep = json.loads((out / "report.json").read_text())
     for key in ("tops_per_w", "tops_per_mm2", "power_mw", "area_mm2", "peak_tops", "energy_breakdown"):
         assert set(rep[key]) == {"5", "8"}
@@ -168,12 +210,16 @@ def test_config_library_path_resolves_inside_the_config_folder(tmp_path):
     cfg = json.loads(load_config("rram_nladc_5b").model_dump_json())
     cfg["cost"]["library"] = lib.name
     (tmp_path / "c.json").write_text(json.dumps(cfg))
-    assert main(["report", "--config", str(tmp_path / "c.json"), "--model", "paper-kws", "--out",
-                 str(tmp_path / "r")]) == 0
+    assert (
+        main(["report", "--config", str(tmp_path / "c.json"), "--model", "paper-kws", "--out", str(tmp_path / "r")])
+        == 0
+    )
     cfg["cost"]["library"] = "../lib.json"
     (tmp_path / "d.json").write_text(json.dumps(cfg))
-    assert main(["report", "--config", str(tmp_path / "d.json"), "--model", "paper-kws", "--out",
-                 str(tmp_path / "r2")]) == 2
+    assert (
+        main(["report", "--config", str(tmp_path / "d.json"), "--model", "paper-kws", "--out", str(tmp_path / "r2")])
+        == 2
+    )
 
 
 def test_checkpoint_like_models_and_cell_modes():

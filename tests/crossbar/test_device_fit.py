@@ -1,5 +1,6 @@
 """fit-device / simulate-device: the measurement format, its errors, the fits on synthetic devices
 with known statistics, held-out simulation, and (when ../shared/data is present) the real RRAM data."""
+
 import argparse
 import csv
 import importlib.util
@@ -12,8 +13,12 @@ import numpy as np
 import pytest
 
 from crossbar.config import load_config
-from crossbar.device_cli import (add_fit_device_arguments, add_simulate_device_arguments, run_fit_device,
-                                 run_simulate_device)
+from crossbar.device_cli import (
+    add_fit_device_arguments,
+    add_simulate_device_arguments,
+    run_fit_device,
+    run_simulate_device,
+)
 from crossbar.device_fit import core_sigma, ks, load_device, windowed_sigma
 from crossbar.errors import CrossbarInputError
 from crossbar.measurements import parse_columns, read_measurements
@@ -60,7 +65,7 @@ def read_sim(path):
         return [row for row in r]
 
 
-LEVELS = 10.0 + 10.0 * np.arange(8)       # 8 target levels, 10 .. 80 uS
+LEVELS = 10.0 + 10.0 * np.arange(8)  # 8 target levels, 10 .. 80 uS
 TIMES = (0.0, 1.0, 100.0, 1e4)
 
 
@@ -96,7 +101,7 @@ def _subset(rows, mask_dev):
 def _held_out(tmp_path, rows):
     ids = np.unique(rows["device_id"])
     perm = np.random.default_rng(1).permutation(len(ids))
-    fit_ids, test_ids = ids[perm[: len(ids) // 2]], ids[perm[len(ids) // 2:]]
+    fit_ids, test_ids = ids[perm[: len(ids) // 2]], ids[perm[len(ids) // 2 :]]
     fit_rows, test_rows = _subset(rows, fit_ids), _subset(rows, test_ids)
     names = ["device_id", "g_us", "target_lo_us", "target_hi_us", "t_s"]
     fit_csv = write_csv(tmp_path / "fit.csv", names, [fit_rows[k] for k in names])
@@ -109,8 +114,21 @@ def test_fit_and_simulate_held_out_heavy_tailed_devices(tmp_path, capsys):
     rows, stuck = synthetic_relaxation(n_dev=8000)
     fit_rows, test_rows, fit_csv, tgt_csv = _held_out(tmp_path, rows)
     dev_json, rep_json = tmp_path / "dev.json", tmp_path / "report.json"
-    assert cli("fit-device", fit_csv, "--out", dev_json, "--report", rep_json, "--t-inference", "1e4",
-               "--plots", tmp_path / "plots") == 0
+    assert (
+        cli(
+            "fit-device",
+            fit_csv,
+            "--out",
+            dev_json,
+            "--report",
+            rep_json,
+            "--t-inference",
+            "1e4",
+            "--plots",
+            tmp_path / "plots",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "programming error" in out and "stuck at ON" in out and "KS distance" in out
     dev = load_device(dev_json)
@@ -118,13 +136,16 @@ def test_fit_and_simulate_held_out_heavy_tailed_devices(tmp_path, capsys):
     assert dev.levels == 8 and dev.g_min == 10.0 and dev.g_max == 80.0 and dev.drift.t_inference == 1e4
     assert "sha256" in dev.description and "fit.csv" in dev.description
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "distributions_first_read.png", "distributions_last_time.png", "ks_per_bin_and_time.png",
-        "programming_sigma.png"]
+        "distributions_first_read.png",
+        "distributions_last_time.png",
+        "ks_per_bin_and_time.png",
+        "programming_sigma.png",
+    ]
     report = json.loads(rep_json.read_text())
     n_fit = len(np.unique(fit_rows["device_id"]))
     p_on = report["programming"]["stuck_on"]
     assert abs(p_on - 0.02) <= 4 * math.sqrt(0.02 * 0.98 / n_fit), p_on
-    assert report["programming"]["stuck_off"] < 0.002     # t(3) tails below the lowest window are rare
+    assert report["programming"]["stuck_off"] < 0.002  # t(3) tails below the lowest window are rare
     # held-out half: simulate its targets and times, compare with its measurements
     sim_csv = tmp_path / "sim.csv"
     assert cli("simulate-device", dev_json, "--targets", tgt_csv, "--out", sim_csv, "--seed", "3") == 0
@@ -136,8 +157,8 @@ def test_fit_and_simulate_held_out_heavy_tailed_devices(tmp_path, capsys):
     target = 0.5 * (test_rows["target_lo_us"] + test_rows["target_hi_us"])
     ks_last = [ks(meas[(t == 1e4) & (target == lv)], sim[(t == 1e4) & (target == lv)]) for lv in LEVELS]
     assert np.median(ks_last) <= 0.12, ks_last
-    for pair in (LEVELS[:2], LEVELS[2:4], LEVELS[4:6], LEVELS[6:]):   # programming-error core sigma
-        m = (t == 0) & np.isin(target, pair)                           # per quarter of the levels
+    for pair in (LEVELS[:2], LEVELS[2:4], LEVELS[4:6], LEVELS[6:]):  # programming-error core sigma
+        m = (t == 0) & np.isin(target, pair)  # per quarter of the levels
         assert core_sigma(sim[m] - target[m]) == pytest.approx(core_sigma(meas[m] - target[m]), rel=0.15)
     # a Gaussian matched in mean and std per level fails the same test (the check can fail)
     rng = np.random.default_rng(5)
@@ -171,7 +192,9 @@ def test_targets_unknown_fit_relaxation_relative_to_the_first_read(tmp_path, cap
     first = {d: g for d, g, t in zip(rows["device_id"], rows["g_us"], rows["t_s"]) if t == 0}
     tg = np.array([first[d] for d in rows["device_id"]])
     write_csv(tmp_path / "tg.csv", ["device_id", "target_g_us", "t_s"], [rows["device_id"], tg, rows["t_s"]])
-    assert cli("simulate-device", tmp_path / "d.json", "--targets", tmp_path / "tg.csv", "--out", tmp_path / "s.csv") == 0
+    assert (
+        cli("simulate-device", tmp_path / "d.json", "--targets", tmp_path / "tg.csv", "--out", tmp_path / "s.csv") == 0
+    )
     sim = np.array([float(r["g_us"]) for r in read_sim(tmp_path / "s.csv")])
     last = rows["t_s"] == 1e4
     change_m, change_s = rows["g_us"][last] - tg[last], sim[last] - tg[last]
@@ -183,12 +206,13 @@ def test_read_noise_from_repeated_reads(tmp_path, capsys):
     rng = np.random.default_rng(3)
     n_dev, reads = 600, 8
     g_true = rng.uniform(10, 100, n_dev)
-    sigma = np.sqrt(0.3 ** 2 + (0.02 * g_true) ** 2)
+    sigma = np.sqrt(0.3**2 + (0.02 * g_true) ** 2)
     dev_ids = np.repeat([f"c{i}" for i in range(n_dev)], reads)
     g = np.repeat(g_true, reads) + np.repeat(sigma, reads) * rng.standard_normal(n_dev * reads)
     idx = np.tile(np.arange(reads), n_dev)
-    path = write_csv(tmp_path / "reads.csv", ["device_id", "g_us", "read_idx", "t_s"],
-                     [dev_ids, g, idx, np.zeros(n_dev * reads)])
+    path = write_csv(
+        tmp_path / "reads.csv", ["device_id", "g_us", "read_idx", "t_s"], [dev_ids, g, idx, np.zeros(n_dev * reads)]
+    )
     assert cli("fit-device", path, "--out", tmp_path / "d.json", "--report", tmp_path / "r.json") == 0
     rep = json.loads((tmp_path / "r.json").read_text())["read_noise_repeated"]
     assert rep["abs_rel"]["sigma_abs"] == pytest.approx(0.3, abs=0.1)
@@ -197,6 +221,7 @@ def test_read_noise_from_repeated_reads(tmp_path, capsys):
     import torch
 
     from crossbar.devices import noise_sigma
+
     s = noise_sigma(torch.tensor([20.0, 80.0], dtype=torch.float64), dev.read_noise)
     assert s.tolist() == pytest.approx([math.hypot(0.3, 0.4), math.hypot(0.3, 1.6)], rel=0.12)
 
@@ -205,7 +230,7 @@ def _ou(rng, n, dt, tau, sigma):
     rho = math.exp(-dt / tau)
     from scipy.signal import lfilter
 
-    e = sigma * math.sqrt(1 - rho ** 2) * rng.standard_normal(n)
+    e = sigma * math.sqrt(1 - rho**2) * rng.standard_normal(n)
     e[0] = sigma * rng.standard_normal()
     return lfilter([1.0], [1.0, -rho], e)
 
@@ -220,8 +245,12 @@ def test_time_series_read_noise_windowed_sigma_and_psd(tmp_path, capsys):
         rows["t_s"] += list(np.arange(n) / fs)
         rows["g_us"] += list(x)
     path = write_csv(tmp_path / "ts.csv", ["device_id", "t_s", "g_us"], [rows[k] for k in ("device_id", "t_s", "g_us")])
-    assert cli("fit-device", path, "--out", tmp_path / "d.json", "--report", tmp_path / "r.json",
-               "--plots", tmp_path / "p") == 0
+    assert (
+        cli(
+            "fit-device", path, "--out", tmp_path / "d.json", "--report", tmp_path / "r.json", "--plots", tmp_path / "p"
+        )
+        == 0
+    )
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["time_series_events"] == 2
     for s in rep["time_series"]:
@@ -242,18 +271,35 @@ def test_time_series_read_noise_windowed_sigma_and_psd(tmp_path, capsys):
 
 def test_units_and_column_mapping_give_the_same_fit(tmp_path, capsys):
     rows, _ = synthetic_relaxation(n_dev=800, seed=6)
-    g, lo, hi = rows["g_us"], rows["target_lo_us"], rows["target_hi_us"]
+    g = rows["g_us"]
     keep = g > 0
     sub = {k: v[keep] for k, v in rows.items()}
-    write_csv(tmp_path / "us.csv", ["device_id", "g_us", "target_lo_us", "target_hi_us", "t_s"],
-              [sub[k] for k in ("device_id", "g_us", "target_lo_us", "target_hi_us", "t_s")])
-    write_csv(tmp_path / "ohm.tsv", ["cell", "R", "R_hi", "R_lo", "time"],
-              [sub["device_id"], 1e6 / sub["g_us"], 1e6 / sub["target_lo_us"], 1e6 / sub["target_hi_us"], sub["t_s"]])
+    write_csv(
+        tmp_path / "us.csv",
+        ["device_id", "g_us", "target_lo_us", "target_hi_us", "t_s"],
+        [sub[k] for k in ("device_id", "g_us", "target_lo_us", "target_hi_us", "t_s")],
+    )
+    write_csv(
+        tmp_path / "ohm.tsv",
+        ["cell", "R", "R_hi", "R_lo", "time"],
+        [sub["device_id"], 1e6 / sub["g_us"], 1e6 / sub["target_lo_us"], 1e6 / sub["target_hi_us"], sub["t_s"]],
+    )
     text = (tmp_path / "ohm.tsv").read_text().replace(",", "\t")
     (tmp_path / "ohm.tsv").write_text(text)
     assert cli("fit-device", tmp_path / "us.csv", "--out", tmp_path / "a.json") == 0
-    assert cli("fit-device", tmp_path / "ohm.tsv", "--out", tmp_path / "b.json", "--units", "ohm", "--columns",
-               "device_id=cell,g_us=R,target_lo_us=R_hi,target_hi_us=R_lo,t_s=time") == 0
+    assert (
+        cli(
+            "fit-device",
+            tmp_path / "ohm.tsv",
+            "--out",
+            tmp_path / "b.json",
+            "--units",
+            "ohm",
+            "--columns",
+            "device_id=cell,g_us=R,target_lo_us=R_hi,target_hi_us=R_lo,t_s=time",
+        )
+        == 0
+    )
     a, b = load_device(tmp_path / "a.json"), load_device(tmp_path / "b.json")
     assert np.allclose(a.programming.quantiles.q, b.programming.quantiles.q, atol=2e-4)
     assert np.allclose(a.drift.relaxation.q, b.drift.relaxation.q, atol=2e-4)
@@ -288,6 +334,7 @@ def test_base_writes_a_whole_config_the_simulator_programs(tmp_path, capsys):
     import torch
 
     from crossbar.tile import Tile
+
     w = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
     tile = Tile(w, torch.zeros(6), cfg).program(0, 1)
     assert torch.isfinite(tile.g_pos).all()
@@ -297,27 +344,34 @@ def test_base_writes_a_whole_config_the_simulator_programs(tmp_path, capsys):
 GOOD = "device_id,g_us,t_s\nd0,10.5,0\nd0,10.1,1\nd1,20.0,0\n"
 
 
-@pytest.mark.parametrize("text, args, fragments", [
-    ("", [], ["empty file"]),
-    ("device_id,g_us\n", [], ["no data rows"]),
-    ("device_id,t_s\nd0,0\n", [], ["missing required column 'g_us'", "--columns g_us="]),
-    ("device_id,g_us\nd0,10\nd1,abc\n", [], ["row 2 (line 3)", "g_us", "'abc' is not a number", ">= 0 uS"]),
-    ("device_id,g_us\nd0,10\nd1,-3\n", [], ["row 2 (line 3)", "negative conductance"]),
-    ("device_id,g_us\nd0,10\nd1,nan\n", [], ["row 2", "not finite"]),
-    ("device_id,g_us\nd0,10\nd1,\n", [], ["row 2", "empty value"]),
-    ("device_id,g_us\nd0,10,3\n", [], ["row 1 (line 2) has 3 fields but the header has 2"]),
-    ("device_id,g_us\n,10\n", [], ["row 1", "empty device_id"]),
-    ("device_id,g_us,t_s\nd0,10,-1\n", [], ["row 1", "t_s", "negative"]),
-    ("device_id,R\nd0,0\n", ["--units", "ohm", "--columns", "g_us=R"], ["row 1", "g_us (file column 'R')", "non-positive resistance"]),
-    ("device_id,g_us\nd0,10\n", ["--columns", "g_us=G"], ["maps g_us to 'G'", "no such column"]),
-    ("device_id,g_us\nd0,10\n", ["--columns", "gus=g_us"], ["'gus' is not a column of the format"]),
-    ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,12,11\n", [], ["row 1", "above target_hi_us", "lo <= hi"]),
-    ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,9,\n", [], ["row 1", "target_hi_us", "both"]),
-    ("device_id,g_us,target_lo_us\nd0,10,9\n", [], ["needs both target_lo_us and target_hi_us"]),
-    ("device_id,g_us,target_g_us\nd0,10,10\nd0,11,12\n", [], ["row 2", "one programming event has one target"]),
-    ("device_id,g_us,verify_ok\nd0,10,maybe\n", [], ["row 1", "verify_ok", "'maybe'", "yes/no"]),
-    ("device_id,g_us,g_us\nd0,1,2\n", [], ["column 'g_us' appears twice"]),
-])
+@pytest.mark.parametrize(
+    "text, args, fragments",
+    [
+        ("", [], ["empty file"]),
+        ("device_id,g_us\n", [], ["no data rows"]),
+        ("device_id,t_s\nd0,0\n", [], ["missing required column 'g_us'", "--columns g_us="]),
+        ("device_id,g_us\nd0,10\nd1,abc\n", [], ["row 2 (line 3)", "g_us", "'abc' is not a number", ">= 0 uS"]),
+        ("device_id,g_us\nd0,10\nd1,-3\n", [], ["row 2 (line 3)", "negative conductance"]),
+        ("device_id,g_us\nd0,10\nd1,nan\n", [], ["row 2", "not finite"]),
+        ("device_id,g_us\nd0,10\nd1,\n", [], ["row 2", "empty value"]),
+        ("device_id,g_us\nd0,10,3\n", [], ["row 1 (line 2) has 3 fields but the header has 2"]),
+        ("device_id,g_us\n,10\n", [], ["row 1", "empty device_id"]),
+        ("device_id,g_us,t_s\nd0,10,-1\n", [], ["row 1", "t_s", "negative"]),
+        (
+            "device_id,R\nd0,0\n",
+            ["--units", "ohm", "--columns", "g_us=R"],
+            ["row 1", "g_us (file column 'R')", "non-positive resistance"],
+        ),
+        ("device_id,g_us\nd0,10\n", ["--columns", "g_us=G"], ["maps g_us to 'G'", "no such column"]),
+        ("device_id,g_us\nd0,10\n", ["--columns", "gus=g_us"], ["'gus' is not a column of the format"]),
+        ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,12,11\n", [], ["row 1", "above target_hi_us", "lo <= hi"]),
+        ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,9,\n", [], ["row 1", "target_hi_us", "both"]),
+        ("device_id,g_us,target_lo_us\nd0,10,9\n", [], ["needs both target_lo_us and target_hi_us"]),
+        ("device_id,g_us,target_g_us\nd0,10,10\nd0,11,12\n", [], ["row 2", "one programming event has one target"]),
+        ("device_id,g_us,verify_ok\nd0,10,maybe\n", [], ["row 1", "verify_ok", "'maybe'", "yes/no"]),
+        ("device_id,g_us,g_us\nd0,1,2\n", [], ["column 'g_us' appears twice"]),
+    ],
+)
 def test_bad_measurement_files_give_one_line_errors(tmp_path, capsys, text, args, fragments):
     path = tmp_path / "bad.csv"
     path.write_text(text)
@@ -354,8 +408,9 @@ def test_simulate_device_input_errors_and_inputs_never_overwritten(tmp_path, cap
     dev.write_text(json.dumps({"g_min": 0.0, "g_max": 100.0}))
     tg.write_text("device_id,target_g_us,g_us\nd0,10,10.4\n")
     assert cli("simulate-device", dev, "--targets", tg, "--out", tmp_path / "s.csv") == 0
-    assert read_sim(tmp_path / "s.csv") == [{"device_id": "d0", "target_g_us": "10", "measured_g_us": "10.4",
-                                             "g_us": "10"}]
+    assert read_sim(tmp_path / "s.csv") == [
+        {"device_id": "d0", "target_g_us": "10", "measured_g_us": "10.4", "g_us": "10"}
+    ]
 
 
 def test_parse_columns_and_measurement_basics(tmp_path):
@@ -384,7 +439,7 @@ def test_real_rram_tech_b_acceptance(tmp_path):
     start = time.perf_counter()
     res = _script().tech_b(data, tmp_path, seed=0, plots=None, quiet=True)
     assert res["ks_1e4_median"] <= 0.15
-    assert res["ks_1e4_gaussian_median"] > 0.2          # a Gaussian matched per level fails it
+    assert res["ks_1e4_gaussian_median"] > 0.2  # a Gaussian matched per level fails it
     assert res["programming_pass"], res["programming_sigma"]
     assert res["ks_1e4_median_targets_unknown"] <= 0.15
     assert res["device_json_bytes"] < 200_000
@@ -397,15 +452,26 @@ def test_real_rram_tech_a_windowed_read_noise(tmp_path):
     data = shared_data("rram_levy_relaxation")
     mod = _script()
     a = mod.load_tech_a(data)
-    n = 20_000                                          # 50 s of each cell keeps the test short
+    n = 20_000  # 50 s of each cell keeps the test short
     rows = [["cell", "t_s", "g_us"]]
     for lv, x in zip(a["level"], a["g_S"][:, :n] * 1e6):
         rows += [[f"level{lv}", f"{i / a['fs']:.6f}", repr(float(v))] for i, v in enumerate(x)]
     path = tmp_path / "a.csv"
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(rows)
-    assert cli("fit-device", path, "--out", tmp_path / "d.json", "--columns", "device_id=cell",
-               "--report", tmp_path / "r.json") == 0
+    assert (
+        cli(
+            "fit-device",
+            path,
+            "--out",
+            tmp_path / "d.json",
+            "--columns",
+            "device_id=cell",
+            "--report",
+            tmp_path / "r.json",
+        )
+        == 0
+    )
     rep = json.loads((tmp_path / "r.json").read_text())
     assert all(s["psd_slope"] < -0.5 for s in rep["time_series"])
     for g in rep["goodness"]["time_series"]:
@@ -413,4 +479,4 @@ def test_real_rram_tech_a_windowed_read_noise(tmp_path):
             if float(T) <= 10:
                 assert abs(r - 1) <= 0.3, (g["series"], T, r)
     x = a["g_S"][0, :n] * 1e6
-    assert windowed_sigma(x, 400) > windowed_sigma(x, 40)   # 1/f: sigma grows with the window
+    assert windowed_sigma(x, 400) > windowed_sigma(x, 40)  # 1/f: sigma grows with the window

@@ -1,4 +1,5 @@
 """Device model statistics against their analytic values."""
+
 import math
 
 import pytest
@@ -16,9 +17,11 @@ def _dev(**changes):
 def test_programming_noise_sigma_abs_and_rel():
     n = 200_000
     target = torch.full((n,), 50.0, dtype=torch.float64)
-    for changes, expected in [({"programming": {"sigma_abs": 2.0}}, 2.0),
-                              ({"programming": {"sigma_rel": 0.04}}, 2.0),
-                              ({"programming": {"sigma_abs": 1.5, "sigma_rel": 0.04}}, 2.5)]:
+    for changes, expected in [
+        ({"programming": {"sigma_abs": 2.0}}, 2.0),
+        ({"programming": {"sigma_rel": 0.04}}, 2.0),
+        ({"programming": {"sigma_abs": 1.5, "sigma_rel": 0.04}}, 2.5),
+    ]:
         p = devices.program(target, _dev(**changes), generator(1, "t"))
         assert float((p.g - 50).std()) == pytest.approx(expected, rel=0.02)
         assert abs(float((p.g - 50).mean())) < 4 * expected / math.sqrt(n)
@@ -73,7 +76,7 @@ def test_conductance_dependent_drift_and_accumulated_noise():
     assert float(p.nu[:n].mean()) == pytest.approx(0.1, rel=0.01)
     assert float(p.nu[n:].mean()) == pytest.approx(0.06, rel=0.01)
     assert float(p.nu[n:].std()) == pytest.approx(0.012, rel=0.02)
-    g_t = devices.at_inference(torch.full_like(target, 50.0), p, dev.drift)   # every device at 50 uS
+    g_t = devices.at_inference(torch.full_like(target, 50.0), p, dev.drift)  # every device at 50 uS
     drifted = 50.0 * (2000 / 20) ** -p.nu[n:]
     rel = (g_t[n:] - drifted) / drifted
     assert float(rel.std()) == pytest.approx(0.025 * math.sqrt(math.log((2000 + 1e-6) / 2e-6)), rel=0.02)
@@ -87,9 +90,11 @@ def test_drift_tables_are_validated():
     from crossbar.config import load_config
     from crossbar.errors import CrossbarInputError
 
-    for bad, msg in [({"g": [0.0, 1.0, 2.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0, 0.0]}, "must match"),
-                     ({"g": [1.0, 0.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0]}, "increasing"),
-                     ({"g": [0.0, 1.0], "nu": [0.1, -0.1], "nu_std": [0.0, 0.0]}, ">= 0")]:
+    for bad, msg in [
+        ({"g": [0.0, 1.0, 2.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0, 0.0]}, "must match"),
+        ({"g": [1.0, 0.0], "nu": [0.1, 0.1], "nu_std": [0.0, 0.0]}, "increasing"),
+        ({"g": [0.0, 1.0], "nu": [0.1, -0.1], "nu_std": [0.0, 0.0]}, ">= 0"),
+    ]:
         with pytest.raises(CrossbarInputError, match=msg):
             load_config("ideal").replace(**{"device.drift.nu_table": bad})
 
@@ -153,9 +158,9 @@ def test_empirical_relaxation_by_target_reproduces_each_time_and_keeps_ranks():
     import numpy as np
 
     t_tab = [0.0, 100.0, 10000.0]
-    q_t = [[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]]          # t = 0 (first read)
-    q_t.append([v - 1.0 for v in q_t[0]])                             # 100 s: shifted down by 1 uS
-    q_t.append([2 * v - 3.0 for v in q_t[0]])                         # 1e4 s: broadened
+    q_t = [[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]]  # t = 0 (first read)
+    q_t.append([v - 1.0 for v in q_t[0]])  # 100 s: shifted down by 1 uS
+    q_t.append([2 * v - 3.0 for v in q_t[0]])  # 1e4 s: broadened
     relax = {"reference": "target", "g": [20.0], "t": t_tab, "p": P, "q": [q_t]}
     prog = {"quantiles": {"g": [20.0], "p": P, "q": [q_t[0]]}}
     dev = _dev(g_min=0.0, g_max=100.0, programming=prog, drift={"relaxation": relax, "t_inference": 1e4})
@@ -184,8 +189,9 @@ def test_empirical_relaxation_by_first_read_adds_an_independent_change():
     q0 = [0.0] * len(P)
     q1 = [-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0]
     relax = {"reference": "first_read", "g": [10.0, 90.0], "t": [0.0, 1000.0], "p": P, "q": [[q0, q1], [q0, q1]]}
-    dev = _dev(g_min=0.0, g_max=100.0, programming={"sigma_abs": 1.0},
-               drift={"relaxation": relax, "t_inference": 1000.0})
+    dev = _dev(
+        g_min=0.0, g_max=100.0, programming={"sigma_abs": 1.0}, drift={"relaxation": relax, "t_inference": 1000.0}
+    )
     target = torch.full((100_000,), 50.0, dtype=torch.float64)
     p = devices.program(target, dev, generator(3, "t"))
     change = (devices.at_inference(p.g, p, dev.drift) - p.g).numpy()
@@ -211,12 +217,20 @@ def test_empirical_features_off_draw_nothing_and_on_draw_last():
 
 
 def test_conductance_at_is_at_inference_with_a_time_per_device():
-    dev = _dev(drift={"nu": 0.05, "nu_std": 0.01, "t_inference": 3000.0,
-                      "accumulated_noise": {"g": [0.0, 100.0], "q": [0.03, 0.01], "t_read": 1e-6}})
+    dev = _dev(
+        drift={
+            "nu": 0.05,
+            "nu_std": 0.01,
+            "t_inference": 3000.0,
+            "accumulated_noise": {"g": [0.0, 100.0], "q": [0.03, 0.01], "t_read": 1e-6},
+        }
+    )
     target = torch.linspace(1, 100, 1000, dtype=torch.float64)
     p = devices.program(target, dev, generator(0, "t"))
-    assert torch.equal(devices.at_inference(p.g, p, dev.drift),
-                       devices.conductance_at(p.g, p, dev.drift, torch.full_like(target, 3000.0)))
+    assert torch.equal(
+        devices.at_inference(p.g, p, dev.drift),
+        devices.conductance_at(p.g, p, dev.drift, torch.full_like(target, 3000.0)),
+    )
 
 
 def test_empirical_device_programs_a_tile_and_an_nladc():
@@ -226,31 +240,68 @@ def test_empirical_device_programs_a_tile_and_an_nladc():
 
     q_t = [[-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0]]
     q_t.append([2 * v - 1.0 for v in q_t[0]])
-    device = {"g_min": 0.0, "g_max": 100.0, "programming": {"quantiles": {"g": [20.0, 80.0], "p": P, "q": [q_t[0], q_t[0]]}},
-              "drift": {"relaxation": {"reference": "target", "g": [20.0, 80.0], "t": [0.0, 1e4], "p": P,
-                                       "q": [q_t, q_t]}, "t_inference": 1e4}}
+    device = {
+        "g_min": 0.0,
+        "g_max": 100.0,
+        "programming": {"quantiles": {"g": [20.0, 80.0], "p": P, "q": [q_t[0], q_t[0]]}},
+        "drift": {
+            "relaxation": {"reference": "target", "g": [20.0, 80.0], "t": [0.0, 1e4], "p": P, "q": [q_t, q_t]},
+            "t_inference": 1e4,
+        },
+    }
     cfg = load_config("rram_nladc_5b").replace(device=device)
     w, b = torch.randn(8, 12, generator=torch.Generator().manual_seed(0)), torch.zeros(8)
     t1, t2 = Tile(w, b, cfg).program(0, 2), Tile(w, b, cfg).program(0, 2)
     assert torch.equal(t1.g_pos, t2.g_pos) and not torch.equal(t1.g_pos[0], t1.g_pos[1])
     design = compile_design("sigmoid", 5, cfg.nl_adc.level_spacing)
-    adc = NLADC(design, cfg, 4).program(0, 2)   # calibration re-programs the bias devices one by one
+    adc = NLADC(design, cfg, 4).program(0, 2)  # calibration re-programs the bias devices one by one
     assert torch.isfinite(adc.thresholds).all()
 
 
-@pytest.mark.parametrize("bad, msg", [
-    ({"programming": {"quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[1.0, 0.0]]}}}, "non-decreasing"),
-    ({"programming": {"quantiles": {"g": [1.0], "p": [0.0, 0.5], "q": [[0.0, 1.0]]}}}, "from 0 to 1"),
-    ({"programming": {"quantiles": {"g": [1.0, 2.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}}, "must match"),
-    ({"programming": {"sigma_abs": 1.0, "quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}}, "not both"),
-    ({"read_noise": {"quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}}, "read_noise.quantiles"),
-    ({"drift": {"nu": 0.1, "relaxation": {"reference": "target", "g": [1.0], "t": [0.0, 1.0], "p": [0.0, 1.0],
-                                          "q": [[[0.0, 1.0], [0.0, 1.0]]]}}}, "replaces the power-law"),
-    ({"drift": {"relaxation": {"reference": "target", "g": [1.0], "t": [0.0, 1.0], "p": [0.0, 1.0],
-                               "q": [[[0.0, 1.0]]]}}}, "must match"),
-    ({"read_noise": {"flicker": {"tau": [1.0, 0.5], "g": [1.0], "sigma": [[0.1, 0.1]]}}}, "increasing"),
-    ({"programming": {"flicker": {"tau": [1.0], "g": [1.0], "sigma": [[0.1]]}}}, "programming.flicker"),
-])
+@pytest.mark.parametrize(
+    "bad, msg",
+    [
+        ({"programming": {"quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[1.0, 0.0]]}}}, "non-decreasing"),
+        ({"programming": {"quantiles": {"g": [1.0], "p": [0.0, 0.5], "q": [[0.0, 1.0]]}}}, "from 0 to 1"),
+        ({"programming": {"quantiles": {"g": [1.0, 2.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}}, "must match"),
+        (
+            {"programming": {"sigma_abs": 1.0, "quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}},
+            "not both",
+        ),
+        ({"read_noise": {"quantiles": {"g": [1.0], "p": [0.0, 1.0], "q": [[0.0, 1.0]]}}}, "read_noise.quantiles"),
+        (
+            {
+                "drift": {
+                    "nu": 0.1,
+                    "relaxation": {
+                        "reference": "target",
+                        "g": [1.0],
+                        "t": [0.0, 1.0],
+                        "p": [0.0, 1.0],
+                        "q": [[[0.0, 1.0], [0.0, 1.0]]],
+                    },
+                }
+            },
+            "replaces the power-law",
+        ),
+        (
+            {
+                "drift": {
+                    "relaxation": {
+                        "reference": "target",
+                        "g": [1.0],
+                        "t": [0.0, 1.0],
+                        "p": [0.0, 1.0],
+                        "q": [[[0.0, 1.0]]],
+                    }
+                }
+            },
+            "must match",
+        ),
+        ({"read_noise": {"flicker": {"tau": [1.0, 0.5], "g": [1.0], "sigma": [[0.1, 0.1]]}}}, "increasing"),
+        ({"programming": {"flicker": {"tau": [1.0], "g": [1.0], "sigma": [[0.1]]}}}, "programming.flicker"),
+    ],
+)
 def test_empirical_tables_are_validated(bad, msg):
     from crossbar.config import load_config
     from crossbar.errors import CrossbarInputError
@@ -268,7 +319,7 @@ def test_flicker_components_are_ornstein_uhlenbeck():
     n_series, n = 400, 200
     t = np.tile(np.arange(n) * 0.01, n_series)
     group = np.repeat(np.arange(n_series), n)
-    g_ref = np.full(n_series, 50.0)                      # sigma 2 uS at 50 uS
+    g_ref = np.full(n_series, 50.0)  # sigma 2 uS at 50 uS
     x = devices.flicker(g_ref, spec, group, t, generator(0, "f")).reshape(n_series, n)
     assert float(x.std()) == pytest.approx(2.0, rel=0.03)
     lag1 = float(np.mean(x[:, 1:] * x[:, :-1]) / np.mean(x * x))

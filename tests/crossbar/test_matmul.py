@@ -1,4 +1,5 @@
 """PreparedMatmul: the tile's products (oneDNN on CPU float32, torch.bmm elsewhere)."""
+
 import torch
 
 from crossbar.matmul import ONEDNN, PreparedMatmul
@@ -15,13 +16,13 @@ def test_products_match_bmm_and_are_reproducible():
     assert mm.backend == ("onednn" if ONEDNN else "bmm")
     y = mm(x)
     assert torch.allclose(y, torch.bmm(x, w), rtol=1e-5, atol=1e-4)
-    assert torch.equal(y, mm(x))                                   # same call, same bits
-    assert torch.equal(y[:, :7], mm(x[:, :7].contiguous()))        # rows do not depend on the batch
-    assert torch.equal(y[1:2], PreparedMatmul(w[1:2])(x[1:2]))     # instance m alone = in the batch
+    assert torch.equal(y, mm(x))  # same call, same bits
+    assert torch.equal(y[:, :7], mm(x[:, :7].contiguous()))  # rows do not depend on the batch
+    assert torch.equal(y[1:2], PreparedMatmul(w[1:2])(x[1:2]))  # instance m alone = in the batch
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert torch.equal(y, mm(x))                               # nor on the thread count
+        assert torch.equal(y, mm(x))  # nor on the thread count
     finally:
         torch.set_num_threads(threads)
 
@@ -32,6 +33,6 @@ def test_fallback_to_bmm_where_onednn_does_not_apply():
     w32, x32 = w.float().requires_grad_(), x.float()
     mm = PreparedMatmul(w32)
     assert mm.backend == "bmm"
-    mm(x32).sum().backward()                                       # training keeps its gradients
+    mm(x32).sum().backward()  # training keeps its gradients
     assert w32.grad is not None
-    assert PreparedMatmul(w.float())(x.float()[:, :0]).shape == (2, 0, 5)   # empty batch
+    assert PreparedMatmul(w.float())(x.float()[:, :0]).shape == (2, 0, 5)  # empty batch

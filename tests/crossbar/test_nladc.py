@@ -1,4 +1,5 @@
 """NL-ADC: exact with ideal devices (property tests), calibration, faults, V_read robustness."""
+
 import json
 import math
 
@@ -19,7 +20,7 @@ IDEAL64 = default_config(**{"simulation.dtype": "float64", "adc.kind": "nl_ramp"
 
 def _quantised_level(act, x, bits, spacing="mid_tread"):
     """Index of the level of f(x) on the uniform output grid, and the distance to a boundary."""
-    values, bounds = level_grid(*act.out_range, 2 ** bits, spacing)
+    values, bounds = level_grid(*act.out_range, 2**bits, spacing)
     fx = act.f(x.double())
     idx = (fx[:, None] > bounds[None, :]).sum(1)
     dist = (fx[:, None] - bounds[None, :]).abs().min(1).values
@@ -27,13 +28,19 @@ def _quantised_level(act, x, bits, spacing="mid_tread"):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(fn=st.sampled_from(MONOTONIC), bits=st.integers(1, 10), seed=st.integers(0, 2**31 - 1),
-       spacing=st.sampled_from(["mid_tread", "mid_rise"]))
+@given(
+    fn=st.sampled_from(MONOTONIC),
+    bits=st.integers(1, 10),
+    seed=st.integers(0, 2**31 - 1),
+    spacing=st.sampled_from(["mid_tread", "mid_rise"]),
+)
 def test_ideal_devices_give_exactly_the_quantised_function(fn, bits, seed, spacing):
     design = compile_design(fn, bits, spacing)
     adc = NLADC(design, IDEAL64, columns=3).program(seed, 2)
     act = get_activation(fn)
-    x = design.x_lo + (design.x_hi - design.x_lo) * torch.rand(400, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = design.x_lo + (design.x_hi - design.x_lo) * torch.rand(
+        400, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     y = x.view(1, -1, 1).expand(2, -1, 3)
     codes = adc.codes(y)
     level, values, dist = _quantised_level(act, x, bits, spacing)
@@ -53,7 +60,7 @@ def test_non_monotonic_functions_use_a_lut_and_stay_close(bits, fn):
     design = compile_design(fn, bits)
     act = get_activation(fn)
     assert design.needs_lut and design.pieces == 2
-    assert design.hardware_summary()["lut_bits"] == 2 ** bits * bits
+    assert design.hardware_summary()["lut_bits"] == 2**bits * bits
     x = torch.linspace(design.x_lo, design.x_hi, 5001, dtype=torch.float64)
     step = (act.out_range[1] - act.out_range[0]) / (design.levels_used - 1)
     assert float((design.ideal_convert(x) - act.f(x)).abs().max()) <= 0.5 * step + 1e-6
@@ -63,9 +70,9 @@ def test_non_monotonic_functions_use_a_lut_and_stay_close(bits, fn):
 
 
 def test_python_callable_activation():
-    design = compile_design(lambda x: x ** 3, 4, domain=(-1.0, 1.0))
+    design = compile_design(lambda x: x**3, 4, domain=(-1.0, 1.0))
     x = torch.linspace(-1, 1, 101, dtype=torch.float64)
-    assert float((design.ideal_convert(x) - x ** 3).abs().max()) <= 1 / 15 + 1e-9
+    assert float((design.ideal_convert(x) - x**3).abs().max()) <= 1 / 15 + 1e-9
     with pytest.raises(CrossbarInputError, match="domain"):
         compile_design(lambda x: x, 4)
     with pytest.raises(CrossbarInputError, match="unknown activation"):
@@ -77,7 +84,10 @@ def test_data_aware_design_beats_uniform_on_its_data():
     act = get_activation("tanh")
     uni = compile_design("tanh", 3)
     aware = compile_design("tanh", 3, design="data_aware", samples=samples)
-    mse = lambda d: float((d.ideal_convert(samples) - act.f(samples)).pow(2).mean())
+
+    def mse(d):
+        return float((d.ideal_convert(samples) - act.f(samples)).pow(2).mean())
+
     assert aware.needs_lut and mse(aware) < 0.7 * mse(uni)
 
 
@@ -102,8 +112,8 @@ def test_stuck_off_ramp_device_is_partly_compensated():
     before = faulty.calibration.inl_max_before.mean()
     after = faulty.calibration.inl_max_after.mean()
     assert before > clean.calibration.inl_max_before.mean() + 0.5  # the fault is visible
-    assert after < 0.75 * before                                    # calibration compensates part of it
-    assert after > clean.calibration.inl_max_after.mean()           # but not all of it
+    assert after < 0.75 * before  # calibration compensates part of it
+    assert after > clean.calibration.inl_max_after.mean()  # but not all of it
 
 
 def test_vread_sweep_ratiometric_vs_fixed_reference():
@@ -160,12 +170,30 @@ def test_conversion_time_counts_cycles():
 
 
 def test_cli_adc_writes_summary_and_plots(tmp_path):
-    from rnn_models.cli import main
     from crossbar.characterize import SUMMARY_KEYS
+    from rnn_models.cli import main
 
     out, js = tmp_path / "adc", tmp_path / "s.json"
-    assert main(["adc", "--config", "rram_nladc_4b", "--mc", "3", "--columns", "4", "--out", str(out),
-                 "--json", str(js), "--vread-sweep", "0.15:0.25:0.05"]) == 0
+    assert (
+        main(
+            [
+                "adc",
+                "--config",
+                "rram_nladc_4b",
+                "--mc",
+                "3",
+                "--columns",
+                "4",
+                "--out",
+                str(out),
+                "--json",
+                str(js),
+                "--vread-sweep",
+                "0.15:0.25:0.05",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(js.read_text())
     assert set(summary) == {"sigmoid", "tanh"}
     for fn in summary.values():
@@ -185,8 +213,9 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
 
     if not kernels.available():
         pytest.skip("numba not installed")
-    cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": "float64" if dtype == torch.float64 else "float32",
-                                                  "device.stuck_off_prob": 0.05})  # ties: zero-width codes
+    cfg = load_config("rram_nladc_5b").replace(
+        **{"simulation.dtype": "float64" if dtype == torch.float64 else "float32", "device.stuck_off_prob": 0.05}
+    )  # ties: zero-width codes
     design = compile_design(get_activation("tanh"), 5, "mid_tread")
     adc = NLADC(design, cfg, 48).program(3, 3)
     y = torch.randn(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 2
@@ -202,8 +231,10 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
         values = adc.convert(y, instance_generators(0, "n", 0, 3), v_scale, var=var)  # the kernel's value path
         assert torch.equal(values, design.values.to(dtype)[ref])
     # the input variance moves codes (it is drawn with the converter's noise)
-    assert not torch.equal(adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=in_var * 100),
-                           adc.codes(y, instance_generators(0, "n", 0, 3), v_scale))
+    assert not torch.equal(
+        adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=in_var * 100),
+        adc.codes(y, instance_generators(0, "n", 0, 3), v_scale),
+    )
     quiet = adc.codes(y, None, v_scale, noisy=False, var=in_var)
     assert torch.equal(quiet, torch.searchsorted(t, y.transpose(1, 2).contiguous()).transpose(1, 2))
 
@@ -216,23 +247,50 @@ def test_kernel_and_definition_agree_next_to_a_threshold():
 
     if not kernels.available():
         pytest.skip("numba not installed")
-    t = torch.tensor([-2.0260772705078125, -1.4574859142303467, -1.1926411390304565, -1.0081347227096558,
-                      -0.8604618310928345, -0.738069474697113, -0.6438055634498596, -0.5402060151100159,
-                      -0.4497110843658447, -0.38412415981292725, -0.30467528104782104, -0.23767825961112976,
-                      -0.17424476146697998, -0.11187949776649475, -0.047854576259851456, 0.01761641353368759,
-                      0.07710220664739609, 0.1341714859008789, 0.20305675268173218, 0.2694847583770752,
-                      0.35224294662475586, 0.42834144830703735, 0.5112186670303345, 0.5964184403419495,
-                      0.6911917924880981, 0.7935579419136047, 0.9209964871406555, 1.0745035409927368,
-                      1.2583895921707153, 1.5405669212341309, 2.088411569595337]).view(1, 1, 31)
+    t = torch.tensor(
+        [
+            -2.0260772705078125,
+            -1.4574859142303467,
+            -1.1926411390304565,
+            -1.0081347227096558,
+            -0.8604618310928345,
+            -0.738069474697113,
+            -0.6438055634498596,
+            -0.5402060151100159,
+            -0.4497110843658447,
+            -0.38412415981292725,
+            -0.30467528104782104,
+            -0.23767825961112976,
+            -0.17424476146697998,
+            -0.11187949776649475,
+            -0.047854576259851456,
+            0.01761641353368759,
+            0.07710220664739609,
+            0.1341714859008789,
+            0.20305675268173218,
+            0.2694847583770752,
+            0.35224294662475586,
+            0.42834144830703735,
+            0.5112186670303345,
+            0.5964184403419495,
+            0.6911917924880981,
+            0.7935579419136047,
+            0.9209964871406555,
+            1.0745035409927368,
+            1.2583895921707153,
+            1.5405669212341309,
+            2.088411569595337,
+        ]
+    ).view(1, 1, 31)
     read_var = torch.full((1, 1, 31), 0.00021263725648168474)
     yt = torch.tensor([[[0.2517327070236206]]])
     noise = torch.tensor([[[0.988385021686554]]])
     cmp_sigma = 0.010485645146218027
     ref = reference_codes(yt, t, read_var, noise, 1.0, cmp_sigma)
-    fast = kernels.nl_codes(yt, t, read_var, noise, 1.0, cmp_sigma ** 2)
+    fast = kernels.nl_codes(yt, t, read_var, noise, 1.0, cmp_sigma**2)
     assert torch.equal(ref, fast)
     # the definition's noise amplitude is the correctly rounded float32 square root
-    var = read_var[0, 0, 19] + cmp_sigma ** 2
+    var = read_var[0, 0, 19] + cmp_sigma**2
     assert float(torch.sqrt(var.double()).float()) == float(torch.tensor(math.sqrt(float(var))).float())
 
 
@@ -242,8 +300,9 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
     from crossbar.periphery.readout import ColumnReadout
     from crossbar.rng import instance_generators
 
-    cfg = load_config("rram_conventional_adc_5b").replace(**{"adc.bits": 12, "adc.range_mode": "fixed",
-                                                             "adc.in_min": -4.0, "adc.in_max": 4.0})
+    cfg = load_config("rram_conventional_adc_5b").replace(
+        **{"adc.bits": 12, "adc.range_mode": "fixed", "adc.in_min": -4.0, "adc.in_max": 4.0}
+    )
     ro = ColumnReadout(cfg, "identity", 3)
     y = torch.zeros(1, 20_000, 3)
     var = torch.tensor([0.01, 0.04, 0.25]).expand(1, 20_000, 3)
@@ -252,6 +311,9 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
     # without var nothing is drawn: a generator changes nothing, and zero inputs stay the zero code
     assert torch.equal(ro.convert(y, instance_generators(0, "n", 0, 1)), ro.convert(y, None))
     assert torch.equal(ro.convert(y, None), torch.zeros_like(y) + ro.convert(torch.zeros(1, 1, 3), None))
-    blocks = ro.convert_blocks(y.unsqueeze(2).expand(1, 20_000, 2, 3).contiguous(),
-                               instance_generators(0, "n", 0, 1), var=var.unsqueeze(2).expand(1, 20_000, 2, 3))
+    blocks = ro.convert_blocks(
+        y.unsqueeze(2).expand(1, 20_000, 2, 3).contiguous(),
+        instance_generators(0, "n", 0, 1),
+        var=var.unsqueeze(2).expand(1, 20_000, 2, 3),
+    )
     assert torch.allclose(blocks.std(1)[0], (2 * var[0, 0]).sqrt(), rtol=0.03)  # two noisy partial sums

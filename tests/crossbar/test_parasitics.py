@@ -1,5 +1,6 @@
 """IR drop (crossbar/parasitics.py, crossbar/layout.py, the tile's effective matrices, netlists):
 against ngspice fixtures, invariants, and the r = 0 limit."""
+
 import argparse
 import shutil
 from pathlib import Path
@@ -38,8 +39,15 @@ def test_fixtures_are_committed():
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 def test_column_currents_match_ngspice(path):
     d = np.load(path, allow_pickle=False)
-    i = column_currents(d["g_us"], d["v"], float(d["r_wl"]), float(d["r_bl"]), float(d["r_driver"]),
-                        float(d["r_sense"]), float(d["r_access"]))
+    i = column_currents(
+        d["g_us"],
+        d["v"],
+        float(d["r_wl"]),
+        float(d["r_bl"]),
+        float(d["r_driver"]),
+        float(d["r_sense"]),
+        float(d["r_access"]),
+    )
     ref = d["i_ua"]
     assert i.shape == ref.shape
     assert np.max(np.abs(i - ref) / np.abs(ref)) <= 1e-6
@@ -186,8 +194,13 @@ def test_config_wires_section_and_legacy_key():
 
 # ----------------------------------------------------------------------------- the tile
 def _tile(mapping="differential", **wires):
-    changes = {"array.rows": 16, "array.cols": 8, "array.mapping": mapping, "simulation.dtype": "float64",
-               "device.g_min": 1.0}
+    changes = {
+        "array.rows": 16,
+        "array.cols": 8,
+        "array.mapping": mapping,
+        "simulation.dtype": "float64",
+        "device.g_min": 1.0,
+    }
     changes.update({f"array.wires.{k}": v for k, v in wires.items()})
     cfg = default_config(**changes)
     gen = torch.Generator().manual_seed(0)
@@ -228,7 +241,7 @@ def test_tile_read_noise_is_attenuated():
     _, var = tn.moments(x)
     a_pos, a_neg = tn._attenuation()
     gp, gn = tn.g_pos, tn.g_neg
-    expect = (x.new_ones(1, 31) @ ((0.05 * gp[0] * a_pos[0]) ** 2 + (0.05 * gn[0] * a_neg[0]) ** 2)[:, :])
+    expect = x.new_ones(1, 31) @ ((0.05 * gp[0] * a_pos[0]) ** 2 + (0.05 * gn[0] * a_neg[0]) ** 2)[:, :]
     # row-block sums of the variance (digital partial sums: one per block)
     got = var[0, 0].sum(0) / tn.variance_gain()[0]
     assert torch.allclose(got, expect[0], rtol=1e-10)
@@ -263,8 +276,22 @@ def test_netlist_command_writes_deck_and_expected_currents(tmp_path):
     np.savetxt(tmp_path / "g.csv", g, delimiter=",")
     np.savetxt(tmp_path / "v.csv", v, delimiter=",")
     parser = add_netlist_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--g", str(tmp_path / "g.csv"), "--v", str(tmp_path / "v.csv"), "--r-wl", "1",
-                              "--r-bl", "2", "--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "i.csv")])
+    args = parser.parse_args(
+        [
+            "--g",
+            str(tmp_path / "g.csv"),
+            "--v",
+            str(tmp_path / "v.csv"),
+            "--r-wl",
+            "1",
+            "--r-bl",
+            "2",
+            "--out",
+            str(tmp_path / "a.cir"),
+            "--expect",
+            str(tmp_path / "i.csv"),
+        ]
+    )
     assert run_netlist(args) == 0
     assert (tmp_path / "a.cir").read_text().startswith("* crossbar netlist of g.csv")
     cur = np.loadtxt(tmp_path / "i.csv", delimiter=",", ndmin=2)
@@ -278,12 +305,27 @@ def test_netlist_of_a_saved_tile_array(tmp_path):
     t = _tile(r_wl=1.0, r_bl=2.0)
     t.save(tmp_path / "t.h5")
     parser = add_netlist_arguments(argparse.ArgumentParser())
-    args = parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--instance", "1", "--block", "1,2", "--polarity",
-                              "neg", "--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "i.csv")])
+    args = parser.parse_args(
+        [
+            "--tile",
+            str(tmp_path / "t.h5"),
+            "--instance",
+            "1",
+            "--block",
+            "1,2",
+            "--polarity",
+            "neg",
+            "--out",
+            str(tmp_path / "a.cir"),
+            "--expect",
+            str(tmp_path / "i.csv"),
+        ]
+    )
     assert run_netlist(args) == 0
     g = t.g_neg[1, 16:31, 16:20].numpy()
     cur = np.loadtxt(tmp_path / "i.csv", delimiter=",", ndmin=2)
     assert np.allclose(cur, column_currents(g, np.full((1, 15), 0.2), 1.0, 2.0), rtol=1e-12)
     with pytest.raises(CrossbarInputError, match="--block"):
-        run_netlist(parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--block", "5,0", "--out",
-                                       str(tmp_path / "b.cir")]))
+        run_netlist(
+            parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--block", "5,0", "--out", str(tmp_path / "b.cir")])
+        )

@@ -1,4 +1,5 @@
 """Tile: exactness with everything ideal, noise statistics vs analytic, determinism, persistence."""
+
 import math
 
 import pytest
@@ -22,8 +23,15 @@ def _xw(seed=0, out=24, inp=40, batch=16):
 @pytest.mark.parametrize("partial", ["digital", "analog"])
 @pytest.mark.parametrize("bias_in_array", [True, False])
 def test_ideal_mvm_equals_matmul(mapping, partial, bias_in_array):
-    cfg = default_config(**{"array.mapping": mapping, "array.partial_sums": partial, "array.rows": 16,
-                            "array.cols": 8, "array.bias_in_array": bias_in_array})
+    cfg = default_config(
+        **{
+            "array.mapping": mapping,
+            "array.partial_sums": partial,
+            "array.rows": 16,
+            "array.cols": 8,
+            "array.bias_in_array": bias_in_array,
+        }
+    )
     w, b, x = _xw(inp=48)  # 48 inputs fill exactly three 16-row arrays: the bias row needs a fourth
     tile = Tile(w, b, cfg).program(0, 2)
     y = tile.mvm(x).sum(2)
@@ -37,8 +45,15 @@ def test_ideal_mvm_equals_matmul(mapping, partial, bias_in_array):
 
 def test_programming_noise_output_sigma_matches_analytic():
     sigma = 1.5
-    cfg = default_config(**{"array.mapping": "offset", "device.g_min": 0.0, "device.g_max": 100.0,
-                            "device.programming.sigma_abs": sigma, "array.bias_in_array": False})
+    cfg = default_config(
+        **{
+            "array.mapping": "offset",
+            "device.g_min": 0.0,
+            "device.g_max": 100.0,
+            "device.programming.sigma_abs": sigma,
+            "array.bias_in_array": False,
+        }
+    )
     w, _, x = _xw(out=8, inp=64, batch=1)
     w = w * 0.5  # keep targets well inside [g_min, g_max]: no clipping
     tile = Tile(w, None, cfg).program(7, 600)
@@ -51,10 +66,18 @@ def test_programming_noise_output_sigma_matches_analytic():
 @pytest.mark.parametrize("partial,bias_in_array", [("digital", True), ("analog", True), ("digital", False)])
 def test_moments_are_mean_and_variance_of_the_sampled_reads(partial, bias_in_array):
     """moments() (used by the chip path, whose converters sample the noise) = the statistics of mvm()."""
-    cfg = default_config(**{"device.read_noise.sigma_rel": 0.05, "device.read_noise.sigma_abs": 0.3,
-                            "array.rows": 32, "array.partial_sums": partial, "device.drift.nu": 0.05,
-                            "device.drift.t_inference": 1e4, "device.drift.compensation": True,
-                            "array.bias_in_array": bias_in_array})
+    cfg = default_config(
+        **{
+            "device.read_noise.sigma_rel": 0.05,
+            "device.read_noise.sigma_abs": 0.3,
+            "array.rows": 32,
+            "array.partial_sums": partial,
+            "device.drift.nu": 0.05,
+            "device.drift.t_inference": 1e4,
+            "device.drift.compensation": True,
+            "array.bias_in_array": bias_in_array,
+        }
+    )
     w, b, x = _xw(out=6, inp=50, batch=2)
     tile = Tile(w, b, cfg).program(1, 2)
     mean, var = tile.moments(x, v_read_actual=0.22)
@@ -83,7 +106,7 @@ def test_drift_scales_output_and_compensation_restores_it():
     w, _, x = _xw()
     y0 = x @ w.t()
     y = Tile(w, None, default_config(**base)).program(0, 1).mvm(x).sum(2)[0]
-    assert torch.allclose(y, y0 * 1000 ** -0.05, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(y, y0 * 1000**-0.05, rtol=1e-4, atol=1e-5)
     yc = Tile(w, None, default_config(**base, **{"device.drift.compensation": True})).program(0, 1).mvm(x).sum(2)[0]
     assert torch.allclose(yc, y0, rtol=1e-4, atol=1e-4)
 
@@ -164,8 +187,13 @@ def test_per_block_row_scaling_is_exact_when_ideal(mapping, tmp_path):
 def test_per_block_row_scaling_shrinks_absolute_noise_on_the_small_block():
     """Absolute programming noise (uS) on a block stored a-times larger and read a-times weaker
     reaches the output a-times smaller: error std ratio = a (analytic)."""
-    base = {"array.mapping": "offset", "device.g_min": 0.0, "device.g_max": 100.0,
-            "device.programming.sigma_abs": 1.0, "array.bias_in_array": False}
+    base = {
+        "array.mapping": "offset",
+        "device.g_min": 0.0,
+        "device.g_max": 100.0,
+        "device.programming.sigma_abs": 1.0,
+        "array.bias_in_array": False,
+    }
     g = torch.Generator().manual_seed(3)
     w = torch.cat([torch.randn(8, 32, generator=g), 0.1 * torch.randn(8, 32, generator=g)], 1)
     x = torch.cat([torch.zeros(1, 32), torch.rand(1, 32, generator=g) * 2 - 1], 1)  # drive the h block only
@@ -185,6 +213,10 @@ def test_row_blocks_must_partition_the_rows():
         Tile(w, b, cfg, row_groups=(30, 5))
     zero = w.clone()
     zero[:, 30:] = 0  # an all-zero block keeps amplitude 1 and does not set the reference
-    tile = Tile(zero, None, default_config(**{"array.row_scaling": "per_input_block", "array.bias_in_array": False}),
-                row_groups=(30, 10))
+    tile = Tile(
+        zero,
+        None,
+        default_config(**{"array.row_scaling": "per_input_block", "array.bias_in_array": False}),
+        row_groups=(30, 10),
+    )
     assert torch.equal(tile.row_gain, torch.ones(40))

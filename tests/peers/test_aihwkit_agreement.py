@@ -4,9 +4,11 @@ The same weights are programmed with aihwkit's PCM-like inference noise model (t
 periphery) and with our device section translated from it by ``crossbar.interop``; the MVM output
 error (simulated - ideal) is compared at several times after programming: its mean toward zero
 (mean of error * sign(ideal output): the drift's systematic shrink) and its standard deviation
-must agree within 3 % (the agreement README states).  ``python tests/peers/test_aihwkit_agreement.py`` prints the table that
+must agree within 3 % (the agreement README states).
+``python tests/peers/test_aihwkit_agreement.py`` prints the table that
 README quotes.  Install aihwkit with ``make aihwkit``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -16,7 +18,7 @@ from crossbar.config import default_config
 from crossbar.interop import device_from_aihwkit
 from crossbar.tile import Tile
 
-TIMES = (1.0, 3600.0, 86400.0, 3.15e7)   # s after programming: 1 s, 1 h, 1 day, 1 year
+TIMES = (1.0, 3600.0, 86400.0, 3.15e7)  # s after programming: 1 s, 1 h, 1 day, 1 year
 INSTANCES = 24
 
 
@@ -59,10 +61,18 @@ def aihwkit_errors(t_inference: float):
 def crossbar_errors(noise_model, t_inference: float):
     w, x = _problem()
     ideal = x @ w.t()
-    cfg = default_config(device=device_from_aihwkit(noise_model, t_inference),
-                         **{"array.mapping": "differential", "array.weight_scale": "max",
-                            "array.bias_in_array": False, "array.rows": 256, "array.cols": 256,
-                            "dac.bits": None, "adc.kind": "ideal"})
+    cfg = default_config(
+        device=device_from_aihwkit(noise_model, t_inference),
+        **{
+            "array.mapping": "differential",
+            "array.weight_scale": "max",
+            "array.bias_in_array": False,
+            "array.rows": 256,
+            "array.cols": 256,
+            "dac.bits": None,
+            "adc.kind": "ideal",
+        },
+    )
     tile = Tile(w, None, cfg).program(seed=2, instances=INSTANCES)
     y = tile.mvm(x).sum(2)
     return _stats(y - ideal, ideal)
@@ -88,5 +98,7 @@ if __name__ == "__main__":
     print("| t after programming (s) | mean error toward 0, aihwkit | ours | std, aihwkit | ours |")
     print("|---|---|---|---|---|")
     for t, a_mean, c_mean, a_std, c_std in agreement_table():
-        print(f"| {t:g} | {a_mean:.4f} | {c_mean:.4f} ({100 * (c_mean / a_mean - 1):+.1f} %) | "
-              f"{a_std:.4f} | {c_std:.4f} ({100 * (c_std / a_std - 1):+.1f} %) |")
+        print(
+            f"| {t:g} | {a_mean:.4f} | {c_mean:.4f} ({100 * (c_mean / a_mean - 1):+.1f} %) | "
+            f"{a_std:.4f} | {c_std:.4f} ({100 * (c_std / a_std - 1):+.1f} %) |"
+        )

@@ -6,6 +6,7 @@ CUDA -- so the comparison is made with per-read noise off, where only floating-p
 (matmul summation order) separates the two, and an NL-ADC code can flip only for a column output
 within rounding distance of a threshold.
 """
+
 import pytest
 import torch
 from torch import nn
@@ -37,8 +38,9 @@ def test_ideal_config_on_cuda_equals_torch():
 
 
 def test_nladc_chip_cpu_vs_cuda_differs_only_by_rounding():
-    cfg = load_config("rram_nladc_5b").replace(**{"device.read_noise.sigma_rel": 0.0,
-                                                  "nl_adc.comparator_noise_sigma": 0.0})
+    cfg = load_config("rram_nladc_5b").replace(
+        **{"device.read_noise.sigma_rel": 0.0, "nl_adc.comparator_noise_sigma": 0.0}
+    )
     _, (cpu, gpu) = _pair(cfg)
     cpu.program(0, 4)
     gpu.program(0, 4)

@@ -1,4 +1,5 @@
 """Same seed -> identical numbers (across runs and thread counts); outputs are written atomically."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,4 +1,5 @@
 """Fuzzing: no input makes the loaders fail other than with one clear CrossbarInputError."""
+
 import json
 import math
 
@@ -11,16 +12,47 @@ from crossbar.config import load_config, validate_config
 from crossbar.errors import CrossbarInputError
 
 SECTIONS = ["device", "array", "dac", "adc", "nl_adc", "datapath", "cost", "simulation"]
-FIELDS = ["g_min", "g_max", "bits", "levels", "rows", "cols", "kind", "seed", "v_read", "sigma_abs", "nu",
-          "programming", "table", "g", "sigma", "functions", "gate", "library", "x_max", "in_min"]
+FIELDS = [
+    "g_min",
+    "g_max",
+    "bits",
+    "levels",
+    "rows",
+    "cols",
+    "kind",
+    "seed",
+    "v_read",
+    "sigma_abs",
+    "nu",
+    "programming",
+    "table",
+    "g",
+    "sigma",
+    "functions",
+    "gate",
+    "library",
+    "x_max",
+    "in_min",
+]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=20), st.sampled_from(["sigmoid", "nl_ramp", "../x", "/etc/passwd", "cuda"]))
-trees = st.recursive(scalars, lambda kids: st.one_of(st.lists(kids, max_size=5),
-                                                     st.dictionaries(st.sampled_from(FIELDS + SECTIONS), kids, max_size=6)),
-                     max_leaves=30)
-configs = st.fixed_dictionaries({"schema_version": st.one_of(st.just(1), scalars), "name": scalars},
-                                optional={s: trees for s in SECTIONS})
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["sigmoid", "nl_ramp", "../x", "/etc/passwd", "cuda"]),
+)
+trees = st.recursive(
+    scalars,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=5), st.dictionaries(st.sampled_from(FIELDS + SECTIONS), kids, max_size=6)
+    ),
+    max_leaves=30,
+)
+configs = st.fixed_dictionaries(
+    {"schema_version": st.one_of(st.just(1), scalars), "name": scalars}, optional={s: trees for s in SECTIONS}
+)
 
 
 def _only_clear_errors(fn):
@@ -53,11 +85,18 @@ def test_extreme_config_values(tmp_path):
     for _ in range(5000):
         node["programming"] = {}
         node = node["programming"]
-    big = {"schema_version": 1, "name": "x", "device": {"programming": {"table": {"g": list(range(100_000)),
-                                                                                   "sigma": [1.0] * 100_000}}}}
-    for data in (deep, big, {"schema_version": 1, "name": "x", "adc": {"bits": 1e308}},
-                 {"schema_version": 1, "name": "x", "simulation": {"seed": 2**80}}):
-        assert not _only_clear_errors(lambda: validate_config(data, source="x.json"))
+    big = {
+        "schema_version": 1,
+        "name": "x",
+        "device": {"programming": {"table": {"g": list(range(100_000)), "sigma": [1.0] * 100_000}}},
+    }
+    for data in (
+        deep,
+        big,
+        {"schema_version": 1, "name": "x", "adc": {"bits": 1e308}},
+        {"schema_version": 1, "name": "x", "simulation": {"seed": 2**80}},
+    ):
+        assert not _only_clear_errors(lambda data=data: validate_config(data, source="x.json"))
     huge = tmp_path / "huge.json"
     huge.write_text(json.dumps({"schema_version": 1, "name": "x", "description": "a" * (11 * 1024 * 1024)}))
     with pytest.raises(CrossbarInputError, match="larger than"):
@@ -79,8 +118,10 @@ def test_config_trees_long_fuzz(data):
 
 
 @settings(max_examples=60, deadline=None)
-@given(shape=st.lists(st.integers(0, 5), min_size=0, max_size=5),
-       fill=st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -1e30]))
+@given(
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=5),
+    fill=st.sampled_from([0.0, 1.0, float("nan"), float("inf"), -1e30]),
+)
 def test_layer_inputs_fail_clearly(shape, fill):
     from rnn_models import AnalogLinear, AnalogLSTM
 

@@ -1,5 +1,6 @@
 """crossbar export / evaluate --measured: the design layout, the round trip, measured values used,
 and one clear error for every bad measured folder."""
+
 import csv
 import json
 import shutil
@@ -14,7 +15,7 @@ from crossbar.errors import CrossbarInputError
 from rnn_models.convert import analog_layers, calibrate, convert_to_analog, program
 from rnn_models.export import COLUMNS, MANIFEST, export_design, load_measured
 
-SMALL = {"array.rows": 4, "array.cols": 8}   # 12 x 24 LSTM matrix -> 3 x 3 arrays
+SMALL = {"array.rows": 4, "array.cols": 8}  # 12 x 24 LSTM matrix -> 3 x 3 arrays
 
 
 class Tiny(nn.Module):
@@ -86,7 +87,9 @@ def test_manifest_and_csv_hold_the_design(exported):
     assert lstm["conductance_scale_us_per_weight"] == pytest.approx(tile.scale)
     blocks = lstm["input_blocks"]
     assert [(b["name"], b["first_row"], b["rows"]) for b in blocks] == [("x", 0, 5), ("h", 5, 6), ("bias", 11, 1)]
-    assert blocks[0]["dac_full_scale"] == pytest.approx(layers["lstm"].input_scale) and blocks[1]["dac_full_scale"] == 1.0
+    assert (
+        blocks[0]["dac_full_scale"] == pytest.approx(layers["lstm"].input_scale) and blocks[1]["dac_full_scale"] == 1.0
+    )
     for b in blocks:
         assert b["word_line_gain"] == pytest.approx(float(tile.row_gain[b["first_row"]]))
         assert b["word_line_amplitude_v"] == pytest.approx(b["word_line_gain"] * 0.2)
@@ -118,9 +121,9 @@ def test_manifest_and_csv_hold_the_design(exported):
                 assert r["role"] in ("nladc_bias", "nladc_ramp") and a["row_block"] == 2 and r["plane"] == "pos"
                 ramp_rows += 1
                 k, step, c = int(r["row"]) - 4, int(r["step"]), int(r["matrix_col"])
-                assert k == (step if r["role"] == "nladc_bias" else 5 + step)   # bias rows first, after the weights
+                assert k == (step if r["role"] == "nladc_bias" else 5 + step)  # bias rows first, after the weights
                 g = 0 if r["readout"] == "ifo" else 1
-                target = (nl[g].g_ramp_target[step] if r["role"] == "nladc_ramp" else nl[g].g_bias_target[step])
+                target = nl[g].g_ramp_target[step] if r["role"] == "nladc_ramp" else nl[g].g_bias_target[step]
                 assert float(r["target_g_us"]) == pytest.approx(float(target), rel=1e-12)
                 assert int(r["col"]) == c - a["matrix_cols"][0]
         if a["row_block"] == 2:
@@ -130,7 +133,7 @@ def test_manifest_and_csv_hold_the_design(exported):
     tp, tn = tile.g_target_pos, tile.g_target_neg
     for (plane, i, j), r in seen.items():
         g_t, g_p = (tp, tile.g_pos) if plane == "pos" else (tn, tile.g_neg)
-        assert float(np.float32(r["target_g_us"])) == float(g_t[i, j])   # float32 values, shortest repr
+        assert float(np.float32(r["target_g_us"])) == float(g_t[i, j])  # float32 values, shortest repr
         assert float(np.float32(r["programmed_g_us"])) == float(g_p[0, i, j])
 
 
@@ -138,12 +141,13 @@ def test_programmed_values_are_instance_m(tiny, exported):
     model, x = tiny
     _, out, man, _ = exported
     ana = _analog(model, x, "rram_nladc_5b", **SMALL)
-    program(ana, 0, 5)   # holds instances 0..4: instance 3 is its local index 3
+    program(ana, 0, 5)  # holds instances 0..4: instance 3 is its local index 3
     second = export_design(ana, out.parent / "again", instance=3)
     assert second["totals"] == man["totals"]
     a = man["tiles"][0]["arrays"][-1]
-    assert [r["programmed_g_us"] for r in _rows(out / a["file"])] == \
-        [r["programmed_g_us"] for r in _rows(out.parent / "again" / a["file"])]
+    assert [r["programmed_g_us"] for r in _rows(out / a["file"])] == [
+        r["programmed_g_us"] for r in _rows(out.parent / "again" / a["file"])
+    ]
     assert all(r["measured_g_us"] == "" for r in _rows(out.parent / "again" / a["file"]))
 
 
@@ -154,20 +158,20 @@ def test_programmed_values_as_measured_reproduce_the_simulated_instance(tiny, ex
     summary = load_measured(ana, out, instances=1, first=3)
     assert summary["devices"] == 2 * 12 * 24 + 24 * 37 + 2 * 7 * 3 + 3 * 37
     assert summary["exported_instance"] == 3 and summary["instances"] == 1
-    assert torch.equal(ana(x), ref)   # read noise, periphery, thresholds: bit for bit instance 3
+    assert torch.equal(ana(x), ref)  # read noise, periphery, thresholds: bit for bit instance 3
     two = _analog(model, x, "rram_nladc_5b", **SMALL)
     load_measured(two, out, instances=2, first=3)
     tile = dict(analog_layers(two))["lstm"]._engines["_l0"]["mat"].tile
-    assert torch.equal(tile.g_pos[0], tile.g_pos[1])   # every instance is the same measured chip
+    assert torch.equal(tile.g_pos[0], tile.g_pos[1])  # every instance is the same measured chip
     y = two(x.expand(2, *x.shape))
-    assert torch.equal(y[0], ref) and not torch.equal(y[1], ref)   # its own read noise and periphery
+    assert torch.equal(y[0], ref) and not torch.equal(y[1], ref)  # its own read noise and periphery
 
 
 def test_ideal_targets_as_measured_reproduce_the_float_model(tiny, tmp_path):
     model, x = tiny
     ana = _analog(model, x, "ideal")
     export_design(ana, tmp_path / "d")
-    _edit(tmp_path / "d", lambda _a, r: r.__setitem__("measured_g_us", r["target_g_us"]))   # the chip team's file
+    _edit(tmp_path / "d", lambda _a, r: r.__setitem__("measured_g_us", r["target_g_us"]))  # the chip team's file
     chip = _analog(model, x, "ideal")
     load_measured(chip, tmp_path / "d")
     with torch.no_grad():
@@ -182,9 +186,10 @@ def test_measured_values_are_used(tiny, tmp_path):
     load_measured(base, tmp_path / "d")
     y0 = base(x)
 
-    def bump(array, r):   # one G+ device of the classifier, W[1, 2], measured 5 uS higher
+    def bump(array, r):  # one G+ device of the classifier, W[1, 2], measured 5 uS higher
         if array == "fc/fc/r0c0" and r["plane"] == "pos" and r["matrix_row"] == "2" and r["matrix_col"] == "1":
             r["measured_g_us"] = repr(float(r["measured_g_us"]) + 5.0)
+
     _edit(tmp_path / "d", bump)
     chip = _analog(model, x, "ideal")
     load_measured(chip, tmp_path / "d")
@@ -201,9 +206,10 @@ def test_a_measured_ramp_device_moves_the_nladc_thresholds(tiny, exported, tmp_p
     _, out, _, _ = exported
     shutil.copytree(out, tmp_path / "d")
 
-    def bump(array, r):   # ramp device 10 of column 4 (gate i), +20 uS
+    def bump(array, r):  # ramp device 10 of column 4 (gate i), +20 uS
         if r["role"] == "nladc_ramp" and r["matrix_col"] == "4" and r["step"] == "10":
             r["measured_g_us"] = repr(float(r["measured_g_us"]) + 20.0)
+
     _edit(tmp_path / "d", bump)
     ref = _analog(model, x, "rram_nladc_5b", **SMALL)
     load_measured(ref, out, first=3)
@@ -212,7 +218,9 @@ def test_a_measured_ramp_device_moves_the_nladc_thresholds(tiny, exported, tmp_p
     t0 = dict(analog_layers(ref))["lstm"]._engines["_l0"]["mat"].readouts[0].nladc.thresholds[0]
     t1 = dict(analog_layers(chip))["lstm"]._engines["_l0"]["mat"].readouts[0].nladc.thresholds[0]
     diff = (t1 - t0).abs() > 1e-6
-    assert diff[4, 10:].all() and not diff[4, :10].any() and not diff[torch.arange(18) != 4].any()   # ifo: tile columns 0-11, 18-23
+    assert (
+        diff[4, 10:].all() and not diff[4, :10].any() and not diff[torch.arange(18) != 4].any()
+    )  # ifo: tile columns 0-11, 18-23
 
 
 def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch):
@@ -220,9 +228,15 @@ def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch
     their (row, col) addresses (shared ramps near the drivers, ramp rows far from the integrators)."""
     layout = pytest.importorskip("crossbar.layout")
     model, x = tiny
-    over = {**SMALL, "array.cols": 16, "array.wires.r_wl": 1.0, "array.wires.r_bl": 1.0,
-            "array.wires.ramp_rows": "far_sense", "nl_adc.shared_ramp": True,
-            "array.wires.shared_ramp_column": "near_driver"}
+    over = {
+        **SMALL,
+        "array.cols": 16,
+        "array.wires.r_wl": 1.0,
+        "array.wires.r_bl": 1.0,
+        "array.wires.ramp_rows": "far_sense",
+        "nl_adc.shared_ramp": True,
+        "array.wires.shared_ramp_column": "near_driver",
+    }
     ana = _analog(model, x, "rram_nladc_5b", **over)
     man = export_design(ana, tmp_path / "d", instance=1)
     tile = dict(analog_layers(ana))["lstm"]._engines["_l0"]["mat"].tile
@@ -238,26 +252,29 @@ def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch
         dense = torch.zeros(*a["planes"][plane], dtype=torch.float64)
         for r in _rows(tmp_path / "d" / a["file"]):
             if r["plane"] == plane:
-                v = r["programmed_g_us"]   # weights are float32 values, NL-ADC devices float64
+                v = r["programmed_g_us"]  # weights are float32 values, NL-ADC devices float64
                 dense[int(r["row"]), int(r["col"])] = float(np.float32(v)) if r["role"] == "weight" else float(v)
         assert torch.equal(dense, g.double()), (rb, cb, plane)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("shape", "array shape"),
-    ("other_array", "another array shape"),
-    ("same_shape_array", "holds the devices of array"),
-    ("missing_file", "the file is missing"),
-    ("missing_manifest", "manifest.json is missing"),
-    ("text", "is not a number"),
-    ("negative", "negative conductance"),
-    ("blank", "is blank"),
-    ("inf", "not finite"),
-    ("duplicate", "appears twice"),
-    ("dropped_row", "no device at plane"),
-    ("no_column", "measured_g_us missing from the header"),
-    ("other_model", "tiles do not match"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("shape", "array shape"),
+        ("other_array", "another array shape"),
+        ("same_shape_array", "holds the devices of array"),
+        ("missing_file", "the file is missing"),
+        ("missing_manifest", "manifest.json is missing"),
+        ("text", "is not a number"),
+        ("negative", "negative conductance"),
+        ("blank", "is blank"),
+        ("inf", "not finite"),
+        ("duplicate", "appears twice"),
+        ("dropped_row", "no device at plane"),
+        ("no_column", "measured_g_us missing from the header"),
+        ("other_model", "tiles do not match"),
+    ],
+)
 def test_bad_measured_folders_are_one_clear_error(tiny, tmp_path, case, message):
     model, x = tiny
     ana = _analog(model, x, "ideal", **SMALL)
@@ -269,10 +286,10 @@ def test_bad_measured_folders_are_one_clear_error(tiny, tmp_path, case, message)
     lines = first.read_text().splitlines()
     if case == "shape":
         cfg["array.rows"] = 8
-    elif case == "other_array":          # fc: rows 0-3 and 4-6 (h rows 4, 5 + the bias row)
+    elif case == "other_array":  # fc: rows 0-3 and 4-6 (h rows 4, 5 + the bias row)
         fc = man["tiles"][1]["arrays"]
         shutil.copy(d / fc[0]["file"], d / fc[1]["file"])
-    elif case == "same_shape_array":     # two 4 x 8 arrays of the LSTM matrix
+    elif case == "same_shape_array":  # two 4 x 8 arrays of the LSTM matrix
         shutil.copy(first, last)
     elif case == "missing_file":
         first.unlink()
@@ -300,7 +317,7 @@ def test_bad_measured_folders_are_one_clear_error(tiny, tmp_path, case, message)
     with pytest.raises(CrossbarInputError, match=message) as err:
         load_measured(chip, d)
     assert "\n" not in str(err.value)
-    if case in ("text", "negative", "blank", "inf"):   # names the file, line, row/col and what the device is
+    if case in ("text", "negative", "blank", "inf"):  # names the file, line, row/col and what the device is
         assert arrays[0]["file"] in str(err.value) and "line 5" in str(err.value) and "matrix row" in str(err.value)
 
 
@@ -317,37 +334,75 @@ def kws(tmp_path_factory):
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
     torch.manual_seed(1)
     model = KWSLSTM(40, 8, 12)
-    meta = {"task": "gsc12", "classes": speech.TASK_CLASSES["gsc12"], "settings": speech.FeatureSettings().__dict__,
-            "dev_fraction": 0.34, "split_seed": 0, "calibration_features": torch.randn(3, 20, 40).half()}
+    meta = {
+        "task": "gsc12",
+        "classes": speech.TASK_CLASSES["gsc12"],
+        "settings": speech.FeatureSettings().__dict__,
+        "dev_fraction": 0.34,
+        "split_seed": 0,
+        "calibration_features": torch.randn(3, 20, 40).half(),
+    }
     save_checkpoint(tmp / "k.pt", "kws", {"n_mels": 40, "hidden_size": 8, "classes": 12}, model, meta)
     data = gsc_folder(tmp / "gsc", per_word=2)
     yield tmp, data
     mp.undo()
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")   # random calibration features: DAC clipping warnings
+@pytest.mark.filterwarnings("ignore::UserWarning")  # random calibration features: DAC clipping warnings
 def test_cli_export_then_evaluate_the_measured_chip(kws, capsys):
     from rnn_models.cli import main
 
     tmp, data = kws
     cfg = "rram_nladc_5b"
-    assert main(["export", "--checkpoint", str(tmp / "k.pt"), "--config", cfg, "--out", str(tmp / "chip"),
-                 "--fill-measured", "programmed", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(tmp / "k.pt"),
+                "--config",
+                cfg,
+                "--out",
+                str(tmp / "chip"),
+                "--fill-measured",
+                "programmed",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     man = json.loads((tmp / "chip" / MANIFEST).read_text())
     assert man["source"]["task"] == "kws" and len(man["source"]["checkpoint_sha256"]) == 64
     assert [t["id"] for t in man["tiles"]] == ["lstm/_l0", "fc/fc"] and man["digital_layers"] == []
-    common = ["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(data), "--config", cfg,
-              "--mc", "1", "--split", "all", "--threads", "1"]
+    common = [
+        "evaluate",
+        "kws",
+        "--checkpoint",
+        str(tmp / "k.pt"),
+        "--data",
+        str(data),
+        "--config",
+        cfg,
+        "--mc",
+        "1",
+        "--split",
+        "all",
+        "--threads",
+        "1",
+    ]
     assert main(common + ["--json", str(tmp / "sim.json")]) == 0
     assert main(common + ["--measured", str(tmp / "chip"), "--json", str(tmp / "chip.json")]) == 0
     sim, chip = json.loads((tmp / "sim.json").read_text()), json.loads((tmp / "chip.json").read_text())
     assert chip["measured"]["devices"] == man["totals"]["devices"] and chip["measured"]["exported_instance"] == 0
-    assert chip["hardware"]["per_instance"] == sim["hardware"]["per_instance"]   # instance 0's devices, measured
+    assert chip["hardware"]["per_instance"] == sim["hardware"]["per_instance"]  # instance 0's devices, measured
     assert "measured" not in sim and set(chip) == set(sim) | {"measured"}
     capsys.readouterr()
     assert main(common + ["--measured", str(tmp / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "nowhere" in err
     assert main(common + ["--measured", str(tmp / "chip"), "--sweep", "bits=3"]) == 2
-    assert main(["export", "--checkpoint", str(tmp / "k.pt"), "--config", "rram_nladc_5b", "--out",
-                 str(tmp / "k.pt")]) == 2   # the output folder is the input checkpoint
+    assert (
+        main(["export", "--checkpoint", str(tmp / "k.pt"), "--config", "rram_nladc_5b", "--out", str(tmp / "k.pt")])
+        == 2
+    )  # the output folder is the input checkpoint

@@ -1,4 +1,5 @@
 """The fused CPU path of the programmed AnalogLSTM returns exactly the reference loop's numbers."""
+
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.skipif(fastpath.numba is None, reason="numba not instal
 
 def _run(model, x, fast: bool, hx=None, instances: int = 1):
     model.fast_path = fast
-    model.program(3, instances)                  # fresh noise generators for both runs
+    model.program(3, instances)  # fresh noise generators for both runs
     for e in model._engines.values():
         e["mat"].health = {k: 0 for k in e["mat"].health}
     with torch.no_grad():
@@ -22,8 +23,9 @@ def _run(model, x, fast: bool, hx=None, instances: int = 1):
 
 def _calibrated(preset: str, layers=1, bidirectional=False, batch_first=False, **overrides):
     cfg = load_config(preset).replace(**overrides) if overrides else preset
-    model = AnalogLSTM(12, 16, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first,
-                       config=cfg).eval()
+    model = AnalogLSTM(
+        12, 16, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, config=cfg
+    ).eval()
     data = torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))
     calibrate(model, [data.transpose(0, 1) if batch_first else data])
     return model
@@ -44,7 +46,7 @@ def test_fast_path_equals_reference(preset, instances):
         fast = _run(model, x, fast=True, instances=instances)
     finally:
         fastpath.lstm_sequence = original
-    assert len(calls) == 4                      # 2 layers x 2 directions took the fast path
+    assert len(calls) == 4  # 2 layers x 2 directions took the fast path
     for a, b in zip(ref[:3], fast[:3]):
         assert torch.equal(a, b)
     assert ref[3] == fast[3] and ref[3][0]["dac_total"] > 0
@@ -61,9 +63,14 @@ def test_fast_path_with_initial_state_batch_first_and_unbatched():
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("overrides", [{"nl_adc.functions.cell": "digital_lut"},
-                                       {"array.partial_sums": "digital", "array.rows": 16},
-                                       {"array.bias_in_array": False}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"nl_adc.functions.cell": "digital_lut"},
+        {"array.partial_sums": "digital", "array.rows": 16},
+        {"array.bias_in_array": False},
+    ],
+)
 def test_configurations_outside_the_kernels_take_the_reference_path(overrides):
     model = _calibrated("rram_nladc_5b", **overrides)
     model.program(0, 1)
@@ -78,8 +85,7 @@ def test_conventional_adc_takes_the_reference_path():
     model = _calibrated("rram_conventional_adc_5b")
     model.program(0, 1)
     model._prepare()
-    assert not any(fastpath.supported(e, "chip", torch.zeros(1, 1, 1, 12))
-               for e in model._engines.values())
+    assert not any(fastpath.supported(e, "chip", torch.zeros(1, 1, 1, 12)) for e in model._engines.values())
 
 
 @pytest.mark.parametrize("preset", ["rram_nladc_5b", "pcm_nladc_5b_drift"])
@@ -102,7 +108,7 @@ def test_gru_fast_path_equals_reference(preset, instances):
                 e[key].health = {k: 0 for k in e[key].health}
         calls = []
         original = fastpath.gru_sequence
-        fastpath.gru_sequence = lambda *a, **k: calls.append(1) or original(*a, **k)
+        fastpath.gru_sequence = lambda *a, calls=calls, original=original, **k: calls.append(1) or original(*a, **k)
         try:
             with torch.no_grad():
                 out, h = model(x, hx)
@@ -116,9 +122,14 @@ def test_gru_fast_path_equals_reference(preset, instances):
     assert rhealth == fhealth and rhealth[1]["adc_total"] > 0 and rhealth[0]["dac_total"] > 0
 
 
-@pytest.mark.parametrize("overrides", [{"simulation.dtype": "float64"},
-                                       {"device.read_noise.sigma_rel": 0.0, "nl_adc.comparator_noise_sigma": 0.0},
-                                       {"datapath.bits": None, "dac.bits": None}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"simulation.dtype": "float64"},
+        {"device.read_noise.sigma_rel": 0.0, "nl_adc.comparator_noise_sigma": 0.0},
+        {"datapath.bits": None, "dac.bits": None},
+    ],
+)
 def test_fast_path_equals_reference_in_other_regimes(overrides):
     """float64 (kernels in double, products by torch.bmm), no conversion noise at all, and an
     ideal DAC with a float datapath."""
@@ -133,7 +144,7 @@ def test_fast_path_equals_reference_in_other_regimes(overrides):
         fast = _run(model, x, fast=True)
     finally:
         fastpath.lstm_sequence = original
-    assert calls                                # the fast path was taken
+    assert calls  # the fast path was taken
     for a, b in zip(ref[:3], fast[:3]):
         assert torch.equal(a, b)
     assert ref[3] == fast[3]

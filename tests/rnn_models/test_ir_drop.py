@@ -1,4 +1,5 @@
 """IR drop through the whole pipeline: NL-ADC ramps on the arrays, the fast path, training."""
+
 import pytest
 import torch
 
@@ -20,11 +21,16 @@ def _cfg(**over):
 
 @pytest.mark.parametrize("placement", ["near_sense", "far_sense"])
 def test_nladc_thresholds_come_from_the_rows_of_the_arrays_effective_matrix(placement):
-    cfg = _cfg(**{"array.wires.ramp_rows": placement, "nl_adc.calibration": False,
-                  "nl_adc.integrator_gain_sigma": 0.0, "nl_adc.comparator_offset_sigma": 0.0})
+    cfg = _cfg(
+        **{
+            "array.wires.ramp_rows": placement,
+            "nl_adc.calibration": False,
+            "nl_adc.integrator_gain_sigma": 0.0,
+            "nl_adc.comparator_offset_sigma": 0.0,
+        }
+    )
     gen = torch.Generator().manual_seed(0)
-    tile = Tile(torch.randn(6, 10, generator=gen, dtype=torch.float64) * 0.3, torch.zeros(6, dtype=torch.float64),
-                cfg)
+    tile = Tile(torch.randn(6, 10, generator=gen, dtype=torch.float64) * 0.3, torch.zeros(6, dtype=torch.float64), cfg)
     ro = ColumnReadout(cfg, "sigmoid", 6)
     program_chip(tile, [ro], [torch.arange(6)], ["ro"], 0, 1)
     nl = ro.nladc
@@ -33,12 +39,12 @@ def test_nladc_thresholds_come_from_the_rows_of_the_arrays_effective_matrix(plac
     assert ex.shape == (nb + L, 6) and (ex > 0).all()
     g = torch.cat([tile.g_pos[0], ex], 0) if placement == "near_sense" else torch.cat([ex, tile.g_pos[0]], 0)
     t = effective_matrix(g.double(), cfg.array.wires)
-    t_ex = t[11:] if placement == "near_sense" else t[:nb + L]
+    t_ex = t[11:] if placement == "near_sense" else t[: nb + L]
     tb, tr = t_ex[:nb].t(), t_ex[nb:].t()
     expect = nl._thresholds(tr, tb, torch.ones(6, 1, dtype=torch.float64), torch.zeros(6, 1, dtype=torch.float64))
     assert torch.allclose(nl.ramp_thresholds[0], expect, rtol=1e-12, atol=1e-12)
     # the weights see the ramp devices' load: the tile's T+ is the weight rows of the same solve
-    t_w = t[:11] if placement == "near_sense" else t[nb + L:]
+    t_w = t[:11] if placement == "near_sense" else t[nb + L :]
     assert torch.allclose(tile.effective_conductances()[0][0], t_w, rtol=1e-12, atol=1e-12)
     before = nl.ramp_thresholds.clone()
     assert torch.equal(nl.refresh().ramp_thresholds, before)
@@ -49,11 +55,11 @@ def test_shared_ramp_is_an_extra_bit_line():
     tile = Tile(torch.full((5, 4), 0.2, dtype=torch.float64), None, cfg)
     ro = ColumnReadout(cfg, "sigmoid", 5)
     program_chip(tile, [ro], [torch.arange(5)], ["ro"], 0, 1)
-    (block, dev), = tile.extra_cols.values()
+    ((block, dev),) = tile.extra_cols.values()
     assert block == 0 and dev.shape[1] == ro.nladc.g_bias_target.numel() + ro.nladc.design.codes
     assert (tile.extra_rows == 0).all()
     _, _, _, t_cols = effective_arrays(tile.g_pos, tile.g_neg, cfg.array, tile.extra_rows, tile.extra_cols)
-    assert torch.all(t_cols[next(iter(t_cols))] < dev)      # attenuated by the wires
+    assert torch.all(t_cols[next(iter(t_cols))] < dev)  # attenuated by the wires
 
 
 def _calibrated(**over):
@@ -70,8 +76,14 @@ def _run(model, x, fast):
 
 
 @pytest.mark.skipif(fastpath.numba is None, reason="numba not installed")
-@pytest.mark.parametrize("over", [{}, {"array.wires.ir_drop_aware_programming": True},
-                                  {"nl_adc.shared_ramp": True, "array.wires.ramp_rows": "far_sense"}])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"array.wires.ir_drop_aware_programming": True},
+        {"nl_adc.shared_ramp": True, "array.wires.ramp_rows": "far_sense"},
+    ],
+)
 def test_fast_path_equals_reference_with_ir_drop(over):
     model = _calibrated(**over)
     x = (torch.randn(7, 3, 12, generator=torch.Generator().manual_seed(1)) * 2).expand(2, 7, 3, 12)
@@ -93,11 +105,21 @@ def test_hardware_aware_training_differentiates_through_the_attenuation():
 
 
 def test_ir_drop_aware_programming_of_weights_and_ramp_together():
-    cfg = _cfg(**{"array.wires.ir_drop_aware_programming": True, "array.wires.aware_iterations": 4,
-                  "nl_adc.calibration": False, "device.programming.sigma_abs": 0.0,
-                  "device.programming.sigma_rel": 0.0, "device.stuck_off_prob": 0.0, "device.range_d2d_rel": 0.0,
-                  "array.wires.r_wl": 2.0, "array.wires.r_bl": 2.0, "nl_adc.comparator_offset_sigma": 0.0,
-                  "nl_adc.integrator_gain_sigma": 0.0})
+    cfg = _cfg(
+        **{
+            "array.wires.ir_drop_aware_programming": True,
+            "array.wires.aware_iterations": 4,
+            "nl_adc.calibration": False,
+            "device.programming.sigma_abs": 0.0,
+            "device.programming.sigma_rel": 0.0,
+            "device.stuck_off_prob": 0.0,
+            "device.range_d2d_rel": 0.0,
+            "array.wires.r_wl": 2.0,
+            "array.wires.r_bl": 2.0,
+            "nl_adc.comparator_offset_sigma": 0.0,
+            "nl_adc.integrator_gain_sigma": 0.0,
+        }
+    )
     gen = torch.Generator().manual_seed(3)
     w = torch.randn(16, 20, generator=gen, dtype=torch.float64) * 0.3
     tile = Tile(w, torch.zeros(16, dtype=torch.float64), cfg)
@@ -105,7 +127,7 @@ def test_ir_drop_aware_programming_of_weights_and_ramp_together():
     kappa0 = ro.nladc.kappa
     program_chip(tile, [ro], [torch.arange(16)], ["ro"], 0, 1)
     nl = ro.nladc
-    assert nl.kappa <= kappa0                       # headroom for the boosted largest ramp devices
+    assert nl.kappa <= kappa0  # headroom for the boosted largest ramp devices
     t_pos, t_neg, t_extra, _ = tile.effective_conductances()
     # the weights' targets: the mapping on s x the conductance span (headroom), s <= 1
     s_w, g_min = tile.aware_span_scale(), cfg.device.g_min
@@ -117,10 +139,11 @@ def test_ir_drop_aware_programming_of_weights_and_ramp_together():
     mapped = (tile.g_target_pos - tile.g_target_neg) / tile._mapping_scale * tile.row_gain[:, None]
     assert torch.allclose(tile.effective_weights()[0], mapped, rtol=0, atol=2e-3 * tile.w_ref)
     nb, L = nl.g_bias_target.numel(), nl.design.codes
-    ramp = t_extra[0, nb:nb + L]                     # (L, C) effective ramp devices
+    ramp = t_extra[0, nb : nb + L]  # (L, C) effective ramp devices
     assert ((ramp / nl.g_ramp_target[:, None] - 1).abs().max()) < 2e-3
     # thresholds then sit where the design puts them (no calibration needed)
     from crossbar.periphery.nladc import inl_lsb
+
     assert inl_lsb(nl.design, nl.thresholds[0]).abs().max() < 0.05
 
 
@@ -132,7 +155,7 @@ def test_cost_read_load_through_the_wires():
     base = load_config("rram_nladc_5b")
     ideal = mapped_g_load(w, b, base)
     tile = Tile(w.double(), b.double(), base, x_max=1.0)
-    a2 = (tile.row_gain ** 2)[:, None]
+    a2 = (tile.row_gain**2)[:, None]
     assert ideal == pytest.approx(float((a2 * tile.g_target_pos).sum() + (a2 * tile.g_target_neg).sum()), rel=1e-6)
     wired = base.replace(**WIRES)
     load = mapped_g_load(w, b, wired)

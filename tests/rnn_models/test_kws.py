@@ -1,9 +1,8 @@
 """Keyword spotting: loaders on a generated GSC-layout folder with bad files, cache, training, evaluate JSON."""
+
 import json
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from crossbar.errors import CrossbarInputError
@@ -72,15 +71,25 @@ def tiny_kws(tmp_path_factory):
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
     root = _gsc_folder(tmp / "gsc", per_word=9)
     logs = []
-    meta = train_kws(root, tmp / "k.pt", hidden_size=16, epochs=6, hwa_epochs=1, config="rram_nladc_5b",
-                     batch=8, lr=1e-2, dev_fraction=0.34, log=logs.append)
+    meta = train_kws(
+        root,
+        tmp / "k.pt",
+        hidden_size=16,
+        epochs=6,
+        hwa_epochs=1,
+        config="rram_nladc_5b",
+        batch=8,
+        lr=1e-2,
+        dev_fraction=0.34,
+        log=logs.append,
+    )
     yield tmp, root, meta, logs
     mp.undo()
 
 
 def test_short_training_lowers_loss(tiny_kws):
     _, _, meta, logs = tiny_kws
-    losses = [float(l.split("train loss ")[1].split(",")[0]) for l in logs if "float epoch" in l]
+    losses = [float(line.split("train loss ")[1].split(",")[0]) for line in logs if "float epoch" in line]
     assert losses[-1] < losses[0]
     assert meta["hwa_config"] == "rram_nladc_5b" and meta["dev_speakers"]
 
@@ -90,17 +99,47 @@ def test_evaluate_json_schema(tiny_kws):
 
     tmp, root, _, _ = tiny_kws
     out = tmp / "r.json"
-    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
-                 "rram_nladc_5b", "--mc", "2", "--json", str(out), "--split", "dev"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "kws",
+                "--checkpoint",
+                str(tmp / "k.pt"),
+                "--data",
+                str(root),
+                "--config",
+                "rram_nladc_5b",
+                "--mc",
+                "2",
+                "--json",
+                str(out),
+                "--split",
+                "dev",
+            ]
+        )
+        == 0
+    )
     r = json.loads(out.read_text())
-    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment",
-                      "rejected_clips"}
+    assert set(r) == {
+        "task",
+        "metric",
+        "n_samples",
+        "software",
+        "hardware",
+        "config",
+        "checkpoint",
+        "deployment",
+        "rejected_clips",
+    }
     assert isinstance(r["rejected_clips"], dict)  # (the dev speakers of the generated folder have no bad clip)
     assert r["deployment"] == {"digital_layers": [], "from": "checkpoint"}
     assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2
     assert set(r["hardware"]) == {"mean", "std", "per_instance"}
     per = r["hardware"]["per_instance"]
-    assert r["hardware"]["mean"] == sum(per) / 2 and all(round(v * r["n_samples"]) == pytest.approx(v * r["n_samples"], abs=1e-4) for v in per)
+    assert r["hardware"]["mean"] == sum(per) / 2 and all(
+        round(v * r["n_samples"]) == pytest.approx(v * r["n_samples"], abs=1e-4) for v in per
+    )
 
 
 def test_evaluate_sweep_is_a_sweep_of_adc_bits_with_the_baseline(tiny_kws):
@@ -108,18 +147,72 @@ def test_evaluate_sweep_is_a_sweep_of_adc_bits_with_the_baseline(tiny_kws):
 
     tmp, root, _, _ = tiny_kws
     out = tmp / "sweep.json"
-    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
-                 "rram_nladc_5b", "--mc", "2", "--split", "dev", "--sweep", "bits=3,5", "--json", str(out),
-                 "--out", str(tmp / "sw")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "kws",
+                "--checkpoint",
+                str(tmp / "k.pt"),
+                "--data",
+                str(root),
+                "--config",
+                "rram_nladc_5b",
+                "--mc",
+                "2",
+                "--split",
+                "dev",
+                "--sweep",
+                "bits=3,5",
+                "--json",
+                str(out),
+                "--out",
+                str(tmp / "sw"),
+            ]
+        )
+        == 0
+    )
     sweep = json.loads(out.read_text())["sweep"]
     assert [(r["config"], r["adc.bits"]) for r in sweep] == [
-        ("rram_nladc_5b", 3), ("rram_nladc_5b", 5), ("rram_conventional_adc_5b", 3), ("rram_conventional_adc_5b", 5)]
+        ("rram_nladc_5b", 3),
+        ("rram_nladc_5b", 5),
+        ("rram_conventional_adc_5b", 3),
+        ("rram_conventional_adc_5b", 5),
+    ]
     assert [r["n_instances"] for r in sweep] == [2, 2, 2, 2]
     assert (tmp / "sw" / "metric_vs_adc_bits.png").stat().st_size > 1000 and (tmp / "sw" / "results.csv").exists()
-    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "k.pt"), "--data", str(root), "--config",
-                 "rram_nladc_5b", "--sweep", "bits=3,99"]) == 2
-    assert main(["evaluate", "kws", "--checkpoint", str(tmp / "missing.pt"), "--data", str(root), "--config",
-                 "rram_nladc_5b"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "kws",
+                "--checkpoint",
+                str(tmp / "k.pt"),
+                "--data",
+                str(root),
+                "--config",
+                "rram_nladc_5b",
+                "--sweep",
+                "bits=3,99",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "kws",
+                "--checkpoint",
+                str(tmp / "missing.pt"),
+                "--data",
+                str(root),
+                "--config",
+                "rram_nladc_5b",
+            ]
+        )
+        == 2
+    )
 
 
 def test_shared_fsdd_manifest_reads():

@@ -1,11 +1,21 @@
 """Analog layers: equivalence with torch under the ideal config, MC batching, HWA training, errors."""
+
 import pytest
 import torch
 from torch import nn
 
 from crossbar.config import load_config
 from crossbar.errors import CrossbarInputError
-from rnn_models import (AnalogGRU, AnalogGRUCell, AnalogLinear, AnalogLSTM, AnalogLSTMCell, convert_to_analog, set_mode, to_digital)
+from rnn_models import (
+    AnalogGRU,
+    AnalogGRUCell,
+    AnalogLinear,
+    AnalogLSTM,
+    AnalogLSTMCell,
+    convert_to_analog,
+    set_mode,
+    to_digital,
+)
 
 IDEAL = load_config("ideal")
 TOL = 1e-5
@@ -65,7 +75,9 @@ def test_linear_equals_torch_and_state_dict_names_match():
     ana.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 9)
     assert _rel(ana.eval()(x), ref(x)) < TOL
-    assert set(AnalogLSTM(3, 4, 2, bidirectional=True).state_dict()) == set(nn.LSTM(3, 4, 2, bidirectional=True).state_dict())
+    assert set(AnalogLSTM(3, 4, 2, bidirectional=True).state_dict()) == set(
+        nn.LSTM(3, 4, 2, bidirectional=True).state_dict()
+    )
 
 
 class _KwsLike(nn.Module):
@@ -229,8 +241,9 @@ def test_cell_tanh_modes(cls):
     y_ref, _ = ref(x)
     outs = {}
     for mode in ("digital", "digital_lut", "nl_adc"):
-        cfg = load_config("ideal").replace(**{"nl_adc.functions.cell": mode, "adc.bits": 6, "dac.bits": 10,
-                                              "dac.x_max": 4.0})
+        cfg = load_config("ideal").replace(
+            **{"nl_adc.functions.cell": mode, "adc.bits": 6, "dac.bits": 10, "dac.x_max": 4.0}
+        )
         layer = cls(4, 8, config=cfg).eval()
         layer.load_state_dict(ref.state_dict())
         layer.program(0, 1)
@@ -255,19 +268,27 @@ def test_digital_partial_sums_are_converted_per_array():
     from crossbar.config import default_config
     from crossbar.periphery.adc import LinearRampADC
 
-    cfg = default_config(**{"adc.kind": "linear_ramp", "adc.bits": 4, "adc.range_mode": "fixed",
-                            "adc.in_min": -4.0, "adc.in_max": 4.0, "array.rows": 8,
-                            "array.partial_sums": "digital"})
+    cfg = default_config(
+        **{
+            "adc.kind": "linear_ramp",
+            "adc.bits": 4,
+            "adc.range_mode": "fixed",
+            "adc.in_min": -4.0,
+            "adc.in_max": 4.0,
+            "array.rows": 8,
+            "array.partial_sums": "digital",
+        }
+    )
     torch.manual_seed(0)
     lin = AnalogLinear(20, 6, config=cfg).eval()
     x = torch.rand(5, 20) * 2 - 1
     lin.program(0, 1)
     with torch.no_grad():
         out = lin(x)
-        rows = torch.cat([x, torch.ones(5, 1)], 1)                       # bias row driven at full scale
+        rows = torch.cat([x, torch.ones(5, 1)], 1)  # bias row driven at full scale
         w = torch.cat([lin.weight.t(), lin.bias[None, :]], 0)
         adc = LinearRampADC(4, -4.0, 4.0)
-        expected = sum(adc.convert(rows[:, s:s + 8] @ w[s:s + 8]) for s in range(0, 21, 8))
+        expected = sum(adc.convert(rows[:, s : s + 8] @ w[s : s + 8]) for s in range(0, 21, 8))
         assert torch.allclose(out, expected, atol=1e-5)
         whole = adc.convert(rows @ w)
         assert not torch.allclose(out, whole, atol=1e-3)  # per-array conversion is a different model
@@ -278,9 +299,16 @@ def test_digital_partial_sums_use_calibrated_per_array_ranges(tmp_path):
     from crossbar.periphery.adc import LinearRampADC
     from rnn_models.checkpoint import load_analog_checkpoint, save_analog_checkpoint
 
-    cfg = default_config(**{"adc.kind": "linear_ramp", "adc.bits": 5, "adc.range_mode": "calibrated",
-                            "adc.calibration_percentile": 100.0, "array.rows": 8,
-                            "array.partial_sums": "digital"})
+    cfg = default_config(
+        **{
+            "adc.kind": "linear_ramp",
+            "adc.bits": 5,
+            "adc.range_mode": "calibrated",
+            "adc.calibration_percentile": 100.0,
+            "array.rows": 8,
+            "array.partial_sums": "digital",
+        }
+    )
     torch.manual_seed(1)
     lin = AnalogLinear(20, 6, config=cfg).eval()
     x = torch.rand(64, 20) * 2 - 1
@@ -291,9 +319,9 @@ def test_digital_partial_sums_use_calibrated_per_array_ranges(tmp_path):
     blocks = lin._mat.groups[0].block_ranges
     rows = torch.cat([x, torch.ones(64, 1)], 1)
     w = torch.cat([lin.weight.t(), lin.bias[None, :]], 0).detach()
-    parts = [rows[:, s:s + 8] @ w[s:s + 8] for s in range(0, 21, 8)]
+    parts = [rows[:, s : s + 8] @ w[s : s + 8] for s in range(0, 21, 8)]
     assert len(blocks) == 3
-    for (lo, hi), p in zip(blocks, parts):   # percentile 100: the largest |partial sum| of each array
+    for (lo, hi), p in zip(blocks, parts):  # percentile 100: the largest |partial sum| of each array
         assert hi == -lo and hi == pytest.approx(float(p.abs().max()), rel=1e-5)
     lin.program(0, 1)
     with torch.no_grad():

@@ -58,14 +58,17 @@ def test_tiny_corpus_trains_below_unigram_entropy(tmp_path):
     counts = torch.bincount(ids, minlength=len(vocab)).double()
     p = counts[counts > 0] / counts.sum()
     unigram = float(-(p * p.log2()).sum())
-    res = train_lm(tmp_path, tmp_path / "m.pt", hidden_size=16, epochs=3, batch=4, bptt=20, lr=1e-2,
-                   log=lambda *_: None)
+    res = train_lm(
+        tmp_path, tmp_path / "m.pt", hidden_size=16, epochs=3, batch=4, bptt=20, lr=1e-2, log=lambda *_: None
+    )
     assert res["best_valid_bpc"] < unigram - 0.3
 
 
 def test_checkpoint_roundtrip_and_rejections(tmp_path):
     model = CharLSTM(5, 4)
-    path = save_checkpoint(tmp_path / "c.pt", "lm", {"vocab_size": 5, "hidden_size": 4}, model, {"vocab": list("abcde")})
+    path = save_checkpoint(
+        tmp_path / "c.pt", "lm", {"vocab_size": 5, "hidden_size": 4}, model, {"vocab": list("abcde")}
+    )
     ck = load_checkpoint(path, task="lm")
     assert torch.equal(ck["state_dict"]["decoder.weight"], model.decoder.weight)
     with pytest.raises(CrossbarInputError, match="for task 'lm', not 'kws'"):
@@ -91,8 +94,16 @@ def test_hwa_finetune_from_init_and_hardware_evaluation(tmp_path):
     text = "".join("the cat sat on the mat\n" for _ in range(150))
     _write(tmp_path, train=text, valid=text[:900])
     train_lm(tmp_path, tmp_path / "f.pt", hidden_size=12, epochs=2, batch=4, bptt=20, lr=1e-2, log=lambda *_: None)
-    res = train_lm(tmp_path, tmp_path / "h.pt", init=tmp_path / "f.pt", config="rram_nladc_5b", hwa_epochs=1,
-                   batch=4, bptt=20, log=lambda *_: None)
+    res = train_lm(
+        tmp_path,
+        tmp_path / "h.pt",
+        init=tmp_path / "f.pt",
+        config="rram_nladc_5b",
+        hwa_epochs=1,
+        batch=4,
+        bptt=20,
+        log=lambda *_: None,
+    )
     assert res["history"][-1]["phase"] == "hwa"
     r = evaluate_lm(tmp_path / "h.pt", tmp_path, "rram_nladc_5b", mc=2, n_streams=4, window=50)
     assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment"}
