@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench schema aihwkit clean
+.PHONY: venv demo test lint test-slow bench schema aihwkit clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,8 +21,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out demo_out
 
-test: $(STAMP)
+# lint (ruff: E, W, F, I, B, UP), format check, types (mypy on crossbar/ and rnn_models/), then the tests
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q --run-slow

@@ -1,6 +1,6 @@
 """NL-ADC characterisation: transfer curves, INL/DNL, RMSE, V_read robustness, plots.
 
-Definitions (ours, stated in README):
+Definitions (ours, stated in docs/nladc.md):
 
 * INL of threshold k (LSB) = c(T_real_k) - k, where c maps the ideal thresholds to 0, 1, ... and is
   linear in between (so an error is measured in units of the *local* step, the natural LSB of a
@@ -99,9 +99,11 @@ def characterize(
     def column_mean(t):  # (M, C) -> (M,)
         return t.double().mean(-1).cpu()
 
-    inl = inl_lsb(design, cal.thresholds.double())
-    inl_u = inl_lsb(design, uncal.thresholds.double())
-    dnl = dnl_lsb(design, cal.thresholds.double())
+    # the realised thresholds (M, C, L-1) at nominal V_read (raises if not programmed)
+    t_cal, t_uncal = cal.effective_thresholds(), uncal.effective_thresholds()
+    inl = inl_lsb(design, t_cal.double())
+    inl_u = inl_lsb(design, t_uncal.double())
+    dnl = dnl_lsb(design, t_cal.double())
     x = torch.linspace(design.x_lo, design.x_hi, points, dtype=cal.dtype, device=cal.device)
     y = x.view(1, -1, 1).expand(mc, -1, columns)
     out = cal.convert(y, generator(seed, f"char-noise/{function}", 0, cal.device))
@@ -116,7 +118,7 @@ def characterize(
     metrics["missing_code_fraction"] = (
         (dnl <= -1 + 1e-9).double().mean((1, 2)).cpu() if dnl.numel() else torch.zeros(mc, dtype=torch.float64)
     )
-    steps = torch.diff(cal.thresholds, dim=-1)
+    steps = torch.diff(t_cal, dim=-1)
     metrics["monotonic_fraction"] = (steps > 0).all(-1).double().mean(-1).cpu() if steps.numel() else torch.ones(mc)
 
     vread = parse_sweep("0.15:0.25:0.01") if vread is None else vread

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic_core import ErrorDetails
 
 from crossbar.errors import CrossbarInputError
 
@@ -724,7 +725,7 @@ class HardwareConfig(_Section):
         return {"float32": torch.float32, "float64": torch.float64}[self.simulation.dtype]
 
 
-def _format_error(err: dict, source: str) -> str:
+def _format_error(err: ErrorDetails, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     value = err.get("input")
     try:

@@ -13,48 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from crossbar.argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from crossbar.errors import CrossbarInputError
 from crossbar.measurements import UNITS
 
 FIT_HELP = "fit the device model to measured conductance data (long CSV, one row per read)"
 SIMULATE_HELP = "simulate measurement-style reads of devices with a (fitted) device model"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _nonneg_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
 
 
 def _add_format_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,20 +64,18 @@ def add_fit_device_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="relaxation relative to the target (when known) or to the first read",
     )
-    parser.add_argument(
-        "--min-per-bin", type=_positive_int, default=30, help="devices per conductance bin (default 30)"
-    )
-    parser.add_argument("--max-bins", type=_positive_int, default=32, help="most conductance bins (default 32)")
-    parser.add_argument("--g-min", type=_nonneg_float, default=None, help="model g_min, uS (default: from the data)")
-    parser.add_argument("--g-max", type=_positive_float, default=None, help="model g_max, uS (default: from the data)")
+    parser.add_argument("--min-per-bin", type=positive_int, default=30, help="devices per conductance bin (default 30)")
+    parser.add_argument("--max-bins", type=positive_int, default=32, help="most conductance bins (default 32)")
+    parser.add_argument("--g-min", type=nonneg_float, default=None, help="model g_min, uS (default: from the data)")
+    parser.add_argument("--g-max", type=positive_float, default=None, help="model g_max, uS (default: from the data)")
     parser.add_argument(
         "--t-inference",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="s after programming at which the crossbar is read (drift.t_inference; default 20 s or the base config's)",
     )
     parser.add_argument("--name", help="device name (default: fit_<data file stem>)")
-    parser.add_argument("--seed", type=_nonneg_int, default=0, help="seed of the goodness-of-fit simulation")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed of the goodness-of-fit simulation")
 
 
 def add_simulate_device_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +89,7 @@ def add_simulate_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="CSV to write: the targets' rows and columns plus the simulated g_us"
     )
-    parser.add_argument("--seed", type=_nonneg_int, default=0, help="seed (same seed, same numbers)")
+    parser.add_argument("--seed", type=nonneg_int, default=0, help="seed (same seed, same numbers)")
     _add_format_arguments(parser)
 
 
@@ -235,6 +197,7 @@ def _simulate_device(args: argparse.Namespace) -> int:
             renamed = "_" + renamed
         header[header.index("g_us")] = renamed
     header.append("g_us")
+    assert targets.rows is not None  # read with keep_raw=True
     rows = (raw + [format(float(v), ".7g")] for raw, v in zip(targets.rows, g))
     write_csv(args.out, header, rows)
     n_dev = len(set(targets.device.tolist()))

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from crossbar import devices
 from crossbar.config import DeviceConfig, HardwareConfig, _format_error, load_config
@@ -98,7 +99,7 @@ def core_sigma(x: np.ndarray, k: float = 5.0) -> float:
     return float(np.std(x[keep])) if keep.sum() > 1 else 0.0
 
 
-def abs_rel_fit(g: np.ndarray, sigma: np.ndarray) -> tuple[float, float]:
+def abs_rel_fit(g: ArrayLike, sigma: ArrayLike) -> tuple[float, float]:
     """sigma^2 = a^2 + (b G)^2 by non-negative least squares on the squares (relative weights)."""
     from scipy.optimize import nnls
 
@@ -211,6 +212,7 @@ class Bins:
             i = np.clip(np.searchsorted(self.centres, x), 0, len(self.centres) - 1)
             j = np.clip(i - 1, 0, len(self.centres) - 1)
             return np.where(np.abs(self.centres[j] - x) < np.abs(self.centres[i] - x), j, i)
+        assert self.edges is not None  # equal-count bins always carry their edges
         return _assign(x, self.edges)
 
 
@@ -239,6 +241,7 @@ def _merge_centres(b: Bins) -> Bins:
     keep = np.r_[True, np.diff(c) > 1e-9 * max(1.0, float(np.abs(c).max()))]
     if keep.all():
         return b
+    assert b.edges is not None  # only equal-count bins are merged
     edges = np.r_[b.edges[:-1][keep], b.edges[-1]]
     return Bins(centres=c[keep], edges=edges)
 
@@ -410,8 +413,8 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
     prov.append(f"range: {range_rule}")
 
     # ---- programming error
-    prog = None
-    bins_t = None
+    prog: dict | None = None  # the report's "programming" section (JSON), when fitted
+    bins_t: Bins | None = None
     if known.sum() >= max(2, opts.min_per_bin):
         err = g_first[known] - ev.target[known]
         bins_t = _target_bins(ev.target[known], opts)
@@ -483,6 +486,7 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
         method = "empirical"
     rep["method"] = method
     if prog is not None:
+        assert bins_t is not None  # binned together with prog
         if method == "empirical":
             err = g_first[known] - ev.target[known]
             bi = bins_t.index(ev.target[known])
@@ -501,13 +505,13 @@ def fit(meas: Measurements, opts: FitOptions | None = None) -> FitResult:
                 f"{prog['stuck_off']:.4f}; rule: {prog['stuck_rule']})"
             )
         else:
-            sig = [max(r["core_sigma"], 0.0) for r in prog["bins"]]
-            if len(sig) >= 2:
+            sigmas = [max(r["core_sigma"], 0.0) for r in prog["bins"]]
+            if len(sigmas) >= 2:
                 device["programming"] = {
-                    "table": {"g": [round(float(c), 6) for c in bins_t.centres], "sigma": [round(s, 6) for s in sig]}
+                    "table": {"g": [round(float(c), 6) for c in bins_t.centres], "sigma": [round(s, 6) for s in sigmas]}
                 }
             else:
-                device["programming"] = {"sigma_abs": round(sig[0], 6)}
+                device["programming"] = {"sigma_abs": round(sigmas[0], 6)}
             device["stuck_on_prob"] = round(prog["stuck_on"], 6)
             device["stuck_off_prob"] = round(prog["stuck_off"], 6)
             prov.append(
@@ -821,9 +825,9 @@ def simulate(device: DeviceConfig, targets: Measurements, seed: int = 0) -> np.n
             )
     missing = np.flatnonzero(np.isnan(target[gi]))
     if missing.size:
-        r = int(missing[0])
+        row = int(missing[0])
         raise CrossbarInputError(
-            f"{targets.path}: row {r + 1}: device {targets.device[r]!r} has no target (give "
+            f"{targets.path}: row {row + 1}: device {targets.device[row]!r} has no target (give "
             "target_g_us or target_lo_us/target_hi_us in at least one row of each programming "
             "event; simulate-device programs each event to its target)"
         )
@@ -1075,6 +1079,8 @@ def plot_fit(res: FitResult, out_dir: str | Path) -> list[Path]:
     paths = []
     rep, pl = res.report, res.plots
     meas, sim = pl.get("meas"), pl.get("sim")
+    if meas is None or sim is None:
+        raise CrossbarInputError("plot_fit: the fit result has no goodness-of-fit data (res.plots is empty)")
     label, _ = time_points(meas.t)
     if "ks_bins" in pl:
         bins, key, sel = pl["ks_bins"], pl["ks_key"], pl["ks_sel"]

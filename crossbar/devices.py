@@ -199,6 +199,7 @@ def program(g_target: torch.Tensor, dev: DeviceConfig, gen: torch.Generator) -> 
         g = target + noise_sigma(target, dev.programming) * z_prog
         g = torch.maximum(torch.minimum(g, g_max_dev), torch.full_like(g, dev.g_min))
     else:
+        assert u_prog is not None  # drawn above whenever the quantile table is modelled
         g = (target + error_quantile(target, quantiles, u_prog)).clamp(min=0.0)
 
     stuck = torch.zeros(shape, dtype=torch.int8, device=device)
@@ -209,6 +210,7 @@ def program(g_target: torch.Tensor, dev: DeviceConfig, gen: torch.Generator) -> 
     g = torch.where(on, g_max_dev, g)
 
     if relaxation is not None:  # the table's per-device state (see ProgrammedDevices)
+        assert u_relax is not None  # drawn above whenever the relaxation table is modelled
         nu = u_relax
         z_acc = target.clone() if relaxation.reference == "target" else None
     elif spec.nu_table is None:
@@ -264,7 +266,7 @@ def read(g: torch.Tensor, spec: NoiseSpec, gen: torch.Generator) -> torch.Tensor
 
 
 def flicker(
-    g_ref: torch.Tensor, spec: FlickerNoise, group: np.ndarray, t: np.ndarray, gen: torch.Generator
+    g_ref: np.ndarray, spec: FlickerNoise, group: np.ndarray, t: np.ndarray, gen: torch.Generator
 ) -> np.ndarray:
     """Slow read noise (uS) of reads in time series: one value per read.
 

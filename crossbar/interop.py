@@ -8,7 +8,7 @@ inference -- and the periphery by ``IOParameters`` (DAC ``inp_res`` / ``inp_boun
 sections and back, so aihwkit users can bring their settings.  None of them imports aihwkit; an
 aihwkit object is read through its attributes.
 
-Mapping (details in README "Agreement with aihwkit"):
+Mapping (details in docs/aihwkit.md):
 
 * ``PCMLikeNoiseModel(g_max, prog_coeff, t_0, t_read, *_scale)`` + ``t_inference`` ->
   ``device``: g_min 0, g_max, programming sigma(G) table of the polynomial, drift ``nu_table`` of
@@ -143,7 +143,7 @@ def _bits_from_res(res: float, what: str) -> int | None:
 def io_from_aihwkit(io) -> tuple[dict, list[str]]:
     """Config overrides for aihwkit ``IOParameters`` ``io`` (read by attribute), and notes on its
     settings that are only approximated or have no counterpart here (to report, not silently drop)."""
-    out = {}
+    out: dict[str, str | int | float | None] = {}  # dotted config key -> value
     if getattr(io, "is_perfect", False):
         out.update({"dac.bits": None, "adc.kind": "ideal"})
         return out, []

@@ -117,6 +117,7 @@ def effective_arrays(
                 tw = t[:, r0 : r0 + n_r]
                 t_pos[:, rs, cs] = tw[:, :, c0 : c0 + n_c]
                 if offset:
+                    assert t_neg is not None  # allocated whenever weights are computed
                     t_neg[:, rs, cs] = tw[:, :, c0 + n_c : c0 + n_c + 1].expand(-1, -1, n_c)
                 te = t[:, first_extra : first_extra + e]
             elif e:  # only the extra rows of T (one solve each)
@@ -127,5 +128,6 @@ def effective_arrays(
                 for k, p in zip(ramp_keys, ramp_pos):
                     t_cols[k] = te[:, :, p]
             if weights and not offset:
+                assert t_neg is not None  # allocated whenever weights are computed
                 t_neg[:, rs, cs] = effective_matrix(gn[:, rs, cs], w)
     return t_pos, t_neg, t_extra, t_cols

@@ -32,8 +32,7 @@ def weight_reference(w: torch.Tensor, arr: ArrayConfig) -> float:
         raise CrossbarInputError("cannot map an empty weight matrix")
     if not torch.isfinite(a).all():
         raise CrossbarInputError("weight matrix contains NaN or inf")
-    ref = a.max() if arr.weight_scale == "max" else torch.quantile(a, arr.weight_percentile / 100)
-    ref = float(ref)
+    ref = float(a.max() if arr.weight_scale == "max" else torch.quantile(a, arr.weight_percentile / 100))
     return ref if ref > 0 else 1.0
 
 

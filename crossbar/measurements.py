@@ -172,9 +172,9 @@ def read_measurements(
             )
     present: dict[str, str] = {}
     for name in CANONICAL:
-        col = mapping.get(name, name if name in header and name not in mapping.values() else None)
-        if col is not None:
-            present[name] = col
+        column = mapping.get(name, name if name in header and name not in mapping.values() else None)
+        if column is not None:
+            present[name] = column
     needed = REQUIRED if require_g else ("device_id",)
     for name in needed:
         if name not in present:

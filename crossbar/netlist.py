@@ -209,13 +209,14 @@ def tile_array(path: str, instance: int, block: str, polarity: str):
         raise CrossbarInputError(f"--block {block!r}: the tile has {len(rsl)} x {len(csl)} arrays (0-based)")
     if not 0 <= instance < tile.instances:
         raise CrossbarInputError(f"--instance {instance}: the tile has instances 0..{tile.instances - 1}")
-    gp = tile.g_pos[instance, rsl[rb], csl[cb]].double()
+    g_pos, g_neg = tile.programmed_conductances()
+    gp = g_pos[instance, rsl[rb], csl[cb]].double()
     if arr.mapping == "offset":
         import torch
 
-        g = torch.cat([gp, tile.g_neg[instance, rsl[rb], :1].double()], 1)
+        g = torch.cat([gp, g_neg[instance, rsl[rb], :1].double()], 1)
     else:
-        g = gp if polarity == "pos" else tile.g_neg[instance, rsl[rb], csl[cb]].double()
+        g = gp if polarity == "pos" else g_neg[instance, rsl[rb], csl[cb]].double()
     return g.cpu().numpy(), tile.config
 
 

@@ -296,7 +296,9 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
     to stderr only when slow (> 2 s), True always, False never.
     """
     w = Wires.of(wires, **resistances)
-    g = _as_numpy(g_us) if (rows is not None or not w.ideal) else None
+    if w.ideal and rows is None:
+        return g_us
+    g = _as_numpy(g_us)
     sel = None
     if rows is not None:
         sel = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -304,8 +306,8 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
         if sel.size and (sel.min() < -n_rows or sel.max() >= n_rows):
             raise CrossbarInputError(f"rows: indices must be in 0..{n_rows - 1}")
         sel = sel % n_rows
-    if w.ideal:
-        return g_us if sel is None else _like(np.ascontiguousarray(g[..., sel, :]), g_us)
+    if w.ideal:  # only selected rows (sel is set): a copy of them
+        return _like(np.ascontiguousarray(g[..., sel, :]), g_us)
     _check_g(g)
     if not w.coupled:
         gc = cell_conductance(g, w.r_access)

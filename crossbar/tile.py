@@ -32,7 +32,9 @@ analog partial sums).  All M instances are computed in one batched matmul.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -44,6 +46,8 @@ from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_w
 from crossbar.matmul import PreparedMatmul
 from crossbar.periphery.dac import quantize_input
 from crossbar.rng import generator, randn_instances
+
+_T = TypeVar("_T")
 
 
 def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
@@ -77,12 +81,12 @@ class Tile:
         # program a fixed chip)
         w = weight.to(self.device, self.dtype)
         self.has_bias = bias is not None and config.array.bias_in_array
-        self.digital_bias = None
+        self.digital_bias: torch.Tensor | None = None
         if bias is not None and not config.array.bias_in_array:
             self.digital_bias = bias.to(self.device, self.dtype)
         # logical matrix with inputs as rows: (in [+1], out)
         w_rows = w.t()
-        if self.has_bias:
+        if self.has_bias and bias is not None:  # (has_bias implies a bias)
             w_rows = torch.cat([w_rows, (bias.to(self.device, self.dtype) / self.x_max)[None, :]], 0)
         self.target_weights = w_rows
         self.row_groups = None if row_groups is None else tuple(int(g) for g in row_groups)
@@ -102,15 +106,19 @@ class Tile:
         self.n_rows = w_rows.shape[0]
         self.row_blocks = math.ceil(self.n_rows / config.array.rows)
         self.col_blocks = math.ceil(self.out_features / config.array.cols)
-        self.g_pos = self.g_neg = None  # (M, rows, out) / (M, rows, out or 1) after program()
+        # programmed conductances (uS) after program(): (M, rows, out) / (M, rows, out or 1)
+        self.g_pos: torch.Tensor | None = None
+        self.g_neg: torch.Tensor | None = None
         self.ir_drop = not config.array.wires.ideal
         # devices of the NL-ADCs' ramps on extra rows / shared-ramp columns (crossbar.layout), IR drop only
-        self.extra_rows = None  # (M, E, out) uS, 0 = open
-        self.extra_cols = {}  # key -> (column block, (M, E) uS)
-        self.planned_rows, self.planned_cols = None, {}  # the same, (1, ...), targets placed before program()
+        self.extra_rows: torch.Tensor | None = None  # (M, E, out) uS, 0 = open
+        self.extra_cols: dict[str, tuple[int, torch.Tensor]] = {}  # key -> (column block, (M, E) uS)
+        # the same, (1, ...), targets placed before program()
+        self.planned_rows: torch.Tensor | None = None
+        self.planned_cols: dict[str, tuple[int, torch.Tensor]] = {}
         self._layout_version = 0
         self._plan_version = 0
-        self.seed = None
+        self.seed: int | None = None
 
     # ------------------------------------------------------------------ programming
     @property
@@ -189,7 +197,7 @@ class Tile:
                     need = max(_required(tp, gp, t_pos), _required(tn, gn, t_neg))
                     gp = _aware_step(gp, tp, t_pos, dev)
                     gn = _aware_step(gn, tn, t_neg, dev)
-                    if gr is not None:
+                    if gr is not None and tr is not None:  # (gr starts as a copy of tr: both or neither)
                         gr = _aware_step(gr, tr, t_ex, dev)
                     gc = {k: (cb, _aware_step(v, tc[k][1], t_cols[k], dev)) for k, (cb, v) in gc.items()}
                 if attempt or need <= dev.g_max:
@@ -218,10 +226,10 @@ class Tile:
     def effective_weights(self) -> torch.Tensor:
         """(M, rows, out) weights the programmed devices realise (no read noise; through the
         wires with IR drop)."""
-        self._check_programmed()
+        g_pos, g_neg = self.programmed_conductances()
         if self.ir_drop:
             return self._weight_difference() / self.scale * self.row_gain[:, None]
-        return to_weights(self.g_pos, self.g_neg, self.scale) * self.row_gain[:, None]
+        return to_weights(g_pos, g_neg, self.scale) * self.row_gain[:, None]
 
     # ------------------------------------------------------------------ IR drop
     def effective_conductances(self):
@@ -230,19 +238,19 @@ class Tile:
         cached per programming and periphery layout."""
         from crossbar.layout import effective_arrays
 
-        self._check_programmed()
+        g_pos, g_neg = self.programmed_conductances()
         return self._per_programming(
             "effective",
-            lambda: effective_arrays(self.g_pos, self.g_neg, self.config.array, self.extra_rows, self.extra_cols),
+            lambda: effective_arrays(g_pos, g_neg, self.config.array, self.extra_rows, self.extra_cols),
         )
 
     def set_extra_devices(self, m: int | None, rows=None, cols=None) -> None:
         """Place NL-ADC devices: ``rows`` {column index tensor: (M or 1, e, C) uS} on the extra rows,
         ``cols`` {key: (column block, (M or 1, e) uS)} on shared-ramp columns; ``m``: only instance m
         (local index), else all.  The extra rows grow to the largest e."""
-        self._check_programmed()
+        g_pos, _ = self.programmed_conductances()
         self.extra_rows, self.extra_cols = _merge_extra(
-            self.extra_rows, self.extra_cols, self.g_pos.shape[0], self.out_features, m, rows, cols
+            self.extra_rows, self.extra_cols, g_pos.shape[0], self.out_features, m, rows, cols
         )
         self._layout_version += 1
 
@@ -265,8 +273,14 @@ class Tile:
         return RampSite(self, columns, key, shared)
 
     def _check_programmed(self):
-        if self.g_pos is None:
+        self.programmed_conductances()
+
+    def programmed_conductances(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(g_pos, g_neg)``: the programmed conductances (uS), (M, rows, out) and (M, rows, out)
+        or (M, rows, 1) (offset mapping); an error before :meth:`program`."""
+        if self.g_pos is None or self.g_neg is None:
             raise CrossbarInputError("the tile is not programmed yet: call program(seed) first")
+        return self.g_pos, self.g_neg
 
     # ------------------------------------------------------------------ reading
     def mvm(self, x: torch.Tensor, read_gen=None, v_read_actual: float | None = None) -> torch.Tensor:
@@ -368,18 +382,19 @@ class Tile:
             y = y * (v_read_actual / v_nom)
         return y
 
-    def _per_programming(self, key: str, compute) -> torch.Tensor:
+    def _per_programming(self, key: str, compute: Callable[[], _T]) -> _T:
         """``compute()`` of the programmed conductances, cached until they (or the NL-ADC devices
         placed on the arrays) are replaced (not while training: a result that requires grad must
         stay in the graph)."""
+        g_pos, g_neg = self.programmed_conductances()
         cache = self.__dict__.setdefault("_conductance_cache", {})
         cached = cache.get(key)
         version = self.__dict__.get("_layout_version", 0)
-        if cached is not None and cached[0] is self.g_pos and cached[1] is self.g_neg and cached[3] == version:
+        if cached is not None and cached[0] is g_pos and cached[1] is g_neg and cached[3] == version:
             return cached[2]
         value = compute()
-        if not (self.g_pos.requires_grad or self.g_neg.requires_grad):
-            cache[key] = (self.g_pos, self.g_neg, value, version)
+        if not (g_pos.requires_grad or g_neg.requires_grad):
+            cache[key] = (g_pos, g_neg, value, version)
         return value
 
     def _weight_difference(self) -> torch.Tensor:
@@ -387,7 +402,8 @@ class Tile:
         A+ G+ - A- G- with the attenuation maps A = T / G held constant, so gradients flow)."""
         if self.ir_drop:
             return self._per_programming("difference", self._effective_difference)
-        return self._per_programming("difference", lambda: self.g_pos - self.g_neg)
+        g_pos, g_neg = self.programmed_conductances()
+        return self._per_programming("difference", lambda: g_pos - g_neg)
 
     def _attenuation(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A+ = T+ / G+ and A- = T- / G- (1 where G = 0), in the tile's dtype and device."""
@@ -403,9 +419,10 @@ class Tile:
         return self._per_programming("attenuation", compute)
 
     def _effective_difference(self) -> torch.Tensor:
-        if self.g_pos.requires_grad or self.g_neg.requires_grad:
+        g_pos, g_neg = self.programmed_conductances()
+        if g_pos.requires_grad or g_neg.requires_grad:
             a_pos, a_neg = self._attenuation()
-            return a_pos * self.g_pos - a_neg * self.g_neg
+            return a_pos * g_pos - a_neg * g_neg
         t_pos, t_neg, _, _ = self.effective_conductances()
         return (t_pos - t_neg).to(self.device, self.dtype)
 
@@ -445,7 +462,7 @@ class Tile:
         """Write the programmed chip (conductances + config + mapping) to HDF5, atomically."""
         import h5py
 
-        self._check_programmed()
+        g_pos, g_neg = self.programmed_conductances()
         with atomic_path(path) as tmp:
             with h5py.File(tmp, "w") as f:
                 f.attrs["format"] = "crossbar.tile"
@@ -457,8 +474,8 @@ class Tile:
                 f.attrs["has_bias"] = self.has_bias
                 f.attrs["row_groups"] = list(self.row_groups or [])
                 f.create_dataset("target_weights", data=self.target_weights.cpu().numpy())
-                f.create_dataset("g_pos", data=self.g_pos.cpu().numpy(), compression="gzip")
-                f.create_dataset("g_neg", data=self.g_neg.cpu().numpy(), compression="gzip")
+                f.create_dataset("g_pos", data=g_pos.cpu().numpy(), compression="gzip")
+                f.create_dataset("g_neg", data=g_neg.cpu().numpy(), compression="gzip")
                 f.create_dataset("drift_gain", data=self.drift_gain.cpu().numpy())
         return Path(path)
 
@@ -584,7 +601,7 @@ class RampSite:
         e_old = 0 if tile.extra_rows is None else tile.extra_rows.shape[1]
         e = max(e_old, nb + L)
         ex = torch.zeros(1, e, tile.out_features, dtype=torch.float64)
-        if e_old:
+        if tile.extra_rows is not None and e_old:
             ex[:, :e_old] = tile.extra_rows[m : m + 1]
         ext_cols = {
             k: (cb, torch.cat([v[m : m + 1], torch.zeros(1, e - v.shape[1], dtype=torch.float64)], 1))
@@ -602,7 +619,8 @@ class RampSite:
         if targets:
             gp, gn = tile.g_target_pos[None], tile.g_target_neg[None]
         else:
-            gp, gn = tile.g_pos[m : m + 1], tile.g_neg[m : m + 1]
+            g_pos, g_neg = tile.programmed_conductances()
+            gp, gn = g_pos[m : m + 1], g_neg[m : m + 1]
         _, _, t_extra, t_cols = effective_arrays(
             gp, gn, tile.config.array, ex, ext_cols, col_blocks=self.blocks, weights=False
         )

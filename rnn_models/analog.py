@@ -20,7 +20,9 @@ Tensors inside are (M, B, features); M = 1 outside the chip path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -49,8 +51,8 @@ class ColumnGroup:
 class RangeStats:
     """Calibration statistics: running max over batches of a percentile of |value|, and samples."""
 
-    values: dict = field(default_factory=dict)
-    samples: dict = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)  # key -> running max of the percentile
+    samples: dict[str, torch.Tensor] = field(default_factory=dict)  # key -> float64 samples (CPU)
 
     def update(self, key: str, tensor: torch.Tensor, percentile: float, keep_samples: bool = False) -> None:
         a = tensor.detach().abs().flatten().float()
@@ -65,36 +67,72 @@ class RangeStats:
             self.samples[key] = pick if prev is None else torch.cat([prev, pick])[-65536:]
 
 
+class _FloatForward(NamedTuple):
+    """Per-forward state of the ``float`` path (exact math; range statistics while calibrating)."""
+
+    weight: torch.Tensor  # (out, in)
+    bias: torch.Tensor | None  # (out,)
+    exact: list[Callable[[torch.Tensor], torch.Tensor]]  # the exact readout function per column group
+    stats: RangeStats | None  # where calibration records ranges (None: not calibrating)
+    percentile: float  # adc.calibration_percentile (%)
+    block_rows: int | None  # rows per array when per-array partial sums are calibrated too, else None
+
+
+class _ChipForward(NamedTuple):
+    """Per-forward state of the ``chip`` path: the programmed tile and its readouts."""
+
+    tile: Tile
+    scale: torch.Tensor  # (in,) DAC full scale per input column
+    readouts: list[ColumnReadout]  # one per column group
+
+
+class _TrainForward(NamedTuple):
+    """Per-forward state of the ``train`` path: this pass's differentiable device instance."""
+
+    tile: Tile
+    scale: torch.Tensor  # (in,) DAC full scale per input column
+    gens: list[torch.Generator | None]  # read-noise generator of the one instance
+    readouts: list[ColumnReadout]  # the ideal quantisers, one per column group
+
+
 class AnalogMatrix:
     """W (out x in) + bias on crossbars, with column groups read out by their own periphery."""
+
+    # chip state set by program(): converter-noise generators (one per instance) and the (in,)
+    # DAC full scales folded into the programmed weights
+    adc_gens: list[torch.Generator]
+    chip_scale: torch.Tensor
 
     def __init__(self, name: str, groups: list[ColumnGroup]):
         self.name = name
         self.groups = groups
-        self.tile = self.readouts = None  # chip state (after program)
+        # chip state (after program)
+        self.tile: Tile | None = None
+        self.readouts: list[ColumnReadout] | None = None
         self.instances = 0
-        self._train_readouts = None
-        self._fwd = None  # per-forward state set by prepare()
+        self._train_readouts: list[ColumnReadout] | None = None
+        self._fwd: _FloatForward | _ChipForward | _TrainForward | None = None  # set by prepare()
         self.health = {"dac_clipped": 0, "dac_total": 0, "adc_saturated": 0, "adc_total": 0}
 
     # ------------------------------------------------------------------------ programming
     def program(
         self,
         config: HardwareConfig,
-        weight,
-        bias,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
         in_scale: torch.Tensor,
         seed: int,
         instances: int,
         first: int = 0,
-        input_blocks=None,
+        input_blocks: tuple[int, ...] | None = None,
     ) -> None:
         """Program the chip: the tile and one readout (ADC) per column group."""
         with torch.no_grad():
             w = weight.detach() * in_scale.to(weight)[None, :]
-            self.tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+            tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+            self.tile = tile
             self.readouts = program_chip(
-                self.tile,
+                tile,
                 [
                     ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
                     for g in self.groups
@@ -106,10 +144,10 @@ class AnalogMatrix:
                 first,
                 f"{self.name}/tile",
             )
-        dev = self.tile.device
+        dev = tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances
-        self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
+        self.chip_scale = in_scale.detach().to(dev, tile.dtype)
 
     def __deepcopy__(self, memo):
         """Copy everything but the per-forward state (it may hold non-leaf tensors)."""
@@ -132,17 +170,27 @@ class AnalogMatrix:
         self,
         path: str,
         config: HardwareConfig,
-        weight,
-        bias,
-        in_scale: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        in_scale: torch.Tensor | None,
         gen: torch.Generator | None = None,
         stats: RangeStats | None = None,
-        input_blocks=None,
+        input_blocks: tuple[int, ...] | None = None,
     ) -> None:
-        """Set up one forward pass (a whole sequence) on ``path``."""
+        """Set up one forward pass (a whole sequence) on ``path``.
+
+        The chip path reads the programmed tile (``weight``, ``bias``, ``in_scale`` unused: None);
+        the other paths need the current weights, and the train path the input scales too."""
         if path == "chip":
-            self._fwd = ("chip", self.tile, self.chip_scale, None)
-        elif path == "train":
+            if self.tile is None or self.readouts is None:
+                raise RuntimeError(f"{self.name}: the chip path needs a programmed matrix: call program() first")
+            self._fwd = _ChipForward(self.tile, self.chip_scale, self.readouts)
+            return
+        if weight is None:
+            raise RuntimeError(f"{self.name}: the {path} path needs the current weights")
+        if path == "train":
+            if in_scale is None:
+                raise RuntimeError(f"{self.name}: the train path needs the input scales")
             w = weight * in_scale.to(weight)[None, :]
             tile = Tile(w, bias, config, x_max=1.0, row_groups=input_blocks)
             tile.program(int(torch.randint(0, 2**62, (1,), generator=gen)), 1, name=f"{self.name}/train")
@@ -150,7 +198,7 @@ class AnalogMatrix:
                 self._train_readouts = [
                     ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples) for g in self.groups
                 ]
-            self._fwd = ("train", tile, in_scale.to(tile.device, tile.dtype), [gen])
+            self._fwd = _TrainForward(tile, in_scale.to(tile.device, tile.dtype), [gen], self._train_readouts)
         else:
             exact = [get_activation(g.function).f for g in self.groups]
             # per-array partial sums are calibrated too when the linear ADC converts each of them
@@ -159,13 +207,15 @@ class AnalogMatrix:
                 if (config.array.partial_sums == "digital" and config.adc.kind == "linear_ramp")
                 else None
             )
-            self._fwd = ("float", weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
+            self._fwd = _FloatForward(weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
 
     def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(M, B, in) -> one (M, B, |group|) tensor per column group."""
-        path = self._fwd[0]
-        if path == "float":
-            _, weight, bias, exact, stats, pct, block_rows = self._fwd
+        fwd = self._fwd
+        if fwd is None:
+            raise RuntimeError(f"{self.name}: prepare() must set up the forward pass before the matrix is read")
+        if isinstance(fwd, _FloatForward):
+            weight, bias, exact, stats, pct, block_rows = fwd
             y = torch.nn.functional.linear(x, weight, bias)
             outs = []
             for g, f in zip(self.groups, exact):
@@ -176,28 +226,36 @@ class AnalogMatrix:
             if stats is not None and block_rows is not None:
                 self._block_stats(x, weight, bias, block_rows, stats, pct)
             return outs
-        _, tile, scale, gens = self._fwd
-        xs = x / scale
-        if path == "chip":
+        xs = x / fwd.scale
+        if isinstance(fwd, _ChipForward):
+            tile, readouts = fwd.tile, fwd.readouts
             # mean and read-noise variance per row-block (M, B, R, out); the converters sample the noise
             blocks, var = tile.moments(xs)
-            self._count_health(xs, blocks.sum(2), tile.config)
+            self._count_health(xs, blocks.sum(2), tile.config, readouts)
             if blocks.shape[2] > 1:  # one conversion per array, added digitally
                 return [
                     ro.convert_blocks(blocks[..., g.index], self.adc_gens, var=_cols(var, g.index))
-                    for g, ro in zip(self.groups, self.readouts)
+                    for g, ro in zip(self.groups, readouts)
                 ]
             y, var = blocks[:, :, 0], None if var is None else var[:, :, 0]
             return [
                 ro.convert(y[..., g.index], self.adc_gens, var=_cols(var, g.index))
-                for g, ro in zip(self.groups, self.readouts)
+                for g, ro in zip(self.groups, readouts)
             ]
         # training: read noise sampled on the array, the partial sums joined before the (ideal,
         # straight-through) quantiser
-        y = tile.mvm(xs, read_gen=gens).sum(2)
-        return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, self._train_readouts)]
+        y = fwd.tile.mvm(xs, read_gen=fwd.gens).sum(2)
+        return [ro.train_convert(y[..., g.index]) for g, ro in zip(self.groups, fwd.readouts)]
 
-    def _block_stats(self, x, weight, bias, block_rows: int, stats: RangeStats, pct: float) -> None:
+    def _block_stats(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        block_rows: int,
+        stats: RangeStats,
+        pct: float,
+    ) -> None:
         """Range statistics of each array's partial sum (rows = inputs, then the bias row)."""
         rows = torch.cat([x, torch.ones_like(x[..., :1])], -1) if bias is not None else x
         w_rows = torch.cat([weight.t(), bias[None, :]], 0) if bias is not None else weight.t()
@@ -209,13 +267,16 @@ class AnalogMatrix:
             for g in self.groups:
                 stats.update(f"{self.name}/{g.name}/block{r}", part[..., g.index], pct)
 
-    def _count_health(self, xs: torch.Tensor, y: torch.Tensor, config: HardwareConfig) -> None:
-        """Count DAC clipping (|x / full scale| > 1) and saturation of linear ADC readouts."""
+    def _count_health(
+        self, xs: torch.Tensor, y: torch.Tensor, config: HardwareConfig, readouts: list[ColumnReadout]
+    ) -> None:
+        """Count DAC clipping (|x / full scale| > 1) and saturation of linear ADC readouts
+        (``readouts``: the programmed ones, one per column group)."""
         h = self.health
         if config.dac.bits is not None:
             h["dac_clipped"] += int((xs.abs() > 1).sum())
             h["dac_total"] += xs.numel()
-        for g, ro in zip(self.groups, self.readouts):
+        for g, ro in zip(self.groups, readouts):
             rng = ro.linear_range()
             if rng is not None:
                 yg = y[..., g.index]
@@ -237,8 +298,8 @@ class CellNonlinearity:
 
     def __init__(self, name: str, columns: int):
         self.name, self.columns = name, columns
-        self.readout = None
-        self.gens = None
+        self.readout: ColumnReadout | None = None  # the design (+ programmed converter for nl_adc)
+        self.gens: list[torch.Generator] | None = None  # converter-noise generators (nl_adc, programmed)
 
     def _config(self, config: HardwareConfig) -> HardwareConfig:
         return config.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})

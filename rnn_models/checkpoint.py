@@ -139,7 +139,8 @@ def _layer_state(layer, programmed: bool) -> dict:
                 "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
             }
     if programmed and layer.instances:
-        chip = {"args": list(layer._program_args), "tiles": {}}
+        tiles: dict[str, dict] = {}  # matrix key -> programmed conductances and NL-ADC thresholds
+        chip = {"args": list(layer._program_args), "tiles": tiles}
         for key, (mat, *_r) in layer._matrices().items():
             entry = {
                 "g_pos": mat.tile.g_pos.cpu(),
@@ -156,7 +157,7 @@ def _layer_state(layer, programmed: bool) -> dict:
                             "read_var": ro.nladc.read_var.cpu(),
                         }
                     )
-            chip["tiles"][key] = entry
+            tiles[key] = entry
         state["chip"] = chip
     return state
 

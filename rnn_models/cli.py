@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from crossbar.argtypes import bounded_int, fraction, nonneg_float, nonneg_int, positive_float, positive_int
 from crossbar.errors import CrossbarInputError
 
 
@@ -142,65 +143,6 @@ def _config_input(value: str | None) -> str | None:
 def _check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise CrossbarInputError("--device cuda: no CUDA device is available here (use cpu or auto)")
-
-
-def _bounded_int(lo: int, hi: int):
-    """argparse type: an integer in [lo, hi] (bounds keep the work finite)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"{value} must be in {lo}..{hi}")
-        return value
-
-    return parse
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be in [0, 1)")
-    return value
 
 
 def _cmd_adc(args: argparse.Namespace) -> int:
@@ -401,8 +343,8 @@ def _analog_model_for(checkpoint: str, config, data: str | None = None, digital_
                 "--data is needed for an lm checkpoint: its DAC and ADC ranges are calibrated on "
                 "the training split of the PTB folder (as `crossbar evaluate lm` does)"
             )
-        model, ckpt = load_lm(checkpoint)
-        ana, digital, src = analog_lm(model, ckpt, cfg, data, digital_output)
+        lm_model, ckpt = load_lm(checkpoint)
+        ana, digital, src = analog_lm(lm_model, ckpt, cfg, data, digital_output)
         calibration = f"the first 20,000 characters of the training split of {data}"
     else:
         raise CrossbarInputError(f"checkpoint {checkpoint!r} is for task {task!r}; export reads kws and lm checkpoints")
@@ -539,17 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     pcm.add_argument("--base", default="rram_nladc_5b", help="config whose other sections to keep (path or preset)")
     pcm.add_argument(
         "--t-inference",
-        type=_nonnegative_float,
+        type=nonneg_float,
         default=0.0,
         help="s after the end of programming (aihwkit's drift_analog_weights argument)",
     )
-    pcm.add_argument("--g-max", type=_nonnegative_float, default=25.0, help="uS (aihwkit's default 25)")
-    pcm.add_argument("--t0", type=_nonnegative_float, default=20.0, help="s, aihwkit's t_0")
-    pcm.add_argument("--t-read", type=_nonnegative_float, default=250e-9, help="s, aihwkit's t_read")
+    pcm.add_argument("--g-max", type=nonneg_float, default=25.0, help="uS (aihwkit's default 25)")
+    pcm.add_argument("--t0", type=nonneg_float, default=20.0, help="s, aihwkit's t_0")
+    pcm.add_argument("--t-read", type=nonneg_float, default=250e-9, help="s, aihwkit's t_read")
     for scale in ("prog-noise-scale", "read-noise-scale", "drift-scale"):
-        pcm.add_argument(
-            f"--{scale}", type=_nonnegative_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}"
-        )
+        pcm.add_argument(f"--{scale}", type=nonneg_float, default=1.0, help=f"aihwkit's {scale.replace('-', '_')}")
     pcm.add_argument(
         "--compensation",
         action="store_true",
@@ -562,8 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     adc = sub.add_parser("adc", help="characterise the NL-ADC of a config (INL/DNL, transfer, V_read sweep)")
     adc.add_argument("--config", required=True, help="hardware-config JSON (or preset name)")
     adc.add_argument("--function", help="comma-separated activations (default: the config's gate and candidate)")
-    adc.add_argument("--mc", type=_bounded_int(1, MAX_MC), default=None, help="Monte-Carlo instances (default: config)")
-    adc.add_argument("--columns", type=_bounded_int(1, 4096), default=16, help="NL-ADC columns per instance")
+    adc.add_argument("--mc", type=bounded_int(1, MAX_MC), default=None, help="Monte-Carlo instances (default: config)")
+    adc.add_argument("--columns", type=bounded_int(1, 4096), default=16, help="NL-ADC columns per instance")
     adc.add_argument("--vread-sweep", default="0.15:0.25:0.01", help="START:STOP:STEP in V")
     adc.add_argument("--out", help="folder for PNGs and adc_summary.json")
     adc.add_argument("--json", help="JSON summary file")
@@ -576,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bits", type=_bits_list, default=None, help="ADC bit widths, e.g. 3,4,5,8 (default: the config's)"
     )
     rep.add_argument(
-        "--steps", type=_bounded_int(1, 10**9), default=None, help="time steps per inference (default: the model's)"
+        "--steps", type=bounded_int(1, 10**9), default=None, help="time steps per inference (default: the model's)"
     )
     rep.add_argument("--out", required=True, help="folder for report.json, report.md and the PNGs")
     rep.set_defaults(func=_cmd_report)
@@ -585,53 +525,53 @@ def build_parser() -> argparse.ArgumentParser:
     lm = train.add_parser("lm", help="character-level PTB language model (float training)")
     lm.add_argument("--data", required=True, help="folder with ptb.train.txt and ptb.valid.txt")
     lm.add_argument("--out", required=True, help="checkpoint file to write")
-    lm.add_argument("--hidden", type=_bounded_int(1, 65536), default=364)
-    lm.add_argument("--layers", type=_bounded_int(1, 64), default=1)
-    lm.add_argument("--dropout", type=_fraction, default=0.1)
-    lm.add_argument("--epochs", type=_bounded_int(1, 100_000), default=45)
-    lm.add_argument("--batch", type=_bounded_int(1, 65536), default=128)
-    lm.add_argument("--bptt", type=_bounded_int(1, 1_000_000), default=100)
-    lm.add_argument("--lr", type=_positive_float, default=3e-3)
-    lm.add_argument("--seed", type=_nonneg_int, default=0)
+    lm.add_argument("--hidden", type=bounded_int(1, 65536), default=364)
+    lm.add_argument("--layers", type=bounded_int(1, 64), default=1)
+    lm.add_argument("--dropout", type=fraction, default=0.1)
+    lm.add_argument("--epochs", type=bounded_int(1, 100_000), default=45)
+    lm.add_argument("--batch", type=bounded_int(1, 65536), default=128)
+    lm.add_argument("--bptt", type=bounded_int(1, 1_000_000), default=100)
+    lm.add_argument("--lr", type=positive_float, default=3e-3)
+    lm.add_argument("--seed", type=nonneg_int, default=0)
     lm.add_argument("--bf16", action="store_true", help="bf16 autocast (about 2x faster on AMX CPUs)")
     lm.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when available)")
-    lm.add_argument("--threads", type=_bounded_int(1, 1024), default=1)
+    lm.add_argument("--threads", type=bounded_int(1, 1024), default=1)
     lm.add_argument(
         "--max-minutes",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="time budget of this run's float training; the state is saved, rerun to continue",
     )
-    lm.add_argument("--weight-drop", type=_fraction, default=0.0, help="DropConnect on the recurrent weights")
+    lm.add_argument("--weight-drop", type=fraction, default=0.0, help="DropConnect on the recurrent weights")
     lm.add_argument(
         "--locked-dropout",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="variational dropout on the LSTM output (one mask per sequence)",
     )
-    lm.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="AdamW decoupled weight decay")
+    lm.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="AdamW decoupled weight decay")
     lm.add_argument(
         "--ema",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="decay of the exponential moving average of the weights (0: off; e.g. 0.999)",
     )
-    lm.add_argument("--warmup", type=_nonneg_int, default=0, help="linear learning-rate warm-up steps")
+    lm.add_argument("--warmup", type=nonneg_int, default=0, help="linear learning-rate warm-up steps")
     lm.add_argument(
         "--save-every",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         help="minutes between saves of the training state (resume point)",
     )
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
     lm.add_argument("--init", help="start from this checkpoint (skips float training)")
-    lm.add_argument("--hwa-epochs", type=_nonneg_int, default=1)
-    lm.add_argument("--hwa-lr", type=_positive_float, default=5e-4)
-    lm.add_argument("--hwa-max-minutes", type=_positive_float, default=None)
+    lm.add_argument("--hwa-epochs", type=nonneg_int, default=1)
+    lm.add_argument("--hwa-lr", type=positive_float, default=5e-4)
+    lm.add_argument("--hwa-max-minutes", type=positive_float, default=None)
     lm.add_argument("--digital-output", action="store_true", help="HWA with the decoder digital (off-chip)")
     lm.add_argument(
         "--hwa-max-steps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="cap on HWA optimizer steps (reproducible, unlike a time budget)",
     )
@@ -642,26 +582,26 @@ def build_parser() -> argparse.ArgumentParser:
     kws.add_argument("--config", help="hardware config for hardware-aware fine-tuning (omit: float only)")
     kws.add_argument("--out", required=True, help="checkpoint file to write")
     kws.add_argument("--task", choices=["gsc12", "fsdd"], default="gsc12")
-    kws.add_argument("--hidden", type=_bounded_int(1, 65536), default=128)
-    kws.add_argument("--epochs", type=_bounded_int(1, 100_000), default=120)
-    kws.add_argument("--hwa-epochs", type=_nonneg_int, default=6)
-    kws.add_argument("--batch", type=_bounded_int(1, 65536), default=32)
-    kws.add_argument("--lr", type=_positive_float, default=5e-3)
-    kws.add_argument("--dev-fraction", type=_fraction, default=0.2)
-    kws.add_argument("--seed", type=_nonneg_int, default=0)
+    kws.add_argument("--hidden", type=bounded_int(1, 65536), default=128)
+    kws.add_argument("--epochs", type=bounded_int(1, 100_000), default=120)
+    kws.add_argument("--hwa-epochs", type=nonneg_int, default=6)
+    kws.add_argument("--batch", type=bounded_int(1, 65536), default=32)
+    kws.add_argument("--lr", type=positive_float, default=5e-3)
+    kws.add_argument("--dev-fraction", type=fraction, default=0.2)
+    kws.add_argument("--seed", type=nonneg_int, default=0)
     kws.add_argument(
         "--speed-perturb",
-        type=_fraction,
+        type=fraction,
         default=0.0,
         help="augmentation: random speed change +-this fraction (e.g. 0.15; 0 = off)",
     )
-    kws.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
+    kws.add_argument("--threads", type=bounded_int(1, 1024), default=2)
     kws.set_defaults(func=_cmd_train_kws)
 
     data = sub.add_parser("data", help="generate datasets of our own").add_subparsers(dest="what", required=True)
     syn = data.add_parser("synthetic-kws", help="keywords synthesised with eSpeak NG (GSC layout + manifest)")
     syn.add_argument("--out", required=True, help="folder to write (skipped when its manifest exists)")
-    syn.add_argument("--clips-per-voice", type=_bounded_int(1, 1000), default=2)
+    syn.add_argument("--clips-per-voice", type=bounded_int(1, 1000), default=2)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_cmd_data_synthetic)
 
@@ -672,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--checkpoint", help="checkpoint (default: the one shipped in checkpoints/)")
         e.add_argument("--data", required=True, help="dataset folder")
         e.add_argument("--config", required=True, help="hardware config (path or preset name)")
-        e.add_argument("--mc", type=_bounded_int(1, MAX_MC), default=10, help="Monte-Carlo device instances")
+        e.add_argument("--mc", type=bounded_int(1, MAX_MC), default=10, help="Monte-Carlo device instances")
         e.add_argument(
             "--split",
             default=None,
@@ -700,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="keep the output layer digital (off-chip, as the paper's LSTM chip handles its I/O) "
             "or put it on the crossbar; default: the checkpoint's deployment",
         )
-        e.add_argument("--threads", type=_bounded_int(1, 1024), default=2)
+        e.add_argument("--threads", type=bounded_int(1, 1024), default=2)
         e.add_argument(
             "--measured",
             help="folder in the `crossbar export` layout with a chip's measured "
@@ -733,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("--out", required=True, help="sweep folder: journal, results.csv, instances.csv, report, plots")
     swp.add_argument(
         "--workers",
-        type=_bounded_int(1, 4096),
+        type=bounded_int(1, 4096),
         default=None,
         help="local Dask worker processes (default: one per core); 1 = in-process, no Dask",
     )

@@ -31,6 +31,7 @@ def _rnn_kwargs(m) -> dict:
 
 
 def _convert_one(m: nn.Module, cfg: HardwareConfig) -> nn.Module:
+    new: AnalogLayerBase
     if isinstance(m, nn.Linear):
         new = AnalogLinear(m.in_features, m.out_features, m.bias is not None, config=cfg)
     elif isinstance(m, nn.LSTM):
@@ -48,6 +49,7 @@ def _convert_one(m: nn.Module, cfg: HardwareConfig) -> nn.Module:
 
 
 def _digital_one(m: nn.Module) -> nn.Module:
+    new: nn.Module
     if isinstance(m, AnalogLinear):
         new = nn.Linear(m.in_features, m.out_features, m.bias is not None)
     elif isinstance(m, AnalogLSTMCell):
@@ -95,8 +97,8 @@ def convert_to_analog(
         )
     model = _replace(model, lambda m: _convert_one(m, cfg), exclude)
     if not isinstance(model, AnalogLayerBase):  # a bare layer has its own program()
-        model.program = types.MethodType(program, model)
-        model.calibrate = types.MethodType(calibrate, model)
+        for attr, fn in (("program", program), ("calibrate", calibrate)):
+            setattr(model, attr, types.MethodType(fn, model))
     return model
 
 

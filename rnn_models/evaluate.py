@@ -12,6 +12,7 @@ Sweeps over configs (``crossbar sweep``, ``crossbar evaluate --sweep``) live in
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from crossbar.config import HardwareConfig, bit_widths
 from crossbar.errors import CrossbarInputError
@@ -26,7 +27,7 @@ def result(
     software: float,
     per_instance: list[float],
     config: HardwareConfig,
-    checkpoint: str,
+    checkpoint: str | Path,
 ) -> dict:
     per = [float(v) for v in per_instance]
     return {

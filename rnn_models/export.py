@@ -37,6 +37,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,7 +46,12 @@ from torch import nn
 from crossbar import devices
 from crossbar.errors import CrossbarInputError, one_line
 from crossbar.io import write_json
+from crossbar.periphery.nladc import NLADC
 from crossbar.tile import array_row_slices
+
+if TYPE_CHECKING:
+    from rnn_models.analog import AnalogMatrix
+    from rnn_models.layers import AnalogLayerBase
 
 FORMAT = "crossbar.design"
 VERSION = 1
@@ -68,6 +74,8 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("plane", "row", "col", "measured_g_us")
 ROLES = ("weight", "reference", "nladc_bias", "nladc_ramp")
 _REL_TOL = 1e-6
+#: where a device's value goes: ("pos",) | ("neg",) | ("ref", column block) | ("ramp", k) | ("bias", k)
+_Dest = tuple[str] | tuple[str, int]
 
 
 # ======================================================================================= plan
@@ -75,7 +83,7 @@ _REL_TOL = 1e-6
 class _Segment:
     """Devices of one role in one array: addresses, what they stand for, where a value goes."""
 
-    dest: tuple  # ("pos",) | ("neg",) | ("ref", cb) | ("ramp", k) | ("bias", k)
+    dest: _Dest  # ("pos",) | ("neg",) | ("ref", cb) | ("ramp", k) | ("bias", k)
     index: np.ndarray  # flat indices into the destination tensor
     plane: str
     role: str
@@ -95,12 +103,15 @@ class _Segment:
     def what(self, i: int) -> str:
         """Human description of device i (for error messages)."""
         if self.role == "weight":
+            assert self.matrix_row is not None and self.matrix_col is not None  # a weight has both
             return (
                 f"weight {'G+' if self.plane == 'pos' else 'G-'} of matrix row {self.matrix_row[i]}, "
                 f"column {self.matrix_col[i]}"
             )
         if self.role == "reference":
+            assert self.matrix_row is not None  # a reference device serves one matrix row
             return f"reference device of matrix row {self.matrix_row[i]}"
+        assert self.step is not None  # an NL-ADC device is one step of its bias or ramp sequence
         kind = "bias" if self.role == "nladc_bias" else "ramp"
         col = "" if self.matrix_col is None or self.matrix_col[i] < 0 else f", column {self.matrix_col[i]}"
         return f"NL-ADC {self.readout} {kind} device {self.step[i]}{col}"
@@ -125,7 +136,7 @@ class _NL:
 
     key: str
     group: str
-    nladc: object
+    nladc: NLADC
     columns: list
     shared: bool
 
@@ -137,8 +148,8 @@ class _NL:
 @dataclass
 class _TilePlan:
     id: str
-    layer: object
-    mat: object  # AnalogMatrix (None for a cell NL-ADC)
+    layer: AnalogLayerBase
+    mat: AnalogMatrix | None  # None for a cell NL-ADC
     nls: list
     arrays: list
     info: dict
@@ -229,7 +240,7 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
     nb = int(cfg.nl_adc.bias_devices)
     e_rows = max([nb + nl.nladc.design.codes for nl in nls], default=0)
     near_driver = arr.wires.shared_ramp_column == "near_driver"
-    shared_at = {}  # column block -> [k of shared NL-ADCs placed there]
+    shared_at: dict[int, list[int]] = {}  # column block -> [k of shared NL-ADCs placed there]
     for k, nl in enumerate(nls):
         if nl.shared:
             shared_at.setdefault(min(c // arr.cols for c in nl.columns), []).append(k)
@@ -257,8 +268,8 @@ def _plan_tile(layer, key: str, mat, blocks, values: bool, m_local: int, m_globa
             r0 = e if (e and arr.wires.ramp_rows == "far_sense") else 0
             aid = f"{tid}/r{rb}c{cb}"
             a = _Array(aid, "", {})
-            ii, jj = np.meshgrid(np.arange(n_r), np.arange(n_c), indexing="ij")
-            ii, jj = ii.ravel(), jj.ravel()
+            ii_grid, jj_grid = np.meshgrid(np.arange(n_r), np.arange(n_c), indexing="ij")
+            ii, jj = ii_grid.ravel(), jj_grid.ravel()
             mr, mc = ii + rs.start, jj + cs.start
             flat = mr * out + mc
             seg = _Segment(("pos",), flat, "pos", "weight", ii + r0, jj + c0, mr, mc, single=single)
@@ -1069,7 +1080,7 @@ def load_measured(
         ids = {a.get("id"): a for a in arrays if isinstance(a, dict)}
         if set(ids) != {a.id for a in p.arrays}:
             raise CrossbarInputError(
-                f"{where}: tile {p.id!r} has arrays {sorted(ids)[:6]} in the measured design, "
+                f"{where}: tile {p.id!r} has arrays {sorted(ids, key=str)[:6]} in the measured design, "
                 f"the model {[a.id for a in p.arrays][:6]} (another array shape?)"
             )
         for a in p.arrays:
@@ -1081,9 +1092,10 @@ def load_measured(
     total, dev_sum, dev_max = 0, 0.0, 0.0
     staged = []
     for p in plans:
-        dest = {}
+        dest: dict[_Dest, torch.Tensor] = {}
         if p.mat is not None:
             tile = p.mat.tile
+            assert tile is not None  # _plan refuses a matrix that is not programmed
             dest[("pos",)] = torch.full((tile.n_rows, tile.out_features), math.nan, dtype=torch.float64)
             if tile.config.array.mapping == "offset":
                 for a in p.arrays:
@@ -1109,12 +1121,13 @@ def load_measured(
         gains = [[_nladc_devices(nl.nladc, m, first + m)[2] for m in range(m_count)] for nl in p.nls]
         if p.mat is not None:
             tile = p.mat.tile
+            assert tile is not None  # _plan refuses a matrix that is not programmed
             dev, dt = tile.device, tile.dtype
             pos = dest[("pos",)]
             if ("neg",) in dest:
                 neg = dest[("neg",)]
             else:
-                refs = [dest[("ref", cb)] for cb in sorted(k[1] for k in dest if k[0] == "ref")]
+                refs = [dest[("ref", cb)] for cb in sorted(k[1] for k in dest if len(k) == 2 and k[0] == "ref")]
                 if all(torch.equal(r, refs[0]) for r in refs):
                     neg = refs[0][:, None]
                 else:  # each column subtracts the reference column of its own array
@@ -1172,14 +1185,9 @@ def add_export_arguments(parser) -> None:
     """The options of ``crossbar export`` (the command itself: ``rnn_models.cli``)."""
     import argparse
 
-    def nonneg(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if not 0 <= v <= 10**9:
-            raise argparse.ArgumentTypeError(f"{v} must be in 0..1000000000")
-        return v
+    from crossbar.argtypes import bounded_int
+
+    nonneg = bounded_int(0, 10**9)
 
     parser.add_argument("--checkpoint", required=True, help="task checkpoint (kws or lm)")
     parser.add_argument("--config", required=True, help="hardware config (path or preset name)")

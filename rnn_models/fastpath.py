@@ -293,12 +293,17 @@ class _Matrix:
         ty = np.float32 if self.dtype == torch.float32 else np.float64
         self.ty = ty
         scale = mat.chip_scale
-        m_count = (x if x is not None else h).shape[0]
-        batch = x.shape[2] if x is not None else h.shape[1]
+        if x is not None:
+            m_count, batch = x.shape[0], x.shape[2]
+        elif h is not None:
+            m_count, batch = h.shape[0], h.shape[1]
+        else:
+            raise ValueError("a fast-path matrix reads the layer input x, the state h or both")
         n_x = x.shape[-1] if x is not None else 0
         self.zeros = np.zeros((1, 1, 1), ty)
         # word lines of the x rows for all steps (element-wise: the reference's per-step values)
-        self.xq_x = self.x2_x = None
+        self.xq_x: torch.Tensor | None = None  # (M, T, B, n_x) word-line amplitudes
+        self.x2_x: torch.Tensor | None = None  # and their squares
         parts = []
         if x is not None:
             self.xs_x = x / scale[:n_x]
@@ -376,7 +381,7 @@ class _Matrix:
         return [randn_instances(self.mat.adc_gens, s, self.dtype).numpy() for s in self.noise_shapes]
 
     def next_x(self, t: int | None):
-        if t is None or self.xq_x is None:
+        if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
             return self.zeros, self.zeros
         return np_(self.xq_x[:, t]), np_(self.x2_x[:, t])
 

@@ -27,6 +27,8 @@ M = 1 shapes are exactly PyTorch's.
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -42,16 +44,16 @@ from rnn_models.analog import AnalogMatrix, CellNonlinearity, ColumnGroup, Range
 class AnalogLayerBase(nn.Module):
     """Hardware config, programming state, calibration and path selection shared by all layers."""
 
-    def __init__(self, config=None):
+    def __init__(self, config: HardwareConfig | str | Path | dict | None = None):
         super().__init__()
         self.hw: HardwareConfig = load_config(config) if config is not None else default_config()
         self.mode = "hardware"
         self.layer_name = type(self).__name__
         self.input_scale: float | None = None  # calibrated DAC full scale of the layer input
         self._stats: RangeStats | None = None
-        self._train_gen = None
+        self._train_gen: torch.Generator | None = None
         self._instances = 0
-        self._programmed_version = None
+        self._programmed_version: tuple[int, ...] | None = None
 
     # ----------------------------------------------------------------- to implement
     def _matrices(self) -> dict:
@@ -69,7 +71,7 @@ class AnalogLayerBase(nn.Module):
         """Programmed Monte-Carlo instances (0 before ``program``)."""
         return self._instances
 
-    def _weights_version(self):
+    def _weights_version(self) -> tuple[int, ...]:
         return tuple(p._version for p in self.parameters()) + tuple(id(p) for p in self.parameters())
 
     def program(self, seed: int | None = None, instances: int | None = None, first: int = 0):
@@ -77,7 +79,7 @@ class AnalogLayerBase(nn.Module):
         check_instance_args(seed, instances, first)
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
-        self._chip_matrices = []
+        self._chip_matrices: list[AnalogMatrix] = []
         for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
             mat.program(self.hw, w, b, scale, seed, instances, first, blocks)
@@ -142,7 +144,7 @@ class AnalogLayerBase(nn.Module):
                 if v:
                     g.in_range = (-v, v)
                     g.samples = stats.samples.get(f"{mat.name}/{g.name}")
-                blocks = []
+                blocks: list[tuple[float, float] | None] = []  # per-array partial-sum ranges
                 while f"{mat.name}/{g.name}/block{len(blocks)}" in stats.values:
                     vb = stats.values[f"{mat.name}/{g.name}/block{len(blocks)}"]
                     blocks.append((-vb, vb) if vb > 0 else None)
@@ -195,7 +197,8 @@ class AnalogLinear(AnalogLayerBase):
         self._mat = AnalogMatrix("fc", [ColumnGroup("out", torch.arange(out_features), activation)])
 
     def reset_parameters(self) -> None:
-        nn.Linear.reset_parameters(self)  # same initialisation as nn.Linear
+        # same initialisation as nn.Linear (its method reads only ``weight`` and ``bias``)
+        nn.Linear.reset_parameters(cast(nn.Linear, self))
 
     def _matrices(self):
         scale = torch.full((self.in_features,), self._input_scale())
@@ -289,6 +292,10 @@ class _AnalogRNNBase(AnalogLayerBase):
         for w in self.parameters():
             nn.init.uniform_(w, -stdv, stdv)
 
+    def _make_engine(self, sfx: str) -> dict[str, AnalogMatrix | CellNonlinearity]:
+        """The matrices and cell nonlinearity of one layer/direction (``sfx``), by role."""
+        raise NotImplementedError
+
     def _p(self, kind: str, sfx: str):
         return getattr(self, f"{kind}{sfx}", None)
 
@@ -349,8 +356,9 @@ class _AnalogRNNBase(AnalogLayerBase):
             y = y.transpose(1, 2)
         return y.squeeze(0) if m == 1 else y
 
-    def _run(self, x, states: list[torch.Tensor], path: str | None = None):
-        """Run all layers and directions; ``states``: initial states as the caller gives them."""
+    def _run(self, x, states: list[torch.Tensor | None], path: str | None = None):
+        """Run all layers and directions; ``states``: initial states as the caller gives them
+        (None: zeros)."""
         path = self._prepare() if path is None else path
         m = self._m(path)
         _check_finite(x, self.layer_name, self.hw.torch_device())
@@ -359,7 +367,7 @@ class _AnalogRNNBase(AnalogLayerBase):
         batch = x.shape[2]
         init = [self._state(s, m, batch, unbatched, x) for s in states]
         dirs = 2 if self.bidirectional else 1
-        finals = [[] for _ in init]
+        finals: list[list[torch.Tensor]] = [[] for _ in init]  # per state: one final per layer/direction
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
@@ -373,8 +381,7 @@ class _AnalogRNNBase(AnalogLayerBase):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         out = self._restore(x, m, unbatched, seq=True)
-        finals = [self._restore(torch.stack(f, 1), m, unbatched, seq=False) for f in finals]
-        return out, finals
+        return out, [self._restore(torch.stack(f, 1), m, unbatched, seq=False) for f in finals]
 
     def _direction(self, sfx, x, state, reverse, path):
         raise NotImplementedError

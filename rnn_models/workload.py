@@ -38,6 +38,8 @@ def from_model(
                     b_hh = getattr(mod, "bias_hh" + sfx) if mod.bias else None
                     label = f"{mod_name}{sfx}"
                     n_in = w_ih.shape[1]
+                    # (name, weight, bias, readout, input block sizes) of each crossbar matrix
+                    parts: list[tuple[str, torch.Tensor, torch.Tensor | None, str, tuple[int, ...]]]
                     if kind == "lstm":  # one matrix [x, h] -> i, f, g, o, all through NL-ADCs
                         parts = [
                             (label, torch.cat([w_ih, w_hh], 1), None if b_ih is None else b_ih + b_hh, "nl", (n_in, h))
@@ -47,7 +49,7 @@ def from_model(
                             (
                                 f"{label}/rz",
                                 torch.cat([w_ih[: 2 * h], w_hh[: 2 * h]], 1),
-                                None if b_ih is None else b_ih[: 2 * h] + b_hh[: 2 * h],
+                                None if b_ih is None or b_hh is None else b_ih[: 2 * h] + b_hh[: 2 * h],
                                 "nl",
                                 (n_in, h),
                             ),

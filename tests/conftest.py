@@ -59,3 +59,15 @@ def gsc_folder(root, per_word=6):
     (root / "no" / "eeeeeeee_nohash_0.wav").write_bytes(b"RIFF\x00\x00garbage")  # corrupt: rejected
     sf.write(root / "up" / "ffffffff_nohash_0.wav", np.zeros(10, np.float32), 16000)  # too short: rejected
     return root
+
+
+def tiny_kws_model(tmp: Path, per_word: int = 6, hidden_size: int = 16, epochs: int = 3, **train) -> tuple[Path, Path]:
+    """A tone dataset (``tmp/gsc``, :func:`gsc_folder`) and a small KWS model trained on it
+    (``tmp/k.pt``, float training only unless ``train`` says otherwise); returns (data, checkpoint).
+    The caller points ``CROSSBAR_CACHE`` at a temporary folder first."""
+    from rnn_models.tasks.kws import train_kws
+
+    data = gsc_folder(tmp / "gsc", per_word=per_word)
+    settings = {"hwa_epochs": 0, "batch": 8, "dev_fraction": 0.34, "log": lambda *_: None, **train}
+    train_kws(data, tmp / "k.pt", hidden_size=hidden_size, epochs=epochs, **settings)
+    return data, tmp / "k.pt"

@@ -14,10 +14,17 @@ Three architectures (``ARCHITECTURES``), for one workload, hardware config and A
 Model (ours; every figure it uses comes from the component library with its source):
 
 * one conversion per column per step (``partial_sums = analog``; ``digital`` converts once per
-  row-block and adds digitally); a ramp conversion takes 2^N + ``nl_adc.reset_cycles`` cycles;
+  row-block and adds digitally); conversion cycles have one definition shared with the simulator:
+  an NL-ADC conversion is the :class:`~crossbar.periphery.nladc.RampSchedule` of the design its
+  readout compiles (bias phase + 2^N ramp steps + ``nl_adc.reset_cycles``: 36 at 5 bits in the
+  presets), a conventional one :func:`~crossbar.periphery.adc.conventional_cycles` (ramp:
+  2^N + reset; SAR: N + reset); a matrix whose columns read different functions (an LSTM's
+  sigmoid and tanh gates) takes the slowest of them;
 * the array conducts during the whole conversion: E_array = V_read^2 * activity * sum(a_r^2 G) *
   T_conversion (``cost.input_activity`` = mean (x / x_max)^2; 1 = peak, all rows at full scale);
-* the NL-ADC reads one ramp device per ramp step: E_ramp = V_read^2 * G_mid * T_clk per step;
+* the NL-ADC reads its designed ramp and bias conductances, one ramp device per step and the bias
+  devices for the bias cycles: E_ramp = V_read^2 * T_clk * (the schedule's uS x cycles), for the
+  function of the matrix with the most charge (an upper bound when functions differ);
 * a binary counter per array toggles ~2 flip-flops per cycle; each conversion latches N bits;
 * word-line drivers: ``dac.bits`` 1-bit driver slices per row and column-block, once per step;
 * time per step: the recurrent layers' conversion + element-wise (+ digital activation) cycles,
@@ -28,6 +35,7 @@ Model (ours; every figure it uses comes from the component library with its sour
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -35,6 +43,8 @@ from crossbar.config import HardwareConfig
 from crossbar.cost.library import Library
 from crossbar.cost.workload import MatrixLoad, Workload
 from crossbar.errors import CrossbarInputError
+from crossbar.periphery.adc import conventional_cycles
+from crossbar.periphery.nladc import RampSchedule, ramp_schedule, readout_design
 
 ARCHITECTURES = ("nl_adc", "conventional", "digital")
 CATEGORIES = ("mac_array", "nl_processing", "rest")
@@ -121,9 +131,36 @@ class Ledger:
         return out
 
 
-def ramp_steps(bits: int, config: HardwareConfig) -> int:
-    """Ramp steps of one conversion (``nl_adc.ramp_devices``, default 2^N)."""
-    return config.nl_adc.ramp_devices or 2**bits
+def readout_functions(readout: str, config: HardwareConfig) -> tuple[str, ...]:
+    """The activation functions a matrix's columns are read out through: ``nl`` (recurrent gates)
+    -> the config's gate and candidate functions, ``linear`` -> identity."""
+    if readout == "nl":
+        fns = config.nl_adc.functions
+        return tuple(dict.fromkeys((fns.gate, fns.candidate)))
+    return ("identity",)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_schedule(function: str, bits: int, config_json: str) -> RampSchedule:
+    cfg = HardwareConfig.model_validate_json(config_json)
+    return ramp_schedule(readout_design(function, cfg), cfg)
+
+
+def nladc_schedule(function: str, bits: int, config: HardwareConfig) -> RampSchedule:
+    """The conversion sequence of an NL-ADC reading ``function`` at ``bits`` bits under ``config``
+    -- the design the simulator's readout compiles (``range_mode: calibrated`` and the data-aware
+    design need data the cost model does not have: it uses f's own domain and the uniform design,
+    and :func:`cost_assumptions` says so)."""
+    changes: dict = {"adc.bits": bits, "nl_adc.ramp_devices": None, "adc.kind": "nl_ramp"}
+    if config.nl_adc.design == "data_aware":
+        changes["nl_adc.design"] = "uniform"
+    cfg = config.replace(**changes)
+    return _cached_schedule(function, bits, cfg.model_dump_json())
+
+
+def matrix_schedules(readout: str, bits: int, config: HardwareConfig) -> list[RampSchedule]:
+    """The NL-ADC schedules of a matrix's readout functions."""
+    return [nladc_schedule(f, bits, config) for f in readout_functions(readout, config)]
 
 
 #: what an idealised part of a config is costed as (an ideal part has no hardware to cost; these
@@ -144,6 +181,13 @@ def cost_assumptions(config: HardwareConfig) -> list[str]:
             f"datapath.bits is null (a float datapath): the element-wise lanes and state registers are "
             f"costed as {FLOAT_DATAPATH_COST_BITS}-bit fixed point"
         )
+    if config.adc.range_mode == "calibrated":
+        notes.append(
+            "adc.range_mode is calibrated: NL-ADC cycles and ramp charge use each function's own input "
+            "range (the calibrated ranges come from data)"
+        )
+    if config.nl_adc.design == "data_aware":
+        notes.append("nl_adc.design is data_aware: NL-ADC cycles and ramp charge use the uniform design")
     if config.adc.kind == "ideal":
         notes.append(
             f"adc.kind is ideal: the columns are costed with the conventional architecture's "
@@ -152,15 +196,18 @@ def cost_assumptions(config: HardwareConfig) -> list[str]:
     return notes
 
 
-def conversion_cycles(bits: int, config: HardwareConfig, kind: str) -> int:
-    """Cycles of one column conversion: ramp steps + reset (ramp), N + reset (SAR)."""
-    reset = config.nl_adc.reset_cycles
-    return (bits if kind == "sar" else ramp_steps(bits, config)) + reset
+def conversion_cycles(bits: int, config: HardwareConfig, kind: str, readout: str = "nl") -> int:
+    """Cycles of one column conversion of a matrix with ``readout`` columns: ``kind`` ``nl_adc``
+    -> the slowest of its functions' NL-ADC schedules; ``ramp`` / ``sar`` -> the conventional ADC."""
+    if kind == "nl_adc":
+        return max(s.cycles for s in matrix_schedules(readout, bits, config))
+    return conventional_cycles(kind, bits, config.nl_adc.reset_cycles)
 
 
-def ramp_column_devices(bits: int, config: HardwareConfig) -> int:
-    """Memristors in one NL-ADC ramp column: one per ramp step plus the bias devices."""
-    return ramp_steps(bits, config) + config.nl_adc.bias_devices
+def ramp_column_devices(bits: int, config: HardwareConfig, readout: str = "nl") -> int:
+    """Memristors in one NL-ADC ramp column of a matrix with ``readout`` columns: one per ramp step
+    plus the bias devices."""
+    return max(s.devices for s in matrix_schedules(readout, bits, config))
 
 
 @dataclass
@@ -214,8 +261,8 @@ def estimate(
         cycles_step["mvm"] = crit["step"]
         cycles_seq += crit["sequence"]
     else:
-        adc_kind = "ramp" if architecture == "nl_adc" else cost.conventional_adc
-        conv = conversion_cycles(bits, config, adc_kind)
+        adc_kind = "nl_adc" if architecture == "nl_adc" else cost.conventional_adc
+        conv = {m.name: conversion_cycles(bits, config, adc_kind, m.readout) for m in workload.matrices}
         for m in workload.matrices:
             _crossbar_matrix(
                 m,
@@ -225,13 +272,15 @@ def estimate(
                 bits,
                 architecture,
                 adc_kind,
-                conv,
+                conv[m.name],
                 1.0 if m.per_step else 1.0 / workload.steps_per_inference,
             )
-        if any(m.recurrent for m in workload.matrices):
-            cycles_step["mvm_and_conversion"] = conv
-        if any(not m.per_step for m in workload.matrices):
-            cycles_seq += conv
+        recurrent = [conv[m.name] for m in workload.matrices if m.recurrent]
+        if recurrent:
+            cycles_step["mvm_and_conversion"] = max(recurrent)
+        once = [conv[m.name] for m in workload.matrices if not m.per_step]
+        if once:
+            cycles_seq += max(once)
 
     # digital gate activations (conventional / digital): nl_kind units at the ADC resolution
     nl_kind = cost.digital_nl_kind
@@ -274,16 +323,18 @@ def layer_table(workload: Workload, config: HardwareConfig, bits: int, architect
             row.update({"sram_bytes": 2 * m.macs, "mac_cycles": math.ceil(m.macs / config.cost.digital_macs)})
         else:
             n = matrix_counts(m, config, architecture)
-            kind = "ramp" if architecture == "nl_adc" else config.cost.conventional_adc
+            kind = "nl_adc" if architecture == "nl_adc" else config.cost.conventional_adc
             row.update(
                 {
                     "arrays": n.arrays,
                     "array_shape": [arr.rows, arr.cols],
                     "utilisation": m.macs / (n.arrays * arr.rows * arr.cols),
                     "weight_devices": n.weight_devices,
-                    "ramp_devices": n.ramps * ramp_column_devices(bits, config),
+                    "ramp_devices": n.ramps * ramp_column_devices(bits, config, m.readout)
+                    if architecture == "nl_adc"
+                    else 0,
                     "conversions_per_run": n.conversions,
-                    "cycles_per_conversion": conversion_cycles(bits, config, kind),
+                    "cycles_per_conversion": conversion_cycles(bits, config, kind, m.readout),
                 }
             )
         rows.append(row)
@@ -339,13 +390,17 @@ def _cells(
     state_words = sum(c.state_bits_words for c in workload.cells)
     ledger.add("rest", "state_registers", 0.0, state_words * dp_bits * tech.a("flip_flop"))
     if mode == "nl_adc":
-        conv = conversion_cycles(bits, config, "ramp")
+        # tanh(c) on an NL-ADC of its own (its ramp spans tanh's domain, as the simulator's cell readout)
+        sched = nladc_schedule("tanh", bits, config.replace(**{"adc.range_mode": "function"}))
+        t_clk = 1e-9 / config.cost.clock_ghz
+        conv = sched.cycles
         per_unit_e = (
             conv * tech.e("column_converter")
             + bits * tech.e("flip_flop")
             + (config.dac.bits or IDEAL_DAC_COST_BITS) * tech.e("word_line_driver")
+            + config.array.v_read**2 * sched.ramp_charge_us * 1e-6 * t_clk
         )
-        per_unit_a = tech.a("column_converter") + ramp_column_devices(bits, config) * tech.a("rram_cell")
+        per_unit_a = tech.a("column_converter") + sched.devices * tech.a("rram_cell")
         ledger.add("nl_processing", "cell_tanh_nladc", hidden_total * per_unit_e, hidden_total * per_unit_a)
         return slowest + conv
     kind, width = ("lut", bits) if mode == "digital_lut" else ("pwl", dp_bits)
@@ -368,7 +423,7 @@ def _crossbar_matrix(
     weight: float,
 ) -> None:
     """Energy (scaled by ``weight``: 1 per step, 1/steps for once-per-sequence) and area of one matrix."""
-    arr, dev, cost = config.array, config.device, config.cost
+    arr, cost = config.array, config.cost
     t_clk = 1e-9 / cost.clock_ghz
     n = matrix_counts(m, config, architecture)
     rb, cb, arrays, conversions = n.row_blocks, n.col_blocks, n.arrays, n.conversions
@@ -415,12 +470,13 @@ def _crossbar_matrix(
             arrays * bits * tech.a("flip_flop"),
         )
         if architecture == "nl_adc":
-            g_mid = 0.5 * (dev.g_min + dev.g_max) * 1e-6
+            scheds = matrix_schedules(m.readout, bits, config)
+            charge = max(s.ramp_charge_us for s in scheds) * 1e-6  # S x cycles
             ledger.add(
                 "nl_processing",
                 "ramp_columns",
-                weight * n.ramps * v2 * g_mid * t_clk * ramp_steps(bits, config),
-                n.ramps * ramp_column_devices(bits, config) * tech.a("rram_cell"),
+                weight * n.ramps * v2 * charge * t_clk,
+                n.ramps * max(s.devices for s in scheds) * tech.a("rram_cell"),
             )
         else:
             ledger.add(
@@ -503,16 +559,15 @@ def nl_time_ratio(
     """
     tech = Tech(library, config.cost.node_nm)
     conv = conversion_cycles(bits, config, config.cost.conventional_adc)
-    out = {
+    ratio: dict[str, float] = {}
+    for kind in kinds:
+        _, _, lat = tech.activation(kind, bits)
+        ratio[kind] = math.ceil(5 * hidden / units) * lat / conv
+    return {
         "hidden": hidden,
         "units": units,
         "bits": bits,
         "adc": config.cost.conventional_adc,
         "mvm_cycles": conv,
-        "ratio": {},
+        "ratio": ratio,
     }
-    for kind in kinds:
-        _, _, lat = tech.activation(kind, bits)
-        nl_cycles = math.ceil(5 * hidden / units) * lat
-        out["ratio"][kind] = nl_cycles / conv
-    return out

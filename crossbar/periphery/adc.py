@@ -16,6 +16,18 @@ import torch
 from crossbar.autograd import straight_through
 
 
+def conventional_cycles(kind: str, bits: int, reset_cycles: int) -> int:
+    """Counter cycles of one conversion of a conventional column ADC (the definition the simulator's
+    readouts and the cost model share): ``ramp`` (= ``linear_ramp``) 2^bits ramp steps + reset --
+    its ramp starts at the fixed reference's low end, so there is no bias phase (our assumption);
+    ``sar`` one cycle per bit + reset."""
+    if kind in ("ramp", "linear_ramp"):
+        return 2**bits + reset_cycles
+    if kind == "sar":
+        return bits + reset_cycles
+    raise ValueError(f"unknown conventional ADC kind {kind!r}; use 'ramp' or 'sar'")
+
+
 def uniform_codes(y: torch.Tensor, lo: float, hi: float, levels: int) -> torch.Tensor:
     """Mid-tread uniform quantiser codes 0..levels-1 of ``y`` over [lo, hi]."""
     step = (hi - lo) / (levels - 1)

@@ -8,9 +8,12 @@ callers then fall back to torch.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import torch
 
+numba: ModuleType | None  # None without numba (torch fallback)
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; the fallback keeps torch-only installs working

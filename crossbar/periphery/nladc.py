@@ -1,6 +1,6 @@
 """The NL-ADC: a ramp ADC whose ramp is made in memory and pre-distorted so its code is f(x).
 
-Model (the paper's principle; the details are our reconstruction, named here and in README):
+Model (the paper's principle; the details are our reconstruction, named here and in docs/nladc.md):
 
 * **Design** (:func:`compile_design`): ``L = 2^bits`` output codes.  Output levels are uniform over
   f's output range (``mid_tread``: the range ends are levels; ``mid_rise``: bin centres), the
@@ -36,7 +36,8 @@ Shapes: realised thresholds are (M, C, L-1) for M instances and C columns; ``con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -95,12 +96,84 @@ class NLADCDesign:
             "function": self.function,
             "bits": self.bits,
             "ramp_devices": self.codes,
-            "cycles": self.codes,
             "needs_lut": self.needs_lut,
             "lut_bits": self.codes * self.bits if self.needs_lut else 0,
             "levels_used": self.levels_used,
             "pieces": self.pieces,
         }
+
+
+# ---------------------------------------------------------------------------------------- timing
+@dataclass(frozen=True)
+class RampSchedule:
+    """One NL-ADC conversion as the counter sequences it -- the one definition the simulator
+    (:attr:`NLADC.cycles_per_conversion`) and the cost model (``crossbar.cost.accounting``) share.
+
+    Cycle by cycle: ``bias_cycles`` cycles reading the ``bias_devices`` bias memristors (the ramp
+    start), then ``ramp_steps`` cycles reading one ramp device each (the counter counts these),
+    then ``reset_cycles`` cycles resetting the integrator (``nl_adc.reset_cycles``).
+    """
+
+    ramp_steps: int
+    bias_cycles: int
+    reset_cycles: int
+    bias_devices: int
+    ramp_charge_us: float  # sum over the conversion of the conductance read, uS x cycles (1 cycle each)
+
+    @property
+    def cycles(self) -> int:
+        """Counter cycles of one conversion: bias phase + ramp + reset."""
+        return self.bias_cycles + self.ramp_steps + self.reset_cycles
+
+    @property
+    def devices(self) -> int:
+        """Memristors of one ramp column: one per ramp step plus the bias devices."""
+        return self.ramp_steps + self.bias_devices
+
+
+def ramp_kappa(design: NLADCDesign, g_max: float) -> float:
+    """uS per pre-activation unit: the largest ramp step is programmed at ``g_max`` (uS)."""
+    top = float(design.steps.max())
+    return g_max / top if top > 0 else 1.0
+
+
+def bias_cycles(x_lo: float, kappa: float, bias_devices: int, g_max: float) -> int:
+    """Cycles the bias devices are read: the fewest that leave ``BIAS_HEADROOM`` below ``g_max``
+    (uS) on each of ``bias_devices`` devices while they add the ramp start |x_lo| kappa (uS x cycles)."""
+    need = abs(x_lo) * kappa
+    return max(1, math.ceil(need / (bias_devices * BIAS_HEADROOM * g_max))) if need > 0 else 1
+
+
+def ramp_schedule(design: NLADCDesign, config: HardwareConfig) -> RampSchedule:
+    """The conversion sequence of ``design`` under ``config`` (kappa from ``device.g_max``)."""
+    g_max, nb = config.device.g_max, config.nl_adc.bias_devices
+    kappa = ramp_kappa(design, g_max)
+    n_bias = bias_cycles(design.x_lo, kappa, nb, g_max)
+    charge = kappa * float(design.steps.sum()) + abs(design.x_lo) * kappa  # ramp devices + bias reads
+    return RampSchedule(design.codes, n_bias, config.nl_adc.reset_cycles, nb, charge)
+
+
+def readout_design(
+    function, config: HardwareConfig, in_range=None, samples: torch.Tensor | None = None, bits: int | None = None
+) -> NLADCDesign:
+    """The design a column readout of ``function`` compiles under ``config`` (at ``bits``, default
+    ``adc.bits``): the ramp spans f's own domain when ``adc.range_mode`` is ``function``, else
+    ``in_range`` (``fixed``: adc.in_min/in_max); a linear function always uses a range
+    (``in_range`` or adc.in_min/in_max)."""
+    adc = config.adc
+    act = get_activation(function)
+    rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+    use_range = rng if (adc.range_mode != "function" or act.linear) else None
+    if use_range is None and act.linear:
+        use_range = (adc.in_min, adc.in_max)
+    return compile_design(
+        act,
+        adc.bits if bits is None else bits,
+        config.nl_adc.level_spacing,
+        input_range=use_range,
+        design=config.nl_adc.design,
+        samples=samples,
+    )
 
 
 def level_grid(lo: float, hi: float, levels: int, spacing: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,10 +240,10 @@ def compile_design(
         raise CrossbarInputError(f"NL-ADC bits must be an integer in 1..12, got {bits!r}")
     act: Activation = get_activation(fn, out_range=out_range, domain=domain)
     codes = 2**bits
-    dom = tuple(map(float, input_range)) if input_range is not None else act.domain
+    dom: tuple[float, float] = (float(input_range[0]), float(input_range[1])) if input_range is not None else act.domain
     if not dom[0] < dom[1]:
         raise CrossbarInputError(f"NL-ADC input range must be increasing, got {dom}")
-    pieces = monotonic_pieces(act, *dom)
+    pieces = monotonic_pieces(act, dom[0], dom[1])
     # a linear readout outputs over its input range; other functions over their own range
     y_lo, y_hi = dom if act.linear and out_range is None else act.out_range
 
@@ -344,17 +417,24 @@ class NLADC:
         steps = design.steps
         if bool((steps < 0).any()):
             raise CrossbarInputError("NL-ADC thresholds must be ascending")
-        self.kappa = dev.g_max / float(steps.max()) if float(steps.max()) > 0 else 1.0  # uS per unit
+        self.kappa = ramp_kappa(design, dev.g_max)  # uS per pre-activation unit
         self.g_ramp_target = self.kappa * steps  # (L,) uS, float64
         self.range_violations = int(((self.g_ramp_target < dev.g_min) & (self.g_ramp_target > 0)).sum())
-        nb = config.nl_adc.bias_devices
+        self.schedule = ramp_schedule(design, config)
+        nb = self.schedule.bias_devices
         need = abs(design.x_lo) * self.kappa
         self.bias_sign = -1.0 if design.x_lo < 0 else 1.0
-        self.bias_cycles = max(1, math.ceil(need / (nb * BIAS_HEADROOM * dev.g_max))) if need > 0 else 1
+        self.bias_cycles = self.schedule.bias_cycles
         self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
-        self.thresholds = None  # (M, C, L-1) realised, at nominal V_read, including offset and gain
-        self._has_read_noise = self._sorted = self._t_kc = None
-        self.calibration = None
+        # programmed state (set by program() / restore())
+        self.thresholds: torch.Tensor | None = None  # (M, C, L-1) realised, nominal V_read, offset and gain
+        self.ramp_thresholds: torch.Tensor | None = None  # (M, C, L-1) without the comparator offsets
+        self.offsets: torch.Tensor | None = None  # (M, C, 1) comparator offsets
+        self.read_var: torch.Tensor | None = None  # (M, C, L-1) accumulated ramp read-noise variance
+        self._has_read_noise: bool | None = None
+        self._sorted: bool | None = None
+        self._t_kc: torch.Tensor | None = None
+        self.calibration: CalibrationReport | None = None
 
     @property
     def span(self) -> float:
@@ -367,6 +447,7 @@ class NLADC:
         if not 0 < s <= 1:
             raise CrossbarInputError(f"NL-ADC ramp scale {s!r} must be in (0, 1]")
         self.kappa *= s
+        self.schedule = replace(self.schedule, ramp_charge_us=self.schedule.ramp_charge_us * s)
         self.g_ramp_target = self.g_ramp_target * s
         self.g_bias_target = self.g_bias_target * s
         g_min = self.config.device.g_min
@@ -375,8 +456,8 @@ class NLADC:
 
     @property
     def cycles_per_conversion(self) -> int:
-        """Counter cycles: one per ramp step, plus bias read and reset overhead."""
-        return self.design.codes + self.bias_cycles + self.config.nl_adc.reset_cycles
+        """Counter cycles of one conversion (:class:`RampSchedule`: bias phase + ramp + reset)."""
+        return self.schedule.cycles
 
     # -------------------------------------------------------------- programming + calibration
     def program(
@@ -415,9 +496,9 @@ class NLADC:
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
 
-            measured = {}
+            measured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-            def eff(g_r, g_b, m_local=m - first, measured=measured):
+            def eff(g_r, g_b, m_local=m - first, measured=measured) -> tuple[torch.Tensor, torch.Tensor]:
                 """What the devices deliver to the integrator: through the wires exactly the first
                 time (the calibration measures the array), then with that measurement's attenuation
                 (calibration only re-programs the bias devices, a few cells of the array)."""
@@ -455,7 +536,7 @@ class NLADC:
             g_ramp_t = devices.at_inference(g_ramp, ramp, dev.drift)
             g_bias_t = devices.at_inference(bias.g, bias, dev.drift)
             offsets.append(offs_m)
-            final = eff
+            final: Callable = eff
             if site is not None:
                 site.attach(m - first, g_ramp_t, g_bias_t)
                 self._devices.append((g_ramp_t, g_bias_t, gains_m))
@@ -503,7 +584,7 @@ class NLADC:
             read_var.append(var_m)
         self.restore(
             torch.stack(ramp_t).to(self.device, self.dtype),
-            self.offsets,
+            self._programmed(self.offsets),
             torch.stack(read_var).to(self.device, self.dtype),
         )
         return self
@@ -528,7 +609,7 @@ class NLADC:
             done = done + one.g
         return devices.ProgrammedDevices(g=g, g_max_dev=bias.g_max_dev, nu=bias.nu, stuck=bias.stuck, z_acc=bias.z_acc)
 
-    def _thresholds(self, g_ramp, g_bias, gain, offset) -> torch.Tensor:
+    def _thresholds(self, g_ramp, g_bias, gain=1.0, offset=0.0) -> torch.Tensor:
         """Realised thresholds (C, L-1) from ramp (R, L) and bias (R, nb) conductances."""
         start = self.bias_sign * self.bias_cycles * g_bias.sum(-1, keepdim=True)
         ramp = (start + torch.cumsum(g_ramp, -1)[..., :-1]) / self.kappa * gain
@@ -552,7 +633,7 @@ class NLADC:
             raise CrossbarInputError("the NL-ADC is not programmed yet: call program(seed) first")
         if v_scale == 1.0:
             return self.thresholds
-        return self.ramp_thresholds * v_scale + self.offsets
+        return self._programmed(self.ramp_thresholds) * v_scale + self._programmed(self.offsets)
 
     def codes(
         self,
@@ -574,6 +655,7 @@ class NLADC:
                 f"NL-ADC input must be (M={t.shape[0]}, B, C={self.columns}), got {tuple(y.shape)}"
             )
         y = y.to(t.dtype)
+        read_var = self._programmed(self.read_var)
         cmp_sigma = self.comparator_sigma
         noise = None
         if noisy and self.draws_noise(var is not None):
@@ -583,9 +665,9 @@ class NLADC:
         in_var = var.to(y.dtype) if (noise is not None and var is not None) else None
         if self.kernel_ok(y, v_scale):
             return kernels.nl_codes(
-                y, t, self.read_var, noise, v_scale**2, cmp_sigma**2, in_var, self.thresholds_kc(v_scale)
+                y, t, read_var, noise, v_scale**2, cmp_sigma**2, in_var, self.thresholds_kc(v_scale)
             )
-        return reference_codes(y, t, self.read_var, noise, v_scale, cmp_sigma, in_var)
+        return reference_codes(y, t, read_var, noise, v_scale, cmp_sigma, in_var)
 
     @property
     def comparator_sigma(self) -> float:
@@ -601,13 +683,15 @@ class NLADC:
     def has_read_noise(self) -> bool:
         """Whether the ramp devices have read noise (cached per programming)."""
         if self._has_read_noise is None:
-            self._has_read_noise = bool(self.read_var.max() > 0) if self.read_var.numel() else False
+            rv = self._programmed(self.read_var)
+            self._has_read_noise = bool(rv.max() > 0) if rv.numel() else False
         return self._has_read_noise
 
     def kernel_ok(self, y: torch.Tensor, v_scale: float) -> bool:
         """Whether the CPU kernel computes this conversion (else the torch definition does)."""
         if self._sorted is None:  # realised ramps are monotonic; the CPU kernel relies on it
-            self._sorted = bool((self.thresholds[..., 1:] >= self.thresholds[..., :-1]).all())
+            t = self._programmed(self.thresholds)
+            self._sorted = bool((t[..., 1:] >= t[..., :-1]).all())
         return y.device.type == "cpu" and kernels.available() and not y.requires_grad and self._sorted and v_scale > 0
 
     def thresholds_kc(self, v_scale: float = 1.0) -> torch.Tensor:
@@ -615,8 +699,15 @@ class NLADC:
         if v_scale != 1.0:
             return self.effective_thresholds(v_scale).transpose(1, 2).contiguous()
         if self._t_kc is None:
-            self._t_kc = self.thresholds.transpose(1, 2).contiguous()
+            self._t_kc = self._programmed(self.thresholds).transpose(1, 2).contiguous()
         return self._t_kc
+
+    @staticmethod
+    def _programmed(state: torch.Tensor | None) -> torch.Tensor:
+        """``state`` of a programmed NL-ADC, or the error that says to program it first."""
+        if state is None:
+            raise CrossbarInputError("NL-ADC is not programmed: call program(seed, instances) first")
+        return state
 
     def convert(
         self,

@@ -14,15 +14,20 @@ gradient of the exact f (straight-through estimator).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from crossbar.autograd import straight_through
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
-from crossbar.periphery.adc import LinearRampADC
+from crossbar.periphery.adc import LinearRampADC, conventional_cycles
 from crossbar.periphery.functions import get_activation
-from crossbar.periphery.nladc import NLADC, compile_design
+from crossbar.periphery.nladc import NLADC, NLADCDesign, readout_design
 from crossbar.rng import randn_instances
+
+if TYPE_CHECKING:
+    from crossbar.tile import RampSite
 
 
 def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, gens) -> torch.Tensor:
@@ -59,21 +64,14 @@ class ColumnReadout:
         adc = config.adc
         rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
         self.in_range = rng
-        self.nladc = self.linear = self.design = None
-        self.block_linears = None
+        # the converter of ``kind``: nladc + design (nl_ramp), linear (+ block_linears) (linear_ramp)
+        self.nladc: NLADC | None = None
+        self.linear: LinearRampADC | None = None
+        self.design: NLADCDesign | None = None
+        self.block_linears: list[LinearRampADC] | None = None
         if self.kind == "nl_ramp":
             # a linear readout has no natural input range: it always uses the calibrated / configured one
-            use_range = rng if (adc.range_mode != "function" or self.act.linear) else None
-            if use_range is None and self.act.linear:
-                use_range = (adc.in_min, adc.in_max)
-            self.design = compile_design(
-                self.act,
-                adc.bits,
-                config.nl_adc.level_spacing,
-                input_range=use_range,
-                design=config.nl_adc.design,
-                samples=samples,
-            )
+            self.design = readout_design(self.act, config, in_range, samples)
             self.nladc = NLADC(self.design, config, self.columns)
         elif self.kind == "linear_ramp":
             if rng is None:
@@ -107,9 +105,11 @@ class ColumnReadout:
         Gaussian (the sum of independent Gaussians), for the other ADCs before quantisation.
         """
         if self.kind == "nl_ramp":
+            assert self.nladc is not None  # built in __init__ for nl_ramp
             return self.nladc.convert(y, noise_gens, v_scale, var=var)
         y = sample_read_noise(y, var, noise_gens)
         if self.kind == "linear_ramp":
+            assert self.linear is not None  # built in __init__ for linear_ramp
             return self.act.f(self.linear.convert(y, v_scale))
         return self.act.f(y)
 
@@ -131,17 +131,21 @@ class ColumnReadout:
         if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
             parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
             return self.act.f(torch.stack(parts, 2).sum(2))
+        assert self.linear is not None  # built in __init__ for linear_ramp
         return self.act.f(self.linear.convert(y, v_scale).sum(2))
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
         if self.kind == "nl_ramp":
+            design = self.design
+            assert design is not None  # compiled in __init__ for nl_ramp
             if self.act.linear:  # a linear ADC: no gradient where it saturates
-                y = y.clamp(self.design.x_lo, self.design.x_hi)
+                y = y.clamp(design.x_lo, design.x_hi)
             exact = self.act.f(y)
-            return straight_through(exact, self.design.ideal_convert(y.detach()).to(y.dtype))
+            return straight_through(exact, design.ideal_convert(y.detach()).to(y.dtype))
         exact = self.act.f(y)
         if self.kind == "linear_ramp":
+            assert self.linear is not None  # built in __init__ for linear_ramp
             return self.act.f(self.linear.convert(y))
         return exact
 
@@ -150,6 +154,7 @@ class ColumnReadout:
         if self.linear is not None:
             return self.linear.in_min, self.linear.in_max
         if self.nladc is not None and self.act.linear:
+            assert self.design is not None  # compiled together with the NL-ADC
             return self.design.x_lo, self.design.x_hi
         return None
 
@@ -157,7 +162,7 @@ class ColumnReadout:
         if self.nladc is not None:
             return self.nladc.cycles_per_conversion
         if self.linear is not None:
-            return 2**self.config.adc.bits + self.config.nl_adc.reset_cycles
+            return conventional_cycles("linear_ramp", self.config.adc.bits, self.config.nl_adc.reset_cycles)
         return None
 
     def extra_repr(self) -> str:
@@ -183,13 +188,14 @@ def program_chip(
     calibrated before a later one was placed keeps that calibration, as on a chip calibrated
     converter by converter.  Without IR drop this is ``program`` of the tile and of each readout.
     """
-    sites = [None] * len(readouts)
+    sites: list[RampSite | None] = [None] * len(readouts)
     if getattr(tile, "ir_drop", False):
         shared = tile.config.nl_adc.shared_ramp
         for g, ro in enumerate(readouts):
             if ro.nladc is not None:
-                sites[g] = tile.ramp_site(torch.as_tensor(columns[g]), names[g], shared)
-                sites[g].deferred = True
+                new_site = tile.ramp_site(torch.as_tensor(columns[g]), names[g], shared)
+                new_site.deferred = True
+                sites[g] = new_site
         _plan(tile, readouts, sites, columns)
         if tile.config.array.wires.ir_drop_aware_programming and any(sites):
             # headroom: a ramp whose pre-distorted devices would pass g_max is scaled down (with its

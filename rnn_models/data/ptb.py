@@ -1,6 +1,6 @@
 """Character-level Penn Treebank, derived from Mikolov's word-level files.
 
-Convention (ours, documented in README, matching Mikolov's ``ptb.char.*`` files):
+Convention (ours, documented in docs/tasks.md, matching Mikolov's ``ptb.char.*`` files):
 
 * each line of ``ptb.{train,valid,test}.txt`` is stripped and split on whitespace;
 * words are joined by the word-boundary symbol ``_`` and spelled out character by character

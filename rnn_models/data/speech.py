@@ -151,8 +151,8 @@ def _scan_folders(root: Path, task: str) -> list[Clip]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "_background_noise_"):
         for wav in sorted(f for f in folder.glob("*.wav") if not f.is_symlink() or f.is_file()):
             rel = f"{folder.name}/{wav.name}"
-            split = lists.get(rel, "train") if has_lists else None
-            clips.append(Clip(wav, _map_label(folder.name, task), _speaker_from_name(wav.name), split))
+            clip_split = lists.get(rel, "train") if has_lists else None
+            clips.append(Clip(wav, _map_label(folder.name, task), _speaker_from_name(wav.name), clip_split))
     return clips
 
 

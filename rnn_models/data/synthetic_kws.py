@@ -62,7 +62,8 @@ def generate(
     rows = []
     for v_index, voice in enumerate(voices()):
         speaker = f"v{v_index:03d}"
-        words = [(w, w) for w in KEYWORDS for _ in range(clips_per_voice)]
+        # (label, text to speak; None: a silence clip)
+        words: list[tuple[str, str | None]] = [(w, w) for w in KEYWORDS for _ in range(clips_per_voice)]
         words += [(w, w) for w in rng.choice(UNKNOWN_WORDS, unknown_per_voice * clips_per_voice).tolist()]
         words += [(SILENCE, None)] * silence_per_voice
         for k, (label, text) in enumerate(words):

@@ -25,7 +25,8 @@ _lock = threading.Lock()
 _state: dict = {}
 
 
-def _engine():
+def _engine() -> ctypes.CDLL:
+    """The eSpeak NG library, loaded and initialised once (synchronous mode, our synth callback)."""
     if "lib" in _state:
         return _state["lib"]
     try:

@@ -30,6 +30,9 @@ class KWSLSTM(nn.Module):
     """(B, T, n_mels) log-mel frames (+ leading Monte-Carlo dim) -> (B, classes) logits."""
 
     OUTPUT_LAYER = "fc"
+    # buffers (n_mels,): training-set mean and std of the (mean-subtracted) log-mel features
+    feat_mean: torch.Tensor
+    feat_std: torch.Tensor
 
     def __init__(
         self, n_mels: int = 40, hidden_size: int = 128, classes: int = 12, dropout: float = 0.2, cmn: bool = True
@@ -193,7 +196,9 @@ def train_kws(
         meta["software_dev_accuracy_after_hwa"] = run_epochs(ana, hwa_epochs, lr / 5, "hwa", software=to_digital)
         meta["hwa_config"] = cfg.name
         meta["deployment"] = {"hwa_config": cfg.name, "digital_layers": []}
-        model = to_digital(ana)
+        digital = to_digital(ana)
+        assert isinstance(digital, KWSLSTM)  # only the layers inside were converted
+        model = digital
     calib_idx = torch.randperm(len(tr.features), generator=gen)[:64]
     meta["calibration_features"] = tr.features[calib_idx].half()
     meta["minutes"] = (time.time() - t0) / 60

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +84,27 @@ def _detach(state):
     return tuple(s.detach() for s in state) if state is not None else None
 
 
+# for type checkers: one BPC (float) for one instance (the default), a list of M for M > 1
+@overload
+def evaluate_bpc(
+    model: nn.Module,
+    ids: torch.Tensor,
+    n_streams: int = ...,
+    window: int = ...,
+    device: str = ...,
+    instances: Literal[1] = ...,
+    progress: bool = ...,
+) -> float: ...
+@overload
+def evaluate_bpc(
+    model: nn.Module,
+    ids: torch.Tensor,
+    n_streams: int = ...,
+    window: int = ...,
+    device: str = ...,
+    instances: int = ...,
+    progress: bool = ...,
+) -> float | list[float]: ...
 @torch.no_grad()
 def evaluate_bpc(
     model: nn.Module,
@@ -398,7 +421,7 @@ def train_lm(
         "config": cfg.name if cfg is not None else None,
         "digital_output": digital_output,
     }
-    arch = {
+    arch: dict[str, Any] = {  # CharLSTM keyword arguments (as a checkpoint's "arch" holds them)
         "vocab_size": len(vocab),
         "hidden_size": hidden_size,
         "num_layers": num_layers,
@@ -417,7 +440,7 @@ def train_lm(
             )
         if init is not None:
             raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training; drop --init to continue it")
-        want = {"arch": arch, "float": hp_float, "hwa": hp_hwa}
+        want: dict[str, Mapping[str, object]] = {"arch": arch, "float": hp_float, "hwa": hp_hwa}
         diff = [
             f"{part}.{k} ({resumed['hparams'][part].get(k)!r} in the checkpoint, {v!r} now)"
             for part in want
@@ -582,7 +605,7 @@ def evaluate_lm(
         chip = load_measured(ana, measured, seed=seed, instances=mc, first=first)
     per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
     health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
-    if mc == 1:
+    if not isinstance(per_instance, list):  # one instance (mc = 1): a single BPC
         per_instance = [per_instance]
     predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first
     res = result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)

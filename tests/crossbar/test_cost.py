@@ -72,7 +72,24 @@ def test_hand_counted_example(tmp_path):
     pj = 1e-12
     E = {name: c["energy_pj"] * pj for name, c in COMPONENTS.items()}
     A = {name: c["area_um2"] for name, c in COMPONENTS.items()}
-    conv = 2**3 + 2  # ramp steps + reset
+    # the NL-ADC schedule by hand (3-bit mid-tread designs of the LSTM's sigmoid and tanh): thresholds
+    # f^-1 of the level boundaries, the ramp starts one step below the first, kappa puts the largest
+    # step at g_max = 101 uS, the bias (|x_lo| kappa) needs ceil(need / (5 devices x 0.8 g_max)) cycles
+    sched = {}
+    for name, inv, lo, hi in (
+        ("sigmoid", lambda p: math.log(p / (1 - p)), 0.0, 1.0),
+        ("tanh", math.atanh, -1.0, 1.0),
+    ):
+        levels = [lo + (hi - lo) * k / 7 for k in range(8)]
+        t = [inv(0.5 * (a + b)) for a, b in zip(levels, levels[1:])]
+        x_lo, x_hi = t[0] - (t[1] - t[0]), t[-1] + (t[-1] - t[-2])
+        steps = [t[0] - x_lo] + [b - a for a, b in zip(t, t[1:])] + [x_hi - t[-1]]
+        kappa = 101.0 / max(steps)
+        bias = math.ceil(-x_lo * kappa / (5 * 0.8 * 101.0))
+        sched[name] = (2**3 + bias + 2, kappa * (x_hi - x_lo) + (-x_lo) * kappa)  # cycles, uS x cycles
+    assert sched["sigmoid"][0] == sched["tanh"][0] == 11  # 8 ramp steps + 1 bias cycle + 2 reset
+    conv = 11
+    charge = max(c for _, c in sched.values())
     arrays = 2 * 2  # ceil(6/4) x ceil(8/4)
     # cycles: conversion + element-wise (2 units on 2 lanes: 3 multiplies + 1 add, then a 1-cycle PWL tanh)
     assert e["cycles_per_step"] == {"mvm_and_conversion": conv, "elementwise": 4 + 1, "total": conv + 5}
@@ -84,7 +101,7 @@ def test_hand_counted_example(tmp_path):
     assert got["nl_processing/column_converters"] == pytest.approx(8 * conv * E["column_converter"])
     assert got["nl_processing/counters"] == pytest.approx(arrays * conv * 2 * E["flip_flop"])
     assert got["nl_processing/latches"] == pytest.approx(8 * 3 * E["flip_flop"])
-    assert got["nl_processing/ramp_columns"] == pytest.approx(8 * 0.2**2 * 51e-6 * 1e-9 * 2**3)
+    assert got["nl_processing/ramp_columns"] == pytest.approx(8 * 0.2**2 * charge * 1e-6 * 1e-9)
     area = e["area_by_component_mm2"]
     assert area["mac_array/array_read"] == pytest.approx(2 * 48 * A["rram_cell"] * 1e-6)
     assert area["nl_processing/ramp_columns"] == pytest.approx(8 * (8 + 5) * A["rram_cell"] * 1e-6)
@@ -95,6 +112,25 @@ def test_hand_counted_example(tmp_path):
     assert (layer["weight_devices"], layer["ramp_devices"]) == (96, 8 * (8 + 5))
     cells = e["layers"][1]
     assert (cells["multiplies_per_step"], cells["adds_per_step"], cells["digital_tanh_per_step"]) == (6, 2, 2)
+
+
+@pytest.mark.parametrize("preset", ["rram_nladc_3b", "rram_nladc_5b", "rram_nladc_8b", "pcm_nladc_5b_drift"])
+def test_cost_model_counts_the_simulated_nladc_cycles(preset):
+    """One definition: each layer's cycles per conversion in the cost report equal the slowest
+    programmed NL-ADC the simulator builds for that layer's functions (bias phase included)."""
+    from crossbar.periphery.readout import ColumnReadout
+
+    cfg = load_config(preset)
+    e = estimate(paper_shape("paper-lm", cfg), cfg, load_library(), cfg.adc.bits)
+    simulated = {
+        "nl": max(ColumnReadout(cfg, f, 4).cycles_per_conversion() for f in ("sigmoid", "tanh")),
+        "linear": ColumnReadout(cfg, "identity", 4, in_range=(cfg.adc.in_min, cfg.adc.in_max)).cycles_per_conversion(),
+    }
+    for layer in e["layers"]:
+        if "readout" in layer:
+            assert layer["cycles_per_conversion"] == simulated[layer["readout"]], layer["layer"]
+    assert simulated["nl"] > 2**cfg.adc.bits + cfg.nl_adc.reset_cycles  # the bias phase is counted
+    assert e["cycles_per_step"]["mvm_and_conversion"] == simulated["nl"]
 
 
 def test_units_are_consistent():
@@ -157,7 +193,7 @@ def test_library_errors_are_clear(tmp_path):
 
 
 def test_shipped_library_reproduces_table1_lm_and_kws_energy():
-    """Regression of the README's Table-1 comparison (the documented KWS 8-bit area deviation excepted)."""
+    """Regression of the Table-1 comparison in docs/cost_model.md (the documented KWS 8-bit area deviation excepted)."""
     lib = load_library()
     table = {
         ("paper-lm", 5): (47.9, 27.6),
@@ -246,11 +282,17 @@ def test_checkpoint_like_models_and_cell_modes():
     for arch in ("nl_adc", "conventional", "digital"):
         e = estimate(w, cfg, lib, 5, arch)
         assert e["energy_per_step_j"] > 0 and e["latency_per_inference_s"] > 7 * e["latency_per_step_s"]
-    # tanh(c) on an NL-ADC column: a second conversion (34 cycles) instead of a 2-cycle PWL on the
-    # lanes (16 units fit the 32 lanes in one pass), and only in the NL-ADC architecture
+    # tanh(c) on an NL-ADC column: a second conversion (the simulator's cell NL-ADC: 36 cycles)
+    # instead of a 2-cycle PWL on the lanes (16 units fit the 32 lanes in one pass), and only in
+    # the NL-ADC architecture
+    from crossbar.periphery.readout import ColumnReadout
+
     lstm = paper_shape("paper-kws", cfg)
     base = estimate(lstm, cfg, lib, 5)["cycles_per_step"]["elementwise"]
     nl_cell = cfg.replace(**{"nl_adc.functions.cell": "nl_adc"})
-    assert estimate(lstm, nl_cell, lib, 5)["cycles_per_step"]["elementwise"] == base - 2 + 34
+    cell_cfg = nl_cell.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})
+    cell_conv = ColumnReadout(cell_cfg, "tanh", 16).cycles_per_conversion()
+    assert cell_conv == 36
+    assert estimate(lstm, nl_cell, lib, 5)["cycles_per_step"]["elementwise"] == base - 2 + cell_conv
     conv = estimate(lstm, nl_cell, lib, 5, "conventional")
     assert "nl_processing/cell_tanh_nladc" not in conv["energy_by_component"]

@@ -4,9 +4,9 @@ The same weights are programmed with aihwkit's PCM-like inference noise model (t
 periphery) and with our device section translated from it by ``crossbar.interop``; the MVM output
 error (simulated - ideal) is compared at several times after programming: its mean toward zero
 (mean of error * sign(ideal output): the drift's systematic shrink) and its standard deviation
-must agree within 3 % (the agreement README states).
+must agree within 3 % (the agreement README and docs/aihwkit.md state).
 ``python tests/peers/test_aihwkit_agreement.py`` prints the table that
-README quotes.  Install aihwkit with ``make aihwkit``.
+docs/aihwkit.md quotes.  Install aihwkit with ``make aihwkit``.
 """
 
 from __future__ import annotations

@@ -17,21 +17,16 @@ import torch
 
 from crossbar.errors import CrossbarInputError
 from rnn_models.cli import main
-from tests.conftest import gsc_folder
+from tests.conftest import tiny_kws_model
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A tiny KWS model, its tone dataset, a tiny PTB folder and bad files, in one folder."""
-    from rnn_models.tasks.kws import train_kws
-
     tmp = tmp_path_factory.mktemp("bad")
     mp = pytest.MonkeyPatch()
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
-    data = gsc_folder(tmp / "gsc", per_word=3)
-    train_kws(
-        data, tmp / "k.pt", hidden_size=8, epochs=1, hwa_epochs=0, batch=8, dev_fraction=0.34, log=lambda *_: None
-    )
+    data, _ = tiny_kws_model(tmp, per_word=3, hidden_size=8, epochs=1)
     ptb = tmp / "ptb"
     ptb.mkdir()
     (ptb / "ptb.train.txt").write_text(" the cat sat on the mat\n" * 40)

@@ -20,7 +20,7 @@ from crossbar.errors import CrossbarInputError
 from rnn_models.sweep import parse_spec, run_sweep
 from rnn_models.sweep.journal import Journal
 from rnn_models.sweep.spec import grid_changes, load_spec, resolve_points
-from tests.conftest import gsc_folder as _gsc_folder
+from tests.conftest import tiny_kws_model
 
 VOLATILE = ("seconds",)  # columns that are timings, not results
 
@@ -28,23 +28,10 @@ VOLATILE = ("seconds",)  # columns that are timings, not results
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A tiny KWS model and tone dataset; the feature cache in a temporary folder."""
-    from rnn_models.tasks.kws import train_kws
-
     tmp = tmp_path_factory.mktemp("sweep")
     mp = pytest.MonkeyPatch()
     mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
-    root = _gsc_folder(tmp / "gsc", per_word=6)
-    train_kws(
-        root,
-        tmp / "k.pt",
-        hidden_size=16,
-        epochs=3,
-        hwa_epochs=0,
-        batch=8,
-        lr=1e-2,
-        dev_fraction=0.34,
-        log=lambda *_: None,
-    )
+    root, _ = tiny_kws_model(tmp, per_word=6, hidden_size=16, epochs=3, lr=1e-2)
     spec = {
         "task": "kws",
         "checkpoint": str(tmp / "k.pt"),
