@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 from pydantic_core import ErrorDetails
 
 from crossbar.errors import CrossbarInputError
+from crossbar.periphery.functions import REGISTRY as ACTIVATIONS
 
 SCHEMA_VERSION = 1
 
@@ -517,7 +518,10 @@ class ADCConfig(_Section):
         return self
 
 
-ActivationName = Literal["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity", "gelu", "silu"]
+if TYPE_CHECKING:
+    ActivationName = str
+else:  # the names of the activation registry (crossbar.periphery.functions), one list
+    ActivationName = Literal[tuple(ACTIVATIONS)]
 
 
 class RoleFunctions(_Section):

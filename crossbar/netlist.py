@@ -12,13 +12,18 @@ as several operating points in one deck (``alter`` + ``op``), each written by ``
 conductances (uS, rows x cols) from a CSV file or one physical array of a programmed tile file
 (``Tile.save``: ``--tile``, ``--instance``, ``--block``, ``--polarity``), inputs (V, batch x rows)
 from a CSV file, resistances from options, a hardware config's ``array.wires`` or the tile's config.
+Further array sources are handed in by the caller: ``rnn_models.cli`` adds ``--checkpoint`` (a task
+checkpoint programmed for ``--config``) through ``more_sources`` and ``array_source``, so this
+module needs nothing of ``rnn_models``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -151,8 +156,13 @@ def _read_csv(path: str, what: str) -> np.ndarray:
     return data
 
 
-def add_netlist_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Options of ``crossbar netlist``."""
+def add_netlist_arguments(
+    parser: argparse.ArgumentParser,
+    more_sources: Callable[[Any, argparse.ArgumentParser], None] | None = None,
+) -> argparse.ArgumentParser:
+    """Options of ``crossbar netlist``.  ``more_sources(group, parser)`` may add further array
+    sources to the required, mutually exclusive group of ``--g`` / ``--tile`` (and their options
+    to ``parser``); :func:`run_netlist` then needs an ``array_source`` for them."""
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--g", metavar="CSV", help="conductances of one array, uS (rows x cols)")
     src.add_argument(
@@ -160,13 +170,20 @@ def add_netlist_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         metavar="H5",
         help="a programmed tile file (Tile.save); with --instance, --block, --polarity (its config gives the wires)",
     )
-    parser.add_argument("--instance", type=int, default=0, help="Monte-Carlo instance of --tile (default 0)")
-    parser.add_argument("--block", default="0,0", help="ROW_BLOCK,COL_BLOCK: which physical array of --tile")
+    if more_sources is not None:
+        more_sources(src, parser)
+    parser.add_argument(
+        "--instance",
+        type=int,
+        default=0,
+        help="Monte-Carlo instance (--tile: one the file holds; a programmed source: the one programmed; default 0)",
+    )
+    parser.add_argument("--block", default="0,0", help="ROW_BLOCK,COL_BLOCK: which physical array (default 0,0)")
     parser.add_argument(
         "--polarity",
         choices=["pos", "neg"],
         default="pos",
-        help="G+ or G- array of a differential --tile (offset mapping: pos, with its reference "
+        help="G+ or G- array of a differential mapping (offset mapping: pos, with its reference "
         "column as the last bit line)",
     )
     parser.add_argument(
@@ -195,10 +212,23 @@ def tile_array(path: str, instance: int, block: str, polarity: str):
     """(G (rows, cols) uS, config) of one physical array of a saved tile, as :mod:`crossbar.layout`
     places it (weight rows and columns of the block; offset mapping: the reference column last).
     The NL-ADC rows are not saved with a tile, so they are not part of it."""
-    from crossbar.layout import col_slices
-    from crossbar.tile import Tile, array_row_slices
+    from crossbar.tile import Tile
 
     tile = Tile.load(path)
+    if not 0 <= instance < tile.instances:
+        raise CrossbarInputError(f"--instance {instance}: the tile has instances 0..{tile.instances - 1}")
+    return programmed_array(tile, instance, block, polarity), tile.config
+
+
+def programmed_array(tile, instance: int, block: str, polarity: str) -> np.ndarray:
+    """G (rows, cols) uS, float64, of one physical array (``block`` = "ROW_BLOCK,COL_BLOCK") of a
+    programmed :class:`crossbar.tile.Tile`'s local instance ``instance``, as :mod:`crossbar.layout`
+    places it: the block's weight rows and columns (offset mapping: the reference column last;
+    ``polarity`` picks G+ or G- of a differential mapping).  The NL-ADC's ramp and bias rows are not
+    part of it (the same array whether the tile was saved or is held in memory)."""
+    from crossbar.layout import col_slices
+    from crossbar.tile import array_row_slices
+
     try:
         rb, cb = (int(x) for x in block.split(","))
     except ValueError:
@@ -207,8 +237,6 @@ def tile_array(path: str, instance: int, block: str, polarity: str):
     rsl, csl = array_row_slices(tile.n_rows, arr.rows), col_slices(tile.out_features, arr.cols)
     if not (0 <= rb < len(rsl) and 0 <= cb < len(csl)):
         raise CrossbarInputError(f"--block {block!r}: the tile has {len(rsl)} x {len(csl)} arrays (0-based)")
-    if not 0 <= instance < tile.instances:
-        raise CrossbarInputError(f"--instance {instance}: the tile has instances 0..{tile.instances - 1}")
     g_pos, g_neg = tile.programmed_conductances()
     gp = g_pos[instance, rsl[rb], csl[cb]].double()
     if arr.mapping == "offset":
@@ -217,24 +245,39 @@ def tile_array(path: str, instance: int, block: str, polarity: str):
         g = torch.cat([gp, g_neg[instance, rsl[rb], :1].double()], 1)
     else:
         g = gp if polarity == "pos" else g_neg[instance, rsl[rb], csl[cb]].double()
-    return g.cpu().numpy(), tile.config
+    return g.cpu().numpy()
 
 
-def run_netlist(args: argparse.Namespace) -> int:
-    """``crossbar netlist``: write the ngspice deck (and optionally our currents); returns 0."""
+#: ``array_source(args) -> (G (rows, cols) uS, hardware config, name for the deck's title)``
+ArraySource = Callable[[argparse.Namespace], tuple[np.ndarray, Any, str]]
+
+
+def run_netlist(args: argparse.Namespace, array_source: ArraySource | None = None) -> int:
+    """``crossbar netlist``: write the ngspice deck (and optionally our currents); returns 0.
+
+    ``array_source``: the array of a source that :func:`add_netlist_arguments`' ``more_sources``
+    added (used when neither ``--g`` nor ``--tile`` is given); its config gives the wires and
+    ``array.v_read``, so ``--config`` is not loaded a second time."""
     from crossbar.io import write_text
     from crossbar.parasitics import effective_matrix
 
     v_read = 0.2
     base = Wires()
+    config_done = False
     if args.tile:
         g, cfg = tile_array(args.tile, args.instance, args.block, args.polarity)
         base, v_read = Wires.of(cfg.array.wires), cfg.array.v_read
         name = f"{Path(args.tile).name} instance {args.instance} block {args.block} {args.polarity}"
-    else:
+    elif args.g:
         g = _read_csv(args.g, "g")
         name = Path(args.g).name
-    if args.config:
+    else:
+        if array_source is None:
+            raise CrossbarInputError("give the array with --g CSV or --tile H5")
+        g, cfg, name = array_source(args)
+        base, v_read = Wires.of(cfg.array.wires), cfg.array.v_read
+        config_done = True
+    if args.config and not config_done:
         from crossbar.config import load_config
 
         cfg = load_config(args.config)
@@ -249,7 +292,9 @@ def run_netlist(args: argparse.Namespace) -> int:
     wires = Wires.of(base, **over)
     v = _read_csv(args.v, "v") if args.v else np.full((1, g.shape[0]), v_read)
     if v.shape[1] != g.shape[0]:
-        raise CrossbarInputError(f"--v: {v.shape[1]} columns, but --g has {g.shape[0]} rows (one voltage per row)")
+        raise CrossbarInputError(
+            f"--v: {v.shape[1]} columns, but the array has {g.shape[0]} rows (one voltage per row)"
+        )
     write_text(
         args.out, netlist_text(g, v, wires, title=f"crossbar netlist of {name}", output_prefix=Path(args.out).stem)
     )

@@ -384,6 +384,79 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ netlist of a checkpoint's array
+def _netlist_checkpoint_arguments(src, parser: argparse.ArgumentParser) -> None:
+    """``crossbar netlist --checkpoint``: the options crossbar.netlist cannot define itself (it
+    never imports rnn_models)."""
+    src.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="a task checkpoint (kws or lm) programmed for --config; with --layer, --instance, --block, "
+        "--polarity, --seed (the chip `crossbar export` writes)",
+    )
+    parser.add_argument("--layer", metavar="NAME", help="--checkpoint: the matrix whose array to write, e.g. lstm/_l0")
+    parser.add_argument(
+        "--seed", type=nonneg_int, default=None, help="--checkpoint: programming seed (default: the config's)"
+    )
+    parser.add_argument(
+        "--data", help="--checkpoint of an lm: the PTB folder whose training split calibrates the DAC / ADC ranges"
+    )
+    parser.add_argument(
+        "--digital-output",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--checkpoint: output layer off-chip or on the crossbar; default: the checkpoint's deployment",
+    )
+
+
+def _netlist_checkpoint_array(args: argparse.Namespace):
+    """(G uS, config, title) of one physical array of ``--layer`` of ``--checkpoint``, programmed for
+    ``--config`` as ``crossbar export`` programs it (:func:`_analog_model_for`, then instance
+    ``--instance`` alone, seeded with ``--seed`` or the config's seed)."""
+    from crossbar.netlist import programmed_array
+    from rnn_models.convert import analog_layers, program
+    from rnn_models.export import _covering
+
+    if args.config is None:
+        raise CrossbarInputError("--checkpoint needs --config: the hardware config the chip is programmed for")
+    if not os.path.isfile(args.checkpoint):
+        raise CrossbarInputError(f"--checkpoint {args.checkpoint!r}: file not found")
+    if args.instance < 0:
+        raise CrossbarInputError(f"--instance {args.instance}: must be an integer >= 0")
+    ana, _source = _analog_model_for(args.checkpoint, args.config, args.data, args.digital_output)
+    mats = {}
+    for _, layer in analog_layers(ana):
+        for mat, *_rest in layer._matrices().values():
+            mats[mat.name.rstrip("/")] = mat
+    if args.layer not in mats:
+        given = "--checkpoint needs --layer NAME" if args.layer is None else f"--layer {args.layer!r}: no such matrix"
+        names = ", ".join(mats) or "none (no analog layers)"
+        raise CrossbarInputError(f"{given}; the matrices of {args.checkpoint} on the crossbar are: {names}")
+    local = _covering(ana, args.seed, args.instance)
+    if local is None:
+        seed = analog_layers(ana)[0][1].hw.simulation.seed if args.seed is None else args.seed
+        program(ana, seed, 1, first=args.instance)
+        local = 0
+    tile = mats[args.layer].tile
+    g = programmed_array(tile, local, args.block, args.polarity)
+    seed = analog_layers(ana)[0][1]._program_args[0]
+    name = (
+        f"{Path(args.checkpoint).name} {args.layer} under {tile.config.name} instance {args.instance} "
+        f"(seed {seed}) block {args.block} {args.polarity}"
+    )
+    return g, tile.config, name
+
+
+def _cmd_netlist(args: argparse.Namespace) -> int:
+    from crossbar.netlist import run_netlist
+
+    if args.checkpoint is None:
+        for opt in ("layer", "seed", "data", "digital_output"):
+            if getattr(args, opt) is not None:
+                raise CrossbarInputError(f"--{opt.replace('_', '-')} belongs to --checkpoint")
+    return run_netlist(args, array_source=_netlist_checkpoint_array)
+
+
 def _print_sweep(outcome) -> None:
     for s in outcome.summary:
         hw = "-" if s["hardware_mean"] is None else f"{s['hardware_mean']:.4f} +- {s['hardware_std']:.4f}"
@@ -658,8 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
     from crossbar import device_cli, netlist
 
     net = sub.add_parser("netlist", help="write an ngspice netlist of one programmed array (see docs/parasitics.md)")
-    netlist.add_netlist_arguments(net)
-    net.set_defaults(func=netlist.run_netlist)
+    netlist.add_netlist_arguments(net, more_sources=_netlist_checkpoint_arguments)
+    net.set_defaults(func=_cmd_netlist)
 
     fit = sub.add_parser("fit-device", help=device_cli.FIT_HELP)
     device_cli.add_fit_device_arguments(fit)

@@ -3,11 +3,15 @@ the NL-ADC and the NL-ADC with IR-drop-aware programming (presets rram_conventio
 rram_nladc_5b, 256 x 256 arrays, every other non-ideality of the presets on).
 
     .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N]
+
+An entry ``WL/BL`` of ``--r`` sets r_wl = WL and r_bl = BL (e.g. ``7.57/2.52``, the 16 nm figure of
+docs/parasitics.md); a plain number sets both.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
@@ -17,6 +21,23 @@ REPO = Path(__file__).resolve().parent.parent
 GSC = REPO.parent / "shared" / "data" / "speech_commands_v0.02_test"
 
 
+def _resistances(text: str) -> list[tuple[str, float, float]]:
+    """'0,0.3,7.57/2.52' -> [(label, r_wl, r_bl), ...] (ohm per segment; one clear error otherwise)."""
+    out = []
+    for item in text.split(","):
+        parts = item.strip().split("/")
+        try:
+            values = [float(x) for x in parts]
+        except ValueError:
+            raise SystemExit(f"error: --r {item!r}: expected R or R_WL/R_BL in ohm") from None
+        if len(values) not in (1, 2) or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise SystemExit(f"error: --r {item!r}: expected R or R_WL/R_BL, finite and >= 0 ohm")
+        r_wl, r_bl = values[0], values[-1]
+        label = f"{r_wl:g}" if len(values) == 1 else f"{r_wl:g}/{r_bl:g}"
+        out.append((label, r_wl, r_bl))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--r", default="0,0.3,1,2")
@@ -24,6 +45,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N dev clips")
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
     args = ap.parse_args()
+    rs = _resistances(args.r)
     from rnn_models.tasks.kws import evaluate_kws
 
     variants = {
@@ -37,18 +59,20 @@ def main() -> int:
         f"hardware accuracy mean +- std"
     )
     print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
-    for r in (float(x) for x in args.r.split(",")):
+    for label, r_wl, r_bl in rs:
         cells = []
         t0 = time.perf_counter()
         for preset, extra in variants.values():
-            if r == 0 and extra:
+            if r_wl == r_bl == 0 and extra:
                 cells.append("(= nladc)")
                 continue
-            cfg = load_config(preset).replace(**{"array.wires.r_wl": r, "array.wires.r_bl": r, **extra})
+            cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **extra})
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
             cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
-        print(f"{r:<6g} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+        print(
+            f"{label:<6} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]", flush=True
+        )
     print(f"(software accuracy {res['software']:.4f})")
     return 0
 

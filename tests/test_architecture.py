@@ -163,7 +163,7 @@ def test_a_built_wheel_holds_the_presets_and_finds_them_by_name(tmp_path):
         [sys.executable, "-c", code, str(site)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "ok rram_nladc_5b" in res.stdout and "paper-lm 5 bit (nl_adc): 52.5 TOPS/W" in res.stdout
+    assert "ok rram_nladc_5b" in res.stdout and "paper-lm 5 bit (nl_adc): 49.4 TOPS/W" in res.stdout
     assert (elsewhere / "rep" / "report.json").is_file()
 
 

@@ -1,6 +1,7 @@
 """Column readout: what the periphery of a group of columns outputs -- ADC + activation.
 
-One object serves every ADC kind so that layers do not care which one the config asks for:
+One object serves every ADC kind so that layers do not care which one the config asks for; the
+converters themselves are plug-ins of one interface (:mod:`crossbar.periphery.converters`):
 
 * ``ideal``: f(y) computed exactly (no quantisation);
 * ``linear_ramp``: the conventional baseline -- a uniform fixed-reference ramp ADC over the input
@@ -18,35 +19,24 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from crossbar.autograd import straight_through
 from crossbar.config import HardwareConfig
-from crossbar.errors import CrossbarInputError
-from crossbar.periphery.adc import LinearRampADC, conventional_cycles
+from crossbar.periphery.adc import LinearRampADC
+from crossbar.periphery.converters import Converter, make_converter
 from crossbar.periphery.functions import get_activation
-from crossbar.periphery.nladc import NLADC, NLADCDesign, readout_design
-from crossbar.rng import randn_instances
+from crossbar.periphery.nladc import NLADC, NLADCDesign
 
 if TYPE_CHECKING:
     from crossbar.tile import RampSite
 
 
-def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, gens) -> torch.Tensor:
-    """``y + sqrt(var) * z`` with z ~ N(0, 1) of ``y``'s shape (instance m from ``gens[m]``); ``y``
-    when ``var`` is None.  The square root is correctly rounded (taken in float64)."""
-    if var is None:
-        return y
-    if gens is None:
-        raise CrossbarInputError("read noise is on: pass a noise generator to convert()")
-    sd = torch.sqrt(var.double()).to(y.dtype)
-    return y + sd * randn_instances(gens, y.shape, y.dtype, y.device)
-
-
 class ColumnReadout:
-    """ADC + activation ``function`` for ``columns`` columns under ``config``.
+    """ADC + activation ``function`` for ``columns`` columns under ``config``: the converter
+    ``adc.kind`` names (:mod:`crossbar.periphery.converters`), as one object the layers hold.
 
     ``in_range``: (lo, hi) input range of the ADC in pre-activation units; for the NL-ADC only
     used when ``adc.range_mode`` is not ``function``; for the linear ramp ADC required unless
     ``adc.range_mode`` is ``fixed``.  ``samples``: pre-activations for the data-aware NL-ADC design.
+    ``block_ranges``: per-array partial-sum ranges (linear ramp ADC, ``partial_sums = digital``).
     """
 
     def __init__(
@@ -62,27 +52,13 @@ class ColumnReadout:
         self.act = get_activation(function)
         self.kind = config.adc.kind
         adc = config.adc
-        rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
-        self.in_range = rng
-        # the converter of ``kind``: nladc + design (nl_ramp), linear (+ block_linears) (linear_ramp)
-        self.nladc: NLADC | None = None
-        self.linear: LinearRampADC | None = None
-        self.design: NLADCDesign | None = None
-        self.block_linears: list[LinearRampADC] | None = None
-        if self.kind == "nl_ramp":
-            # a linear readout has no natural input range: it always uses the calibrated / configured one
-            self.design = readout_design(self.act, config, in_range, samples)
-            self.nladc = NLADC(self.design, config, self.columns)
-        elif self.kind == "linear_ramp":
-            if rng is None:
-                raise CrossbarInputError(
-                    "the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "
-                    "with adc.in_min/in_max, or calibrate the model on data first"
-                )
-            self.linear = LinearRampADC(adc.bits, *rng)
-            # digital partial sums: one ADC range per array's partial sum (calibrated), if known
-            if block_ranges and adc.range_mode != "fixed":
-                self.block_linears = [LinearRampADC(adc.bits, *r) for r in block_ranges]
+        self.in_range = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+        self.converter: Converter = make_converter(config, self.act, self.columns, in_range, samples, block_ranges)
+        # the converter's hardware, for the code that reads it (fast path, export, layout)
+        self.nladc: NLADC | None = getattr(self.converter, "nladc", None)
+        self.design: NLADCDesign | None = getattr(self.converter, "design", None)
+        self.linear: LinearRampADC | None = getattr(self.converter, "linear", None)
+        self.block_linears: list[LinearRampADC] | None = getattr(self.converter, "block_linears", None)
 
     @property
     def function(self) -> str:
@@ -91,8 +67,7 @@ class ColumnReadout:
     def program(self, seed: int, instances: int, name: str, first: int = 0, site=None) -> ColumnReadout:
         """Program the converter's devices (an NL-ADC's ramps; ``site``: where they sit in the
         array with IR drop, see :func:`program_chip`)."""
-        if self.nladc is not None:
-            self.nladc.program(seed, instances, name=name, first=first, site=site)
+        self.converter.program(seed, instances, name, first, site)
         return self
 
     def convert(
@@ -104,73 +79,28 @@ class ColumnReadout:
         once per conversion -- for the NL-ADC together with the converter's own noise as one
         Gaussian (the sum of independent Gaussians), for the other ADCs before quantisation.
         """
-        if self.kind == "nl_ramp":
-            assert self.nladc is not None  # built in __init__ for nl_ramp
-            return self.nladc.convert(y, noise_gens, v_scale, var=var)
-        y = sample_read_noise(y, var, noise_gens)
-        if self.kind == "linear_ramp":
-            assert self.linear is not None  # built in __init__ for linear_ramp
-            return self.act.f(self.linear.convert(y, v_scale))
-        return self.act.f(y)
+        return self.converter.convert(y, noise_gens, v_scale, var)
 
     def convert_blocks(
         self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``),
-        ``var`` their read-noise variances (M, B, R, C) or None.
-
-        A linear ramp ADC converts each row-block's partial sum over that block's calibrated range
-        (the whole dot product's when no block ranges are known, e.g. ``range_mode = fixed``) and
-        the digitised values are added before f is computed;
-        an NL-ADC needs the whole dot product, so its blocks are joined in the analog domain first
-        (with ``digital`` partial sums as with ``analog`` ones).
-        """
-        if y.shape[2] == 1 or self.kind != "linear_ramp":
-            return self.convert(y.sum(2), noise_gens, v_scale, None if var is None else var.sum(2))
-        y = sample_read_noise(y, var, noise_gens)
-        if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
-            parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
-            return self.act.f(torch.stack(parts, 2).sum(2))
-        assert self.linear is not None  # built in __init__ for linear_ramp
-        return self.act.f(self.linear.convert(y, v_scale).sum(2))
+        ``var`` their read-noise variances (M, B, R, C) or None (see each converter's rule)."""
+        return self.converter.convert_blocks(y, noise_gens, v_scale, var)
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""
-        if self.kind == "nl_ramp":
-            design = self.design
-            assert design is not None  # compiled in __init__ for nl_ramp
-            if self.act.linear:  # a linear ADC: no gradient where it saturates
-                y = y.clamp(design.x_lo, design.x_hi)
-            exact = self.act.f(y)
-            return straight_through(exact, design.ideal_convert(y.detach()).to(y.dtype))
-        exact = self.act.f(y)
-        if self.kind == "linear_ramp":
-            assert self.linear is not None  # built in __init__ for linear_ramp
-            return self.act.f(self.linear.convert(y))
-        return exact
+        return self.converter.train_convert(y)
 
     def linear_range(self) -> tuple[float, float] | None:
         """Input range of a *linear* readout (where saturation loses information), else None."""
-        if self.linear is not None:
-            return self.linear.in_min, self.linear.in_max
-        if self.nladc is not None and self.act.linear:
-            assert self.design is not None  # compiled together with the NL-ADC
-            return self.design.x_lo, self.design.x_hi
-        return None
+        return self.converter.linear_range()
 
     def cycles_per_conversion(self) -> int | None:
-        if self.nladc is not None:
-            return self.nladc.cycles_per_conversion
-        if self.linear is not None:
-            return conventional_cycles("linear_ramp", self.config.adc.bits, self.config.nl_adc.reset_cycles)
-        return None
+        return self.converter.cycles_per_conversion()
 
     def extra_repr(self) -> str:
-        if self.nladc is not None:
-            return f"nl_ramp({self.function}, {self.config.adc.bits} bit)"
-        if self.linear is not None:
-            return f"linear_ramp({self.config.adc.bits} bit) + digital {self.function}"
-        return f"ideal + digital {self.function}"
+        return self.converter.describe()
 
 
 def program_chip(

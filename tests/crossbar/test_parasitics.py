@@ -329,3 +329,85 @@ def test_netlist_of_a_saved_tile_array(tmp_path):
         run_netlist(
             parser.parse_args(["--tile", str(tmp_path / "t.h5"), "--block", "5,0", "--out", str(tmp_path / "b.cir")])
         )
+
+
+# ------------------------------------------------------------------ netlist of a checkpoint's array
+@pytest.fixture(scope="module")
+def kws_checkpoint(tmp_path_factory):
+    """An untrained tiny KWS checkpoint (40 mels -> LSTM 8 -> 12 classes): programming needs no
+    training, and the checkpoint carries its calibration features."""
+    from rnn_models.checkpoint import save_checkpoint
+    from rnn_models.data import speech
+    from rnn_models.tasks.kws import KWSLSTM
+
+    tmp = tmp_path_factory.mktemp("netlist_ckpt")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CROSSBAR_CACHE", str(tmp / "cache"))
+    torch.manual_seed(1)
+    model = KWSLSTM(40, 8, 12)
+    meta = {
+        "task": "gsc12",
+        "classes": speech.TASK_CLASSES["gsc12"],
+        "settings": speech.FeatureSettings().__dict__,
+        "dev_fraction": 0.34,
+        "split_seed": 0,
+        "calibration_features": torch.randn(3, 20, 40).half(),
+    }
+    save_checkpoint(tmp / "k.pt", "kws", {"n_mels": 40, "hidden_size": 8, "classes": 12}, model, meta)
+    yield tmp
+    mp.undo()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # random calibration features: DAC clipping warnings
+def test_netlist_of_a_checkpoint_array_is_the_exported_chip(kws_checkpoint, capsys):
+    """``crossbar netlist --checkpoint`` writes the array ``crossbar export`` lists for the same
+    checkpoint, config, instance and seed (two layouts of one programmed chip)."""
+    import csv
+    import json
+
+    from rnn_models.cli import main
+
+    tmp = kws_checkpoint
+    common = ["--checkpoint", str(tmp / "k.pt"), "--config", "rram_nladc_5b", "--instance", "2", "--seed", "5"]
+    deck, cur = tmp / "lstm.cir", tmp / "lstm.csv"
+    argv = ["netlist", *common, "--layer", "lstm/_l0", "--polarity", "neg", "--r-wl", "1", "--r-bl", "2"]
+    assert main([*argv, "--out", str(deck), "--expect", str(cur)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert deck.read_text().startswith("* crossbar netlist of k.pt lstm/_l0 under rram_nladc_5b instance 2 (seed 5)")
+    assert main(["export", *common, "--out", str(tmp / "design")]) == 0
+    manifest = json.loads((tmp / "design" / "manifest.json").read_text())
+    (tile,) = [t for t in manifest["tiles"] if t["id"] == "lstm/_l0"]
+    (array,) = tile["arrays"]
+    rows, cols = array["planes"]["neg"]
+    g = np.zeros((rows, cols))
+    with open(tmp / "design" / array["file"], newline="") as f:
+        for rec in csv.DictReader(f):
+            if rec["plane"] == "neg":  # float32 devices, written in their shortest exact form
+                g[int(rec["row"]), int(rec["col"])] = np.float32(rec["programmed_g_us"])
+    assert (g > 0).all()
+    expected = column_currents(g, np.full((1, rows), 0.2), 1.0, 2.0)
+    assert np.allclose(np.loadtxt(cur, delimiter=",", ndmin=2), expected, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_netlist_checkpoint_errors_are_one_line_and_write_nothing(kws_checkpoint, capsys):
+    from rnn_models.cli import main
+
+    tmp = kws_checkpoint
+    ckpt = str(tmp / "k.pt")
+    out = tmp / "bad.cir"
+    cases = [
+        (["--checkpoint", ckpt, "--config", "rram_nladc_5b", "--layer", "lstm"], "--layer 'lstm': no such matrix"),
+        (["--checkpoint", ckpt, "--config", "rram_nladc_5b"], "--checkpoint needs --layer NAME"),
+        (["--checkpoint", ckpt, "--layer", "lstm/_l0"], "--checkpoint needs --config"),
+        (["--checkpoint", str(tmp / "none.pt"), "--config", "ideal", "--layer", "x"], "file not found"),
+        (["--checkpoint", ckpt, "--config", "rram_nladc_5b", "--layer", "fc/fc", "--block", "1,0"], "--block '1,0'"),
+        (["--tile", str(tmp / "t.h5"), "--layer", "lstm/_l0"], "--layer belongs to --checkpoint"),
+    ]
+    for argv, message in cases:
+        assert main(["netlist", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+        assert not out.exists()
+    main(["netlist", *cases[0][0], "--out", str(out)])
+    assert "lstm/_l0, fc/fc" in capsys.readouterr().err  # the valid names
