@@ -16,6 +16,12 @@ import torch
 from crossbar.autograd import straight_through
 
 
+def input_range(adc, in_range: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The range a column ADC converts over: ``adc.in_min``/``in_max`` when ``adc.range_mode`` is
+    ``fixed``, else ``in_range`` (the calibrated one; None when not calibrated)."""
+    return (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+
+
 def conventional_cycles(kind: str, bits: int, reset_cycles: int) -> int:
     """Counter cycles of one conversion of a conventional column ADC (the definition the simulator's
     readouts and the cost model share): ``ramp`` (= ``linear_ramp``) 2^bits ramp steps + reset --

@@ -29,7 +29,7 @@ import torch
 from crossbar.autograd import straight_through
 from crossbar.config import AdcKind, HardwareConfig
 from crossbar.errors import CrossbarInputError
-from crossbar.periphery.adc import LinearRampADC, conventional_cycles
+from crossbar.periphery.adc import LinearRampADC, conventional_cycles, input_range
 from crossbar.periphery.functions import Activation
 from crossbar.periphery.nladc import NLADC, NLADCDesign, readout_design
 from crossbar.rng import randn_instances
@@ -137,7 +137,7 @@ class LinearRampConverter(Converter):
     def __init__(self, act, config, columns, in_range=None, samples=None, block_ranges=None):
         super().__init__(act, config, columns)
         adc = config.adc
-        rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+        rng = input_range(adc, in_range)
         if rng is None:
             raise CrossbarInputError(
                 "the linear ramp ADC needs an input range: set adc.range_mode 'fixed' "

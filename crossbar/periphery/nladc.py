@@ -45,6 +45,7 @@ from crossbar import devices
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
 from crossbar.periphery import kernels
+from crossbar.periphery.adc import input_range
 from crossbar.periphery.functions import Activation, _bisect, crossings, get_activation, monotonic_pieces
 from crossbar.rng import generator, randn, randn_instances
 
@@ -162,7 +163,7 @@ def readout_design(
     (``in_range`` or adc.in_min/in_max)."""
     adc = config.adc
     act = get_activation(function)
-    rng = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
+    rng = input_range(adc, in_range)
     use_range = rng if (adc.range_mode != "function" or act.linear) else None
     if use_range is None and act.linear:
         use_range = (adc.in_min, adc.in_max)
@@ -629,10 +630,9 @@ class NLADC:
 
     def effective_thresholds(self, v_scale: float = 1.0) -> torch.Tensor:
         """(M, C, L-1) thresholds at V_read = v_scale x nominal (the comparator offset does not scale)."""
-        if self.thresholds is None:
-            raise CrossbarInputError("the NL-ADC is not programmed yet: call program(seed) first")
+        thresholds = self._programmed(self.thresholds)
         if v_scale == 1.0:
-            return self.thresholds
+            return thresholds
         return self._programmed(self.ramp_thresholds) * v_scale + self._programmed(self.offsets)
 
     def codes(
@@ -706,7 +706,7 @@ class NLADC:
     def _programmed(state: torch.Tensor | None) -> torch.Tensor:
         """``state`` of a programmed NL-ADC, or the error that says to program it first."""
         if state is None:
-            raise CrossbarInputError("NL-ADC is not programmed: call program(seed, instances) first")
+            raise CrossbarInputError("the NL-ADC is not programmed yet: call program(seed, instances) first")
         return state
 
     def convert(

@@ -51,8 +51,6 @@ class ColumnReadout:
         self.config, self.columns = config, int(columns)
         self.act = get_activation(function)
         self.kind = config.adc.kind
-        adc = config.adc
-        self.in_range = (adc.in_min, adc.in_max) if adc.range_mode == "fixed" else in_range
         self.converter: Converter = make_converter(config, self.act, self.columns, in_range, samples, block_ranges)
         # the converter's hardware, for the code that reads it (fast path, export, layout)
         self.nladc: NLADC | None = getattr(self.converter, "nladc", None)
