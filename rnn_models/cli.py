@@ -50,6 +50,7 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
         hwa_max_minutes=args.hwa_max_minutes,
         hwa_max_steps=args.hwa_max_steps,
         init=args.init,
+        finetune_epochs=args.finetune_epochs,
         digital_output=args.digital_output,
         weight_drop=args.weight_drop,
         locked_dropout=args.locked_dropout,
@@ -638,6 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm.add_argument("--config", help="hardware config for hardware-aware fine-tuning after float training")
     lm.add_argument("--init", help="start from this checkpoint (skips float training)")
+    lm.add_argument(
+        "--finetune-epochs",
+        type=nonneg_int,
+        default=0,
+        help="with --init: float fine-tuning of its weights for this many epochs (this command's --lr, "
+        "--warmup and regularisation) before HWA",
+    )
     lm.add_argument("--hwa-epochs", type=nonneg_int, default=1)
     lm.add_argument("--hwa-lr", type=positive_float, default=5e-4)
     lm.add_argument("--hwa-max-minutes", type=positive_float, default=None)

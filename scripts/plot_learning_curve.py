@@ -36,11 +36,13 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for phase, style in (("float", "-"), ("hwa", "--")):
+    offset = 0  # each phase counts its steps from 0: plot them one after the other
+    for phase, style in (("float", "-"), ("finetune", "-."), ("hwa", "--")):
         pts = [h for h in history if h.get("phase", "float") == phase]
         if not pts:
             continue
-        x = [h.get("steps", i + 1) for i, h in enumerate(pts)]
+        x = [offset + h.get("steps", i + 1) for i, h in enumerate(pts)]
+        offset = x[-1]
         ax.plot(x, [h["train_bpc"] for h in pts], style, color="tab:gray", label=f"{phase}: train (with dropout)")
         ax.plot(x, [h["valid_bpc"] for h in pts], style + "o", color="tab:blue", ms=3, label=f"{phase}: valid")
     best = min(h["valid_bpc"] for h in history)

@@ -361,6 +361,7 @@ def train_lm(
     hwa_max_minutes: float | None = None,
     hwa_max_steps: int | None = None,
     init: str | Path | None = None,
+    finetune_epochs: int = 0,
     digital_output: bool = False,
     weight_drop: float = 0.0,
     locked_dropout: float = 0.0,
@@ -372,6 +373,11 @@ def train_lm(
     log=print,
 ) -> dict:
     """Float training (skipped with ``init``), then hardware-aware fine-tuning for ``config``.
+
+    With ``init`` and ``finetune_epochs`` > 0 the float phase is a fine-tuning of ``init``'s weights
+    for that many epochs (phase ``"finetune"``) with this call's regularisation (``dropout``,
+    ``weight_drop``, ``locked_dropout``, ``weight_decay``, ``ema_decay``), ``lr`` and ``warmup``;
+    the network's shape stays the checkpoint's.
 
     Resumable: the checkpoint at ``out`` holds, next to the best weights so far, the whole training
     state (weights, weight average, optimizer, RNG streams, position in the epoch, carried hidden
@@ -386,6 +392,8 @@ def train_lm(
 
     out = Path(out)
     cfg = None
+    if finetune_epochs and init is None:
+        raise CrossbarInputError("--finetune-epochs fine-tunes an --init checkpoint; give --init")
     if config is not None and hwa_epochs > 0:
         from crossbar.config import load_config
 
@@ -394,7 +402,7 @@ def train_lm(
     valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
     data = ptb.batchify(train_ids, batch).to(device)
     hp_float = {
-        "epochs": epochs,
+        "epochs": finetune_epochs if init is not None and finetune_epochs else epochs,
         "lr": lr,
         "weight_decay": weight_decay,
         "warmup": warmup,
@@ -405,6 +413,7 @@ def train_lm(
         "max_steps": None,
         "batch": batch,
         "seed": seed,
+        "init": str(init) if init is not None else None,
     }
     hp_hwa = {
         "epochs": hwa_epochs,
@@ -429,6 +438,14 @@ def train_lm(
         "weight_drop": weight_drop,
         "locked_dropout": locked_dropout,
     }
+    init_ckpt = None
+    if init is not None:  # the network (and, without fine-tuning, its regularisation) is init's
+        model0, init_ckpt = load_lm(init)
+        if init_ckpt["meta"]["vocab"] != vocab:
+            raise CrossbarInputError(f"checkpoint {str(init)!r} was trained with another vocabulary")
+        arch = dict(init_ckpt["arch"])
+        if finetune_epochs:
+            arch.update(dropout=dropout, weight_drop=weight_drop, locked_dropout=locked_dropout)
     resumed = None
     if out.exists():
         prior = load_checkpoint(out, task="lm")
@@ -438,8 +455,6 @@ def train_lm(
                 f"--out {str(out)!r} exists and holds no unfinished training; choose another "
                 f"--out (an existing checkpoint is never overwritten)"
             )
-        if init is not None:
-            raise CrossbarInputError(f"--out {str(out)!r} holds an unfinished training; drop --init to continue it")
         want: dict[str, Mapping[str, object]] = {"arch": arch, "float": hp_float, "hwa": hp_hwa}
         diff = [
             f"{part}.{k} ({resumed['hparams'][part].get(k)!r} in the checkpoint, {v!r} now)"
@@ -455,11 +470,8 @@ def train_lm(
         meta = dict(prior["meta"])
         best_sd = prior["state_dict"]
         log(f"resuming {resumed['phase']} training from {out}: epoch {resumed['epoch']}, step {resumed['steps']}")
-    elif init is not None:
-        model0, ckpt = load_lm(init)
-        if ckpt["meta"]["vocab"] != vocab:
-            raise CrossbarInputError(f"checkpoint {str(init)!r} was trained with another vocabulary")
-        arch, meta = dict(ckpt["arch"]), dict(ckpt["meta"])
+    elif init_ckpt is not None:
+        meta = dict(init_ckpt["meta"])
         meta.pop("train_state", None)
         best_sd = model0.state_dict()
     else:
@@ -475,7 +487,7 @@ def train_lm(
     meta["command"] = command
     meta["deployment"] = {"hwa_config": None, "digital_layers": []}
     state = resumed or {
-        "phase": "float" if init is None else "hwa",
+        "phase": "float" if init is None else ("finetune" if finetune_epochs else "hwa"),
         "epoch": 1,
         "steps": 0,
         "start": None,
@@ -495,9 +507,11 @@ def train_lm(
         meta["train_state"] = st
         _save_state_dict(out, arch, best_sd if best_sd is not None else _float_state(model), meta)
 
-    if state["phase"] == "float":
+    if state["phase"] in ("float", "finetune"):
         if state.get("model") is not None:
             model.load_state_dict(state["model"])
+        elif best_sd is not None:  # fine-tuning starts from --init's weights
+            model.load_state_dict(best_sd)
         done = _train_phase(
             model,
             data,
