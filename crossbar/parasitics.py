@@ -16,12 +16,20 @@ the effective matrix ``T`` (rows x cols, uS) is computed once per programmed sta
 nodal solve and every MVM stays one matrix product.  A resistance of 0 joins the nodes it
 connects (no 1 / 0); with every resistance 0, ``T`` is ``G`` itself (bit for bit, no solve).
 
-The solve is written for the *deviation* from the ideal node voltages (word-line nodes at V_i,
-bit-line nodes at 0 V): ``K du = r0`` with ``K`` the nodal (Laplacian) matrix of the unknown nodes,
-so ``T = G_c + dT`` with ``G_c = G / (1 + G r_access)`` exact and only the (small) correction
-``dT`` carrying the solver's rounding.  One sparse LU factorisation of ``K`` (SuperLU) serves all
-right-hand sides: ``rows`` unit-voltage inputs, or -- when there are fewer columns -- the ``cols``
-adjoint problems (``K`` is symmetric).
+Two exact solvers of these nodal equations (the tests run every case through both):
+
+* **line by line** (the default): each word line's tridiagonal system is eliminated exactly, which
+  leaves per row a dense admittance matrix between that row's bit-line nodes; the bit lines are
+  then a ladder of Norton equivalents from the far end (row 0) to the virtual grounds, one dense
+  cols x cols SPD inverse per row (LAPACK), with rounding ~1e-12 relative for any wire resistance
+  >= 0 (a tiny segment takes a product form).  Cost ~ rows * cols^2 * (cols + rows) flops; run on
+  the *dual* array (word and bit lines, drivers and virtual grounds exchanged; reciprocity gives T) when
+  rows < cols.  A floating word line (behind a driver resistance) whose segments are tiny next to
+  it is ill-conditioned for it (:data:`MAX_LINE_CONDITION`); then
+* **sparse LU** of the whole network (SuperLU), written for the *deviation* from the ideal node
+  voltages (word-line nodes at V_i, bit-line nodes at 0 V): ``K du = r0`` with ``K`` the nodal
+  (Laplacian) matrix of the unknown nodes, so ``T = G_c + dT`` with ``G_c = G / (1 + G r_access)``
+  and only the correction ``dT`` carrying rounding; one factorisation serves all right-hand sides.
 """
 
 from __future__ import annotations
@@ -251,7 +259,8 @@ class _Progress:
             self.shown = True
 
 
-def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np.ndarray:
+def _effective_sparse(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np.ndarray:
+    """T of one array by sparse LU of the full nodal matrix (the general solver)."""
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
     if sel is None:
@@ -282,7 +291,189 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np.nd
     return gc[sel] + dt
 
 
-def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int = 4, **resistances):
+# ------------------------------------------------------------------------------ line-by-line solver
+#: Largest condition number (estimate) of a floating word line's tridiagonal system that the
+#: line-by-line solver takes (rounding ~ 1e-16 x it); above it -- a word line whose segments are
+#: tiny next to its driver resistance and cell load -- the sparse LU of the whole network is used.
+MAX_LINE_CONDITION = 1e6
+
+
+def _tridiagonal_solve(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve tridiagonal systems (Thomas algorithm; the systems here are symmetric and diagonally
+    dominant, where it is stable).  ``diag`` (B, n), ``lower``/``upper`` (B, n - 1) the sub- and
+    super-diagonals, ``rhs`` (B, n, k); returns (B, n, k)."""
+    n = diag.shape[1]
+    c = np.empty_like(diag)
+    d = np.empty_like(rhs)
+    c[:, 0] = (upper[:, 0] / diag[:, 0]) if n > 1 else 0.0
+    d[:, 0] = rhs[:, 0] / diag[:, :1]
+    for j in range(1, n):
+        den = diag[:, j] - lower[:, j - 1] * c[:, j - 1]
+        if j < n - 1:
+            c[:, j] = upper[:, j] / den
+        d[:, j] = (rhs[:, j] - lower[:, j - 1, None] * d[:, j - 1]) / den[:, None]
+    for j in range(n - 2, -1, -1):
+        d[:, j] -= c[:, j, None] * d[:, j + 1]
+    return d
+
+
+def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarray]:
+    """The word lines of a block of rows eliminated: ``(P, q)`` with the word-line node voltages
+    ``U_i = P_i W_i + q_i V_i`` for bit-line node voltages ``W_i`` of the row's cells and source
+    voltage ``V_i``.  ``gc`` (B, C) cell conductances (uS) of B rows; P (B, C, C), q (B, C)."""
+    b, c = gc.shape
+    if w.r_wl == 0:  # one node per row
+        if w.r_driver == 0:
+            return np.zeros((b, c, c)), np.ones((b, c))
+        rd = w.r_driver / US_PER_S
+        den = 1.0 + rd * gc.sum(1)
+        q = np.repeat((1.0 / den)[:, None], c, 1)
+        return q[:, :, None] * (rd * gc)[:, None, :], q
+    # a chain of nodes r_wl apart; in units of the segment conductance: (L + a D) U = a D W + s V
+    a = w.r_wl / US_PER_S
+    first = 0 if w.r_driver > 0 else 1  # with r_driver = 0 node 0 is the source itself
+    n = c - first
+    p, q = np.zeros((b, c, c)), np.ones((b, c))
+    if n == 0:
+        return p, q
+    diag = 2.0 + a * gc[:, first:]
+    diag[:, -1] -= 1.0  # the far end has one neighbour
+    if first == 0:
+        diag[:, 0] += w.r_wl / w.r_driver - 1.0  # the driver instead of a left neighbour
+    off = -np.ones((b, n - 1))
+    rhs = np.zeros((b, n, c + 1))
+    idx = np.arange(n)
+    rhs[:, idx, first + idx] = a * gc[:, first:]
+    rhs[:, 0, c] = w.r_wl / w.r_driver if first == 0 else 1.0
+    x = _tridiagonal_solve(off, diag, off, rhs)
+    p[:, first:, :] = x[:, :, :c]
+    q[:, first:] = x[:, :, c]
+    return p, q
+
+
+def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix from its lower triangle (LAPACK potrf +
+    potri); only the lower triangle of the result is set (the upper is 0)."""
+    from scipy.linalg import lapack
+
+    c, info = lapack.dpotrf(a, lower=1, clean=1)
+    if info == 0:
+        c, info = lapack.dpotri(c, lower=1)
+    if info != 0:  # cannot happen for a passive network; say so rather than return garbage
+        raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
+    return c
+
+
+def _symmetric(lower: np.ndarray) -> np.ndarray:
+    return lower + np.tril(lower, -1).T
+
+
+def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 64) -> np.ndarray:
+    """T of one array line by line: the word lines of each row eliminated exactly (tridiagonal),
+    then the bit lines from the far end (row 0) to the virtual grounds as a ladder of Norton
+    equivalents: ``Y`` (C x C, uS) the admittance matrix of rows 0..i seen at row i's bit-line
+    nodes, ``J`` (C x s, uA per V) their short-circuit currents for each selected input row.  One
+    bit-line segment r in series turns (Y, J) into ((1 + r Y)^-1 Y, (1 + r Y)^-1 J) -- no
+    difference of large numbers for any r >= 0 -- and row i + 1 adds its own cells.  The currents
+    into the virtual grounds are (1 + r_sense Y)^-1 J after the last row.  Cost ~ rows * cols^3."""
+    from scipy.linalg import blas
+
+    rows, cols = g.shape
+    gc = cell_conductance(g, w.r_access)
+    sel = np.arange(rows) if sel is None else sel
+    order = np.argsort(sel, kind="stable")
+    want = sel[order]  # input rows in ascending order; J's columns are added as the rows are reached
+    j_cur = np.zeros((cols, len(sel)))
+    active = 0
+    y = np.zeros((cols, cols))  # only its lower triangle is kept up to date (all LAPACK reads)
+    eye = np.eye(cols)
+    rb = w.r_bl / US_PER_S
+    for r0 in range(0, rows, row_block):
+        r1 = min(r0 + row_block, rows)
+        p, q = _word_line_response(gc[r0:r1], w)
+        for i in range(r0, r1):
+            gi = gc[i]
+            m_i = np.diag(gi) - gi[:, None] * p[i - r0]  # cell currents into the bit lines: f V - M W
+            if i > 0 and rb > 0:
+                z = _spd_inverse_lower(eye + rb * y)  # (1 + r Y)^-1, lower triangle
+                if rb * np.abs(np.diag(y)).max() > 1e-4:
+                    y = m_i + (eye - z) / rb  # = m_i + (1 + r Y)^-1 Y; rounding ~ eps (1 + r|Y|)^2 / (r|Y|)
+                else:  # a tiny segment: the product form, no difference of nearly equal numbers
+                    y = m_i + _symmetric(z) @ _symmetric(np.tril(y))
+                if active:
+                    j_cur[:, :active] = blas.dsymm(1.0, z, j_cur[:, :active], lower=1)
+            else:
+                y = m_i + y
+            while active < len(want) and want[active] == i:
+                j_cur[:, active] = gi * q[i - r0]
+                active += 1
+        tick(r1 - r0)
+    if w.r_sense > 0:
+        j_cur = blas.dsymm(1.0, _spd_inverse_lower(eye + (w.r_sense / US_PER_S) * y), j_cur, lower=1)
+    t = np.empty((len(sel), cols))
+    t[order] = j_cur.T
+    return t
+
+
+def _dual(w: Wires) -> Wires:
+    """The array seen from its bit lines (word and bit lines, drivers and virtual grounds swapped)."""
+    return Wires(r_wl=w.r_bl, r_bl=w.r_wl, r_driver=w.r_sense, r_sense=w.r_driver, r_access=w.r_access)
+
+
+def _line_condition(w: Wires, g: np.ndarray) -> float:
+    """Condition-number estimate of the word lines' systems (L + a D): 1 without a floating line
+    (r_driver = 0 ties node 0 to its source; r_wl = 0 solves nothing), else ~ 4 cols / lambda_min
+    with lambda_min ~ (r_wl / r_driver + r_wl min_i sum_j G_ij) / cols (the uniform mode)."""
+    if w.r_driver == 0 or w.r_wl == 0:
+        return 1.0
+    cols = g.shape[-1]
+    load = float(cell_conductance(g, w.r_access).sum(-1).min()) if g.size else 0.0
+    lam = (w.r_wl / w.r_driver + w.r_wl * load / US_PER_S) / cols
+    return 4.0 * cols / lam
+
+
+def _dual_g(g: np.ndarray) -> np.ndarray:
+    """The conductances of the dual array (rotated by 180 degrees and transposed)."""
+    return np.ascontiguousarray(g[::-1, ::-1].T)
+
+
+def solver_for(g: np.ndarray, w: Wires, n_sel: int | None = None) -> str:
+    """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols): ``"lines"``
+    (the line-by-line ladder, blocks of a row's bit-line nodes), ``"dual_lines"`` (the same on the
+    dual array, blocks of a column's word-line nodes: cheaper when rows < cols; reciprocity gives
+    T) or ``"sparse"`` (sparse LU of the whole network, when both orientations have a floating line
+    whose condition exceeds :data:`MAX_LINE_CONDITION`)."""
+    rows, cols = g.shape[-2:]
+    s = rows if n_sel is None else n_sel
+    costs = {}
+    if _line_condition(w, g) <= MAX_LINE_CONDITION:
+        costs["lines"] = rows * cols**2 * (2.4 * cols + s)
+    if _line_condition(_dual(w), _dual_g(g)) <= MAX_LINE_CONDITION:
+        costs["dual_lines"] = cols * rows**2 * (2.4 * rows + cols)
+    return min(costs, key=lambda k: costs[k]) if costs else "sparse"
+
+
+def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: str = "auto") -> np.ndarray:
+    if not w.coupled:
+        gc = cell_conductance(g, w.r_access)
+        return (gc if sel is None else gc[sel]).copy()
+    if method == "auto":
+        method = solver_for(g, w, None if sel is None else len(sel))
+    if method == "lines":
+        return _effective_lines(g, w, tick, sel)
+    if method == "dual_lines":
+        # reciprocity: T(G)[i, j] = T_dual(G_dual)[cols-1-j, rows-1-i]
+        t = _effective_lines(_dual_g(g), _dual(w), tick)[::-1, ::-1].T
+        return np.ascontiguousarray(t if sel is None else t[sel])
+    return _effective_sparse(g, w, chunk, tick, sel)
+
+
+SOLVERS = ("auto", "lines", "dual_lines", "sparse")
+
+
+def effective_matrix(
+    g_us, wires=None, *, rows=None, progress=None, chunk: int = 4, solver: str = "auto", **resistances
+):
     """The effective matrix T (uS) of arrays with conductances ``g_us`` (rows, cols) or (..., rows,
     cols), so that the column currents are ``I = V @ T`` (uA for V in V).
 
@@ -291,10 +482,13 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
     independent arrays (e.g. Monte-Carlo instances), each factorised once.  With every resistance
     0 the input is returned itself (bit for bit); with only ``r_access`` it is G / (1 + G r_access)
     (no solve).  A torch tensor in gives a tensor of its dtype and device out (the solve runs in
-    float64 on the CPU).  ``rows``: only these rows of T (an index sequence; one solve per row
-    instead of min(rows, cols)) -- e.g. an NL-ADC's ramp rows.  ``progress``: None prints progress
-    to stderr only when slow (> 2 s), True always, False never.
+    float64 on the CPU).  ``rows``: only these rows of T (an index sequence) -- e.g. an NL-ADC's
+    ramp rows.  ``progress``: None prints progress to stderr only when slow (> 2 s), True always,
+    False never.  ``solver``: ``"auto"`` (see :func:`solver_for`), or one of them by name (the
+    tests run every case through each; ``chunk``: right-hand sides per sparse solve).
     """
+    if solver not in SOLVERS:
+        raise CrossbarInputError(f"solver = {solver!r}: must be one of {', '.join(SOLVERS)}")
     w = Wires.of(wires, **resistances)
     if w.ideal and rows is None:
         return g_us
@@ -315,7 +509,17 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
     lead = g.shape[:-2]
     flat = g.reshape((-1,) + g.shape[-2:])
     n_rows, cols = g.shape[-2:]
-    per = min(n_rows, cols) if sel is None else min(len(sel), cols)
+    method = solver
+    if solver in ("lines", "dual_lines"):
+        cond = max(_line_condition(w, a) if solver == "lines" else _line_condition(_dual(w), _dual_g(a)) for a in flat)
+        if cond > MAX_LINE_CONDITION:
+            raise CrossbarInputError(
+                f"solver = {solver!r}: a floating line is ill-conditioned here (condition ~{cond:.1e} > "
+                f"{MAX_LINE_CONDITION:.0e}: segments tiny next to the driver or sense resistance); use 'sparse'"
+            )
+    elif solver == "auto":
+        method = solver_for(flat[0], w, None if sel is None else len(sel))
+    per = {"lines": n_rows, "dual_lines": cols}.get(method, min(n_rows, cols) if sel is None else min(len(sel), cols))
     state = {"done": 0}
     bar = _Progress(f"IR drop: effective matrix {n_rows}x{cols}", per * flat.shape[0], progress)
 
@@ -323,7 +527,7 @@ def effective_matrix(g_us, wires=None, *, rows=None, progress=None, chunk: int =
         state["done"] += k
         bar(state["done"])
 
-    out = np.stack([_effective_one(flat[m], w, max(1, int(chunk)), tick, sel) for m in range(flat.shape[0])])
+    out = np.stack([_effective_one(flat[m], w, max(1, int(chunk)), tick, sel, solver) for m in range(flat.shape[0])])
     return _like(out.reshape(lead + out.shape[-2:]), g_us)
 
 

@@ -12,12 +12,24 @@ import torch
 from crossbar.config import default_config, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
-from crossbar.parasitics import Wires, column_currents, effective_matrix, ir_drop_aware_targets
+from crossbar.parasitics import (
+    MAX_LINE_CONDITION,
+    Wires,
+    _dual,
+    _dual_g,
+    _line_condition,
+    column_currents,
+    effective_matrix,
+    ir_drop_aware_targets,
+    solver_for,
+)
 from crossbar.rng import generator
 from crossbar.tile import Tile
 
 SPICE = Path(__file__).resolve().parent.parent / "data" / "spice"
 FIXTURES = sorted(SPICE.glob("*.npz"))
+#: the effective-matrix solvers; the invariants and the ngspice fixtures run through each
+SOLVERS = ["lines", "dual_lines", "sparse"]
 
 
 def _g(rows, cols, name="g", lo=1.0, hi=100.0):
@@ -36,8 +48,9 @@ def test_fixtures_are_committed():
     assert {"a16_wires", "a32_all", "ns24x40", "ns40x24"} <= names
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-def test_column_currents_match_ngspice(path):
+def test_column_currents_match_ngspice(path, solver):
     d = np.load(path, allow_pickle=False)
     i = column_currents(
         d["g_us"],
@@ -53,7 +66,7 @@ def test_column_currents_match_ngspice(path):
     assert np.max(np.abs(i - ref) / np.abs(ref)) <= 1e-6
     # the effective matrix (what every MVM uses) gives the same currents
     w = Wires(*(float(d[k]) for k in ("r_wl", "r_bl", "r_driver", "r_sense", "r_access")))
-    i_t = d["v"] @ effective_matrix(d["g_us"], w)
+    i_t = d["v"] @ effective_matrix(d["g_us"], w, solver=solver)
     assert np.max(np.abs(i_t - ref) / np.abs(ref)) <= 1e-6
     # the IR drop is far above that tolerance, so the comparison is not trivially passed by G
     ideal = d["v"] @ d["g_us"]
@@ -111,8 +124,9 @@ def test_positive_inputs_give_positive_attenuated_currents():
     assert iu[-1] < iu[0]
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("shape", [(9, 13), (13, 9)])
-def test_reciprocity_symmetry(shape):
+def test_reciprocity_symmetry(shape, solver):
     """Swapping drivers and virtual grounds (the dual array: G flipped and transposed, word and bit
     lines exchanged) transposes T -- exercises the direct (rows <= cols) and adjoint solves."""
     rows, cols = shape
@@ -120,8 +134,8 @@ def test_reciprocity_symmetry(shape):
     g[2, 3] = 0.0
     w = Wires(r_wl=2.0, r_bl=0.5, r_driver=3.0, r_sense=7.0, r_access=150.0)
     dual = Wires(r_wl=w.r_bl, r_bl=w.r_wl, r_driver=w.r_sense, r_sense=w.r_driver, r_access=w.r_access)
-    t = effective_matrix(g, w)
-    t_dual = effective_matrix(g[::-1, ::-1].T.copy(), dual)
+    t = effective_matrix(g, w, solver=solver)
+    t_dual = effective_matrix(g[::-1, ::-1].T.copy(), dual, solver=solver)
     assert np.max(np.abs(t - t_dual[::-1, ::-1].T)) <= 1e-12 * np.max(np.abs(t))
 
 
@@ -131,13 +145,56 @@ def test_uniform_symmetric_array_is_symmetric():
     assert np.max(np.abs(t - t[::-1, ::-1].T)) <= 1e-12 * t.max()
 
 
+def _solve(g, w, solver):
+    """effective_matrix with ``solver``; where the line solver refuses an ill-conditioned floating
+    line (checked against its condition estimate), the sparse solver."""
+    if solver in ("lines", "dual_lines"):
+        cond = _line_condition(w, g) if solver == "lines" else _line_condition(_dual(w), _dual_g(g))
+        if cond > MAX_LINE_CONDITION:
+            with pytest.raises(CrossbarInputError, match="ill-conditioned"):
+                effective_matrix(g, w, solver=solver)
+            solver = "sparse"
+    return effective_matrix(g, w, solver=solver)
+
+
+@pytest.mark.parametrize("solver", ["auto"] + SOLVERS)
 @pytest.mark.parametrize("zero", ["r_wl", "r_bl", "r_driver", "r_sense"])
-def test_a_zero_resistance_is_the_limit_of_small_ones(zero):
+def test_a_zero_resistance_is_the_limit_of_small_ones(zero, solver):
     g = _g(8, 11)
     w = dict(r_wl=2.0, r_bl=1.0, r_driver=3.0, r_sense=2.0, r_access=100.0)
-    t_tiny = effective_matrix(g, Wires(**{**w, zero: 1e-7}))
-    t_zero = effective_matrix(g, Wires(**{**w, zero: 0.0}))
+    t_tiny = _solve(g, Wires(**{**w, zero: 1e-7}), solver)
+    t_zero = _solve(g, Wires(**{**w, zero: 0.0}), solver)
     assert np.max(np.abs(t_tiny - t_zero)) <= 1e-7 * np.max(np.abs(t_zero))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 3), (31, 17)])
+@pytest.mark.parametrize(
+    "w",
+    [
+        Wires(r_wl=1.0, r_bl=2.0),
+        Wires(r_wl=0.0, r_bl=2.0, r_driver=5.0),
+        Wires(r_wl=3.0, r_bl=0.0, r_sense=4.0),
+        Wires(r_wl=0.0, r_bl=1.0),
+        Wires(r_wl=2.0, r_bl=0.0),
+        Wires(r_wl=0.0, r_bl=0.0, r_driver=5.0, r_sense=3.0),
+        Wires(r_wl=1e-3, r_bl=1e-3, r_driver=100.0, r_sense=100.0, r_access=50.0),
+    ],
+    ids=str,
+)
+def test_the_solvers_agree(shape, w):
+    """The line-by-line ladder (both orientations) and the sparse LU of the whole network: the
+    same T, also for selected rows, open cells and every zero / non-zero wire combination."""
+    g = _g(*shape, "agree")
+    g[0, -1] = 0.0
+    ref = effective_matrix(g, w, solver="sparse")
+    scale = np.max(np.abs(ref)) or 1.0
+    sel = [shape[0] - 1, 0]
+    for solver in ("auto", "lines", "dual_lines"):
+        assert np.max(np.abs(_solve(g, w, solver) - ref)) <= 1e-10 * scale, solver
+        if solver_for(g, w) != "sparse":
+            assert np.max(np.abs(effective_matrix(g, w, rows=sel) - ref[sel])) <= 1e-10 * scale
+    with pytest.raises(CrossbarInputError, match="solver = 'fast'"):
+        effective_matrix(g, w, solver="fast")
 
 
 def test_batched_instances_and_torch_types():
