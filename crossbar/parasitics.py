@@ -368,28 +368,86 @@ def _symmetric(lower: np.ndarray) -> np.ndarray:
     return lower + np.tril(lower, -1).T
 
 
+class _LadderCache:
+    """The Norton state (Y, J of every row) of the ladder after an array's first rows, kept for
+    the arrays solved last (bounded): an NL-ADC's ramp and bias devices sit on rows after the
+    weight rows (``near_sense``) and are re-solved while they are trimmed, and the state after the
+    weight rows does not depend on them.  Keyed by the exact bytes of those rows and the wires."""
+
+    def __init__(self, size: int = 16):
+        import threading
+
+        self.size, self.entries = size, {}
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _key(gc: np.ndarray, n: int, w: Wires) -> tuple:
+        import hashlib
+
+        digest = hashlib.blake2b(np.ascontiguousarray(gc[:n]).tobytes(), digest_size=16).hexdigest()
+        return (w, gc.shape[1], n, digest)
+
+    def lookup(self, gc: np.ndarray, w: Wires):
+        """``(n, Y, J)`` of the longest cached prefix of ``gc``'s rows, or None."""
+        with self.lock:
+            lengths = sorted({k[2] for k in self.entries if k[0] == w and k[1] == gc.shape[1]}, reverse=True)
+        for n in lengths:
+            if n <= gc.shape[0]:
+                with self.lock:
+                    hit = self.entries.get(self._key(gc, n, w))
+                if hit is not None:
+                    return (n, *hit)
+        return None
+
+    def store(self, gc: np.ndarray, n: int, w: Wires, y: np.ndarray, j_all: np.ndarray) -> None:
+        with self.lock:
+            self.entries[self._key(gc, n, w)] = (y.copy(), j_all.copy())
+            while len(self.entries) > self.size:
+                self.entries.pop(next(iter(self.entries)))
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+LADDER_CACHE = _LadderCache()
+
+
 def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 64) -> np.ndarray:
     """T of one array line by line: the word lines of each row eliminated exactly (tridiagonal),
     then the bit lines from the far end (row 0) to the virtual grounds as a ladder of Norton
     equivalents: ``Y`` (C x C, uS) the admittance matrix of rows 0..i seen at row i's bit-line
-    nodes, ``J`` (C x s, uA per V) their short-circuit currents for each selected input row.  One
-    bit-line segment r in series turns (Y, J) into ((1 + r Y)^-1 Y, (1 + r Y)^-1 J) -- no
-    difference of large numbers for any r >= 0 -- and row i + 1 adds its own cells.  The currents
-    into the virtual grounds are (1 + r_sense Y)^-1 J after the last row.  Cost ~ rows * cols^3."""
+    nodes, ``J`` (C x s, uA per V) their short-circuit currents for each tracked input row.  One
+    bit-line segment r in series turns (Y, J) into ((1 + r Y)^-1 Y, (1 + r Y)^-1 J) and row i + 1
+    adds its own cells.  The currents into the virtual grounds are (1 + r_sense Y)^-1 J after the
+    last row.  Cost ~ rows * cols^3.  A request for rows after the first ``n`` only (an NL-ADC's
+    rows) stores the state after row n - 1 in :data:`LADDER_CACHE`; any later request on an array
+    with the same first rows starts from it."""
     from scipy.linalg import blas
 
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
     sel = np.arange(rows) if sel is None else sel
-    order = np.argsort(sel, kind="stable")
-    want = sel[order]  # input rows in ascending order; J's columns are added as the rows are reached
-    j_cur = np.zeros((cols, len(sel)))
-    active = 0
-    y = np.zeros((cols, cols))  # only its lower triangle is kept up to date (all LAPACK reads)
+    start, y, j_start = 0, np.zeros((cols, cols)), np.zeros((cols, 0))  # y: lower triangle kept
+    hit = LADDER_CACHE.lookup(gc, w)
+    if hit is not None:
+        start, y, j_start = hit
+        tick(start)
+    first_sel = int(sel.min()) if sel.size else rows
+    save_at = first_sel if (first_sel > start and first_sel < rows) else None
+    # J's columns: the selected rows, and every row before save_at (the state to cache)
+    tracked = np.union1d(sel, np.arange(save_at)) if save_at is not None else np.unique(sel)
+    j_cur = np.zeros((cols, len(tracked)))
+    prior = tracked < start
+    j_cur[:, : int(prior.sum())] = j_start[:, tracked[prior]]
+    active = int(prior.sum())
     eye = np.eye(cols)
     rb = w.r_bl / US_PER_S
-    for r0 in range(0, rows, row_block):
-        r1 = min(r0 + row_block, rows)
+    r1 = start
+    while r1 < rows:
+        r0, r1 = r1, min(r1 + row_block, rows)
+        if save_at is not None and r0 < save_at < r1:
+            r1 = save_at  # end the block where the state is cached
         p, q = _word_line_response(gc[r0:r1], w)
         for i in range(r0, r1):
             gi = gc[i]
@@ -404,15 +462,15 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
                     j_cur[:, :active] = blas.dsymm(1.0, z, j_cur[:, :active], lower=1)
             else:
                 y = m_i + y
-            while active < len(want) and want[active] == i:
+            while active < len(tracked) and tracked[active] == i:
                 j_cur[:, active] = gi * q[i - r0]
                 active += 1
+        if save_at is not None and r1 == save_at:
+            LADDER_CACHE.store(gc, save_at, w, y, j_cur[:, :save_at])
         tick(r1 - r0)
     if w.r_sense > 0:
         j_cur = blas.dsymm(1.0, _spd_inverse_lower(eye + (w.r_sense / US_PER_S) * y), j_cur, lower=1)
-    t = np.empty((len(sel), cols))
-    t[order] = j_cur.T
-    return t
+    return np.ascontiguousarray(j_cur[:, np.searchsorted(tracked, sel)].T)
 
 
 def _dual(w: Wires) -> Wires:
@@ -459,6 +517,10 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
         return (gc if sel is None else gc[sel]).copy()
     if method == "auto":
         method = solver_for(g, w, None if sel is None else len(sel))
+        if method == "dual_lines" and _line_condition(w, g) <= MAX_LINE_CONDITION:
+            suffix = sel is not None and len(sel) and sel.min() > 0
+            if suffix or LADDER_CACHE.lookup(cell_conductance(g, w.r_access), w) is not None:
+                method = "lines"  # the state after the first rows is (or will be) cached
     if method == "lines":
         return _effective_lines(g, w, tick, sel)
     if method == "dual_lines":

@@ -13,6 +13,7 @@ from crossbar.config import default_config, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
 from crossbar.parasitics import (
+    LADDER_CACHE,
     MAX_LINE_CONDITION,
     Wires,
     _dual,
@@ -195,6 +196,29 @@ def test_the_solvers_agree(shape, w):
             assert np.max(np.abs(effective_matrix(g, w, rows=sel) - ref[sel])) <= 1e-10 * scale
     with pytest.raises(CrossbarInputError, match="solver = 'fast'"):
         effective_matrix(g, w, solver="fast")
+
+
+def test_the_ladder_state_after_the_weight_rows_is_reused_exactly():
+    """Solving only the last rows (an NL-ADC's) caches the state after the rows before them; later
+    requests on an array with the same first rows start there -- and give the uncached T."""
+    w = Wires(r_wl=1.0, r_bl=2.0, r_sense=1.0)
+    g = _g(20, 12, "ladder")
+    ref = effective_matrix(g, w, solver="sparse")
+    LADDER_CACHE.clear()
+    tail = effective_matrix(g, w, rows=range(15, 20))
+    assert len(LADDER_CACHE.entries) == 1
+    assert np.max(np.abs(tail - ref[15:])) <= 1e-12 * ref.max()
+    g2 = g.copy()
+    g2[17:, :] *= 0.5  # other devices on the last rows: the cached state still applies
+    ref2 = effective_matrix(g2, w, solver="sparse")
+    assert np.max(np.abs(effective_matrix(g2, w, rows=range(15, 20)) - ref2[15:])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g2, w) - ref2)) <= 1e-12 * ref.max()
+    g3 = g.copy()
+    g3[3, 4] += 1.0  # a weight row changed: no stale state
+    ref3 = effective_matrix(g3, w, solver="sparse")
+    assert np.max(np.abs(effective_matrix(g3, w, rows=[16, 19]) - ref3[[16, 19]])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g3, w) - ref3)) <= 1e-12 * ref.max()
+    LADDER_CACHE.clear()
 
 
 def test_batched_instances_and_torch_types():
