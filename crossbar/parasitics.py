@@ -377,7 +377,8 @@ class _LadderCache:
     def __init__(self, size: int = 16):
         import threading
 
-        self.size, self.entries = size, {}
+        self.size = size
+        self.entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.lock = threading.Lock()
 
     @staticmethod
