@@ -1,8 +1,9 @@
 """KWS accuracy of the shipped GSC model vs wire resistance (r_wl = r_bl), for the conventional ADC,
 the NL-ADC and the NL-ADC with IR-drop-aware programming (presets rram_conventional_adc_5b and
-rram_nladc_5b, 256 x 256 arrays, every other non-ideality of the presets on).
+rram_nladc_5b, 256 x 256 arrays unless --size says otherwise, every other non-ideality of the
+presets on).
 
-    .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N]
+    .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N] [--size 256]
 
 An entry ``WL/BL`` of ``--r`` sets r_wl = WL and r_bl = BL (e.g. ``7.57/2.52``, the 16 nm figure of
 docs/parasitics.md); a plain number sets both.
@@ -44,7 +45,10 @@ def main() -> int:
     ap.add_argument("--mc", type=int, default=3)
     ap.add_argument("--limit", type=int, default=None, help="score only the first N dev clips")
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
+    ap.add_argument("--size", type=int, default=256, help="rows = cols of a physical array (64..1024)")
     args = ap.parse_args()
+    if not 64 <= args.size <= 1024:
+        raise SystemExit(f"error: --size {args.size}: expected 64..1024 (the NL-ADC needs 37 of the rows)")
     rs = _resistances(args.r)
     from rnn_models.tasks.kws import evaluate_kws
 
@@ -55,7 +59,8 @@ def main() -> int:
     }
     clips = "all" if args.limit is None else args.limit
     print(
-        f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances: "
+        f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances, "
+        f"{args.size} x {args.size} arrays: "
         f"hardware accuracy mean +- std"
     )
     print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
@@ -66,7 +71,8 @@ def main() -> int:
             if r_wl == r_bl == 0 and extra:
                 cells.append("(= nladc)")
                 continue
-            cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **extra})
+            size = {"array.rows": args.size, "array.cols": args.size}
+            cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **size, **extra})
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
             cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
