@@ -865,3 +865,29 @@ def default_config(**changes: Any) -> HardwareConfig:
     """An ideal config (every non-ideality off), with optional dotted-path changes."""
     cfg = HardwareConfig(schema_version=1, name="ideal")
     return cfg.replace(**changes) if changes else cfg
+
+
+def _flat_config(cfg) -> dict:
+    """A config's ``model_dump()`` as {dotted field path: value}."""
+    out = {}
+
+    def walk(prefix, node):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                walk(key, v)
+            else:
+                out[key] = v
+
+    walk("", cfg.model_dump())
+    return out
+
+
+def config_difference(a, b) -> list[str]:
+    """Human-readable differing fields of two hardware configs (``name``/``description`` ignored)."""
+    fa, fb = _flat_config(a), _flat_config(b)
+    return [
+        f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})"
+        for k in sorted(set(fa) | set(fb))
+        if k not in ("name", "description") and fa.get(k) != fb.get(k)
+    ]

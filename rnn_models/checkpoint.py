@@ -9,7 +9,6 @@ Layout (``format`` = ``crossbar.rnn_checkpoint``, ``version`` = 1)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ REQUIRED = ("format", "version", "task", "arch", "state_dict", "meta")
 
 def save_checkpoint(path: str | Path, task: str, arch: dict, model: torch.nn.Module, meta: dict) -> Path:
     """Write a checkpoint atomically."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = _cpu_state(model)
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -68,9 +67,10 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
                 f"checkpoint {str(path)!r}: {key!r} must be a {kind.__name__}, got {type(payload[key]).__name__}"
             )
     for name, tensor in payload["state_dict"].items():
-        if not isinstance(tensor, torch.Tensor):
+        extra = str(name).endswith("_extra_state") and isinstance(tensor, dict)  # an analog layer's state
+        if not (isinstance(tensor, torch.Tensor) or extra):
             raise CrossbarInputError(f"checkpoint {str(path)!r}: state_dict entry {name!r} is not a tensor")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not extra and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise CrossbarInputError(f"checkpoint {str(path)!r}: tensor {name!r} holds NaN or infinite values")
     if task is not None and payload["task"] != task:
         raise CrossbarInputError(f"checkpoint {str(path)!r} is for task {payload['task']!r}, not {task!r}")
@@ -104,62 +104,9 @@ def resolve_digital_output(ckpt: dict, output_layer: str, flag: bool | None) -> 
 
 
 # ------------------------------------------------------------------------------ analog models
-def _flat_config(cfg) -> dict:
-    out = {}
-
-    def walk(prefix, node):
-        for k, v in node.items():
-            key = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict):
-                walk(key, v)
-            else:
-                out[key] = v
-
-    walk("", cfg.model_dump())
-    return out
-
-
-def config_difference(a, b) -> list[str]:
-    """Human-readable differing fields of two hardware configs (``name``/``description`` ignored)."""
-    fa, fb = _flat_config(a), _flat_config(b)
-    return [
-        f"{k} ({fa.get(k)!r} vs {fb.get(k)!r})"
-        for k in sorted(set(fa) | set(fb))
-        if k not in ("name", "description") and fa.get(k) != fb.get(k)
-    ]
-
-
-def _layer_state(layer, programmed: bool) -> dict:
-    state = {"config": layer.hw.model_dump_json(), "input_scale": layer.input_scale, "groups": {}}
-    for key, (mat, *_r) in layer._matrices().items():
-        for g in mat.groups:
-            state["groups"][f"{key}/{g.name}"] = {
-                "in_range": list(g.in_range) if g.in_range is not None else None,
-                "samples": g.samples.float() if g.samples is not None else None,
-                "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
-            }
-    if programmed and layer.instances:
-        tiles: dict[str, dict] = {}  # matrix key -> programmed conductances and NL-ADC thresholds
-        chip = {"args": list(layer._program_args), "tiles": tiles}
-        for key, (mat, *_r) in layer._matrices().items():
-            entry = {
-                "g_pos": mat.tile.g_pos.cpu(),
-                "g_neg": mat.tile.g_neg.cpu(),
-                "drift_gain": mat.tile.drift_gain.cpu(),
-                "nladc": [],
-            }
-            for ro in mat.readouts:
-                if ro.nladc is not None:
-                    entry["nladc"].append(
-                        {
-                            "ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
-                            "offsets": ro.nladc.offsets.cpu(),
-                            "read_var": ro.nladc.read_var.cpu(),
-                        }
-                    )
-            tiles[key] = entry
-        state["chip"] = chip
-    return state
+def _cpu_state(model: torch.nn.Module) -> dict:
+    """``model.state_dict()`` on the CPU (tensors detached; analog layers' extra state as it is)."""
+    return {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
 
 
 def save_analog_checkpoint(
@@ -170,12 +117,14 @@ def save_analog_checkpoint(
     meta: dict | None = None,
     programmed: bool = False,
 ) -> Path:
-    """Save an analog model: weights, each layer's hardware config and calibrated ranges, and
-    (``programmed=True``) the programmed conductances and NL-ADC thresholds of every instance."""
-    from rnn_models.convert import analog_layers
-
-    layers = {name: _layer_state(layer, programmed) for name, layer in analog_layers(model)}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    """Save an analog model: its ``state_dict()`` -- weights and each analog layer's hardware
+    config and calibrated ranges (``<layer>._extra_state``, :func:`rnn_models.layers.chip_state`)
+    -- with (``programmed=True``) the programmed chip of every instance, without it otherwise."""
+    state = _cpu_state(model)
+    if not programmed:
+        for k, v in state.items():
+            if k.endswith("_extra_state") and isinstance(v, dict) and "chip" in v:
+                state[k] = {kk: vv for kk, vv in v.items() if kk != "chip"}
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -183,72 +132,56 @@ def save_analog_checkpoint(
         "arch": dict(arch or {}),
         "state_dict": state,
         "meta": dict(meta or {}),
-        "analog": layers,
     }
     return torch_save(payload, path)
 
 
 def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed: bool = True) -> dict:
-    """Load a checkpoint written by :func:`save_analog_checkpoint` into an analog ``model``.
-
-    Refuses (one clear error) a checkpoint whose hardware config differs from the model's, or whose
-    weights do not fit the model.  Restores calibrated ranges and, when present and ``programmed``,
-    the programmed chip."""
-    from crossbar.config import validate_config
+    """Load a checkpoint written by :func:`save_analog_checkpoint` into an analog ``model``
+    (``model.load_state_dict`` with one clear error for a config or weights that do not fit).
+    Restores calibrated ranges and, when present and ``programmed``, the programmed chip.  A
+    checkpoint of the earlier layout (the analog state in a separate ``analog`` entry) loads too."""
     from rnn_models.convert import analog_layers
 
     ckpt = load_checkpoint(path)
-    if "analog" not in ckpt:
+    state = dict(ckpt["state_dict"])
+    layers = dict(analog_layers(model))  # layer name -> layer
+    prefix = {id(m): q for q, m in model.named_modules()}
+    key_of = {
+        name: (f"{prefix[id(m)]}._extra_state" if prefix[id(m)] else "_extra_state") for name, m in layers.items()
+    }
+    if "analog" in ckpt:  # earlier layout: the same per-layer state, kept beside the weights
+        if not isinstance(ckpt["analog"], dict):
+            raise CrossbarInputError(f"checkpoint {str(path)!r}: its 'analog' entry is malformed")
+        state.update({key_of.get(name, f"{name}._extra_state"): v for name, v in ckpt["analog"].items()})
+    name_of = {k: n for n, k in key_of.items()}
+    saved = sorted(str(name_of.get(k, k)) for k in state if k == "_extra_state" or k.endswith("._extra_state"))
+    if not saved:
         raise CrossbarInputError(f"checkpoint {str(path)!r} holds no analog state (saved by save_checkpoint)")
-    layers = dict(analog_layers(model))
-    if set(layers) != set(ckpt["analog"]):
-        raise CrossbarInputError(
-            f"checkpoint {str(path)!r} has analog layers {sorted(ckpt['analog'])}, the model has {sorted(layers)}"
-        )
-    for name, state in ckpt["analog"].items():
-        saved = validate_config(json.loads(state["config"]), source=f"{path}:{name}")
-        diff = config_difference(saved, layers[name].hw)
+    if set(saved) != set(layers):
+        raise CrossbarInputError(f"checkpoint {str(path)!r} has analog layers {saved}, the model has {sorted(layers)}")
+    from rnn_models.layers import chip_state_difference
+
+    for name, layer in layers.items():
+        diff = chip_state_difference(layer, state[key_of[name]], f"checkpoint {str(path)!r}")
         if diff:
             raise CrossbarInputError(
-                f"checkpoint {str(path)!r} was saved with hardware config {saved.name!r} but layer "
-                f"{name!r} uses {layers[name].hw.name!r}; differing fields: {', '.join(diff[:6])}"
+                f"checkpoint {str(path)!r} was saved with hardware config other than layer {name!r}'s "
+                f"{layer.hw.name!r}; differing fields: {', '.join(diff[:6])}"
             )
+    if not programmed:
+        state = {
+            k: ({kk: vv for kk, vv in v.items() if kk != "chip"} if k in key_of.values() else v)
+            for k, v in state.items()
+        }
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
+    except CrossbarInputError as exc:
+        raise CrossbarInputError(f"checkpoint {str(path)!r}: {exc}".replace("state_dict: ", "")) from None
     except RuntimeError as exc:
         raise CrossbarInputError(
             f"checkpoint {str(path)!r} does not fit the model: {_state_dict_problem(exc)}"
         ) from None
-    for name, state in ckpt["analog"].items():
-        layer = layers[name]
-        layer.input_scale = state["input_scale"]
-        for key, (mat, *_r) in layer._matrices().items():
-            for g in mat.groups:
-                saved = state["groups"].get(f"{key}/{g.name}", {})
-                g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
-                g.samples = saved.get("samples")
-                g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
-            mat.invalidate()
-        layer._instances = 0
-        if programmed and "chip" in state:
-            layer.program(*state["chip"]["args"])
-            for key, (mat, *_r) in layer._matrices().items():
-                entry = state["chip"]["tiles"][key]
-                if entry["g_pos"].shape != mat.tile.g_pos.shape:
-                    raise CrossbarInputError(
-                        f"checkpoint {str(path)!r}: programmed conductances of {name}/{key} have "
-                        f"shape {tuple(entry['g_pos'].shape)}, expected {tuple(mat.tile.g_pos.shape)}"
-                    )
-                dev, dt = mat.tile.device, mat.tile.dtype
-                mat.tile.g_pos, mat.tile.g_neg = entry["g_pos"].to(dev, dt), entry["g_neg"].to(dev, dt)
-                mat.tile.drift_gain = entry["drift_gain"].to(dev, dt)
-                nl = [ro.nladc for ro in mat.readouts if ro.nladc is not None]
-                for adc, saved in zip(nl, entry["nladc"]):
-                    adc.restore(
-                        saved["ramp_thresholds"].to(dev, dt),
-                        saved["offsets"].to(dev, dt),
-                        saved["read_var"].to(dev, dt),
-                    )
     return ckpt
 
 

@@ -62,7 +62,7 @@ def _digital_one(m: nn.Module) -> nn.Module:
         new = nn.GRU(**{k: getattr(m, k) for k in _RNN_ARGS})
     else:
         return m
-    new.load_state_dict(m.state_dict())
+    new.load_state_dict({k: v for k, v in m.state_dict().items() if k != "_extra_state"})
     return new.to(next(m.parameters()).device)
 
 

@@ -158,7 +158,68 @@ class AnalogLayerBase(nn.Module):
             self._stats.update("input", x, self.hw.dac.calibration_percentile)
 
     def extra_repr_hw(self) -> str:
-        return f"config={self.hw.name!r}, mode={self.mode}, instances={self._instances}"
+        chip = f"programmed={self._instances} instance(s)" if self._instances else "not programmed"
+        return f"config={self.hw.name!r}, mode={self.mode}, {chip}"
+
+    # ----------------------------------------------------------------- chip state as module state
+    def get_extra_state(self) -> dict:
+        """What ``state_dict()`` holds beyond the parameters (torch's extra-state hook): the hardware
+        config (JSON), the calibrated DAC / ADC ranges and, once programmed, the chip -- program
+        arguments, programmed conductances (uS) and drift gains of every instance, NL-ADC
+        thresholds and ramp read-noise variances (:func:`chip_state`)."""
+        return chip_state(self)
+
+    def set_extra_state(self, state) -> None:
+        """``load_state_dict``'s counterpart of :meth:`get_extra_state` (the parameters are loaded
+        first): one clear error when the saved config differs from this layer's; the programmed chip
+        is restored as saved (the conductances and thresholds replace a fresh programming's)."""
+        load_chip_state(self, state, source="state_dict")
+
+    def __deepcopy__(self, memo):
+        """A copy with its own parameters and chip; a programmed layer stays programmed (the
+        copy's parameters are new objects holding the same weights)."""
+        import copy
+
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        if self._instances and self._programmed_version == self._weights_version():
+            new._programmed_version = new._weights_version()
+        return new
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, *args):
+        """A float module's state dict (no ``_extra_state``) loads too: that is how ``nn.LSTM``
+        weights move onto an analog layer (the hardware state stays as it is)."""
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, *args)
+        key = prefix + "_extra_state"
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
+
+    def _apply(self, fn, recurse=True):
+        """``.to(device / dtype)``, ``.cuda()``, ``.double()``: the simulation follows the parameters
+        (``simulation.device`` / ``simulation.dtype`` of the layer's config), and a programmed chip
+        is rebuilt there from its state -- the same conductances and thresholds."""
+        before = next(iter(self.parameters()), None)
+        dev0, dt0 = (before.device, before.dtype) if before is not None else (None, None)
+        saved = chip_state(self) if self._instances else None
+        out = super()._apply(fn, recurse)
+        after = next(iter(self.parameters()), None)
+        if after is None or (after.device == dev0 and after.dtype == dt0):
+            return out
+        changes = {}
+        if after.device != dev0:
+            changes["simulation.device"] = after.device.type
+        if after.dtype != dt0 and after.dtype in (torch.float32, torch.float64):
+            changes["simulation.dtype"] = {torch.float32: "float32", torch.float64: "float64"}[after.dtype]
+        if changes:
+            self.hw = self.hw.replace(**changes)
+            for mat, *_r in self._matrices().values():
+                mat.invalidate()
+            self._instances = 0
+            if saved is not None:
+                _restore_chip(self, saved, source=f"{self.layer_name}.to()")
+        return out
 
 
 def _check_finite(x: torch.Tensor, name: str, device: torch.device | None = None) -> None:
@@ -557,3 +618,113 @@ class AnalogGRUCell(AnalogGRU):
     def forward(self, input: torch.Tensor, hx=None):
         (h,) = _cell_step(self, input, [hx])
         return h
+
+
+# ======================================================================================= chip state
+def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
+    """A layer's hardware state as plain tensors and values (what ``state_dict()`` stores for it):
+    ``config`` (JSON), ``input_scale``, per column group the calibrated ``in_range``, ``samples`` and
+    ``block_ranges``, and (``programmed`` and after ``program``) ``chip``: the program arguments and,
+    per matrix, ``g_pos`` / ``g_neg`` (M, rows, out) uS, ``drift_gain`` and the NL-ADCs'
+    ``ramp_thresholds``, ``offsets``, ``read_var`` (CPU tensors)."""
+    state: dict = {"config": layer.hw.model_dump_json(), "input_scale": layer.input_scale, "groups": {}}
+    for key, (mat, *_r) in layer._matrices().items():
+        for g in mat.groups:
+            state["groups"][f"{key}/{g.name}"] = {
+                "in_range": list(g.in_range) if g.in_range is not None else None,
+                "samples": g.samples.float().cpu() if g.samples is not None else None,
+                "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
+            }
+    if programmed and layer.instances:
+        tiles: dict[str, dict] = {}
+        for key, (mat, *_r) in layer._matrices().items():
+            tiles[key] = {
+                "g_pos": mat.tile.g_pos.detach().cpu(),
+                "g_neg": mat.tile.g_neg.detach().cpu(),
+                "drift_gain": mat.tile.drift_gain.detach().cpu(),
+                "nladc": [
+                    {
+                        "ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
+                        "offsets": ro.nladc.offsets.cpu(),
+                        "read_var": ro.nladc.read_var.cpu(),
+                    }
+                    for ro in mat.readouts
+                    if ro.nladc is not None
+                ],
+            }
+        # the layer's name seeds its random streams (analog_layers names it by its place in the model)
+        state["chip"] = {"args": list(layer._program_args), "layer_name": layer.layer_name, "tiles": tiles}
+    return state
+
+
+def chip_state_difference(layer: AnalogLayerBase, state, source: str) -> list[str]:
+    """The config fields in which a :func:`chip_state` differs from ``layer``'s config (device and
+    dtype ignored: the chip moves); one clear error naming ``source`` for a malformed state."""
+    import json
+
+    from crossbar.config import config_difference, validate_config
+
+    if not isinstance(state, dict) or not isinstance(state.get("config"), str) or "groups" not in state:
+        raise CrossbarInputError(f"{source}: {layer.layer_name}: the analog layer state is malformed")
+    saved = validate_config(json.loads(state["config"]), source=f"{source}:{layer.layer_name}")
+    return [
+        d for d in config_difference(saved, layer.hw) if not d.startswith(("simulation.device", "simulation.dtype"))
+    ]
+
+
+def load_chip_state(layer: AnalogLayerBase, state, source: str) -> None:
+    """Restore :func:`chip_state` into ``layer`` (its parameters already loaded).  A state saved
+    under another hardware config carries ranges and a chip of another design: then only the
+    weights are taken (the layer is left uncalibrated and unprogrammed, with a warning);
+    :func:`rnn_models.checkpoint.load_analog_checkpoint` refuses such a checkpoint instead."""
+    diff = chip_state_difference(layer, state, source)
+    if diff:
+        import warnings
+
+        warnings.warn(
+            f"{layer.layer_name}: the state was saved with another hardware config ({', '.join(diff[:4])}): "
+            "weights loaded, calibrated ranges and programmed chip not (calibrate and program again)",
+            stacklevel=3,
+        )
+        for mat, *_r in layer._matrices().values():
+            for g in mat.groups:
+                g.in_range = g.samples = g.block_ranges = None
+            mat.invalidate()
+        layer.input_scale, layer._instances = None, 0
+        return
+    _restore_chip(layer, state, source)
+
+
+def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
+    layer.input_scale = state.get("input_scale")
+    for key, (mat, *_r) in layer._matrices().items():
+        for g in mat.groups:
+            saved = state["groups"].get(f"{key}/{g.name}", {})
+            g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
+            g.samples = saved.get("samples")
+            g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
+        mat.invalidate()
+    layer._instances = 0
+    chip = state.get("chip")
+    if not chip:
+        return
+    # the deterministic construction (designs, layouts, generators) runs again; the drawn
+    # conductances and the calibrated thresholds are then replaced by the saved ones
+    layer.layer_name = str(chip.get("layer_name", layer.layer_name))
+    layer.program(*chip["args"])
+    for key, (mat, *_r) in layer._matrices().items():
+        entry = chip["tiles"].get(key)
+        if entry is None or entry["g_pos"].shape != mat.tile.g_pos.shape:
+            got = "missing" if entry is None else f"shape {tuple(entry['g_pos'].shape)}"
+            raise CrossbarInputError(
+                f"{source}: programmed conductances of {layer.layer_name}/{key}: {got}, "
+                f"expected {tuple(mat.tile.g_pos.shape)}"
+            )
+        dev, dt = mat.tile.device, mat.tile.dtype
+        mat.tile.g_pos, mat.tile.g_neg = entry["g_pos"].to(dev, dt), entry["g_neg"].to(dev, dt)
+        mat.tile.drift_gain = entry["drift_gain"].to(dev, dt)
+        nl = [ro.nladc for ro in mat.readouts if ro.nladc is not None]
+        for adc, saved in zip(nl, entry["nladc"]):
+            adc.restore(
+                saved["ramp_thresholds"].to(dev, dt), saved["offsets"].to(dev, dt), saved["read_var"].to(dev, dt)
+            )

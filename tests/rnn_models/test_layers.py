@@ -71,13 +71,14 @@ def test_linear_equals_torch_and_state_dict_names_match():
     torch.manual_seed(2)
     ref = nn.Linear(9, 4)
     ana = AnalogLinear(9, 4, config=IDEAL)
-    assert set(ana.state_dict()) == set(ref.state_dict())
+    # the parameters keep torch's names; the hardware state is torch's extra state of the layer
+    assert set(ana.state_dict()) == set(ref.state_dict()) | {"_extra_state"}
     ana.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 9)
     assert _rel(ana.eval()(x), ref(x)) < TOL
     assert set(AnalogLSTM(3, 4, 2, bidirectional=True).state_dict()) == set(
         nn.LSTM(3, 4, 2, bidirectional=True).state_dict()
-    )
+    ) | {"_extra_state"}
 
 
 class _KwsLike(nn.Module):
@@ -216,6 +217,54 @@ def test_analog_checkpoint_roundtrip_and_config_mismatch(tmp_path):
     small = convert_to_analog(nn.Sequential(nn.Linear(3, 2)), "rram_nladc_5b")
     with pytest.raises(CrossbarInputError, match="analog layers"):
         load_analog_checkpoint(path, small)
+
+
+def test_programmed_chip_is_module_state(tmp_path):
+    """state_dict() holds the programmed chip; load_state_dict into a freshly converted model
+    reproduces it; deepcopy, .to(dtype) and print work on it; an earlier-layout checkpoint loads."""
+    import copy
+
+    from rnn_models.checkpoint import load_analog_checkpoint
+
+    ana, x = _noisy_model()
+    ana.program(3, 2)
+    xm = x.expand(2, *x.shape)
+    sd = ana.state_dict()
+    chip = sd["lstm._extra_state"]["chip"]
+    assert chip["args"] == [3, 2, 0]
+    assert all(t["g_pos"].shape[0] == 2 and t["nladc"] for t in chip["tiles"].values())
+    twin = copy.deepcopy(ana)
+    ref = ana(xm)
+    assert torch.equal(twin(xm), ref)
+    torch.manual_seed(99)
+    fresh = convert_to_analog(_KwsLike(), "rram_nladc_5b").eval()
+    fresh.load_state_dict(sd)
+    assert fresh.lstm.instances == 2 and torch.equal(fresh(xm), ref)
+    assert "programmed=2 instance(s)" in repr(fresh) and "not programmed" in repr(_KwsLike_analog())
+    # .to(dtype): the simulation follows the parameters, the chip is rebuilt from its state
+    fresh.double()
+    assert fresh.lstm.hw.simulation.dtype == "float64" and fresh.lstm.instances == 2
+    g = next(iter(fresh.lstm._chip_matrices)).tile.g_pos
+    assert g.dtype == torch.float64
+    assert torch.equal(g.float(), next(iter(chip["tiles"].values()))["g_pos"])
+    out64 = fresh(xm.double())
+    assert out64.dtype == torch.float64 and (out64.float() - ref).abs().max() < 0.05
+    fresh.float()
+    assert torch.equal(fresh(xm), ref)
+    # the earlier checkpoint layout: the analog state beside the weights
+    old = {k: v for k, v in sd.items() if not k.endswith("_extra_state")}
+    payload = {"format": "crossbar.rnn_checkpoint", "version": 1, "task": "custom", "arch": {}, "meta": {}}
+    torch.save(
+        {**payload, "state_dict": old, "analog": {"lstm": sd["lstm._extra_state"], "fc": sd["fc._extra_state"]}},
+        tmp_path / "old.pt",
+    )
+    again = convert_to_analog(_KwsLike(), "rram_nladc_5b").eval()
+    load_analog_checkpoint(tmp_path / "old.pt", again)
+    assert torch.equal(again(xm), ref)
+
+
+def _KwsLike_analog():
+    return convert_to_analog(_KwsLike(), "rram_nladc_5b")
 
 
 def test_health_report_warns_with_numbers_on_clipping():
