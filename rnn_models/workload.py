@@ -17,15 +17,25 @@ from crossbar.errors import CrossbarInputError
 
 
 def from_model(
-    model: torch.nn.Module, config: HardwareConfig, name: str, steps: int, per_sequence: tuple[str, ...] = ()
+    model: torch.nn.Module,
+    config: HardwareConfig,
+    name: str,
+    steps: int,
+    per_sequence: tuple[str, ...] = (),
+    off_chip: tuple[str, ...] = (),
 ) -> Workload:
     """Workload of a float model (``nn.LSTM`` / ``nn.GRU`` / ``nn.Linear`` modules, in order).
 
-    ``per_sequence``: names of modules that run once per sequence (e.g. a KWS classifier)."""
+    ``per_sequence``: names of modules that run once per sequence (e.g. a KWS classifier);
+    ``off_chip``: names of modules kept digital off the chip (not costed)."""
     from torch import nn
 
     mats, cells = [], []
+    skipped = set()
     for mod_name, mod in model.named_modules():
+        if any(mod_name == o or mod_name.startswith(o + ".") for o in off_chip):
+            skipped.update(f"{mod_name}.{n}" if mod_name else n for n, _ in mod.named_parameters())
+            continue
         if isinstance(mod, (nn.LSTM, nn.GRU)):
             kind = "lstm" if isinstance(mod, nn.LSTM) else "gru"
             h = mod.hidden_size
@@ -84,13 +94,19 @@ def from_model(
             )
     if not mats:
         raise CrossbarInputError(f"model {name!r} has no LSTM, GRU or Linear layer to place on crossbars")
-    weights = sum(p.numel() for n_, p in model.named_parameters() if "weight" in n_ or "bias" in n_)
-    return Workload(name, f"checkpoint {name}", mats, cells, steps, weights)
+    weights = sum(
+        p.numel() for n_, p in model.named_parameters() if ("weight" in n_ or "bias" in n_) and n_ not in skipped
+    )
+    where = f"checkpoint {name}"
+    if off_chip:
+        where += f" (deployed with {', '.join(off_chip)} digital, off-chip: not costed)"
+    return Workload(name, where, mats, cells, steps, weights)
 
 
 def from_checkpoint(path: str, config: HardwareConfig) -> Workload:
-    """Workload of a KWS or LM checkpoint saved by this project."""
-    from rnn_models.checkpoint import load_checkpoint, load_model
+    """Workload of a KWS or LM checkpoint saved by this project, as it is deployed: layers its
+    ``meta["deployment"]`` keeps digital (off-chip, e.g. an LM decoder) are not costed."""
+    from rnn_models.checkpoint import deployment, load_checkpoint, load_model
 
     ckpt = load_checkpoint(path)
     task = ckpt["task"]
@@ -101,12 +117,14 @@ def from_checkpoint(path: str, config: HardwareConfig) -> Workload:
         model, ckpt = load_model(path, "kws", KWSLSTM, "KWS model")
         settings = FeatureSettings(**ckpt["meta"].get("settings", {}))
         steps = int(round(settings.clip_seconds * 1000 / settings.hop_ms)) + 1
-        return from_model(model, config, str(path), steps, per_sequence=(KWSLSTM.OUTPUT_LAYER,))
+        off = tuple(deployment(ckpt, KWSLSTM.OUTPUT_LAYER)["digital_layers"])
+        return from_model(model, config, str(path), steps, per_sequence=(KWSLSTM.OUTPUT_LAYER,), off_chip=off)
     if task == "lm":
-        from rnn_models.tasks.lm import load_lm
+        from rnn_models.tasks.lm import CharLSTM, load_lm
 
         model, _ = load_lm(path)
-        return from_model(model, config, str(path), 1)
+        off = tuple(deployment(ckpt, CharLSTM.OUTPUT_LAYER)["digital_layers"])
+        return from_model(model, config, str(path), 1, off_chip=off)
     raise CrossbarInputError(f"checkpoint {path!r}: task {task!r} has no cost workload (kws or lm)")
 
 

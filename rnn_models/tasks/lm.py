@@ -215,7 +215,7 @@ def _train_phase(
         opt.load_state_dict(state["opt"])
     ema = None
     if hp["ema_decay"] > 0:
-        ema = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+        ema = {k: v.detach().clone().float() for k, v in _float_state(model).items()}
         if state.get("ema") is not None:
             ema = {k: v.to(device) for k, v in state["ema"].items()}
     if state.get("torch_rng") is not None:
@@ -239,7 +239,7 @@ def _train_phase(
         import copy
 
         net = copy.deepcopy(net)
-        net.load_state_dict(ema)
+        net.load_state_dict({**net.state_dict(), **ema})
         return net
 
     t_start, base_minutes = time.time(), state.get("minutes", 0.0)
@@ -334,7 +334,7 @@ def _train_phase(
 
 def _float_state(model: nn.Module) -> dict:
     """The float weights of ``model`` (analog layers keep the names of their torch twins)."""
-    return {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    return {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
 
 
 TRAIN_DEFAULTS = {"weight_drop": 0.0, "locked_dropout": 0.0, "weight_decay": 0.0, "ema_decay": 0.0, "warmup": 0}

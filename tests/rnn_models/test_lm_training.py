@@ -69,3 +69,33 @@ def test_finetune_starts_from_init_with_new_regularisation(corpus):
     assert abs(res["history"][-1]["valid_bpc"] - base["meta"]["valid_bpc"]) < 0.3
     with pytest.raises(CrossbarInputError, match="--finetune-epochs fine-tunes an --init checkpoint"):
         train_lm(corpus, corpus / "u.pt", finetune_epochs=1, **SMALL, **QUIET)
+
+
+def test_evaluate_takes_the_test_split_when_the_user_has_it(corpus):
+    from rnn_models.tasks.lm import evaluate_lm
+
+    train_lm(corpus, corpus / "m.pt", epochs=1, **SMALL, **QUIET)
+    with pytest.raises(CrossbarInputError, match="ptb.test.txt"):
+        evaluate_lm(corpus / "m.pt", corpus, "ideal", mc=1, split="test", n_streams=2, window=20)
+    (corpus / "ptb.test.txt").write_text("the mat sat on the cat\n" * 20)
+    test = evaluate_lm(corpus / "m.pt", corpus, "ideal", mc=1, split="test", n_streams=2, window=20)
+    valid = evaluate_lm(corpus / "m.pt", corpus, "ideal", mc=1, split="valid", n_streams=2, window=20)
+    assert test["n_samples"] != valid["n_samples"] and test["software"] != valid["software"]
+
+
+def test_cost_workload_of_a_checkpoint_follows_its_deployment(corpus):
+    from crossbar.config import load_config
+    from rnn_models.checkpoint import save_checkpoint
+    from rnn_models.tasks.lm import CharLSTM, load_lm
+    from rnn_models.workload import from_checkpoint
+
+    train_lm(corpus, corpus / "m.pt", epochs=1, **SMALL, **QUIET)
+    model, ck = load_lm(corpus / "m.pt")
+    meta = {**ck["meta"], "deployment": {"hwa_config": "rram_nladc_5b", "digital_layers": ["decoder"]}}
+    save_checkpoint(corpus / "d.pt", "lm", ck["arch"], model, meta)
+    cfg = load_config("rram_nladc_5b")
+    on, off = from_checkpoint(str(corpus / "m.pt"), cfg), from_checkpoint(str(corpus / "d.pt"), cfg)
+    assert [m.name for m in on.matrices][-1] == CharLSTM.OUTPUT_LAYER
+    assert CharLSTM.OUTPUT_LAYER not in [m.name for m in off.matrices]
+    assert off.weights == on.weights - sum(p.numel() for p in model.decoder.parameters())
+    assert "decoder digital, off-chip: not costed" in off.description
