@@ -35,6 +35,7 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    phases = list(dict.fromkeys(h.get("phase", "float") for h in history))  # in training order
     fig, ax = plt.subplots(figsize=(6.5, 4))
     offset = 0  # each phase counts its steps from 0: plot them one after the other
     for phase, style in (("float", "-"), ("finetune", "-."), ("hwa", "--")):
@@ -55,7 +56,8 @@ def main() -> int:
     ax.legend(fontsize=8)
     ax.set_title(
         f"{Path(args.checkpoint).name}: {ckpt['arch'].get('hidden_size')} hidden, "
-        f"{history[-1].get('minutes', 0):.0f} min"
+        f"{sum(max(h.get('minutes', 0) for h in history if h.get('phase', 'float') == ph) for ph in phases):.0f} min "
+        f"({' + '.join(phases)})"
     )
     save_figure(fig, args.out)
     print(f"wrote {args.out}")
