@@ -31,7 +31,7 @@ def from_model(
     from torch import nn
 
     mats, cells = [], []
-    skipped = set()
+    skipped: set[str] = set()
     for mod_name, mod in model.named_modules():
         if any(mod_name == o or mod_name.startswith(o + ".") for o in off_chip):
             skipped.update(f"{mod_name}.{n}" if mod_name else n for n, _ in mod.named_parameters())
