@@ -19,7 +19,7 @@ from crossbar.io import torch_save
 
 #: the checkpoints shipped in checkpoints/ that commands use by default, per task
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_hwa2.pt"}
+SHIPPED = {"kws": REPO_ROOT / "checkpoints" / "kws_gsc12.pt", "lm": REPO_ROOT / "checkpoints" / "lm_ptb_528_ft_hwa1.pt"}
 
 FORMAT = "crossbar.rnn_checkpoint"
 VERSION = 1

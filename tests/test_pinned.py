@@ -53,3 +53,16 @@ def test_shipped_lm_on_a_fixed_valid_prefix_is_pinned():
     assert r["n_samples"] == 2816
     assert r["software"] == pytest.approx(2.052409435667291, rel=1e-6)
     assert r["hardware"]["per_instance"] == pytest.approx([2.0706244621854726, 2.078839854530179], rel=1e-6)
+
+
+def test_shipped_default_lm_is_the_paper_lm_shape_and_pinned():
+    from rnn_models.checkpoint import SHIPPED
+    from rnn_models.tasks.lm import evaluate_lm
+
+    assert SHIPPED["lm"].name == "lm_ptb_528_ft_hwa1.pt"  # the model the cost report's paper-lm shape describes
+    data = shared_data("ptb")
+    r = evaluate_lm(SHIPPED["lm"], data, "rram_nladc_5b", 2, limit=3000)
+    assert r["deployment"] == {"digital_layers": ["decoder"], "from": "checkpoint"}
+    assert r["n_samples"] == 2816
+    assert r["software"] == pytest.approx(1.9827093075519442, rel=1e-6)
+    assert r["hardware"]["per_instance"] == pytest.approx([1.988622258706045, 1.988690801609807], rel=1e-6)
