@@ -376,7 +376,7 @@ class _LadderCache:
     weight rows (``near_sense``) and are re-solved while they are trimmed, and the state after the
     weight rows does not depend on them.  Keyed by the exact bytes of those rows and the wires."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, size: int = 64):
         import threading
 
         self.size = size

@@ -578,6 +578,22 @@ class RampSite:
             return None, {self.key: (self.blocks[0], dev[..., 0, :])}
         return {self.columns: dev.transpose(-1, -2)}, None
 
+    def warm(self) -> None:
+        """Solve the weight rows of this NL-ADC's arrays for every programmed instance at once (the
+        instances on a thread pool) so that the calibration's per-instance solves start from the
+        cached ladder state (:data:`crossbar.parasitics.LADDER_CACHE`).  Only where that state
+        applies: ramp rows after the weight rows (``near_sense``), a ramp per column."""
+        from crossbar.layout import effective_arrays
+
+        tile, w = self.tile, self.tile.config.array.wires
+        if self.shared or w.ramp_rows != "near_sense" or not tile.ir_drop or tile.g_pos is None:
+            return
+        g_pos, g_neg = tile.programmed_conductances()
+        m_count = g_pos.shape[0]
+        open_rows = torch.zeros(m_count, 1, tile.out_features, dtype=torch.float64)
+        cols = {k: (cb, torch.zeros(m_count, 1, dtype=torch.float64)) for k, (cb, _) in tile.extra_cols.items()}
+        effective_arrays(g_pos, g_neg, tile.config.array, open_rows, cols, col_blocks=self.blocks, weights=False)
+
     def attach(self, m: int | None, g_ramp: torch.Tensor, g_bias: torch.Tensor) -> None:
         """Record the devices ((M or 1, R, L) ramp, (M or 1, R, nb) bias, uS) in the tile
         (instance ``m``, local index, or all)."""

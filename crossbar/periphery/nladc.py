@@ -494,6 +494,8 @@ class NLADC:
                 ramp_target, bias_target0, cfg.array.wires.aware_iterations, dev
             )
         self._site, self._devices = site, []
+        if site is not None:
+            site.warm()  # the arrays' weight rows of all instances solved at once (IR drop)
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
 
