@@ -377,8 +377,6 @@ class _LadderCache:
     weight rows does not depend on them.  Keyed by the exact bytes of those rows and the wires."""
 
     def __init__(self, size: int = 64):
-        import threading
-
         self.size = size
         self.entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.lock = threading.Lock()
@@ -498,16 +496,22 @@ def _dual_g(g: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g[::-1, ::-1].T)
 
 
-def solver_for(g: np.ndarray, w: Wires, n_sel: int | None = None) -> str:
-    """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols): ``"lines"``
-    (the line-by-line ladder, blocks of a row's bit-line nodes), ``"dual_lines"`` (the same on the
-    dual array, blocks of a column's word-line nodes: cheaper when rows < cols; reciprocity gives
-    T) or ``"sparse"`` (sparse LU of the whole network, when both orientations have a floating line
-    whose condition exceeds :data:`MAX_LINE_CONDITION`)."""
+def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
+    """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols) and the selected
+    rows ``sel`` of T (None: all): ``"lines"`` (the line-by-line ladder, blocks of a row's bit-line
+    nodes), ``"dual_lines"`` (the same on the dual array, blocks of a column's word-line nodes:
+    cheaper when rows < cols; reciprocity gives T) or ``"sparse"`` (sparse LU of the whole network,
+    when both orientations have a floating line whose condition exceeds
+    :data:`MAX_LINE_CONDITION`).  ``"lines"`` wherever it can start from, or store, the cached
+    state after the first rows (:data:`LADDER_CACHE`: a request for the last rows only, or an
+    array whose first rows were solved before)."""
     rows, cols = g.shape[-2:]
-    s = rows if n_sel is None else n_sel
+    s = rows if sel is None else len(sel)
     costs = {}
     if _line_condition(w, g) <= MAX_LINE_CONDITION:
+        suffix = sel is not None and len(sel) > 0 and int(np.min(sel)) > 0
+        if suffix or LADDER_CACHE.lookup(cell_conductance(g, w.r_access), w) is not None:
+            return "lines"
         costs["lines"] = rows * cols**2 * (2.4 * cols + s)
     if _line_condition(_dual(w), _dual_g(g)) <= MAX_LINE_CONDITION:
         costs["dual_lines"] = cols * rows**2 * (2.4 * rows + cols)
@@ -519,11 +523,7 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
         gc = cell_conductance(g, w.r_access)
         return (gc if sel is None else gc[sel]).copy()
     if method == "auto":
-        method = solver_for(g, w, None if sel is None else len(sel))
-        if method == "dual_lines" and _line_condition(w, g) <= MAX_LINE_CONDITION:
-            suffix = sel is not None and len(sel) and sel.min() > 0
-            if suffix or LADDER_CACHE.lookup(cell_conductance(g, w.r_access), w) is not None:
-                method = "lines"  # the state after the first rows is (or will be) cached
+        method = solver_for(g, w, sel)
     if method == "lines":
         return _effective_lines(g, w, tick, sel)
     if method == "dual_lines":
@@ -538,9 +538,10 @@ SOLVERS = ("auto", "lines", "dual_lines", "sparse")
 
 def _solve_instances(flat: np.ndarray, solve_one) -> list[np.ndarray]:
     """``solve_one`` of each array of ``flat`` (M, rows, cols): one BLAS thread per array (the
-    line solver's cols x cols operations are too small to gain from more; measured 0.71 s with one
-    thread vs 0.94 s with two for a 256 x 256 array), the arrays spread over the CPU's cores
-    (LAPACK releases the GIL).  The result does not depend on the number of threads."""
+    line solver's cols x cols operations are too small to gain from more: a 256 x 256 array took
+    0.83 s with one, 0.94 s with two, in two idle runs of benchmarks/parasitics_speed.py), the
+    arrays spread over the CPU's cores (LAPACK releases the GIL).  The result does not depend on the
+    number of threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
@@ -600,7 +601,7 @@ def effective_matrix(
                 f"{MAX_LINE_CONDITION:.0e}: segments tiny next to the driver or sense resistance); use 'sparse'"
             )
     elif solver == "auto":
-        method = solver_for(flat[0], w, None if sel is None else len(sel))
+        method = solver_for(flat[0], w, sel)
     per = {"lines": n_rows, "dual_lines": cols}.get(method, min(n_rows, cols) if sel is None else min(len(sel), cols))
     state = {"done": 0}
     bar = _Progress(f"IR drop: effective matrix {n_rows}x{cols}", per * flat.shape[0], progress)

@@ -104,6 +104,18 @@ def resolve_digital_output(ckpt: dict, output_layer: str, flag: bool | None) -> 
 
 
 # ------------------------------------------------------------------------------ analog models
+def _without_chips(state: dict) -> dict:
+    """``state`` with the programmed chips left out of its analog layers' extra state."""
+    return {
+        k: (
+            {kk: vv for kk, vv in v.items() if kk != "chip"}
+            if k.endswith("_extra_state") and isinstance(v, dict)
+            else v
+        )
+        for k, v in state.items()
+    }
+
+
 def _cpu_state(model: torch.nn.Module) -> dict:
     """``model.state_dict()`` on the CPU (tensors detached; analog layers' extra state as it is)."""
     return {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v) for k, v in model.state_dict().items()}
@@ -120,11 +132,7 @@ def save_analog_checkpoint(
     """Save an analog model: its ``state_dict()`` -- weights and each analog layer's hardware
     config and calibrated ranges (``<layer>._extra_state``, :func:`rnn_models.layers.chip_state`)
     -- with (``programmed=True``) the programmed chip of every instance, without it otherwise."""
-    state = _cpu_state(model)
-    if not programmed:
-        for k, v in state.items():
-            if k.endswith("_extra_state") and isinstance(v, dict) and "chip" in v:
-                state[k] = {kk: vv for kk, vv in v.items() if kk != "chip"}
+    state = _cpu_state(model) if programmed else _without_chips(_cpu_state(model))
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -170,10 +178,7 @@ def load_analog_checkpoint(path: str | Path, model: torch.nn.Module, programmed:
                 f"{layer.hw.name!r}; differing fields: {', '.join(diff[:6])}"
             )
     if not programmed:
-        state = {
-            k: ({kk: vv for kk, vv in v.items() if kk != "chip"} if k in key_of.values() else v)
-            for k, v in state.items()
-        }
+        state = _without_chips(state)
     try:
         model.load_state_dict(state)
     except CrossbarInputError as exc:

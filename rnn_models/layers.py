@@ -202,8 +202,7 @@ class AnalogLayerBase(nn.Module):
         is rebuilt there from its state -- the same conductances and thresholds."""
         before = next(iter(self.parameters()), None)
         dev0, dt0 = (before.device, before.dtype) if before is not None else (None, None)
-        saved = chip_state(self) if self._instances else None
-        out = super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)  # moves the parameters; the tiles keep the chip as it was
         after = next(iter(self.parameters()), None)
         if after is None or (after.device == dev0 and after.dtype == dt0):
             return out
@@ -213,12 +212,9 @@ class AnalogLayerBase(nn.Module):
         if after.dtype != dt0 and after.dtype in (torch.float32, torch.float64):
             changes["simulation.dtype"] = {torch.float32: "float32", torch.float64: "float64"}[after.dtype]
         if changes:
+            saved = chip_state(self)  # read from the tiles, which super()._apply does not touch
             self.hw = self.hw.replace(**changes)
-            for mat, *_r in self._matrices().values():
-                mat.invalidate()
-            self._instances = 0
-            if saved is not None:
-                _restore_chip(self, saved, source=f"{self.layer_name}.to()")
+            _restore_chip(self, saved, source=f"{self.layer_name}.to()")
         return out
 
 
@@ -686,16 +682,13 @@ def load_chip_state(layer: AnalogLayerBase, state, source: str) -> None:
             "weights loaded, calibrated ranges and programmed chip not (calibrate and program again)",
             stacklevel=3,
         )
-        for mat, *_r in layer._matrices().values():
-            for g in mat.groups:
-                g.in_range = g.samples = g.block_ranges = None
-            mat.invalidate()
-        layer.input_scale, layer._instances = None, 0
-        return
+        state = {"input_scale": None, "groups": {}}  # uncalibrated, unprogrammed
     _restore_chip(layer, state, source)
 
 
 def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
+    """Set ``layer``'s ranges and chip to ``state`` (its config already checked): ranges missing
+    from ``state`` are left uncalibrated, and without a ``chip`` entry the layer is unprogrammed."""
     layer.input_scale = state.get("input_scale")
     for key, (mat, *_r) in layer._matrices().items():
         for g in mat.groups:

@@ -402,7 +402,7 @@ def train_lm(
     valid_ids, _ = ptb.load_split(data_dir, "valid", vocab)
     data = ptb.batchify(train_ids, batch).to(device)
     hp_float = {
-        "epochs": finetune_epochs if init is not None and finetune_epochs else epochs,
+        "epochs": finetune_epochs or epochs,  # finetune_epochs needs init (checked above)
         "lr": lr,
         "weight_decay": weight_decay,
         "warmup": warmup,
