@@ -45,9 +45,24 @@ from crossbar.io import atomic_path
 from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_weights
 from crossbar.matmul import PreparedMatmul
 from crossbar.periphery.dac import quantize_input
+from crossbar.pointwise import nonneg
 from crossbar.rng import generator, randn_instances
 
 _T = TypeVar("_T")
+
+
+def column_output(current, scale, drift_gain):
+    """A column's current (uS x word-line units) in pre-activation units: divided by the
+    conductance scale (uS per weight unit) and the instance's drift gain.  Element-wise, one
+    source for tensors and the kernels' scalars (:mod:`crossbar.pointwise`)."""
+    return current / scale / drift_gain
+
+
+def output_variance(current_variance, gain):
+    """A column current's read-noise variance (uS^2 x word-line units^2, from the variance product)
+    in pre-activation units^2: clamped at 0 (the product's rounding), times ``gain`` =
+    1 / (scale * drift gain)^2 (:meth:`Tile.variance_gain`)."""
+    return nonneg(current_variance) * gain
 
 
 def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
@@ -308,7 +323,7 @@ class Tile:
         var = self._current_variance(xq)
         if var is None:
             return y, None
-        var = var.clamp(min=0) * self.variance_gain().view(-1, 1, 1, 1)
+        var = output_variance(var, self.variance_gain().view(-1, 1, 1, 1))
         if self.config.array.partial_sums == "analog":
             var = var.sum(2, keepdim=True)
         v_nom = self.config.array.v_read
@@ -372,7 +387,7 @@ class Tile:
     def _to_output(self, y: torch.Tensor, v_read_actual: float | None) -> torch.Tensor:
         """Currents (M, B, R, out) -> pre-activation units: conductance scale, drift compensation,
         analog partial sums, a digital bias, the actual read voltage."""
-        y = y / self.scale / self.drift_gain.view(-1, 1, 1, 1)
+        y = column_output(y, self.scale, self.drift_gain.view(-1, 1, 1, 1))
         if self.config.array.partial_sums == "analog":
             y = y.sum(2, keepdim=True)
         if self.digital_bias is not None:

@@ -26,11 +26,11 @@ from typing import NamedTuple
 
 import torch
 
-from crossbar.autograd import straight_through
 from crossbar.config import HardwareConfig
 from crossbar.periphery.dac import quantize_input
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.readout import ColumnReadout, program_chip
+from crossbar.pointwise import saturating_round
 from crossbar.rng import generator, instance_generators
 from crossbar.tile import Tile, array_row_slices
 
@@ -328,13 +328,18 @@ class CellNonlinearity:
         return self.readout.convert(v, self.gens)
 
 
+def fixed_point_grid(bits: int, limit: float) -> tuple[float, float, float]:
+    """(lo, hi, step) of signed fixed point with ``bits`` bits over [-limit, limit):
+    step = limit / 2^(bits-1), lo = -limit, hi = limit - step."""
+    step = limit / 2 ** (bits - 1)
+    return -limit, limit - step, step
+
+
 def fixed_point(x: torch.Tensor, bits: int | None, limit: float) -> torch.Tensor:
     """Signed fixed point with ``bits`` bits over [-limit, limit] (saturating; straight-through)."""
     if bits is None:
         return x
-    step = limit / 2 ** (bits - 1)
-    xc = x.clamp(-limit, limit - step)
-    return straight_through(xc, torch.round(xc / step) * step)
+    return saturating_round(x, *fixed_point_grid(bits, limit))
 
 
 def train_generator(seed: int, name: str) -> torch.Generator:

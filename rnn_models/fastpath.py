@@ -14,8 +14,15 @@ reference's noise draws, and two numba kernels that do everything else element b
   o * tanh(c); GRU: (1 - z) * n + z * h) and the next step's word-line inputs of every matrix that
   reads h (DAC quantisation, row gains, squares, DAC clipping counts), plus the x rows copied in.
 
-Every float operation is the reference's, in the same type and order, so outputs, final states
-and health counters are identical -- not just close (``tests/rnn_models/test_fastpath.py``).
+The element-wise physics inside the kernels is not a copy of the reference's: the DAC levels and
+fixed-point registers (:func:`crossbar.pointwise.saturating_round`), the column output scaling
+and variance (:func:`crossbar.tile.column_output`, :func:`~crossbar.tile.output_variance`) and the
+cell updates (:mod:`rnn_models.cell_math`) are the functions the reference runs on tensors,
+compiled for scalars (:mod:`crossbar.pointwise`; ``tests/crossbar/test_pointwise.py`` runs both
+forms on the same values), and the NL-ADC count is the converter's own CPU kernel
+(:mod:`crossbar.periphery.kernels`).  What is written here is the loop around them: which values
+go where, in the reference's order, so outputs, final states and health counters are identical --
+not just close (``tests/rnn_models/test_fastpath.py``).
 Configurations the kernels do not cover (CUDA, autograd, per-array conversion of digital partial
 sums, a digital bias, linear-ramp ADC readouts, a non-digital cell tanh, unsorted ramps, column
 groups of different resolution) take the reference path; :func:`supported` says which.
@@ -27,13 +34,26 @@ import numpy as np
 import torch
 
 from crossbar.periphery import kernels
+from crossbar.pointwise import compiled, saturating_round
 from crossbar.rng import randn_instances
+from crossbar.tile import column_output, output_variance
+from rnn_models.analog import fixed_point_grid
+from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
 
 numba = kernels.numba
 np_ = kernels.as_numpy
 
 if numba is not None:
     from crossbar.periphery.kernels import count_below, noisy_input
+
+    # the element-wise physics, compiled from the one source the reference path runs on tensors
+    _saturating_round = compiled(saturating_round)
+    _column_output = compiled(column_output)
+    _output_variance = compiled(output_variance)
+    _lstm_cell = compiled(lstm_cell)
+    _lstm_hidden_value = compiled(lstm_hidden)
+    _gru_candidate_input = compiled(gru_candidate_input)
+    _gru_hidden_value = compiled(gru_hidden)
 
     @numba.njit(cache=True, nogil=True)
     def _convert_row(yr, vr, z, m, conv, v2, out):  # pragma: no cover - compiled
@@ -60,12 +80,11 @@ if numba is not None:
         ) = conv
         n_cols = yr.shape[0]
         d, vgm = drift[m], vgain[m]
-        for k in range(n_cols):  # the tile's output scaling: / scale / drift gain
-            y_all[k] = yr[k] / scale / d
-        if has_var:  # read-noise variance: clamp(min=0) * 1 / (scale * drift gain)^2
+        for k in range(n_cols):  # the tile's output scaling
+            y_all[k] = _column_output(yr[k], scale, d)
+        if has_var:  # and read-noise variance
             for k in range(n_cols):
-                v = vr[k]
-                v_all[k] = (v if v > 0 else v * 0) * vgm
+                v_all[k] = _output_variance(vr[k], vgm)
         saturated = 0
         if linear:
             for k in range(n_cols):
@@ -85,7 +104,7 @@ if numba is not None:
         hs = p / in_scale
         q = hs
         if quantize:
-            q = np.rint(min(max(hs, -x_max), x_max) / q_step) * q_step
+            q = _saturating_round(hs, -x_max, x_max, q_step)
         if gained:
             q = q * gain
         xq[row] = q
@@ -107,9 +126,9 @@ if numba is not None:
                         z_all[idx_g[j]] = z_g[m, b, j]
                 _convert_row(y[m, b], v[m, b], z_all, m, conv, v2, a)
                 for j in range(hidden):
-                    s = a[hidden + j] * c[m, b, j] + a[j] * a[2 * hidden + j]  # f * c + i * g
+                    s = _lstm_cell(a[j], a[hidden + j], a[2 * hidden + j], c[m, b, j])
                     if fixed:
-                        s = np.rint(min(max(s, lo), hi) / step) * step
+                        s = _saturating_round(s, lo, hi, step)
                     c[m, b, j] = s
                     o_out[m, b, j] = a[3 * hidden + j]
 
@@ -142,9 +161,9 @@ if numba is not None:
             for b in range(b_count):
                 xq_mb, x2_mb = xq[m, b], x2[m, b]
                 for j in range(hidden):
-                    p = o[m, b, j] * tanh_c[m, b, j]
+                    p = _lstm_hidden_value(o[m, b, j], tanh_c[m, b, j])
                     if fixed:
-                        p = np.rint(min(max(p, lo), hi) / step) * step
+                        p = _saturating_round(p, lo, hi, step)
                     h_out[m, b, j] = p
                     clipped += _write_input(
                         p, xq_mb, x2_mb, n_x + j, in_scale[n_x + j], quantize, x_max, q_step, row_gain[n_x + j], gained
@@ -190,16 +209,16 @@ if numba is not None:
                 sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], m, conv_nx, v2, nx)
                 sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], m, conv_nh, v2, nh)
                 for j in range(hidden):
-                    s = nx[j] + rz[j] * nh[j]  # nx + r * nh
+                    s = _gru_candidate_input(nx[j], rz[j], nh[j])
                     if fixed:
-                        s = np.rint(min(max(s, lo), hi) / step) * step
+                        s = _saturating_round(s, lo, hi, step)
                     pre[m, b, j] = s
                     z_out[m, b, j] = rz[hidden + j]
         return sat
 
     @numba.njit(cache=True, nogil=True)
     def _gru_hidden(
-        z, n, h, one, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
+        z, n, h, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
     ):  # pragma: no cover - compiled
         """h = (1 - z) * n + z * h into ``h`` and ``h_out``; the word lines of the two matrices that
         read h (rz: rows after x; nh: all rows), the x rows of rz and nx copied in; returns the
@@ -212,9 +231,9 @@ if numba is not None:
             for b in range(b_count):
                 rz_q, rz_2, nh_q, nh_2 = xq_rz[m, b], x2_rz[m, b], xq_nh[m, b], x2_nh[m, b]
                 for j in range(hidden):
-                    p = (one - z[m, b, j]) * n[m, b, j] + z[m, b, j] * h[m, b, j]
+                    p = _gru_hidden_value(z[m, b, j], n[m, b, j], h[m, b, j])
                     if fixed:
-                        p = np.rint(min(max(p, lo), hi) / step) * step
+                        p = _saturating_round(p, lo, hi, step)
                     h[m, b, j] = p
                     h_out[m, b, j] = p
                     clip_rz += _write_input(
@@ -401,8 +420,8 @@ def _fixed(bits: int | None, limit: float, ty):
     """(fixed?, step, lo, hi) of ``analog.fixed_point`` for the kernels."""
     if bits is None:
         return False, ty(1.0), ty(-limit), ty(limit)
-    step = limit / 2 ** (bits - 1)
-    return True, ty(step), ty(-limit), ty(limit - step)
+    lo, hi, step = fixed_point_grid(bits, limit)
+    return True, ty(step), ty(lo), ty(hi)
 
 
 def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
@@ -502,7 +521,6 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
             z_gate.numpy(),
             n_val.numpy(),
             h_state.numpy(),
-            ty(1.0),
             *fixed_h,
             out[:, t].numpy(),
             rz.inputs,

@@ -39,6 +39,7 @@ from crossbar.errors import CrossbarInputError
 from crossbar.rng import check_instance_args
 from rnn_models import fastpath
 from rnn_models.analog import AnalogMatrix, CellNonlinearity, ColumnGroup, RangeStats, fixed_point, train_generator
+from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
 
 
 class AnalogLayerBase(nn.Module):
@@ -501,8 +502,8 @@ class AnalogLSTM(_AnalogRNNBase):
         for t in steps:
             ifo, g = mat(torch.cat([x[:, t], h], -1))
             i, f, o = ifo.chunk(3, -1)
-            c = fixed_point(f * c + i * g, bits, cell_max)
-            h = fixed_point(o * cell(c, path, self.hw), bits, 1.0)
+            c = fixed_point(lstm_cell(i, f, g, c), bits, cell_max)
+            h = fixed_point(lstm_hidden(o, cell(c, path, self.hw)), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h, c)
 
@@ -572,8 +573,8 @@ class AnalogGRU(_AnalogRNNBase):
             r, z = rz.chunk(2, -1)
             (nx,) = e["nx"](x[:, t])
             (nh,) = e["nh"](h)
-            n = e["cell"](fixed_point(nx + r * nh, bits, cell_max), path, self.hw)
-            h = fixed_point((1 - z) * n + z * h, bits, 1.0)
+            n = e["cell"](fixed_point(gru_candidate_input(nx, r, nh), bits, cell_max), path, self.hw)
+            h = fixed_point(gru_hidden(z, n, h), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h,)
 

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from crossbar.autograd import straight_through
 from crossbar.config import DACConfig
 from crossbar.errors import CrossbarInputError
+from crossbar.pointwise import saturating_round
+
+
+def dac_step(dac: DACConfig, x_max: float | None = None) -> float:
+    """The DAC's level spacing over [-x_max, x_max] (``x_max`` overrides the config); ``bits`` set."""
+    if dac.bits is None:
+        raise ValueError("an ideal DAC (bits = None) has no level spacing")
+    return (dac.x_max if x_max is None else x_max) / (2 ** (dac.bits - 1) - 1)
 
 
 def quantize_input(x: torch.Tensor, dac: DACConfig, x_max: float | None = None) -> torch.Tensor:
@@ -23,7 +30,4 @@ def quantize_input(x: torch.Tensor, dac: DACConfig, x_max: float | None = None) 
         raise CrossbarInputError(
             f"input magnitude {float(x.abs().max()):.4g} exceeds dac.x_max = {x_max:.4g} and dac.clip is false"
         )
-    xc = x.clamp(-x_max, x_max)
-    k = 2 ** (dac.bits - 1) - 1
-    step = x_max / k
-    return straight_through(xc, torch.round(xc / step) * step)
+    return saturating_round(x, -x_max, x_max, dac_step(dac, x_max))

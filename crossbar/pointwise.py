@@ -1,0 +1,101 @@
+"""Element-wise primitives with two backends, so that element-wise physics is written once.
+
+A piece of element-wise physics (a DAC level, a column's output scaling, a fixed-point register,
+an LSTM cell update) is a plain Python function of arithmetic and the primitives below.  The
+torch path calls it on tensors -- that is the definition, and it runs on CPU and CUDA and under
+autograd; the CPU kernels (:mod:`rnn_models.fastpath`) call the *same function*, compiled by
+numba (:func:`compiled`), on scalars: numba takes each primitive's scalar implementation
+(registered with ``numba.extending.overload``), so the two backends share one source and cannot
+drift apart.  ``tests/crossbar/test_pointwise.py`` runs every such function through both on the
+same values (rounding ties, range edges, signed zeros) and requires identical bits.
+
+Primitives (torch form -> numba scalar form):
+
+* ``clip(x, lo, hi)``: ``x.clamp(lo, hi)`` -> ``min(max(x, lo), hi)``;
+* ``rint(x)``: ``torch.round`` (ties to even) -> ``np.rint`` (ties to even);
+* ``nonneg(x)``: ``x.clamp(min=0)`` -> a zero of x's type if ``x < 0`` else ``x``;
+* ``one_minus(x)``: ``1 - x`` -> ``x.dtype(1) - x`` (no promotion of float32 to float64 by the
+  integer literal, which numba's scalar rules would do);
+* ``straight_through(x, q)``: q's value with x's gradient -> ``q``.
+
+Python scalars in such a function meet the tensor's dtype as torch's weak scalars do; a kernel
+passes scalars already of the tensor's type, which gives the same operation in the same type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from crossbar.autograd import straight_through
+from crossbar.periphery import kernels
+
+__all__ = ["clip", "compiled", "nonneg", "one_minus", "rint", "saturating_round", "straight_through"]
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def clip(x: torch.Tensor, lo, hi) -> torch.Tensor:
+    """``x`` limited to [lo, hi]."""
+    return x.clamp(lo, hi)
+
+
+def rint(x: torch.Tensor) -> torch.Tensor:
+    """Round to the nearest integer, ties to even."""
+    return torch.round(x)
+
+
+def nonneg(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0)."""
+    return x.clamp(min=0)
+
+
+def one_minus(x: torch.Tensor) -> torch.Tensor:
+    """1 - x in x's type."""
+    return 1 - x
+
+
+def saturating_round(x, lo, hi, step):
+    """A saturating uniform quantiser: ``x`` clipped to [lo, hi], rounded to a multiple of ``step``
+    (ties to even), with the straight-through gradient -- the DAC (``crossbar.periphery.dac``) and
+    the digital fixed-point registers (``rnn_models.analog.fixed_point``)."""
+    xc = clip(x, lo, hi)
+    return straight_through(xc, rint(xc / step) * step)
+
+
+def compiled(fn: _F) -> _F:
+    """The numba-compiled scalar form of an element-wise function written with these primitives
+    (the function itself when numba is missing: callers then take the torch path)."""
+    if kernels.numba is None:  # pragma: no cover - numba is a dependency
+        return fn
+    return kernels.numba.njit(cache=True, nogil=True)(fn)
+
+
+if kernels.numba is not None:
+    from numba import types
+    from numba.extending import overload
+
+    @overload(clip)
+    def _clip_scalar(x, lo, hi):
+        return lambda x, lo, hi: min(max(x, lo), hi)
+
+    @overload(rint)
+    def _rint_scalar(x):
+        return lambda x: np.rint(x)
+
+    @overload(nonneg)
+    def _nonneg_scalar(x):
+        zero = np.float32(0) if x == types.float32 else np.float64(0)
+        return lambda x: zero if x < 0 else x  # as torch's clamp: -0.0 and NaN pass
+
+    @overload(one_minus)
+    def _one_minus_scalar(x):
+        one = np.float32(1) if x == types.float32 else np.float64(1)
+        return lambda x: one - x
+
+    @overload(straight_through)
+    def _straight_through_scalar(x, q):
+        return lambda x, q: q
