@@ -16,6 +16,8 @@ Primitives (torch form -> numba scalar form):
 * ``nonneg(x)``: ``x.clamp(min=0)`` -> a zero of x's type if ``x < 0`` else ``x``;
 * ``one_minus(x)``: ``1 - x`` -> ``x.dtype(1) - x`` (no promotion of float32 to float64 by the
   integer literal, which numba's scalar rules would do);
+* ``sqrt_rounded(x)``: the correctly rounded square root (float32: taken in float64 and rounded
+  once; float64 on CPU: numpy's) -> ``np.sqrt`` (IEEE, correctly rounded: the same value);
 * ``straight_through(x, q)``: q's value with x's gradient -> ``q``.
 
 Python scalars in such a function meet the tensor's dtype as torch's weak scalars do; a kernel
@@ -25,15 +27,21 @@ passes scalars already of the tensor's type, which gives the same operation in t
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import TypeVar
 
 import numpy as np
 import torch
 
 from crossbar.autograd import straight_through
-from crossbar.periphery import kernels
 
-__all__ = ["clip", "compiled", "nonneg", "one_minus", "rint", "saturating_round", "straight_through"]
+numba: ModuleType | None  # None without numba: only the torch forms exist
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba is a dependency
+    numba = None
+
+__all__ = ["clip", "compiled", "nonneg", "one_minus", "rint", "saturating_round", "sqrt_rounded", "straight_through"]
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -58,6 +66,19 @@ def one_minus(x: torch.Tensor) -> torch.Tensor:
     return 1 - x
 
 
+def sqrt_rounded(x: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded square root in x's type.  torch's CPU sqrt can be 1 ulp off (float32
+    and float64 alike; it flipped NL-ADC codes of inputs within rounding distance of a threshold
+    between implementations), so float32 roots are taken in float64 and rounded once, and float64
+    roots of CPU tensors outside autograd by numpy (IEEE).  CUDA's sqrt is IEEE; under autograd
+    in float64 it is torch's (the training path has no kernel form to agree with)."""
+    if x.dtype == torch.float64:
+        if x.device.type == "cpu" and not x.requires_grad:
+            return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))
+        return torch.sqrt(x)
+    return torch.sqrt(x.double()).to(x.dtype)
+
+
 def saturating_round(x, lo, hi, step):
     """A saturating uniform quantiser: ``x`` clipped to [lo, hi], rounded to a multiple of ``step``
     (ties to even), with the straight-through gradient -- the DAC (``crossbar.periphery.dac``) and
@@ -69,12 +90,12 @@ def saturating_round(x, lo, hi, step):
 def compiled(fn: _F) -> _F:
     """The numba-compiled scalar form of an element-wise function written with these primitives
     (the function itself when numba is missing: callers then take the torch path)."""
-    if kernels.numba is None:  # pragma: no cover - numba is a dependency
+    if numba is None:  # pragma: no cover - numba is a dependency
         return fn
-    return kernels.numba.njit(cache=True, nogil=True)(fn)
+    return numba.njit(cache=True, nogil=True)(fn)
 
 
-if kernels.numba is not None:
+if numba is not None:
     from numba import types
     from numba.extending import overload
 
@@ -95,6 +116,10 @@ if kernels.numba is not None:
     def _one_minus_scalar(x):
         one = np.float32(1) if x == types.float32 else np.float64(1)
         return lambda x: one - x
+
+    @overload(sqrt_rounded)
+    def _sqrt_scalar(x):
+        return lambda x: np.sqrt(x)  # IEEE: correctly rounded in x's type
 
     @overload(straight_through)
     def _straight_through_scalar(x, q):

@@ -45,6 +45,7 @@ from crossbar.io import atomic_path
 from crossbar.mapping import conductance_scale, row_gains, to_conductances, to_weights
 from crossbar.matmul import PreparedMatmul
 from crossbar.periphery.dac import quantize_input
+from crossbar.periphery.sampling import noisy_value
 from crossbar.pointwise import nonneg
 from crossbar.rng import generator, randn_instances
 
@@ -311,7 +312,7 @@ class Tile:
         if var is not None:
             if read_gen is None:
                 raise CrossbarInputError("read noise is on: pass a read-noise generator to mvm()")
-            y = y + var.clamp(min=0).sqrt() * randn_instances(read_gen, y.shape, self.dtype, self.device)
+            y = noisy_value(y, nonneg(var), randn_instances(read_gen, y.shape, self.dtype, self.device))
         return self._to_output(y, v_read_actual)
 
     def moments(self, x: torch.Tensor, v_read_actual: float | None = None):

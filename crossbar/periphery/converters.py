@@ -32,6 +32,7 @@ from crossbar.errors import CrossbarInputError
 from crossbar.periphery.adc import LinearRampADC, conventional_cycles, input_range
 from crossbar.periphery.functions import Activation
 from crossbar.periphery.nladc import NLADC, NLADCDesign, readout_design
+from crossbar.periphery.sampling import noisy_value
 from crossbar.rng import randn_instances
 
 if TYPE_CHECKING:
@@ -45,8 +46,7 @@ def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, gens) -> torch.
         return y
     if gens is None:
         raise CrossbarInputError("read noise is on: pass a noise generator to convert()")
-    sd = torch.sqrt(var.double()).to(y.dtype)
-    return y + sd * randn_instances(gens, y.shape, y.dtype, y.device)
+    return noisy_value(y, var, randn_instances(gens, y.shape, y.dtype, y.device))
 
 
 class Converter:

@@ -35,6 +35,11 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 if numba is not None:
+    from crossbar.periphery.sampling import comparison_variance, noisy_value
+    from crossbar.pointwise import compiled
+
+    _comparison_variance = compiled(comparison_variance)
+    _noisy_value = compiled(noisy_value)
 
     @numba.njit(cache=True, nogil=True)
     def count_below(t_kc, y, cnt):  # pragma: no cover - compiled
@@ -55,11 +60,11 @@ if numba is not None:
         last = read_var_c.shape[1] - 1
         for c in range(y.shape[0]):
             k = cnt[c] if cnt[c] < last else last
-            s = read_var_c[c, k] * v2
-            s = s + cmp2[c]
             if has_in_var:
-                s = s + in_var[c]
-            out[c] = y[c] + np.sqrt(s) * noise[c]
+                s = _comparison_variance(read_var_c[c, k], v2, cmp2[c], in_var[c])
+            else:
+                s = _comparison_variance(read_var_c[c, k], v2, cmp2[c], None)
+            out[c] = _noisy_value(y[c], s, noise[c])
 
     @numba.njit(cache=True, nogil=True)
     def _nl_codes(y, t_kc, read_var, in_var, noise, v2, cmp2, noisy, has_in_var, cnt, out):  # pragma: no cover

@@ -47,6 +47,7 @@ from crossbar.errors import CrossbarInputError
 from crossbar.periphery import kernels
 from crossbar.periphery.adc import input_range
 from crossbar.periphery.functions import Activation, _bisect, crossings, get_activation, monotonic_pieces
+from crossbar.periphery.sampling import comparison_variance, noisy_value
 from crossbar.rng import generator, randn, randn_instances
 
 BIAS_HEADROOM = 0.8  # bias devices are targeted at <= 80 % of g_max, leaving room for calibration
@@ -387,20 +388,20 @@ def reference_codes(
     input first gets sd * noise, one Gaussian for everything that is noisy at the comparison:
     sd^2 = read_var[ideal code] * v_scale^2 (the ramp's accumulated read noise where it crosses the
     input) + cmp_sigma^2 (comparator) + ``in_var`` (the input's own variance: the array's read noise
-    on the column, (M, B, C)).  The square root is taken in float64 and rounded once (= the
-    correctly rounded float32 root): torch's float32 sqrt on CPU can be 1 ulp off, which flipped
-    codes of inputs within rounding distance of a threshold between implementations; correctly
-    rounded, the CPU kernel and torch on CPU or CUDA agree.
+    on the column, (M, B, C)) -- :func:`~crossbar.periphery.sampling.comparison_variance` and
+    :func:`~crossbar.periphery.sampling.noisy_value` (the root correctly rounded, so the CPU kernel
+    and torch on CPU or CUDA agree).
     """
     yt = y.transpose(1, 2).contiguous()  # (M, C, B): searchsorted per column
     code = torch.searchsorted(t, yt, right=False)
     if noise is not None:
-        s = torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)) * v_scale**2
-        s = s + cmp_sigma**2
-        if in_var is not None:
-            s = s + in_var.transpose(1, 2)
-        sd = torch.sqrt(s.double()).to(yt.dtype)
-        code = torch.searchsorted(t, yt + sd * noise.transpose(1, 2), right=False)
+        s = comparison_variance(
+            torch.gather(read_var, 2, code.clamp(max=read_var.shape[-1] - 1)),
+            v_scale**2,
+            cmp_sigma**2,
+            None if in_var is None else in_var.transpose(1, 2),
+        )
+        code = torch.searchsorted(t, noisy_value(yt, s, noise.transpose(1, 2)), right=False)
     return code.transpose(1, 2)
 
 

@@ -7,6 +7,7 @@ import torch
 
 from crossbar.periphery import kernels
 from crossbar.periphery.dac import dac_step, quantize_input
+from crossbar.periphery.sampling import comparison_variance, noisy_value
 from crossbar.pointwise import clip, compiled, nonneg, one_minus, rint, saturating_round
 from crossbar.tile import column_output, output_variance
 from rnn_models.analog import fixed_point, fixed_point_grid
@@ -115,3 +116,26 @@ def test_a_mismatch_is_caught():
     ref = lstm_cell(*(torch.from_numpy(a) for a in (x, y, z, x))).numpy()
     other = (y.astype(np.float64) * x + x.astype(np.float64) * z).astype(np.float32)  # in double
     assert not np.array_equal(ref, other)
+
+
+_comparison_variance = compiled(comparison_variance)
+
+
+def _comparison_without_input(ramp_var, v2, cmp2):  # the compiled form with no input variance
+    return _comparison_variance(ramp_var, v2, cmp2, None)
+
+
+@pytest.mark.parametrize("dt,ty", DTYPES)
+def test_read_noise_sampling(dt, ty):
+    """How a variance becomes a sample (crossbar.periphery.sampling), the one definition behind the
+    tile's read, the converters' noisy input and the NL-ADC comparison."""
+    rng = np.random.default_rng(7)
+    y, z = _values(ty, seed=8), rng.standard_normal(_values(ty).size).astype(ty)
+    var = np.abs(_values(ty, seed=9, scale=0.01)).astype(ty)
+    ref, fast = _both(noisy_value, [torch.from_numpy(a) for a in (y, var, z)], (y, var, z), ty)
+    _identical(ref, fast)
+    t = [torch.from_numpy(a) for a in (var, y * y)]
+    ref, fast = _both(comparison_variance, (t[0], 0.81, 1e-4, t[1]), (var, 0.81, 1e-4, y * y), ty)
+    _identical(ref, fast)
+    fast = numba.vectorize(nopython=True)(_comparison_without_input)(var, ty(0.81), ty(1e-4))
+    _identical(comparison_variance(t[0], 0.81, 1e-4, None).numpy(), fast)
