@@ -58,6 +58,20 @@ class PreparedMatmul:
     def backend(self) -> str:
         return "onednn" if self.packed is not None else "bmm"
 
+    @property
+    def per_instance(self) -> bool:
+        """Whether :meth:`instance` gives exactly the numbers of ``self(x)[m]`` (the oneDNN backend
+        multiplies instance by instance anyway; ``torch.bmm`` may sum in another order)."""
+        return self.packed is not None
+
+    def instance(self, m: int, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, K) @ w[m]`` -> (B, N) for instance ``m`` alone (no stacked output: a caller that
+        works instance by instance keeps each product in cache); equal to ``self(x)[m]`` when
+        :attr:`per_instance`."""
+        if self.packed is None or x.requires_grad or x.dtype != torch.float32 or x.shape[0] == 0:
+            return x @ self.w[m]
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed[m], None, "none", [], "")
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if (
             self.packed is None

@@ -30,6 +30,9 @@ groups of different resolution) take the reference path; :func:`supported` says 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -56,28 +59,18 @@ if numba is not None:
     _gru_hidden_value = compiled(gru_hidden)
 
     @numba.njit(cache=True, nogil=True)
-    def _convert_row(yr, vr, z, m, conv, v2, out):  # pragma: no cover - compiled
+    def _scratch(conv):  # pragma: no cover - compiled
+        """Per-call work rows of one matrix's conversion (a call's own: calls run on threads)."""
+        return np.empty_like(conv[12]), np.empty_like(conv[13]), np.zeros_like(conv[14]), np.empty_like(conv[15])
+
+    @numba.njit(cache=True, nogil=True)
+    def _convert_row(yr, vr, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
         """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
         NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
-        saturates.  ``conv``: the matrix's converter (``_Matrix.converter``)."""
-        (
-            has_var,
-            scale,
-            drift,
-            vgain,
-            t_kc,
-            read_var,
-            noisy,
-            cmp2,
-            values,
-            lin_lo,
-            lin_hi,
-            linear,
-            cnt,
-            y_all,
-            v_all,
-            yn,
-        ) = conv
+        saturates.  ``conv``: the matrix's converter (``_Matrix.converter``, read only);
+        ``scratch``: :func:`_scratch` of it."""
+        (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear) = conv[:12]
+        cnt, y_all, v_all, yn = scratch
         n_cols = yr.shape[0]
         d, vgm = drift[m], vgain[m]
         for k in range(n_cols):  # the tile's output scaling
@@ -98,25 +91,31 @@ if numba is not None:
         return saturated
 
     @numba.njit(cache=True, nogil=True)
-    def _write_input(p, xq, x2, row, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
-        """Word line ``row`` for the digital value ``p``: / DAC full scale, quantise, row gain;
-        returns 1 when the DAC clips it."""
-        hs = p / in_scale
-        q = hs
-        if quantize:
-            q = _saturating_round(hs, -x_max, x_max, q_step)
-        if gained:
-            q = q * gain
-        xq[row] = q
-        x2[row] = q * q
-        return 1 if abs(hs) > 1 else 0
+    def _word_lines(p, xq, x2, first, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
+        """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
+        full scale, quantise, row gain, and their squares; returns how many the DAC clips.  One
+        pass per row over contiguous memory, branch-free inside (the flags are loop-invariant)."""
+        n = p.shape[0]
+        clipped = 0
+        one = in_scale.dtype.type(1)
+        for j in range(n):
+            hs = p[j] / in_scale[first + j]
+            clipped += abs(hs) > one
+            q = _saturating_round(hs, -x_max, x_max, q_step) if quantize else hs
+            if gained:
+                q = q * gain[first + j]
+            xq[first + j] = q
+            x2[first + j] = q * q
+        return clipped
 
     @numba.njit(cache=True, nogil=True)
-    def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi):  # pragma: no cover
-        """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept."""
+    def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, m_first):  # pragma: no cover
+        """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept;
+        ``y[m]`` is instance ``m_first + m``."""
         m_count, b_count, n_cols = y.shape
         hidden = c.shape[2]
         z_all, a = np.empty(n_cols, y.dtype), np.empty(n_cols, y.dtype)
+        scratch = _scratch(conv)
         for m in range(m_count):
             for b in range(b_count):
                 if conv[6]:  # noisy: the two groups' draws, put in column order
@@ -124,7 +123,7 @@ if numba is not None:
                         z_all[idx_a[j]] = z_a[m, b, j]
                     for j in range(idx_g.shape[0]):
                         z_all[idx_g[j]] = z_g[m, b, j]
-                _convert_row(y[m, b], v[m, b], z_all, m, conv, v2, a)
+                _convert_row(y[m, b], v[m, b], z_all, m_first + m, conv, v2, a, scratch)
                 for j in range(hidden):
                     s = _lstm_cell(a[j], a[hidden + j], a[2 * hidden + j], c[m, b, j])
                     if fixed:
@@ -159,15 +158,13 @@ if numba is not None:
         clipped = 0
         for m in range(m_count):
             for b in range(b_count):
-                xq_mb, x2_mb = xq[m, b], x2[m, b]
+                h_mb = h_out[m, b]
                 for j in range(hidden):
                     p = _lstm_hidden_value(o[m, b, j], tanh_c[m, b, j])
-                    if fixed:
-                        p = _saturating_round(p, lo, hi, step)
-                    h_out[m, b, j] = p
-                    clipped += _write_input(
-                        p, xq_mb, x2_mb, n_x + j, in_scale[n_x + j], quantize, x_max, q_step, row_gain[n_x + j], gained
-                    )
+                    h_mb[j] = _saturating_round(p, lo, hi, step) if fixed else p
+                clipped += _word_lines(
+                    h_mb, xq[m, b], x2[m, b], n_x, in_scale, quantize, x_max, q_step, row_gain, gained
+                )
                 if has_next:
                     for j in range(n_x):
                         xq[m, b, j] = xq_next[m, b, j]
@@ -195,19 +192,23 @@ if numba is not None:
         step,
         lo,
         hi,
+        m_first,
     ):  # pragma: no cover - compiled
         """r, z, nx, nh from their three matrices; pre = nx + r * nh in fixed point (before tanh);
-        returns the saturated linear conversions of nx and nh."""
+        returns the saturated linear conversions of nx and nh; ``y_rz[m]`` is instance
+        ``m_first + m``."""
         m_count, b_count, hidden = pre.shape
+        s_rz, s_nx, s_nh = _scratch(conv_rz), _scratch(conv_nx), _scratch(conv_nh)
         sat = np.zeros(2, np.int64)
         rz = np.empty(2 * hidden, y_rz.dtype)
         nx = np.empty(hidden, y_rz.dtype)
         nh = np.empty(hidden, y_rz.dtype)
         for m in range(m_count):
             for b in range(b_count):
-                _convert_row(y_rz[m, b], v_rz[m, b], z_rz[m, b], m, conv_rz, v2, rz)
-                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], m, conv_nx, v2, nx)
-                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], m, conv_nh, v2, nh)
+                i = m_first + m
+                _convert_row(y_rz[m, b], v_rz[m, b], z_rz[m, b], i, conv_rz, v2, rz, s_rz)
+                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], i, conv_nx, v2, nx, s_nx)
+                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], i, conv_nh, v2, nh, s_nh)
                 for j in range(hidden):
                     s = _gru_candidate_input(nx[j], rz[j], nh[j])
                     if fixed:
@@ -230,16 +231,14 @@ if numba is not None:
         for m in range(m_count):
             for b in range(b_count):
                 rz_q, rz_2, nh_q, nh_2 = xq_rz[m, b], x2_rz[m, b], xq_nh[m, b], x2_nh[m, b]
+                h_mb = h[m, b]
                 for j in range(hidden):
-                    p = _gru_hidden_value(z[m, b, j], n[m, b, j], h[m, b, j])
-                    if fixed:
-                        p = _saturating_round(p, lo, hi, step)
-                    h[m, b, j] = p
+                    p = _gru_hidden_value(z[m, b, j], n[m, b, j], h_mb[j])
+                    p = _saturating_round(p, lo, hi, step) if fixed else p
+                    h_mb[j] = p
                     h_out[m, b, j] = p
-                    clip_rz += _write_input(
-                        p, rz_q, rz_2, n_x + j, sc_rz[n_x + j], q_rz, xm_rz, st_rz, g_rz[n_x + j], gained_rz
-                    )
-                    clip_nh += _write_input(p, nh_q, nh_2, j, sc_nh[j], q_nh, xm_nh, st_nh, g_nh[j], gained_nh)
+                clip_rz += _word_lines(h_mb, rz_q, rz_2, n_x, sc_rz, q_rz, xm_rz, st_rz, g_rz, gained_rz)
+                clip_nh += _word_lines(h_mb, nh_q, nh_2, 0, sc_nh, q_nh, xm_nh, st_nh, g_nh, gained_nh)
                 if has_next:
                     for j in range(n_x):
                         rz_q[j] = next_rz[0][m, b, j]
@@ -319,6 +318,7 @@ class _Matrix:
         else:
             raise ValueError("a fast-path matrix reads the layer input x, the state h or both")
         n_x = x.shape[-1] if x is not None else 0
+        self.m_count = m_count
         self.zeros = np.zeros((1, 1, 1), ty)
         # word lines of the x rows for all steps (element-wise: the reference's per-step values)
         self.xq_x: torch.Tensor | None = None  # (M, T, B, n_x) word-line amplitudes
@@ -393,11 +393,24 @@ class _Matrix:
         y = self.signal(self.xq).numpy()
         return y, (self.variance(self.x2).numpy() if self.variance is not None else y)
 
-    def noise(self) -> list:
-        """The reference's draws for this matrix's groups, in group order."""
+    @property
+    def per_instance(self) -> bool:
+        """Whether :meth:`instance_products` equals the products of all instances at once."""
+        return self.signal.per_instance and (self.variance is None or self.variance.per_instance)
+
+    def instance_products(self, m: int):
+        """Instance ``m``'s (signal, variance) products, each (1, B, N)."""
+        y = self.signal.instance(m, self.xq[m]).numpy()[None]
+        return y, (self.variance.instance(m, self.x2[m]).numpy()[None] if self.variance is not None else y)
+
+    def noise(self, m0: int = 0, m1: int | None = None) -> list:
+        """The reference's draws for this matrix's groups, in group order, of instances m0..m1-1
+        (each from its own generator: the draws of a block are those of the whole)."""
+        m1 = self.m_count if m1 is None else m1
         if not self.noisy:
-            return self.no_noise
-        return [randn_instances(self.mat.adc_gens, s, self.dtype).numpy() for s in self.noise_shapes]
+            return [z[m0:m1] for z in self.no_noise]
+        gens = self.mat.adc_gens[m0:m1]
+        return [randn_instances(gens, (m1 - m0, *s[1:]), self.dtype).numpy() for s in self.noise_shapes]
 
     def next_x(self, t: int | None):
         if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
@@ -431,6 +444,65 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
     return int(((h / mat.chip_scale[offset : offset + h.shape[-1]]).abs() > 1).sum())
 
 
+# ----------------------------------------------------------------------------- threads
+#: fewer conversions per step than this run on the calling thread alone
+MIN_PARALLEL = 16_384
+#: split one instance's batch rows over threads too (off: measured slower on the 2-core machine,
+#: 109-153 vs 90 ms per KWS sequence -- torch's OpenMP threads still spin after the products)
+SPLIT_ROWS = False
+
+_pool_state: dict = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The fast path's thread pool (one per process: a forked child builds its own)."""
+    key = (os.getpid(), workers)
+    if _pool_state.get("key") != key:
+        _pool_state["key"] = key
+        _pool_state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="crossbar-fastpath")
+    return _pool_state["pool"]
+
+
+def _parts(m_count: int, batch: int, n_cols: int) -> list[tuple[int, int, int, int]]:
+    """How one step's work is split over ``torch.get_num_threads()`` threads: (m0, m1, b0, b1)
+    blocks of instances (or, for one instance, of batch rows).  Instances and rows are
+    independent and every block draws and computes exactly what the whole would, so the split
+    does not change a number."""
+    workers = max(1, torch.get_num_threads())
+    if workers == 1 or m_count * batch * n_cols < MIN_PARALLEL:
+        return [(0, m_count, 0, batch)]
+    if m_count > 1:
+        edges = np.linspace(0, m_count, min(workers, m_count) + 1).round().astype(int)
+        return [(int(a), int(b), 0, batch) for a, b in zip(edges[:-1], edges[1:])]
+    if not SPLIT_ROWS:
+        return [(0, m_count, 0, batch)]
+    edges = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
+    return [(0, 1, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _run(fn, parts: list) -> list:
+    """``fn(part)`` for every part, on the pool when there are several (the kernels release the GIL)."""
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    return list(_pool(max(1, torch.get_num_threads())).map(fn, parts))
+
+
+def _sl(a: np.ndarray, part: tuple[int, int, int, int]) -> np.ndarray:
+    """Instances m0:m1 and rows b0:b1 of an (M, B, ...) array."""
+    m0, m1, b0, b1 = part
+    return a[m0:m1, b0:b1]
+
+
+def _noise(mat: _Matrix, parts: list, by_rows: bool):
+    """The step's draws of ``mat`` for every part: drawn whole when the parts split batch rows (one
+    generator draws them in order), else each part's instances from their own generators (on the
+    part's thread)."""
+    if by_rows:
+        whole = mat.noise()
+        return lambda part: [_sl(z, part) for z in whole]
+    return lambda part: mat.noise(part[0], part[1])
+
+
 # ----------------------------------------------------------------------------- sequences
 def lstm_sequence(
     engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None, cell_max: float
@@ -445,30 +517,51 @@ def lstm_sequence(
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
     o, tanh_c = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
+    c_np, o_np, tanh_np = c.numpy(), o.numpy(), tanh_c.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     clipped = _h_clipped(h, engine["mat"], n_x)
-    for n, t in enumerate(order):
-        y, v = mat.products()
-        z_a, z_g = mat.noise()
+    parts = _parts(m_count, batch, 4 * hidden)
+    by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
+    xq, x2 = mat.inputs[0], mat.inputs[1]
+    idx_a, idx_g = mat.indices
+    instance_wise = not by_rows and mat.per_instance
+
+    def gates_of(m0, m1, b0, b1, y, v, z_a, z_g):
+        part = (m0, m1, b0, b1)
         _lstm_gates(
-            y, v, mat.converter, z_a, mat.indices[0], z_g, mat.indices[1], ty(1.0), c.numpy(), o.numpy(), *fixed_c
+            y, v, mat.converter, z_a, idx_a, z_g, idx_g, ty(1.0), _sl(c_np, part), _sl(o_np, part), *fixed_c, m0
         )
+
+    def instance_gates(part):  # instance by instance: each one's products and draws stay in cache
+        for m in range(part[0], part[1]):
+            z_a, z_g = mat.noise(m, m + 1)
+            gates_of(m, m + 1, 0, batch, *mat.instance_products(m), z_a, z_g)
+
+    for n, t in enumerate(order):
+        if instance_wise:
+            _run(instance_gates, parts)
+        else:
+            y, v = mat.products()
+            noise = _noise(mat, parts, by_rows)
+
+            def gates(part, y=y, v=v, noise=noise):
+                z_a, z_g = noise(part)
+                gates_of(*part, _sl(y, part), _sl(v, part), z_a, z_g)
+
+            _run(gates, parts)
         torch.tanh(c, out=tanh_c)
         nxt = order[n + 1] if n + 1 < steps else None
         xq_n, x2_n = mat.next_x(nxt)
-        clipped += _lstm_hidden(
-            o.numpy(),
-            tanh_c.numpy(),
-            *fixed_h,
-            out[:, t].numpy(),
-            mat.inputs[0],
-            mat.inputs[1],
-            n_x,
-            *mat.inputs[2:],
-            xq_n,
-            x2_n,
-            nxt is not None,
-        )
+        h_t = out[:, t].numpy()
+
+        def hidden_step(part, xq_n=xq_n, x2_n=x2_n, h_t=h_t, nxt=nxt):
+            nx_q, nx_2 = (_sl(xq_n, part), _sl(x2_n, part)) if nxt is not None else (xq_n, x2_n)
+            return _lstm_hidden(
+                _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(h_t, part), _sl(xq, part), _sl(x2, part),
+                n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
+            )  # fmt: skip
+
+        clipped += sum(_run(hidden_step, parts))
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
     mat.count_health(clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
@@ -491,47 +584,65 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     h_state = h.to(dtype).clone().contiguous()
     pre, z_gate = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
     n_val = torch.empty_like(pre)
+    pre_np, z_np, n_np, h_np = pre.numpy(), z_gate.numpy(), n_val.numpy(), h_state.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     clip_rz, clip_nh = _h_clipped(h, engine["rz"], n_x), _h_clipped(h, engine["nh"], 0)
     sat = np.zeros(2, np.int64)
+    parts = _parts(m_count, batch, 4 * hidden)
+    by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
+
+    def inputs(mat: _Matrix, part) -> tuple:
+        return (_sl(mat.inputs[0], part), _sl(mat.inputs[1], part), *mat.inputs[2:])
+
+    mats = (rz, nx, nh)
+    instance_wise = not by_rows and all(mat.per_instance for mat in mats)
+
+    def gates_of(m0, m1, b0, b1, prods, noise):
+        part = (m0, m1, b0, b1)
+        (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = prods
+        return _gru_gates(
+            y_rz, v_rz, noise[0], rz.converter, y_nx, v_nx, noise[1], nx.converter, y_nh, v_nh, noise[2],
+            nh.converter, ty(1.0), _sl(pre_np, part), _sl(z_np, part), *fixed_c, m0,
+        )  # fmt: skip
+
+    def instance_gates(part):  # instance by instance: each one's products and draws stay in cache
+        sat = np.zeros(2, np.int64)
+        for m in range(part[0], part[1]):
+            prods = [mat.instance_products(m) for mat in mats]
+            sat += gates_of(m, m + 1, 0, batch, prods, [mat.noise(m, m + 1)[0] for mat in mats])
+        return sat
+
     for n, t in enumerate(order):
-        (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = rz.products(), nx.products(), nh.products()
-        (z_rz,), (z_nx,), (z_nh,) = rz.noise(), nx.noise(), nh.noise()
-        sat += _gru_gates(
-            y_rz,
-            v_rz,
-            z_rz,
-            rz.converter,
-            y_nx,
-            v_nx,
-            z_nx,
-            nx.converter,
-            y_nh,
-            v_nh,
-            z_nh,
-            nh.converter,
-            ty(1.0),
-            pre.numpy(),
-            z_gate.numpy(),
-            *fixed_c,
-        )
+        if instance_wise:
+            results = _run(instance_gates, parts)
+        else:
+            prods = [mat.products() for mat in mats]
+            noise = [_noise(mat, parts, by_rows) for mat in mats]
+
+            def gates(part, prods=prods, noise=noise):
+                sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
+                return gates_of(*part, sliced, [f(part)[0] for f in noise])
+
+            results = _run(gates, parts)
+        for s in results:
+            sat += s
         torch.tanh(pre, out=n_val)
         nxt = order[n + 1] if n + 1 < steps else None
-        clipped = _gru_hidden(
-            z_gate.numpy(),
-            n_val.numpy(),
-            h_state.numpy(),
-            *fixed_h,
-            out[:, t].numpy(),
-            rz.inputs,
-            nh.inputs,
-            n_x,
-            rz.next_x(nxt),
-            nx.next_x(nxt),
-            nx.inputs,
-            nxt is not None,
-        )
-        clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
+        h_t = out[:, t].numpy()
+        next_rz, next_nx = rz.next_x(nxt), nx.next_x(nxt)
+
+        def hidden_step(part, h_t=h_t, nxt=nxt, next_rz=next_rz, next_nx=next_nx):
+            if nxt is not None:
+                nrz, nnx = tuple(_sl(a, part) for a in next_rz), tuple(_sl(a, part) for a in next_nx)
+            else:
+                nrz, nnx = next_rz, next_nx
+            return _gru_hidden(
+                _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(h_t, part),
+                inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
+            )  # fmt: skip
+
+        for clipped in _run(hidden_step, parts):
+            clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden
     rz.count_health(clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)

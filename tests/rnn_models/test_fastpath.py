@@ -148,3 +148,38 @@ def test_fast_path_equals_reference_in_other_regimes(overrides):
     for a, b in zip(ref[:3], fast[:3]):
         assert torch.equal(a, b)
     assert ref[3] == fast[3]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("instances", [1, 3])
+def test_fast_path_split_over_threads_equals_reference(cell, instances, monkeypatch):
+    """The fast path splits a step over threads (blocks of instances, or of batch rows for one
+    instance); every block draws and computes what the whole would: the reference's numbers."""
+    from rnn_models import AnalogGRU
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # more threads than instances for 1, fewer for 3: both splits
+    monkeypatch.setattr(fastpath, "MIN_PARALLEL", 0)
+    monkeypatch.setattr(fastpath, "SPLIT_ROWS", True)
+    try:
+        cls = AnalogLSTM if cell == "lstm" else AnalogGRU
+        model = cls(12, 16, config="rram_nladc_5b").eval()
+        calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
+        x = torch.randn(9, 7, 12, generator=torch.Generator().manual_seed(1)) * 2
+        if instances > 1:
+            x = x.expand(instances, *x.shape)
+        assert len(fastpath._parts(instances, 7, 64)) == 3
+        results = []
+        for fast in (False, True):
+            model.fast_path = fast
+            model.program(3, instances)
+            with torch.no_grad():
+                out, state = model(x)
+            results.append((out, state))
+    finally:
+        torch.set_num_threads(threads)
+    (ref_out, ref_state), (fast_out, fast_state) = results
+    assert torch.equal(ref_out, fast_out)
+    ref_state, fast_state = (ref_state, fast_state) if cell == "lstm" else ((ref_state,), (fast_state,))
+    for a, b in zip(ref_state, fast_state):
+        assert torch.equal(a, b)
