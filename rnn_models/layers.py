@@ -452,6 +452,21 @@ class _AnalogRNNBase(AnalogLayerBase):
         )
 
 
+def lstm_column_groups(hidden: int, functions) -> list[ColumnGroup]:
+    """The LSTM matrix's column groups (PyTorch's gate order i, f, g, o): i, f, o through
+    ``functions.gate``, g through ``functions.candidate`` (``functions``: ``nl_adc.functions``)."""
+    h = hidden
+    return [
+        ColumnGroup("ifo", torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h)]), functions.gate),
+        ColumnGroup("g", torch.arange(2 * h, 3 * h), functions.candidate),
+    ]
+
+
+def gru_gate_groups(hidden: int, functions) -> list[ColumnGroup]:
+    """The GRU's r/z matrix: one group of 2H columns through ``functions.gate``."""
+    return [ColumnGroup("rz", torch.arange(2 * hidden), functions.gate)]
+
+
 class AnalogLSTM(_AnalogRNNBase):
     """``nn.LSTM`` with crossbar gate MVMs and NL-ADC gate activations."""
 
@@ -459,14 +474,7 @@ class AnalogLSTM(_AnalogRNNBase):
 
     def _make_engine(self, sfx):
         h = self.hidden_size
-        roles = self.hw.nl_adc.functions
-        mat = AnalogMatrix(
-            f"lstm{sfx}",
-            [
-                ColumnGroup("ifo", torch.cat([torch.arange(0, 2 * h), torch.arange(3 * h, 4 * h)]), roles.gate),
-                ColumnGroup("g", torch.arange(2 * h, 3 * h), roles.candidate),
-            ],
-        )
+        mat = AnalogMatrix(f"lstm{sfx}", lstm_column_groups(h, self.hw.nl_adc.functions))
         return {"mat": mat, "cell": CellNonlinearity(f"lstm{sfx}", h)}
 
     def _matrices(self):
@@ -522,7 +530,7 @@ class AnalogGRU(_AnalogRNNBase):
         h = self.hidden_size
         roles = self.hw.nl_adc.functions
         return {
-            "rz": AnalogMatrix(f"gru{sfx}/rz", [ColumnGroup("rz", torch.arange(2 * h), roles.gate)]),
+            "rz": AnalogMatrix(f"gru{sfx}/rz", gru_gate_groups(h, roles)),
             "nx": AnalogMatrix(f"gru{sfx}/nx", [ColumnGroup("nx", torch.arange(h), "identity")]),
             "nh": AnalogMatrix(f"gru{sfx}/nh", [ColumnGroup("nh", torch.arange(h), "identity")]),
             "cell": CellNonlinearity(f"gru{sfx}", h),

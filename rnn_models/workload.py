@@ -12,7 +12,15 @@ from pathlib import Path
 import torch
 
 from crossbar.config import HardwareConfig
-from crossbar.cost.workload import PAPER_SHAPES, CellWork, MatrixLoad, Workload, mapped_g_load, paper_shape
+from crossbar.cost.workload import (
+    PAPER_SHAPES,
+    CellWork,
+    MatrixLoad,
+    Workload,
+    mapped_g_load,
+    paper_shape,
+    ramp_charge_factor,
+)
 from crossbar.errors import CrossbarInputError
 
 
@@ -76,6 +84,7 @@ def from_model(
                                 True,
                                 True,
                                 mapped_g_load(w, b, config, blocks),
+                                _ramp_factor(w, b, config, blocks, kind if readout == "nl" else "linear", h),
                             )
                         )
                     cells.append(CellWork(label, kind, h))
@@ -90,6 +99,7 @@ def from_model(
                     per_step,
                     False,
                     mapped_g_load(mod.weight, mod.bias, config),
+                    _ramp_factor(mod.weight, mod.bias, config, None, "linear"),
                 )
             )
     if not mats:
@@ -101,6 +111,20 @@ def from_model(
     if off_chip:
         where += f" (deployed with {', '.join(off_chip)} digital, off-chip: not costed)"
     return Workload(name, where, mats, cells, steps, weights)
+
+
+def _ramp_factor(w, b, config: HardwareConfig, blocks, kind: str, hidden: int = 0) -> float:
+    """``ramp_charge_factor`` of a matrix with the analog layers' column groups: an LSTM's
+    (:func:`rnn_models.layers.lstm_column_groups`), a GRU's r/z (``gru_gate_groups``), or
+    ``linear``: every column through the identity."""
+    from rnn_models.layers import gru_gate_groups, lstm_column_groups
+
+    if kind == "linear":
+        groups = [(torch.arange(w.shape[0]), "identity")]
+    else:
+        make = lstm_column_groups if kind == "lstm" else gru_gate_groups
+        groups = [(g.index, g.function) for g in make(hidden, config.nl_adc.functions)]
+    return ramp_charge_factor(w, b, config, groups, blocks)
 
 
 def from_checkpoint(path: str, config: HardwareConfig) -> Workload:

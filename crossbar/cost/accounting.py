@@ -471,7 +471,8 @@ def _crossbar_matrix(
         )
         if architecture == "nl_adc":
             scheds = matrix_schedules(m.readout, bits, config)
-            charge = max(s.ramp_charge_us for s in scheds) * 1e-6  # S x cycles
+            # S x cycles; through the wires the devices deliver T instead of G (ramp_charge_factor)
+            charge = max(s.ramp_charge_us for s in scheds) * 1e-6 * m.ramp_charge_factor
             ledger.add(
                 "nl_processing",
                 "ramp_columns",

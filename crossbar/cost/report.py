@@ -121,6 +121,7 @@ def build_report(config_arg: str, model: str | Workload, bits: list[int], steps:
                     "per_step": m.per_step,
                     "recurrent": m.recurrent,
                     "conductance_load_us": m.g_load_us,
+                    "ramp_charge_factor": m.ramp_charge_factor,
                 }
                 for m in workload.matrices
             ],

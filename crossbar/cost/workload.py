@@ -11,6 +11,11 @@ full-scale inputs is V_read^2 * g_load (a_r = the row's read amplitude, 1 unless
 scaling).  For a model's weights (``mapped_g_load``) it is computed from the mapped target
 conductances; for a named shape (no weights) it assumes Gaussian weights mapped with the config's
 weight reference (our assumption, stated in the report).
+
+With IR drop (``array.wires`` not all 0) a model's matrices carry ``ramp_charge_factor``
+(:func:`ramp_charge_factor`): the NL-ADC ramp columns' charge per conversion through the wires
+relative to ideal wires, from the design's ramp and bias devices placed in the arrays of the
+mapped weights.  A named shape has no weights to place: factor 1 (ideal wires for its ramps).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class MatrixLoad:
     per_step: bool  # runs every time step (else once per sequence)
     recurrent: bool  # on the recurrent critical path
     g_load_us: float  # sum of a_r^2 * G over the matrix's devices, uS
+    ramp_charge_factor: float = 1.0  # NL-ADC ramp charge through the wires / with ideal wires
 
     @property
     def macs(self) -> int:
@@ -128,6 +134,53 @@ def mapped_g_load(weight: torch.Tensor, bias: torch.Tensor | None, config: Hardw
                 g_neg = g_neg[:, [s.start for s in col_slices(tile.out_features, tile.config.array.cols)]]
         load = (a2 * g_pos).sum() + (a2 * g_neg).sum()
     return float(load)
+
+
+def ramp_charge_factor(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    config: HardwareConfig,
+    groups: list[tuple[torch.Tensor, str]],
+    row_groups=None,
+) -> float:
+    """The NL-ADC ramp columns' charge per conversion through the wires relative to ideal wires
+    (1 with ideal wires or no NL-ADC): each column group's (``groups``: (columns, function)) ramp
+    and bias devices at the design's target conductances (``NLADC.g_ramp_target``,
+    ``g_bias_target``) placed where the simulator places them (:class:`crossbar.tile.RampSite`,
+    :mod:`crossbar.layout`), the weights at their mapped targets, every other NL-ADC's devices
+    absent (our approximation: they sit on other columns).  A ramp step reads row k of the extra
+    rows, which then delivers V_read T_k to the integrators (T_k: the device's effective
+    conductance, uS) instead of V_read G_k -- to first order the charge its driver supplies, as
+    for the weight rows (:func:`mapped_g_load`); the bias devices count for their bias cycles."""
+    if config.array.wires.ideal or config.adc.kind != "nl_ramp" or not groups:
+        return 1.0
+    from crossbar.periphery.nladc import NLADC, readout_design
+    from crossbar.tile import Tile
+
+    cfg = config.replace(**{"simulation.device": "cpu"})
+    with torch.no_grad():
+        tile = Tile(
+            weight.detach().double().cpu(),
+            None if bias is None else bias.detach().double().cpu(),
+            cfg,
+            x_max=1.0,
+            row_groups=row_groups,
+        )
+        shared = cfg.nl_adc.shared_ramp
+        through = ideal = 0.0
+        for k, (columns, function) in enumerate(groups):
+            adc = NLADC(readout_design(function, cfg), cfg, len(columns))
+            ramps = 1 if shared else len(columns)
+            g_ramp = adc.g_ramp_target.expand(ramps, -1)
+            g_bias = adc.g_bias_target.expand(ramps, -1)
+            site = tile.ramp_site(columns, f"cost/{k}", shared)
+            placed = (g_ramp, g_bias)
+            if cfg.array.wires.ir_drop_aware_programming:  # the devices the simulator programs
+                placed = site.aware_targets(g_ramp, g_bias, cfg.array.wires.aware_iterations, cfg.device)
+            t_ramp, t_bias = site.effective(0, *placed, targets=True)
+            through += float(t_ramp.sum()) + adc.bias_cycles * float(t_bias.sum())
+            ideal += float(g_ramp.sum()) + adc.bias_cycles * float(g_bias.sum())
+    return through / ideal if ideal > 0 else 1.0
 
 
 # ---------------------------------------------------------------------- named shapes

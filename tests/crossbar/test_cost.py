@@ -102,6 +102,13 @@ def test_hand_counted_example(tmp_path):
     assert got["nl_processing/counters"] == pytest.approx(arrays * conv * 2 * E["flip_flop"])
     assert got["nl_processing/latches"] == pytest.approx(8 * 3 * E["flip_flop"])
     assert got["nl_processing/ramp_columns"] == pytest.approx(8 * 0.2**2 * charge * 1e-6 * 1e-9)
+    # through the wires the ramp devices deliver less (MatrixLoad.ramp_charge_factor): the ramp energy scales
+    import dataclasses
+
+    wl = _tiny_workload()
+    wl.matrices[0] = dataclasses.replace(wl.matrices[0], ramp_charge_factor=0.6)
+    wired = estimate(wl, cfg, lib, bits=3, architecture="nl_adc")["energy_by_component"]
+    assert wired["nl_processing/ramp_columns"] == pytest.approx(0.6 * got["nl_processing/ramp_columns"])
     area = e["area_by_component_mm2"]
     assert area["mac_array/array_read"] == pytest.approx(2 * 48 * A["rram_cell"] * 1e-6)
     assert area["nl_processing/ramp_columns"] == pytest.approx(8 * (8 + 5) * A["rram_cell"] * 1e-6)
@@ -296,3 +303,35 @@ def test_checkpoint_like_models_and_cell_modes():
     assert estimate(lstm, nl_cell, lib, 5)["cycles_per_step"]["elementwise"] == base - 2 + cell_conv
     conv = estimate(lstm, nl_cell, lib, 5, "conventional")
     assert "nl_processing/cell_tanh_nladc" not in conv["energy_by_component"]
+
+
+def test_ramp_charge_factor_through_the_wires():
+    """The NL-ADC ramps' charge with IR drop: 1 with ideal wires; else what the design's ramp and
+    bias devices deliver through one array's wires, solved here on the array assembled by hand
+    (weight rows, then per column its bias devices and one row per ramp step: near_sense)."""
+    import torch
+
+    from crossbar.cost.workload import ramp_charge_factor
+    from crossbar.parasitics import effective_matrix
+    from crossbar.periphery.nladc import NLADC, readout_design
+    from crossbar.tile import Tile
+
+    g = torch.Generator().manual_seed(0)
+    w, b = torch.randn(6, 5, generator=g) * 0.5, torch.randn(6, generator=g) * 0.1
+    base = load_config("rram_nladc_5b").replace(**{"adc.bits": 3, "array.rows": 64, "array.cols": 64})
+    cols = torch.arange(6)
+    assert ramp_charge_factor(w, b, base, [(cols, "sigmoid")]) == 1.0
+    wired = base.replace(**{"array.wires.r_wl": 2.0, "array.wires.r_bl": 1.0, "array.wires.r_access": 500.0})
+    got = ramp_charge_factor(w, b, wired, [(cols, "sigmoid")])
+
+    adc = NLADC(readout_design("sigmoid", wired), wired, 6)
+    nb, steps = adc.g_bias_target.numel(), adc.g_ramp_target.numel()
+    g_pos = Tile(w.double(), b.double(), wired, x_max=1.0).g_target_pos.double()  # (6 rows, 6 cols)
+    extra = torch.cat([adc.g_bias_target, adc.g_ramp_target])[:, None].expand(nb + steps, 6)
+    t = effective_matrix(torch.cat([g_pos, extra]), wired.array.wires)[g_pos.shape[0] :]
+    cycles = torch.tensor([adc.bias_cycles] * nb + [1] * steps, dtype=torch.float64)[:, None]
+    want = float((t * cycles).sum() / (extra * cycles).sum())
+    assert got == pytest.approx(want, rel=1e-9)
+    assert 0.5 < got < 1.0
+    steeper = wired.replace(**{"array.wires.r_wl": 8.0})
+    assert ramp_charge_factor(w, b, steeper, [(cols, "sigmoid")]) < got
