@@ -6,7 +6,9 @@ presets on).
     .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N] [--size 256]
 
 An entry ``WL/BL`` of ``--r`` sets r_wl = WL and r_bl = BL (e.g. ``7.57/2.52``, the 16 nm figure of
-docs/parasitics.md); a plain number sets both.
+docs/parasitics.md); a plain number sets both.  ``--r-driver``, ``--r-sense`` and ``--r-access``
+(ohm, default 0) set the word-line drivers' output resistance, the integrators' input resistance
+and the 1T1R access transistors' on-resistance for every row of the run.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N dev clips")
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
     ap.add_argument("--size", type=int, default=256, help="rows = cols of a physical array (64..1024)")
+    for name in ("driver", "sense", "access"):
+        ap.add_argument(f"--r-{name}", type=float, default=0.0, help=f"r_{name} in ohm (default 0)")
     args = ap.parse_args()
+    periphery = {"driver": args.r_driver, "sense": args.r_sense, "access": args.r_access}
+    for name, value in periphery.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise SystemExit(f"error: --r-{name} {value!r}: expected a finite resistance >= 0 ohm")
     if not 64 <= args.size <= 1024:
         raise SystemExit(f"error: --size {args.size}: expected 64..1024 (the NL-ADC needs 37 of the rows)")
     rs = _resistances(args.r)
@@ -60,18 +68,20 @@ def main() -> int:
     clips = "all" if args.limit is None else args.limit
     print(
         f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances, "
-        f"{args.size} x {args.size} arrays: "
-        f"hardware accuracy mean +- std"
+        f"{args.size} x {args.size} arrays, "
+        + ", ".join(f"r_{k} {v:g} ohm" for k, v in periphery.items())
+        + ": hardware accuracy mean +- std"
     )
     print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
     for label, r_wl, r_bl in rs:
         cells = []
         t0 = time.perf_counter()
         for preset, extra in variants.values():
-            if r_wl == r_bl == 0 and extra:
+            if r_wl == r_bl == 0 and not any(periphery.values()) and extra:
                 cells.append("(= nladc)")
                 continue
             size = {"array.rows": args.size, "array.cols": args.size}
+            size.update({f"array.wires.r_{k}": v for k, v in periphery.items()})
             cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **size, **extra})
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
