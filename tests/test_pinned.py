@@ -8,6 +8,9 @@ import pytest
 
 from tests.conftest import REPO, shared_data
 
+#: tolerance of a chip's language-model bpc across CPUs (see the default LM's test)
+HW_REL = 2e-4
+
 # crossbar report --config rram_nladc_5b --model paper-lm --bits 5,8 (and paper-kws):
 # (TOPS/W, TOPS/mm^2, energy per inference J, power mW, area mm^2) per bit width
 COST = {
@@ -52,7 +55,7 @@ def test_shipped_lm_on_a_fixed_valid_prefix_is_pinned():
     assert r["deployment"] == {"digital_layers": ["decoder"], "from": "checkpoint"}
     assert r["n_samples"] == 2816
     assert r["software"] == pytest.approx(2.052409435667291, rel=1e-6)
-    assert r["hardware"]["per_instance"] == pytest.approx([2.0706244621854726, 2.078839854530179], rel=1e-6)
+    assert r["hardware"]["per_instance"] == pytest.approx([2.0706244621854726, 2.078839854530179], rel=HW_REL)
 
 
 def test_shipped_default_lm_is_the_paper_lm_shape_and_pinned():
@@ -65,4 +68,7 @@ def test_shipped_default_lm_is_the_paper_lm_shape_and_pinned():
     assert r["deployment"] == {"digital_layers": ["decoder"], "from": "checkpoint"}
     assert r["n_samples"] == 2816
     assert r["software"] == pytest.approx(1.9827093075519442, rel=1e-6)
-    assert r["hardware"]["per_instance"] == pytest.approx([1.988622258706045, 1.988690801609807], rel=1e-6)
+    # the chip's float32 products are rounded by the CPU's GEMM kernels (AVX-512 vs AVX2 accumulate
+    # in different orders), which flips an ADC code here and there: on an AVX2-only AMD EPYC this
+    # model gave 1.98879 / 1.98871 (8e-5 relative off the values pinned on the earlier machine)
+    assert r["hardware"]["per_instance"] == pytest.approx([1.988622258706045, 1.988690801609807], rel=HW_REL)
