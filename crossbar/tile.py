@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from torch import nn
 
 from crossbar import devices
 from crossbar.config import HardwareConfig, validate_config
@@ -72,8 +73,21 @@ def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
     return [slice(s, min(s + rows_per_array, n_rows)) for s in range(0, n_rows, rows_per_array)]
 
 
-class Tile:
-    """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets."""
+class Tile(nn.Module):
+    """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets.
+
+    An ``nn.Module``: the programmed state -- ``g_pos``, ``g_neg`` (M, rows, out) uS, ``drift_gain``
+    (M,) and the NL-ADC devices on the extra rows ``extra_rows`` (M, E, out) uS -- are buffers, so
+    ``named_buffers()`` and ``print`` of a model show them.  They are not persistent: an analog
+    layer's ``state_dict`` carries its chip in its extra state (``rnn_models.layers.chip_state``),
+    which a fresh model can load before it has tiles.  A tile lives where its config says
+    (``simulation.device`` / ``dtype``): ``.to()`` / ``.half()`` leave its buffers alone, and the
+    analog layer that owns it rebuilds the chip on the new device or dtype."""
+
+    g_pos: torch.Tensor | None
+    g_neg: torch.Tensor | None
+    drift_gain: torch.Tensor
+    extra_rows: torch.Tensor | None
 
     def __init__(
         self,
@@ -85,6 +99,7 @@ class Tile:
     ):
         """``row_groups``: sizes of the input blocks (e.g. ``(n_x, n_h)``) for
         ``array.row_scaling = "per_input_block"``; the bias row is a block of its own."""
+        super().__init__()
         if weight.dim() != 2:
             raise CrossbarInputError(f"Tile weight must be 2-D (out, in), got shape {tuple(weight.shape)}")
         self.config = config
@@ -123,11 +138,12 @@ class Tile:
         self.row_blocks = math.ceil(self.n_rows / config.array.rows)
         self.col_blocks = math.ceil(self.out_features / config.array.cols)
         # programmed conductances (uS) after program(): (M, rows, out) / (M, rows, out or 1)
-        self.g_pos: torch.Tensor | None = None
-        self.g_neg: torch.Tensor | None = None
+        self.register_buffer("g_pos", None, persistent=False)
+        self.register_buffer("g_neg", None, persistent=False)
+        self.register_buffer("drift_gain", None, persistent=False)  # (M,) after program()
         self.ir_drop = not config.array.wires.ideal
         # devices of the NL-ADCs' ramps on extra rows / shared-ramp columns (crossbar.layout), IR drop only
-        self.extra_rows: torch.Tensor | None = None  # (M, E, out) uS, 0 = open
+        self.register_buffer("extra_rows", None, persistent=False)  # (M, E, out) uS, 0 = open
         self.extra_cols: dict[str, tuple[int, torch.Tensor]] = {}  # key -> (column block, (M, E) uS)
         # the same, (1, ...), targets placed before program()
         self.planned_rows: torch.Tensor | None = None
@@ -470,8 +486,9 @@ class Tile:
             f"{self.config.array.cols}, mapping={self.config.array.mapping}, instances={self.instances}"
         )
 
-    def __repr__(self) -> str:
-        return f"Tile({self.extra_repr()})"
+    def _apply(self, fn, recurse=True):
+        """Buffers stay as programmed (see the class docstring: the owning layer moves a chip)."""
+        return self
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

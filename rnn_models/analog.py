@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
+from torch import nn
 
 from crossbar.config import HardwareConfig
 from crossbar.periphery.dac import quantize_input
@@ -95,8 +96,12 @@ class _TrainForward(NamedTuple):
     readouts: list[ColumnReadout]  # the ideal quantisers, one per column group
 
 
-class AnalogMatrix:
-    """W (out x in) + bias on crossbars, with column groups read out by their own periphery."""
+class AnalogMatrix(nn.Module):
+    """W (out x in) + bias on crossbars, with column groups read out by their own periphery.
+
+    An ``nn.Module`` whose children, once programmed, are the chip: ``tile``
+    (:class:`~crossbar.tile.Tile`) and ``readouts`` (one :class:`~crossbar.periphery.readout
+    .ColumnReadout` per column group)."""
 
     # chip state set by program(): converter-noise generators (one per instance) and the (in,)
     # DAC full scales folded into the programmed weights
@@ -104,11 +109,12 @@ class AnalogMatrix:
     chip_scale: torch.Tensor
 
     def __init__(self, name: str, groups: list[ColumnGroup]):
+        super().__init__()
         self.name = name
         self.groups = groups
         # chip state (after program)
         self.tile: Tile | None = None
-        self.readouts: list[ColumnReadout] | None = None
+        self.readouts: nn.ModuleList | None = None
         self.instances = 0
         self._train_readouts: list[ColumnReadout] | None = None
         self._fwd: _FloatForward | _ChipForward | _TrainForward | None = None  # set by prepare()
@@ -131,18 +137,20 @@ class AnalogMatrix:
             w = weight.detach() * in_scale.to(weight)[None, :]
             tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
             self.tile = tile
-            self.readouts = program_chip(
-                tile,
-                [
-                    ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
-                    for g in self.groups
-                ],
-                [g.index for g in self.groups],
-                [f"{self.name}/{g.name}" for g in self.groups],
-                seed,
-                instances,
-                first,
-                f"{self.name}/tile",
+            self.readouts = nn.ModuleList(
+                program_chip(
+                    tile,
+                    [
+                        ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
+                        for g in self.groups
+                    ],
+                    [g.index for g in self.groups],
+                    [f"{self.name}/{g.name}" for g in self.groups],
+                    seed,
+                    instances,
+                    first,
+                    f"{self.name}/tile",
+                )
             )
         dev = tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
@@ -156,8 +164,12 @@ class AnalogMatrix:
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            setattr(new, key, None if key == "_fwd" else copy.deepcopy(value, memo))
+            new.__dict__[key] = None if key == "_fwd" else copy.deepcopy(value, memo)
         return new
+
+    def extra_repr(self) -> str:
+        groups = ", ".join(f"{g.name}: {len(g.index)} x {g.function}" for g in self.groups)
+        return f"name={self.name!r}, groups=[{groups}], instances={self.instances}"
 
     def invalidate(self) -> None:
         """Forget programmed state and cached designs (weights or ranges changed)."""
@@ -184,7 +196,7 @@ class AnalogMatrix:
         if path == "chip":
             if self.tile is None or self.readouts is None:
                 raise RuntimeError(f"{self.name}: the chip path needs a programmed matrix: call program() first")
-            self._fwd = _ChipForward(self.tile, self.chip_scale, self.readouts)
+            self._fwd = _ChipForward(self.tile, self.chip_scale, [cast(ColumnReadout, r) for r in self.readouts])
             return
         if weight is None:
             raise RuntimeError(f"{self.name}: the {path} path needs the current weights")
@@ -209,7 +221,7 @@ class AnalogMatrix:
             )
             self._fwd = _FloatForward(weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
 
-    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(M, B, in) -> one (M, B, |group|) tensor per column group."""
         fwd = self._fwd
         if fwd is None:
@@ -288,7 +300,7 @@ def _cols(var: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
     return None if var is None else var[..., index]
 
 
-class CellNonlinearity:
+class CellNonlinearity(nn.Module):
     """tanh of a digital quantity (LSTM c, GRU candidate) per ``nl_adc.functions.cell``.
 
     ``digital``: exact; ``digital_lut``: a 2^bits-entry table (the ideal NL-ADC design of tanh);
@@ -297,9 +309,13 @@ class CellNonlinearity:
     """
 
     def __init__(self, name: str, columns: int):
+        super().__init__()
         self.name, self.columns = name, columns
         self.readout: ColumnReadout | None = None  # the design (+ programmed converter for nl_adc)
         self.gens: list[torch.Generator] | None = None  # converter-noise generators (nl_adc, programmed)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, columns={self.columns}"
 
     def _config(self, config: HardwareConfig) -> HardwareConfig:
         return config.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})
@@ -314,7 +330,7 @@ class CellNonlinearity:
         elif config.nl_adc.functions.cell == "digital_lut":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
 
-    def __call__(self, v: torch.Tensor, path: str, config: HardwareConfig) -> torch.Tensor:
+    def forward(self, v: torch.Tensor, path: str, config: HardwareConfig) -> torch.Tensor:
         mode = config.nl_adc.functions.cell
         if path == "float" or mode == "digital":
             return torch.tanh(v)

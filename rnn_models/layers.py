@@ -344,6 +344,8 @@ class _AnalogRNNBase(AnalogLayerBase):
                 self._names.append(sfx)
         self.reset_parameters()
         self._engines = {sfx: self._make_engine(sfx) for sfx in self._names}
+        for sfx, engine in self._engines.items():  # the chip in the module tree (print, buffers)
+            self.add_module(f"engine{sfx}", nn.ModuleDict(engine))
 
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0

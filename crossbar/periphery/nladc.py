@@ -35,11 +35,13 @@ Shapes: realised thresholds are (M, C, L-1) for M instances and C columns; ``con
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+from torch import nn
 
 from crossbar import devices
 from crossbar.config import HardwareConfig
@@ -405,13 +407,23 @@ def reference_codes(
     return code.transpose(1, 2)
 
 
-class NLADC:
+class NLADC(nn.Module):
     """A bank of NL-ADCs for ``columns`` columns and M device instances (state: programmed devices).
 
     Use: ``NLADC(design, config, columns).program(seed, instances)`` then ``convert(y)``.
+
+    An ``nn.Module``: the calibrated state -- ``thresholds``, ``ramp_thresholds`` (M, C, L-1),
+    ``offsets`` (M, C, 1), ``read_var`` (M, C, L-1) -- are buffers (not persistent and not moved by
+    ``.to()``, as :class:`crossbar.tile.Tile`'s: the owning layer's state and rebuild carry them).
     """
 
+    thresholds: torch.Tensor | None
+    ramp_thresholds: torch.Tensor | None
+    offsets: torch.Tensor | None
+    read_var: torch.Tensor | None
+
     def __init__(self, design: NLADCDesign, config: HardwareConfig, columns: int):
+        super().__init__()
         self.design, self.config, self.columns = design, config, int(columns)
         self.device = config.torch_device()
         self.dtype = config.torch_dtype()
@@ -429,10 +441,10 @@ class NLADC:
         self.bias_cycles = self.schedule.bias_cycles
         self.g_bias_target = torch.full((nb,), need / (nb * self.bias_cycles), dtype=torch.float64)
         # programmed state (set by program() / restore())
-        self.thresholds: torch.Tensor | None = None  # (M, C, L-1) realised, nominal V_read, offset and gain
-        self.ramp_thresholds: torch.Tensor | None = None  # (M, C, L-1) without the comparator offsets
-        self.offsets: torch.Tensor | None = None  # (M, C, 1) comparator offsets
-        self.read_var: torch.Tensor | None = None  # (M, C, L-1) accumulated ramp read-noise variance
+        # (M, C, L-1) realised thresholds (nominal V_read, offset and gain), the same without the
+        # comparator offsets, (M, C, 1) comparator offsets, (M, C, L-1) accumulated ramp read-noise variance
+        for name in ("thresholds", "ramp_thresholds", "offsets", "read_var"):
+            self.register_buffer(name, None, persistent=False)
         self._has_read_noise: bool | None = None
         self._sorted: bool | None = None
         self._t_kc: torch.Tensor | None = None
@@ -732,5 +744,15 @@ class NLADC:
             f"calibration={nl.calibration}, instances={self.instances}"
         )
 
-    def __repr__(self) -> str:
-        return f"NLADC({self.extra_repr()})"
+    def _apply(self, fn, recurse=True):
+        """Buffers stay as programmed (see the class docstring)."""
+        return self
+
+    def __copy__(self):
+        """A shallow copy whose buffers can be replaced without touching the original's (a plain
+        ``copy.copy`` of a module shares its buffer dict)."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        for key in ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"):
+            new.__dict__[key] = copy.copy(self.__dict__[key])
+        return new

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from crossbar.config import HardwareConfig
 from crossbar.periphery.adc import LinearRampADC
@@ -29,9 +30,10 @@ if TYPE_CHECKING:
     from crossbar.tile import RampSite
 
 
-class ColumnReadout:
+class ColumnReadout(nn.Module):
     """ADC + activation ``function`` for ``columns`` columns under ``config``: the converter
-    ``adc.kind`` names (:mod:`crossbar.periphery.converters`), as one object the layers hold.
+    ``adc.kind`` names (:mod:`crossbar.periphery.converters`), as one object the layers hold (an
+    ``nn.Module``: an NL-ADC's :class:`~crossbar.periphery.nladc.NLADC` is its child).
 
     ``in_range``: (lo, hi) input range of the ADC in pre-activation units; for the NL-ADC only
     used when ``adc.range_mode`` is not ``function``; for the linear ramp ADC required unless
@@ -48,6 +50,7 @@ class ColumnReadout:
         samples: torch.Tensor | None = None,
         block_ranges: list | None = None,
     ):
+        super().__init__()
         self.config, self.columns = config, int(columns)
         self.act = get_activation(function)
         self.kind = config.adc.kind

@@ -267,6 +267,30 @@ def _KwsLike_analog():
     return convert_to_analog(_KwsLike(), "rram_nladc_5b")
 
 
+def test_tiles_and_nladcs_are_modules_with_buffers():
+    """The chip is in the module tree: tiles and NL-ADCs are nn.Modules whose programmed state is
+    buffers (named_buffers, print), not persistent (the layer's extra state carries it), and
+    unchanged by a dtype the simulation does not run in."""
+    from crossbar.periphery.nladc import NLADC
+    from crossbar.tile import Tile
+
+    ana, x = _noisy_model()
+    ana.program(3, 2)
+    names = dict(ana.named_buffers())
+    tile = ana.lstm.engine_l0["mat"].tile
+    assert isinstance(tile, Tile) and names["lstm.engine_l0.mat.tile.g_pos"] is tile.g_pos
+    assert tile.g_pos.shape[0] == 2 and names["lstm.engine_l0.mat.tile.drift_gain"].shape == (2,)
+    nladc = ana.lstm.engine_l0["mat"].readouts[0].nladc
+    assert isinstance(nladc, NLADC) and names["lstm.engine_l0.mat.readouts.0.nladc.thresholds"] is nladc.thresholds
+    assert "fc._mat.tile.g_pos" in names
+    text = repr(ana)
+    assert "(tile): Tile(" in text and "(nladc): NLADC(function=sigmoid" in text
+    assert not [k for k in ana.state_dict() if "tile" in k or "nladc" in k]  # the extra state carries them
+    before = tile.g_pos.clone()
+    ana.half()  # parameters in float16; the chip's simulation dtype is not float16: the tile is left alone
+    assert tile.g_pos.dtype == torch.float32 and torch.equal(tile.g_pos, before)
+
+
 def test_health_report_warns_with_numbers_on_clipping():
     from rnn_models.health import HealthWarning, health_report, reset_health
 
