@@ -5,7 +5,7 @@
 3. a KWS evaluation (shipped GSC checkpoint, dev clips) with IR drop vs without -- programming,
    calibration and inference together; skipped when the dataset is absent.
 
-    .venv/bin/python benchmarks/parasitics_speed.py [--clips 200] [--mc 2] [--r 1.0]
+    .venv/bin/python benchmarks/parasitics_speed.py [--clips 200] [--mc 2] [--r 1.0] [--threads N]
 """
 
 from __future__ import annotations
@@ -95,8 +95,18 @@ def main() -> int:
     ap.add_argument("--mc", type=int, default=2)
     ap.add_argument("--r", type=float, default=1.0, help="r_wl = r_bl, ohm")
     ap.add_argument("--skip-kws", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads for everything measured: the MVMs, the Monte-Carlo fast path and the IR-drop "
+        "solves (crossbar.parasitics.solve_workers); default: torch's default, all cores",
+    )
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: must be >= 1")
+    torch.set_num_threads(args.threads)
+    print(f"threads: {args.threads}")
     mvm_ratio(args.r)
     build_t(args.r)
     if not args.skip_kws:

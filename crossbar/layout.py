@@ -35,7 +35,7 @@ import math
 
 import torch
 
-from crossbar.parasitics import effective_matrix
+from crossbar.parasitics import effective_matrices
 
 
 def col_slices(n_cols: int, cols_per_array: int) -> list[slice]:
@@ -82,6 +82,17 @@ def effective_arrays(
     t_extra = torch.full((m_count, e_rows, out), math.nan, dtype=dt) if e_rows else None
     t_cols = {}
     gp, gn = g_pos.detach().to("cpu", dt), g_neg.detach().to("cpu", dt)
+    # every physical array to solve, then one batch (all arrays of all blocks and instances on one
+    # thread pool), then each result into place
+    stacks: list[torch.Tensor] = []
+    selections: list = []
+    places: list = []  # per stack: a function of its T that writes the result into place
+
+    def solve(g: torch.Tensor, sel, place) -> None:
+        stacks.append(g)
+        selections.append(sel)
+        places.append(place)
+
     for cb in blocks:
         cs = csl[cb]
         n_c = cs.stop - cs.start
@@ -111,23 +122,35 @@ def effective_arrays(
                     ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
                 g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
             first_extra = n_r if w.ramp_rows == "near_sense" else 0
-            if weights:
-                t = effective_matrix(g, w)
-                r0 = 0 if (not e or w.ramp_rows == "near_sense") else e  # first weight row
-                tw = t[:, r0 : r0 + n_r]
-                t_pos[:, rs, cs] = tw[:, :, c0 : c0 + n_c]
-                if offset:
-                    assert t_neg is not None  # allocated whenever weights are computed
-                    t_neg[:, rs, cs] = tw[:, :, c0 + n_c : c0 + n_c + 1].expand(-1, -1, n_c)
-                te = t[:, first_extra : first_extra + e]
-            elif e:  # only the extra rows of T (one solve each)
-                te = effective_matrix(g, w, rows=range(first_extra, first_extra + e))
-            if e:
+
+            def place_extra(te, cs=cs, c0=c0, n_c=n_c, ramp_keys=ramp_keys, ramp_pos=ramp_pos) -> None:
                 if t_extra is not None:
                     t_extra[:, :, cs] = te[:, :, c0 : c0 + n_c]
                 for k, p in zip(ramp_keys, ramp_pos):
                     t_cols[k] = te[:, :, p]
+
+            if weights:
+
+                def place(t, rs=rs, cs=cs, c0=c0, n_c=n_c, n_r=n_r, e=e, fe=first_extra, px=place_extra) -> None:
+                    r0 = 0 if (not e or w.ramp_rows == "near_sense") else e  # first weight row
+                    tw = t[:, r0 : r0 + n_r]
+                    t_pos[:, rs, cs] = tw[:, :, c0 : c0 + n_c]
+                    if offset:
+                        assert t_neg is not None  # allocated whenever weights are computed
+                        t_neg[:, rs, cs] = tw[:, :, c0 + n_c : c0 + n_c + 1].expand(-1, -1, n_c)
+                    if e:
+                        px(t[:, fe : fe + e])
+
+                solve(g, None, place)
+            elif e:  # only the extra rows of T (one solve each)
+                solve(g, range(first_extra, first_extra + e), place_extra)
             if weights and not offset:
-                assert t_neg is not None  # allocated whenever weights are computed
-                t_neg[:, rs, cs] = effective_matrix(gn[:, rs, cs], w)
+
+                def place_neg(t, rs=rs, cs=cs) -> None:
+                    assert t_neg is not None  # allocated whenever weights are computed
+                    t_neg[:, rs, cs] = t
+
+                solve(gn[:, rs, cs], None, place_neg)
+    for t, place in zip(effective_matrices(stacks, w, rows=selections), places):
+        place(t)
     return t_pos, t_neg, t_extra, t_cols

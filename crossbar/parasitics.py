@@ -39,6 +39,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -300,23 +301,40 @@ def _effective_sparse(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np
 MAX_LINE_CONDITION = 1e6
 
 
-def _tridiagonal_solve(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _thomas(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     """Solve tridiagonal systems (Thomas algorithm; the systems here are symmetric and diagonally
     dominant, where it is stable).  ``diag`` (B, n), ``lower``/``upper`` (B, n - 1) the sub- and
-    super-diagonals, ``rhs`` (B, n, k); returns (B, n, k)."""
-    n = diag.shape[1]
-    c = np.empty_like(diag)
-    d = np.empty_like(rhs)
-    c[:, 0] = (upper[:, 0] / diag[:, 0]) if n > 1 else 0.0
-    d[:, 0] = rhs[:, 0] / diag[:, :1]
-    for j in range(1, n):
-        den = diag[:, j] - lower[:, j - 1] * c[:, j - 1]
-        if j < n - 1:
-            c[:, j] = upper[:, j] / den
-        d[:, j] = (rhs[:, j] - lower[:, j - 1, None] * d[:, j - 1]) / den[:, None]
-    for j in range(n - 2, -1, -1):
-        d[:, j] -= c[:, j, None] * d[:, j + 1]
+    super-diagonals, ``rhs`` (B, n, k); returns (B, n, k).  Plain loops: compiled by numba (no
+    GIL, so the arrays of a batch run in parallel threads), the same function interpreted when
+    numba is missing."""
+    nb, n, k = rhs.shape
+    c = np.zeros((nb, n))
+    d = np.empty((nb, n, k))
+    for b in range(nb):
+        c[b, 0] = upper[b, 0] / diag[b, 0] if n > 1 else 0.0
+        for r in range(k):
+            d[b, 0, r] = rhs[b, 0, r] / diag[b, 0]
+        for j in range(1, n):
+            den = diag[b, j] - lower[b, j - 1] * c[b, j - 1]
+            if j < n - 1:
+                c[b, j] = upper[b, j] / den
+            for r in range(k):
+                d[b, j, r] = (rhs[b, j, r] - lower[b, j - 1] * d[b, j - 1, r]) / den
+        for j in range(n - 2, -1, -1):
+            for r in range(k):
+                d[b, j, r] -= c[b, j] * d[b, j + 1, r]
     return d
+
+
+def _compile_thomas() -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return _thomas
+    return numba.njit(cache=True, nogil=True)(_thomas)
+
+
+_tridiagonal_solve = _compile_thomas()
 
 
 def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarray]:
@@ -353,20 +371,95 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
     return p, q
 
 
-def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
-    """The inverse of a symmetric positive definite matrix from its lower triangle (LAPACK potrf +
-    potri); only the lower triangle of the result is set (the upper is 0)."""
-    from scipy.linalg import lapack
+class _Lapack:
+    """The LAPACK / BLAS routines of the line solver, called through ``ctypes`` on SciPy's own
+    library (``scipy.linalg.cython_lapack`` / ``cython_blas``): SciPy's Python wrappers
+    (``scipy.linalg.lapack``) hold the GIL while they run, ctypes releases it, so that the arrays of
+    a batch are solved in parallel threads (measured: 2 threads 1.0x with the wrappers, 1.8x with
+    ctypes).  The arguments are those of the Fortran routines, on Fortran-ordered float64 arrays,
+    so the results are those of the wrappers bit for bit."""
 
-    c, info = lapack.dpotrf(a, lower=1, clean=1)
-    if info == 0:
-        c, info = lapack.dpotri(c, lower=1)
-    if info != 0:  # cannot happen for a passive network; say so rather than return garbage
-        raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
-    return c
+    _routines: dict = {}
+    _lock = threading.Lock()
+
+    @classmethod
+    def routine(cls, module: str, name: str, nargs: int):
+        with cls._lock:
+            if name not in cls._routines:
+                import ctypes
+
+                from numba.extending import get_cython_function_address
+
+                addr = get_cython_function_address(module, name)
+                cls._routines[name] = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * nargs)(addr)
+            return cls._routines[name]
+
+
+def _ref(value, kind: str):
+    """A pointer to a Fortran scalar argument: ``kind`` "i" (int), "d" (double), "c" (char)."""
+    import ctypes
+
+    cell: ctypes.c_int | ctypes.c_double | ctypes.c_char
+    if kind == "i":
+        cell = ctypes.c_int(value)
+    elif kind == "d":
+        cell = ctypes.c_double(value)
+    else:
+        cell = ctypes.c_char(value)
+    return ctypes.byref(cell)
+
+
+def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix from its lower triangle, in place (LAPACK
+    potrf + potri on a Fortran-ordered (n, n) float64 array): only the lower triangle of the
+    result holds the inverse (the upper keeps what was there)."""
+    if not (a.flags.f_contiguous and a.dtype == np.float64 and a.ndim == 2 and a.shape[0] == a.shape[1]):
+        raise ValueError("_spd_inverse_lower needs a square Fortran-ordered float64 array")
+    n, info = a.shape[0], np.zeros(1, np.int32)
+    lapack = "scipy.linalg.cython_lapack"
+    args = (_ref(b"L", "c"), _ref(n, "i"), a.ctypes.data, _ref(n, "i"), info.ctypes.data)
+    _Lapack.routine(lapack, "dpotrf", 5)(*args)
+    if info[0] == 0:
+        _Lapack.routine(lapack, "dpotri", 5)(*args)
+    if info[0] != 0:  # cannot happen for a passive network; say so rather than return garbage
+        raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info[0]})")
+    return a
+
+
+def _symm_lower(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = Z @ B`` for a symmetric Z given by its lower triangle (BLAS dsymm); ``z`` (n, n) and
+    ``b``, ``out`` (n, k) Fortran-ordered float64 (column slices of wider ones are fine)."""
+    n, k = b.shape
+    if k == 0:
+        return out
+
+    def ld(x: np.ndarray) -> int:  # the leading dimension (the stride of a length-1 axis is arbitrary)
+        if x.dtype != np.float64 or x.shape[0] != n or (n > 1 and x.strides[0] != 8):
+            raise ValueError("_symm_lower needs Fortran-ordered float64 arrays")
+        lead = x.strides[1] // 8 if x.shape[1] > 1 else n
+        if lead < n:
+            raise ValueError("_symm_lower needs Fortran-ordered float64 arrays")
+        return lead
+
+    _Lapack.routine("scipy.linalg.cython_blas", "dsymm", 12)(
+        _ref(b"L", "c"),
+        _ref(b"L", "c"),
+        _ref(n, "i"),
+        _ref(k, "i"),
+        _ref(1.0, "d"),
+        z.ctypes.data,
+        _ref(ld(z), "i"),
+        b.ctypes.data,
+        _ref(ld(b), "i"),
+        _ref(0.0, "d"),
+        out.ctypes.data,
+        _ref(ld(out), "i"),
+    )
+    return out
 
 
 def _symmetric(lower: np.ndarray) -> np.ndarray:
+    lower = np.tril(lower)
     return lower + np.tril(lower, -1).T
 
 
@@ -424,26 +517,29 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     last row.  Cost ~ rows * cols^3.  A request for rows after the first ``n`` only (an NL-ADC's
     rows) stores the state after row n - 1 in :data:`LADDER_CACHE`; any later request on an array
     with the same first rows starts from it."""
-    from scipy.linalg import blas
-
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
     sel = np.arange(rows) if sel is None else sel
-    start, y, j_start = 0, np.zeros((cols, cols)), np.zeros((cols, 0))  # y: lower triangle kept
+    # Y (lower triangle kept) and J, Fortran-ordered for LAPACK / BLAS; J's active columns first
+    start, y, j_start = 0, np.zeros((cols, cols), order="F"), np.zeros((cols, 0))
     hit = LADDER_CACHE.lookup(gc, w)
     if hit is not None:
         start, y, j_start = hit
+        y = np.array(y, order="F")  # a copy: the cached state stays as it is
         tick(start)
     first_sel = int(sel.min()) if sel.size else rows
     save_at = first_sel if (first_sel > start and first_sel < rows) else None
     # J's columns: the selected rows, and every row before save_at (the state to cache)
     tracked = np.union1d(sel, np.arange(save_at)) if save_at is not None else np.unique(sel)
-    j_cur = np.zeros((cols, len(tracked)))
+    j_cur = np.zeros((cols, len(tracked)), order="F")
+    j_next = np.zeros_like(j_cur)  # dsymm writes here (its output may not alias its input)
     prior = tracked < start
     j_cur[:, : int(prior.sum())] = j_start[:, tracked[prior]]
     active = int(prior.sum())
     eye = np.eye(cols)
+    diag = np.arange(cols)
     rb = w.r_bl / US_PER_S
+    z = np.empty((cols, cols), order="F")
     r1 = start
     while r1 < rows:
         r0, r1 = r1, min(r1 + row_block, rows)
@@ -452,17 +548,25 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
         p, q = _word_line_response(gc[r0:r1], w)
         for i in range(r0, r1):
             gi = gc[i]
-            m_i = np.diag(gi) - gi[:, None] * p[i - r0]  # cell currents into the bit lines: f V - M W
+            m_i = np.multiply(p[i - r0], gi[:, None], order="F")  # cell currents into the bit lines: f V - M W
+            np.negative(m_i, out=m_i)
+            m_i[diag, diag] += gi
             if i > 0 and rb > 0:
-                z = _spd_inverse_lower(eye + rb * y)  # (1 + r Y)^-1, lower triangle
-                if rb * np.abs(np.diag(y)).max() > 1e-4:
-                    y = m_i + (eye - z) / rb  # = m_i + (1 + r Y)^-1 Y; rounding ~ eps (1 + r|Y|)^2 / (r|Y|)
+                np.multiply(y, rb, out=z)
+                z += eye
+                _spd_inverse_lower(z)  # (1 + r Y)^-1, lower triangle
+                if rb * np.abs(y[diag, diag]).max() > 1e-4:
+                    # = m_i + (1 + r Y)^-1 Y; rounding ~ eps (1 + r|Y|)^2 / (r|Y|)
+                    np.subtract(eye, z, out=y)
+                    y /= rb
+                    y += m_i
                 else:  # a tiny segment: the product form, no difference of nearly equal numbers
-                    y = m_i + _symmetric(z) @ _symmetric(np.tril(y))
+                    y = np.asfortranarray(m_i + _symmetric(z) @ _symmetric(y))
                 if active:
-                    j_cur[:, :active] = blas.dsymm(1.0, z, j_cur[:, :active], lower=1)
+                    _symm_lower(z, j_cur[:, :active], j_next[:, :active])
+                    j_cur, j_next = j_next, j_cur
             else:
-                y = m_i + y
+                y += m_i
             while active < len(tracked) and tracked[active] == i:
                 j_cur[:, active] = gi * q[i - r0]
                 active += 1
@@ -470,7 +574,9 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
             LADDER_CACHE.store(gc, save_at, w, y, j_cur[:, :save_at])
         tick(r1 - r0)
     if w.r_sense > 0:
-        j_cur = blas.dsymm(1.0, _spd_inverse_lower(eye + (w.r_sense / US_PER_S) * y), j_cur, lower=1)
+        np.multiply(y, w.r_sense / US_PER_S, out=z)
+        z += eye
+        j_cur = _symm_lower(_spd_inverse_lower(z), j_cur, j_next)
     return np.ascontiguousarray(j_cur[:, np.searchsorted(tracked, sel)].T)
 
 
@@ -536,22 +642,39 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
 SOLVERS = ("auto", "lines", "dual_lines", "sparse")
 
 
-def _solve_instances(flat: np.ndarray, solve_one) -> list[np.ndarray]:
-    """``solve_one`` of each array of ``flat`` (M, rows, cols): one BLAS thread per array (the
-    line solver's cols x cols operations are too small to gain from more: a 256 x 256 array took
-    0.83 s with one, 0.94 s with two, in two idle runs of benchmarks/parasitics_speed.py), the
-    arrays spread over the CPU's cores (LAPACK releases the GIL).  The result does not depend on the
-    number of threads."""
+def solve_workers() -> int:
+    """Threads the solves of several arrays spread over: ``torch.get_num_threads()`` (what the
+    CLI's ``--threads`` and the rest of the simulation use), at least 1."""
+    try:
+        import torch
+
+        return max(1, torch.get_num_threads())
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return max(1, os.cpu_count() or 1)
+
+
+def _solve_all(jobs: list, solve_one) -> list[np.ndarray]:
+    """``solve_one(job)`` of every job, each on one BLAS thread (the line solver's cols x cols
+    operations are too small to gain from more: a 256 x 256 array took 0.83 s with one, 0.94 s with
+    two, in two idle runs of benchmarks/parasitics_speed.py), the jobs spread over
+    :func:`solve_workers` threads, largest first, so that a batch of arrays of different sizes
+    keeps every thread busy (the line solver runs its LAPACK, BLAS and tridiagonal kernels without
+    the GIL).  The results, in the order of ``jobs``, do not depend on the number of threads."""
     from concurrent.futures import ThreadPoolExecutor
 
     from threadpoolctl import threadpool_limits
 
-    workers = max(1, min(len(flat), os.cpu_count() or 1))
+    workers = min(len(jobs), solve_workers())
     with threadpool_limits(limits=1, user_api="blas"):
-        if workers == 1:
-            return [solve_one(a) for a in flat]
+        if workers <= 1:
+            return [solve_one(j) for j in jobs]
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].size)
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(solve_one, flat))
+            done = list(pool.map(lambda i: solve_one(jobs[i]), order))
+    out: list[np.ndarray] = [np.empty(0)] * len(jobs)
+    for i, t in zip(order, done):
+        out[i] = t
+    return out
 
 
 def effective_matrix(
@@ -570,11 +693,70 @@ def effective_matrix(
     False never.  ``solver``: ``"auto"`` (see :func:`solver_for`), or one of them by name (the
     tests run every case through each; ``chunk``: right-hand sides per sparse solve).
     """
+    return effective_matrices([g_us], wires, rows=[rows], progress=progress, chunk=chunk, solver=solver, **resistances)[
+        0
+    ]
+
+
+def effective_matrices(
+    arrays: list, wires=None, *, rows=None, progress=None, chunk: int = 4, solver: str = "auto", **resistances
+) -> list:
+    """:func:`effective_matrix` of several stacks of arrays (shapes may differ) in one batch: every
+    array of every stack is solved on one thread pool (:func:`solve_workers` threads, largest
+    first), so that e.g. a tile's G+ and G- arrays of all column blocks and instances keep all
+    threads busy.  ``rows``: None, or one selection (or None) per stack; the other arguments as
+    :func:`effective_matrix`.  Returns one result per stack."""
     if solver not in SOLVERS:
         raise CrossbarInputError(f"solver = {solver!r}: must be one of {', '.join(SOLVERS)}")
     w = Wires.of(wires, **resistances)
+    rows = [None] * len(arrays) if rows is None else list(rows)
+    if len(rows) != len(arrays):
+        raise CrossbarInputError(f"rows: one selection per array stack ({len(arrays)}), got {len(rows)}")
+    results: list = [None] * len(arrays)
+    pending = []  # (stack index, flat arrays, sel, method)
+    for k, (g_us, sel_in) in enumerate(zip(arrays, rows)):
+        prepared = _prepare(g_us, w, sel_in, solver)
+        if prepared[0] == "done":
+            results[k] = prepared[1]
+        else:
+            pending.append((k, *prepared[1:]))
+    if not pending:
+        return results
+    per_array = {
+        k: {"lines": flat.shape[-2], "dual_lines": flat.shape[-1]}.get(
+            method,
+            min(flat.shape[-2], flat.shape[-1]) if sel is None else min(len(sel), flat.shape[-1]),
+        )
+        for k, flat, sel, method in pending
+    }
+    shapes = sorted({f"{flat.shape[-2]}x{flat.shape[-1]}" for _, flat, _, _ in pending})
+    total = sum(per_array[k] * flat.shape[0] for k, flat, _, _ in pending)
+    bar = _Progress(f"IR drop: effective matrix {', '.join(shapes)}", total, progress)
+    state = {"done": 0}
+    lock = threading.Lock()
+
+    def tick(n):
+        with lock:
+            state["done"] += n
+            bar(state["done"])
+
+    jobs = [(a, sel) for _, flat, sel, _ in pending for a in flat]
+    solved = _solve_all(jobs, lambda job: _effective_one(job[0], w, max(1, int(chunk)), tick, job[1], solver))
+    at = 0
+    for k, flat, _, _ in pending:
+        n = flat.shape[0]
+        out = np.stack(solved[at : at + n])
+        at += n
+        g_us = arrays[k]
+        results[k] = _like(out.reshape(np.shape(g_us)[:-2] + out.shape[-2:]), g_us)
+    return results
+
+
+def _prepare(g_us, w: Wires, rows, solver: str):
+    """Validate one stack of arrays: ``("done", result)`` when no solve is needed, else
+    ``("solve", flat (N, rows, cols) float64, sel or None, method)``."""
     if w.ideal and rows is None:
-        return g_us
+        return ("done", g_us)
     g = _as_numpy(g_us)
     sel = None
     if rows is not None:
@@ -584,14 +766,12 @@ def effective_matrix(
             raise CrossbarInputError(f"rows: indices must be in 0..{n_rows - 1}")
         sel = sel % n_rows
     if w.ideal:  # only selected rows (sel is set): a copy of them
-        return _like(np.ascontiguousarray(g[..., sel, :]), g_us)
+        return ("done", _like(np.ascontiguousarray(g[..., sel, :]), g_us))
     _check_g(g)
     if not w.coupled:
         gc = cell_conductance(g, w.r_access)
-        return _like(gc if sel is None else np.ascontiguousarray(gc[..., sel, :]), g_us)
-    lead = g.shape[:-2]
+        return ("done", _like(gc if sel is None else np.ascontiguousarray(gc[..., sel, :]), g_us))
     flat = g.reshape((-1,) + g.shape[-2:])
-    n_rows, cols = g.shape[-2:]
     method = solver
     if solver in ("lines", "dual_lines"):
         cond = max(_line_condition(w, a) if solver == "lines" else _line_condition(_dual(w), _dual_g(a)) for a in flat)
@@ -602,19 +782,7 @@ def effective_matrix(
             )
     elif solver == "auto":
         method = solver_for(flat[0], w, sel)
-    per = {"lines": n_rows, "dual_lines": cols}.get(method, min(n_rows, cols) if sel is None else min(len(sel), cols))
-    state = {"done": 0}
-    bar = _Progress(f"IR drop: effective matrix {n_rows}x{cols}", per * flat.shape[0], progress)
-
-    lock = threading.Lock()
-
-    def tick(k):
-        with lock:
-            state["done"] += k
-            bar(state["done"])
-
-    out = np.stack(_solve_instances(flat, lambda a: _effective_one(a, w, max(1, int(chunk)), tick, sel, solver)))
-    return _like(out.reshape(lead + out.shape[-2:]), g_us)
+    return ("solve", flat, sel, method)
 
 
 def column_currents(

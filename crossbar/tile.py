@@ -640,44 +640,55 @@ class RampSite:
         """Effective conductances (uS, float64) of ramp (R, L) and bias (R, nb) devices of instance
         ``m`` (local index): row k of T of the array they sit on, every other device in place
         (``targets``: the tile's target weights instead of the programmed ones)."""
+        g_ramp = g_ramp[None] if g_ramp.dim() == 2 else g_ramp
+        g_bias = g_bias[None] if g_bias.dim() == 2 else g_bias
+        return self.effective_many([m], g_ramp, g_bias, targets)[0]
+
+    def effective_many(self, ms: list[int], g_ramp: torch.Tensor, g_bias: torch.Tensor, targets: bool = False):
+        """:meth:`effective` of several instances ``ms`` (local indices) at once, their devices
+        stacked ((len(ms), R, L) ramp, (len(ms), R, nb) bias): one batch of solves (the instances'
+        arrays in parallel threads).  Returns one (ramp, bias) pair per instance."""
         from crossbar.layout import effective_arrays
 
         tile = self.tile
+        k = len(ms)
+        idx_m = torch.as_tensor(ms, dtype=torch.long)
         nb, L = g_bias.shape[-1], g_ramp.shape[-1]
-        rows, cols = self._place(
-            g_ramp[None] if g_ramp.dim() == 2 else g_ramp, g_bias[None] if g_bias.dim() == 2 else g_bias
-        )
+        rows, cols = self._place(g_ramp, g_bias)
         e_old = 0 if tile.extra_rows is None else tile.extra_rows.shape[1]
         e = max(e_old, nb + L)
-        ex = torch.zeros(1, e, tile.out_features, dtype=torch.float64)
+        ex = torch.zeros(k, e, tile.out_features, dtype=torch.float64)
         if tile.extra_rows is not None and e_old:
-            ex[:, :e_old] = tile.extra_rows[m : m + 1]
+            ex[:, :e_old] = tile.extra_rows[idx_m]
         ext_cols = {
-            k: (cb, torch.cat([v[m : m + 1], torch.zeros(1, e - v.shape[1], dtype=torch.float64)], 1))
-            for k, (cb, v) in tile.extra_cols.items()
+            key: (cb, torch.cat([v[idx_m], torch.zeros(k, e - v.shape[1], dtype=torch.float64)], 1))
+            for key, (cb, v) in tile.extra_cols.items()
         }
         if rows is not None:
             for idx, v in rows.items():
                 ex[:, :, idx] = 0.0
                 ex[:, : v.shape[-2], idx] = v
         if cols is not None:
-            for k, (cb, v) in cols.items():
-                full = torch.zeros(1, e, dtype=torch.float64)
+            for key, (cb, v) in cols.items():
+                full = torch.zeros(k, e, dtype=torch.float64)
                 full[:, : v.shape[-1]] = v
-                ext_cols[k] = (cb, full)
+                ext_cols[key] = (cb, full)
         if targets:
-            gp, gn = tile.g_target_pos[None], tile.g_target_neg[None]
+            gp, gn = tile.g_target_pos[None].expand(k, -1, -1), tile.g_target_neg[None].expand(k, -1, -1)
         else:
             g_pos, g_neg = tile.programmed_conductances()
-            gp, gn = g_pos[m : m + 1], g_neg[m : m + 1]
+            gp, gn = g_pos[idx_m], g_neg[idx_m]
         _, _, t_extra, t_cols = effective_arrays(
             gp, gn, tile.config.array, ex, ext_cols, col_blocks=self.blocks, weights=False
         )
-        if self.shared:
-            t = t_cols[self.key][0, : nb + L][None]  # (1, nb + L)
-        else:
-            t = t_extra[0, : nb + L][:, self.columns].t()  # (C, nb + L)
-        return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+        out = []
+        for i in range(k):
+            if self.shared:
+                t = t_cols[self.key][i, : nb + L][None]  # (1, nb + L)
+            else:
+                t = t_extra[i, : nb + L][:, self.columns].t()  # (C, nb + L)
+            out.append((t[:, nb:].contiguous(), t[:, :nb].contiguous()))
+        return out
 
     def from_tile(self, m: int, nb: int, L: int):
         """Effective ramp (R, L) and bias (R, nb) conductances (uS) of instance ``m``'s placed devices,

@@ -769,9 +769,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt_main_quietly(unraisable) -> None:
+    """``sys.unraisablehook``: a Ctrl-C that lands in a callback from C (numba's compiler calls
+    back into Python while it caches a kernel) would be printed as an ignored exception with its
+    traceback and then lost; re-deliver it to the main thread instead, which prints one line."""
+    if unraisable.exc_type is KeyboardInterrupt:
+        import _thread
+
+        _thread.interrupt_main()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sys.unraisablehook = _interrupt_main_quietly
     try:
         return args.func(args)
     except CrossbarInputError as exc:

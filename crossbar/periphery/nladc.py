@@ -509,32 +509,48 @@ class NLADC(nn.Module):
         self._site, self._devices = site, []
         if site is not None:
             site.warm()  # the arrays' weight rows of all instances solved at once (IR drop)
+        # every instance's first draws (ramp, gain, offsets, bias); with IR drop what those devices
+        # deliver through the wires, all instances in one batch of solves; then each instance's
+        # calibration (an instance draws from its own generator, in the same order as ever)
+        drawn = []
         for m in range(first, first + m_count):
             gen = generator(seed, f"program/{name}", m, "cpu")
-
-            measured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-            def eff(g_r, g_b, m_local=m - first, measured=measured) -> tuple[torch.Tensor, torch.Tensor]:
-                """What the devices deliver to the integrator: through the wires exactly the first
-                time (the calibration measures the array), then with that measurement's attenuation
-                (calibration only re-programs the bias devices, a few cells of the array)."""
-                if site is None:
-                    return g_r, g_b
-                if "a" not in measured:
-                    e_r, e_b = site.effective(m_local, g_r, g_b)
-                    measured["a"] = (_ratio(e_r, g_r), _ratio(e_b, g_b))
-                    return e_r, e_b
-                a_r, a_b = measured["a"]
-                return a_r * g_r, a_b * g_b
-
             ramp = devices.program(ramp_target.clone(), dev, gen)
             g_ramp = ramp.g
             if inject_stuck_off:
                 g_ramp[:, list(inject_stuck_off)] = dev.g_min
             gains_m = (1 + cfg.nl_adc.integrator_gain_sigma * randn((ramps, 1), gen, torch.float64)).clamp(min=0.05)
             offs_m = cfg.nl_adc.comparator_offset_sigma * self.span * randn((self.columns, 1), gen, torch.float64)
-            bias_target = bias_target0.clone()
-            bias = devices.program(bias_target, dev, gen)
+            bias = devices.program(bias_target0.clone(), dev, gen)
+            drawn.append((gen, ramp, g_ramp, gains_m, offs_m, bias))
+        first_effective: list = [None] * m_count
+        if site is not None and drawn:
+            first_effective = site.effective_many(
+                list(range(m_count)), torch.stack([d[2] for d in drawn]), torch.stack([d[5].g for d in drawn])
+            )
+        for m, (gen, ramp, g_ramp, gains_m, offs_m, bias), e_first in zip(
+            range(first, first + m_count), drawn, first_effective
+        ):
+            measured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+            def eff(
+                g_r, g_b, m_local=m - first, measured=measured, drawn_devices=(g_ramp, bias.g), e_first=e_first
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                """What the devices deliver to the integrator: through the wires exactly the first
+                time (the calibration measures the array), then with that measurement's attenuation
+                (calibration only re-programs the bias devices, a few cells of the array)."""
+                if site is None:
+                    return g_r, g_b
+                if "a" not in measured:
+                    if g_r is drawn_devices[0] and g_b is drawn_devices[1]:
+                        e_r, e_b = e_first  # solved for these devices in the batch above
+                    else:
+                        e_r, e_b = site.effective(m_local, g_r, g_b)
+                    measured["a"] = (_ratio(e_r, g_r), _ratio(e_b, g_b))
+                    return e_r, e_b
+                a_r, a_b = measured["a"]
+                return a_r * g_r, a_b * g_b
+
             t_real = self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m)
             before.append(inl_lsb(self.design, t_real).abs().amax(-1))
             if cfg.nl_adc.calibration:

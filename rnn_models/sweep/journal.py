@@ -41,10 +41,10 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            # one statement, so that two processes opening a new journal at once cannot both insert
+            self.db.execute("INSERT OR IGNORE INTO info VALUES ('format', ?)", (FORMAT,))
             fmt = self.db.execute("SELECT value FROM info WHERE name='format'").fetchone()
-            if fmt is None:
-                self.db.execute("INSERT INTO info VALUES ('format', ?)", (FORMAT,))
-            elif fmt[0] != FORMAT:
+            if fmt[0] != FORMAT:
                 raise CrossbarInputError(f"{self.path}: a journal of format {fmt[0]!r}; this code reads {FORMAT}")
         except sqlite3.DatabaseError as exc:
             raise CrossbarInputError(f"{self.path}: not a usable sweep journal ({exc})") from None

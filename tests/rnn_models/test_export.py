@@ -241,8 +241,13 @@ def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch
     man = export_design(ana, tmp_path / "d", instance=1)
     tile = dict(analog_layers(ana))["lstm"]._engines["_l0"]["mat"].tile
     seen = []
-    real = layout.effective_matrix
-    monkeypatch.setattr(layout, "effective_matrix", lambda g, w: seen.append(g[0].clone()) or real(g, w))
+    real = layout.effective_matrices
+
+    def record(stacks, w, rows=None):
+        seen.extend(g[0].clone() for g in stacks)
+        return real(stacks, w, rows=rows)
+
+    monkeypatch.setattr(layout, "effective_matrices", record)
     layout.effective_arrays(tile.g_pos, tile.g_neg, tile.config.array, tile.extra_rows, tile.extra_cols)
     arrays = {(a["row_block"], a["col_block"]): a for a in man["tiles"][0]["arrays"]}
     order = [(rb, cb, p) for cb in range(2) for rb in range(3) for p in ("pos", "neg")]
