@@ -1,7 +1,8 @@
 """Speed of the IR-drop model (issue 16 item 5), as ratios from one run on this machine.
 
 1. an MVM of a programmed 256 x 256 tile with IR drop (effective matrices cached) vs the ideal tile;
-2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming);
+2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming), and a
+   batch of six arrays on one thread vs ``--threads``;
 3. a KWS evaluation (shipped GSC checkpoint, dev clips) with IR drop vs without -- programming,
    calibration and inference together; skipped when the dataset is absent.
 
@@ -63,6 +64,21 @@ def build_t(r: float) -> None:
     )
 
 
+def batch_threads(r: float, threads: int) -> None:
+    """A batch of arrays (3 instances x G+ / G- of a 169 x 256 block) on one thread and on
+    ``threads``: the solver's threads run in parallel when its kernels release the GIL."""
+    g = 1 + 99 * torch.rand(6, 169, 256, generator=generator(0, "bench/parasitics/batch"), dtype=torch.float64)
+    took = {}
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        t0 = time.perf_counter()
+        effective_matrix(g, r_wl=r, r_bl=r, progress=False)
+        took[n] = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    line = ", ".join(f"{n} thread(s) {t:.2f} s" for n, t in took.items())
+    print(f"batch of 6 arrays 169x256: {line}, speed-up {took[1] / took[threads]:.2f}")
+
+
 def kws(r: float, clips: int, mc: int) -> None:
     ckpt = REPO / "checkpoints" / "kws_gsc12.pt"
     if not GSC.is_dir() or not ckpt.is_file():
@@ -109,6 +125,7 @@ def main() -> int:
     print(f"threads: {args.threads}")
     mvm_ratio(args.r)
     build_t(args.r)
+    batch_threads(args.r, args.threads)
     if not args.skip_kws:
         kws(args.r, args.clips, args.mc)
     return 0
