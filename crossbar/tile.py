@@ -198,6 +198,43 @@ class Tile(nn.Module):
         self._layout_version += 1
         return self
 
+    def programmed_state(self) -> dict:
+        """Everything :meth:`program` (and the NL-ADCs placing their devices) decided, as CPU tensors
+        and plain values: the conductances (uS), drift gains, the conductance scale (IR-drop-aware
+        span included) and the NL-ADC devices on the arrays -- what :meth:`load_programmed_state`
+        needs to rebuild the programmed tile without drawing again."""
+        g_pos, g_neg = self.programmed_conductances()
+        return {
+            "g_pos": g_pos.detach().cpu(),
+            "g_neg": g_neg.detach().cpu(),
+            "drift_gain": self.drift_gain.detach().cpu(),
+            "scale": float(self.scale),
+            "extra_rows": None if self.extra_rows is None else self.extra_rows.detach().cpu(),
+            "extra_cols": {k: (int(cb), v.detach().cpu()) for k, (cb, v) in self.extra_cols.items()},
+            "seed": self.seed,
+            "name": self.name,
+        }
+
+    def load_programmed_state(self, state: dict) -> Tile:
+        """Rebuild the programmed tile from :meth:`programmed_state` (a tile built from the same
+        weights and config): conductances on this tile's device and dtype, no draws, no solves (with
+        IR drop the effective matrices are computed from the restored devices when first needed)."""
+        shape = (self.n_rows, self.out_features)
+        g_pos = state["g_pos"]
+        if g_pos.dim() != 3 or tuple(g_pos.shape[1:]) != shape:
+            raise CrossbarInputError(
+                f"programmed conductances of shape {tuple(g_pos.shape)}, expected (M, {shape[0]}, {shape[1]})"
+            )
+        self.g_pos = g_pos.to(self.device, self.dtype)
+        self.g_neg = state["g_neg"].to(self.device, self.dtype)
+        self.drift_gain = state["drift_gain"].to(self.device, self.dtype)
+        self.scale = float(state["scale"])
+        self.extra_rows = state["extra_rows"]
+        self.extra_cols = {k: (int(cb), v) for k, (cb, v) in state["extra_cols"].items()}
+        self.seed, self.name = state["seed"], state["name"]
+        self._layout_version += 1
+        return self
+
     def programming_targets(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The conductances (uS) programming aims at: the mapped targets, or with
         ``array.wires.ir_drop_aware_programming`` targets pre-distorted so that each array's

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from crossbar.config import HardwareConfig
+from crossbar.errors import CrossbarInputError
 from crossbar.periphery.dac import quantize_input
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.readout import ColumnReadout, program_chip
@@ -152,6 +153,54 @@ class AnalogMatrix(nn.Module):
                     f"{self.name}/tile",
                 )
             )
+        dev = tile.device
+        self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
+        self.instances = instances
+        self.chip_scale = in_scale.detach().to(dev, tile.dtype)
+
+    def programmed_state(self) -> dict:
+        """The programmed chip of this matrix as CPU tensors and plain values: the tile's
+        (:meth:`crossbar.tile.Tile.programmed_state`) and every NL-ADC's."""
+        if self.tile is None or self.readouts is None:
+            raise RuntimeError(f"{self.name}: not programmed")
+        readouts = [cast(ColumnReadout, r) for r in self.readouts]
+        return {
+            "tile": self.tile.programmed_state(),
+            "nladc": [r.nladc.programmed_state() for r in readouts if r.nladc is not None],
+        }
+
+    def restore(
+        self,
+        config: HardwareConfig,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        in_scale: torch.Tensor,
+        state: dict,
+        seed: int,
+        instances: int,
+        first: int = 0,
+        input_blocks: tuple[int, ...] | None = None,
+    ) -> None:
+        """The chip of :meth:`programmed_state` without programming again: the deterministic part
+        of :meth:`program` (tile layout, readout designs, converter-noise generators), then the
+        saved conductances, NL-ADC devices and thresholds -- no draws, no calibration, no solves."""
+        with torch.no_grad():
+            w = weight.detach() * in_scale.to(weight)[None, :]
+            tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+            tile.load_programmed_state(state["tile"])
+            readouts = [
+                ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
+                for g in self.groups
+            ]
+            nladcs = [r.nladc for r in readouts if r.nladc is not None]
+            if len(nladcs) != len(state["nladc"]):
+                raise CrossbarInputError(
+                    f"{self.name}: {len(state['nladc'])} saved NL-ADC state(s), the design has {len(nladcs)}"
+                )
+            for adc, saved in zip(nladcs, state["nladc"]):
+                adc.load_programmed_state(saved)
+        self.tile = tile
+        self.readouts = nn.ModuleList(readouts)
         dev = tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances
@@ -326,6 +375,25 @@ class CellNonlinearity(nn.Module):
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns).program(
                 seed, instances, f"{self.name}/cell", first
             )
+            self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
+        elif config.nl_adc.functions.cell == "digital_lut":
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+
+    def programmed_state(self) -> dict | None:
+        """The programmed cell NL-ADC's state (``nl_adc`` mode), else None."""
+        if self.readout is None or self.readout.nladc is None or self.readout.nladc.thresholds is None:
+            return None
+        return self.readout.nladc.programmed_state()
+
+    def restore(self, config: HardwareConfig, state: dict | None, seed: int, instances: int, first: int = 0) -> None:
+        """:meth:`program` from a :meth:`programmed_state` (no draws, no calibration)."""
+        self.readout = None
+        if config.nl_adc.functions.cell == "nl_adc":
+            if state is None:
+                raise CrossbarInputError(f"{self.name}: the saved chip has no cell NL-ADC state")
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+            assert self.readout.nladc is not None  # an nl_ramp readout has one
+            self.readout.nladc.load_programmed_state(state)
             self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
         elif config.nl_adc.functions.cell == "digital_lut":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)

@@ -93,6 +93,39 @@ class AnalogLayerBase(nn.Module):
         self._programmed_version = self._weights_version()
         return self
 
+    def restore_program(self, chip: dict, source: str = "state") -> AnalogLayerBase:
+        """The programmed chip of a :func:`chip_state` without programming again: the same
+        deterministic construction as :meth:`program`, then the saved conductances, NL-ADC devices
+        and thresholds (no draws, no calibration, no IR-drop solves until an MVM needs them)."""
+        seed, instances, first = (int(v) for v in chip["args"])
+        check_instance_args(seed, instances, first)
+        tiles, cells = chip["tiles"], chip.get("cells") or []
+        self._chip_matrices = []
+        for key, (mat, w, b, scale, blocks) in self._matrices().items():
+            mat.name = f"{self.layer_name}/{key}"
+            entry = tiles.get(key)
+            if entry is None:
+                raise CrossbarInputError(f"{source}: programmed conductances of {self.layer_name}/{key}: missing")
+            try:
+                mat.restore(
+                    self.hw, w, b, scale, {"tile": entry, "nladc": entry["nladc"]}, seed, instances, first, blocks
+                )
+            except CrossbarInputError as exc:
+                raise CrossbarInputError(f"{source}: {self.layer_name}/{key}: {exc}") from None
+            self._chip_matrices.append(mat)
+        own_cells = self._cells()
+        if len(cells) not in (0, len(own_cells)):
+            raise CrossbarInputError(
+                f"{source}: {self.layer_name}: {len(cells)} saved cell states, {len(own_cells)} cells"
+            )
+        for i, cell in enumerate(own_cells):
+            cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
+            cell.restore(self.hw, cells[i] if cells else None, seed, instances, first)
+        self._instances = instances
+        self._program_args = (seed, instances, first)
+        self._programmed_version = self._weights_version()
+        return self
+
     def _path(self) -> str:
         if self.mode == "float" or self._stats is not None:
             return "float"
@@ -628,6 +661,12 @@ class AnalogGRUCell(AnalogGRU):
 
 
 # ======================================================================================= chip state
+#: layout of the ``chip`` entry of :func:`chip_state`: 2 holds everything ``program`` decided (tile
+#: scale, NL-ADC devices on the arrays, ramp scales, calibration reports, cell NL-ADCs), so that
+#: loading rebuilds the chip without programming; entries without a format re-program and overwrite
+CHIP_FORMAT = 2
+
+
 def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
     """A layer's hardware state as plain tensors and values (what ``state_dict()`` stores for it):
     ``config`` (JSON), ``input_scale``, per column group the calibrated ``in_range``, ``samples`` and
@@ -645,22 +684,16 @@ def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
     if programmed and layer.instances:
         tiles: dict[str, dict] = {}
         for key, (mat, *_r) in layer._matrices().items():
-            tiles[key] = {
-                "g_pos": mat.tile.g_pos.detach().cpu(),
-                "g_neg": mat.tile.g_neg.detach().cpu(),
-                "drift_gain": mat.tile.drift_gain.detach().cpu(),
-                "nladc": [
-                    {
-                        "ramp_thresholds": ro.nladc.ramp_thresholds.cpu(),
-                        "offsets": ro.nladc.offsets.cpu(),
-                        "read_var": ro.nladc.read_var.cpu(),
-                    }
-                    for ro in mat.readouts
-                    if ro.nladc is not None
-                ],
-            }
+            saved = mat.programmed_state()
+            tiles[key] = {**saved["tile"], "nladc": saved["nladc"]}
         # the layer's name seeds its random streams (analog_layers names it by its place in the model)
-        state["chip"] = {"args": list(layer._program_args), "layer_name": layer.layer_name, "tiles": tiles}
+        state["chip"] = {
+            "format": CHIP_FORMAT,
+            "args": list(layer._program_args),
+            "layer_name": layer.layer_name,
+            "tiles": tiles,
+            "cells": [cell.programmed_state() for cell in layer._cells()],
+        }
     return state
 
 
@@ -712,9 +745,13 @@ def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
     chip = state.get("chip")
     if not chip:
         return
-    # the deterministic construction (designs, layouts, generators) runs again; the drawn
-    # conductances and the calibrated thresholds are then replaced by the saved ones
     layer.layer_name = str(chip.get("layer_name", layer.layer_name))
+    if chip.get("format") == CHIP_FORMAT:  # everything program() decided is saved: rebuild, no drawing
+        layer.restore_program(chip, source)
+        return
+    # an earlier layout (tile conductances and NL-ADC thresholds only): the deterministic
+    # construction and programming run again, then the drawn conductances and the calibrated
+    # thresholds are replaced by the saved ones
     layer.program(*chip["args"])
     for key, (mat, *_r) in layer._matrices().items():
         entry = chip["tiles"].get(key)

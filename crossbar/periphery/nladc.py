@@ -449,6 +449,7 @@ class NLADC(nn.Module):
         self._sorted: bool | None = None
         self._t_kc: torch.Tensor | None = None
         self.calibration: CalibrationReport | None = None
+        self.ramp_scales: list[float] = []  # the scale_ramp() factors applied to the design, in order
 
     @property
     def span(self) -> float:
@@ -461,6 +462,7 @@ class NLADC(nn.Module):
         if not 0 < s <= 1:
             raise CrossbarInputError(f"NL-ADC ramp scale {s!r} must be in (0, 1]")
         self.kappa *= s
+        self.ramp_scales = [*self.ramp_scales, float(s)]  # a new list: copies do not share it
         self.schedule = replace(self.schedule, ramp_charge_us=self.schedule.ramp_charge_us * s)
         self.g_ramp_target = self.g_ramp_target * s
         self.g_bias_target = self.g_bias_target * s
@@ -658,6 +660,41 @@ class NLADC(nn.Module):
         self.ramp_thresholds, self.offsets, self.read_var = ramp_thresholds, offsets, read_var
         self.thresholds = ramp_thresholds + offsets
         self._has_read_noise = self._sorted = self._t_kc = None
+
+    def programmed_state(self) -> dict:
+        """Everything :meth:`program` decided, as CPU tensors and plain values: what
+        :meth:`load_programmed_state` needs to rebuild this NL-ADC on a fresh design without
+        drawing or calibrating again."""
+        ramp_t, offsets, read_var = self.ramp_thresholds, self.offsets, self.read_var
+        if ramp_t is None or offsets is None or read_var is None:
+            raise CrossbarInputError("the NL-ADC is not programmed yet: call program(seed) first")
+        cal = self.calibration
+        return {
+            "ramp_thresholds": ramp_t.cpu(),
+            "offsets": offsets.cpu(),
+            "read_var": read_var.cpu(),
+            "ramp_scales": list(self.ramp_scales),
+            "seed": self.seed,
+            "name": self.name,
+            "inl_max_before": None if cal is None else cal.inl_max_before.cpu(),
+            "inl_max_after": None if cal is None else cal.inl_max_after.cpu(),
+        }
+
+    def load_programmed_state(self, state: dict) -> NLADC:
+        """Rebuild the programmed NL-ADC from :meth:`programmed_state` (on this NL-ADC's device and
+        dtype): the design's ramp scale (IR-drop-aware headroom), thresholds, offsets, read-noise
+        variances and calibration report."""
+        if self.ramp_scales:
+            raise CrossbarInputError("load_programmed_state needs a fresh NL-ADC design (its ramp was scaled)")
+        for s in state["ramp_scales"]:  # the same factors in the same order: the same kappa bit for bit
+            self.scale_ramp(float(s))
+        dev, dt = self.device, self.dtype
+        self.restore(state["ramp_thresholds"].to(dev, dt), state["offsets"].to(dev, dt), state["read_var"].to(dev, dt))
+        before, after = state.get("inl_max_before"), state.get("inl_max_after")
+        self.calibration = None if before is None or after is None else CalibrationReport(before, after)
+        self.seed, self.name = state["seed"], state["name"]
+        self._site, self._devices = None, []
+        return self
 
     def effective_thresholds(self, v_scale: float = 1.0) -> torch.Tensor:
         """(M, C, L-1) thresholds at V_read = v_scale x nominal (the comparator offset does not scale)."""
