@@ -135,16 +135,12 @@ class AnalogMatrix(nn.Module):
     ) -> None:
         """Program the chip: the tile and one readout (ADC) per column group."""
         with torch.no_grad():
-            w = weight.detach() * in_scale.to(weight)[None, :]
-            tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+            tile, readouts = self._build(config, weight, bias, in_scale, input_blocks)
             self.tile = tile
             self.readouts = nn.ModuleList(
                 program_chip(
                     tile,
-                    [
-                        ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
-                        for g in self.groups
-                    ],
+                    readouts,
                     [g.index for g in self.groups],
                     [f"{self.name}/{g.name}" for g in self.groups],
                     seed,
@@ -153,10 +149,25 @@ class AnalogMatrix(nn.Module):
                     f"{self.name}/tile",
                 )
             )
-        dev = tile.device
+        self._chip_generators(seed, instances, first, in_scale)
+
+    def _build(self, config, weight, bias, in_scale, input_blocks) -> tuple[Tile, list[ColumnReadout]]:
+        """The deterministic part of programming: the tile of the scaled weights (targets, layout)
+        and one readout design per column group."""
+        w = weight.detach() * in_scale.to(weight)[None, :]
+        tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+        readouts = [
+            ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges) for g in self.groups
+        ]
+        return tile, readouts
+
+    def _chip_generators(self, seed: int, instances: int, first: int, in_scale: torch.Tensor) -> None:
+        """Converter-noise generators (one per instance) and the DAC full scales of the chip."""
+        assert self.tile is not None
+        dev = self.tile.device
         self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
         self.instances = instances
-        self.chip_scale = in_scale.detach().to(dev, tile.dtype)
+        self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
 
     def programmed_state(self) -> dict:
         """The programmed chip of this matrix as CPU tensors and plain values: the tile's
@@ -185,13 +196,8 @@ class AnalogMatrix(nn.Module):
         of :meth:`program` (tile layout, readout designs, converter-noise generators), then the
         saved conductances, NL-ADC devices and thresholds -- no draws, no calibration, no solves."""
         with torch.no_grad():
-            w = weight.detach() * in_scale.to(weight)[None, :]
-            tile = Tile(w, None if bias is None else bias.detach(), config, x_max=1.0, row_groups=input_blocks)
+            tile, readouts = self._build(config, weight, bias, in_scale, input_blocks)
             tile.load_programmed_state(state["tile"])
-            readouts = [
-                ColumnReadout(config, g.function, len(g.index), g.in_range, g.samples, g.block_ranges)
-                for g in self.groups
-            ]
             nladcs = [r.nladc for r in readouts if r.nladc is not None]
             if len(nladcs) != len(state["nladc"]):
                 raise CrossbarInputError(
@@ -201,10 +207,7 @@ class AnalogMatrix(nn.Module):
                 adc.load_programmed_state(saved)
         self.tile = tile
         self.readouts = nn.ModuleList(readouts)
-        dev = tile.device
-        self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
-        self.instances = instances
-        self.chip_scale = in_scale.detach().to(dev, tile.dtype)
+        self._chip_generators(seed, instances, first, in_scale)
 
     def __deepcopy__(self, memo):
         """Copy everything but the per-forward state (it may hold non-leaf tensors)."""

@@ -88,6 +88,10 @@ class AnalogLayerBase(nn.Module):
         for cell in self._cells():
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             cell.program(self.hw, seed, instances, first)
+        return self._programmed(seed, instances, first)
+
+    def _programmed(self, seed: int, instances: int, first: int) -> AnalogLayerBase:
+        """Record that the chip now holds ``instances`` instances from ``first`` (program or restore)."""
         self._instances = instances
         self._program_args = (seed, instances, first)
         self._programmed_version = self._weights_version()
@@ -121,10 +125,7 @@ class AnalogLayerBase(nn.Module):
         for i, cell in enumerate(own_cells):
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             cell.restore(self.hw, cells[i] if cells else None, seed, instances, first)
-        self._instances = instances
-        self._program_args = (seed, instances, first)
-        self._programmed_version = self._weights_version()
-        return self
+        return self._programmed(seed, instances, first)
 
     def _path(self) -> str:
         if self.mode == "float" or self._stats is not None:
