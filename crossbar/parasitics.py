@@ -772,6 +772,9 @@ def _prepare(g_us, w: Wires, rows, solver: str):
         gc = cell_conductance(g, w.r_access)
         return ("done", _like(gc if sel is None else np.ascontiguousarray(gc[..., sel, :]), g_us))
     flat = g.reshape((-1,) + g.shape[-2:])
+    if flat.shape[0] == 0:  # no arrays (an empty leading dimension): nothing to solve
+        rows_out = g.shape[-2] if sel is None else len(sel)
+        return ("done", _like(np.zeros(g.shape[:-2] + (rows_out, g.shape[-1])), g_us))
     method = solver
     if solver in ("lines", "dual_lines"):
         cond = max(_line_condition(w, a) if solver == "lines" else _line_condition(_dual(w), _dual_g(a)) for a in flat)

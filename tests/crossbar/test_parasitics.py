@@ -259,6 +259,11 @@ def test_a_batch_of_arrays_equals_one_call_each_bit_for_bit_on_any_thread_count(
         effective_matrices(stacks, w, rows=[None])
 
 
+def test_an_empty_stack_of_arrays_gives_an_empty_result():
+    assert effective_matrix(np.ones((0, 4, 3)), r_wl=1.0, r_bl=1.0).shape == (0, 4, 3)
+    assert effective_matrix(torch.ones(0, 4, 3), r_wl=1.0, rows=[1]).shape == (0, 1, 3)
+
+
 def test_the_compiled_tridiagonal_kernel_is_the_interpreted_one():
     gen = np.random.default_rng(3)
     b, n, k = 3, 17, 5
