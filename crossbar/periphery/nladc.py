@@ -530,7 +530,10 @@ class NLADC(nn.Module):
             first_effective = site.effective_many(
                 list(range(m_count)), torch.stack([d[2] for d in drawn]), torch.stack([d[5].g for d in drawn])
             )
-        for m, (gen, ramp, g_ramp, gains_m, offs_m, bias), e_first in zip(
+        effs: list[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = []
+        t_reals: list[torch.Tensor] = []
+        biases = []
+        for m, (_gen, _ramp, g_ramp, gains_m, offs_m, bias), e_first in zip(
             range(first, first + m_count), drawn, first_effective
         ):
             measured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -553,18 +556,28 @@ class NLADC(nn.Module):
                 a_r, a_b = measured["a"]
                 return a_r * g_r, a_b * g_b
 
-            t_real = self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m)
-            before.append(inl_lsb(self.design, t_real).abs().amax(-1))
-            if cfg.nl_adc.calibration:
-                for _ in range(cfg.nl_adc.calibration_iterations):
-                    delta = best_offset(self.design, t_real)  # (C,)
+            effs.append(eff)
+            biases.append(bias)
+            t_reals.append(self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m))
+            before.append(inl_lsb(self.design, t_reals[-1]).abs().amax(-1))
+        if cfg.nl_adc.calibration and drawn:
+            for _ in range(cfg.nl_adc.calibration_iterations):
+                # the best shift of every instance's thresholds in one search (element-wise over
+                # instances and columns: the same numbers as one instance at a time)
+                deltas = best_offset(self.design, torch.stack(t_reals))  # (M, C)
+                for i, (gen, _ramp, g_ramp, gains_m, offs_m, _b) in enumerate(drawn):
+                    delta = deltas[i]
                     if ramps == 1:
                         delta = delta.mean(0, keepdim=True)  # one bias for a shared ramp
                     # shift the ramp start by delta: B' = B + delta kappa / gain, realised by the
                     # bias devices programmed one after another with verify (device limits apply)
                     shift = (delta[:, None] * self.kappa / gains_m) / (self.bias_sign * self.bias_cycles)
-                    bias = self._program_bias_sequential(bias.g.sum(-1, keepdim=True) + shift, bias, dev, gen)
-                    t_real = self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m)
+                    bias = biases[i]
+                    biases[i] = self._program_bias_sequential(bias.g.sum(-1, keepdim=True) + shift, bias, dev, gen)
+                    t_reals[i] = self._thresholds(*effs[i](g_ramp, biases[i].g), gains_m, offs_m)
+        for m, (_gen, ramp, g_ramp, gains_m, offs_m, _b), eff, bias, t_real in zip(
+            range(first, first + m_count), drawn, effs, biases, t_reals
+        ):
             after.append(inl_lsb(self.design, t_real).abs().amax(-1))
             # drift to the time of inference (ramp and bias devices drift like the weights)
             g_ramp_t = devices.at_inference(g_ramp, ramp, dev.drift)
