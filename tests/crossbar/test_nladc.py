@@ -104,6 +104,20 @@ def test_calibration_halves_inl_on_the_5bit_preset():
     assert after * 2 <= before, (before, after)
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_an_instance_is_the_same_programmed_alone_or_with_others(shared):
+    """The calibration searches all instances at once; instance m's devices and thresholds are
+    those it gets programmed alone, bit for bit."""
+    cfg = load_config("rram_nladc_5b").replace(**{"nl_adc.shared_ramp": shared})
+    design = compile_design("sigmoid", 5, cfg.nl_adc.level_spacing)
+    together = NLADC(design, cfg, 16).program(2, 3)
+    for m in range(3):
+        alone = NLADC(design, cfg, 16).program(2, 1, first=m)
+        assert torch.equal(alone.thresholds[0], together.thresholds[m])
+        assert torch.equal(alone.read_var[0], together.read_var[m])
+        assert torch.equal(alone.calibration.inl_max_after[0], together.calibration.inl_max_after[m])
+
+
 def test_stuck_off_ramp_device_is_partly_compensated():
     cfg = _preset(**{"device.stuck_off_prob": 0.0, "device.stuck_on_prob": 0.0})
     design = compile_design("tanh", 5)
