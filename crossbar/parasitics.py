@@ -34,6 +34,7 @@ Two exact solvers of these nodal equations (the tests run every case through bot
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -371,28 +372,19 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
     return p, q
 
 
-class _Lapack:
-    """The LAPACK / BLAS routines of the line solver, called through ``ctypes`` on SciPy's own
-    library (``scipy.linalg.cython_lapack`` / ``cython_blas``): SciPy's Python wrappers
+@functools.cache
+def _lapack(module: str, name: str, nargs: int):
+    """A LAPACK / BLAS routine of the line solver, called through ``ctypes`` on SciPy's own library
+    (``scipy.linalg.cython_lapack`` / ``cython_blas``): SciPy's Python wrappers
     (``scipy.linalg.lapack``) hold the GIL while they run, ctypes releases it, so that the arrays of
     a batch are solved in parallel threads (measured: 2 threads 1.0x with the wrappers, 1.8x with
     ctypes).  The arguments are those of the Fortran routines, on Fortran-ordered float64 arrays,
     so the results are those of the wrappers bit for bit."""
+    import ctypes
 
-    _routines: dict = {}
-    _lock = threading.Lock()
+    from numba.extending import get_cython_function_address
 
-    @classmethod
-    def routine(cls, module: str, name: str, nargs: int):
-        with cls._lock:
-            if name not in cls._routines:
-                import ctypes
-
-                from numba.extending import get_cython_function_address
-
-                addr = get_cython_function_address(module, name)
-                cls._routines[name] = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * nargs)(addr)
-            return cls._routines[name]
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * nargs)(get_cython_function_address(module, name))
 
 
 def _ref(value, kind: str):
@@ -418,9 +410,9 @@ def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
     n, info = a.shape[0], np.zeros(1, np.int32)
     lapack = "scipy.linalg.cython_lapack"
     args = (_ref(b"L", "c"), _ref(n, "i"), a.ctypes.data, _ref(n, "i"), info.ctypes.data)
-    _Lapack.routine(lapack, "dpotrf", 5)(*args)
+    _lapack(lapack, "dpotrf", 5)(*args)
     if info[0] == 0:
-        _Lapack.routine(lapack, "dpotri", 5)(*args)
+        _lapack(lapack, "dpotri", 5)(*args)
     if info[0] != 0:  # cannot happen for a passive network; say so rather than return garbage
         raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info[0]})")
     return a
@@ -441,7 +433,7 @@ def _symm_lower(z: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
             raise ValueError("_symm_lower needs Fortran-ordered float64 arrays")
         return lead
 
-    _Lapack.routine("scipy.linalg.cython_blas", "dsymm", 12)(
+    _lapack("scipy.linalg.cython_blas", "dsymm", 12)(
         _ref(b"L", "c"),
         _ref(b"L", "c"),
         _ref(n, "i"),
