@@ -718,24 +718,22 @@ class RampSite:
         _, _, t_extra, t_cols = effective_arrays(
             gp, gn, tile.config.array, ex, ext_cols, col_blocks=self.blocks, weights=False
         )
-        out = []
-        for i in range(k):
-            if self.shared:
-                t = t_cols[self.key][i, : nb + L][None]  # (1, nb + L)
-            else:
-                t = t_extra[i, : nb + L][:, self.columns].t()  # (C, nb + L)
-            out.append((t[:, nb:].contiguous(), t[:, :nb].contiguous()))
-        return out
+        return [self._devices_of(t_extra, t_cols, i, nb, L) for i in range(k)]
+
+    def _devices_of(self, t_extra, t_cols, m: int, nb: int, L: int):
+        """This NL-ADC's (ramp (R, L), bias (R, nb)) entries of instance ``m`` in the effective
+        conductances of the extra rows / shared-ramp columns (:func:`crossbar.layout.effective_arrays`)."""
+        if self.shared:
+            t = t_cols[self.key][m, : nb + L][None]  # (1, nb + L)
+        else:
+            t = t_extra[m, : nb + L][:, self.columns].t()  # (C, nb + L)
+        return t[:, nb:].contiguous(), t[:, :nb].contiguous()
 
     def from_tile(self, m: int, nb: int, L: int):
         """Effective ramp (R, L) and bias (R, nb) conductances (uS) of instance ``m``'s placed devices,
         from the tile's cached effective matrices (the solve the MVMs use)."""
         _, _, t_extra, t_cols = self.tile.effective_conductances()
-        if self.shared:
-            t = t_cols[self.key][m, : nb + L][None]
-        else:
-            t = t_extra[m, : nb + L][:, self.columns].t()
-        return t[:, nb:].contiguous(), t[:, :nb].contiguous()
+        return self._devices_of(t_extra, t_cols, m, nb, L)
 
     def required(self, ramp_target: torch.Tensor, bias_target: torch.Tensor) -> float:
         """The largest conductance (uS) the planned ramp and bias devices would need, unbounded,
