@@ -171,12 +171,12 @@ class AnalogMatrix(nn.Module):
 
     def programmed_state(self) -> dict:
         """The programmed chip of this matrix as CPU tensors and plain values: the tile's
-        (:meth:`crossbar.tile.Tile.programmed_state`) and every NL-ADC's."""
+        (:meth:`crossbar.tile.Tile.programmed_state`) with, under ``"nladc"``, every NL-ADC's."""
         if self.tile is None or self.readouts is None:
             raise RuntimeError(f"{self.name}: not programmed")
         readouts = [cast(ColumnReadout, r) for r in self.readouts]
         return {
-            "tile": self.tile.programmed_state(),
+            **self.tile.programmed_state(),
             "nladc": [r.nladc.programmed_state() for r in readouts if r.nladc is not None],
         }
 
@@ -197,7 +197,7 @@ class AnalogMatrix(nn.Module):
         saved conductances, NL-ADC devices and thresholds -- no draws, no calibration, no solves."""
         with torch.no_grad():
             tile, readouts = self._build(config, weight, bias, in_scale, input_blocks)
-            tile.load_programmed_state(state["tile"])
+            tile.load_programmed_state(state)
             nladcs = [r.nladc for r in readouts if r.nladc is not None]
             if len(nladcs) != len(state["nladc"]):
                 raise CrossbarInputError(
@@ -372,12 +372,19 @@ class CellNonlinearity(nn.Module):
     def _config(self, config: HardwareConfig) -> HardwareConfig:
         return config.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})
 
-    def program(self, config: HardwareConfig, seed: int, instances: int, first: int = 0) -> None:
+    def program(
+        self, config: HardwareConfig, seed: int, instances: int, first: int = 0, saved: dict | None = None
+    ) -> None:
+        """Program the cell NL-ADC (``nl_adc`` mode), or with ``saved`` (a :meth:`programmed_state`)
+        rebuild it from that state without drawing or calibrating."""
         self.readout = None
         if config.nl_adc.functions.cell == "nl_adc":
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns).program(
-                seed, instances, f"{self.name}/cell", first
-            )
+            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+            if saved is None:
+                self.readout.program(seed, instances, f"{self.name}/cell", first)
+            else:
+                assert self.readout.nladc is not None  # an nl_ramp readout has one
+                self.readout.nladc.load_programmed_state(saved)
             self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
         elif config.nl_adc.functions.cell == "digital_lut":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
@@ -387,19 +394,6 @@ class CellNonlinearity(nn.Module):
         if self.readout is None or self.readout.nladc is None or self.readout.nladc.thresholds is None:
             return None
         return self.readout.nladc.programmed_state()
-
-    def restore(self, config: HardwareConfig, state: dict | None, seed: int, instances: int, first: int = 0) -> None:
-        """:meth:`program` from a :meth:`programmed_state` (no draws, no calibration)."""
-        self.readout = None
-        if config.nl_adc.functions.cell == "nl_adc":
-            if state is None:
-                raise CrossbarInputError(f"{self.name}: the saved chip has no cell NL-ADC state")
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
-            assert self.readout.nladc is not None  # an nl_ramp readout has one
-            self.readout.nladc.load_programmed_state(state)
-            self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
-        elif config.nl_adc.functions.cell == "digital_lut":
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
 
     def forward(self, v: torch.Tensor, path: str, config: HardwareConfig) -> torch.Tensor:
         mode = config.nl_adc.functions.cell

@@ -111,9 +111,7 @@ class AnalogLayerBase(nn.Module):
             if entry is None:
                 raise CrossbarInputError(f"{source}: programmed conductances of {self.layer_name}/{key}: missing")
             try:
-                mat.restore(
-                    self.hw, w, b, scale, {"tile": entry, "nladc": entry["nladc"]}, seed, instances, first, blocks
-                )
+                mat.restore(self.hw, w, b, scale, entry, seed, instances, first, blocks)
             except CrossbarInputError as exc:
                 raise CrossbarInputError(f"{source}: {self.layer_name}/{key}: {exc}") from None
             self._chip_matrices.append(mat)
@@ -124,7 +122,10 @@ class AnalogLayerBase(nn.Module):
             )
         for i, cell in enumerate(own_cells):
             cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
-            cell.restore(self.hw, cells[i] if cells else None, seed, instances, first)
+            saved = cells[i] if cells else None
+            if saved is None and self.hw.nl_adc.functions.cell == "nl_adc":
+                raise CrossbarInputError(f"{source}: {cell.name}: the saved chip has no cell NL-ADC state")
+            cell.program(self.hw, seed, instances, first, saved=saved)
         return self._programmed(seed, instances, first)
 
     def _path(self) -> str:
@@ -685,8 +686,7 @@ def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
     if programmed and layer.instances:
         tiles: dict[str, dict] = {}
         for key, (mat, *_r) in layer._matrices().items():
-            saved = mat.programmed_state()
-            tiles[key] = {**saved["tile"], "nladc": saved["nladc"]}
+            tiles[key] = mat.programmed_state()
         # the layer's name seeds its random streams (analog_layers names it by its place in the model)
         state["chip"] = {
             "format": CHIP_FORMAT,
