@@ -530,36 +530,27 @@ class NLADC(nn.Module):
             first_effective = site.effective_many(
                 list(range(m_count)), torch.stack([d[2] for d in drawn]), torch.stack([d[5].g for d in drawn])
             )
-        effs: list[Callable[..., tuple[torch.Tensor, torch.Tensor]]] = []
+        # with IR drop the calibration measures the array once, exactly (the batch above); later
+        # reads of the instance's devices use that measurement's attenuation (calibration only
+        # re-programs the bias devices, a few cells of the array)
+        attenuation: list[tuple[torch.Tensor, torch.Tensor]] = []
         t_reals: list[torch.Tensor] = []
-        biases = []
-        for m, (_gen, _ramp, g_ramp, gains_m, offs_m, bias), e_first in zip(
-            range(first, first + m_count), drawn, first_effective
-        ):
-            measured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-            def eff(
-                g_r, g_b, m_local=m - first, measured=measured, drawn_devices=(g_ramp, bias.g), e_first=e_first
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-                """What the devices deliver to the integrator: through the wires exactly the first
-                time (the calibration measures the array), then with that measurement's attenuation
-                (calibration only re-programs the bias devices, a few cells of the array)."""
-                if site is None:
-                    return g_r, g_b
-                if "a" not in measured:
-                    if g_r is drawn_devices[0] and g_b is drawn_devices[1]:
-                        e_r, e_b = e_first  # solved for these devices in the batch above
-                    else:
-                        e_r, e_b = site.effective(m_local, g_r, g_b)
-                    measured["a"] = (_ratio(e_r, g_r), _ratio(e_b, g_b))
-                    return e_r, e_b
-                a_r, a_b = measured["a"]
-                return a_r * g_r, a_b * g_b
-
-            effs.append(eff)
-            biases.append(bias)
-            t_reals.append(self._thresholds(*eff(g_ramp, bias.g), gains_m, offs_m))
+        biases = [d[5] for d in drawn]
+        for (_gen, _ramp, g_ramp, gains_m, offs_m, bias), e_first in zip(drawn, first_effective):
+            delivered = (g_ramp, bias.g)
+            if site is not None:
+                delivered = e_first
+                attenuation.append((_ratio(e_first[0], g_ramp), _ratio(e_first[1], bias.g)))
+            t_reals.append(self._thresholds(*delivered, gains_m, offs_m))
             before.append(inl_lsb(self.design, t_reals[-1]).abs().amax(-1))
+
+        def eff(i: int, g_r: torch.Tensor, g_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """What instance ``i``'s devices deliver to the integrator."""
+            if site is None:
+                return g_r, g_b
+            a_r, a_b = attenuation[i]
+            return a_r * g_r, a_b * g_b
+
         if cfg.nl_adc.calibration and drawn:
             for _ in range(cfg.nl_adc.calibration_iterations):
                 # the best shift of every instance's thresholds in one search (element-wise over
@@ -574,16 +565,15 @@ class NLADC(nn.Module):
                     shift = (delta[:, None] * self.kappa / gains_m) / (self.bias_sign * self.bias_cycles)
                     bias = biases[i]
                     biases[i] = self._program_bias_sequential(bias.g.sum(-1, keepdim=True) + shift, bias, dev, gen)
-                    t_reals[i] = self._thresholds(*effs[i](g_ramp, biases[i].g), gains_m, offs_m)
-        for m, (_gen, ramp, g_ramp, gains_m, offs_m, _b), eff, bias, t_real in zip(
-            range(first, first + m_count), drawn, effs, biases, t_reals
-        ):
+                    t_reals[i] = self._thresholds(*eff(i, g_ramp, biases[i].g), gains_m, offs_m)
+        for i, ((_gen, ramp, g_ramp, gains_m, offs_m, _b), bias, t_real) in enumerate(zip(drawn, biases, t_reals)):
+            m = first + i
             after.append(inl_lsb(self.design, t_real).abs().amax(-1))
             # drift to the time of inference (ramp and bias devices drift like the weights)
             g_ramp_t = devices.at_inference(g_ramp, ramp, dev.drift)
             g_bias_t = devices.at_inference(bias.g, bias, dev.drift)
             offsets.append(offs_m)
-            final: Callable = eff
+            final: Callable = lambda a, b, i=i: eff(i, a, b)  # noqa: E731
             if site is not None:
                 site.attach(m - first, g_ramp_t, g_bias_t)
                 self._devices.append((g_ramp_t, g_bias_t, gains_m))
