@@ -343,9 +343,14 @@ class AnalogMatrix(nn.Module):
         for g, ro in zip(self.groups, readouts):
             rng = ro.linear_range()
             if rng is not None:
-                yg = y[..., g.index]
-                h["adc_saturated"] += int(((yg < rng[0]) | (yg > rng[1])).sum())
-                h["adc_total"] += yg.numel()
+                count_saturation(h, y[..., g.index], rng)
+
+
+def count_saturation(health: dict, y: torch.Tensor, rng: tuple[float, float]) -> None:
+    """Add the (noise-free) outputs ``y`` of a linear readout outside its input range ``rng`` to
+    the ``adc_saturated`` / ``adc_total`` health counters."""
+    health["adc_saturated"] += int(((y < rng[0]) | (y > rng[1])).sum())
+    health["adc_total"] += y.numel()
 
 
 def _cols(var: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:

@@ -23,9 +23,16 @@ forms on the same values), and the NL-ADC count is the converter's own CPU kerne
 (:mod:`crossbar.periphery.kernels`).  What is written here is the loop around them: which values
 go where, in the reference's order, so outputs, final states and health counters are identical --
 not just close (``tests/rnn_models/test_fastpath.py``).
-Configurations the kernels do not cover (CUDA, autograd, per-array conversion of digital partial
-sums, a digital bias, linear-ramp ADC readouts, a non-digital cell tanh, unsorted ramps, column
-groups of different resolution) take the reference path; :func:`supported` says which.
+Readouts the NL-ADC kernel does not convert -- the ideal ADC, the linear ramp ADC + digital f, an
+NL-ADC with unsorted ramps or column groups of different resolution -- still take the fast path in
+``TORCH`` mode: a kernel scales the step's products into column-group order
+(:func:`_scale_columns`), each group's readout converts them with its own ``convert`` (the
+reference's call on the same values: same draws, same torch activations), a linear readout's
+saturation is counted by the reference's :func:`~rnn_models.analog.count_saturation`, and the
+cell update and next inputs are the kernels' as above.
+Configurations the fast path does not cover (CUDA, autograd, per-array conversion of digital
+partial sums, a digital bias, a non-digital cell tanh) take the reference path; :func:`supported`
+says which.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from crossbar.periphery import kernels
 from crossbar.pointwise import compiled, saturating_round
 from crossbar.rng import randn_instances
 from crossbar.tile import column_output, output_variance
-from rnn_models.analog import fixed_point_grid
+from rnn_models.analog import count_saturation, fixed_point_grid
 from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
 
 numba = kernels.numba
@@ -130,6 +137,53 @@ if numba is not None:
                         s = _saturating_round(s, lo, hi, step)
                     c[m, b, j] = s
                     o_out[m, b, j] = a[3 * hidden + j]
+
+    @numba.njit(cache=True, nogil=True)
+    def _scale_columns(y, v, scaling, runs, y_out, v_out, m_first):  # pragma: no cover - compiled
+        """The tile's output scaling (and read-noise variance) of one matrix's products, gathered
+        into its column groups: run ``r`` = (group, first column, first group position, length)
+        copies that many consecutive columns (contiguous, so the loops vectorise); ``y_out[g]``,
+        ``v_out[g]`` (M, B, |group g|); ``y[m]`` is instance ``m_first + m``."""
+        has_var, scale, drift, vgain = scaling
+        m_count, b_count, _ = y.shape
+        for m in range(m_count):
+            d, vg = drift[m_first + m], vgain[m_first + m]
+            for b in range(b_count):
+                for r in range(runs.shape[0]):
+                    g, k0, j0, n = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+                    src, dst = y[m, b, k0 : k0 + n], y_out[g][m, b, j0 : j0 + n]
+                    for j in range(n):
+                        dst[j] = _column_output(src[j], scale, d)
+                    if has_var:
+                        vsrc, vdst = v[m, b, k0 : k0 + n], v_out[g][m, b, j0 : j0 + n]
+                        for j in range(n):
+                            vdst[j] = _output_variance(vsrc[j], vg)
+
+    @numba.njit(cache=True, nogil=True)
+    def _lstm_update(ifo, g, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """c = f*c + i*g in fixed point from the converted groups ``ifo`` (i, f, o) and ``g``; o kept."""
+        m_count, b_count, hidden = c.shape
+        for m in range(m_count):
+            for b in range(b_count):
+                for j in range(hidden):
+                    s = _lstm_cell(ifo[m, b, j], ifo[m, b, hidden + j], g[m, b, j], c[m, b, j])
+                    if fixed:
+                        s = _saturating_round(s, lo, hi, step)
+                    c[m, b, j] = s
+                    o_out[m, b, j] = ifo[m, b, 2 * hidden + j]
+
+    @numba.njit(cache=True, nogil=True)
+    def _gru_update(rz, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """pre = nx + r * nh in fixed point (before tanh) from the converted r/z, nx and nh; z kept."""
+        m_count, b_count, hidden = pre.shape
+        for m in range(m_count):
+            for b in range(b_count):
+                for j in range(hidden):
+                    s = _gru_candidate_input(nx[m, b, j], rz[m, b, j], nh[m, b, j])
+                    if fixed:
+                        s = _saturating_round(s, lo, hi, step)
+                    pre[m, b, j] = s
+                    z_out[m, b, j] = rz[m, b, hidden + j]
 
     @numba.njit(cache=True, nogil=True)
     def _lstm_hidden(
@@ -251,45 +305,61 @@ if numba is not None:
 
 
 # ----------------------------------------------------------------------------- eligibility
-def _matrix_ok(mat, x: torch.Tensor, names: list[str]) -> bool:
+#: how a matrix's column outputs are converted on the fast path
+KERNEL, TORCH = "kernel", "torch"
+
+
+def _matrix_mode(mat, x: torch.Tensor, names: list[str]) -> str | None:
+    """``KERNEL`` when the NL-ADC kernel converts every column of ``mat`` inside the gate kernel
+    (sorted NL-ADC ramps of one resolution and noise model); ``TORCH`` for any other readout
+    (ideal or linear-ramp ADC, an NL-ADC outside the kernel): a kernel scales the columns and
+    each readout's own ``convert`` converts its group, the reference's call on the same values;
+    None when the fast path does not cover the matrix at all."""
     tile = mat.tile
     if tile is None:
-        return False
+        return None
     cfg = tile.config
     if tile.device.type != "cpu" or tile.g_pos.requires_grad or tile.digital_bias is not None:
-        return False
+        return None
     if cfg.array.partial_sums != "analog" and tile.row_blocks > 1:
-        return False
+        return None
     if tile.dtype != x.dtype or [g.name for g in mat.groups] != names:
-        return False
-    for ro in mat.readouts:
-        if ro.nladc is None or not ro.nladc.kernel_ok(x[:1, :1, :1], 1.0):
-            return False
+        return None
+    if not all(ro.nladc is not None and ro.nladc.kernel_ok(x[:1, :1, :1], 1.0) for ro in mat.readouts):
+        return TORCH
     first = mat.readouts[0]
-    return all(
+    same = all(
         ro.design.codes == first.design.codes
         and _noisy(ro, cfg) == _noisy(first, cfg)
         and (ro.linear_range() is None) == (first.linear_range() is None)
         for ro in mat.readouts
     )
+    return KERNEL if same else TORCH
+
+
+def _mode(engine: dict, path: str, x: torch.Tensor) -> str | None:
+    """The conversion mode of an LSTM / GRU direction on the fast path (``engine``: the layer's
+    matrices by name, as ``_make_engine`` builds them): ``KERNEL`` when every matrix converts in the
+    kernels, ``TORCH`` when one does not (then all convert through their readouts), None when the
+    fast path does not reproduce the reference for it."""
+    if numba is None or path != "chip" or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return None
+    mats = {"mat": ["ifo", "g"]} if "mat" in engine else {"rz": ["rz"], "nx": ["nx"], "nh": ["nh"]}
+    modes = [_matrix_mode(engine[k], x, names) for k, names in mats.items()]
+    if None in modes:
+        return None
+    cfg = engine[next(iter(mats))].tile.config
+    if cfg.nl_adc.functions.cell != "digital" or (cfg.dac.bits is not None and not cfg.dac.clip):
+        return None
+    # the LSTM gate kernel keeps no saturation count: linear gate readouts convert through torch
+    if "mat" in engine and engine["mat"].readouts[0].linear_range() is not None:
+        return TORCH
+    return TORCH if TORCH in modes else KERNEL
 
 
 def supported(engine: dict, path: str, x: torch.Tensor) -> bool:
-    """Whether the fast path reproduces the reference for this LSTM / GRU direction
-    (``engine``: the layer's matrices by name, as ``_make_engine`` builds them)."""
-    if numba is None or path != "chip" or x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
-        return False
-    if "mat" in engine:
-        mats = {"mat": ["ifo", "g"]}
-    else:
-        mats = {"rz": ["rz"], "nx": ["nx"], "nh": ["nh"]}
-    if not all(_matrix_ok(engine[k], x, names) for k, names in mats.items()):
-        return False
-    cfg = engine[next(iter(mats))].tile.config
-    if cfg.nl_adc.functions.cell != "digital" or (cfg.dac.bits is not None and not cfg.dac.clip):
-        return False
-    # LSTM gates must be nonlinear readouts (the LSTM kernel keeps no saturation count)
-    return not ("mat" in engine and engine["mat"].readouts[0].linear_range() is not None)
+    """Whether the fast path reproduces the reference for this LSTM / GRU direction."""
+    return _mode(engine, path, x) is not None
 
 
 def _noisy(readout, cfg) -> bool:
@@ -302,10 +372,12 @@ def _noisy(readout, cfg) -> bool:
 class _Matrix:
     """One programmed matrix in a sequence: word-line buffers, prepared products, merged converters."""
 
-    def __init__(self, mat, x: torch.Tensor | None, h: torch.Tensor | None, first: int):
+    def __init__(self, mat, x: torch.Tensor | None, h: torch.Tensor | None, first: int, mode: str = KERNEL):
         """``x`` (M, T, B, n_x) when the matrix reads the layer input, ``h`` (M, B, H) when it reads
-        the state (rows: [x, h, bias]); ``first``: the first step's index."""
+        the state (rows: [x, h, bias]); ``first``: the first step's index; ``mode``: ``KERNEL`` (the
+        NL-ADCs convert in the gate kernels) or ``TORCH`` (:meth:`convert_groups`)."""
         self.mat, tile = mat, mat.tile
+        self.mode = mode
         cfg = tile.config
         self.dtype = tile.dtype
         ty = np.float32 if self.dtype == torch.float32 else np.float64
@@ -347,8 +419,44 @@ class _Matrix:
             np_(tile.row_gain.to(self.dtype)),
             bool(tile._scaled_rows),
         )
-        # the column groups' converters merged in column order
-        ros, groups = mat.readouts, mat.groups
+        self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
+        self.indices = [np_(g.index.to(torch.int64)) for g in mat.groups]
+        self.noise_shapes = [(m_count, batch, len(g.index)) for g in mat.groups]
+        has_var = self.variance is not None
+        # the tile's output scaling and variance gain (_column_output, _output_variance)
+        self.scaling = (
+            has_var,
+            ty(tile.scale),
+            np_(tile.drift_gain),
+            np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
+        )
+        if mode == TORCH:
+            self._torch_readouts()
+        else:
+            self._kernel_readouts(ty, m_count)
+
+    def _torch_readouts(self) -> None:
+        """TORCH mode: one (y, variance) buffer per column group, filled by :func:`_scale_columns`
+        (the groups' columns as runs of consecutive columns) and converted by the group's readout."""
+        has_var = self.variance is not None
+        self.noisy, self.linear = False, False  # the readouts draw and count themselves
+        self.group_y = [torch.empty(shape, dtype=self.dtype) for shape in self.noise_shapes]
+        self.group_v = [torch.empty(shape, dtype=self.dtype) if has_var else None for shape in self.noise_shapes]
+        # numba takes a tuple of same-typed arrays (an empty one per group without a variance)
+        self.gy = tuple(t.numpy() for t in self.group_y)
+        self.gv = tuple(t.numpy() if t is not None else np.empty((0, 0, 0), self.ty) for t in self.group_v)
+        runs = []
+        for g, idx in enumerate(self.indices):
+            breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+            for j0, j1 in zip(np.r_[0, breaks], np.r_[breaks, len(idx)]):
+                runs.append((g, int(idx[j0]), int(j0), int(j1 - j0)))
+        self.runs = np.array(runs, np.int64).reshape(-1, 4)
+        self.ranges = [ro.linear_range() for ro in self.mat.readouts]
+
+    def _kernel_readouts(self, ty, m_count: int) -> None:
+        """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_row`` reads them."""
+        tile, cfg = self.mat.tile, self.mat.tile.config
+        ros, groups = self.mat.readouts, self.mat.groups
         n_cols, codes = tile.out_features, ros[0].design.codes
         t_kc = torch.empty(m_count, codes - 1, n_cols, dtype=self.dtype)
         read_var = torch.empty(m_count, n_cols, codes - 1, dtype=self.dtype)
@@ -359,20 +467,14 @@ class _Matrix:
             cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma**2)
             values[grp.index] = ro.design.values.to(self.dtype)
         self.noisy = _noisy(ros[0], cfg)
-        self.noise_shapes = [(m_count, batch, len(g.index)) for g in groups]
         self.no_noise = [np.zeros(shape, ty) for shape in self.noise_shapes]  # never read: shapes for the kernels
-        self.indices = [np_(g.index.to(torch.int64)) for g in groups]
         lin = ros[0].linear_range()
         self.linear = lin is not None
-        has_var = self.variance is not None
         lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
         self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
         # everything _convert_row needs, in its order (the last three: scratch rows)
         self.converter = (
-            has_var,
-            ty(tile.scale),
-            np_(tile.drift_gain),
-            np_(tile.variance_gain()) if has_var else np.ones(m_count, ty),
+            *self.scaling,
             np_(t_kc),
             np_(read_var),
             self.noisy,
@@ -386,9 +488,8 @@ class _Matrix:
             np.zeros(n_cols, ty),
             np.empty(n_cols, ty),
         )
-        self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
 
-    def products(self):
+    def products(self) -> tuple[np.ndarray, np.ndarray]:
         """This step's (signal, variance) products as numpy arrays."""
         y = self.signal(self.xq).numpy()
         return y, (self.variance(self.x2).numpy() if self.variance is not None else y)
@@ -402,6 +503,29 @@ class _Matrix:
         """Instance ``m``'s (signal, variance) products, each (1, B, N)."""
         y = self.signal.instance(m, self.xq[m]).numpy()[None]
         return y, (self.variance.instance(m, self.x2[m]).numpy()[None] if self.variance is not None else y)
+
+    def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list) -> list[np.ndarray]:
+        """TORCH mode: this step's products (:meth:`products`) scaled into column-group order by
+        :func:`_scale_columns` (split over ``parts``), then each group converted by its readout --
+        the reference's own ``convert`` call on the same values, draws included -- and a linear
+        readout's saturation counted as the reference counts it.  One (M, B, |group|) array per group."""
+        if len(parts) == 1:
+            _scale_columns(y, v, self.scaling, self.runs, self.gy, self.gv, 0)
+        else:
+            has_var = self.variance is not None
+
+            def scale(part):
+                gv = tuple(_sl(a, part) for a in self.gv) if has_var else self.gv
+                _scale_columns(_sl(y, part), _sl(v, part), self.scaling, self.runs,
+                               tuple(_sl(a, part) for a in self.gy), gv, part[0])  # fmt: skip
+
+            _run(scale, parts)
+        out = []
+        for ro, yg, vg, rng in zip(self.mat.readouts, self.group_y, self.group_v, self.ranges):
+            if rng is not None:
+                count_saturation(self.mat.health, yg, rng)
+            out.append(np_(ro.convert(yg, self.mat.adc_gens, var=vg).contiguous()))
+        return out
 
     def noise(self, m0: int = 0, m1: int | None = None) -> list:
         """The reference's draws for this matrix's groups, in group order, of instances m0..m1-1
@@ -512,7 +636,8 @@ def lstm_sequence(
     m_count, steps, batch, n_x = x.shape
     hidden = h.shape[-1]
     order = list(range(steps - 1, -1, -1) if reverse else range(steps))
-    mat = _Matrix(engine["mat"], x, h, order[0])
+    mode = _mode(engine, "chip", x)
+    mat = _Matrix(engine["mat"], x, h, order[0], mode or KERNEL)
     ty, dtype = mat.ty, mat.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
@@ -537,8 +662,14 @@ def lstm_sequence(
             z_a, z_g = mat.noise(m, m + 1)
             gates_of(m, m + 1, 0, batch, *mat.instance_products(m), z_a, z_g)
 
+    def update(part, ifo, g):
+        _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
+
     for n, t in enumerate(order):
-        if instance_wise:
+        if mode == TORCH:
+            ifo, g = mat.convert_groups(*mat.products(), parts)
+            _run(lambda part, ifo=ifo, g=g: update(part, ifo, g), parts)
+        elif instance_wise:
             _run(instance_gates, parts)
         else:
             y, v = mat.products()
@@ -574,10 +705,11 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     m_count, steps, batch, n_x = x.shape
     hidden = h.shape[-1]
     order = list(range(steps - 1, -1, -1) if reverse else range(steps))
+    mode = _mode(engine, "chip", x) or KERNEL
     rz, nx, nh = (
-        _Matrix(engine["rz"], x, h, order[0]),
-        _Matrix(engine["nx"], x, None, order[0]),
-        _Matrix(engine["nh"], None, h, order[0]),
+        _Matrix(engine["rz"], x, h, order[0], mode),
+        _Matrix(engine["nx"], x, None, order[0], mode),
+        _Matrix(engine["nh"], None, h, order[0], mode),
     )
     ty, dtype = rz.ty, rz.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
@@ -612,8 +744,15 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
             sat += gates_of(m, m + 1, 0, batch, prods, [mat.noise(m, m + 1)[0] for mat in mats])
         return sat
 
+    def update(part, a_rz, a_nx, a_nh):
+        _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
+
     for n, t in enumerate(order):
-        if instance_wise:
+        if mode == TORCH:
+            (a_rz,), (a_nx,), (a_nh,) = [mat.convert_groups(*mat.products(), parts) for mat in mats]
+            _run(lambda part, a=(a_rz, a_nx, a_nh): update(part, *a), parts)
+            results = []
+        elif instance_wise:
             results = _run(instance_gates, parts)
         else:
             prods = [mat.products() for mat in mats]

@@ -81,11 +81,50 @@ def test_configurations_outside_the_kernels_take_the_reference_path(overrides):
     assert out.shape == (5, 3, 16)
 
 
-def test_conventional_adc_takes_the_reference_path():
-    model = _calibrated("rram_conventional_adc_5b")
-    model.program(0, 1)
-    model._prepare()
-    assert not any(fastpath.supported(e, "chip", torch.zeros(1, 1, 1, 12)) for e in model._engines.values())
+def _healths(model):
+    return [dict(m.health) for e in model._engines.values() for m in e.values() if hasattr(m, "health")]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("preset", ["ideal", "rram_conventional_adc_5b"])
+@pytest.mark.parametrize("instances", [1, 3])
+def test_ideal_and_conventional_adcs_take_the_fast_path_through_their_readouts(cell, preset, instances):
+    """Readouts without an NL-ADC kernel (ideal ADC, linear ramp ADC + digital f) convert through
+    their own ``convert`` inside the fast path (TORCH mode): outputs, states, draws and the
+    linear readouts' saturation counts are the reference's."""
+    from rnn_models import AnalogGRU
+
+    cls, seq = (AnalogLSTM, "lstm_sequence") if cell == "lstm" else (AnalogGRU, "gru_sequence")
+    model = cls(12, 16, num_layers=2, bidirectional=True, config=preset).eval()
+    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
+    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2
+    if instances > 1:
+        x = x.expand(instances, *x.shape)
+    results = []
+    for fast in (False, True):
+        model.fast_path = fast
+        model.program(3, instances)
+        for e in model._engines.values():
+            for m in e.values():
+                if hasattr(m, "health"):
+                    m.health = {k: 0 for k in m.health}
+        calls = []
+        original = getattr(fastpath, seq)
+        setattr(fastpath, seq, lambda *a, calls=calls, original=original, **k: calls.append(1) or original(*a, **k))
+        try:
+            with torch.no_grad():
+                out, state = model(x)
+        finally:
+            setattr(fastpath, seq, original)
+        assert len(calls) == (4 if fast else 0)
+        results.append((out, state if cell == "lstm" else (state,), _healths(model)))
+    x1 = torch.zeros(instances, 1, 1, 12)
+    assert all(fastpath._mode(e, "chip", x1) == fastpath.TORCH for e in model._engines.values())
+    (ro, rs, rh), (fo, fs, fh) = results
+    assert torch.equal(ro, fo) and all(torch.equal(a, b) for a, b in zip(rs, fs))
+    assert rh == fh
+    if preset != "ideal":
+        assert any(h["adc_saturated"] > 0 for h in rh) and rh[0]["dac_total"] > 0
 
 
 @pytest.mark.parametrize("preset", ["rram_nladc_5b", "pcm_nladc_5b_drift"])
@@ -152,7 +191,8 @@ def test_fast_path_equals_reference_in_other_regimes(overrides):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("instances", [1, 3])
-def test_fast_path_split_over_threads_equals_reference(cell, instances, monkeypatch):
+@pytest.mark.parametrize("preset", ["rram_nladc_5b", "rram_conventional_adc_5b"])
+def test_fast_path_split_over_threads_equals_reference(cell, instances, preset, monkeypatch):
     """The fast path splits a step over threads (blocks of instances, or of batch rows for one
     instance); every block draws and computes what the whole would: the reference's numbers."""
     from rnn_models import AnalogGRU
@@ -163,7 +203,7 @@ def test_fast_path_split_over_threads_equals_reference(cell, instances, monkeypa
     monkeypatch.setattr(fastpath, "SPLIT_ROWS", True)
     try:
         cls = AnalogLSTM if cell == "lstm" else AnalogGRU
-        model = cls(12, 16, config="rram_nladc_5b").eval()
+        model = cls(12, 16, config=preset).eval()
         calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
         x = torch.randn(9, 7, 12, generator=torch.Generator().manual_seed(1)) * 2
         if instances > 1:
