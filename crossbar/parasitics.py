@@ -40,7 +40,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -302,40 +301,107 @@ def _effective_sparse(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np
 MAX_LINE_CONDITION = 1e6
 
 
-def _thomas(lower: np.ndarray, diag: np.ndarray, upper: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve tridiagonal systems (Thomas algorithm; the systems here are symmetric and diagonally
-    dominant, where it is stable).  ``diag`` (B, n), ``lower``/``upper`` (B, n - 1) the sub- and
-    super-diagonals, ``rhs`` (B, n, k); returns (B, n, k).  Plain loops: compiled by numba (no
-    GIL, so the arrays of a batch run in parallel threads), the same function interpreted when
-    numba is missing."""
-    nb, n, k = rhs.shape
-    c = np.zeros((nb, n))
-    d = np.empty((nb, n, k))
+def _word_line_solve(diag: np.ndarray, a_g: np.ndarray, s: float, first: int, p: np.ndarray, q: np.ndarray) -> None:
+    """The word-line systems of B rows solved for their cell and source right-hand sides (Thomas
+    algorithm: the systems are symmetric and diagonally dominant, where it is stable).
+
+    Row b's word-line nodes ``first``.. (n = C - first of them) obey ``(L + a D) U = a D W + s V``:
+    ``diag`` (B, n) the diagonal, -1 off the diagonal (neighbouring nodes), ``a_g`` (B, n) the cells'
+    a G (cell k's bit-line node drives node k), ``s`` the source's weight on node 0.  Writes the
+    solution for unit W_k into ``p[b, first:, k]`` (the rows before ``first`` are left as they are)
+    and for unit V into ``q[b, first:]``.  A cell column's right-hand side is zero above its node,
+    where the forward sweep gives exactly +0 (0 / positive pivots), so it starts at the node.
+    Plain loops: compiled by numba (no GIL, so the arrays of a batch run in parallel threads),
+    the same function interpreted when numba is missing."""
+    nb, n = diag.shape
+    c_dim = p.shape[2]
+    piv = np.empty(n)  # the sweep's c_j
     for b in range(nb):
-        c[b, 0] = upper[b, 0] / diag[b, 0] if n > 1 else 0.0
-        for r in range(k):
-            d[b, 0, r] = rhs[b, 0, r] / diag[b, 0]
+        pb, qb = p[b], q[b]
+        piv[0] = -1.0 / diag[b, 0] if n > 1 else 0.0
+        for r in range(c_dim):
+            pb[first, r] = 0.0
+        pb[first, first] = a_g[b, 0] / diag[b, 0]
+        qb[first] = s / diag[b, 0]
         for j in range(1, n):
-            den = diag[b, j] - lower[b, j - 1] * c[b, j - 1]
+            den = diag[b, j] - -1.0 * piv[j - 1]
             if j < n - 1:
-                c[b, j] = upper[b, j] / den
-            for r in range(k):
-                d[b, j, r] = (rhs[b, j, r] - lower[b, j - 1] * d[b, j - 1, r]) / den
+                piv[j] = -1.0 / den
+            row, above = pb[first + j], pb[first + j - 1]
+            for r in range(first, first + j):  # the columns of the cells before node j
+                row[r] = (0.0 - -1.0 * above[r]) / den
+            row[first + j] = (a_g[b, j] - -1.0 * 0.0) / den
+            for r in range(first + j + 1, c_dim):  # the cells after it: still exactly 0
+                row[r] = 0.0
+            for r in range(0, first):
+                row[r] = 0.0
+            qb[first + j] = (0.0 - -1.0 * qb[first + j - 1]) / den
         for j in range(n - 2, -1, -1):
-            for r in range(k):
-                d[b, j, r] -= c[b, j] * d[b, j + 1, r]
-    return d
+            row, below = pb[first + j], pb[first + j + 1]
+            for r in range(c_dim):
+                row[r] -= piv[j] * below[r]
+            qb[first + j] -= piv[j] * qb[first + j + 1]
 
 
-def _compile_thomas() -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+def _compile_word_line_solve():
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is a dependency
-        return _thomas
-    return numba.njit(cache=True, nogil=True)(_thomas)
+        return _word_line_solve
+    return numba.njit(cache=True, nogil=True)(_word_line_solve)
 
 
-_tridiagonal_solve = _compile_thomas()
+_word_line_kernel = _compile_word_line_solve()
+
+
+# The ladder's element-wise steps on the lower triangles of its C x C matrices (only the lower
+# triangles are read: LAPACK potrf / potri and BLAS dsymm with uplo "L").  Each element takes the
+# operations of the whole-matrix numpy form in the same order and type, so the results are those
+# bit for bit; one pass instead of several, half the elements, no GIL (numba; interpreted when
+# numba is missing).
+def _segment_system(y: np.ndarray, rb: float, z: np.ndarray) -> float:
+    """``z = 1 + rb Y`` (lower triangle) for the bit-line segment's inverse; returns max |Y_kk|."""
+    n = y.shape[0]
+    dmax = 0.0
+    for col in range(n):
+        d = abs(y[col, col])
+        if d > dmax:
+            dmax = d
+        z[col, col] = y[col, col] * rb + 1.0
+        for row in range(col + 1, n):
+            z[row, col] = y[row, col] * rb + 0.0
+    return dmax
+
+
+def _through_segment(z: np.ndarray, rb: float, p: np.ndarray, g: np.ndarray, y: np.ndarray) -> None:
+    """``Y = (1 - Z) / rb + M`` (lower triangle) with Z = (1 + rb Y)^-1 and the next row's cell
+    admittance M = diag(g) - diag(g) P (``p`` (C, C) its word-line response, ``g`` (C,) uS)."""
+    n = y.shape[0]
+    for col in range(n):
+        y[col, col] = (1.0 - z[col, col]) / rb + (-(p[col, col] * g[col]) + g[col])
+        for row in range(col + 1, n):
+            y[row, col] = (0.0 - z[row, col]) / rb + -(p[row, col] * g[row])
+
+
+def _add_cells(y: np.ndarray, p: np.ndarray, g: np.ndarray) -> None:
+    """``Y += M`` (lower triangle), M as in :func:`_through_segment` (no segment before the row)."""
+    n = y.shape[0]
+    for col in range(n):
+        y[col, col] += -(p[col, col] * g[col]) + g[col]
+        for row in range(col + 1, n):
+            y[row, col] += -(p[row, col] * g[row])
+
+
+def _compile_ladder():
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency
+        return _segment_system, _through_segment, _add_cells
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(_segment_system), jit(_through_segment), jit(_add_cells)
+
+
+_segment_kernel, _through_kernel, _add_cells_kernel = _compile_ladder()
 
 
 def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarray]:
@@ -354,21 +420,14 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
     a = w.r_wl / US_PER_S
     first = 0 if w.r_driver > 0 else 1  # with r_driver = 0 node 0 is the source itself
     n = c - first
-    p, q = np.zeros((b, c, c)), np.ones((b, c))
+    p, q = np.zeros((b, c, c)) if first else np.empty((b, c, c)), np.ones((b, c))
     if n == 0:
         return p, q
     diag = 2.0 + a * gc[:, first:]
     diag[:, -1] -= 1.0  # the far end has one neighbour
     if first == 0:
         diag[:, 0] += w.r_wl / w.r_driver - 1.0  # the driver instead of a left neighbour
-    off = -np.ones((b, n - 1))
-    rhs = np.zeros((b, n, c + 1))
-    idx = np.arange(n)
-    rhs[:, idx, first + idx] = a * gc[:, first:]
-    rhs[:, 0, c] = w.r_wl / w.r_driver if first == 0 else 1.0
-    x = _tridiagonal_solve(off, diag, off, rhs)
-    p[:, first:, :] = x[:, :, :c]
-    q[:, first:] = x[:, :, c]
+    _word_line_kernel(diag, a * gc[:, first:], w.r_wl / w.r_driver if first == 0 else 1.0, first, p, q)
     return p, q
 
 
@@ -539,26 +598,22 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
             r1 = save_at  # end the block where the state is cached
         p, q = _word_line_response(gc[r0:r1], w)
         for i in range(r0, r1):
-            gi = gc[i]
-            m_i = np.multiply(p[i - r0], gi[:, None], order="F")  # cell currents into the bit lines: f V - M W
-            np.negative(m_i, out=m_i)
-            m_i[diag, diag] += gi
+            gi, p_i = gc[i], p[i - r0]  # the row's cells: currents into the bit lines gi V - M W
             if i > 0 and rb > 0:
-                np.multiply(y, rb, out=z)
-                z += eye
+                dmax = _segment_kernel(y, rb, z)
                 _spd_inverse_lower(z)  # (1 + r Y)^-1, lower triangle
-                if rb * np.abs(y[diag, diag]).max() > 1e-4:
-                    # = m_i + (1 + r Y)^-1 Y; rounding ~ eps (1 + r|Y|)^2 / (r|Y|)
-                    np.subtract(eye, z, out=y)
-                    y /= rb
-                    y += m_i
+                if rb * dmax > 1e-4:
+                    # = M + (1 + r Y)^-1 Y; rounding ~ eps (1 + r|Y|)^2 / (r|Y|)
+                    _through_kernel(z, rb, p_i, gi, y)
                 else:  # a tiny segment: the product form, no difference of nearly equal numbers
+                    m_i = -(p_i * gi[:, None])
+                    m_i[diag, diag] += gi
                     y = np.asfortranarray(m_i + _symmetric(z) @ _symmetric(y))
                 if active:
                     _symm_lower(z, j_cur[:, :active], j_next[:, :active])
                     j_cur, j_next = j_next, j_cur
             else:
-                y += m_i
+                _add_cells_kernel(y, p_i, gi)
             while active < len(tracked) and tracked[active] == i:
                 j_cur[:, active] = gi * q[i - r0]
                 active += 1
@@ -657,6 +712,11 @@ def _solve_all(jobs: list, solve_one) -> list[np.ndarray]:
     from threadpoolctl import threadpool_limits
 
     workers = min(len(jobs), solve_workers())
+    # load SciPy's BLAS before limiting it: threadpoolctl limits only the libraries already loaded
+    # (a first solve in a process used to run its LAPACK calls on every core from every thread)
+    import scipy.linalg.cython_blas  # noqa: F401
+    import scipy.linalg.cython_lapack  # noqa: F401
+
     with threadpool_limits(limits=1, user_api="blas"):
         if workers <= 1:
             return [solve_one(j) for j in jobs]

@@ -16,11 +16,17 @@ from crossbar.parasitics import (
     LADDER_CACHE,
     MAX_LINE_CONDITION,
     Wires,
+    _add_cells,
+    _add_cells_kernel,
     _dual,
     _dual_g,
     _line_condition,
-    _thomas,
-    _tridiagonal_solve,
+    _segment_kernel,
+    _segment_system,
+    _through_kernel,
+    _through_segment,
+    _word_line_kernel,
+    _word_line_solve,
     column_currents,
     effective_matrices,
     effective_matrix,
@@ -264,18 +270,27 @@ def test_an_empty_stack_of_arrays_gives_an_empty_result():
     assert effective_matrix(torch.ones(0, 4, 3), r_wl=1.0, rows=[1]).shape == (0, 1, 3)
 
 
-def test_the_compiled_tridiagonal_kernel_is_the_interpreted_one():
+@pytest.mark.parametrize("first", [0, 1])
+def test_the_compiled_word_line_kernel_is_the_interpreted_one_and_solves_the_lines(first):
     gen = np.random.default_rng(3)
-    b, n, k = 3, 17, 5
+    b, c = 3, 17
+    n = c - first
     diag = 2.0 + gen.random((b, n))
-    off = -gen.random((b, n - 1))
-    rhs = gen.random((b, n, k))
-    x = _thomas(off, diag, off, rhs)
-    assert np.array_equal(_tridiagonal_solve(off, diag, off, rhs), x)  # numba: the same operations
-    a = np.zeros((b, n, n))
-    for i in range(b):
-        a[i] = np.diag(diag[i]) + np.diag(off[i], 1) + np.diag(off[i], -1)
-    assert np.allclose(np.einsum("bij,bjk->bik", a, x), rhs, rtol=0, atol=1e-12)
+    a_g = gen.random((b, n))
+    p, q = np.zeros((b, c, c)), np.ones((b, c))
+    _word_line_solve(diag, a_g, 0.7, first, p, q)  # interpreted
+    p2, q2 = np.zeros((b, c, c)), np.ones((b, c))
+    _word_line_kernel(diag, a_g, 0.7, first, p2, q2)  # numba: the same operations
+    assert np.array_equal(p, p2) and np.array_equal(q, q2)
+    for i in range(b):  # (L + a D) U = a D W + s V on nodes first.. (node 0 is the source when first = 1)
+        k = np.diag(diag[i]) - np.diag(np.ones(n - 1), 1) - np.diag(np.ones(n - 1), -1)
+        rhs = np.zeros((n, c + 1))
+        rhs[np.arange(n), first + np.arange(n)] = a_g[i]
+        rhs[0, c] = 0.7
+        x = np.linalg.solve(k, rhs)
+        assert np.allclose(p[i, first:], x[:, :c], rtol=0, atol=1e-12)
+        assert np.allclose(q[i, first:], x[:, c], rtol=0, atol=1e-12)
+        assert not p[i, :first].any() and (q[i, :first] == 1).all()
 
 
 def test_open_cells_and_a_single_row_or_column():
@@ -540,3 +555,29 @@ def test_netlist_checkpoint_errors_are_one_line_and_write_nothing(kws_checkpoint
         assert not out.exists()
     main(["netlist", *cases[0][0], "--out", str(out)])
     assert "lstm/_l0, fc/fc" in capsys.readouterr().err  # the valid names
+
+
+def test_the_compiled_ladder_steps_are_the_interpreted_ones_and_the_numpy_form():
+    """The ladder's fused lower-triangle steps: numba equals the interpreted function, and both equal
+    the whole-matrix numpy operations they replace (bit for bit, on the lower triangle)."""
+    gen = np.random.default_rng(5)
+    c, rb = 9, 1e-6
+    y0 = np.asfortranarray(gen.random((c, c)) * 1e3)
+    p, g = gen.random((c, c)), gen.random(c) * 100
+    m = -(p * g[:, None])
+    m[np.arange(c), np.arange(c)] += g
+    lower = np.tril_indices(c)
+    for segment, through, add in (
+        (_segment_system, _through_segment, _add_cells),
+        (_segment_kernel, _through_kernel, _add_cells_kernel),
+    ):
+        y, z = y0.copy(order="F"), np.zeros((c, c), order="F")
+        dmax = segment(y, rb, z)
+        assert dmax == np.abs(np.diag(y0)).max()
+        assert np.array_equal(z[lower], (y0 * rb + np.eye(c))[lower])
+        z2 = np.asfortranarray(gen.random((c, c)))
+        through(z2, rb, p, g, y)
+        assert np.array_equal(y[lower], ((np.eye(c) - z2) / rb + m)[lower])
+        y3 = y0.copy(order="F")
+        add(y3, p, g)
+        assert np.array_equal(y3[lower], (y0 + m)[lower])
