@@ -4,7 +4,11 @@
    ns per standard normal, for a draw of one KWS step's conversions (64 x 512).
 2. The tile's matrix products: ``crossbar.matmul.PreparedMatmul`` (oneDNN, weights packed once)
    vs ``torch.bmm`` on the benchmark's KWS (64 x 169 @ 169 x 512) and LM (32 x 435 @ 435 x 1536)
-   shapes, in us per product, with their ratio.
+   shapes, in us per product, with their ratio;
+3. next to it, one time step of ``nn.LSTM`` of the same shape (a 100-step sequence / 100): the
+   bound of ``analog_ideal`` in ``lstm_speed.py``, whose step is one such product plus the
+   element-wise work (nn.LSTM projects the inputs of all steps at once and multiplies only h per
+   step).
 
     python benchmarks/component_speed.py [--repeats 300]
 """
@@ -47,6 +51,15 @@ def main(argv=None) -> int:
         print(
             f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
             f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster"
+        )
+        inp, hidden = {"kws": (40, 128), "lm": (50, 384)}[shape]
+        lstm = torch.nn.LSTM(inp, hidden).eval()
+        seq = torch.randn(100, b, inp, generator=g)
+        with torch.no_grad():
+            t_lstm = median_seconds(lambda lstm=lstm, seq=seq: lstm(seq), max(5, args.repeats // 30)) * 1e6 / 100
+        print(
+            f"        nn.LSTM({inp}, {hidden}), batch {b}: {t_lstm:8.1f} us per time step   "
+            f"the product alone {t_prep / t_lstm:5.2f}x of it"
         )
     return 0
 

@@ -784,7 +784,15 @@ def _interrupt_main_quietly(unraisable) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    sys.unraisablehook = _interrupt_main_quietly
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _interrupt_main_quietly
+    try:
+        return _run_command(args)
+    finally:
+        sys.unraisablehook = previous_hook  # main() called from Python leaves the caller's hook as it was
+
+
+def _run_command(args) -> int:
+    """Run the parsed command; the errors a user can cause end as one line and an exit status."""
     try:
         return args.func(args)
     except CrossbarInputError as exc:

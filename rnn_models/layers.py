@@ -81,14 +81,26 @@ class AnalogLayerBase(nn.Module):
         seed = self.hw.simulation.seed if seed is None else int(seed)
         instances = self.hw.simulation.mc_instances if instances is None else int(instances)
         self._chip_matrices: list[AnalogMatrix] = []
-        for key, (mat, w, b, scale, blocks) in self._matrices().items():
-            mat.name = f"{self.layer_name}/{key}"
+        for _, mat, w, b, scale, blocks in self._named_matrices():
             mat.program(self.hw, w, b, scale, seed, instances, first, blocks)
             self._chip_matrices.append(mat)
-        for cell in self._cells():
-            cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
+        for cell in self._named_cells():
             cell.program(self.hw, seed, instances, first)
         return self._programmed(seed, instances, first)
+
+    def _named_matrices(self):
+        """``(key, matrix, weight, bias, input scale, input blocks)`` of every matrix, each named
+        after this layer (the construction :meth:`program` and :meth:`restore_program` share)."""
+        for key, (mat, w, b, scale, blocks) in self._matrices().items():
+            mat.name = f"{self.layer_name}/{key}"
+            yield key, mat, w, b, scale, blocks
+
+    def _named_cells(self) -> list:
+        """The cell nonlinearities, each named after this layer."""
+        cells = self._cells()
+        for cell in cells:
+            cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
+        return cells
 
     def _programmed(self, seed: int, instances: int, first: int) -> AnalogLayerBase:
         """Record that the chip now holds ``instances`` instances from ``first`` (program or restore)."""
@@ -105,8 +117,7 @@ class AnalogLayerBase(nn.Module):
         check_instance_args(seed, instances, first)
         tiles, cells = chip["tiles"], chip.get("cells") or []
         self._chip_matrices = []
-        for key, (mat, w, b, scale, blocks) in self._matrices().items():
-            mat.name = f"{self.layer_name}/{key}"
+        for key, mat, w, b, scale, blocks in self._named_matrices():
             entry = tiles.get(key)
             if entry is None:
                 raise CrossbarInputError(f"{source}: programmed conductances of {self.layer_name}/{key}: missing")
@@ -115,13 +126,12 @@ class AnalogLayerBase(nn.Module):
             except CrossbarInputError as exc:
                 raise CrossbarInputError(f"{source}: {self.layer_name}/{key}: {exc}") from None
             self._chip_matrices.append(mat)
-        own_cells = self._cells()
+        own_cells = self._named_cells()
         if len(cells) not in (0, len(own_cells)):
             raise CrossbarInputError(
                 f"{source}: {self.layer_name}: {len(cells)} saved cell states, {len(own_cells)} cells"
             )
         for i, cell in enumerate(own_cells):
-            cell.name = f"{self.layer_name}/{cell.name.split('/')[-1]}"
             saved = cells[i] if cells else None
             if saved is None and self.hw.nl_adc.functions.cell == "nl_adc":
                 raise CrossbarInputError(f"{source}: {cell.name}: the saved chip has no cell NL-ADC state")

@@ -268,6 +268,16 @@ def test_ctrl_c_prints_one_line(world, tmp_path):
     assert "Traceback" not in err and lines[-1].startswith("interrupted"), err
 
 
+
+def test_the_cli_leaves_the_callers_unraisable_hook_as_it_was(capsys):
+    """main() installs its Ctrl-C hook for the command only (a Python caller keeps its own)."""
+    before = sys.unraisablehook
+    assert main(["validate", "rram_nladc_5b"]) == 0
+    assert sys.unraisablehook is before
+    assert main(["validate", "no-such-preset"]) == 2  # an error ends the command the same way
+    assert sys.unraisablehook is before
+    capsys.readouterr()
+
 @pytest.mark.parametrize(
     "call, message",
     [
