@@ -116,6 +116,27 @@ if numba is not None:
         return clipped
 
     @numba.njit(cache=True, nogil=True)
+    def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """One batch row of the LSTM's first digital step: c = f*c + i*g in fixed point, o kept
+        (the converted gates as rows, whichever kernel converted them)."""
+        for j in range(c.shape[0]):
+            s = _lstm_cell(i[j], f[j], g[j], c[j])
+            if fixed:
+                s = _saturating_round(s, lo, hi, step)
+            c[j] = s
+            o_out[j] = o[j]
+
+    @numba.njit(cache=True, nogil=True)
+    def _gru_candidate_row(r, z, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """One batch row of the GRU's candidate input: pre = nx + r * nh in fixed point, z kept."""
+        for j in range(pre.shape[0]):
+            s = _gru_candidate_input(nx[j], r[j], nh[j])
+            if fixed:
+                s = _saturating_round(s, lo, hi, step)
+            pre[j] = s
+            z_out[j] = z[j]
+
+    @numba.njit(cache=True, nogil=True)
     def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, m_first):  # pragma: no cover
         """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept;
         ``y[m]`` is instance ``m_first + m``."""
@@ -131,12 +152,8 @@ if numba is not None:
                     for j in range(idx_g.shape[0]):
                         z_all[idx_g[j]] = z_g[m, b, j]
                 _convert_row(y[m, b], v[m, b], z_all, m_first + m, conv, v2, a, scratch)
-                for j in range(hidden):
-                    s = _lstm_cell(a[j], a[hidden + j], a[2 * hidden + j], c[m, b, j])
-                    if fixed:
-                        s = _saturating_round(s, lo, hi, step)
-                    c[m, b, j] = s
-                    o_out[m, b, j] = a[3 * hidden + j]
+                h2, h3 = 2 * hidden, 3 * hidden
+                _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
     @numba.njit(cache=True, nogil=True)
     def _scale_columns(y, v, scaling, runs, y_out, v_out, m_first):  # pragma: no cover - compiled
@@ -165,12 +182,9 @@ if numba is not None:
         m_count, b_count, hidden = c.shape
         for m in range(m_count):
             for b in range(b_count):
-                for j in range(hidden):
-                    s = _lstm_cell(ifo[m, b, j], ifo[m, b, hidden + j], g[m, b, j], c[m, b, j])
-                    if fixed:
-                        s = _saturating_round(s, lo, hi, step)
-                    c[m, b, j] = s
-                    o_out[m, b, j] = ifo[m, b, 2 * hidden + j]
+                a = ifo[m, b]
+                h2 = 2 * hidden
+                _lstm_cell_row(a[:hidden], a[hidden:h2], g[m, b], a[h2:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
     @numba.njit(cache=True, nogil=True)
     def _gru_update(rz, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
@@ -178,12 +192,8 @@ if numba is not None:
         m_count, b_count, hidden = pre.shape
         for m in range(m_count):
             for b in range(b_count):
-                for j in range(hidden):
-                    s = _gru_candidate_input(nx[m, b, j], rz[m, b, j], nh[m, b, j])
-                    if fixed:
-                        s = _saturating_round(s, lo, hi, step)
-                    pre[m, b, j] = s
-                    z_out[m, b, j] = rz[m, b, hidden + j]
+                r, z = rz[m, b, :hidden], rz[m, b, hidden:]
+                _gru_candidate_row(r, z, nx[m, b], nh[m, b], pre[m, b], z_out[m, b], fixed, step, lo, hi)
 
     @numba.njit(cache=True, nogil=True)
     def _lstm_hidden(
@@ -263,12 +273,7 @@ if numba is not None:
                 _convert_row(y_rz[m, b], v_rz[m, b], z_rz[m, b], i, conv_rz, v2, rz, s_rz)
                 sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], i, conv_nx, v2, nx, s_nx)
                 sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], i, conv_nh, v2, nh, s_nh)
-                for j in range(hidden):
-                    s = _gru_candidate_input(nx[j], rz[j], nh[j])
-                    if fixed:
-                        s = _saturating_round(s, lo, hi, step)
-                    pre[m, b, j] = s
-                    z_out[m, b, j] = rz[hidden + j]
+                _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[m, b], z_out[m, b], fixed, step, lo, hi)
         return sat
 
     @numba.njit(cache=True, nogil=True)
