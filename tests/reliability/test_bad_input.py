@@ -268,7 +268,6 @@ def test_ctrl_c_prints_one_line(world, tmp_path):
     assert "Traceback" not in err and lines[-1].startswith("interrupted"), err
 
 
-
 def test_the_cli_leaves_the_callers_unraisable_hook_as_it_was(capsys):
     """main() installs its Ctrl-C hook for the command only (a Python caller keeps its own)."""
     before = sys.unraisablehook
@@ -277,6 +276,7 @@ def test_the_cli_leaves_the_callers_unraisable_hook_as_it_was(capsys):
     assert main(["validate", "no-such-preset"]) == 2  # an error ends the command the same way
     assert sys.unraisablehook is before
     capsys.readouterr()
+
 
 @pytest.mark.parametrize(
     "call, message",
