@@ -581,3 +581,27 @@ def test_the_compiled_ladder_steps_are_the_interpreted_ones_and_the_numpy_form()
         y3 = y0.copy(order="F")
         add(y3, p, g)
         assert np.array_equal(y3[lower], (y0 + m)[lower])
+
+
+def test_a_first_solve_in_a_process_runs_its_blas_on_one_thread_per_solve():
+    """threadpoolctl limits only libraries already loaded: SciPy's BLAS is loaded before the solver
+    limits it, so even a process's first solve runs LAPACK single-threaded inside each of its
+    threads (a fresh interpreter: in this one SciPy's BLAS is long loaded)."""
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, threadpoolctl
+import crossbar.parasitics as P
+seen = []
+one = P._effective_one
+def spy(*a, **k):  # after the array's solve, still inside the solver's limit
+    t = one(*a, **k)
+    seen.extend(i["num_threads"] for i in threadpoolctl.threadpool_info() if "scipy_openblas-" in i["filepath"])
+    return t
+P._effective_one = spy
+P.effective_matrix(1 + np.random.default_rng(0).random((2, 6, 5)), r_wl=1.0, r_bl=1.0, progress=False)
+print(sorted(set(seen)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[1]", out.stdout + out.stderr
