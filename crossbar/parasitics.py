@@ -45,6 +45,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from crossbar.errors import CrossbarInputError
+from crossbar.pointwise import kernel
 
 #: uS per siemens: a wire of r ohm has conductance 1e6 / r uS.
 US_PER_S = 1e6
@@ -343,15 +344,7 @@ def _word_line_solve(diag: np.ndarray, a_g: np.ndarray, s: float, first: int, p:
             qb[first + j] -= piv[j] * qb[first + j + 1]
 
 
-def _compile_word_line_solve():
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return _word_line_solve
-    return numba.njit(cache=True, nogil=True)(_word_line_solve)
-
-
-_word_line_kernel = _compile_word_line_solve()
+_word_line_kernel = kernel(_word_line_solve)
 
 
 # The ladder's element-wise steps on the lower triangles of its C x C matrices (only the lower
@@ -392,16 +385,11 @@ def _add_cells(y: np.ndarray, p: np.ndarray, g: np.ndarray) -> None:
             y[row, col] += -(p[row, col] * g[row])
 
 
-def _compile_ladder():
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency
-        return _segment_system, _through_segment, _add_cells
-    jit = numba.njit(cache=True, nogil=True)
-    return jit(_segment_system), jit(_through_segment), jit(_add_cells)
-
-
-_segment_kernel, _through_kernel, _add_cells_kernel = _compile_ladder()
+_segment_kernel, _through_kernel, _add_cells_kernel = (
+    kernel(_segment_system),
+    kernel(_through_segment),
+    kernel(_add_cells),
+)
 
 
 def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarray]:

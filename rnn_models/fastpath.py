@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from crossbar.periphery import kernels
-from crossbar.pointwise import compiled, saturating_round
+from crossbar.pointwise import compiled, kernel, saturating_round
 from crossbar.rng import randn_instances
 from crossbar.tile import column_output, output_variance
 from rnn_models.analog import count_saturation, fixed_point_grid
@@ -65,12 +65,12 @@ if numba is not None:
     _gru_candidate_input = compiled(gru_candidate_input)
     _gru_hidden_value = compiled(gru_hidden)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _scratch(conv):  # pragma: no cover - compiled
         """Per-call work rows of one matrix's conversion (a call's own: calls run on threads)."""
         return np.empty_like(conv[12]), np.empty_like(conv[13]), np.zeros_like(conv[14]), np.empty_like(conv[15])
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _convert_row(yr, vr, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
         """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
         NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
@@ -97,7 +97,7 @@ if numba is not None:
             out[k] = values[k, cnt[k]]
         return saturated
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _word_lines(p, xq, x2, first, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
         """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
         full scale, quantise, row gain, and their squares; returns how many the DAC clips.  One
@@ -115,7 +115,7 @@ if numba is not None:
             x2[first + j] = q * q
         return clipped
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the LSTM's first digital step: c = f*c + i*g in fixed point, o kept
         (the converted gates as rows, whichever kernel converted them)."""
@@ -126,7 +126,7 @@ if numba is not None:
             c[j] = s
             o_out[j] = o[j]
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _gru_candidate_row(r, z, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the GRU's candidate input: pre = nx + r * nh in fixed point, z kept."""
         for j in range(pre.shape[0]):
@@ -136,7 +136,7 @@ if numba is not None:
             pre[j] = s
             z_out[j] = z[j]
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, m_first):  # pragma: no cover
         """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept;
         ``y[m]`` is instance ``m_first + m``."""
@@ -155,7 +155,7 @@ if numba is not None:
                 h2, h3 = 2 * hidden, 3 * hidden
                 _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _scale_columns(y, v, scaling, runs, y_out, v_out, m_first):  # pragma: no cover - compiled
         """The tile's output scaling (and read-noise variance) of one matrix's products, gathered
         into its column groups: run ``r`` = (group, first column, first group position, length)
@@ -176,7 +176,7 @@ if numba is not None:
                         for j in range(n):
                             vdst[j] = _output_variance(vsrc[j], vg)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _lstm_update(ifo, g, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """c = f*c + i*g in fixed point from the converted groups ``ifo`` (i, f, o) and ``g``; o kept."""
         m_count, b_count, hidden = c.shape
@@ -186,7 +186,7 @@ if numba is not None:
                 h2 = 2 * hidden
                 _lstm_cell_row(a[:hidden], a[hidden:h2], g[m, b], a[h2:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _gru_update(rz, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """pre = nx + r * nh in fixed point (before tanh) from the converted r/z, nx and nh; z kept."""
         m_count, b_count, hidden = pre.shape
@@ -195,7 +195,7 @@ if numba is not None:
                 r, z = rz[m, b, :hidden], rz[m, b, hidden:]
                 _gru_candidate_row(r, z, nx[m, b], nh[m, b], pre[m, b], z_out[m, b], fixed, step, lo, hi)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _lstm_hidden(
         o,
         tanh_c,
@@ -235,7 +235,7 @@ if numba is not None:
                         x2[m, b, j] = x2_next[m, b, j]
         return clipped
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _gru_gates(
         y_rz,
         v_rz,
@@ -276,7 +276,7 @@ if numba is not None:
                 _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[m, b], z_out[m, b], fixed, step, lo, hi)
         return sat
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _gru_hidden(
         z, n, h, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
     ):  # pragma: no cover - compiled

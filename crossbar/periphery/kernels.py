@@ -36,12 +36,12 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 if numba is not None:
     from crossbar.periphery.sampling import comparison_variance, noisy_value
-    from crossbar.pointwise import compiled
+    from crossbar.pointwise import compiled, kernel
 
     _comparison_variance = compiled(comparison_variance)
     _noisy_value = compiled(noisy_value)
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def count_below(t_kc, y, cnt):  # pragma: no cover - compiled
         """cnt[c] = number of thresholds t_kc[k, c] below y[c] (k = 0..L-2).
 
@@ -54,7 +54,7 @@ if numba is not None:
             for c in range(cnt.shape[0]):
                 cnt[c] += row[c] < y[c]
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def noisy_input(y, cnt, read_var_c, in_var, noise, v2, cmp2, has_in_var, out):  # pragma: no cover
         """out[c] = y[c] + sd * noise[c], sd = sqrt(read_var[c, ideal code] * v2 + cmp2[c] (+ in_var[c]))."""
         last = read_var_c.shape[1] - 1
@@ -66,7 +66,7 @@ if numba is not None:
                 s = _comparison_variance(read_var_c[c, k], v2, cmp2[c], None)
             out[c] = _noisy_value(y[c], s, noise[c])
 
-    @numba.njit(cache=True, nogil=True)
+    @kernel
     def _nl_codes(y, t_kc, read_var, in_var, noise, v2, cmp2, noisy, has_in_var, cnt, out):  # pragma: no cover
         m_count, b_count, c_count = y.shape
         yn = np.empty(c_count, y.dtype)
