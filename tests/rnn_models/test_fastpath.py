@@ -167,11 +167,14 @@ def test_gru_fast_path_equals_reference(preset, instances):
         {"simulation.dtype": "float64"},
         {"device.read_noise.sigma_rel": 0.0, "nl_adc.comparator_noise_sigma": 0.0},
         {"datapath.bits": None, "dac.bits": None},
+        {"adc.kind": "linear_ramp", "simulation.dtype": "float64"},
+        {"adc.kind": "ideal", "dac.bits": None},
     ],
 )
 def test_fast_path_equals_reference_in_other_regimes(overrides):
-    """float64 (kernels in double, products by torch.bmm), no conversion noise at all, and an
-    ideal DAC with a float datapath."""
+    """float64 (kernels in double, products by torch.bmm), no conversion noise at all, an ideal DAC
+    with a float datapath; the linear ramp ADC in float64 and the ideal ADC with read noise (TORCH
+    mode: the readouts convert, the read noise drawn by the ideal converter)."""
     model = _calibrated("rram_nladc_5b", **overrides)
     dtype = torch.float64 if overrides.get("simulation.dtype") == "float64" else torch.float32
     x = (torch.randn(7, 3, 12, generator=torch.Generator().manual_seed(4)) * 2).to(dtype)
