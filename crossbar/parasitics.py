@@ -309,8 +309,8 @@ def _word_line_solve(diag: np.ndarray, a_g: np.ndarray, s: float, first: int, p:
     Row b's word-line nodes ``first``.. (n = C - first of them) obey ``(L + a D) U = a D W + s V``:
     ``diag`` (B, n) the diagonal, -1 off the diagonal (neighbouring nodes), ``a_g`` (B, n) the cells'
     a G (cell k's bit-line node drives node k), ``s`` the source's weight on node 0.  Writes the
-    solution for unit W_k into ``p[b, first:, k]`` (the rows before ``first`` are left as they are)
-    and for unit V into ``q[b, first:]``.  A cell column's right-hand side is zero above its node,
+    solution for unit W_k into ``p[b, first:, k]`` (the rows before ``first``, the source node, are
+    0) and for unit V into ``q[b, first:]``.  A cell column's right-hand side is zero above its node,
     where the forward sweep gives exactly +0 (0 / positive pivots), so it starts at the node.
     Plain loops: compiled by numba (no GIL, so the arrays of a batch run in parallel threads),
     the same function interpreted when numba is missing."""
@@ -319,6 +319,9 @@ def _word_line_solve(diag: np.ndarray, a_g: np.ndarray, s: float, first: int, p:
     piv = np.empty(n)  # the sweep's c_j
     for b in range(nb):
         pb, qb = p[b], q[b]
+        for k in range(first):
+            for r in range(c_dim):
+                pb[k, r] = 0.0
         piv[0] = -1.0 / diag[b, 0] if n > 1 else 0.0
         for r in range(c_dim):
             pb[first, r] = 0.0
@@ -408,9 +411,10 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
     a = w.r_wl / US_PER_S
     first = 0 if w.r_driver > 0 else 1  # with r_driver = 0 node 0 is the source itself
     n = c - first
-    p, q = np.zeros((b, c, c)) if first else np.empty((b, c, c)), np.ones((b, c))
-    if n == 0:
-        return p, q
+    q = np.ones((b, c))
+    if n == 0:  # a single cell at the source: no word-line node to solve
+        return np.zeros((b, c, c)), q
+    p = np.empty((b, c, c))  # every entry written by the kernel
     diag = 2.0 + a * gc[:, first:]
     diag[:, -1] -= 1.0  # the far end has one neighbour
     if first == 0:

@@ -382,7 +382,6 @@ class _Matrix:
         the state (rows: [x, h, bias]); ``first``: the first step's index; ``mode``: ``KERNEL`` (the
         NL-ADCs convert in the gate kernels) or ``TORCH`` (:meth:`convert_groups`)."""
         self.mat, tile = mat, mat.tile
-        self.mode = mode
         cfg = tile.config
         self.dtype = tile.dtype
         ty = np.float32 if self.dtype == torch.float32 else np.float64
@@ -529,7 +528,7 @@ class _Matrix:
         for ro, yg, vg, rng in zip(self.mat.readouts, self.group_y, self.group_v, self.ranges):
             if rng is not None:
                 count_saturation(self.mat.health, yg, rng)
-            out.append(np_(ro.convert(yg, self.mat.adc_gens, var=vg).contiguous()))
+            out.append(np_(ro.convert(yg, self.mat.adc_gens, var=vg)))
         return out
 
     def noise(self, m0: int = 0, m1: int | None = None) -> list:
@@ -641,8 +640,8 @@ def lstm_sequence(
     m_count, steps, batch, n_x = x.shape
     hidden = h.shape[-1]
     order = list(range(steps - 1, -1, -1) if reverse else range(steps))
-    mode = _mode(engine, "chip", x)
-    mat = _Matrix(engine["mat"], x, h, order[0], mode or KERNEL)
+    mode = _mode(engine, "chip", x) or KERNEL
+    mat = _Matrix(engine["mat"], x, h, order[0], mode)
     ty, dtype = mat.ty, mat.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
     c = c.to(dtype).clone().contiguous()
