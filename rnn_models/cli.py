@@ -769,26 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt_main_quietly(unraisable) -> None:
-    """``sys.unraisablehook``: a Ctrl-C that lands in a callback from C (numba's compiler calls
-    back into Python while it caches a kernel) would be printed as an ignored exception with its
-    traceback and then lost; re-deliver it to the main thread instead, which prints one line."""
-    if unraisable.exc_type is KeyboardInterrupt:
-        import _thread
-
-        _thread.interrupt_main()
-        return
-    sys.__unraisablehook__(unraisable)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _interrupt_main_quietly
-    try:
+    from rnn_models.ctrl_c import redeliver_swallowed_sigint
+
+    with redeliver_swallowed_sigint():  # a Ctrl-C caught inside numba's compiler still ends the command
         return _run_command(args)
-    finally:
-        sys.unraisablehook = previous_hook  # main() called from Python leaves the caller's hook as it was
 
 
 def _run_command(args) -> int:
