@@ -296,7 +296,13 @@ def test_a_ctrl_c_swallowed_by_c_code_is_delivered_again(tmp_path, swallows):
     same happens every time; the command must still end interrupted, without a traceback."""
     script = tmp_path / "swallow.py"
     script.write_text(_SWALLOWED_CTRL_C)
-    res = subprocess.run([sys.executable, str(script), str(swallows)], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(script), str(swallows)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores SIGINT
+    )
     assert res.stdout.strip() == "interrupted" and res.stderr == "", (res.stdout, res.stderr)
 
 
