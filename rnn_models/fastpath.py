@@ -503,10 +503,11 @@ class _Matrix:
         """Whether :meth:`instance_products` equals the products of all instances at once."""
         return self.signal.per_instance and (self.variance is None or self.variance.per_instance)
 
-    def instance_products(self, m: int):
-        """Instance ``m``'s (signal, variance) products, each (1, B, N)."""
-        y = self.signal.instance(m, self.xq[m]).numpy()[None]
-        return y, (self.variance.instance(m, self.x2[m]).numpy()[None] if self.variance is not None else y)
+    def instance_products(self, m: int, b0: int = 0, b1: int | None = None):
+        """Instance ``m``'s (signal, variance) products of batch rows ``b0:b1``, each (1, rows, N)."""
+        y = self.signal.instance(m, self.xq[m, b0:b1]).numpy()[None]
+        v = self.variance.instance(m, self.x2[m, b0:b1]).numpy()[None] if self.variance is not None else y
+        return y, v
 
     def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list) -> list[np.ndarray]:
         """TORCH mode: this step's products (:meth:`products`) scaled into column-group order by
@@ -575,11 +576,23 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
 # ----------------------------------------------------------------------------- threads
 #: fewer conversions per step than this run on the calling thread alone
 MIN_PARALLEL = 16_384
-#: split one instance's batch rows over threads too (off: measured slower on the 2-core machine,
-#: 109-153 vs 90 ms per KWS sequence -- torch's OpenMP threads still spin after the products)
+#: split one instance's batch rows over threads too, each block of rows run start to end on its
+#: thread (off: no gain measured on the 2-core machine -- the same model timed alternately split
+#: and not, full KWS / LM shapes: LSTM 1.04x / 1.17x, GRU 0.88x / 1.02x; the main thread's draws
+#: for all rows stay serial, and the two vCPUs scale compute-bound kernels poorly)
 SPLIT_ROWS = False
 
 _pool_state: dict = {}
+
+
+def _one_openmp_thread() -> None:
+    """Pool-thread initializer: torch ops on a pool thread run on that thread alone (the work is
+    already split over the pool).  OpenMP's thread count is per thread, so the caller's threads
+    keep theirs; torch's own per-thread set-up runs first, or it would reset the count later."""
+    from threadpoolctl import threadpool_limits
+
+    torch.get_num_threads()
+    threadpool_limits(1, user_api="openmp")
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -587,11 +600,13 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     key = (os.getpid(), workers)
     if _pool_state.get("key") != key:
         _pool_state["key"] = key
-        _pool_state["pool"] = ThreadPoolExecutor(workers, thread_name_prefix="crossbar-fastpath")
+        _pool_state["pool"] = ThreadPoolExecutor(
+            workers, thread_name_prefix="crossbar-fastpath", initializer=_one_openmp_thread
+        )
     return _pool_state["pool"]
 
 
-def _parts(m_count: int, batch: int, n_cols: int) -> list[tuple[int, int, int, int]]:
+def _parts(m_count: int, batch: int, n_cols: int, split_rows: bool = False) -> list[tuple[int, int, int, int]]:
     """How one step's work is split over ``torch.get_num_threads()`` threads: (m0, m1, b0, b1)
     blocks of instances (or, for one instance, of batch rows).  Instances and rows are
     independent and every block draws and computes exactly what the whole would, so the split
@@ -602,7 +617,7 @@ def _parts(m_count: int, batch: int, n_cols: int) -> list[tuple[int, int, int, i
     if m_count > 1:
         edges = np.linspace(0, m_count, min(workers, m_count) + 1).round().astype(int)
         return [(int(a), int(b), 0, batch) for a, b in zip(edges[:-1], edges[1:])]
-    if not SPLIT_ROWS:
+    if not (split_rows and SPLIT_ROWS):
         return [(0, m_count, 0, batch)]
     edges = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
     return [(0, 1, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
@@ -631,6 +646,22 @@ def _noise(mat: _Matrix, parts: list, by_rows: bool):
     return lambda part: mat.noise(part[0], part[1])
 
 
+#: at most this many bytes of draws are drawn ahead for the parts of one instance's batch rows
+DRAWN_AHEAD_BYTES = 64 * 2**20
+
+
+def _blocks(schedule: list, mats, by_rows: bool, batch: int) -> list[list]:
+    """The schedule in blocks the parts run without meeting: all of it when each part draws its
+    own instances; for the parts of one instance's rows, as many steps as ``DRAWN_AHEAD_BYTES`` of
+    draws (the main thread draws a block's noise whole, before the parts run it)."""
+    if not by_rows:
+        return [schedule]
+    mats = mats if isinstance(mats, (list, tuple)) else [mats]
+    per_step = sum(int(np.prod(s)) * np.dtype(m.ty).itemsize for m in mats if m.noisy for s in m.noise_shapes)
+    size = max(1, DRAWN_AHEAD_BYTES // max(1, per_step))
+    return [schedule[i : i + size] for i in range(0, len(schedule), size)]
+
+
 # ----------------------------------------------------------------------------- sequences
 def lstm_sequence(
     engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None, cell_max: float
@@ -649,11 +680,11 @@ def lstm_sequence(
     c_np, o_np, tanh_np = c.numpy(), o.numpy(), tanh_c.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     clipped = _h_clipped(h, engine["mat"], n_x)
-    parts = _parts(m_count, batch, 4 * hidden)
+    whole = mode == KERNEL and mat.per_instance  # each part runs the whole sequence on its thread
+    parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
     by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
     xq, x2 = mat.inputs[0], mat.inputs[1]
     idx_a, idx_g = mat.indices
-    instance_wise = not by_rows and mat.per_instance
 
     def gates_of(m0, m1, b0, b1, y, v, z_a, z_g):
         part = (m0, m1, b0, b1)
@@ -661,42 +692,52 @@ def lstm_sequence(
             y, v, mat.converter, z_a, idx_a, z_g, idx_g, ty(1.0), _sl(c_np, part), _sl(o_np, part), *fixed_c, m0
         )
 
-    def instance_gates(part):  # instance by instance: each one's products and draws stay in cache
-        for m in range(part[0], part[1]):
-            z_a, z_g = mat.noise(m, m + 1)
-            gates_of(m, m + 1, 0, batch, *mat.instance_products(m), z_a, z_g)
-
     def update(part, ifo, g):
         _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
 
-    for n, t in enumerate(order):
-        if mode == TORCH:
-            ifo, g = mat.convert_groups(*mat.products(), parts)
-            _run(lambda part, ifo=ifo, g=g: update(part, ifo, g), parts)
-        elif instance_wise:
-            _run(instance_gates, parts)
-        else:
-            y, v = mat.products()
-            noise = _noise(mat, parts, by_rows)
-
-            def gates(part, y=y, v=v, noise=noise):
-                z_a, z_g = noise(part)
-                gates_of(*part, _sl(y, part), _sl(v, part), z_a, z_g)
-
-            _run(gates, parts)
-        torch.tanh(c, out=tanh_c)
-        nxt = order[n + 1] if n + 1 < steps else None
+    def hidden_step(part, t: int, nxt: int | None) -> int:
+        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
+        m0, m1, b0, b1 = part
+        torch.tanh(c[m0:m1, b0:b1], out=tanh_c[m0:m1, b0:b1])  # element-wise: a block is the whole's
         xq_n, x2_n = mat.next_x(nxt)
-        h_t = out[:, t].numpy()
+        nx_q, nx_2 = (_sl(xq_n, part), _sl(x2_n, part)) if nxt is not None else (xq_n, x2_n)
+        return _lstm_hidden(
+            _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(out[:, t].numpy(), part), _sl(xq, part),
+            _sl(x2, part), n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
+        )  # fmt: skip
 
-        def hidden_step(part, xq_n=xq_n, x2_n=x2_n, h_t=h_t, nxt=nxt):
-            nx_q, nx_2 = (_sl(xq_n, part), _sl(x2_n, part)) if nxt is not None else (xq_n, x2_n)
-            return _lstm_hidden(
-                _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(h_t, part), _sl(xq, part), _sl(x2, part),
-                n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
-            )  # fmt: skip
+    def run_block(part, block: list[tuple[int, int | None]], drawn: list | None) -> int:
+        """Steps ``block`` [(t, next t)] of the part's instances and rows, start to end on one
+        thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of
+        one instance's rows), or None (the part draws its instances' own)."""
+        clips = 0
+        for n, (t, nxt) in enumerate(block):
+            for m in range(part[0], part[1]):
+                z_a, z_g = mat.noise(m, m + 1) if drawn is None else [_sl(z, part) for z in drawn[n]]
+                gates_of(m, m + 1, part[2], part[3], *mat.instance_products(m, part[2], part[3]), z_a, z_g)
+            clips += hidden_step(part, t, nxt)
+        return clips
 
-        clipped += sum(_run(hidden_step, parts))
+    schedule = list(zip(order, order[1:] + [None]))
+    if whole:
+        for block in _blocks(schedule, mat, by_rows, batch):
+            drawn = [mat.noise() for _ in block] if by_rows else None  # one generator, in step order
+            clipped += sum(_run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts))
+    else:
+        for t, nxt in schedule:
+            if mode == TORCH:
+                ifo, g = mat.convert_groups(*mat.products(), parts)
+                _run(lambda part, ifo=ifo, g=g: update(part, ifo, g), parts)
+            else:  # products of all instances at once (a backend that multiplies instances together)
+                y, v = mat.products()
+                noise = _noise(mat, parts, by_rows)
+
+                def gates(part, y=y, v=v, noise=noise):
+                    z_a, z_g = noise(part)
+                    gates_of(*part, _sl(y, part), _sl(v, part), z_a, z_g)
+
+                _run(gates, parts)
+            clipped += sum(_run(lambda part, t=t, nxt=nxt: hidden_step(part, t, nxt), parts))
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
     mat.count_health(clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
@@ -724,14 +765,13 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     clip_rz, clip_nh = _h_clipped(h, engine["rz"], n_x), _h_clipped(h, engine["nh"], 0)
     sat = np.zeros(2, np.int64)
-    parts = _parts(m_count, batch, 4 * hidden)
+    mats = (rz, nx, nh)
+    whole = mode == KERNEL and all(mat.per_instance for mat in mats)  # as in lstm_sequence
+    parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
     by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
 
     def inputs(mat: _Matrix, part) -> tuple:
         return (_sl(mat.inputs[0], part), _sl(mat.inputs[1], part), *mat.inputs[2:])
-
-    mats = (rz, nx, nh)
-    instance_wise = not by_rows and all(mat.per_instance for mat in mats)
 
     def gates_of(m0, m1, b0, b1, prods, noise):
         part = (m0, m1, b0, b1)
@@ -741,51 +781,63 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
             nh.converter, ty(1.0), _sl(pre_np, part), _sl(z_np, part), *fixed_c, m0,
         )  # fmt: skip
 
-    def instance_gates(part):  # instance by instance: each one's products and draws stay in cache
-        sat = np.zeros(2, np.int64)
-        for m in range(part[0], part[1]):
-            prods = [mat.instance_products(m) for mat in mats]
-            sat += gates_of(m, m + 1, 0, batch, prods, [mat.noise(m, m + 1)[0] for mat in mats])
-        return sat
-
     def update(part, a_rz, a_nx, a_nh):
         _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
 
-    for n, t in enumerate(order):
-        if mode == TORCH:
-            (a_rz,), (a_nx,), (a_nh,) = [mat.convert_groups(*mat.products(), parts) for mat in mats]
-            _run(lambda part, a=(a_rz, a_nx, a_nh): update(part, *a), parts)
-            results = []
-        elif instance_wise:
-            results = _run(instance_gates, parts)
-        else:
-            prods = [mat.products() for mat in mats]
-            noise = [_noise(mat, parts, by_rows) for mat in mats]
-
-            def gates(part, prods=prods, noise=noise):
-                sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
-                return gates_of(*part, sliced, [f(part)[0] for f in noise])
-
-            results = _run(gates, parts)
-        for s in results:
-            sat += s
-        torch.tanh(pre, out=n_val)
-        nxt = order[n + 1] if n + 1 < steps else None
-        h_t = out[:, t].numpy()
+    def hidden_step(part, t: int, nxt: int | None) -> tuple[int, int]:
+        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
+        m0, m1, b0, b1 = part
+        torch.tanh(pre[m0:m1, b0:b1], out=n_val[m0:m1, b0:b1])  # element-wise: a block is the whole's
         next_rz, next_nx = rz.next_x(nxt), nx.next_x(nxt)
+        if nxt is not None:
+            nrz, nnx = tuple(_sl(a, part) for a in next_rz), tuple(_sl(a, part) for a in next_nx)
+        else:
+            nrz, nnx = next_rz, next_nx
+        clipped = _gru_hidden(
+            _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(out[:, t].numpy(), part),
+            inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
+        )  # fmt: skip
+        return int(clipped[0]), int(clipped[1])
 
-        def hidden_step(part, h_t=h_t, nxt=nxt, next_rz=next_rz, next_nx=next_nx):
-            if nxt is not None:
-                nrz, nnx = tuple(_sl(a, part) for a in next_rz), tuple(_sl(a, part) for a in next_nx)
-            else:
-                nrz, nnx = next_rz, next_nx
-            return _gru_hidden(
-                _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(h_t, part),
-                inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
-            )  # fmt: skip
+    def run_block(part, block: list[tuple[int, int | None]], drawn: list | None) -> np.ndarray:
+        """Steps ``block`` of the part's instances and rows on one thread (as in :func:`lstm_sequence`);
+        returns the linear readouts' saturations and the DAC clippings of the rz and nh rows."""
+        counts = np.zeros(4, np.int64)
+        m0, m1, b0, b1 = part
+        for n, (t, nxt) in enumerate(block):
+            for m in range(m0, m1):
+                prods = [mat.instance_products(m, b0, b1) for mat in mats]
+                noise = (
+                    [mat.noise(m, m + 1)[0] for mat in mats] if drawn is None else [_sl(z[0], part) for z in drawn[n]]
+                )
+                counts[:2] += gates_of(m, m + 1, b0, b1, prods, noise)
+            counts[2:] += hidden_step(part, t, nxt)
+        return counts
 
-        for clipped in _run(hidden_step, parts):
-            clip_rz, clip_nh = clip_rz + int(clipped[0]), clip_nh + int(clipped[1])
+    schedule = list(zip(order, order[1:] + [None]))
+    if whole:
+        for block in _blocks(schedule, mats, by_rows, batch):
+            drawn = [[mat.noise() for mat in mats] for _ in block] if by_rows else None  # in the reference's order
+            for counts in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
+                sat += counts[:2]
+                clip_rz, clip_nh = clip_rz + int(counts[2]), clip_nh + int(counts[3])
+    else:
+        for t, nxt in schedule:
+            if mode == TORCH:
+                (a_rz,), (a_nx,), (a_nh,) = [mat.convert_groups(*mat.products(), parts) for mat in mats]
+                _run(lambda part, a=(a_rz, a_nx, a_nh): update(part, *a), parts)
+            else:  # products of all instances at once (a backend that multiplies instances together)
+                prods = [mat.products() for mat in mats]
+                noise = [_noise(mat, parts, by_rows) for mat in mats]
+
+                def gates(part, prods=prods, noise=noise):
+                    sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
+                    return gates_of(*part, sliced, [f(part)[0] for f in noise])
+
+                for s in _run(gates, parts):
+                    sat += s
+            for a, b in _run(lambda part, t=t, nxt=nxt: hidden_step(part, t, nxt), parts):
+                clip_rz, clip_nh = clip_rz + a, clip_nh + b
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden
     rz.count_health(clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)
