@@ -695,8 +695,9 @@ def lstm_sequence(
     def update(part, ifo, g):
         _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
 
-    def hidden_step(part, t: int, nxt: int | None) -> int:
-        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
+    def hidden_step(part, t, nxt):
+        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt`` (None:
+        the last step); returns the DAC clippings of h."""
         m0, m1, b0, b1 = part
         torch.tanh(c[m0:m1, b0:b1], out=tanh_c[m0:m1, b0:b1])  # element-wise: a block is the whole's
         xq_n, x2_n = mat.next_x(nxt)
@@ -706,8 +707,8 @@ def lstm_sequence(
             _sl(x2, part), n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
         )  # fmt: skip
 
-    def run_block(part, block: list[tuple[int, int | None]], drawn: list | None) -> int:
-        """Steps ``block`` [(t, next t)] of the part's instances and rows, start to end on one
+    def run_block(part, block, drawn):
+        """Steps ``block`` [(t, next t or None)] of the part's instances and rows, start to end on one
         thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of
         one instance's rows), or None (the part draws its instances' own)."""
         clips = 0
@@ -784,7 +785,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     def update(part, a_rz, a_nx, a_nh):
         _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
 
-    def hidden_step(part, t: int, nxt: int | None) -> tuple[int, int]:
+    def hidden_step(part, t, nxt):
         """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
         m0, m1, b0, b1 = part
         torch.tanh(pre[m0:m1, b0:b1], out=n_val[m0:m1, b0:b1])  # element-wise: a block is the whole's
@@ -799,7 +800,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
         )  # fmt: skip
         return int(clipped[0]), int(clipped[1])
 
-    def run_block(part, block: list[tuple[int, int | None]], drawn: list | None) -> np.ndarray:
+    def run_block(part, block, drawn):
         """Steps ``block`` of the part's instances and rows on one thread (as in :func:`lstm_sequence`);
         returns the linear readouts' saturations and the DAC clippings of the rz and nh rows."""
         counts = np.zeros(4, np.int64)
