@@ -712,11 +712,12 @@ def lstm_sequence(
         thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of
         one instance's rows), or None (the part draws its instances' own)."""
         clips = 0
-        for n, (t, nxt) in enumerate(block):
-            for m in range(part[0], part[1]):
+        for m in range(part[0], part[1]):  # instance by instance: its weights stay in cache over the steps
+            one = (m, m + 1, part[2], part[3])
+            for n, (t, nxt) in enumerate(block):
                 z_a, z_g = mat.noise(m, m + 1) if drawn is None else [_sl(z, part) for z in drawn[n]]
-                gates_of(m, m + 1, part[2], part[3], *mat.instance_products(m, part[2], part[3]), z_a, z_g)
-            clips += hidden_step(part, t, nxt)
+                gates_of(*one, *mat.instance_products(m, part[2], part[3]), z_a, z_g)
+                clips += hidden_step(one, t, nxt)
         return clips
 
     schedule = list(zip(order, order[1:] + [None]))
@@ -804,15 +805,16 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
         """Steps ``block`` of the part's instances and rows on one thread (as in :func:`lstm_sequence`);
         returns the linear readouts' saturations and the DAC clippings of the rz and nh rows."""
         counts = np.zeros(4, np.int64)
-        m0, m1, b0, b1 = part
-        for n, (t, nxt) in enumerate(block):
-            for m in range(m0, m1):
+        b0, b1 = part[2], part[3]
+        for m in range(part[0], part[1]):  # instance by instance: its weights stay in cache over the steps
+            one = (m, m + 1, b0, b1)
+            for n, (t, nxt) in enumerate(block):
                 prods = [mat.instance_products(m, b0, b1) for mat in mats]
                 noise = (
                     [mat.noise(m, m + 1)[0] for mat in mats] if drawn is None else [_sl(z[0], part) for z in drawn[n]]
                 )
-                counts[:2] += gates_of(m, m + 1, b0, b1, prods, noise)
-            counts[2:] += hidden_step(part, t, nxt)
+                counts[:2] += gates_of(*one, prods, noise)
+                counts[2:] += hidden_step(one, t, nxt)
         return counts
 
     schedule = list(zip(order, order[1:] + [None]))
