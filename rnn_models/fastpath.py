@@ -541,10 +541,13 @@ class _Matrix:
         gens = self.mat.adc_gens[m0:m1]
         return [randn_instances(gens, (m1 - m0, *s[1:]), self.dtype).numpy() for s in self.noise_shapes]
 
-    def next_x(self, t: int | None):
+    def next_x(self, t: int | None, part: tuple[int, int, int, int]):
+        """The x rows' word lines (and squares) of step ``t`` for the part's instances and rows
+        (one instance's rows: a view, no copy); placeholders when there is no next step or x."""
         if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
             return self.zeros, self.zeros
-        return np_(self.xq_x[:, t]), np_(self.x2_x[:, t])
+        m0, m1, b0, b1 = part
+        return np_(self.xq_x[m0:m1, t, b0:b1]), np_(self.x2_x[m0:m1, t, b0:b1])
 
     def count_health(self, h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
         """Add this sequence's DAC clipping (x rows counted here, h rows by the caller) and linear-ADC
@@ -700,8 +703,7 @@ def lstm_sequence(
         the last step); returns the DAC clippings of h."""
         m0, m1, b0, b1 = part
         torch.tanh(c[m0:m1, b0:b1], out=tanh_c[m0:m1, b0:b1])  # element-wise: a block is the whole's
-        xq_n, x2_n = mat.next_x(nxt)
-        nx_q, nx_2 = (_sl(xq_n, part), _sl(x2_n, part)) if nxt is not None else (xq_n, x2_n)
+        nx_q, nx_2 = mat.next_x(nxt, part)
         return _lstm_hidden(
             _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(out[:, t].numpy(), part), _sl(xq, part),
             _sl(x2, part), n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
@@ -790,11 +792,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
         """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
         m0, m1, b0, b1 = part
         torch.tanh(pre[m0:m1, b0:b1], out=n_val[m0:m1, b0:b1])  # element-wise: a block is the whole's
-        next_rz, next_nx = rz.next_x(nxt), nx.next_x(nxt)
-        if nxt is not None:
-            nrz, nnx = tuple(_sl(a, part) for a in next_rz), tuple(_sl(a, part) for a in next_nx)
-        else:
-            nrz, nnx = next_rz, next_nx
+        nrz, nnx = rz.next_x(nxt, part), nx.next_x(nxt, part)
         clipped = _gru_hidden(
             _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(out[:, t].numpy(), part),
             inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
