@@ -30,6 +30,10 @@ NL-ADC with unsorted ramps or column groups of different resolution -- still tak
 reference's call on the same values: same draws, same torch activations), a linear readout's
 saturation is counted by the reference's :func:`~rnn_models.analog.count_saturation`, and the
 cell update and next inputs are the kernels' as above.
+Threads: the instances (or, with ``SPLIT_ROWS``, one instance's batch rows) are split into blocks
+(:func:`_parts`); in the NL-ADC kernel mode each block runs the whole sequence on its pool thread,
+instance by instance, since no block reads another's state; in ``TORCH`` mode the blocks meet
+after each step (the readouts convert all of them at once on the calling thread).
 Configurations the fast path does not cover (CUDA, autograd, per-array conversion of digital
 partial sums, a digital bias, a non-digital cell tanh) take the reference path; :func:`supported`
 says which.
@@ -653,7 +657,7 @@ def _noise(mat: _Matrix, parts: list, by_rows: bool):
 DRAWN_AHEAD_BYTES = 64 * 2**20
 
 
-def _blocks(schedule: list, mats, by_rows: bool, batch: int) -> list[list]:
+def _blocks(schedule: list, mats, by_rows: bool) -> list[list]:
     """The schedule in blocks the parts run without meeting: all of it when each part draws its
     own instances; for the parts of one instance's rows, as many steps as ``DRAWN_AHEAD_BYTES`` of
     draws (the main thread draws a block's noise whole, before the parts run it)."""
@@ -724,7 +728,7 @@ def lstm_sequence(
 
     schedule = list(zip(order, order[1:] + [None]))
     if whole:
-        for block in _blocks(schedule, mat, by_rows, batch):
+        for block in _blocks(schedule, mat, by_rows):
             drawn = [mat.noise() for _ in block] if by_rows else None  # one generator, in step order
             clipped += sum(_run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts))
     else:
@@ -817,7 +821,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
 
     schedule = list(zip(order, order[1:] + [None]))
     if whole:
-        for block in _blocks(schedule, mats, by_rows, batch):
+        for block in _blocks(schedule, mats, by_rows):
             drawn = [[mat.noise() for mat in mats] for _ in block] if by_rows else None  # in the reference's order
             for counts in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
                 sat += counts[:2]
