@@ -21,6 +21,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 RETRY_S = 0.1  # s between re-sent SIGINTs while a swallowed one has not reached the main thread
@@ -49,9 +50,8 @@ class _Redelivery:
         raise KeyboardInterrupt
 
     def _resend(self) -> None:
-        stop = threading.Event()  # only for a sleep that does not hold the GIL
         while not self.closed:
-            stop.wait(RETRY_S)
+            time.sleep(RETRY_S)  # (releases the GIL)
             if self.armed and not self.closed:
                 signal.pthread_kill(self._main, signal.SIGINT)
 

@@ -614,10 +614,10 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _parts(m_count: int, batch: int, n_cols: int, split_rows: bool = False) -> list[tuple[int, int, int, int]]:
-    """How one step's work is split over ``torch.get_num_threads()`` threads: (m0, m1, b0, b1)
-    blocks of instances (or, for one instance, of batch rows).  Instances and rows are
-    independent and every block draws and computes exactly what the whole would, so the split
-    does not change a number."""
+    """How a sequence's work is split over ``torch.get_num_threads()`` threads: (m0, m1, b0, b1)
+    blocks of instances (or, for one instance with ``split_rows`` and ``SPLIT_ROWS``, of batch
+    rows).  Instances and rows are independent and every block draws and computes exactly what
+    the whole would, so the split does not change a number."""
     workers = max(1, torch.get_num_threads())
     if workers == 1 or m_count * batch * n_cols < MIN_PARALLEL:
         return [(0, m_count, 0, batch)]
@@ -643,27 +643,16 @@ def _sl(a: np.ndarray, part: tuple[int, int, int, int]) -> np.ndarray:
     return a[m0:m1, b0:b1]
 
 
-def _noise(mat: _Matrix, parts: list, by_rows: bool):
-    """The step's draws of ``mat`` for every part: drawn whole when the parts split batch rows (one
-    generator draws them in order), else each part's instances from their own generators (on the
-    part's thread)."""
-    if by_rows:
-        whole = mat.noise()
-        return lambda part: [_sl(z, part) for z in whole]
-    return lambda part: mat.noise(part[0], part[1])
-
-
 #: at most this many bytes of draws are drawn ahead for the parts of one instance's batch rows
 DRAWN_AHEAD_BYTES = 64 * 2**20
 
 
-def _blocks(schedule: list, mats, by_rows: bool) -> list[list]:
+def _blocks(schedule: list, mats: tuple, by_rows: bool) -> list[list]:
     """The schedule in blocks the parts run without meeting: all of it when each part draws its
     own instances; for the parts of one instance's rows, as many steps as ``DRAWN_AHEAD_BYTES`` of
     draws (the main thread draws a block's noise whole, before the parts run it)."""
     if not by_rows:
         return [schedule]
-    mats = mats if isinstance(mats, (list, tuple)) else [mats]
     per_step = sum(int(np.prod(s)) * np.dtype(m.ty).itemsize for m in mats if m.noisy for s in m.noise_shapes)
     size = max(1, DRAWN_AHEAD_BYTES // max(1, per_step))
     return [schedule[i : i + size] for i in range(0, len(schedule), size)]
@@ -728,7 +717,7 @@ def lstm_sequence(
 
     schedule = list(zip(order, order[1:] + [None]))
     if whole:
-        for block in _blocks(schedule, mat, by_rows):
+        for block in _blocks(schedule, (mat,), by_rows):
             drawn = [mat.noise() for _ in block] if by_rows else None  # one generator, in step order
             clipped += sum(_run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts))
     else:
@@ -738,10 +727,9 @@ def lstm_sequence(
                 _run(lambda part, ifo=ifo, g=g: update(part, ifo, g), parts)
             else:  # products of all instances at once (a backend that multiplies instances together)
                 y, v = mat.products()
-                noise = _noise(mat, parts, by_rows)
 
-                def gates(part, y=y, v=v, noise=noise):
-                    z_a, z_g = noise(part)
+                def gates(part, y=y, v=v):  # each part's instances draw from their own generators
+                    z_a, z_g = mat.noise(part[0], part[1])
                     gates_of(*part, _sl(y, part), _sl(v, part), z_a, z_g)
 
                 _run(gates, parts)
@@ -833,11 +821,10 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
                 _run(lambda part, a=(a_rz, a_nx, a_nh): update(part, *a), parts)
             else:  # products of all instances at once (a backend that multiplies instances together)
                 prods = [mat.products() for mat in mats]
-                noise = [_noise(mat, parts, by_rows) for mat in mats]
 
-                def gates(part, prods=prods, noise=noise):
+                def gates(part, prods=prods):  # each part's instances draw from their own generators
                     sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
-                    return gates_of(*part, sliced, [f(part)[0] for f in noise])
+                    return gates_of(*part, sliced, [mat.noise(part[0], part[1])[0] for mat in mats])
 
                 for s in _run(gates, parts):
                     sat += s

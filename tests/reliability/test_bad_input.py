@@ -291,7 +291,7 @@ with redeliver_swallowed_sigint():
 
 @pytest.mark.parametrize("swallows", [1, 3])
 def test_a_ctrl_c_swallowed_by_c_code_is_delivered_again(tmp_path, swallows):
-    """The Ctrl-C test above fails now and then when SIGINT lands inside numba's compiler (a
+    """The Ctrl-C test above failed now and then when SIGINT landed inside numba's compiler (a
     callback from C): that KeyboardInterrupt goes to sys.unraisablehook. Raised in __del__, the
     same happens every time; the command must still end interrupted, without a traceback."""
     script = tmp_path / "swallow.py"
