@@ -584,9 +584,9 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
 #: fewer conversions per step than this run on the calling thread alone
 MIN_PARALLEL = 16_384
 #: split one instance's batch rows over threads too, each block of rows run start to end on its
-#: thread (off: no gain measured on the 2-core machine -- the same model timed alternately split
-#: and not, full KWS / LM shapes: LSTM 1.04x / 1.17x, GRU 0.88x / 1.02x; the main thread's draws
-#: for all rows stay serial, and the two vCPUs scale compute-bound kernels poorly)
+#: thread (off: no gain measured on the 2-core machine -- `benchmarks/split_rows.py`, full KWS / LM
+#: shapes: LSTM 1.08x / 1.20x, GRU 0.86x / 1.05x; the main thread's draws for all rows stay serial,
+#: and the two vCPUs scale compute-bound kernels poorly)
 SPLIT_ROWS = False
 
 _pool_state: dict = {}
