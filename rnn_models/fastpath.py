@@ -659,6 +659,67 @@ def _blocks(schedule: list, mats: tuple, by_rows: bool) -> list[list]:
 
 
 # ----------------------------------------------------------------------------- sequences
+def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, by_rows: bool, gates, update, hidden):
+    """The time loop both cells share, over the parts (:func:`_parts`) of one direction.
+
+    ``gates(part, prods, noise)``: the cell's conversions and first digital step for a part, from
+    each matrix's (signal, variance) products and draws (one list of group draws per matrix);
+    returns its counts (an int array) or None.  ``update(part, converted)``: the same in ``TORCH``
+    mode, from each matrix's converted groups (:meth:`_Matrix.convert_groups`).  ``hidden(part, t,
+    nxt)``: h of step ``t`` into the outputs and the word lines of step ``nxt`` (None: the last
+    step); returns its counts.  ``whole``: each part runs the whole sequence on its thread,
+    instance by instance (its products :meth:`_Matrix.instance_products`; ``by_rows``: the parts
+    are one instance's rows, whose draws the calling thread draws ahead in blocks,
+    :func:`_blocks`); else the parts meet after every step (all instances' products at once).
+    Returns the sums of the counts ``gates`` and ``hidden`` returned (0 where none)."""
+    schedule = list(zip(order, order[1:] + [None]))
+    gate_counts, hidden_counts = 0, 0
+
+    def run_block(part, block, drawn):
+        """Steps ``block`` [(t, next t or None)] of the part's instances and rows, start to end on one
+        thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of one
+        instance's rows), or None (the part draws its instances' own)."""
+        g_sum, h_sum = 0, 0
+        m0, m1, b0, b1 = part
+        for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
+            one = (m, m + 1, b0, b1)
+            for n, (t, nxt) in enumerate(block):
+                prods = [mat.instance_products(m, b0, b1) for mat in mats]
+                if drawn is None:
+                    noise = [mat.noise(m, m + 1) for mat in mats]
+                else:
+                    noise = [[_sl(z, part) for z in zs] for zs in drawn[n]]
+                counted = gates(one, prods, noise)
+                if counted is not None:
+                    g_sum = g_sum + counted
+                h_sum = h_sum + hidden(one, t, nxt)
+        return g_sum, h_sum
+
+    if whole:
+        for block in _blocks(schedule, mats, by_rows):
+            drawn = [[mat.noise() for mat in mats] for _ in block] if by_rows else None  # the reference's order
+            for g_sum, h_sum in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
+                gate_counts, hidden_counts = gate_counts + g_sum, hidden_counts + h_sum
+        return gate_counts, hidden_counts
+    for t, nxt in schedule:
+        if mode == TORCH:
+            converted = [mat.convert_groups(*mat.products(), parts) for mat in mats]
+            _run(lambda part, converted=converted: update(part, converted), parts)
+        else:  # products of all instances at once (a backend that multiplies instances together)
+            prods = [mat.products() for mat in mats]
+
+            def step_gates(part, prods=prods):  # each part's instances draw from their own generators
+                sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
+                return gates(part, sliced, [mat.noise(part[0], part[1]) for mat in mats])
+
+            for counted in _run(step_gates, parts):
+                if counted is not None:
+                    gate_counts = gate_counts + counted
+        for counted in _run(lambda part, t=t, nxt=nxt: hidden(part, t, nxt), parts):
+            hidden_counts = hidden_counts + counted
+    return gate_counts, hidden_counts
+
+
 def lstm_sequence(
     engine: dict, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, reverse: bool, bits: int | None, cell_max: float
 ):
@@ -675,25 +736,23 @@ def lstm_sequence(
     o, tanh_c = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
     c_np, o_np, tanh_np = c.numpy(), o.numpy(), tanh_c.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
-    clipped = _h_clipped(h, engine["mat"], n_x)
     whole = mode == KERNEL and mat.per_instance  # each part runs the whole sequence on its thread
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
     by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
     xq, x2 = mat.inputs[0], mat.inputs[1]
     idx_a, idx_g = mat.indices
 
-    def gates_of(m0, m1, b0, b1, y, v, z_a, z_g):
-        part = (m0, m1, b0, b1)
+    def gates(part, prods, noise):
+        (y, v), (z_a, z_g) = prods[0], noise[0]
         _lstm_gates(
-            y, v, mat.converter, z_a, idx_a, z_g, idx_g, ty(1.0), _sl(c_np, part), _sl(o_np, part), *fixed_c, m0
+            y, v, mat.converter, z_a, idx_a, z_g, idx_g, ty(1.0), _sl(c_np, part), _sl(o_np, part), *fixed_c, part[0]
         )
 
-    def update(part, ifo, g):
+    def update(part, converted):
+        ifo, g = converted[0]
         _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
 
-    def hidden_step(part, t, nxt):
-        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt`` (None:
-        the last step); returns the DAC clippings of h."""
+    def hidden_step(part, t, nxt):  # returns the DAC clippings of h
         m0, m1, b0, b1 = part
         torch.tanh(c[m0:m1, b0:b1], out=tanh_c[m0:m1, b0:b1])  # element-wise: a block is the whole's
         nx_q, nx_2 = mat.next_x(nxt, part)
@@ -702,41 +761,11 @@ def lstm_sequence(
             _sl(x2, part), n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
         )  # fmt: skip
 
-    def run_block(part, block, drawn):
-        """Steps ``block`` [(t, next t or None)] of the part's instances and rows, start to end on one
-        thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of
-        one instance's rows), or None (the part draws its instances' own)."""
-        clips = 0
-        for m in range(part[0], part[1]):  # instance by instance: its weights stay in cache over the steps
-            one = (m, m + 1, part[2], part[3])
-            for n, (t, nxt) in enumerate(block):
-                z_a, z_g = mat.noise(m, m + 1) if drawn is None else [_sl(z, part) for z in drawn[n]]
-                gates_of(*one, *mat.instance_products(m, part[2], part[3]), z_a, z_g)
-                clips += hidden_step(one, t, nxt)
-        return clips
-
-    schedule = list(zip(order, order[1:] + [None]))
-    if whole:
-        for block in _blocks(schedule, (mat,), by_rows):
-            drawn = [mat.noise() for _ in block] if by_rows else None  # one generator, in step order
-            clipped += sum(_run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts))
-    else:
-        for t, nxt in schedule:
-            if mode == TORCH:
-                ifo, g = mat.convert_groups(*mat.products(), parts)
-                _run(lambda part, ifo=ifo, g=g: update(part, ifo, g), parts)
-            else:  # products of all instances at once (a backend that multiplies instances together)
-                y, v = mat.products()
-
-                def gates(part, y=y, v=v):  # each part's instances draw from their own generators
-                    z_a, z_g = mat.noise(part[0], part[1])
-                    gates_of(*part, _sl(y, part), _sl(v, part), z_a, z_g)
-
-                _run(gates, parts)
-            clipped += sum(_run(lambda part, t=t, nxt=nxt: hidden_step(part, t, nxt), parts))
+    _, clipped = _drive((mat,), order, mode, parts, whole, by_rows, gates, update, hidden_step)
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
-    mat.count_health(clipped - _h_clipped(h_last, engine["mat"], n_x), m_count * steps * batch * hidden, 0, 0)
+    clipped = _h_clipped(h, engine["mat"], n_x) + int(clipped) - _h_clipped(h_last, engine["mat"], n_x)
+    mat.count_health(clipped, m_count * steps * batch * hidden, 0, 0)
     return out, (h_last, c)
 
 
@@ -759,8 +788,6 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     n_val = torch.empty_like(pre)
     pre_np, z_np, n_np, h_np = pre.numpy(), z_gate.numpy(), n_val.numpy(), h_state.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
-    clip_rz, clip_nh = _h_clipped(h, engine["rz"], n_x), _h_clipped(h, engine["nh"], 0)
-    sat = np.zeros(2, np.int64)
     mats = (rz, nx, nh)
     whole = mode == KERNEL and all(mat.per_instance for mat in mats)  # as in lstm_sequence
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
@@ -769,70 +796,33 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     def inputs(mat: _Matrix, part) -> tuple:
         return (_sl(mat.inputs[0], part), _sl(mat.inputs[1], part), *mat.inputs[2:])
 
-    def gates_of(m0, m1, b0, b1, prods, noise):
-        part = (m0, m1, b0, b1)
+    def gates(part, prods, noise):  # returns the saturations of the nx and nh linear readouts
         (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = prods
         return _gru_gates(
-            y_rz, v_rz, noise[0], rz.converter, y_nx, v_nx, noise[1], nx.converter, y_nh, v_nh, noise[2],
-            nh.converter, ty(1.0), _sl(pre_np, part), _sl(z_np, part), *fixed_c, m0,
+            y_rz, v_rz, noise[0][0], rz.converter, y_nx, v_nx, noise[1][0], nx.converter, y_nh, v_nh, noise[2][0],
+            nh.converter, ty(1.0), _sl(pre_np, part), _sl(z_np, part), *fixed_c, part[0],
         )  # fmt: skip
 
-    def update(part, a_rz, a_nx, a_nh):
+    def update(part, converted):
+        (a_rz,), (a_nx,), (a_nh,) = converted
         _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
 
-    def hidden_step(part, t, nxt):
-        """h of step ``t`` for the part (into ``out``), and its word lines for step ``nxt``."""
+    def hidden_step(part, t, nxt):  # returns the DAC clippings of the rz and nh rows
         m0, m1, b0, b1 = part
         torch.tanh(pre[m0:m1, b0:b1], out=n_val[m0:m1, b0:b1])  # element-wise: a block is the whole's
         nrz, nnx = rz.next_x(nxt, part), nx.next_x(nxt, part)
-        clipped = _gru_hidden(
+        return _gru_hidden(
             _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(out[:, t].numpy(), part),
             inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
         )  # fmt: skip
-        return int(clipped[0]), int(clipped[1])
 
-    def run_block(part, block, drawn):
-        """Steps ``block`` of the part's instances and rows on one thread (as in :func:`lstm_sequence`);
-        returns the linear readouts' saturations and the DAC clippings of the rz and nh rows."""
-        counts = np.zeros(4, np.int64)
-        b0, b1 = part[2], part[3]
-        for m in range(part[0], part[1]):  # instance by instance: its weights stay in cache over the steps
-            one = (m, m + 1, b0, b1)
-            for n, (t, nxt) in enumerate(block):
-                prods = [mat.instance_products(m, b0, b1) for mat in mats]
-                noise = (
-                    [mat.noise(m, m + 1)[0] for mat in mats] if drawn is None else [_sl(z[0], part) for z in drawn[n]]
-                )
-                counts[:2] += gates_of(*one, prods, noise)
-                counts[2:] += hidden_step(one, t, nxt)
-        return counts
-
-    schedule = list(zip(order, order[1:] + [None]))
-    if whole:
-        for block in _blocks(schedule, mats, by_rows):
-            drawn = [[mat.noise() for mat in mats] for _ in block] if by_rows else None  # in the reference's order
-            for counts in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
-                sat += counts[:2]
-                clip_rz, clip_nh = clip_rz + int(counts[2]), clip_nh + int(counts[3])
-    else:
-        for t, nxt in schedule:
-            if mode == TORCH:
-                (a_rz,), (a_nx,), (a_nh,) = [mat.convert_groups(*mat.products(), parts) for mat in mats]
-                _run(lambda part, a=(a_rz, a_nx, a_nh): update(part, *a), parts)
-            else:  # products of all instances at once (a backend that multiplies instances together)
-                prods = [mat.products() for mat in mats]
-
-                def gates(part, prods=prods):  # each part's instances draw from their own generators
-                    sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
-                    return gates_of(*part, sliced, [mat.noise(part[0], part[1])[0] for mat in mats])
-
-                for s in _run(gates, parts):
-                    sat += s
-            for a, b in _run(lambda part, t=t, nxt=nxt: hidden_step(part, t, nxt), parts):
-                clip_rz, clip_nh = clip_rz + a, clip_nh + b
+    sat, clips = _drive(mats, order, mode, parts, whole, by_rows, gates, update, hidden_step)
+    sat, clips = np.zeros(2, np.int64) + sat, np.zeros(2, np.int64) + clips  # 0 where none were counted
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden
-    rz.count_health(clip_rz - _h_clipped(h_last, engine["rz"], n_x), numel, 0, 0)
+    clip_rz = _h_clipped(h, engine["rz"], n_x) + int(clips[0]) - _h_clipped(h_last, engine["rz"], n_x)
+    clip_nh = _h_clipped(h, engine["nh"], 0) + int(clips[1]) - _h_clipped(h_last, engine["nh"], 0)
+    rz.count_health(clip_rz, numel, 0, 0)
     nx.count_health(0, 0, int(sat[0]), numel)
-    nh.count_health(clip_nh - _h_clipped(h_last, engine["nh"], 0), numel, int(sat[1]), numel)
+    nh.count_health(clip_nh, numel, int(sat[1]), numel)
     return out, (h_last,)
