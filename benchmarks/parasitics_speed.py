@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_seconds  # noqa: E402
 
 from crossbar.config import load_config  # noqa: E402
-from crossbar.parasitics import effective_matrix  # noqa: E402
+from crossbar.parasitics import LADDER_CACHE, effective_matrix  # noqa: E402
 from crossbar.rng import generator  # noqa: E402
 from crossbar.tile import Tile  # noqa: E402
 
@@ -83,7 +83,9 @@ def batch_threads(r: float, threads: int) -> None:
 def kws(r: float, clips: int, mc: int, rounds: int) -> None:
     """Both configurations once on a few clips first (numba compilation, the feature cache and the
     IR-drop solver's first calls are paid there, not by whichever runs first), then ``rounds``
-    rounds run alternately (this machine's speed drifts); the ratio is that of the medians."""
+    rounds run alternately (this machine's speed drifts), each from an empty ladder cache (the
+    solver's state after an array's weight rows, which the same seed's arrays of an earlier round
+    would otherwise find); the ratio is that of the medians."""
     ckpt = REPO / "checkpoints" / "kws_gsc12.pt"
     if not GSC.is_dir() or not ckpt.is_file():
         print(f"KWS: skipped ({GSC} or {ckpt} missing)")
@@ -99,6 +101,7 @@ def kws(r: float, clips: int, mc: int, rounds: int) -> None:
     accs = {}
     for _ in range(rounds):
         for name, cfg in configs.items():
+            LADDER_CACHE.clear()  # as in a fresh process: no ladder state from an earlier round
             t0 = time.perf_counter()
             accs[name] = evaluate_kws(ckpt, GSC, cfg, mc, split="dev", limit=clips)
             times[name].append(time.perf_counter() - t0)
