@@ -16,8 +16,8 @@ from timing import median_seconds  # benchmarks/timing.py
 
 from crossbar.config import load_config
 from crossbar.io import write_json
+from crossbar.normals import NormalStream
 from crossbar.periphery.nladc import NLADC, compile_design
-from crossbar.rng import generator
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,8 @@ def main(argv=None) -> int:
     cfg = load_config("rram_nladc_5b").replace(**{"adc.bits": args.bits, "nl_adc.ramp_devices": None})
     adc = NLADC(compile_design("sigmoid", args.bits), cfg, c).program(0, m)
     y = torch.randn(m, b, c, generator=torch.Generator().manual_seed(0)) * 2
-    gen = generator(0, "bench")
-    t_nl = median_seconds(lambda: adc.convert(y, gen), args.repeats)
+    stream = NormalStream(0, "bench", 0, m)
+    t_nl = median_seconds(lambda: adc.convert(y, stream.at()), args.repeats)
     t_sig = median_seconds(lambda: torch.sigmoid(y), args.repeats)
     n = y.numel()
     print(

@@ -25,10 +25,10 @@ import torch
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
 from crossbar.io import save_figure, write_json
+from crossbar.normals import NormalStream
 from crossbar.periphery.adc import LinearRampADC
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.nladc import NLADC, NLADCDesign, compile_design, dnl_lsb, inl_lsb
-from crossbar.rng import generator
 
 SUMMARY_KEYS = (
     "inl_max_lsb",
@@ -106,7 +106,8 @@ def characterize(
     dnl = dnl_lsb(design, t_cal.double())
     x = torch.linspace(design.x_lo, design.x_hi, points, dtype=cal.dtype, device=cal.device)
     y = x.view(1, -1, 1).expand(mc, -1, columns)
-    out = cal.convert(y, generator(seed, f"char-noise/{function}", 0, cal.device))
+    noise = NormalStream(seed, f"char-noise/{function}", 0, mc, cal.device).at(read=0)
+    out = cal.convert(y, noise)
     rmse = (out.double() - act.f(y.double())).pow(2).mean((1, 2)).sqrt().cpu()
     metrics = {
         "inl_max_lsb": column_mean(inl.abs().amax(-1)),
@@ -140,7 +141,7 @@ def characterize(
     metrics["vread_max_code_shift_nladc"] = per_inst_nl
     metrics["vread_max_code_shift_conventional"] = per_inst_conv
     curve_cal = out[:, :, 0].cpu()
-    curve_uncal = uncal.convert(y, generator(seed, f"char-noise/{function}", 0, cal.device))[:, :, 0].cpu()
+    curve_uncal = uncal.convert(y, noise)[:, :, 0].cpu()  # the same normals as the calibrated curve
     return Characterisation(
         function,
         design,

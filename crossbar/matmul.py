@@ -32,12 +32,35 @@ def _onednn_available() -> bool:
 ONEDNN = _onednn_available()
 
 
-class PreparedMatmul:
-    """``x (M, B, K) -> x @ w (M, B, N)`` for fixed weights ``w`` (M, K, N), one per instance."""
+def _onednn_bf16() -> bool:
+    try:
+        return ONEDNN and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without the query
+        return False
 
-    def __init__(self, w: torch.Tensor):
-        self.w = w
+
+#: oneDNN multiplies bfloat16 on this CPU (AVX-512); else bfloat16 products are emulated in float32
+ONEDNN_BF16 = _onednn_bf16()
+PRECISIONS = ("full", "bfloat16")
+
+
+def to_bfloat16(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to bfloat16 (nearest, ties to even), in x's dtype."""
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+class PreparedMatmul:
+    """``x (M, B, K) -> x @ w (M, B, N)`` for fixed weights ``w`` (M, K, N), one per instance;
+    ``precision``: ``full`` (w's dtype) or ``bfloat16`` (operands and result rounded, see above)."""
+
+    def __init__(self, w: torch.Tensor, precision: str = "full"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.bf16 = precision == "bfloat16"
+        self.w = to_bfloat16(w) if self.bf16 else w
         self.packed = None
+        self.onednn_dtype = torch.bfloat16 if (self.bf16 and ONEDNN_BF16) else torch.float32
         if (
             ONEDNN
             and w.device.type == "cpu"
@@ -49,10 +72,27 @@ class PreparedMatmul:
         ):
             try:
                 self.packed = [
-                    torch.ops.mkldnn._reorder_linear_weight(w[m].t().contiguous(), 64) for m in range(w.shape[0])
+                    torch.ops.mkldnn._reorder_linear_weight(self.w[m].t().contiguous().to(self.onednn_dtype), 64)
+                    for m in range(w.shape[0])
                 ]
             except RuntimeError:  # pragma: no cover - an op that refuses these weights
                 self.packed = None
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        """The operand as the product reads it (bfloat16-rounded for a bfloat16 product)."""
+        if not self.bf16:
+            return x
+        return x.to(torch.bfloat16) if self.onednn_dtype == torch.bfloat16 else to_bfloat16(x)
+
+    def _out(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The result in ``dtype`` (bfloat16-rounded first for a bfloat16 product)."""
+        if not self.bf16:
+            return y
+        return y.to(torch.bfloat16).to(dtype)
+
+    def _onednn(self, x: torch.Tensor, m: int) -> torch.Tensor:
+        assert self.packed is not None
+        return torch.ops.mkldnn._linear_pointwise(self._in(x.contiguous()), self.packed[m], None, "none", [], "")
 
     @property
     def backend(self) -> str:
@@ -69,8 +109,8 @@ class PreparedMatmul:
         works instance by instance keeps each product in cache); equal to ``self(x)[m]`` when
         :attr:`per_instance`."""
         if self.packed is None or x.requires_grad or x.dtype != torch.float32 or x.shape[0] == 0:
-            return x @ self.w[m]
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed[m], None, "none", [], "")
+            return self._out(to_bfloat16(x) @ self.w[m] if self.bf16 else x @ self.w[m], x.dtype)
+        return self._out(self._onednn(x, m), x.dtype)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if (
@@ -81,9 +121,6 @@ class PreparedMatmul:
             or x.shape[0] != len(self.packed)
             or x.shape[1] == 0
         ):
-            return torch.bmm(x, self.w)
-        outs = [
-            torch.ops.mkldnn._linear_pointwise(x[m].contiguous(), p, None, "none", [], "")
-            for m, p in enumerate(self.packed)
-        ]
+            return self._out(torch.bmm(to_bfloat16(x) if self.bf16 else x, self.w), x.dtype)
+        outs = [self._out(self._onednn(x[m], m), x.dtype) for m in range(len(self.packed))]
         return outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)

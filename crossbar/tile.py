@@ -430,7 +430,8 @@ class Tile(nn.Module):
 
         def compute():
             w = self._weight_difference() if kind == "signal" else self._read_variance()
-            return [PreparedMatmul(w[:, sl, :]) for sl in self._row_slices()]
+            precision = "full" if kind == "signal" else self.config.simulation.variance_precision
+            return [PreparedMatmul(w[:, sl, :], precision) for sl in self._row_slices()]
 
         return self._per_programming(f"matmul/{kind}", compute)
 

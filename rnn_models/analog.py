@@ -29,12 +29,14 @@ from torch import nn
 
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
+from crossbar.normals import NoiseAt, NormalStream
 from crossbar.periphery.dac import quantize_input
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.readout import ColumnReadout, program_chip
 from crossbar.pointwise import saturating_round
-from crossbar.rng import generator, instance_generators
+from crossbar.rng import generator
 from crossbar.tile import Tile, array_row_slices
+from rnn_models.cell_math import tanh_digital
 
 
 @dataclass
@@ -104,9 +106,9 @@ class AnalogMatrix(nn.Module):
     (:class:`~crossbar.tile.Tile`) and ``readouts`` (one :class:`~crossbar.periphery.readout
     .ColumnReadout` per column group)."""
 
-    # chip state set by program(): converter-noise generators (one per instance) and the (in,)
-    # DAC full scales folded into the programmed weights
-    adc_gens: list[torch.Generator]
+    # chip state set by program(): the converters' per-read normals (one stream per instance,
+    # crossbar.normals) and the (in,) DAC full scales folded into the programmed weights
+    noise: NormalStream
     chip_scale: torch.Tensor
 
     def __init__(self, name: str, groups: list[ColumnGroup]):
@@ -117,6 +119,7 @@ class AnalogMatrix(nn.Module):
         self.tile: Tile | None = None
         self.readouts: nn.ModuleList | None = None
         self.instances = 0
+        self.read = 0  # the chip's current read of its normal stream (set per forward pass)
         self._train_readouts: list[ColumnReadout] | None = None
         self._fwd: _FloatForward | _ChipForward | _TrainForward | None = None  # set by prepare()
         self.health = {"dac_clipped": 0, "dac_total": 0, "adc_saturated": 0, "adc_total": 0}
@@ -162,12 +165,18 @@ class AnalogMatrix(nn.Module):
         return tile, readouts
 
     def _chip_generators(self, seed: int, instances: int, first: int, in_scale: torch.Tensor) -> None:
-        """Converter-noise generators (one per instance) and the DAC full scales of the chip."""
+        """The converters' normal stream (instance m keyed by (seed, "adc/<name>", first + m); reads
+        counted from 0) and the DAC full scales of the chip."""
         assert self.tile is not None
         dev = self.tile.device
-        self.adc_gens = instance_generators(seed, f"adc/{self.name}", first, instances, dev)
+        self.noise = NormalStream(seed, f"adc/{self.name}", first, instances, dev)
+        self.read = 0
         self.instances = instances
         self.chip_scale = in_scale.detach().to(dev, self.tile.dtype)
+
+    def noise_at(self, group: ColumnGroup, step: int = 0) -> NoiseAt:
+        """Where the conversions of ``group`` at ``step`` of this forward pass draw their normals."""
+        return NoiseAt(self.noise, self.read, step, group.index)
 
     def programmed_state(self) -> dict:
         """The programmed chip of this matrix as CPU tensors and plain values: the tile's
@@ -249,6 +258,7 @@ class AnalogMatrix(nn.Module):
             if self.tile is None or self.readouts is None:
                 raise RuntimeError(f"{self.name}: the chip path needs a programmed matrix: call program() first")
             self._fwd = _ChipForward(self.tile, self.chip_scale, [cast(ColumnReadout, r) for r in self.readouts])
+            self.read = self.noise.next_read()  # this forward pass's read of the normal stream
             return
         if weight is None:
             raise RuntimeError(f"{self.name}: the {path} path needs the current weights")
@@ -273,8 +283,9 @@ class AnalogMatrix(nn.Module):
             )
             self._fwd = _FloatForward(weight, bias, exact, stats, config.adc.calibration_percentile, block_rows)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(M, B, in) -> one (M, B, |group|) tensor per column group."""
+    def forward(self, x: torch.Tensor, step: int = 0) -> list[torch.Tensor]:
+        """(M, B, in) -> one (M, B, |group|) tensor per column group; ``step``: the time step of a
+        sequence (the chip's conversions draw their noise there, :meth:`noise_at`)."""
         fwd = self._fwd
         if fwd is None:
             raise RuntimeError(f"{self.name}: prepare() must set up the forward pass before the matrix is read")
@@ -298,12 +309,12 @@ class AnalogMatrix(nn.Module):
             self._count_health(xs, blocks.sum(2), tile.config, readouts)
             if blocks.shape[2] > 1:  # one conversion per array, added digitally
                 return [
-                    ro.convert_blocks(blocks[..., g.index], self.adc_gens, var=_cols(var, g.index))
+                    ro.convert_blocks(blocks[..., g.index], self.noise_at(g, step), var=_cols(var, g.index))
                     for g, ro in zip(self.groups, readouts)
                 ]
             y, var = blocks[:, :, 0], None if var is None else var[:, :, 0]
             return [
-                ro.convert(y[..., g.index], self.adc_gens, var=_cols(var, g.index))
+                ro.convert(y[..., g.index], self.noise_at(g, step), var=_cols(var, g.index))
                 for g, ro in zip(self.groups, readouts)
             ]
         # training: read noise sampled on the array, the partial sums joined before the (ideal,
@@ -369,7 +380,8 @@ class CellNonlinearity(nn.Module):
         super().__init__()
         self.name, self.columns = name, columns
         self.readout: ColumnReadout | None = None  # the design (+ programmed converter for nl_adc)
-        self.gens: list[torch.Generator] | None = None  # converter-noise generators (nl_adc, programmed)
+        self.noise: NormalStream | None = None  # the converter's normals (nl_adc, programmed)
+        self.read = 0  # this forward pass's read of them (begin_read)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, columns={self.columns}"
@@ -390,7 +402,7 @@ class CellNonlinearity(nn.Module):
             else:
                 assert self.readout.nladc is not None  # an nl_ramp readout has one
                 self.readout.nladc.load_programmed_state(saved)
-            self.gens = instance_generators(seed, f"adc/{self.name}/cell", first, instances)
+            self.noise = NormalStream(seed, f"adc/{self.name}/cell", first, instances)
         elif config.nl_adc.functions.cell == "digital_lut":
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
 
@@ -400,10 +412,20 @@ class CellNonlinearity(nn.Module):
             return None
         return self.readout.nladc.programmed_state()
 
-    def forward(self, v: torch.Tensor, path: str, config: HardwareConfig) -> torch.Tensor:
+    def begin_read(self) -> None:
+        """A new forward pass of the programmed cell NL-ADC (its conversions draw from a new read)."""
+        if self.noise is not None:
+            self.read = self.noise.next_read()
+
+    def forward(self, v: torch.Tensor, path: str, config: HardwareConfig, step: int = 0) -> torch.Tensor:
+        """tanh of the digital quantity ``v`` at time ``step`` of the sequence: exact (float path
+        and training), the datapath's digital tanh (:func:`rnn_models.cell_math.tanh_digital`),
+        a table, or the cell NL-ADC."""
         mode = config.nl_adc.functions.cell
-        if path == "float" or mode == "digital":
+        if path == "float" or (mode == "digital" and path == "train"):
             return torch.tanh(v)
+        if mode == "digital":
+            return tanh_digital(v)
         if self.readout is None:  # training before any program(): the design alone is needed
             self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
         cell_max = config.datapath.cell_max
@@ -411,7 +433,8 @@ class CellNonlinearity(nn.Module):
             v = quantize_input(v / cell_max, config.dac, 1.0) * cell_max
         if path == "train" or mode == "digital_lut":
             return self.readout.train_convert(v)
-        return self.readout.convert(v, self.gens)
+        noise = None if self.noise is None else NoiseAt(self.noise, self.read, step)
+        return self.readout.convert(v, noise)
 
 
 def fixed_point_grid(bits: int, limit: float) -> tuple[float, float, float]:

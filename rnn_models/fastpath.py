@@ -49,10 +49,9 @@ import torch
 
 from crossbar.periphery import kernels
 from crossbar.pointwise import compiled, kernel, saturating_round
-from crossbar.rng import randn_instances
 from crossbar.tile import column_output, output_variance
 from rnn_models.analog import count_saturation, fixed_point_grid
-from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
+from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden, tanh_digital
 
 numba = kernels.numba
 np_ = kernels.as_numpy
@@ -513,7 +512,7 @@ class _Matrix:
         v = self.variance.instance(m, self.x2[m, b0:b1]).numpy()[None] if self.variance is not None else y
         return y, v
 
-    def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list) -> list[np.ndarray]:
+    def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list, step: int) -> list[np.ndarray]:
         """TORCH mode: this step's products (:meth:`products`) scaled into column-group order by
         :func:`_scale_columns` (split over ``parts``), then each group converted by its readout --
         the reference's own ``convert`` call on the same values, draws included -- and a linear
@@ -530,20 +529,23 @@ class _Matrix:
 
             _run(scale, parts)
         out = []
-        for ro, yg, vg, rng in zip(self.mat.readouts, self.group_y, self.group_v, self.ranges):
+        for g, ro, yg, vg, rng in zip(self.mat.groups, self.mat.readouts, self.group_y, self.group_v, self.ranges):
             if rng is not None:
                 count_saturation(self.mat.health, yg, rng)
-            out.append(np_(ro.convert(yg, self.mat.adc_gens, var=vg)))
+            out.append(np_(ro.convert(yg, self.mat.noise_at(g, step), var=vg)))
         return out
 
-    def noise(self, m0: int = 0, m1: int | None = None) -> list:
-        """The reference's draws for this matrix's groups, in group order, of instances m0..m1-1
-        (each from its own generator: the draws of a block are those of the whole)."""
+    def noise(self, m0: int = 0, m1: int | None = None, step: int = 0) -> list:
+        """The reference's normals for this matrix's groups at ``step``, in group order, of
+        instances m0..m1-1 (counter-based: the normals of a block are those of the whole)."""
         m1 = self.m_count if m1 is None else m1
         if not self.noisy:
             return [z[m0:m1] for z in self.no_noise]
-        gens = self.mat.adc_gens[m0:m1]
-        return [randn_instances(gens, (m1 - m0, *s[1:]), self.dtype).numpy() for s in self.noise_shapes]
+        mat = self.mat
+        return [
+            mat.noise.normals((m1 - m0, *s[1:]), self.dtype, read=mat.read, step=step, cols=g.index, first=m0).numpy()
+            for g, s in zip(mat.groups, self.noise_shapes)
+        ]
 
     def next_x(self, t: int | None, part: tuple[int, int, int, int]):
         """The x rows' word lines (and squares) of step ``t`` for the part's instances and rows
@@ -686,7 +688,7 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, by_row
             for n, (t, nxt) in enumerate(block):
                 prods = [mat.instance_products(m, b0, b1) for mat in mats]
                 if drawn is None:
-                    noise = [mat.noise(m, m + 1) for mat in mats]
+                    noise = [mat.noise(m, m + 1, t) for mat in mats]
                 else:
                     noise = [[_sl(z, part) for z in zs] for zs in drawn[n]]
                 counted = gates(one, prods, noise)
@@ -697,20 +699,20 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, by_row
 
     if whole:
         for block in _blocks(schedule, mats, by_rows):
-            drawn = [[mat.noise() for mat in mats] for _ in block] if by_rows else None  # the reference's order
+            drawn = [[mat.noise(step=t) for mat in mats] for t, _ in block] if by_rows else None
             for g_sum, h_sum in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
                 gate_counts, hidden_counts = gate_counts + g_sum, hidden_counts + h_sum
         return gate_counts, hidden_counts
     for t, nxt in schedule:
         if mode == TORCH:
-            converted = [mat.convert_groups(*mat.products(), parts) for mat in mats]
+            converted = [mat.convert_groups(*mat.products(), parts, t) for mat in mats]
             _run(lambda part, converted=converted: update(part, converted), parts)
         else:  # products of all instances at once (a backend that multiplies instances together)
             prods = [mat.products() for mat in mats]
 
-            def step_gates(part, prods=prods):  # each part's instances draw from their own generators
+            def step_gates(part, prods=prods, t=t):  # each part's instances draw their own normals
                 sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
-                return gates(part, sliced, [mat.noise(part[0], part[1]) for mat in mats])
+                return gates(part, sliced, [mat.noise(part[0], part[1], t) for mat in mats])
 
             for counted in _run(step_gates, parts):
                 if counted is not None:
@@ -754,7 +756,7 @@ def lstm_sequence(
 
     def hidden_step(part, t, nxt):  # returns the DAC clippings of h
         m0, m1, b0, b1 = part
-        torch.tanh(c[m0:m1, b0:b1], out=tanh_c[m0:m1, b0:b1])  # element-wise: a block is the whole's
+        tanh_c[m0:m1, b0:b1] = tanh_digital(c[m0:m1, b0:b1])  # element-wise: a block is the whole's
         nx_q, nx_2 = mat.next_x(nxt, part)
         return _lstm_hidden(
             _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(out[:, t].numpy(), part), _sl(xq, part),
@@ -809,7 +811,7 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
 
     def hidden_step(part, t, nxt):  # returns the DAC clippings of the rz and nh rows
         m0, m1, b0, b1 = part
-        torch.tanh(pre[m0:m1, b0:b1], out=n_val[m0:m1, b0:b1])  # element-wise: a block is the whole's
+        n_val[m0:m1, b0:b1] = tanh_digital(pre[m0:m1, b0:b1])  # element-wise: a block is the whole's
         nrz, nnx = rz.next_x(nxt, part), nx.next_x(nxt, part)
         return _gru_hidden(
             _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(out[:, t].numpy(), part),

@@ -157,6 +157,8 @@ class AnalogLayerBase(nn.Module):
         if path == "chip":  # the programmed tiles hold everything: no weights to gather
             for mat in self._chip_matrices:
                 mat.prepare("chip", self.hw, None, None, None)
+            for cell in self._cells():
+                cell.begin_read()
             return path
         for key, (mat, w, b, scale, blocks) in self._matrices().items():
             mat.name = f"{self.layer_name}/{key}"
@@ -555,10 +557,10 @@ class AnalogLSTM(_AnalogRNNBase):
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:
-            ifo, g = mat(torch.cat([x[:, t], h], -1))
+            ifo, g = mat(torch.cat([x[:, t], h], -1), step=t)
             i, f, o = ifo.chunk(3, -1)
             c = fixed_point(lstm_cell(i, f, g, c), bits, cell_max)
-            h = fixed_point(lstm_hidden(o, cell(c, path, self.hw)), bits, 1.0)
+            h = fixed_point(lstm_hidden(o, cell(c, path, self.hw, step=t)), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h, c)
 
@@ -624,11 +626,11 @@ class AnalogGRU(_AnalogRNNBase):
         steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
         outs = [None] * x.shape[1]
         for t in steps:
-            (rz,) = e["rz"](torch.cat([x[:, t], h], -1))
+            (rz,) = e["rz"](torch.cat([x[:, t], h], -1), step=t)
             r, z = rz.chunk(2, -1)
-            (nx,) = e["nx"](x[:, t])
-            (nh,) = e["nh"](h)
-            n = e["cell"](fixed_point(gru_candidate_input(nx, r, nh), bits, cell_max), path, self.hw)
+            (nx,) = e["nx"](x[:, t], step=t)
+            (nh,) = e["nh"](h, step=t)
+            n = e["cell"](fixed_point(gru_candidate_input(nx, r, nh), bits, cell_max), path, self.hw, step=t)
             h = fixed_point(gru_hidden(z, n, h), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h,)

@@ -7,7 +7,7 @@ A converter turns a column group's analog outputs into activation values.  Its w
   input range, the design (an NL-ADC's thresholds), nothing programmed yet;
 * ``program(seed, instances, name, first, site)`` -- draw the converter's devices (an NL-ADC's
   ramp and bias memristors; nothing for the others);
-* ``convert(y, noise_gens, v_scale, var)`` -- (M, B, C) analog outputs -> (M, B, C) values, with the
+* ``convert(y, noise, v_scale, var)`` -- (M, B, C) analog outputs -> (M, B, C) values, with the
   array's read-noise variance ``var`` sampled once per conversion;
 * ``convert_blocks(...)`` -- per-array partial sums (M, B, R, C) (``partial_sums = digital``);
 * ``train_convert(y)`` -- the hardware-aware-training forward (ideal quantiser, exact-f gradient);
@@ -33,20 +33,21 @@ from crossbar.periphery.adc import LinearRampADC, conventional_cycles, input_ran
 from crossbar.periphery.functions import Activation
 from crossbar.periphery.nladc import NLADC, NLADCDesign, readout_design
 from crossbar.periphery.sampling import noisy_value
-from crossbar.rng import randn_instances
 
 if TYPE_CHECKING:
+    from crossbar.normals import NoiseAt
     from crossbar.tile import RampSite
 
 
-def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, gens) -> torch.Tensor:
-    """``y + sqrt(var) * z`` with z ~ N(0, 1) of ``y``'s shape (instance m from ``gens[m]``); ``y``
-    when ``var`` is None.  The square root is correctly rounded (taken in float64)."""
+def sample_read_noise(y: torch.Tensor, var: torch.Tensor | None, noise: NoiseAt | None) -> torch.Tensor:
+    """``y + sqrt(var) * z`` with z ~ N(0, 1) of ``y``'s shape from ``noise``
+    (:class:`crossbar.normals.NoiseAt`); ``y`` when ``var`` is None.  The square root is correctly
+    rounded (taken in float64)."""
     if var is None:
         return y
-    if gens is None:
-        raise CrossbarInputError("read noise is on: pass a noise generator to convert()")
-    return noisy_value(y, var, randn_instances(gens, y.shape, y.dtype, y.device))
+    if noise is None:
+        raise CrossbarInputError("read noise is on: pass the conversion's noise (NormalStream.at()) to convert()")
+    return noisy_value(y, var, noise.draw(y.shape, y.dtype, y.device))
 
 
 class Converter:
@@ -69,15 +70,15 @@ class Converter:
         """Draw the converter's devices (none by default)."""
 
     def convert(
-        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+        self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.act.f(sample_read_noise(y, var, noise_gens))
+        return self.act.f(sample_read_noise(y, var, noise))
 
     def convert_blocks(
-        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+        self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Per-array partial sums: by default joined in the analog domain, then converted once."""
-        return self.convert(y.sum(2), noise_gens, v_scale, None if var is None else var.sum(2))
+        return self.convert(y.sum(2), noise, v_scale, None if var is None else var.sum(2))
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         return self.act.f(y)
@@ -149,16 +150,16 @@ class LinearRampConverter(Converter):
         if block_ranges and adc.range_mode != "fixed":
             self.block_linears = [LinearRampADC(adc.bits, *r) for r in block_ranges]
 
-    def convert(self, y, noise_gens=None, v_scale=1.0, var=None):
-        return self.act.f(self.linear.convert(sample_read_noise(y, var, noise_gens), v_scale))
+    def convert(self, y, noise=None, v_scale=1.0, var=None):
+        return self.act.f(self.linear.convert(sample_read_noise(y, var, noise), v_scale))
 
-    def convert_blocks(self, y, noise_gens=None, v_scale=1.0, var=None):
+    def convert_blocks(self, y, noise=None, v_scale=1.0, var=None):
         """Each row-block's partial sum over that block's calibrated range (the whole dot
         product's when no block ranges are known, e.g. ``range_mode = fixed``); the digitised
         values are added before f is computed."""
         if y.shape[2] == 1:
-            return super().convert_blocks(y, noise_gens, v_scale, var)
-        y = sample_read_noise(y, var, noise_gens)
+            return super().convert_blocks(y, noise, v_scale, var)
+        y = sample_read_noise(y, var, noise)
         if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
             parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
             return self.act.f(torch.stack(parts, 2).sum(2))
@@ -194,8 +195,8 @@ class NLRampConverter(Converter):
     def program(self, seed, instances, name, first=0, site=None):
         self.nladc.program(seed, instances, name=name, first=first, site=site)
 
-    def convert(self, y, noise_gens=None, v_scale=1.0, var=None):
-        return self.nladc.convert(y, noise_gens, v_scale, var=var)
+    def convert(self, y, noise=None, v_scale=1.0, var=None):
+        return self.nladc.convert(y, noise, v_scale, var=var)
 
     def train_convert(self, y):
         if self.act.linear:  # a linear ADC: no gradient where it saturates

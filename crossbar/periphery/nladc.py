@@ -39,6 +39,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -50,7 +51,10 @@ from crossbar.periphery import kernels
 from crossbar.periphery.adc import input_range
 from crossbar.periphery.functions import Activation, _bisect, crossings, get_activation, monotonic_pieces
 from crossbar.periphery.sampling import comparison_variance, noisy_value
-from crossbar.rng import generator, randn, randn_instances
+from crossbar.rng import generator, randn
+
+if TYPE_CHECKING:
+    from crossbar.normals import NoiseAt
 
 BIAS_HEADROOM = 0.8  # bias devices are targeted at <= 80 % of g_max, leaving room for calibration
 
@@ -709,7 +713,7 @@ class NLADC(nn.Module):
     def codes(
         self,
         y: torch.Tensor,
-        noise_gen: torch.Generator | None = None,
+        noise: NoiseAt | None = None,
         v_scale: float = 1.0,
         noisy: bool = True,
         var: torch.Tensor | None = None,
@@ -717,7 +721,8 @@ class NLADC(nn.Module):
         """Integer codes (M, B, C) for analog column outputs ``y`` (M, B, C).
 
         ``var`` (M, B, C): variance of ``y`` itself (the array's read noise), drawn together with the
-        converter's own noise as one Gaussian per conversion (see :func:`reference_codes`).
+        converter's own noise as one Gaussian per conversion (see :func:`reference_codes`) from
+        ``noise`` (:class:`crossbar.normals.NoiseAt`: this conversion's place in a normal stream).
         ``noisy=False`` leaves out all per-conversion noise (comparator, ramp and array read noise).
         """
         t = self.effective_thresholds(v_scale)
@@ -728,17 +733,17 @@ class NLADC(nn.Module):
         y = y.to(t.dtype)
         read_var = self._programmed(self.read_var)
         cmp_sigma = self.comparator_sigma
-        noise = None
+        z = None
         if noisy and self.draws_noise(var is not None):
-            if noise_gen is None:
-                raise CrossbarInputError("NL-ADC noise is on: pass a noise generator to codes()/convert()")
-            noise = randn_instances(noise_gen, y.shape, y.dtype, y.device)
-        in_var = var.to(y.dtype) if (noise is not None and var is not None) else None
+            if noise is None:
+                raise CrossbarInputError(
+                    "NL-ADC noise is on: pass the conversion's noise (NormalStream.at()) to codes()/convert()"
+                )
+            z = noise.draw(y.shape, y.dtype, y.device)
+        in_var = var.to(y.dtype) if (z is not None and var is not None) else None
         if self.kernel_ok(y, v_scale):
-            return kernels.nl_codes(
-                y, t, read_var, noise, v_scale**2, cmp_sigma**2, in_var, self.thresholds_kc(v_scale)
-            )
-        return reference_codes(y, t, read_var, noise, v_scale, cmp_sigma, in_var)
+            return kernels.nl_codes(y, t, read_var, z, v_scale**2, cmp_sigma**2, in_var, self.thresholds_kc(v_scale))
+        return reference_codes(y, t, read_var, z, v_scale, cmp_sigma, in_var)
 
     @property
     def comparator_sigma(self) -> float:
@@ -783,14 +788,14 @@ class NLADC(nn.Module):
     def convert(
         self,
         y: torch.Tensor,
-        noise_gen: torch.Generator | None = None,
+        noise: NoiseAt | None = None,
         v_scale: float = 1.0,
         noisy: bool = True,
         var: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Activation values (M, B, C) straight from the codes (no digital activation needed)."""
         values = self.design.values.to(y.device, y.dtype)
-        return values[self.codes(y, noise_gen, v_scale, noisy, var)]
+        return values[self.codes(y, noise, v_scale, noisy, var)]
 
     def extra_repr(self) -> str:
         nl = self.config.nl_adc

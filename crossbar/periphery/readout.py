@@ -72,7 +72,7 @@ class ColumnReadout(nn.Module):
         return self
 
     def convert(
-        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+        self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Activation values for analog column outputs ``y`` (M, B, C).
 
@@ -80,14 +80,14 @@ class ColumnReadout(nn.Module):
         once per conversion -- for the NL-ADC together with the converter's own noise as one
         Gaussian (the sum of independent Gaussians), for the other ADCs before quantisation.
         """
-        return self.converter.convert(y, noise_gens, v_scale, var)
+        return self.converter.convert(y, noise, v_scale, var)
 
     def convert_blocks(
-        self, y: torch.Tensor, noise_gens=None, v_scale: float = 1.0, var: torch.Tensor | None = None
+        self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Activation values for per-array partial sums ``y`` (M, B, R, C) (``partial_sums = digital``),
         ``var`` their read-noise variances (M, B, R, C) or None (see each converter's rule)."""
-        return self.converter.convert_blocks(y, noise_gens, v_scale, var)
+        return self.converter.convert_blocks(y, noise, v_scale, var)
 
     def train_convert(self, y: torch.Tensor) -> torch.Tensor:
         """Hardware-aware training: ideal quantised value forward, exact-f gradient backward."""

@@ -9,6 +9,7 @@ import torch
 
 from crossbar.config import AdcKind, RoleFunctions, load_config
 from crossbar.errors import CrossbarInputError
+from crossbar.normals import NormalStream
 from crossbar.periphery.converters import (
     CONVERTERS,
     IdealConverter,
@@ -18,7 +19,6 @@ from crossbar.periphery.converters import (
 )
 from crossbar.periphery.functions import REGISTRY, get_activation
 from crossbar.periphery.readout import ColumnReadout
-from crossbar.rng import instance_generators
 
 
 def test_registries_and_config_name_the_same_things():
@@ -36,9 +36,8 @@ def test_column_readout_is_the_registered_converter(kind, cls):
     y = torch.linspace(-5, 5, 2 * 4 * 6).reshape(2, 4, 6)
     var = torch.full_like(y, 0.01)
     outs = []
-    for obj in (ro, ro.converter):  # the same draws from the same generators: the same values
-        gens = instance_generators(7, "adc/test", 0, 2)
-        outs.append(obj.convert(y, gens, var=var))
+    for obj in (ro, ro.converter):  # the same normals: the same values
+        outs.append(obj.convert(y, NormalStream(7, "adc/test", 0, 2).at(read=0), var=var))
     assert torch.equal(outs[0], outs[1])
     ideal = torch.sigmoid(y)
     assert (outs[0] - ideal).abs().max() < (0.2 if kind != "ideal" else 0.5)
@@ -58,8 +57,8 @@ def test_linear_ramp_converts_each_arrays_partial_sum_and_nl_ramp_joins_them():
     assert (per_block - joined).abs().max() <= step
     nl = make_converter(cfg.replace(**{"adc.kind": "nl_ramp"}), get_activation("sigmoid"), 3)
     nl.program(0, 1, "nl")
-    gens = [instance_generators(3, "adc/nl", 0, 1) for _ in range(2)]
-    assert torch.equal(nl.convert_blocks(y, gens[0]), nl.convert(y.sum(2), gens[1]))
+    at = NormalStream(3, "adc/nl", 0, 1).at(read=0)
+    assert torch.equal(nl.convert_blocks(y, at), nl.convert(y.sum(2), at))
 
 
 def test_an_unregistered_kind_is_one_clear_error():

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from crossbar.config import default_config, load_config
 from crossbar.errors import CrossbarInputError
+from crossbar.normals import NormalStream
 from crossbar.periphery.functions import get_activation
 from crossbar.periphery.nladc import NLADC, compile_design, inl_lsb, level_grid
-from crossbar.rng import generator
 
 MONOTONIC = ["sigmoid", "tanh", "hard_sigmoid", "softsign", "clipped_relu", "identity"]
 IDEAL64 = default_config(**{"simulation.dtype": "float64", "adc.kind": "nl_ramp"})
@@ -157,17 +157,19 @@ def test_shared_ramp_columns_differ_only_by_offset():
     assert not torch.allclose(per_col, per_col[:, :1, :].expand_as(per_col))
 
 
-def test_noise_needs_a_generator_and_is_seeded():
+def test_noise_needs_a_normal_stream_and_is_seeded():
     cfg = _preset()
     adc = NLADC(compile_design("sigmoid", 5), cfg, 4).program(0, 2)
     y = torch.zeros(2, 100, 4)
-    with pytest.raises(CrossbarInputError, match="noise generator"):
+    with pytest.raises(CrossbarInputError, match="noise is on"):
         adc.codes(y)
-    a = adc.codes(y, generator(0, "n"))
-    b = adc.codes(y, generator(0, "n"))
+    stream = NormalStream(0, "n", 0, 2)
+    a = adc.codes(y, stream.at(read=3))
+    b = adc.codes(y, NormalStream(0, "n", 0, 2).at(read=3))
     assert torch.equal(a, b)
+    assert not torch.equal(a, adc.codes(y, stream.at(read=4)))  # another read draws other normals
     with pytest.raises(CrossbarInputError, match=r"NL-ADC input must be"):
-        adc.codes(torch.zeros(3, 5, 4), generator(0, "n"))
+        adc.codes(torch.zeros(3, 5, 4), stream.at())
 
 
 def test_inl_definition_on_a_hand_example():
@@ -223,7 +225,6 @@ def test_cli_adc_writes_summary_and_plots(tmp_path):
 def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     from crossbar.periphery import kernels
     from crossbar.periphery.nladc import reference_codes
-    from crossbar.rng import instance_generators, randn_instances
 
     if not kernels.available():
         pytest.skip("numba not installed")
@@ -235,20 +236,18 @@ def test_cpu_kernel_codes_equal_the_torch_definition(dtype, v_scale):
     y = torch.randn(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(1)) * 2
     y[0, 0, :8] = adc.effective_thresholds(v_scale)[0, :8, 5]  # exactly on a threshold
     in_var = torch.rand(3, 40, 48, dtype=dtype, generator=torch.Generator().manual_seed(2)) * 1e-3
-    noise = randn_instances(instance_generators(0, "n", 0, 3), y.shape, dtype, y.device)
+    at = NormalStream(0, "n", 0, 3).at(read=0)
+    noise = at.draw(y.shape, dtype)
     cmp_sigma = cfg.nl_adc.comparator_noise_sigma * adc.span
     t = adc.effective_thresholds(v_scale)
     for var in (None, in_var):
-        fast = adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=var)
+        fast = adc.codes(y, at, v_scale, var=var)
         ref = reference_codes(y, t, adc.read_var, noise, v_scale, cmp_sigma, var)
         assert torch.equal(fast, ref)
-        values = adc.convert(y, instance_generators(0, "n", 0, 3), v_scale, var=var)  # the kernel's value path
+        values = adc.convert(y, at, v_scale, var=var)  # the kernel's value path
         assert torch.equal(values, design.values.to(dtype)[ref])
     # the input variance moves codes (it is drawn with the converter's noise)
-    assert not torch.equal(
-        adc.codes(y, instance_generators(0, "n", 0, 3), v_scale, var=in_var * 100),
-        adc.codes(y, instance_generators(0, "n", 0, 3), v_scale),
-    )
+    assert not torch.equal(adc.codes(y, at, v_scale, var=in_var * 100), adc.codes(y, at, v_scale))
     quiet = adc.codes(y, None, v_scale, noisy=False, var=in_var)
     assert torch.equal(quiet, torch.searchsorted(t, y.transpose(1, 2).contiguous()).transpose(1, 2))
 
@@ -312,7 +311,6 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
     """A linear ADC readout adds the array's read noise (variance ``var``) before quantising: the
     converted values' spread matches sqrt(var) (fine ADC), and without ``var`` nothing is drawn."""
     from crossbar.periphery.readout import ColumnReadout
-    from crossbar.rng import instance_generators
 
     cfg = load_config("rram_conventional_adc_5b").replace(
         **{"adc.bits": 12, "adc.range_mode": "fixed", "adc.in_min": -4.0, "adc.in_max": 4.0}
@@ -320,14 +318,15 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
     ro = ColumnReadout(cfg, "identity", 3)
     y = torch.zeros(1, 20_000, 3)
     var = torch.tensor([0.01, 0.04, 0.25]).expand(1, 20_000, 3)
-    out = ro.convert(y, instance_generators(0, "n", 0, 1), var=var)
+    stream = NormalStream(0, "n", 0, 1)
+    out = ro.convert(y, stream.at(), var=var)
     assert torch.allclose(out.std(1)[0], var[0, 0].sqrt(), rtol=0.03)
-    # without var nothing is drawn: a generator changes nothing, and zero inputs stay the zero code
-    assert torch.equal(ro.convert(y, instance_generators(0, "n", 0, 1)), ro.convert(y, None))
+    # without var nothing is drawn: noise changes nothing, and zero inputs stay the zero code
+    assert torch.equal(ro.convert(y, stream.at()), ro.convert(y, None))
     assert torch.equal(ro.convert(y, None), torch.zeros_like(y) + ro.convert(torch.zeros(1, 1, 3), None))
     blocks = ro.convert_blocks(
         y.unsqueeze(2).expand(1, 20_000, 2, 3).contiguous(),
-        instance_generators(0, "n", 0, 1),
+        stream.at(),
         var=var.unsqueeze(2).expand(1, 20_000, 2, 3),
     )
     assert torch.allclose(blocks.std(1)[0], (2 * var[0, 0]).sqrt(), rtol=0.03)  # two noisy partial sums
