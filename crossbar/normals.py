@@ -17,9 +17,11 @@ any thread, in any order, inside a compiled loop, and give the same numbers:
   known-answer vectors; one block gives the four 32-bit words of columns 4g..4g+3;
 * normals: **Box-Muller** on the word pairs (r0, r1) -> columns 4g, 4g+1 and (r2, r3) -> 4g+2,
   4g+3: R = sqrt(-2 ln u), u = (r0 + 1/2) 2^-32, angle 2 pi (r1 + 1/2) 2^-32, z = (R cos, R sin).
-  Computed in float64 from +, -, *, /, sqrt and selects only (the logarithm and sine/cosine by
-  exact argument reduction and their series, to double precision), so the compiled CPU kernel and
-  the torch form (CUDA, tests) give the same bits.  |z| <= sqrt(66 ln 2) = 6.76 (u >= 2^-33).
+  Computed in float32 from the exact integers with +, -, *, /, sqrt and selects only (the
+  logarithm and sine/cosine by exact argument reduction and their series; within 2e-6 of the
+  exact transform, also next to u = 1), so the compiled CPU kernel and the torch form (CUDA,
+  tests) give the same bits; a float64 simulation gets them exactly converted.
+  |z| <= sqrt(66 ln 2) = 6.76 (u >= 2^-33).
 
 :func:`normal_row` is the kernels' form (one row of columns, called inside the fast path's
 loops); :class:`NormalStream` draws blocks for the torch code (the reference loops, the
@@ -52,53 +54,73 @@ _OCTANT = math.pi / 4 * 2.0**-29  # angle of one unit of the 29-bit position ins
 
 
 # ----------------------------------------------------------------------------- Box-Muller
-# The two forms below are one algorithm, operation for operation (the kernel's selects are the
-# torch form's torch.where); tests/crossbar/test_normals.py requires identical bits.
-_LOG_SERIES = [1.0 / k for k in (19, 17, 15, 13, 11, 9, 7, 5, 3, 1)]  # 2 atanh(s) / (2 s) in s^2
-_SIN_SERIES = [(-1) ** k / math.factorial(2 * k + 1) for k in range(7, -1, -1)]  # sin a / a in a^2
-_COS_SERIES = [(-1) ** k / math.factorial(2 * k) for k in range(8, -1, -1)]  # cos a in a^2
-#: (threshold, factor, exponent step) of the logarithm's argument reduction
-_HALVINGS = [(65536.0, 1.0 / 65536.0, 16.0), (256.0, 1.0 / 256.0, 8.0), (16.0, 0.0625, 4.0), (4.0, 0.25, 2.0)]
+# Float32 arithmetic from exact integer inputs; the two forms below are one algorithm, operation for
+# operation (the kernel's conditional expressions are the torch form's torch.where), and
+# tests/crossbar/test_normals.py requires identical bits.
+_F = np.float32
+#: 2 atanh(s) / (2 s) as a series in s^2, highest power first (8 terms: |s| <= 1/3 -> 1e-8)
+_LOG_SERIES = [1.0 / k for k in (15, 13, 11, 9, 7, 5, 3, 1)]
+#: sin(a) / a and cos(a) in a^2 for |a| <= pi/4, highest power first (remainders < 3e-9)
+_SIN_SERIES = [(-1) ** k / math.factorial(2 * k + 1) for k in range(5, -1, -1)]
+_COS_SERIES = [(-1) ** k / math.factorial(2 * k) for k in range(5, -1, -1)]
+#: (threshold, factor, exponent step) of the logarithm's argument reduction (exact powers of two)
+_HALVINGS = [
+    (65536.0, 1.0 / 65536.0, 16.0),
+    (256.0, 1.0 / 256.0, 8.0),
+    (16.0, 0.0625, 4.0),
+    (4.0, 0.25, 2.0),
+    (2.0, 0.5, 1.0),
+]
+_TWO32 = 2.0**32
+_HALF32 = 2**31
+
+
+def _f32(x: float) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float32)
 
 
 def _log_u(m: torch.Tensor) -> torch.Tensor:
-    """ln u for u = (m + 1/2) 2^-32 and integers 0 <= m < 2^32, float64: m + 1/2 is reduced by
-    exact powers of two to v in [1/sqrt 2, sqrt 2], then ln v = 2 atanh(s), s = (v-1)/(v+1),
-    |s| <= 0.172, by its series to s^19 (remainder < 1e-17)."""
-    v = m.to(torch.float64) + 0.5
+    """ln u for u = (m + 1/2) 2^-32 and integers 0 <= m < 2^32 (int64 tensors), float32 to within
+    a few 1e-7 relative: below u = 1/2, m + 1/2 is reduced by exact powers of two to v in
+    [1/sqrt 2, sqrt 2] and ln u = 2 atanh(s) + (e - 32) ln 2, s = (v-1)/(v+1); above, with
+    w = 1 - u = (d + 1/2) 2^-32, d = 2^32 - 1 - m (exact near u = 1), ln u = 2 atanh(s),
+    s = -w / (2 - w), |s| <= 1/3; atanh by its series to s^15."""
+    low = m < _HALF32
+    v = m.to(torch.float32) + _f32(0.5)
     e = torch.zeros_like(v)
-    for limit, factor, step in [*_HALVINGS, (2.0, 0.5, 1.0)]:
-        big = v >= limit
-        v, e = torch.where(big, v * factor, v), torch.where(big, e + step, e)
-    big = v > _SQRT2
-    v, e = torch.where(big, v * 0.5, v), torch.where(big, e + 1.0, e)
-    small = v < 1.0 / _SQRT2  # only v = 1/2 (m = 0)
-    v, e = torch.where(small, v * 2.0, v), torch.where(small, e - 1.0, e)
-    s = (v - 1.0) / (v + 1.0)
+    for limit, factor, step in _HALVINGS:
+        big = v >= _f32(limit)
+        v, e = torch.where(big, v * _f32(factor), v), torch.where(big, e + _f32(step), e)
+    big = v > _f32(_SQRT2)
+    v, e = torch.where(big, v * _f32(0.5), v), torch.where(big, e + _f32(1.0), e)
+    small = v < _f32(1.0 / _SQRT2)  # only v = 1/2 (m = 0)
+    v, e = torch.where(small, v * _f32(2.0), v), torch.where(small, e - _f32(1.0), e)
+    w = (4294967295 - m).to(torch.float32) + _f32(0.5)  # (1 - u) 2^32 above u = 1/2
+    s = torch.where(low, v - _f32(1.0), -w) / torch.where(low, v + _f32(1.0), _f32(2 * _TWO32) - w)
     s2 = s * s
-    p = torch.full_like(s, _LOG_SERIES[0])
+    p = torch.full_like(s, float(_F(_LOG_SERIES[0])))
     for coef in _LOG_SERIES[1:]:
-        p = p * s2 + coef
-    return 2.0 * s * p + (e - 32.0) * _LN2
+        p = p * s2 + _f32(coef)
+    return _f32(2.0) * s * p + torch.where(low, (e - _f32(32.0)) * _f32(_LN2), _f32(0.0))
 
 
 def _cos_sin_2pi(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) of the angle 2 pi (m + 1/2) 2^-32 for integers 0 <= m < 2^32, float64: the top
+    """(cos, sin) of the angle 2 pi (m + 1/2) 2^-32 for integers 0 <= m < 2^32, float32: the top
     three bits give the octant, the 29 below the angle a in (0, pi/4) inside it (odd octants count
     back from their end, so a is measured from the nearer quarter turn), sin a and cos a by their
-    series to a^15 / a^16 (remainder < 5e-17), then the quarter-turn rotation."""
+    series, then the quarter-turn rotation."""
     octant = m >> 29
     pos = m & 0x1FFFFFFF
     odd = (octant & 1) == 1
-    a = (torch.where(odd, 0x1FFFFFFF - pos, pos).to(torch.float64) + 0.5) * _OCTANT
+    a = (torch.where(odd, 0x1FFFFFFF - pos, pos).to(torch.float32) + _f32(0.5)) * _f32(_OCTANT)
     a2 = a * a
-    sn = torch.full_like(a, _SIN_SERIES[0])
+    sn = torch.full_like(a, float(_F(_SIN_SERIES[0])))
     for coef in _SIN_SERIES[1:]:
-        sn = sn * a2 + coef
+        sn = sn * a2 + _f32(coef)
     sn = sn * a
-    cs = torch.full_like(a, _COS_SERIES[0])
+    cs = torch.full_like(a, float(_F(_COS_SERIES[0])))
     for coef in _COS_SERIES[1:]:
-        cs = cs * a2 + coef
+        cs = cs * a2 + _f32(coef)
     # the angle: q quarter turns + a (even octant), or q + 1 quarter turns - a (odd octant)
     quarter = torch.where(odd, (octant >> 1) + 1, octant >> 1) & 3
     sn = torch.where(odd, -sn, sn)
@@ -109,8 +131,8 @@ def _cos_sin_2pi(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def box_muller(r0: torch.Tensor, r1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two independent standard normals (float64) from uniform 32-bit integers (int64 tensors)."""
-    radius = sqrt_rounded(-2.0 * _log_u(r0))
+    """Two independent standard normals (float32) from uniform 32-bit integers (int64 tensors)."""
+    radius = sqrt_rounded(_f32(-2.0) * _log_u(r0))
     c, s = _cos_sin_2pi(r1)
     return radius * c, radius * s
 
@@ -143,40 +165,47 @@ if numba is not None:
     _M0, _M1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
     _W0, _W1 = np.uint64(PHILOX_W0), np.uint64(PHILOX_W1)
     _LOW, _SHIFT = np.uint64(_MASK32), np.uint64(32)
-    _L = tuple(np.float64(c) for c in _LOG_SERIES)
-    _S = tuple(np.float64(c) for c in _SIN_SERIES)
-    _C = tuple(np.float64(c) for c in _COS_SERIES)
+    _L = tuple(_F(c) for c in _LOG_SERIES)
+    _S = tuple(_F(c) for c in _SIN_SERIES)
+    _C = tuple(_F(c) for c in _COS_SERIES)
+    _H = tuple((_F(limit), _F(factor), _F(step)) for limit, factor, step in _HALVINGS)
+    _ONE, _HALF, _TWO = _F(1.0), _F(0.5), _F(2.0)
+    _SQRT2_F, _ISQRT2_F, _LN2_F, _OCTANT_F = _F(_SQRT2), _F(1.0 / _SQRT2), _F(_LN2), _F(_OCTANT)
+    _TWO33_F, _E32 = _F(2 * _TWO32), _F(32.0)
 
     @kernel(inline=True)
     def philox_block(c0, c1, c2, c3, k0, k1):  # pragma: no cover - compiled
-        """Philox4x32-10 on uint64 words < 2^32 (the 32x32 -> 64-bit products exact in uint64)."""
-        for r in range(PHILOX_ROUNDS):
-            if r:
-                k0, k1 = (k0 + _W0) & _LOW, (k1 + _W1) & _LOW
+        """Philox4x32-10 on uint64 words < 2^32 (the 32x32 -> 64-bit products exact in uint64; the
+        key is bumped after every round, the last bump unused)."""
+        for _ in range(PHILOX_ROUNDS):
             p0, p1 = _M0 * c0, _M1 * c2
             c0, c1, c2, c3 = (p1 >> _SHIFT) ^ c1 ^ k0, p1 & _LOW, (p0 >> _SHIFT) ^ c3 ^ k1, p0 & _LOW
+            k0, k1 = (k0 + _W0) & _LOW, (k1 + _W1) & _LOW
         return c0, c1, c2, c3
 
     @kernel(inline=True)
     def _pair(w0, w1):  # pragma: no cover - compiled
         """:func:`box_muller` of two Philox words (uint64 < 2^32), written out for the compiler."""
-        v = np.float64(np.int64(w0)) + 0.5
-        e = np.float64(0.0)
-        big = v >= 65536.0
-        v, e = (v * (1.0 / 65536.0) if big else v), (e + 16.0 if big else e)
-        big = v >= 256.0
-        v, e = (v * (1.0 / 256.0) if big else v), (e + 8.0 if big else e)
-        big = v >= 16.0
-        v, e = (v * 0.0625 if big else v), (e + 4.0 if big else e)
-        big = v >= 4.0
-        v, e = (v * 0.25 if big else v), (e + 2.0 if big else e)
-        big = v >= 2.0
-        v, e = (v * 0.5 if big else v), (e + 1.0 if big else e)
-        big = v > _SQRT2
-        v, e = (v * 0.5 if big else v), (e + 1.0 if big else e)
-        small = v < 1.0 / _SQRT2
-        v, e = (v * 2.0 if small else v), (e - 1.0 if small else e)
-        s = (v - 1.0) / (v + 1.0)
+        m = np.int64(w0)
+        low = m < _HALF32
+        v = _F(m) + _HALF
+        e = _F(0.0)
+        big = v >= _H[0][0]
+        v, e = (v * _H[0][1] if big else v), (e + _H[0][2] if big else e)
+        big = v >= _H[1][0]
+        v, e = (v * _H[1][1] if big else v), (e + _H[1][2] if big else e)
+        big = v >= _H[2][0]
+        v, e = (v * _H[2][1] if big else v), (e + _H[2][2] if big else e)
+        big = v >= _H[3][0]
+        v, e = (v * _H[3][1] if big else v), (e + _H[3][2] if big else e)
+        big = v >= _H[4][0]
+        v, e = (v * _H[4][1] if big else v), (e + _H[4][2] if big else e)
+        big = v > _SQRT2_F
+        v, e = (v * _HALF if big else v), (e + _ONE if big else e)
+        small = v < _ISQRT2_F
+        v, e = (v * _TWO if small else v), (e - _ONE if small else e)
+        w = _F(np.int64(4294967295) - m) + _HALF
+        s = (v - _ONE if low else -w) / (v + _ONE if low else _TWO33_F - w)
         s2 = s * s
         p = _L[0] * s2 + _L[1]
         p = p * s2 + _L[2]
@@ -185,31 +214,25 @@ if numba is not None:
         p = p * s2 + _L[5]
         p = p * s2 + _L[6]
         p = p * s2 + _L[7]
-        p = p * s2 + _L[8]
-        p = p * s2 + _L[9]
-        radius = np.sqrt(-2.0 * (2.0 * s * p + (e - 32.0) * _LN2))
-        m = np.int64(w1)
-        octant = m >> 29
-        pos = m & 0x1FFFFFFF
+        log_u = _TWO * s * p + ((e - _E32) * _LN2_F if low else _F(0.0))
+        radius = np.sqrt(_F(-2.0) * log_u)
+        k = np.int64(w1)
+        octant = k >> 29
+        pos = k & 0x1FFFFFFF
         odd = (octant & 1) == 1
-        a = (np.float64(0x1FFFFFFF - pos if odd else pos) + 0.5) * _OCTANT
+        a = (_F(0x1FFFFFFF - pos if odd else pos) + _HALF) * _OCTANT_F
         a2 = a * a
         sn = _S[0] * a2 + _S[1]
         sn = sn * a2 + _S[2]
         sn = sn * a2 + _S[3]
         sn = sn * a2 + _S[4]
         sn = sn * a2 + _S[5]
-        sn = sn * a2 + _S[6]
-        sn = sn * a2 + _S[7]
         sn = sn * a
         cs = _C[0] * a2 + _C[1]
         cs = cs * a2 + _C[2]
         cs = cs * a2 + _C[3]
         cs = cs * a2 + _C[4]
         cs = cs * a2 + _C[5]
-        cs = cs * a2 + _C[6]
-        cs = cs * a2 + _C[7]
-        cs = cs * a2 + _C[8]
         quarter = ((octant >> 1) + 1 if odd else octant >> 1) & 3
         sn = -sn if odd else sn
         swap = (quarter & 1) == 1
@@ -259,7 +282,7 @@ if numba is not None:
 
 
 def _torch_normals(keys: torch.Tensor, read: int, step: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """The torch form of the same normals, (M, len(rows), len(cols)) float64 on ``keys``' device."""
+    """The torch form of the same normals, (M, len(rows), len(cols)) float32 on ``keys``' device."""
     dev = keys.device
     k0, k1 = keys[:, 0].view(-1, 1, 1), keys[:, 1].view(-1, 1, 1)
     c = cols.to(dev, torch.int64).view(1, 1, -1)
@@ -341,7 +364,7 @@ class NormalStream:
             if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < COUNTER_LIMIT):
                 raise CrossbarInputError(f"normal stream: {name} indices must be in [0, 2^32)")
         if torch.device(device).type == "cpu" and numba is not None:
-            out = np.empty(shape, np.float64)
+            out = np.empty(shape, np.float32)
             rows_np, cols_np = rows.cpu().numpy(), cols.cpu().numpy()
             keys = self.keys_np[first : first + m_count]
             _normals_at(out, keys, np.uint64(read), np.uint64(step), rows_np, cols_np)

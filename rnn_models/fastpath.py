@@ -1,42 +1,45 @@
-"""Fast CPU path of the programmed analog LSTM and GRU: the reference time step, element-wise work fused.
+"""Fast CPU path of the programmed analog LSTM and GRU: the reference time step, fused.
 
 The reference step (``AnalogLSTM._direction`` / ``AnalogGRU._direction`` through
 :class:`~rnn_models.analog.AnalogMatrix`) runs dozens of small torch operations per time step.
-Here one step is: the matrix products (signal and read-noise variance of each matrix, through the
-tile's own :class:`~crossbar.matmul.PreparedMatmul` -- exactly the reference's calls), the
-reference's noise draws, and two numba kernels that do everything else element by element:
+Here a step of a block of rows of one instance is the two products of each matrix (signal and
+read-noise variance, through the tile's own :class:`~crossbar.matmul.PreparedMatmul` -- exactly
+the reference's calls) and **one numba kernel** that does everything else, row by row:
 
-* gates: each matrix's output scaling (conductance scale, drift gain) and read-noise variance,
-  the NL-ADCs of all its columns at once (column groups merged in column order: thresholds
-  counted, one Gaussian per conversion, value tables), the saturation count of linear readouts,
-  then the cell's first digital step (LSTM: c = f*c + i*g; GRU: nx + r*nh) in fixed point;
-* hidden: after ``torch.tanh`` (the reference's own call), the new h in fixed point (LSTM:
-  o * tanh(c); GRU: (1 - z) * n + z * h) and the next step's word-line inputs of every matrix that
-  reads h (DAC quantisation, row gains, squares, DAC clipping counts), plus the x rows copied in.
+* the conversion noise: one standard normal per column from the counter-based generator
+  (:func:`crossbar.normals.normal_row`, the numbers the reference draws through
+  :class:`~crossbar.normals.NoiseAt`);
+* each matrix's output scaling and read-noise variance, the NL-ADCs of all its columns (column
+  groups merged in column order: thresholds counted, one Gaussian per conversion, value tables),
+  the saturation count of linear readouts;
+* the cell in fixed point (LSTM: c = f*c + i*g; GRU: nx + r*nh), the digital tanh
+  (:func:`~rnn_models.cell_math.tanh_digital`), the new h (LSTM: o * tanh(c); GRU:
+  (1 - z) * n + z * h), and the next step's word lines of every matrix that reads h (DAC
+  quantisation, row gains, squares, DAC clipping counts) with the next x rows copied in.
 
 The element-wise physics inside the kernels is not a copy of the reference's: the DAC levels and
 fixed-point registers (:func:`crossbar.pointwise.saturating_round`), the column output scaling
 and variance (:func:`crossbar.tile.column_output`, :func:`~crossbar.tile.output_variance`) and the
 cell updates (:mod:`rnn_models.cell_math`) are the functions the reference runs on tensors,
 compiled for scalars (:mod:`crossbar.pointwise`; ``tests/crossbar/test_pointwise.py`` runs both
-forms on the same values), and the NL-ADC count is the converter's own CPU kernel
-(:mod:`crossbar.periphery.kernels`).  What is written here is the loop around them: which values
-go where, in the reference's order, so outputs, final states and health counters are identical --
-not just close (``tests/rnn_models/test_fastpath.py``).
-Readouts the NL-ADC kernel does not convert -- the ideal ADC, the linear ramp ADC + digital f, an
-NL-ADC with unsorted ramps or column groups of different resolution -- still take the fast path in
-``TORCH`` mode: a kernel scales the step's products into column-group order
+forms on the same values); the NL-ADC count is the converter's own CPU kernel
+(:mod:`crossbar.periphery.kernels`); the normals and the tanh have a torch form and a kernel form
+tested bit for bit.  What is written here is the loop around them: which values go where, in the
+reference's order, so outputs, final states and health counters are identical -- not just close
+(``tests/rnn_models/test_fastpath.py``).
+
+Threads: the work is split into parts (:func:`_parts`): blocks of instances, or for one instance
+blocks of its batch rows.  Rows and instances are independent and every number is a function of
+its counters, so each part runs the whole sequence on its own pool thread, start to end, without
+meeting the others (``KERNEL`` mode).  Readouts the NL-ADC kernel does not convert -- the ideal
+ADC, the linear ramp ADC + digital f, an NL-ADC with unsorted ramps or column groups of different
+resolution -- take the ``TORCH`` mode: a kernel scales the step's products into column-group order
 (:func:`_scale_columns`), each group's readout converts them with its own ``convert`` (the
-reference's call on the same values: same draws, same torch activations), a linear readout's
-saturation is counted by the reference's :func:`~rnn_models.analog.count_saturation`, and the
-cell update and next inputs are the kernels' as above.
-Threads: the instances (or, with ``SPLIT_ROWS``, one instance's batch rows) are split into blocks
-(:func:`_parts`); in the NL-ADC kernel mode each block runs the whole sequence on its pool thread,
-instance by instance, since no block reads another's state; in ``TORCH`` mode the blocks meet
-after each step (the readouts convert all of them at once on the calling thread).
-Configurations the fast path does not cover (CUDA, autograd, per-array conversion of digital
-partial sums, a digital bias, a non-digital cell tanh) take the reference path; :func:`supported`
-says which.
+reference's call on the same values and normals), a linear readout's saturation is counted by the
+reference's :func:`~rnn_models.analog.count_saturation`, and the kernels do the cell and the next
+inputs; there the parts meet after each step.  Configurations the fast path does not cover (CUDA,
+autograd, per-array conversion of digital partial sums, a digital bias, a non-digital cell tanh)
+take the reference path; :func:`supported` says which.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ from crossbar.periphery import kernels
 from crossbar.pointwise import compiled, kernel, saturating_round
 from crossbar.tile import column_output, output_variance
 from rnn_models.analog import count_saturation, fixed_point_grid
-from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden, tanh_digital
+from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
 
 numba = kernels.numba
 np_ = kernels.as_numpy
 
 if numba is not None:
+    from crossbar.normals import normal_row
     from crossbar.periphery.kernels import count_below, noisy_input
+    from rnn_models.cell_math import tanh_digital64
 
     # the element-wise physics, compiled from the one source the reference path runs on tensors
     _saturating_round = compiled(saturating_round)
@@ -70,17 +75,26 @@ if numba is not None:
 
     @kernel
     def _scratch(conv):  # pragma: no cover - compiled
-        """Per-call work rows of one matrix's conversion (a call's own: calls run on threads)."""
-        return np.empty_like(conv[12]), np.empty_like(conv[13]), np.zeros_like(conv[14]), np.empty_like(conv[15])
+        """Work rows of one matrix's conversion (a call's own: calls run on threads): counters,
+        scaled outputs, variances, noisy inputs, normals and converted values."""
+        n = conv[12].shape[0]
+        return (
+            np.empty_like(conv[12]),
+            np.empty_like(conv[13]),
+            np.zeros_like(conv[14]),
+            np.empty_like(conv[15]),
+            np.empty(n, conv[13].dtype),
+            np.empty(n, conv[13].dtype),
+        )
 
     @kernel
     def _convert_row(yr, vr, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
         """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
         NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
         saturates.  ``conv``: the matrix's converter (``_Matrix.converter``, read only);
-        ``scratch``: :func:`_scratch` of it."""
+        ``scratch``: :func:`_scratch` of it; ``z``: the row's normals in column order."""
         (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear) = conv[:12]
-        cnt, y_all, v_all, yn = scratch
+        cnt, y_all, v_all, yn = scratch[:4]
         n_cols = yr.shape[0]
         d, vgm = drift[m], vgain[m]
         for k in range(n_cols):  # the tile's output scaling
@@ -101,6 +115,15 @@ if numba is not None:
         return saturated
 
     @kernel
+    def _convert_noisy_row(yr, vr, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
+        """:func:`_convert_row` with the row's normals drawn first (``key``: the instance's two
+        key words, uint64; ``read``, ``step``, ``row``: the counter, as the reference draws them)."""
+        z = scratch[4]
+        if conv[6]:
+            normal_row(z, key[0], key[1], read, step, row)
+        return _convert_row(yr, vr, z, m, conv, yr.dtype.type(1.0), out, scratch)
+
+    @kernel
     def _word_lines(p, xq, x2, first, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
         """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
         full scale, quantise, row gain, and their squares; returns how many the DAC clips.  One
@@ -119,6 +142,13 @@ if numba is not None:
         return clipped
 
     @kernel
+    def _next_x(xq, x2, x_next_q, x_next_2, n_x):  # pragma: no cover - compiled
+        """The next step's x rows (word lines and squares) into one row's word-line buffers."""
+        for j in range(n_x):
+            xq[j] = x_next_q[j]
+            x2[j] = x_next_2[j]
+
+    @kernel
     def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the LSTM's first digital step: c = f*c + i*g in fixed point, o kept
         (the converted gates as rows, whichever kernel converted them)."""
@@ -130,33 +160,60 @@ if numba is not None:
             o_out[j] = o[j]
 
     @kernel
-    def _gru_candidate_row(r, z, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
-        """One batch row of the GRU's candidate input: pre = nx + r * nh in fixed point, z kept."""
-        for j in range(pre.shape[0]):
-            s = _gru_candidate_input(nx[j], r[j], nh[j])
-            if fixed:
-                s = _saturating_round(s, lo, hi, step)
-            pre[j] = s
-            z_out[j] = z[j]
+    def _lstm_hidden_row(
+        o, c, fixed, step, lo, hi, h_out, xq, x2, n_x, inputs, x_next_q, x_next_2, has_next
+    ):  # pragma: no cover
+        """One batch row: h = o * tanh(c) (digital tanh) in fixed point into ``h_out``, the word
+        lines of h (after the ``n_x`` x rows) and, with ``has_next``, the next step's x rows;
+        returns the DAC clippings of h.  ``inputs``: (DAC full scales, quantise?, x_max, DAC step,
+        row gains, gained?)."""
+        for j in range(c.shape[0]):
+            t = c.dtype.type(tanh_digital64(c[j]))
+            p = _lstm_hidden_value(o[j], t)
+            h_out[j] = _saturating_round(p, lo, hi, step) if fixed else p
+        in_scale, quantize, x_max, q_step, gain, gained = inputs
+        clipped = _word_lines(h_out, xq, x2, n_x, in_scale, quantize, x_max, q_step, gain, gained)
+        if has_next:
+            _next_x(xq, x2, x_next_q, x_next_2, n_x)
+        return clipped
 
     @kernel
-    def _lstm_gates(y, v, conv, z_a, idx_a, z_g, idx_g, v2, c, o_out, fixed, step, lo, hi, m_first):  # pragma: no cover
-        """Gate columns (PyTorch's order i, f, g, o) converted, c = f*c + i*g in fixed point, o kept;
-        ``y[m]`` is instance ``m_first + m``."""
-        m_count, b_count, n_cols = y.shape
-        hidden = c.shape[2]
-        z_all, a = np.empty(n_cols, y.dtype), np.empty(n_cols, y.dtype)
+    def _lstm_rows(
+        y,
+        v,
+        conv,
+        key,
+        read,
+        step,
+        row0,
+        m,
+        c,
+        o,
+        fixed_c,
+        fixed_h,
+        h_out,
+        xq,
+        x2,
+        n_x,
+        inputs,
+        x_next_q,
+        x_next_2,
+        has_next,
+    ):  # pragma: no cover - compiled
+        """One step of rows ``row0..`` of instance ``m`` (NL-ADC kernel mode): every gate column
+        converted (PyTorch's order i, f, g, o; its normals drawn at (read, step, row)), c = f*c +
+        i*g in fixed point, h = o * tanh(c), the next word lines; returns the DAC clippings."""
+        hidden = c.shape[1]
+        h2, h3 = 2 * hidden, 3 * hidden
         scratch = _scratch(conv)
-        for m in range(m_count):
-            for b in range(b_count):
-                if conv[6]:  # noisy: the two groups' draws, put in column order
-                    for j in range(idx_a.shape[0]):
-                        z_all[idx_a[j]] = z_a[m, b, j]
-                    for j in range(idx_g.shape[0]):
-                        z_all[idx_g[j]] = z_g[m, b, j]
-                _convert_row(y[m, b], v[m, b], z_all, m_first + m, conv, v2, a, scratch)
-                h2, h3 = 2 * hidden, 3 * hidden
-                _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[m, b], o_out[m, b], fixed, step, lo, hi)
+        a = scratch[5]
+        clipped = 0
+        for r in range(y.shape[0]):
+            _convert_noisy_row(y[r], v[r], key, read, step, np.uint64(row0 + r), m, conv, a, scratch)
+            _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], *fixed_c)
+            nq, n2 = (x_next_q[r], x_next_2[r]) if has_next else (x_next_q[0], x_next_2[0])
+            clipped += _lstm_hidden_row(o[r], c[r], *fixed_h, h_out[r], xq[r], x2[r], n_x, inputs, nq, n2, has_next)
+        return clipped
 
     @kernel
     def _scale_columns(y, v, scaling, runs, y_out, v_out, m_first):  # pragma: no cover - compiled
@@ -190,6 +247,107 @@ if numba is not None:
                 _lstm_cell_row(a[:hidden], a[hidden:h2], g[m, b], a[h2:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
     @kernel
+    def _lstm_hidden(o, c, fixed_h, h_out, xq, x2, n_x, inputs, x_next_q, x_next_2, has_next):  # pragma: no cover
+        """:func:`_lstm_hidden_row` of every row of (M, B, H) blocks; returns the DAC clippings."""
+        m_count, b_count, _ = o.shape
+        clipped = 0
+        for m in range(m_count):
+            for b in range(b_count):
+                nq = x_next_q[m, b] if has_next else x_next_q[0, 0]
+                n2 = x_next_2[m, b] if has_next else x_next_2[0, 0]
+                clipped += _lstm_hidden_row(
+                    o[m, b], c[m, b], *fixed_h, h_out[m, b], xq[m, b], x2[m, b], n_x, inputs, nq, n2, has_next
+                )
+        return clipped
+
+    @kernel
+    def _gru_candidate_row(r, z, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
+        """One batch row of the GRU's candidate input: pre = nx + r * nh in fixed point, z kept."""
+        for j in range(pre.shape[0]):
+            s = _gru_candidate_input(nx[j], r[j], nh[j])
+            if fixed:
+                s = _saturating_round(s, lo, hi, step)
+            pre[j] = s
+            z_out[j] = z[j]
+
+    @kernel
+    def _gru_hidden_row(
+        z, pre, h, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
+    ):  # pragma: no cover
+        """One batch row: n = tanh(pre) (digital tanh), h = (1 - z) * n + z * h in fixed point into
+        ``h`` and ``h_out``; the word lines of the two matrices that read h (rz: rows after x; nh:
+        all rows) and, with ``has_next``, the x rows of rz and nx; returns the DAC clippings of rz
+        and nh.  ``in_*``: (word lines, squares, DAC full scales, quantise?, x_max, DAC step, row
+        gains, gained?) of the row; ``next_*``: the next step's x rows (word lines, squares)."""
+        for j in range(h.shape[0]):
+            n = pre.dtype.type(tanh_digital64(pre[j]))
+            p = _gru_hidden_value(z[j], n, h[j])
+            p = _saturating_round(p, lo, hi, step) if fixed else p
+            h[j] = p
+            h_out[j] = p
+        clip_rz = _word_lines(h, *in_rz[:2], n_x, *in_rz[2:])
+        clip_nh = _word_lines(h, *in_nh[:2], 0, *in_nh[2:])
+        if has_next:
+            _next_x(in_rz[0], in_rz[1], next_rz[0], next_rz[1], n_x)
+            _next_x(in_nx[0], in_nx[1], next_nx[0], next_nx[1], n_x)
+        return clip_rz, clip_nh
+
+    @kernel
+    def _gru_rows(
+        y_rz,
+        v_rz,
+        y_nx,
+        v_nx,
+        y_nh,
+        v_nh,
+        conv_rz,
+        conv_nx,
+        conv_nh,
+        keys,
+        reads,
+        step,
+        row0,
+        m,
+        pre,
+        z_gate,
+        fixed_c,
+        fixed_h,
+        h,
+        h_out,
+        in_rz,
+        in_nh,
+        in_nx,
+        n_x,
+        next_rz,
+        next_nx,
+        has_next,
+    ):  # pragma: no cover - compiled
+        """One step of rows ``row0..`` of instance ``m`` (NL-ADC kernel mode): r, z, nx, nh from
+        their three matrices (``keys``/``reads``: rz, nx, nh's), pre = nx + r * nh in fixed point,
+        h = (1 - z) * tanh(pre) + z * h, the next word lines.  Returns the counts (DAC clippings of
+        rz and nh, saturated linear conversions of nx and nh)."""
+        hidden = h.shape[1]
+        s_rz, s_nx, s_nh = _scratch(conv_rz), _scratch(conv_nx), _scratch(conv_nh)
+        counts = np.zeros(4, np.int64)
+        for r in range(y_rz.shape[0]):
+            row = np.uint64(row0 + r)
+            rz, nx, nh = s_rz[5], s_nx[5], s_nh[5]
+            _convert_noisy_row(y_rz[r], v_rz[r], keys[0], reads[0], step, row, m, conv_rz, rz, s_rz)
+            counts[2] += _convert_noisy_row(y_nx[r], v_nx[r], keys[1], reads[1], step, row, m, conv_nx, nx, s_nx)
+            counts[3] += _convert_noisy_row(y_nh[r], v_nh[r], keys[2], reads[2], step, row, m, conv_nh, nh, s_nh)
+            _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[r], z_gate[r], *fixed_c)
+            nq, n2 = (next_rz[0][r], next_rz[1][r]) if has_next else (next_rz[0][0], next_rz[1][0])
+            xq, x2 = (next_nx[0][r], next_nx[1][r]) if has_next else (next_nx[0][0], next_nx[1][0])
+            a, b = _gru_hidden_row(
+                z_gate[r], pre[r], h[r], *fixed_h, h_out[r], (in_rz[0][r], in_rz[1][r], *in_rz[2:]),
+                (in_nh[0][r], in_nh[1][r], *in_nh[2:]), n_x, (nq, n2), (xq, x2), (in_nx[0][r], in_nx[1][r]),
+                has_next,
+            )  # fmt: skip
+            counts[0] += a
+            counts[1] += b
+        return counts
+
+    @kernel
     def _gru_update(rz, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """pre = nx + r * nh in fixed point (before tanh) from the converted r/z, nx and nh; z kept."""
         m_count, b_count, hidden = pre.shape
@@ -199,116 +357,23 @@ if numba is not None:
                 _gru_candidate_row(r, z, nx[m, b], nh[m, b], pre[m, b], z_out[m, b], fixed, step, lo, hi)
 
     @kernel
-    def _lstm_hidden(
-        o,
-        tanh_c,
-        fixed,
-        step,
-        lo,
-        hi,
-        h_out,
-        xq,
-        x2,
-        n_x,
-        in_scale,
-        quantize,
-        x_max,
-        q_step,
-        row_gain,
-        gained,
-        xq_next,
-        x2_next,
-        has_next,
-    ):  # pragma: no cover - compiled
-        """h = o * tanh(c) into ``h_out``; the next step's word lines; returns the DAC clippings."""
-        m_count, b_count, hidden = o.shape
-        clipped = 0
-        for m in range(m_count):
-            for b in range(b_count):
-                h_mb = h_out[m, b]
-                for j in range(hidden):
-                    p = _lstm_hidden_value(o[m, b, j], tanh_c[m, b, j])
-                    h_mb[j] = _saturating_round(p, lo, hi, step) if fixed else p
-                clipped += _word_lines(
-                    h_mb, xq[m, b], x2[m, b], n_x, in_scale, quantize, x_max, q_step, row_gain, gained
-                )
-                if has_next:
-                    for j in range(n_x):
-                        xq[m, b, j] = xq_next[m, b, j]
-                        x2[m, b, j] = x2_next[m, b, j]
-        return clipped
-
-    @kernel
-    def _gru_gates(
-        y_rz,
-        v_rz,
-        z_rz,
-        conv_rz,
-        y_nx,
-        v_nx,
-        z_nx,
-        conv_nx,
-        y_nh,
-        v_nh,
-        z_nh,
-        conv_nh,
-        v2,
-        pre,
-        z_out,
-        fixed,
-        step,
-        lo,
-        hi,
-        m_first,
-    ):  # pragma: no cover - compiled
-        """r, z, nx, nh from their three matrices; pre = nx + r * nh in fixed point (before tanh);
-        returns the saturated linear conversions of nx and nh; ``y_rz[m]`` is instance
-        ``m_first + m``."""
-        m_count, b_count, hidden = pre.shape
-        s_rz, s_nx, s_nh = _scratch(conv_rz), _scratch(conv_nx), _scratch(conv_nh)
-        sat = np.zeros(2, np.int64)
-        rz = np.empty(2 * hidden, y_rz.dtype)
-        nx = np.empty(hidden, y_rz.dtype)
-        nh = np.empty(hidden, y_rz.dtype)
-        for m in range(m_count):
-            for b in range(b_count):
-                i = m_first + m
-                _convert_row(y_rz[m, b], v_rz[m, b], z_rz[m, b], i, conv_rz, v2, rz, s_rz)
-                sat[0] += _convert_row(y_nx[m, b], v_nx[m, b], z_nx[m, b], i, conv_nx, v2, nx, s_nx)
-                sat[1] += _convert_row(y_nh[m, b], v_nh[m, b], z_nh[m, b], i, conv_nh, v2, nh, s_nh)
-                _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[m, b], z_out[m, b], fixed, step, lo, hi)
-        return sat
-
-    @kernel
     def _gru_hidden(
-        z, n, h, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
-    ):  # pragma: no cover - compiled
-        """h = (1 - z) * n + z * h into ``h`` and ``h_out``; the word lines of the two matrices that
-        read h (rz: rows after x; nh: all rows), the x rows of rz and nx copied in; returns the
-        DAC clippings of rz and nh."""
-        m_count, b_count, hidden = z.shape
-        xq_rz, x2_rz, sc_rz, q_rz, xm_rz, st_rz, g_rz, gained_rz = in_rz
-        xq_nh, x2_nh, sc_nh, q_nh, xm_nh, st_nh, g_nh, gained_nh = in_nh
-        clip_rz = clip_nh = 0
+        z, pre, h, fixed_h, h_out, in_rz, in_nh, in_nx, n_x, next_rz, next_nx, has_next
+    ):  # pragma: no cover
+        """:func:`_gru_hidden_row` of every row of (M, B, H) blocks; returns the DAC clippings of rz and nh."""
+        m_count, b_count, _ = z.shape
+        clipped = np.zeros(2, np.int64)
         for m in range(m_count):
             for b in range(b_count):
-                rz_q, rz_2, nh_q, nh_2 = xq_rz[m, b], x2_rz[m, b], xq_nh[m, b], x2_nh[m, b]
-                h_mb = h[m, b]
-                for j in range(hidden):
-                    p = _gru_hidden_value(z[m, b, j], n[m, b, j], h_mb[j])
-                    p = _saturating_round(p, lo, hi, step) if fixed else p
-                    h_mb[j] = p
-                    h_out[m, b, j] = p
-                clip_rz += _word_lines(h_mb, rz_q, rz_2, n_x, sc_rz, q_rz, xm_rz, st_rz, g_rz, gained_rz)
-                clip_nh += _word_lines(h_mb, nh_q, nh_2, 0, sc_nh, q_nh, xm_nh, st_nh, g_nh, gained_nh)
-                if has_next:
-                    for j in range(n_x):
-                        rz_q[j] = next_rz[0][m, b, j]
-                        rz_2[j] = next_rz[1][m, b, j]
-                        in_nx[0][m, b, j] = next_nx[0][m, b, j]
-                        in_nx[1][m, b, j] = next_nx[1][m, b, j]
-        clipped = np.zeros(2, np.int64)
-        clipped[0], clipped[1] = clip_rz, clip_nh
+                nrz = (next_rz[0][m, b], next_rz[1][m, b]) if has_next else (next_rz[0][0, 0], next_rz[1][0, 0])
+                nnx = (next_nx[0][m, b], next_nx[1][m, b]) if has_next else (next_nx[0][0, 0], next_nx[1][0, 0])
+                a, b_ = _gru_hidden_row(
+                    z[m, b], pre[m, b], h[m, b], *fixed_h, h_out[m, b],
+                    (in_rz[0][m, b], in_rz[1][m, b], *in_rz[2:]), (in_nh[0][m, b], in_nh[1][m, b], *in_nh[2:]),
+                    n_x, nrz, nnx, (in_nx[0][m, b], in_nx[1][m, b]), has_next,
+                )  # fmt: skip
+                clipped[0] += a
+                clipped[1] += b_
         return clipped
 
 
@@ -428,7 +493,7 @@ class _Matrix:
         )
         self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
         self.indices = [np_(g.index.to(torch.int64)) for g in mat.groups]
-        self.noise_shapes = [(m_count, batch, len(g.index)) for g in mat.groups]
+        self.group_shapes = [(m_count, batch, len(g.index)) for g in mat.groups]
         has_var = self.variance is not None
         # the tile's output scaling and variance gain (_column_output, _output_variance)
         self.scaling = (
@@ -447,8 +512,8 @@ class _Matrix:
         (the groups' columns as runs of consecutive columns) and converted by the group's readout."""
         has_var = self.variance is not None
         self.noisy, self.linear = False, False  # the readouts draw and count themselves
-        self.group_y = [torch.empty(shape, dtype=self.dtype) for shape in self.noise_shapes]
-        self.group_v = [torch.empty(shape, dtype=self.dtype) if has_var else None for shape in self.noise_shapes]
+        self.group_y = [torch.empty(shape, dtype=self.dtype) for shape in self.group_shapes]
+        self.group_v = [torch.empty(shape, dtype=self.dtype) if has_var else None for shape in self.group_shapes]
         # numba takes a tuple of same-typed arrays (an empty one per group without a variance)
         self.gy = tuple(t.numpy() for t in self.group_y)
         self.gv = tuple(t.numpy() if t is not None else np.empty((0, 0, 0), self.ty) for t in self.group_v)
@@ -474,7 +539,8 @@ class _Matrix:
             cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma**2)
             values[grp.index] = ro.design.values.to(self.dtype)
         self.noisy = _noisy(ros[0], cfg)
-        self.no_noise = [np.zeros(shape, ty) for shape in self.noise_shapes]  # never read: shapes for the kernels
+        # the instances' key words of the matrix's normal stream, for normal_row
+        self.keys = self.mat.noise.keys_np.astype(np.uint64)
         lin = ros[0].linear_range()
         self.linear = lin is not None
         lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
@@ -507,10 +573,19 @@ class _Matrix:
         return self.signal.per_instance and (self.variance is None or self.variance.per_instance)
 
     def instance_products(self, m: int, b0: int = 0, b1: int | None = None):
-        """Instance ``m``'s (signal, variance) products of batch rows ``b0:b1``, each (1, rows, N)."""
-        y = self.signal.instance(m, self.xq[m, b0:b1]).numpy()[None]
-        v = self.variance.instance(m, self.x2[m, b0:b1]).numpy()[None] if self.variance is not None else y
+        """Instance ``m``'s (signal, variance) products of batch rows ``b0:b1``, each (rows, N)."""
+        y = self.signal.instance(m, self.xq[m, b0:b1]).numpy()
+        v = self.variance.instance(m, self.x2[m, b0:b1]).numpy() if self.variance is not None else y
         return y, v
+
+    def counter(self, m: int) -> tuple:
+        """(key words of instance ``m``, this forward pass's read) for the kernels' normals."""
+        return self.keys[m], np.uint64(self.mat.read)
+
+    def word_lines(self, m: int, b0: int, b1: int) -> tuple:
+        """Instance ``m``'s word lines and squares of rows ``b0:b1`` with the DAC / row-gain
+        settings: ``(xq, x2, in_scale, quantize, x_max, q_step, row_gain, gained)``."""
+        return (self.inputs[0][m, b0:b1], self.inputs[1][m, b0:b1], *self.inputs[2:])
 
     def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list, step: int) -> list[np.ndarray]:
         """TORCH mode: this step's products (:meth:`products`) scaled into column-group order by
@@ -535,25 +610,18 @@ class _Matrix:
             out.append(np_(ro.convert(yg, self.mat.noise_at(g, step), var=vg)))
         return out
 
-    def noise(self, m0: int = 0, m1: int | None = None, step: int = 0) -> list:
-        """The reference's normals for this matrix's groups at ``step``, in group order, of
-        instances m0..m1-1 (counter-based: the normals of a block are those of the whole)."""
-        m1 = self.m_count if m1 is None else m1
-        if not self.noisy:
-            return [z[m0:m1] for z in self.no_noise]
-        mat = self.mat
-        return [
-            mat.noise.normals((m1 - m0, *s[1:]), self.dtype, read=mat.read, step=step, cols=g.index, first=m0).numpy()
-            for g, s in zip(mat.groups, self.noise_shapes)
-        ]
-
     def next_x(self, t: int | None, part: tuple[int, int, int, int]):
         """The x rows' word lines (and squares) of step ``t`` for the part's instances and rows
-        (one instance's rows: a view, no copy); placeholders when there is no next step or x."""
+        (views, no copy); placeholders when there is no next step or x."""
         if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
             return self.zeros, self.zeros
         m0, m1, b0, b1 = part
         return np_(self.xq_x[m0:m1, t, b0:b1]), np_(self.x2_x[m0:m1, t, b0:b1])
+
+    def next_x_rows(self, t: int | None, m: int, b0: int, b1: int):
+        """:meth:`next_x` of one instance's rows: (rows, n_x) views."""
+        q, q2 = self.next_x(t, (m, m + 1, b0, b1))
+        return q[0], q2[0]
 
     def count_health(self, h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
         """Add this sequence's DAC clipping (x rows counted here, h rows by the caller) and linear-ADC
@@ -583,13 +651,8 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
 
 
 # ----------------------------------------------------------------------------- threads
-#: fewer conversions per step than this run on the calling thread alone
+#: fewer conversions per sequence step than this run on the calling thread alone
 MIN_PARALLEL = 16_384
-#: split one instance's batch rows over threads too, each block of rows run start to end on its
-#: thread (off: no gain measured on the 2-core machine -- `benchmarks/split_rows.py`, full KWS / LM
-#: shapes: LSTM 1.08x / 1.20x, GRU 0.86x / 1.05x; the main thread's draws for all rows stay serial,
-#: and the two vCPUs scale compute-bound kernels poorly)
-SPLIT_ROWS = False
 
 _pool_state: dict = {}
 
@@ -615,18 +678,18 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return _pool_state["pool"]
 
 
-def _parts(m_count: int, batch: int, n_cols: int, split_rows: bool = False) -> list[tuple[int, int, int, int]]:
+def _parts(m_count: int, batch: int, n_cols: int, split_rows: bool = True) -> list[tuple[int, int, int, int]]:
     """How a sequence's work is split over ``torch.get_num_threads()`` threads: (m0, m1, b0, b1)
-    blocks of instances (or, for one instance with ``split_rows`` and ``SPLIT_ROWS``, of batch
-    rows).  Instances and rows are independent and every block draws and computes exactly what
-    the whole would, so the split does not change a number."""
+    blocks of instances, or for one instance (and ``split_rows``) of its batch rows.  Instances and
+    rows are independent and every number is a function of its counters, so the split does not
+    change a number."""
     workers = max(1, torch.get_num_threads())
     if workers == 1 or m_count * batch * n_cols < MIN_PARALLEL:
         return [(0, m_count, 0, batch)]
     if m_count > 1:
         edges = np.linspace(0, m_count, min(workers, m_count) + 1).round().astype(int)
         return [(int(a), int(b), 0, batch) for a, b in zip(edges[:-1], edges[1:])]
-    if not (split_rows and SPLIT_ROWS):
+    if not split_rows:
         return [(0, m_count, 0, batch)]
     edges = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
     return [(0, 1, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
@@ -645,81 +708,43 @@ def _sl(a: np.ndarray, part: tuple[int, int, int, int]) -> np.ndarray:
     return a[m0:m1, b0:b1]
 
 
-#: at most this many bytes of draws are drawn ahead for the parts of one instance's batch rows
-DRAWN_AHEAD_BYTES = 64 * 2**20
-
-
-def _blocks(schedule: list, mats: tuple, by_rows: bool) -> list[list]:
-    """The schedule in blocks the parts run without meeting: all of it when each part draws its
-    own instances; for the parts of one instance's rows, as many steps as ``DRAWN_AHEAD_BYTES`` of
-    draws (the main thread draws a block's noise whole, before the parts run it)."""
-    if not by_rows:
-        return [schedule]
-    per_step = sum(int(np.prod(s)) * np.dtype(m.ty).itemsize for m in mats if m.noisy for s in m.noise_shapes)
-    size = max(1, DRAWN_AHEAD_BYTES // max(1, per_step))
-    return [schedule[i : i + size] for i in range(0, len(schedule), size)]
-
-
 # ----------------------------------------------------------------------------- sequences
-def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, by_rows: bool, gates, update, hidden):
-    """The time loop both cells share, over the parts (:func:`_parts`) of one direction.
+def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel_step, torch_step):
+    """The time loop both cells share, over the parts (:func:`_parts`) of one direction; returns
+    the sum of the counts the steps return.
 
-    ``gates(part, prods, noise)``: the cell's conversions and first digital step for a part, from
-    each matrix's (signal, variance) products and draws (one list of group draws per matrix);
-    returns its counts (an int array) or None.  ``update(part, converted)``: the same in ``TORCH``
-    mode, from each matrix's converted groups (:meth:`_Matrix.convert_groups`).  ``hidden(part, t,
-    nxt)``: h of step ``t`` into the outputs and the word lines of step ``nxt`` (None: the last
-    step); returns its counts.  ``whole``: each part runs the whole sequence on its thread,
-    instance by instance (its products :meth:`_Matrix.instance_products`; ``by_rows``: the parts
-    are one instance's rows, whose draws the calling thread draws ahead in blocks,
-    :func:`_blocks`); else the parts meet after every step (all instances' products at once).
-    Returns the sums of the counts ``gates`` and ``hidden`` returned (0 where none)."""
+    ``KERNEL`` mode, ``kernel_step(m, b0, b1, t, nxt, prods)``: one step of instance ``m``'s rows
+    ``b0:b1`` (``prods``: each matrix's (signal, variance) products of those rows; ``nxt``: the
+    next step, None at the last).  With ``whole`` (products per instance, the oneDNN backend)
+    every part runs the whole sequence on its own thread; else the products of all instances are
+    taken per step (a backend that multiplies them together) and the instances stepped in turn.
+    ``TORCH`` mode, ``torch_step(part, t, nxt, converted)``: a part's step from each matrix's
+    converted column groups (:meth:`_Matrix.convert_groups`); the parts meet after every step."""
     schedule = list(zip(order, order[1:] + [None]))
-    gate_counts, hidden_counts = 0, 0
+    total = 0
+    if mode == KERNEL and whole:
 
-    def run_block(part, block, drawn):
-        """Steps ``block`` [(t, next t or None)] of the part's instances and rows, start to end on one
-        thread: no other part reads them.  ``drawn``: the block's draws, drawn whole (a part of one
-        instance's rows), or None (the part draws its instances' own)."""
-        g_sum, h_sum = 0, 0
-        m0, m1, b0, b1 = part
-        for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
-            one = (m, m + 1, b0, b1)
-            for n, (t, nxt) in enumerate(block):
-                prods = [mat.instance_products(m, b0, b1) for mat in mats]
-                if drawn is None:
-                    noise = [mat.noise(m, m + 1, t) for mat in mats]
-                else:
-                    noise = [[_sl(z, part) for z in zs] for zs in drawn[n]]
-                counted = gates(one, prods, noise)
-                if counted is not None:
-                    g_sum = g_sum + counted
-                h_sum = h_sum + hidden(one, t, nxt)
-        return g_sum, h_sum
+        def run_part(part):
+            count = 0
+            m0, m1, b0, b1 = part
+            for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
+                for t, nxt in schedule:
+                    count = count + kernel_step(m, b0, b1, t, nxt, [mat.instance_products(m, b0, b1) for mat in mats])
+            return count
 
-    if whole:
-        for block in _blocks(schedule, mats, by_rows):
-            drawn = [[mat.noise(step=t) for mat in mats] for t, _ in block] if by_rows else None
-            for g_sum, h_sum in _run(lambda part, block=block, drawn=drawn: run_block(part, block, drawn), parts):
-                gate_counts, hidden_counts = gate_counts + g_sum, hidden_counts + h_sum
-        return gate_counts, hidden_counts
+        for count in _run(run_part, parts):
+            total = total + count
+        return total
     for t, nxt in schedule:
-        if mode == TORCH:
-            converted = [mat.convert_groups(*mat.products(), parts, t) for mat in mats]
-            _run(lambda part, converted=converted: update(part, converted), parts)
-        else:  # products of all instances at once (a backend that multiplies instances together)
+        if mode == KERNEL:
             prods = [mat.products() for mat in mats]
-
-            def step_gates(part, prods=prods, t=t):  # each part's instances draw their own normals
-                sliced = [(_sl(y, part), _sl(v, part)) for y, v in prods]
-                return gates(part, sliced, [mat.noise(part[0], part[1], t) for mat in mats])
-
-            for counted in _run(step_gates, parts):
-                if counted is not None:
-                    gate_counts = gate_counts + counted
-        for counted in _run(lambda part, t=t, nxt=nxt: hidden(part, t, nxt), parts):
-            hidden_counts = hidden_counts + counted
-    return gate_counts, hidden_counts
+            for m in range(mats[0].m_count):
+                total = total + kernel_step(m, 0, None, t, nxt, [(y[m], v[m]) for y, v in prods])
+            continue
+        converted = [mat.convert_groups(*mat.products(), parts, t) for mat in mats]
+        for count in _run(lambda part, t=t, nxt=nxt, converted=converted: torch_step(part, t, nxt, converted), parts):
+            total = total + count
+    return total
 
 
 def lstm_sequence(
@@ -734,36 +759,34 @@ def lstm_sequence(
     mat = _Matrix(engine["mat"], x, h, order[0], mode)
     ty, dtype = mat.ty, mat.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
+    out_np = out.numpy()
     c = c.to(dtype).clone().contiguous()
-    o, tanh_c = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
-    c_np, o_np, tanh_np = c.numpy(), o.numpy(), tanh_c.numpy()
+    o = torch.empty(m_count, batch, hidden, dtype=dtype)
+    c_np, o_np = c.numpy(), o.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
-    whole = mode == KERNEL and mat.per_instance  # each part runs the whole sequence on its thread
+    whole = mode == KERNEL and mat.per_instance
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
-    by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
-    xq, x2 = mat.inputs[0], mat.inputs[1]
-    idx_a, idx_g = mat.indices
+    settings = mat.inputs[2:]
 
-    def gates(part, prods, noise):
-        (y, v), (z_a, z_g) = prods[0], noise[0]
-        _lstm_gates(
-            y, v, mat.converter, z_a, idx_a, z_g, idx_g, ty(1.0), _sl(c_np, part), _sl(o_np, part), *fixed_c, part[0]
-        )
-
-    def update(part, converted):
-        ifo, g = converted[0]
-        _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
-
-    def hidden_step(part, t, nxt):  # returns the DAC clippings of h
-        m0, m1, b0, b1 = part
-        tanh_c[m0:m1, b0:b1] = tanh_digital(c[m0:m1, b0:b1])  # element-wise: a block is the whole's
-        nx_q, nx_2 = mat.next_x(nxt, part)
-        return _lstm_hidden(
-            _sl(o_np, part), _sl(tanh_np, part), *fixed_h, _sl(out[:, t].numpy(), part), _sl(xq, part),
-            _sl(x2, part), n_x, *mat.inputs[2:], nx_q, nx_2, nxt is not None,
+    def kernel_step(m, b0, b1, t, nxt, prods):  # returns the DAC clippings of h
+        (y, v), (key, read) = prods[0], mat.counter(m)
+        xq, x2 = mat.inputs[0][m, b0:b1], mat.inputs[1][m, b0:b1]
+        nq, n2 = mat.next_x_rows(nxt, m, b0, batch if b1 is None else b1)
+        return _lstm_rows(
+            y, v, mat.converter, key, read, np.uint64(t), b0, m, c_np[m, b0:b1], o_np[m, b0:b1], fixed_c, fixed_h,
+            out_np[m, t, b0:b1], xq, x2, n_x, settings, nq, n2, nxt is not None,
         )  # fmt: skip
 
-    _, clipped = _drive((mat,), order, mode, parts, whole, by_rows, gates, update, hidden_step)
+    def torch_step(part, t, nxt, converted):  # returns the DAC clippings of h
+        ifo, g = converted[0]
+        _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
+        nq, n2 = mat.next_x(nxt, part)
+        return _lstm_hidden(
+            _sl(o_np, part), _sl(c_np, part), fixed_h, _sl(out_np[:, t], part), _sl(mat.inputs[0], part),
+            _sl(mat.inputs[1], part), n_x, settings, nq, n2, nxt is not None,
+        )  # fmt: skip
+
+    clipped = _drive((mat,), order, mode, parts, whole, kernel_step, torch_step)
     h_last = out[:, order[-1]]
     # the last step's h is not read again: the kernel counted its clipping, the reference does not
     clipped = _h_clipped(h, engine["mat"], n_x) + int(clipped) - _h_clipped(h_last, engine["mat"], n_x)
@@ -785,46 +808,45 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     )
     ty, dtype = rz.ty, rz.dtype
     out = torch.empty(m_count, steps, batch, hidden, dtype=dtype)
+    out_np = out.numpy()
     h_state = h.to(dtype).clone().contiguous()
     pre, z_gate = torch.empty(m_count, batch, hidden, dtype=dtype), torch.empty(m_count, batch, hidden, dtype=dtype)
-    n_val = torch.empty_like(pre)
-    pre_np, z_np, n_np, h_np = pre.numpy(), z_gate.numpy(), n_val.numpy(), h_state.numpy()
+    pre_np, z_np, h_np = pre.numpy(), z_gate.numpy(), h_state.numpy()
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     mats = (rz, nx, nh)
-    whole = mode == KERNEL and all(mat.per_instance for mat in mats)  # as in lstm_sequence
+    whole = mode == KERNEL and all(mat.per_instance for mat in mats)
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
-    by_rows = parts[0][1] - parts[0][0] == m_count and len(parts) > 1
 
-    def inputs(mat: _Matrix, part) -> tuple:
-        return (_sl(mat.inputs[0], part), _sl(mat.inputs[1], part), *mat.inputs[2:])
-
-    def gates(part, prods, noise):  # returns the saturations of the nx and nh linear readouts
+    def kernel_step(m, b0, b1, t, nxt, prods):  # counts: DAC clippings of rz, nh; saturations of nx, nh
+        b1 = batch if b1 is None else b1
         (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = prods
-        return _gru_gates(
-            y_rz, v_rz, noise[0][0], rz.converter, y_nx, v_nx, noise[1][0], nx.converter, y_nh, v_nh, noise[2][0],
-            nh.converter, ty(1.0), _sl(pre_np, part), _sl(z_np, part), *fixed_c, part[0],
+        (k_rz, r_rz), (k_nx, r_nx), (k_nh, r_nh) = rz.counter(m), nx.counter(m), nh.counter(m)
+        return _gru_rows(
+            y_rz, v_rz, y_nx, v_nx, y_nh, v_nh, rz.converter, nx.converter, nh.converter, (k_rz, k_nx, k_nh),
+            (r_rz, r_nx, r_nh), np.uint64(t), b0, m, pre_np[m, b0:b1], z_np[m, b0:b1], fixed_c, fixed_h,
+            h_np[m, b0:b1], out_np[m, t, b0:b1], rz.word_lines(m, b0, b1), nh.word_lines(m, b0, b1),
+            nx.word_lines(m, b0, b1)[:2], n_x, rz.next_x_rows(nxt, m, b0, b1), nx.next_x_rows(nxt, m, b0, b1),
+            nxt is not None,
         )  # fmt: skip
 
-    def update(part, converted):
+    def torch_step(part, t, nxt, converted):
         (a_rz,), (a_nx,), (a_nh,) = converted
         _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
-
-    def hidden_step(part, t, nxt):  # returns the DAC clippings of the rz and nh rows
-        m0, m1, b0, b1 = part
-        n_val[m0:m1, b0:b1] = tanh_digital(pre[m0:m1, b0:b1])  # element-wise: a block is the whole's
-        nrz, nnx = rz.next_x(nxt, part), nx.next_x(nxt, part)
-        return _gru_hidden(
-            _sl(z_np, part), _sl(n_np, part), _sl(h_np, part), *fixed_h, _sl(out[:, t].numpy(), part),
-            inputs(rz, part), inputs(nh, part), n_x, nrz, nnx, inputs(nx, part), nxt is not None,
+        clips = _gru_hidden(
+            _sl(z_np, part), _sl(pre_np, part), _sl(h_np, part), fixed_h, _sl(out_np[:, t], part),
+            (_sl(rz.inputs[0], part), _sl(rz.inputs[1], part), *rz.inputs[2:]),
+            (_sl(nh.inputs[0], part), _sl(nh.inputs[1], part), *nh.inputs[2:]),
+            (_sl(nx.inputs[0], part), _sl(nx.inputs[1], part)), n_x, rz.next_x(nxt, part), nx.next_x(nxt, part),
+            nxt is not None,
         )  # fmt: skip
+        return np.array([clips[0], clips[1], 0, 0], np.int64)
 
-    sat, clips = _drive(mats, order, mode, parts, whole, by_rows, gates, update, hidden_step)
-    sat, clips = np.zeros(2, np.int64) + sat, np.zeros(2, np.int64) + clips  # 0 where none were counted
+    counts = np.zeros(4, np.int64) + _drive(mats, order, mode, parts, whole, kernel_step, torch_step)
     h_last = out[:, order[-1]]
     numel = m_count * steps * batch * hidden
-    clip_rz = _h_clipped(h, engine["rz"], n_x) + int(clips[0]) - _h_clipped(h_last, engine["rz"], n_x)
-    clip_nh = _h_clipped(h, engine["nh"], 0) + int(clips[1]) - _h_clipped(h_last, engine["nh"], 0)
+    clip_rz = _h_clipped(h, engine["rz"], n_x) + int(counts[0]) - _h_clipped(h_last, engine["rz"], n_x)
+    clip_nh = _h_clipped(h, engine["nh"], 0) + int(counts[1]) - _h_clipped(h_last, engine["nh"], 0)
     rz.count_health(clip_rz, numel, 0, 0)
-    nx.count_health(0, 0, int(sat[0]), numel)
-    nh.count_health(clip_nh, numel, int(sat[1]), numel)
+    nx.count_health(0, 0, int(counts[2]), numel)
+    nh.count_health(clip_nh, numel, int(counts[3]), numel)
     return out, (h_last,)

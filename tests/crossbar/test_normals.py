@@ -58,23 +58,25 @@ def test_box_muller_kernel_and_torch_forms_agree_bit_for_bit():
         for i in range(a.shape[0]):
             out0[i], out1[i] = normals._pair(np.uint64(a[i]), np.uint64(b[i]))
 
-    k0, k1 = np.empty(len(words)), np.empty(len(words))
+    k0, k1 = np.empty(len(words), np.float32), np.empty(len(words), np.float32)
     pairs(r0, r1, k0, k1)
     t0, t1 = normals.box_muller(torch.from_numpy(r0), torch.from_numpy(r1))
-    assert np.array_equal(k0.view(np.uint64), t0.numpy().view(np.uint64))
-    assert np.array_equal(k1.view(np.uint64), t1.numpy().view(np.uint64))
+    assert t0.dtype == torch.float32
+    assert np.array_equal(k0.view(np.uint32), t0.numpy().view(np.uint32))
+    assert np.array_equal(k1.view(np.uint32), t1.numpy().view(np.uint32))
 
 
-def test_box_muller_is_the_textbook_transform_to_double_precision():
+def test_box_muller_is_the_textbook_transform_to_float32_precision():
     words = _hard_words(seed=1)
     r0, r1 = words, np.roll(words, 7)
     z0, z1 = normals.box_muller(torch.from_numpy(r0), torch.from_numpy(r1))
     u = (r0 + 0.5) * 2.0**-32
     angle = 2 * np.pi * (r1 + 0.5) * 2.0**-32
     radius = np.sqrt(-2 * np.log(u))
-    assert np.abs(z0.numpy() - radius * np.cos(angle)).max() < 1e-13
-    assert np.abs(z1.numpy() - radius * np.sin(angle)).max() < 1e-13
-    assert float(torch.maximum(z0.abs(), z1.abs()).max()) <= math.sqrt(66 * math.log(2)) + 1e-12
+    # float32 arithmetic: a few float32 ulps of the largest values (|z| < 6.8), also next to u = 1
+    assert np.abs(z0.numpy() - radius * np.cos(angle)).max() < 2e-6
+    assert np.abs(z1.numpy() - radius * np.sin(angle)).max() < 2e-6
+    assert float(torch.maximum(z0.abs(), z1.abs()).max()) <= math.sqrt(66 * math.log(2)) + 1e-5
 
 
 @needs_numba

@@ -379,7 +379,7 @@ def test_tile_mvm_uses_each_physical_arrays_effective_matrix(mapping):
 
 def test_tile_read_noise_is_attenuated():
     t = _tile(r_wl=2.0, r_bl=2.0)
-    cfg = t.config.replace(**{"device.read_noise.sigma_rel": 0.05})
+    cfg = t.config.replace(**{"device.read_noise.sigma_rel": 0.05, "simulation.variance_precision": "full"})
     tn = Tile(t.target_weights[:-1].t(), t.target_weights[-1] * t.x_max, cfg).program(0, 2)
     x = torch.ones(1, 30, dtype=torch.float64)
     _, var = tn.moments(x)

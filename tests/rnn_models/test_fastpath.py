@@ -195,20 +195,15 @@ def test_fast_path_equals_reference_in_other_regimes(overrides):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("instances", [1, 3])
 @pytest.mark.parametrize("preset", ["rram_nladc_5b", "rram_conventional_adc_5b"])
-@pytest.mark.parametrize("drawn_ahead", [None, 1])
-def test_fast_path_split_over_threads_equals_reference(cell, instances, preset, drawn_ahead, monkeypatch):
+def test_fast_path_split_over_threads_equals_reference(cell, instances, preset, monkeypatch):
     """The fast path splits the sequence over threads (blocks of instances, or of batch rows for
-    one instance, each run start to end on its thread); every block draws and computes what the
-    whole would: the reference's numbers.  ``drawn_ahead`` 1: a row block's draws are drawn one
-    step ahead only (many blocks of steps)."""
+    one instance, each run start to end on its thread); every block draws (counter-based normals)
+    and computes what the whole would: the reference's numbers."""
     from rnn_models import AnalogGRU
 
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # more threads than instances for 1, fewer for 3: both splits
     monkeypatch.setattr(fastpath, "MIN_PARALLEL", 0)
-    monkeypatch.setattr(fastpath, "SPLIT_ROWS", True)
-    if drawn_ahead is not None:
-        monkeypatch.setattr(fastpath, "DRAWN_AHEAD_BYTES", drawn_ahead)
     try:
         cls = AnalogLSTM if cell == "lstm" else AnalogGRU
         model = cls(12, 16, config=preset).eval()
