@@ -61,7 +61,14 @@ np_ = kernels.as_numpy
 
 if numba is not None:
     from crossbar.normals import normal_row
-    from crossbar.periphery.kernels import count_below, noisy_input
+    from crossbar.periphery.kernels import (
+        BLOCK,
+        bfloat16_bits,
+        bfloat16_value,
+        convert_block,
+        count_below,
+        noisy_input,
+    )
     from rnn_models.cell_math import tanh_digital64
 
     # the element-wise physics, compiled from the one source the reference path runs on tensors
@@ -72,6 +79,10 @@ if numba is not None:
     _lstm_hidden_value = compiled(lstm_hidden)
     _gru_candidate_input = compiled(gru_candidate_input)
     _gru_hidden_value = compiled(gru_hidden)
+
+    # A row's word lines travel through the kernels as ``wl`` = (amplitudes, squares, the squares'
+    # bfloat16 bits, whether the variance product reads those bits);
+    # the DAC settings as ``dac`` = (full scales, quantise?, x_max, DAC step, row gains, gained?).
 
     @kernel
     def _scratch(conv):  # pragma: no cover - compiled
@@ -88,11 +99,12 @@ if numba is not None:
         )
 
     @kernel
-    def _convert_row(yr, vr, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
-        """One (instance ``m``, batch row) of one matrix: output scaling, variance, every column's
-        NL-ADC, values into ``out``; returns how many (noise-free) outputs a linear readout
-        saturates.  ``conv``: the matrix's converter (``_Matrix.converter``, read only);
-        ``scratch``: :func:`_scratch` of it; ``z``: the row's normals in column order."""
+    def _convert_row(yr, vr, v_bits, bits, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
+        """One (instance ``m``, batch row) of one matrix: output scaling, variance (from ``vr``, or
+        with ``bits`` from the bfloat16 product's bits ``v_bits``), every column's NL-ADC, values
+        into ``out``; returns how many (noise-free) outputs a linear readout saturates.  ``conv``:
+        the matrix's converter (``_Matrix.converter``, read only); ``scratch``: :func:`_scratch` of
+        it; ``z``: the row's normals in column order."""
         (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear) = conv[:12]
         cnt, y_all, v_all, yn = scratch[:4]
         n_cols = yr.shape[0]
@@ -100,8 +112,12 @@ if numba is not None:
         for k in range(n_cols):  # the tile's output scaling
             y_all[k] = _column_output(yr[k], scale, d)
         if has_var:  # and read-noise variance
-            for k in range(n_cols):
-                v_all[k] = _output_variance(vr[k], vgm)
+            if bits:  # the bfloat16 product's result
+                for k in range(n_cols):
+                    v_all[k] = _output_variance(bfloat16_value(v_bits[k]), vgm)
+            else:
+                for k in range(n_cols):
+                    v_all[k] = _output_variance(vr[k], vgm)
         saturated = 0
         if linear:
             for k in range(n_cols):
@@ -115,19 +131,68 @@ if numba is not None:
         return saturated
 
     @kernel
-    def _convert_noisy_row(yr, vr, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
+    def _convert_noisy_row(yr, vr, v_bits, bits, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
         """:func:`_convert_row` with the row's normals drawn first (``key``: the instance's two
         key words, uint64; ``read``, ``step``, ``row``: the counter, as the reference draws them)."""
         z = scratch[4]
         if conv[6]:
             normal_row(z, key[0], key[1], read, step, row)
-        return _convert_row(yr, vr, z, m, conv, yr.dtype.type(1.0), out, scratch)
+        return _convert_row(yr, vr, v_bits, bits, z, m, conv, yr.dtype.type(1.0), out, scratch)
 
     @kernel
-    def _word_lines(p, xq, x2, first, in_scale, quantize, x_max, q_step, gain, gained):  # pragma: no cover
+    def _block_scratch(conv):  # pragma: no cover - compiled
+        """Work arrays of :func:`_convert_block`: scaled outputs, variances, normals and values of a
+        block of rows (BLOCK, C padded)."""
+        cols = conv[20].shape[0]
+        return (
+            np.zeros((BLOCK, cols), np.float32),
+            np.zeros((BLOCK, cols), np.float32),
+            np.zeros((BLOCK, cols), np.float32),
+            np.zeros((BLOCK, cols), np.float32),
+        )
+
+    @kernel
+    def _convert_block(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, blk):  # pragma: no cover
+        """Rows r0..r0+nb-1 (nb <= BLOCK) of one matrix's products through the vector block kernel
+        (:func:`crossbar.periphery.kernels.convert_block`): the tile's output scaling and variance
+        and each row's normals (as :func:`_convert_noisy_row`) into the block's rows, then every
+        column's NL-ADC; the values land in ``blk[3]``.  Returns the saturated conversions of a
+        linear readout."""
+        (has_var, scale, drift, vgain, _t, _rv, noisy, _c, _val, lin_lo, lin_hi, linear) = conv[:12]
+        ys, vs, zs, out = blk
+        n_cols = y.shape[1]
+        d, vgm = drift[m], vgain[m]
+        saturated = 0
+        for i in range(nb):
+            r = r0 + i
+            yr, yb = y[r], ys[i]
+            for k in range(n_cols):
+                yb[k] = _column_output(yr[k], scale, d)
+            if has_var:
+                vb = vs[i]
+                if bits:  # the bfloat16 product's result
+                    vr = v_bits[r]
+                    for k in range(n_cols):
+                        vb[k] = _output_variance(bfloat16_value(vr[k]), vgm)
+                else:
+                    vr = v[r]
+                    for k in range(n_cols):
+                        vb[k] = _output_variance(vr[k], vgm)
+            if linear:
+                for k in range(n_cols):
+                    saturated += (yb[k] < lin_lo) | (yb[k] > lin_hi)
+            if noisy:
+                normal_row(zs[i, :n_cols], key[0], key[1], read, step, np.uint64(row0 + r))
+        convert_block(conv[17][m], conv[18][m], conv[19], ys, vs, zs, conv[20], np.float32(1.0), has_var, out)
+        return saturated
+
+    @kernel
+    def _word_lines(p, wl, first, dac):  # pragma: no cover - compiled
         """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
-        full scale, quantise, row gain, and their squares; returns how many the DAC clips.  One
-        pass per row over contiguous memory, branch-free inside (the flags are loop-invariant)."""
+        full scale, quantise, row gain, and their squares (and the squares' bfloat16 bits); returns
+        how many the DAC clips.  One pass per row over contiguous memory, branch-free inside."""
+        xq, x2 = wl[0], wl[1]
+        in_scale, quantize, x_max, q_step, gain, gained = dac
         n = p.shape[0]
         clipped = 0
         one = in_scale.dtype.type(1)
@@ -139,14 +204,43 @@ if numba is not None:
                 q = q * gain[first + j]
             xq[first + j] = q
             x2[first + j] = q * q
+        if wl[3]:
+            x2_bits = wl[2]
+            for j in range(n):
+                x2_bits[first + j] = bfloat16_bits(x2[first + j])
         return clipped
 
     @kernel
-    def _next_x(xq, x2, x_next_q, x_next_2, n_x):  # pragma: no cover - compiled
-        """The next step's x rows (word lines and squares) into one row's word-line buffers."""
+    def _next_x(wl, nxt, n_x):  # pragma: no cover - compiled
+        """The next step's x rows (amplitudes, squares, bfloat16 bits: ``nxt``) into a row's word lines."""
         for j in range(n_x):
-            xq[j] = x_next_q[j]
-            x2[j] = x_next_2[j]
+            wl[0][j] = nxt[0][j]
+            wl[1][j] = nxt[1][j]
+        if wl[3]:
+            for j in range(n_x):
+                wl[2][j] = nxt[2][j]
+
+    @kernel
+    def _row_of(wl, r):  # pragma: no cover - compiled
+        """Row ``r`` of a block's word lines ``wl`` (the bits arrays are dummies without bits)."""
+        return (wl[0][r], wl[1][r], wl[2][r if wl[3] else 0], wl[3])
+
+    @kernel
+    def _next_of(nxt, r, has_next):  # pragma: no cover - compiled
+        """Row ``r`` of the next step's x rows (row 0 of the placeholders at the last step)."""
+        i = r if has_next else 0
+        return (nxt[0][i], nxt[1][i], nxt[2][i if nxt[2].shape[0] > i else 0])
+
+    @kernel
+    def _instance_of(wl, m):  # pragma: no cover - compiled
+        """Instance ``m`` of (M, B, .) word lines."""
+        return (wl[0][m], wl[1][m], wl[2][m if wl[3] else 0], wl[3])
+
+    @kernel
+    def _instance_next(nxt, m, has_next):  # pragma: no cover - compiled
+        """Instance ``m`` of (M, B, n_x) next x rows (instance 0 of the placeholders at the last step)."""
+        i = m if has_next else 0
+        return (nxt[0][i], nxt[1][i], nxt[2][i if nxt[2].shape[0] > i else 0])
 
     @kernel
     def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
@@ -160,59 +254,51 @@ if numba is not None:
             o_out[j] = o[j]
 
     @kernel
-    def _lstm_hidden_row(
-        o, c, fixed, step, lo, hi, h_out, xq, x2, n_x, inputs, x_next_q, x_next_2, has_next
-    ):  # pragma: no cover
+    def _lstm_hidden_row(o, c, fixed, step, lo, hi, h_out, wl, n_x, dac, nxt, has_next):  # pragma: no cover
         """One batch row: h = o * tanh(c) (digital tanh) in fixed point into ``h_out``, the word
         lines of h (after the ``n_x`` x rows) and, with ``has_next``, the next step's x rows;
-        returns the DAC clippings of h.  ``inputs``: (DAC full scales, quantise?, x_max, DAC step,
-        row gains, gained?)."""
+        returns the DAC clippings of h."""
         for j in range(c.shape[0]):
             t = c.dtype.type(tanh_digital64(c[j]))
             p = _lstm_hidden_value(o[j], t)
             h_out[j] = _saturating_round(p, lo, hi, step) if fixed else p
-        in_scale, quantize, x_max, q_step, gain, gained = inputs
-        clipped = _word_lines(h_out, xq, x2, n_x, in_scale, quantize, x_max, q_step, gain, gained)
+        clipped = _word_lines(h_out, wl, n_x, dac)
         if has_next:
-            _next_x(xq, x2, x_next_q, x_next_2, n_x)
+            _next_x(wl, nxt, n_x)
         return clipped
 
     @kernel
     def _lstm_rows(
-        y,
-        v,
-        conv,
-        key,
-        read,
-        step,
-        row0,
-        m,
-        c,
-        o,
-        fixed_c,
-        fixed_h,
-        h_out,
-        xq,
-        x2,
-        n_x,
-        inputs,
-        x_next_q,
-        x_next_2,
-        has_next,
-    ):  # pragma: no cover - compiled
+        y, v, v_bits, conv, key, read, step, row0, m, c, o, fixed_c, fixed_h, h_out, wl, n_x, dac, nxt, has_next
+    ):  # pragma: no cover
         """One step of rows ``row0..`` of instance ``m`` (NL-ADC kernel mode): every gate column
         converted (PyTorch's order i, f, g, o; its normals drawn at (read, step, row)), c = f*c +
         i*g in fixed point, h = o * tanh(c), the next word lines; returns the DAC clippings."""
         hidden = c.shape[1]
         h2, h3 = 2 * hidden, 3 * hidden
+        bits = wl[3]
+        clipped = 0
+        if conv[16]:  # the vector block kernel: BLOCK rows at a time
+            blk = _block_scratch(conv)
+            for r0 in range(0, y.shape[0], BLOCK):
+                nb = min(BLOCK, y.shape[0] - r0)
+                _convert_block(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, blk)
+                for i in range(nb):
+                    r, a = r0 + i, blk[3][i]
+                    _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], *fixed_c)
+                    clipped += _lstm_hidden_row(
+                        o[r], c[r], *fixed_h, h_out[r], _row_of(wl, r), n_x, dac, _next_of(nxt, r, has_next), has_next
+                    )
+            return clipped
         scratch = _scratch(conv)
         a = scratch[5]
-        clipped = 0
         for r in range(y.shape[0]):
-            _convert_noisy_row(y[r], v[r], key, read, step, np.uint64(row0 + r), m, conv, a, scratch)
+            vr, vb = v[r if not bits else 0], v_bits[r if bits else 0]
+            _convert_noisy_row(y[r], vr, vb, bits, key, read, step, np.uint64(row0 + r), m, conv, a, scratch)
             _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], *fixed_c)
-            nq, n2 = (x_next_q[r], x_next_2[r]) if has_next else (x_next_q[0], x_next_2[0])
-            clipped += _lstm_hidden_row(o[r], c[r], *fixed_h, h_out[r], xq[r], x2[r], n_x, inputs, nq, n2, has_next)
+            clipped += _lstm_hidden_row(
+                o[r], c[r], *fixed_h, h_out[r], _row_of(wl, r), n_x, dac, _next_of(nxt, r, has_next), has_next
+            )
         return clipped
 
     @kernel
@@ -247,17 +333,18 @@ if numba is not None:
                 _lstm_cell_row(a[:hidden], a[hidden:h2], g[m, b], a[h2:], c[m, b], o_out[m, b], fixed, step, lo, hi)
 
     @kernel
-    def _lstm_hidden(o, c, fixed_h, h_out, xq, x2, n_x, inputs, x_next_q, x_next_2, has_next):  # pragma: no cover
-        """:func:`_lstm_hidden_row` of every row of (M, B, H) blocks; returns the DAC clippings."""
+    def _lstm_hidden(o, c, fixed_h, h_out, wl, n_x, dac, nxt, has_next):  # pragma: no cover
+        """:func:`_lstm_hidden_row` of every row of (M, B, H) blocks (``wl``, ``nxt``: of (M, B, .)
+        arrays); returns the DAC clippings."""
         m_count, b_count, _ = o.shape
         clipped = 0
         for m in range(m_count):
+            wl_m, nxt_m = _instance_of(wl, m), _instance_next(nxt, m, has_next)
             for b in range(b_count):
-                nq = x_next_q[m, b] if has_next else x_next_q[0, 0]
-                n2 = x_next_2[m, b] if has_next else x_next_2[0, 0]
                 clipped += _lstm_hidden_row(
-                    o[m, b], c[m, b], *fixed_h, h_out[m, b], xq[m, b], x2[m, b], n_x, inputs, nq, n2, has_next
-                )
+                    o[m, b], c[m, b], *fixed_h, h_out[m, b], _row_of(wl_m, b), n_x, dac,
+                    _next_of(nxt_m, b, has_next), has_next,
+                )  # fmt: skip
         return clipped
 
     @kernel
@@ -272,37 +359,29 @@ if numba is not None:
 
     @kernel
     def _gru_hidden_row(
-        z, pre, h, fixed, step, lo, hi, h_out, in_rz, in_nh, n_x, next_rz, next_nx, in_nx, has_next
+        z, pre, h, fixed, step, lo, hi, h_out, wl_rz, dac_rz, wl_nh, dac_nh, wl_nx, n_x, nxt_rz, nxt_nx, has_next
     ):  # pragma: no cover
         """One batch row: n = tanh(pre) (digital tanh), h = (1 - z) * n + z * h in fixed point into
         ``h`` and ``h_out``; the word lines of the two matrices that read h (rz: rows after x; nh:
-        all rows) and, with ``has_next``, the x rows of rz and nx; returns the DAC clippings of rz
-        and nh.  ``in_*``: (word lines, squares, DAC full scales, quantise?, x_max, DAC step, row
-        gains, gained?) of the row; ``next_*``: the next step's x rows (word lines, squares)."""
+        all rows) and, with ``has_next``, the next x rows of rz and nx; returns the DAC clippings of
+        rz and nh."""
         for j in range(h.shape[0]):
             n = pre.dtype.type(tanh_digital64(pre[j]))
             p = _gru_hidden_value(z[j], n, h[j])
             p = _saturating_round(p, lo, hi, step) if fixed else p
             h[j] = p
             h_out[j] = p
-        clip_rz = _word_lines(h, *in_rz[:2], n_x, *in_rz[2:])
-        clip_nh = _word_lines(h, *in_nh[:2], 0, *in_nh[2:])
+        clip_rz = _word_lines(h, wl_rz, n_x, dac_rz)
+        clip_nh = _word_lines(h, wl_nh, 0, dac_nh)
         if has_next:
-            _next_x(in_rz[0], in_rz[1], next_rz[0], next_rz[1], n_x)
-            _next_x(in_nx[0], in_nx[1], next_nx[0], next_nx[1], n_x)
+            _next_x(wl_rz, nxt_rz, n_x)
+            _next_x(wl_nx, nxt_nx, n_x)
         return clip_rz, clip_nh
 
     @kernel
     def _gru_rows(
-        y_rz,
-        v_rz,
-        y_nx,
-        v_nx,
-        y_nh,
-        v_nh,
-        conv_rz,
-        conv_nx,
-        conv_nh,
+        prods,
+        convs,
         keys,
         reads,
         step,
@@ -314,34 +393,101 @@ if numba is not None:
         fixed_h,
         h,
         h_out,
-        in_rz,
-        in_nh,
-        in_nx,
+        wls,
+        dacs,
         n_x,
-        next_rz,
-        next_nx,
+        nxts,
         has_next,
-    ):  # pragma: no cover - compiled
+    ):  # pragma: no cover
         """One step of rows ``row0..`` of instance ``m`` (NL-ADC kernel mode): r, z, nx, nh from
-        their three matrices (``keys``/``reads``: rz, nx, nh's), pre = nx + r * nh in fixed point,
-        h = (1 - z) * tanh(pre) + z * h, the next word lines.  Returns the counts (DAC clippings of
-        rz and nh, saturated linear conversions of nx and nh)."""
+        their three matrices (``prods``, ``convs``, ``keys``, ``reads``, ``wls``, ``dacs``, ``nxts``:
+        rz's, nx's, nh's), pre = nx + r * nh in fixed point, h = (1 - z) * tanh(pre) + z * h, the
+        next word lines.  Returns the counts (DAC clippings of rz and nh, saturated linear
+        conversions of nx and nh)."""
         hidden = h.shape[1]
-        s_rz, s_nx, s_nh = _scratch(conv_rz), _scratch(conv_nx), _scratch(conv_nh)
         counts = np.zeros(4, np.int64)
-        for r in range(y_rz.shape[0]):
+        if convs[0][16] and convs[1][16] and convs[2][16]:  # the vector block kernel
+            b_rz, b_nx, b_nh = _block_scratch(convs[0]), _block_scratch(convs[1]), _block_scratch(convs[2])
+            (y0, v0, w0), (y1, v1, w1), (y2, v2, w2) = prods
+            for r0 in range(0, h.shape[0], BLOCK):
+                nb = min(BLOCK, h.shape[0] - r0)
+                _convert_block(y0, v0, w0, wls[0][3], r0, nb, keys[0], reads[0], step, row0, m, convs[0], b_rz)
+                counts[2] += _convert_block(
+                    y1, v1, w1, wls[1][3], r0, nb, keys[1], reads[1], step, row0, m, convs[1], b_nx
+                )
+                counts[3] += _convert_block(
+                    y2, v2, w2, wls[2][3], r0, nb, keys[2], reads[2], step, row0, m, convs[2], b_nh
+                )
+                for i in range(nb):
+                    r = r0 + i
+                    rz, nx, nh = b_rz[3][i], b_nx[3][i], b_nh[3][i]
+                    _gru_candidate_row(
+                        rz[:hidden], rz[hidden : 2 * hidden], nx[:hidden], nh[:hidden], pre[r], z_gate[r], *fixed_c
+                    )
+                    n_rz, n_nx = _next_of(nxts[0], r, has_next), _next_of(nxts[1], r, has_next)
+                    a, b = _gru_hidden_row(
+                        z_gate[r], pre[r], h[r], *fixed_h, h_out[r], _row_of(wls[0], r), dacs[0], _row_of(wls[2], r),
+                        dacs[2], _row_of(wls[1], r), n_x, n_rz, n_nx, has_next,
+                    )  # fmt: skip
+                    counts[0] += a
+                    counts[1] += b
+            return counts
+        s_rz, s_nx, s_nh = _scratch(convs[0]), _scratch(convs[1]), _scratch(convs[2])
+        for r in range(h.shape[0]):
             row = np.uint64(row0 + r)
             rz, nx, nh = s_rz[5], s_nx[5], s_nh[5]
-            _convert_noisy_row(y_rz[r], v_rz[r], keys[0], reads[0], step, row, m, conv_rz, rz, s_rz)
-            counts[2] += _convert_noisy_row(y_nx[r], v_nx[r], keys[1], reads[1], step, row, m, conv_nx, nx, s_nx)
-            counts[3] += _convert_noisy_row(y_nh[r], v_nh[r], keys[2], reads[2], step, row, m, conv_nh, nh, s_nh)
+            y, v, vb = prods[0]
+            bits = wls[0][3]
+            _convert_noisy_row(
+                y[r],
+                v[r if not bits else 0],
+                vb[r if bits else 0],
+                bits,
+                keys[0],
+                reads[0],
+                step,
+                row,
+                m,
+                convs[0],
+                rz,
+                s_rz,
+            )
+            y, v, vb = prods[1]
+            bits = wls[1][3]
+            counts[2] += _convert_noisy_row(
+                y[r],
+                v[r if not bits else 0],
+                vb[r if bits else 0],
+                bits,
+                keys[1],
+                reads[1],
+                step,
+                row,
+                m,
+                convs[1],
+                nx,
+                s_nx,
+            )
+            y, v, vb = prods[2]
+            bits = wls[2][3]
+            counts[3] += _convert_noisy_row(
+                y[r],
+                v[r if not bits else 0],
+                vb[r if bits else 0],
+                bits,
+                keys[2],
+                reads[2],
+                step,
+                row,
+                m,
+                convs[2],
+                nh,
+                s_nh,
+            )
             _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[r], z_gate[r], *fixed_c)
-            nq, n2 = (next_rz[0][r], next_rz[1][r]) if has_next else (next_rz[0][0], next_rz[1][0])
-            xq, x2 = (next_nx[0][r], next_nx[1][r]) if has_next else (next_nx[0][0], next_nx[1][0])
             a, b = _gru_hidden_row(
-                z_gate[r], pre[r], h[r], *fixed_h, h_out[r], (in_rz[0][r], in_rz[1][r], *in_rz[2:]),
-                (in_nh[0][r], in_nh[1][r], *in_nh[2:]), n_x, (nq, n2), (xq, x2), (in_nx[0][r], in_nx[1][r]),
-                has_next,
+                z_gate[r], pre[r], h[r], *fixed_h, h_out[r], _row_of(wls[0], r), dacs[0], _row_of(wls[2], r), dacs[2],
+                _row_of(wls[1], r), n_x, _next_of(nxts[0], r, has_next), _next_of(nxts[1], r, has_next), has_next,
             )  # fmt: skip
             counts[0] += a
             counts[1] += b
@@ -357,20 +503,18 @@ if numba is not None:
                 _gru_candidate_row(r, z, nx[m, b], nh[m, b], pre[m, b], z_out[m, b], fixed, step, lo, hi)
 
     @kernel
-    def _gru_hidden(
-        z, pre, h, fixed_h, h_out, in_rz, in_nh, in_nx, n_x, next_rz, next_nx, has_next
-    ):  # pragma: no cover
+    def _gru_hidden(z, pre, h, fixed_h, h_out, wls, dacs, n_x, nxts, has_next):  # pragma: no cover
         """:func:`_gru_hidden_row` of every row of (M, B, H) blocks; returns the DAC clippings of rz and nh."""
         m_count, b_count, _ = z.shape
         clipped = np.zeros(2, np.int64)
         for m in range(m_count):
+            w_rz, w_nx, w_nh = _instance_of(wls[0], m), _instance_of(wls[1], m), _instance_of(wls[2], m)
+            n_rz, n_nx = _instance_next(nxts[0], m, has_next), _instance_next(nxts[1], m, has_next)
             for b in range(b_count):
-                nrz = (next_rz[0][m, b], next_rz[1][m, b]) if has_next else (next_rz[0][0, 0], next_rz[1][0, 0])
-                nnx = (next_nx[0][m, b], next_nx[1][m, b]) if has_next else (next_nx[0][0, 0], next_nx[1][0, 0])
                 a, b_ = _gru_hidden_row(
-                    z[m, b], pre[m, b], h[m, b], *fixed_h, h_out[m, b],
-                    (in_rz[0][m, b], in_rz[1][m, b], *in_rz[2:]), (in_nh[0][m, b], in_nh[1][m, b], *in_nh[2:]),
-                    n_x, nrz, nnx, (in_nx[0][m, b], in_nx[1][m, b]), has_next,
+                    z[m, b], pre[m, b], h[m, b], *fixed_h, h_out[m, b], _row_of(w_rz, b), dacs[0], _row_of(w_nh, b),
+                    dacs[2], _row_of(w_nx, b), n_x, _next_of(n_rz, b, has_next), _next_of(n_nx, b, has_next),
+                    has_next,
                 )  # fmt: skip
                 clipped[0] += a
                 clipped[1] += b_
@@ -442,6 +586,9 @@ def _noisy(readout, cfg) -> bool:
 
 
 # ----------------------------------------------------------------------------- per-matrix state
+_NO_BITS = np.zeros((1, 1, 1), np.uint16)  # placeholder of the bfloat16 arrays where none are read
+
+
 class _Matrix:
     """One programmed matrix in a sequence: word-line buffers, prepared products, merged converters."""
 
@@ -462,7 +609,7 @@ class _Matrix:
         else:
             raise ValueError("a fast-path matrix reads the layer input x, the state h or both")
         n_x = x.shape[-1] if x is not None else 0
-        self.m_count = m_count
+        self.m_count, self.n_x = m_count, n_x
         self.zeros = np.zeros((1, 1, 1), ty)
         # word lines of the x rows for all steps (element-wise: the reference's per-step values)
         self.xq_x: torch.Tensor | None = None  # (M, T, B, n_x) word-line amplitudes
@@ -479,11 +626,28 @@ class _Matrix:
         self.x2 = self.xq * self.xq
         self.signal = tile.matmuls("signal")[0]
         self.variance = None if cfg.device.read_noise.is_zero else tile.matmuls("variance")[0]
+        # the kernels write the squares' bfloat16 bits for a bfloat16 variance product on oneDNN
+        var = self.variance
+        self.bits = bool(
+            mode == KERNEL
+            and var is not None
+            and var.packed is not None
+            and var.onednn_dtype == torch.bfloat16
+            and self.dtype == torch.float32
+        )
+        self.x2_bf = self.x2.to(torch.bfloat16) if self.bits else None
+        x2_bits = self.x2_bf.view(torch.int16).numpy().view(np.uint16) if self.x2_bf is not None else _NO_BITS
+        # (M, B, K) word lines as the kernels read them (see the kernels' ``wl``)
+        self.wl = (self.xq.numpy(), self.x2.numpy(), x2_bits, self.bits)
+        self.bits_x = (
+            np_(self.x2_x.to(torch.bfloat16).view(torch.int16)).view(np.uint16)
+            if (self.bits and self.x2_x is not None)
+            else _NO_BITS[None]
+        )
         self.quantize = cfg.dac.bits is not None
         q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if self.quantize else 1.0
-        self.inputs = (
-            self.xq.numpy(),
-            self.x2.numpy(),
+        # the DAC settings as the kernels read them (see the kernels' ``dac``)
+        self.dac = (
             np_(scale.to(self.dtype)),
             self.quantize,
             ty(tile.x_max),
@@ -545,7 +709,17 @@ class _Matrix:
         self.linear = lin is not None
         lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
         self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
-        # everything _convert_row needs, in its order (the last three: scratch rows)
+        # the vector block kernel (AVX-512 hosts, float32, <= 32 codes) and its tables
+        block = kernels.AVX512 and self.dtype == torch.float32 and codes <= kernels.BLOCK_CODES
+        if block:
+            tables = kernels.block_tables(t_kc.transpose(1, 2), read_var, values)
+            cmp2_padded = np.zeros(tables[2].shape[0], np.float32)
+            cmp2_padded[:n_cols] = cmp2
+        else:
+            tables = (np.zeros((1, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32), np.zeros((1, 1), np.float32))
+            cmp2_padded = np.zeros(kernels.BLOCK, np.float32)
+        # everything the conversion kernels need, in their order (12..15: templates of scratch
+        # rows; 16..20: the vector block kernel's)
         self.converter = (
             *self.scaling,
             np_(t_kc),
@@ -560,32 +734,29 @@ class _Matrix:
             np.empty(n_cols, ty),
             np.zeros(n_cols, ty),
             np.empty(n_cols, ty),
+            block,
+            *tables,
+            cmp2_padded,
         )
 
     def products(self) -> tuple[np.ndarray, np.ndarray]:
-        """This step's (signal, variance) products as numpy arrays."""
+        """This step's (signal, variance) products of all instances as numpy arrays."""
         y = self.signal(self.xq).numpy()
         return y, (self.variance(self.x2).numpy() if self.variance is not None else y)
 
     @property
     def per_instance(self) -> bool:
-        """Whether :meth:`instance_products` equals the products of all instances at once."""
+        """Whether the products of one instance's rows equal those of all instances at once."""
         return self.signal.per_instance and (self.variance is None or self.variance.per_instance)
-
-    def instance_products(self, m: int, b0: int = 0, b1: int | None = None):
-        """Instance ``m``'s (signal, variance) products of batch rows ``b0:b1``, each (rows, N)."""
-        y = self.signal.instance(m, self.xq[m, b0:b1]).numpy()
-        v = self.variance.instance(m, self.x2[m, b0:b1]).numpy() if self.variance is not None else y
-        return y, v
 
     def counter(self, m: int) -> tuple:
         """(key words of instance ``m``, this forward pass's read) for the kernels' normals."""
         return self.keys[m], np.uint64(self.mat.read)
 
-    def word_lines(self, m: int, b0: int, b1: int) -> tuple:
-        """Instance ``m``'s word lines and squares of rows ``b0:b1`` with the DAC / row-gain
-        settings: ``(xq, x2, in_scale, quantize, x_max, q_step, row_gain, gained)``."""
-        return (self.inputs[0][m, b0:b1], self.inputs[1][m, b0:b1], *self.inputs[2:])
+    def word_lines(self, m0: int, m1: int, b0: int, b1: int) -> tuple:
+        """The kernels' ``wl`` of instances m0:m1, rows b0:b1 ((M', B', K) arrays)."""
+        xq, x2, bits, on = self.wl
+        return (xq[m0:m1, b0:b1], x2[m0:m1, b0:b1], bits[m0:m1, b0:b1] if on else bits, on)
 
     def convert_groups(self, y: np.ndarray, v: np.ndarray, parts: list, step: int) -> list[np.ndarray]:
         """TORCH mode: this step's products (:meth:`products`) scaled into column-group order by
@@ -610,18 +781,14 @@ class _Matrix:
             out.append(np_(ro.convert(yg, self.mat.noise_at(g, step), var=vg)))
         return out
 
-    def next_x(self, t: int | None, part: tuple[int, int, int, int]):
-        """The x rows' word lines (and squares) of step ``t`` for the part's instances and rows
-        (views, no copy); placeholders when there is no next step or x."""
+    def next_x(self, t: int | None, part: tuple[int, int, int, int]) -> tuple:
+        """The x rows' word lines, squares and bfloat16 bits of step ``t`` for the part's instances
+        and rows ((M', B', n_x) views, no copy); placeholders when there is no next step or x."""
         if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
-            return self.zeros, self.zeros
+            return self.zeros, self.zeros, _NO_BITS
         m0, m1, b0, b1 = part
-        return np_(self.xq_x[m0:m1, t, b0:b1]), np_(self.x2_x[m0:m1, t, b0:b1])
-
-    def next_x_rows(self, t: int | None, m: int, b0: int, b1: int):
-        """:meth:`next_x` of one instance's rows: (rows, n_x) views."""
-        q, q2 = self.next_x(t, (m, m + 1, b0, b1))
-        return q[0], q2[0]
+        bits = self.bits_x[m0:m1, t, b0:b1] if self.bits else _NO_BITS
+        return np_(self.xq_x[m0:m1, t, b0:b1]), np_(self.x2_x[m0:m1, t, b0:b1]), bits
 
     def count_health(self, h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
         """Add this sequence's DAC clipping (x rows counted here, h rows by the caller) and linear-ADC
@@ -633,6 +800,67 @@ class _Matrix:
         if self.linear:
             health["adc_saturated"] += saturated
             health["adc_total"] += sat_numel
+
+
+class _RowBlock:
+    """Rows b0:b1 of instance ``m`` of one matrix for a whole sequence (``KERNEL`` mode): the views
+    the kernels read, made once, and the step's two products with as little Python around them as
+    possible (oneDNN called directly: the same call :meth:`PreparedMatmul.instance` makes)."""
+
+    def __init__(self, mat: _Matrix, m: int, b0: int, b1: int):
+        self.m, self.b0, self.b1 = m, b0, b1
+        self.key, self.read = mat.counter(m)
+        wl = mat.word_lines(m, m + 1, b0, b1)
+        self.wl = (wl[0][0], wl[1][0], wl[2][0], wl[3])  # (R, K) rows
+        xq_t = mat.xq[m, b0:b1]
+        sig, var = mat.signal, mat.variance
+        # oneDNN called directly where PreparedMatmul.instance would call it (float32 rows)
+        self._sig_packed = sig.packed[m] if (sig.packed is not None and xq_t.dtype == torch.float32) else None
+        self._xq = xq_t
+        self._sig_fallback = lambda: sig.instance(m, xq_t).numpy()
+        self.dummy_v = np.zeros((1, 1), mat.ty)
+        self.dummy_bits = np.zeros((1, 1), np.uint16)
+        self._var_packed = None  # (bfloat16 squares, packed weights) of a bfloat16 product on oneDNN
+        self._var_fallback = None
+        if var is not None and mat.bits:
+            assert mat.x2_bf is not None and var.packed is not None
+            self._var_packed = (mat.x2_bf[m, b0:b1], var.packed[m])
+        elif var is not None:
+            x2_t = mat.x2[m, b0:b1]
+            self._var_fallback = lambda: var.instance(m, x2_t).numpy()
+        self.bits = mat.bits
+        self.has_x = mat.xq_x is not None
+        if self.has_x:
+            assert mat.xq_x is not None and mat.x2_x is not None
+            self.x_next = (
+                np_(mat.xq_x[m, :, b0:b1]),
+                np_(mat.x2_x[m, :, b0:b1]),
+                mat.bits_x[m, :, b0:b1] if mat.bits else None,
+            )
+        self.no_next = (mat.zeros[0], mat.zeros[0], self.dummy_bits)
+
+    def products(self) -> tuple:
+        """(signal, variance, variance bits) of the rows' current word lines: the variance as
+        float or (with a bfloat16 product on oneDNN) as bfloat16 bits, the other a placeholder."""
+        linear = torch.ops.mkldnn._linear_pointwise
+        if self._sig_packed is not None:
+            y = linear(self._xq, self._sig_packed, None, "none", [], "").numpy()
+        else:
+            y = self._sig_fallback()
+        if self._var_packed is not None:
+            x2, p = self._var_packed
+            v = linear(x2, p, None, "none", [], "")
+            return y, self.dummy_v, v.view(torch.int16).numpy().view(np.uint16)
+        if self._var_fallback is not None:
+            return y, self._var_fallback(), self.dummy_bits
+        return y, y, self.dummy_bits
+
+    def next(self, t: int | None) -> tuple:
+        """The kernels' ``nxt`` of step ``t``: its x rows (R, n_x) (placeholders at the last step)."""
+        if t is None or not self.has_x:
+            return self.no_next
+        q, q2, b = self.x_next
+        return q[t], q2[t], (b[t] if b is not None else self.dummy_bits)
 
 
 def _fixed(bits: int | None, limit: float, ty):
@@ -713,8 +941,8 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
     """The time loop both cells share, over the parts (:func:`_parts`) of one direction; returns
     the sum of the counts the steps return.
 
-    ``KERNEL`` mode, ``kernel_step(m, b0, b1, t, nxt, prods)``: one step of instance ``m``'s rows
-    ``b0:b1`` (``prods``: each matrix's (signal, variance) products of those rows; ``nxt``: the
+    ``KERNEL`` mode, ``kernel_step(blocks, t, nxt, prods)``: one step of a block of one instance's
+    rows (``blocks``: one :class:`_RowBlock` per matrix; ``prods``: their products; ``nxt``: the
     next step, None at the last).  With ``whole`` (products per instance, the oneDNN backend)
     every part runs the whole sequence on its own thread; else the products of all instances are
     taken per step (a backend that multiplies them together) and the instances stepped in turn.
@@ -728,18 +956,24 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
             count = 0
             m0, m1, b0, b1 = part
             for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
+                blocks = [_RowBlock(mat, m, b0, b1) for mat in mats]
                 for t, nxt in schedule:
-                    count = count + kernel_step(m, b0, b1, t, nxt, [mat.instance_products(m, b0, b1) for mat in mats])
+                    count = count + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks])
             return count
 
         for count in _run(run_part, parts):
             total = total + count
         return total
+    if mode == KERNEL:
+        batch = mats[0].xq.shape[1]
+        all_blocks = [[_RowBlock(mat, m, 0, batch) for mat in mats] for m in range(mats[0].m_count)]
     for t, nxt in schedule:
         if mode == KERNEL:
             prods = [mat.products() for mat in mats]
-            for m in range(mats[0].m_count):
-                total = total + kernel_step(m, 0, None, t, nxt, [(y[m], v[m]) for y, v in prods])
+            for m, blocks in enumerate(all_blocks):
+                total = total + kernel_step(
+                    blocks, t, nxt, [(y[m], v[m], blk.dummy_bits) for (y, v), blk in zip(prods, blocks)]
+                )
             continue
         converted = [mat.convert_groups(*mat.products(), parts, t) for mat in mats]
         for count in _run(lambda part, t=t, nxt=nxt, converted=converted: torch_step(part, t, nxt, converted), parts):
@@ -766,24 +1000,21 @@ def lstm_sequence(
     fixed_c, fixed_h = _fixed(bits, cell_max, ty), _fixed(bits, 1.0, ty)
     whole = mode == KERNEL and mat.per_instance
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
-    settings = mat.inputs[2:]
 
-    def kernel_step(m, b0, b1, t, nxt, prods):  # returns the DAC clippings of h
-        (y, v), (key, read) = prods[0], mat.counter(m)
-        xq, x2 = mat.inputs[0][m, b0:b1], mat.inputs[1][m, b0:b1]
-        nq, n2 = mat.next_x_rows(nxt, m, b0, batch if b1 is None else b1)
+    def kernel_step(blocks, t, nxt, prods):  # returns the DAC clippings of h
+        (blk,), ((y, v, vb),) = blocks, prods
+        m, b0, b1 = blk.m, blk.b0, blk.b1
         return _lstm_rows(
-            y, v, mat.converter, key, read, np.uint64(t), b0, m, c_np[m, b0:b1], o_np[m, b0:b1], fixed_c, fixed_h,
-            out_np[m, t, b0:b1], xq, x2, n_x, settings, nq, n2, nxt is not None,
+            y, v, vb, mat.converter, blk.key, blk.read, np.uint64(t), b0, m, c_np[m, b0:b1], o_np[m, b0:b1], fixed_c,
+            fixed_h, out_np[m, t, b0:b1], blk.wl, n_x, mat.dac, blk.next(nxt), nxt is not None,
         )  # fmt: skip
 
     def torch_step(part, t, nxt, converted):  # returns the DAC clippings of h
         ifo, g = converted[0]
         _lstm_update(_sl(ifo, part), _sl(g, part), _sl(c_np, part), _sl(o_np, part), *fixed_c)
-        nq, n2 = mat.next_x(nxt, part)
         return _lstm_hidden(
-            _sl(o_np, part), _sl(c_np, part), fixed_h, _sl(out_np[:, t], part), _sl(mat.inputs[0], part),
-            _sl(mat.inputs[1], part), n_x, settings, nq, n2, nxt is not None,
+            _sl(o_np, part), _sl(c_np, part), fixed_h, _sl(out_np[:, t], part), mat.word_lines(*part), n_x, mat.dac,
+            mat.next_x(nxt, part), nxt is not None,
         )  # fmt: skip
 
     clipped = _drive((mat,), order, mode, parts, whole, kernel_step, torch_step)
@@ -816,17 +1047,16 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     mats = (rz, nx, nh)
     whole = mode == KERNEL and all(mat.per_instance for mat in mats)
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
+    convs, dacs = (rz.converter if mode == KERNEL else None, nx.converter if mode == KERNEL else None,
+                   nh.converter if mode == KERNEL else None), (rz.dac, nx.dac, nh.dac)  # fmt: skip
 
-    def kernel_step(m, b0, b1, t, nxt, prods):  # counts: DAC clippings of rz, nh; saturations of nx, nh
-        b1 = batch if b1 is None else b1
-        (y_rz, v_rz), (y_nx, v_nx), (y_nh, v_nh) = prods
-        (k_rz, r_rz), (k_nx, r_nx), (k_nh, r_nh) = rz.counter(m), nx.counter(m), nh.counter(m)
+    def kernel_step(blocks, t, nxt, prods):  # counts: DAC clippings of rz, nh; saturations of nx, nh
+        b_rz, b_nx, b_nh = blocks
+        m, b0, b1 = b_rz.m, b_rz.b0, b_rz.b1
         return _gru_rows(
-            y_rz, v_rz, y_nx, v_nx, y_nh, v_nh, rz.converter, nx.converter, nh.converter, (k_rz, k_nx, k_nh),
-            (r_rz, r_nx, r_nh), np.uint64(t), b0, m, pre_np[m, b0:b1], z_np[m, b0:b1], fixed_c, fixed_h,
-            h_np[m, b0:b1], out_np[m, t, b0:b1], rz.word_lines(m, b0, b1), nh.word_lines(m, b0, b1),
-            nx.word_lines(m, b0, b1)[:2], n_x, rz.next_x_rows(nxt, m, b0, b1), nx.next_x_rows(nxt, m, b0, b1),
-            nxt is not None,
+            tuple(prods), convs, (b_rz.key, b_nx.key, b_nh.key), (b_rz.read, b_nx.read, b_nh.read), np.uint64(t),
+            b0, m, pre_np[m, b0:b1], z_np[m, b0:b1], fixed_c, fixed_h, h_np[m, b0:b1], out_np[m, t, b0:b1],
+            (b_rz.wl, b_nx.wl, b_nh.wl), dacs, n_x, (b_rz.next(nxt), b_nx.next(nxt)), nxt is not None,
         )  # fmt: skip
 
     def torch_step(part, t, nxt, converted):
@@ -834,10 +1064,8 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
         _gru_update(_sl(a_rz, part), _sl(a_nx, part), _sl(a_nh, part), _sl(pre_np, part), _sl(z_np, part), *fixed_c)
         clips = _gru_hidden(
             _sl(z_np, part), _sl(pre_np, part), _sl(h_np, part), fixed_h, _sl(out_np[:, t], part),
-            (_sl(rz.inputs[0], part), _sl(rz.inputs[1], part), *rz.inputs[2:]),
-            (_sl(nh.inputs[0], part), _sl(nh.inputs[1], part), *nh.inputs[2:]),
-            (_sl(nx.inputs[0], part), _sl(nx.inputs[1], part)), n_x, rz.next_x(nxt, part), nx.next_x(nxt, part),
-            nxt is not None,
+            (rz.word_lines(*part), nx.word_lines(*part), nh.word_lines(*part)), dacs, n_x,
+            (rz.next_x(nxt, part), nx.next_x(nxt, part)), nxt is not None,
         )  # fmt: skip
         return np.array([clips[0], clips[1], 0, 0], np.int64)
 

