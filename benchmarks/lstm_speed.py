@@ -4,9 +4,11 @@ fully non-ideal) vs aihwkit-lightning's AnalogRNN and aihwkit's torch-tile Analo
 
 Shapes: ``kws`` = batch 64, input 40, hidden 128, 100 steps; ``lm`` = batch 32, input 50, hidden 384,
 100 steps.  ``analog_full`` is the ``rram_nladc_5b`` preset: programming error, read noise, stuck
-devices, 8-bit DAC, per-column noisy 5-bit NL-ADC ramps, 12-bit fixed-point datapath.  Prints median
-times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OUT`` writes rows
-{shape, impl, median_ms, ratio_vs_nn_lstm}.
+devices, 8-bit DAC, per-column noisy 5-bit NL-ADC ramps, 12-bit fixed-point datapath.  The
+implementations of a shape are timed in turn, round after round (``--repeats`` rounds after a
+warm-up round), so that a machine whose speed drifts during the run slows them alike.  Prints
+median times, ratios to nn.LSTM and peak memory (ru_maxrss, whole process); ``--json OUT`` writes
+rows {shape, impl, median_ms, ratio_vs_nn_lstm}.
 
     python benchmarks/lstm_speed.py [--repeats 5] [--json OUT] [--cell lstm|gru] [--profile]
 """
@@ -17,7 +19,7 @@ import argparse
 import resource
 
 import torch
-from timing import median_seconds  # benchmarks/timing.py
+from timing import interleaved_medians  # benchmarks/timing.py
 from torch import nn
 
 from crossbar.io import write_json
@@ -73,7 +75,7 @@ def profile_step(mod, x, steps: int, runs: int = 3) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11, help="rounds (each implementation once per round)")
     parser.add_argument("--json", help="write the rows as JSON")
     parser.add_argument(
         "--profile", action="store_true", help="also print where analog_full's time goes (cProfile, per time step)"
@@ -102,11 +104,13 @@ def main(argv=None) -> int:
             a.program(0, 1)
             impls[name] = a
         impls.update(peers(s["inp"], s["hidden"], cell))
-        base = None
+        with torch.no_grad():
+            medians = interleaved_medians(
+                {name: (lambda mod=mod, x=x: mod(x)) for name, mod in impls.items()}, args.repeats
+            )
+        base = medians[base_name] * 1e3
         for name, mod in impls.items():
-            with torch.no_grad():
-                ms = median_seconds(lambda mod=mod, x=x: mod(x), args.repeats) * 1e3
-            base = ms if name == base_name else base
+            ms = medians[name] * 1e3
             rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")
             if args.profile and name == "analog_full":

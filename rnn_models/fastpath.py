@@ -196,14 +196,34 @@ if numba is not None:
         n = p.shape[0]
         clipped = 0
         one = in_scale.dtype.type(1)
-        for j in range(n):
-            hs = p[j] / in_scale[first + j]
-            clipped += abs(hs) > one
-            q = _saturating_round(hs, -x_max, x_max, q_step) if quantize else hs
-            if gained:
-                q = q * gain[first + j]
-            xq[first + j] = q
-            x2[first + j] = q * q
+        # one pass per case: the loop-invariant branches outside the loops, which then vectorise
+        if quantize and gained:
+            for j in range(n):
+                hs = p[j] / in_scale[first + j]
+                clipped += abs(hs) > one
+                q = _saturating_round(hs, -x_max, x_max, q_step) * gain[first + j]
+                xq[first + j] = q
+                x2[first + j] = q * q
+        elif quantize:
+            for j in range(n):
+                hs = p[j] / in_scale[first + j]
+                clipped += abs(hs) > one
+                q = _saturating_round(hs, -x_max, x_max, q_step)
+                xq[first + j] = q
+                x2[first + j] = q * q
+        elif gained:
+            for j in range(n):
+                hs = p[j] / in_scale[first + j]
+                clipped += abs(hs) > one
+                q = hs * gain[first + j]
+                xq[first + j] = q
+                x2[first + j] = q * q
+        else:
+            for j in range(n):
+                hs = p[j] / in_scale[first + j]
+                clipped += abs(hs) > one
+                xq[first + j] = hs
+                x2[first + j] = hs * hs
         if wl[3]:
             x2_bits = wl[2]
             for j in range(n):
@@ -246,11 +266,13 @@ if numba is not None:
     def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the LSTM's first digital step: c = f*c + i*g in fixed point, o kept
         (the converted gates as rows, whichever kernel converted them)."""
+        if fixed:
+            for j in range(c.shape[0]):
+                c[j] = _saturating_round(_lstm_cell(i[j], f[j], g[j], c[j]), lo, hi, step)
+        else:
+            for j in range(c.shape[0]):
+                c[j] = _lstm_cell(i[j], f[j], g[j], c[j])
         for j in range(c.shape[0]):
-            s = _lstm_cell(i[j], f[j], g[j], c[j])
-            if fixed:
-                s = _saturating_round(s, lo, hi, step)
-            c[j] = s
             o_out[j] = o[j]
 
     @kernel
@@ -258,10 +280,13 @@ if numba is not None:
         """One batch row: h = o * tanh(c) (digital tanh) in fixed point into ``h_out``, the word
         lines of h (after the ``n_x`` x rows) and, with ``has_next``, the next step's x rows;
         returns the DAC clippings of h."""
-        for j in range(c.shape[0]):
-            t = c.dtype.type(tanh_digital64(c[j]))
-            p = _lstm_hidden_value(o[j], t)
-            h_out[j] = _saturating_round(p, lo, hi, step) if fixed else p
+        # the loop-invariant branch outside the loops: a branch inside keeps them from vectorising
+        if fixed:
+            for j in range(c.shape[0]):
+                h_out[j] = _saturating_round(_lstm_hidden_value(o[j], c.dtype.type(tanh_digital64(c[j]))), lo, hi, step)
+        else:
+            for j in range(c.shape[0]):
+                h_out[j] = _lstm_hidden_value(o[j], c.dtype.type(tanh_digital64(c[j])))
         clipped = _word_lines(h_out, wl, n_x, dac)
         if has_next:
             _next_x(wl, nxt, n_x)
@@ -350,11 +375,13 @@ if numba is not None:
     @kernel
     def _gru_candidate_row(r, z, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the GRU's candidate input: pre = nx + r * nh in fixed point, z kept."""
+        if fixed:
+            for j in range(pre.shape[0]):
+                pre[j] = _saturating_round(_gru_candidate_input(nx[j], r[j], nh[j]), lo, hi, step)
+        else:
+            for j in range(pre.shape[0]):
+                pre[j] = _gru_candidate_input(nx[j], r[j], nh[j])
         for j in range(pre.shape[0]):
-            s = _gru_candidate_input(nx[j], r[j], nh[j])
-            if fixed:
-                s = _saturating_round(s, lo, hi, step)
-            pre[j] = s
             z_out[j] = z[j]
 
     @kernel
@@ -365,12 +392,16 @@ if numba is not None:
         ``h`` and ``h_out``; the word lines of the two matrices that read h (rz: rows after x; nh:
         all rows) and, with ``has_next``, the next x rows of rz and nx; returns the DAC clippings of
         rz and nh."""
+        if fixed:
+            for j in range(h.shape[0]):
+                h[j] = _saturating_round(
+                    _gru_hidden_value(z[j], pre.dtype.type(tanh_digital64(pre[j])), h[j]), lo, hi, step
+                )
+        else:
+            for j in range(h.shape[0]):
+                h[j] = _gru_hidden_value(z[j], pre.dtype.type(tanh_digital64(pre[j])), h[j])
         for j in range(h.shape[0]):
-            n = pre.dtype.type(tanh_digital64(pre[j]))
-            p = _gru_hidden_value(z[j], n, h[j])
-            p = _saturating_round(p, lo, hi, step) if fixed else p
-            h[j] = p
-            h_out[j] = p
+            h_out[j] = h[j]
         clip_rz = _word_lines(h, wl_rz, n_x, dac_rz)
         clip_nh = _word_lines(h, wl_nh, 0, dac_nh)
         if has_next:
@@ -690,7 +721,23 @@ class _Matrix:
         self.ranges = [ro.linear_range() for ro in self.mat.readouts]
 
     def _kernel_readouts(self, ty, m_count: int) -> None:
-        """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_row`` reads them."""
+        """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_row`` reads
+        them (built once per programming and kept on the matrix)."""
+        tile, ros = self.mat.tile, self.mat.readouts
+        key = (
+            id(tile), tile._layout_version, id(tile.drift_gain), tile.scale, self.dtype, m_count,
+            tuple((id(ro.nladc.thresholds), id(ro.nladc.read_var)) for ro in ros),
+        )  # fmt: skip
+        cached = getattr(self.mat, "_fast_converter", None)
+        if cached is None or cached[0] != key:
+            cached = (key, self._build_converter(ty, m_count))
+            self.mat._fast_converter = cached
+        self.converter, self.noisy, self.linear = cached[1]
+        # the instances' key words of the matrix's normal stream, for normal_row
+        self.keys = self.mat.noise.keys_np.astype(np.uint64)
+
+    def _build_converter(self, ty, m_count: int) -> tuple:
+        """(converter tuple, noisy?, linear?) of :meth:`_kernel_readouts`."""
         tile, cfg = self.mat.tile, self.mat.tile.config
         ros, groups = self.mat.readouts, self.mat.groups
         n_cols, codes = tile.out_features, ros[0].design.codes
@@ -702,13 +749,10 @@ class _Matrix:
             read_var[:, grp.index] = ro.nladc.read_var
             cmp2[grp.index.numpy()] = ty(ro.nladc.comparator_sigma**2)
             values[grp.index] = ro.design.values.to(self.dtype)
-        self.noisy = _noisy(ros[0], cfg)
-        # the instances' key words of the matrix's normal stream, for normal_row
-        self.keys = self.mat.noise.keys_np.astype(np.uint64)
+        noisy = _noisy(ros[0], cfg)
         lin = ros[0].linear_range()
-        self.linear = lin is not None
-        lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if self.linear else (ty(0), ty(0))
-        self.cnt = np.empty(n_cols, kernels.counter_dtype(codes - 1))
+        linear = lin is not None
+        lin_lo, lin_hi = (ty(lin[0]), ty(lin[1])) if linear else (ty(0), ty(0))
         # the vector block kernel (AVX-512 hosts, float32, <= 32 codes) and its tables
         block = kernels.AVX512 and self.dtype == torch.float32 and codes <= kernels.BLOCK_CODES
         if block:
@@ -720,17 +764,17 @@ class _Matrix:
             cmp2_padded = np.zeros(kernels.BLOCK, np.float32)
         # everything the conversion kernels need, in their order (12..15: templates of scratch
         # rows; 16..20: the vector block kernel's)
-        self.converter = (
+        converter = (
             *self.scaling,
             np_(t_kc),
             np_(read_var),
-            self.noisy,
+            noisy,
             cmp2,
             np_(values),
             lin_lo,
             lin_hi,
-            self.linear,
-            self.cnt,
+            linear,
+            np.empty(n_cols, kernels.counter_dtype(codes - 1)),
             np.empty(n_cols, ty),
             np.zeros(n_cols, ty),
             np.empty(n_cols, ty),
@@ -738,6 +782,7 @@ class _Matrix:
             *tables,
             cmp2_padded,
         )
+        return converter, noisy, linear
 
     def products(self) -> tuple[np.ndarray, np.ndarray]:
         """This step's (signal, variance) products of all instances as numpy arrays."""
@@ -809,6 +854,7 @@ class _RowBlock:
 
     def __init__(self, mat: _Matrix, m: int, b0: int, b1: int):
         self.m, self.b0, self.b1 = m, b0, b1
+        self.views: tuple = ()  # the sequence's own views of these rows (its kernel_step's)
         self.key, self.read = mat.counter(m)
         wl = mat.word_lines(m, m + 1, b0, b1)
         self.wl = (wl[0][0], wl[1][0], wl[2][0], wl[3])  # (R, K) rows
@@ -955,10 +1001,12 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
         def run_part(part):
             count = 0
             m0, m1, b0, b1 = part
-            for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
-                blocks = [_RowBlock(mat, m, b0, b1) for mat in mats]
-                for t, nxt in schedule:
-                    count = count + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks])
+            # grad mode is per thread: a pool thread's torch calls would record for autograd
+            with torch.inference_mode():
+                for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
+                    blocks = [_RowBlock(mat, m, b0, b1) for mat in mats]
+                    for t, nxt in schedule:
+                        count = count + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks])
             return count
 
         for count in _run(run_part, parts):
@@ -1004,9 +1052,12 @@ def lstm_sequence(
     def kernel_step(blocks, t, nxt, prods):  # returns the DAC clippings of h
         (blk,), ((y, v, vb),) = blocks, prods
         m, b0, b1 = blk.m, blk.b0, blk.b1
+        if not blk.views:
+            blk.views = (c_np[m, b0:b1], o_np[m, b0:b1], out_np[m, :, b0:b1])
+        c_b, o_b, out_b = blk.views
         return _lstm_rows(
-            y, v, vb, mat.converter, blk.key, blk.read, np.uint64(t), b0, m, c_np[m, b0:b1], o_np[m, b0:b1], fixed_c,
-            fixed_h, out_np[m, t, b0:b1], blk.wl, n_x, mat.dac, blk.next(nxt), nxt is not None,
+            y, v, vb, mat.converter, blk.key, blk.read, np.uint64(t), b0, m, c_b, o_b, fixed_c, fixed_h, out_b[t],
+            blk.wl, n_x, mat.dac, blk.next(nxt), nxt is not None,
         )  # fmt: skip
 
     def torch_step(part, t, nxt, converted):  # returns the DAC clippings of h
