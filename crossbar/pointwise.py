@@ -87,7 +87,7 @@ def saturating_round(x, lo, hi, step):
     return straight_through(xc, rint(xc / step) * step)
 
 
-def kernel(fn=None, *, inline: bool = False):
+def kernel(fn=None, *, inline: bool = False, parallel: bool = False):
     """``fn`` compiled as every numba kernel of the project is (the function itself when numba is
     missing): cached on disk, without the GIL (callers run kernels in parallel threads), and with
     IEEE division (``error_model="numpy"``: x / 0 is inf or nan, as in torch and numpy).  numba's
@@ -95,14 +95,15 @@ def kernel(fn=None, *, inline: bool = False):
     branch also keeps loops with a division from vectorising (a float32 division loop: 28.6 vs
     2.7 us for 12,288 elements on the project's CPU; the quotients are the same IEEE values).
     ``@kernel(inline=True)``: a helper numba inlines into its callers (a call that stays a call
-    inside a loop keeps the loop from vectorising)."""
+    inside a loop keeps the loop from vectorising); ``@kernel(parallel=True)``: a kernel whose
+    ``numba.prange`` loops run on numba's threads."""
 
     def wrap(f):
         if numba is None:  # pragma: no cover - numba is a dependency
             return f
         if inline:
             return numba.njit(nogil=True, error_model="numpy", inline="always")(f)
-        return numba.njit(cache=True, nogil=True, error_model="numpy")(f)
+        return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=parallel)(f)
 
     return wrap if fn is None else wrap(fn)
 

@@ -525,6 +525,104 @@ if numba is not None:
         return counts
 
     @kernel
+    def _row_part(parts, rows, i):  # pragma: no cover - compiled
+        """Rows r0:r1 of part ``i`` of ``parts`` (whole blocks of BLOCK rows where there are enough)."""
+        blocks = (rows + BLOCK - 1) // BLOCK
+        if blocks >= parts:
+            return (blocks * i // parts) * BLOCK, min(rows, (blocks * (i + 1) // parts) * BLOCK)
+        return rows * i // parts, rows * (i + 1) // parts
+
+    @kernel
+    def _wl_rows(wl, r0, r1):  # pragma: no cover - compiled
+        """Rows r0:r1 of (R, .) word lines (the bits placeholder kept without bits)."""
+        return (wl[0][r0:r1], wl[1][r0:r1], wl[2][r0:r1] if wl[3] else wl[2], wl[3])
+
+    @kernel
+    def _nxt_rows(nxt, r0, r1, has_next):  # pragma: no cover - compiled
+        """Rows r0:r1 of the next step's (R, n_x) x rows (the placeholders kept at the last step)."""
+        if not has_next:
+            return nxt
+        return (nxt[0][r0:r1], nxt[1][r0:r1], nxt[2][r0:r1] if nxt[2].shape[0] > 1 else nxt[2])
+
+    @kernel(parallel=True)
+    def _lstm_rows_parallel(
+        parts, y, v, v_bits, conv, key, read, step, row0, m, c, o, fixed_c, fixed_h, h_out, wl, n_x, dac, nxt, has_next
+    ):  # pragma: no cover - compiled
+        """:func:`_lstm_rows` of the rows split into ``parts`` on numba's threads (rows are
+        independent and their normals are functions of their counters: the same numbers)."""
+        counts = np.zeros(parts, np.int64)
+        bits = wl[3]
+        for i in numba.prange(parts):
+            r0, r1 = _row_part(parts, y.shape[0], i)
+            counts[i] = _lstm_rows(
+                y[r0:r1], v[r0:r1] if not bits else v, v_bits[r0:r1] if bits else v_bits, conv, key, read, step,
+                row0 + r0, m, c[r0:r1], o[r0:r1], fixed_c, fixed_h, h_out[r0:r1], _wl_rows(wl, r0, r1), n_x, dac,
+                _nxt_rows(nxt, r0, r1, has_next), has_next,
+            )  # fmt: skip
+        return counts.sum()
+
+    @kernel(parallel=True)
+    def _gru_rows_parallel(
+        parts,
+        p_rz,
+        p_nx,
+        p_nh,
+        c_rz,
+        c_nx,
+        c_nh,
+        keys,
+        reads,
+        step,
+        row0,
+        m,
+        pre,
+        z_gate,
+        fixed_c,
+        fixed_h,
+        h,
+        h_out,
+        w_rz,
+        w_nx,
+        w_nh,
+        d_rz,
+        d_nx,
+        d_nh,
+        n_x,
+        n_rz,
+        n_nx,
+        has_next,
+    ):  # pragma: no cover - compiled
+        """:func:`_gru_rows` of the rows split into ``parts`` on numba's threads (the matrices'
+        tuples passed one by one: numba's parallel loops take no tuples of tuples of arrays)."""
+        counts = np.zeros((parts, 4), np.int64)
+        for i in numba.prange(parts):
+            r0, r1 = _row_part(parts, h.shape[0], i)
+            sub = (
+                _prod_rows(p_rz, w_rz[3], r0, r1),
+                _prod_rows(p_nx, w_nx[3], r0, r1),
+                _prod_rows(p_nh, w_nh[3], r0, r1),
+            )
+            w = (_wl_rows(w_rz, r0, r1), _wl_rows(w_nx, r0, r1), _wl_rows(w_nh, r0, r1))
+            n = (_nxt_rows(n_rz, r0, r1, has_next), _nxt_rows(n_nx, r0, r1, has_next))
+            counts[i] = _gru_rows(
+                sub, (c_rz, c_nx, c_nh), keys, reads, step, row0 + r0, m, pre[r0:r1], z_gate[r0:r1], fixed_c, fixed_h,
+                h[r0:r1], h_out[r0:r1], w, (d_rz, d_nx, d_nh), n_x, n, has_next,
+            )  # fmt: skip
+        return counts.sum(0)
+
+    @kernel
+    def _prod_rows(prod, bits, r0, r1):  # pragma: no cover - compiled
+        """Rows r0:r1 of a matrix's (signal, variance, variance bits) products."""
+        y, v, vb = prod
+        return (y[r0:r1], v[r0:r1] if not bits else v, vb[r0:r1] if bits else vb)
+
+    @kernel(parallel=True)
+    def _launch_threads(x):  # pragma: no cover - compiled
+        """A parallel loop that does nothing useful: it starts numba's threading layer."""
+        for i in numba.prange(x.shape[0]):
+            x[i] = i
+
+    @kernel
     def _gru_update(rz, nx, nh, pre, z_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """pre = nx + r * nh in fixed point (before tanh) from the converted r/z, nx and nh; z kept."""
         m_count, b_count, hidden = pre.shape
@@ -927,6 +1025,33 @@ def _h_clipped(h: torch.Tensor, mat, offset: int) -> int:
 # ----------------------------------------------------------------------------- threads
 #: fewer conversions per sequence step than this run on the calling thread alone
 MIN_PARALLEL = 16_384
+#: ``KERNEL`` mode's threads: True -- every step's products on torch's threads, then the step's
+#: kernel over row parts on numba's (OpenMP) threads; False -- each part (a block of instances or
+#: rows) runs its whole sequence on a pool thread of its own.  Measured (benchmarks/lstm_speed.py,
+#: docs/speed.md): the first is faster (two products per step instead of one per part, and no
+#: pool threads); it needs numba's OpenMP (or TBB) threading layer, else the second runs.
+STEP_PARALLEL = True
+
+_parallel_state: dict = {}
+
+
+def _kernel_threads() -> int:
+    """How many numba threads the parallel step kernels use (1: run them serially): torch's
+    thread count, where numba's threading layer is OpenMP or TBB (its work-queue layer wakes
+    threads too slowly for a kernel per step)."""
+    workers = max(1, torch.get_num_threads())
+    if workers == 1 or numba is None or not STEP_PARALLEL:
+        return 1
+    ok = _parallel_state.get("ok")
+    if ok is None:
+        try:
+            _launch_threads(np.zeros(2))  # starts numba's threading layer (once per process)
+            ok = numba.threading_layer() in ("omp", "tbb")
+        except Exception:  # pragma: no cover - a numba without a usable threading layer
+            ok = False
+        _parallel_state["ok"] = ok
+    return min(workers, numba.config.NUMBA_NUM_THREADS) if ok else 1
+
 
 _pool_state: dict = {}
 
@@ -996,6 +1121,22 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
     converted column groups (:meth:`_Matrix.convert_groups`); the parts meet after every step."""
     schedule = list(zip(order, order[1:] + [None]))
     total = 0
+    # one instance: each step's products on torch's threads, its kernel over row parts on numba's;
+    # several instances: blocks of them run their whole sequences on pool threads (the faster of
+    # the two there: benchmarks/mc_throughput.py, docs/speed.md)
+    threads = _kernel_threads() if (mode == KERNEL and whole and mats[0].m_count == 1) else 1
+    if threads > 1:  # each step: products on torch's threads, the kernel over row parts on numba's
+        batch = mats[0].xq.shape[1]
+        conversions = batch * sum(mat.mat.tile.out_features for mat in mats)
+        parts_per_step = min(threads, batch) if conversions >= MIN_PARALLEL else 1
+        assert numba is not None  # (threads > 1 implies it)
+        numba.set_num_threads(threads)
+        with torch.inference_mode():
+            for m in range(mats[0].m_count):
+                blocks = [_RowBlock(mat, m, 0, batch) for mat in mats]
+                for t, nxt in schedule:
+                    total = total + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks], parts_per_step)
+        return total
     if mode == KERNEL and whole:
 
         def run_part(part):
@@ -1006,7 +1147,7 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
                 for m in range(m0, m1):  # instance by instance: its weights stay in cache over the steps
                     blocks = [_RowBlock(mat, m, b0, b1) for mat in mats]
                     for t, nxt in schedule:
-                        count = count + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks])
+                        count = count + kernel_step(blocks, t, nxt, [blk.products() for blk in blocks], 1)
             return count
 
         for count in _run(run_part, parts):
@@ -1020,7 +1161,7 @@ def _drive(mats: tuple, order: list, mode: str, parts: list, whole: bool, kernel
             prods = [mat.products() for mat in mats]
             for m, blocks in enumerate(all_blocks):
                 total = total + kernel_step(
-                    blocks, t, nxt, [(y[m], v[m], blk.dummy_bits) for (y, v), blk in zip(prods, blocks)]
+                    blocks, t, nxt, [(y[m], v[m], blk.dummy_bits) for (y, v), blk in zip(prods, blocks)], 1
                 )
             continue
         converted = [mat.convert_groups(*mat.products(), parts, t) for mat in mats]
@@ -1049,16 +1190,15 @@ def lstm_sequence(
     whole = mode == KERNEL and mat.per_instance
     parts = _parts(m_count, batch, 4 * hidden, split_rows=whole)
 
-    def kernel_step(blocks, t, nxt, prods):  # returns the DAC clippings of h
+    def kernel_step(blocks, t, nxt, prods, parts):  # returns the DAC clippings of h
         (blk,), ((y, v, vb),) = blocks, prods
         m, b0, b1 = blk.m, blk.b0, blk.b1
         if not blk.views:
             blk.views = (c_np[m, b0:b1], o_np[m, b0:b1], out_np[m, :, b0:b1])
         c_b, o_b, out_b = blk.views
-        return _lstm_rows(
-            y, v, vb, mat.converter, blk.key, blk.read, np.uint64(t), b0, m, c_b, o_b, fixed_c, fixed_h, out_b[t],
-            blk.wl, n_x, mat.dac, blk.next(nxt), nxt is not None,
-        )  # fmt: skip
+        args = (y, v, vb, mat.converter, blk.key, blk.read, np.uint64(t), b0, m, c_b, o_b, fixed_c, fixed_h,
+                out_b[t], blk.wl, n_x, mat.dac, blk.next(nxt), nxt is not None)  # fmt: skip
+        return _lstm_rows_parallel(parts, *args) if parts > 1 else _lstm_rows(*args)
 
     def torch_step(part, t, nxt, converted):  # returns the DAC clippings of h
         ifo, g = converted[0]
@@ -1101,14 +1241,17 @@ def gru_sequence(engine: dict, x: torch.Tensor, h: torch.Tensor, reverse: bool, 
     convs, dacs = (rz.converter if mode == KERNEL else None, nx.converter if mode == KERNEL else None,
                    nh.converter if mode == KERNEL else None), (rz.dac, nx.dac, nh.dac)  # fmt: skip
 
-    def kernel_step(blocks, t, nxt, prods):  # counts: DAC clippings of rz, nh; saturations of nx, nh
+    def kernel_step(blocks, t, nxt, prods, parts):  # counts: DAC clippings of rz, nh; saturations of nx, nh
         b_rz, b_nx, b_nh = blocks
         m, b0, b1 = b_rz.m, b_rz.b0, b_rz.b1
-        return _gru_rows(
-            tuple(prods), convs, (b_rz.key, b_nx.key, b_nh.key), (b_rz.read, b_nx.read, b_nh.read), np.uint64(t),
-            b0, m, pre_np[m, b0:b1], z_np[m, b0:b1], fixed_c, fixed_h, h_np[m, b0:b1], out_np[m, t, b0:b1],
-            (b_rz.wl, b_nx.wl, b_nh.wl), dacs, n_x, (b_rz.next(nxt), b_nx.next(nxt)), nxt is not None,
-        )  # fmt: skip
+        keys, reads = (b_rz.key, b_nx.key, b_nh.key), (b_rz.read, b_nx.read, b_nh.read)
+        state = (np.uint64(t), b0, m, pre_np[m, b0:b1], z_np[m, b0:b1], fixed_c, fixed_h, h_np[m, b0:b1],
+                 out_np[m, t, b0:b1])  # fmt: skip
+        wls, nxts = (b_rz.wl, b_nx.wl, b_nh.wl), (b_rz.next(nxt), b_nx.next(nxt))
+        if parts == 1:
+            return _gru_rows(tuple(prods), convs, keys, reads, *state, wls, dacs, n_x, nxts, nxt is not None)
+        # (numba's parallel loops take no tuples of tuples of arrays: the matrices' passed one by one)
+        return _gru_rows_parallel(parts, *prods, *convs, keys, reads, *state, *wls, *dacs, n_x, *nxts, nxt is not None)
 
     def torch_step(part, t, nxt, converted):
         (a_rz,), (a_nx,), (a_nh,) = converted

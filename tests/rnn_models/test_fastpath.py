@@ -195,15 +195,18 @@ def test_fast_path_equals_reference_in_other_regimes(overrides):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("instances", [1, 3])
 @pytest.mark.parametrize("preset", ["rram_nladc_5b", "rram_conventional_adc_5b"])
-def test_fast_path_split_over_threads_equals_reference(cell, instances, preset, monkeypatch):
-    """The fast path splits the sequence over threads (blocks of instances, or of batch rows for
-    one instance, each run start to end on its thread); every block draws (counter-based normals)
-    and computes what the whole would: the reference's numbers."""
+@pytest.mark.parametrize("step_parallel", [True, False])
+def test_fast_path_split_over_threads_equals_reference(cell, instances, preset, step_parallel, monkeypatch):
+    """The fast path splits the work over threads -- each step's kernel over row parts on numba's
+    threads (``STEP_PARALLEL``), or blocks of instances or of one instance's rows run start to end
+    on pool threads; every part draws (counter-based normals) and computes what the whole would:
+    the reference's numbers."""
     from rnn_models import AnalogGRU
 
     threads = torch.get_num_threads()
     torch.set_num_threads(3)  # more threads than instances for 1, fewer for 3: both splits
     monkeypatch.setattr(fastpath, "MIN_PARALLEL", 0)
+    monkeypatch.setattr(fastpath, "STEP_PARALLEL", step_parallel)
     try:
         cls = AnalogLSTM if cell == "lstm" else AnalogGRU
         model = cls(12, 16, config=preset).eval()
