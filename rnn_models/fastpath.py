@@ -190,44 +190,47 @@ if numba is not None:
     def _word_lines(p, wl, first, dac):  # pragma: no cover - compiled
         """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
         full scale, quantise, row gain, and their squares (and the squares' bfloat16 bits); returns
-        how many the DAC clips.  One pass per row over contiguous memory, branch-free inside."""
-        xq, x2 = wl[0], wl[1]
-        in_scale, quantize, x_max, q_step, gain, gained = dac
+        how many the DAC clips.  One pass per case over contiguous memory, branch-free inside."""
         n = p.shape[0]
+        # slices from ``first`` on: indices j of range(n) need no check for negative values
+        # (an index first + j does, and that check keeps the loops from vectorising: 3.6x slower)
+        xq, x2 = wl[0][first : first + n], wl[1][first : first + n]
+        in_scale, quantize, x_max, q_step, gain, gained = dac
+        scale, g = in_scale[first : first + n], gain[first : first + n]
         clipped = 0
         one = in_scale.dtype.type(1)
-        # one pass per case: the loop-invariant branches outside the loops, which then vectorise
+        # one pass per case: the loop-invariant branches outside the loops
         if quantize and gained:
             for j in range(n):
-                hs = p[j] / in_scale[first + j]
+                hs = p[j] / scale[j]
                 clipped += abs(hs) > one
-                q = _saturating_round(hs, -x_max, x_max, q_step) * gain[first + j]
-                xq[first + j] = q
-                x2[first + j] = q * q
+                q = _saturating_round(hs, -x_max, x_max, q_step) * g[j]
+                xq[j] = q
+                x2[j] = q * q
         elif quantize:
             for j in range(n):
-                hs = p[j] / in_scale[first + j]
+                hs = p[j] / scale[j]
                 clipped += abs(hs) > one
                 q = _saturating_round(hs, -x_max, x_max, q_step)
-                xq[first + j] = q
-                x2[first + j] = q * q
+                xq[j] = q
+                x2[j] = q * q
         elif gained:
             for j in range(n):
-                hs = p[j] / in_scale[first + j]
+                hs = p[j] / scale[j]
                 clipped += abs(hs) > one
-                q = hs * gain[first + j]
-                xq[first + j] = q
-                x2[first + j] = q * q
+                q = hs * g[j]
+                xq[j] = q
+                x2[j] = q * q
         else:
             for j in range(n):
-                hs = p[j] / in_scale[first + j]
+                hs = p[j] / scale[j]
                 clipped += abs(hs) > one
-                xq[first + j] = hs
-                x2[first + j] = hs * hs
+                xq[j] = hs
+                x2[j] = hs * hs
         if wl[3]:
-            x2_bits = wl[2]
+            x2_bits = wl[2][first : first + n]
             for j in range(n):
-                x2_bits[first + j] = bfloat16_bits(x2[first + j])
+                x2_bits[j] = bfloat16_bits(x2[j])
         return clipped
 
     @kernel
