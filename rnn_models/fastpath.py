@@ -60,6 +60,7 @@ numba = kernels.numba
 np_ = kernels.as_numpy
 
 if numba is not None:
+    from crossbar.elementary import sigmoid64, tanh64
     from crossbar.normals import normal_row
     from crossbar.periphery.kernels import (
         BLOCK,
@@ -69,7 +70,7 @@ if numba is not None:
         count_below,
         noisy_input,
     )
-    from rnn_models.cell_math import tanh_digital64
+    from crossbar.periphery.sampling import noisy_value
 
     # the element-wise physics, compiled from the one source the reference path runs on tensors
     _saturating_round = compiled(saturating_round)
@@ -79,6 +80,7 @@ if numba is not None:
     _lstm_hidden_value = compiled(lstm_hidden)
     _gru_candidate_input = compiled(gru_candidate_input)
     _gru_hidden_value = compiled(gru_hidden)
+    _noisy_value = compiled(noisy_value)
 
     # A row's word lines travel through the kernels as ``wl`` = (amplitudes, squares, the squares'
     # bfloat16 bits, whether the variance product reads those bits);
@@ -122,6 +124,9 @@ if numba is not None:
         if linear:
             for k in range(n_cols):
                 saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
+        if conv[21]:  # ideal converters: the read noise, then the digital unit's f
+            _functions(y_all, v_all, z, noisy, conv[22], out)
+            return saturated
         count_below(t_kc[m], y_all, cnt)
         if noisy:
             noisy_input(y_all, cnt, read_var[m], v_all, z, v2, cmp2, has_var, yn)
@@ -129,6 +134,26 @@ if numba is not None:
         for k in range(n_cols):
             out[k] = values[k, cnt[k]]
         return saturated
+
+    @kernel
+    def _functions(y, v, z, noisy, runs, out):  # pragma: no cover - compiled
+        """out = f(y + sqrt(v) z) (``noisy``) or f(y), f per run of columns (first, length, id):
+        0 identity, 1 sigmoid, 2 tanh -- the ideal converter's ``act.chip`` on its sampled input."""
+        if noisy:
+            for k in range(y.shape[0]):
+                y[k] = _noisy_value(y[k], v[k], z[k])
+        for i in range(runs.shape[0]):
+            a, n, fid = runs[i, 0], runs[i, 1], runs[i, 2]
+            ys, os = y[a : a + n], out[a : a + n]
+            if fid == 1:
+                for k in range(n):
+                    os[k] = ys.dtype.type(sigmoid64(ys[k]))
+            elif fid == 2:
+                for k in range(n):
+                    os[k] = ys.dtype.type(tanh64(ys[k]))
+            else:
+                for k in range(n):
+                    os[k] = ys[k]
 
     @kernel
     def _convert_noisy_row(yr, vr, v_bits, bits, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
@@ -286,10 +311,10 @@ if numba is not None:
         # the loop-invariant branch outside the loops: a branch inside keeps them from vectorising
         if fixed:
             for j in range(c.shape[0]):
-                h_out[j] = _saturating_round(_lstm_hidden_value(o[j], c.dtype.type(tanh_digital64(c[j]))), lo, hi, step)
+                h_out[j] = _saturating_round(_lstm_hidden_value(o[j], c.dtype.type(tanh64(c[j]))), lo, hi, step)
         else:
             for j in range(c.shape[0]):
-                h_out[j] = _lstm_hidden_value(o[j], c.dtype.type(tanh_digital64(c[j])))
+                h_out[j] = _lstm_hidden_value(o[j], c.dtype.type(tanh64(c[j])))
         clipped = _word_lines(h_out, wl, n_x, dac)
         if has_next:
             _next_x(wl, nxt, n_x)
@@ -397,12 +422,10 @@ if numba is not None:
         rz and nh."""
         if fixed:
             for j in range(h.shape[0]):
-                h[j] = _saturating_round(
-                    _gru_hidden_value(z[j], pre.dtype.type(tanh_digital64(pre[j])), h[j]), lo, hi, step
-                )
+                h[j] = _saturating_round(_gru_hidden_value(z[j], pre.dtype.type(tanh64(pre[j])), h[j]), lo, hi, step)
         else:
             for j in range(h.shape[0]):
-                h[j] = _gru_hidden_value(z[j], pre.dtype.type(tanh_digital64(pre[j])), h[j])
+                h[j] = _gru_hidden_value(z[j], pre.dtype.type(tanh64(pre[j])), h[j])
         for j in range(h.shape[0]):
             h_out[j] = h[j]
         clip_rz = _word_lines(h, wl_rz, n_x, dac_rz)
@@ -674,6 +697,8 @@ def _matrix_mode(mat, x: torch.Tensor, names: list[str]) -> str | None:
         return None
     if tile.dtype != x.dtype or [g.name for g in mat.groups] != names:
         return None
+    if all(_function_id(ro) is not None for ro in mat.readouts):
+        return KERNEL  # ideal converters: the digital unit's f in the kernels
     if not all(ro.nladc is not None and ro.nladc.kernel_ok(x[:1, :1, :1], 1.0) for ro in mat.readouts):
         return TORCH
     first = mat.readouts[0]
@@ -684,6 +709,15 @@ def _matrix_mode(mat, x: torch.Tensor, names: list[str]) -> str | None:
         for ro in mat.readouts
     )
     return KERNEL if same else TORCH
+
+
+#: the functions the kernels compute after an ideal converter, by id (crossbar.elementary's forms)
+KERNEL_FUNCTIONS = {"identity": 0, "sigmoid": 1, "tanh": 2}
+
+
+def _function_id(readout) -> int | None:
+    """The kernels' id of an ideal converter's function, None for any other readout."""
+    return KERNEL_FUNCTIONS.get(readout.function) if readout.kind == "ideal" else None
 
 
 def _mode(engine: dict, path: str, x: torch.Tensor) -> str | None:
@@ -825,10 +859,10 @@ class _Matrix:
         """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_row`` reads
         them (built once per programming and kept on the matrix)."""
         tile, ros = self.mat.tile, self.mat.readouts
-        key = (
-            id(tile), tile._layout_version, id(tile.drift_gain), tile.scale, self.dtype, m_count,
-            tuple((id(ro.nladc.thresholds), id(ro.nladc.read_var)) for ro in ros),
-        )  # fmt: skip
+        designs = tuple(
+            (id(ro.nladc.thresholds), id(ro.nladc.read_var)) if ro.nladc is not None else ro.function for ro in ros
+        )
+        key = (id(tile), tile._layout_version, id(tile.drift_gain), tile.scale, self.dtype, m_count, designs)
         cached = getattr(self.mat, "_fast_converter", None)
         if cached is None or cached[0] != key:
             cached = (key, self._build_converter(ty, m_count))
@@ -841,6 +875,8 @@ class _Matrix:
         """(converter tuple, noisy?, linear?) of :meth:`_kernel_readouts`."""
         tile, cfg = self.mat.tile, self.mat.tile.config
         ros, groups = self.mat.readouts, self.mat.groups
+        if all(_function_id(ro) is not None for ro in ros):
+            return self._function_converter(ty, m_count)
         n_cols, codes = tile.out_features, ros[0].design.codes
         t_kc = torch.empty(m_count, codes - 1, n_cols, dtype=self.dtype)
         read_var = torch.empty(m_count, n_cols, codes - 1, dtype=self.dtype)
@@ -882,8 +918,46 @@ class _Matrix:
             block,
             *tables,
             cmp2_padded,
+            False,  # 21: the NL-ADCs, not functions
+            np.zeros((0, 3), np.int64),  # 22: runs of one function (none)
         )
         return converter, noisy, linear
+
+    def _function_converter(self, ty, m_count: int) -> tuple:
+        """(converter tuple, noisy?, linear?) for ideal converters: runs (first column, length,
+        function id) of consecutive columns with one function; the read noise (when the tile has
+        it) sampled in the kernel as the converter samples it (``sample_read_noise``)."""
+        n_cols = self.mat.tile.out_features
+        fid = np.empty(n_cols, np.int64)
+        for ro, grp in zip(self.mat.readouts, self.mat.groups):
+            fid[grp.index.numpy()] = _function_id(ro)
+        breaks = np.flatnonzero(np.diff(fid) != 0) + 1
+        runs = np.array([(a, b - a, fid[a]) for a, b in zip(np.r_[0, breaks], np.r_[breaks, n_cols])], np.int64)
+        noisy = self.variance is not None  # the converters draw only for the array's read noise
+        none3 = np.zeros((1, 1, 1), ty)
+        converter = (
+            *self.scaling,
+            none3,
+            none3,
+            noisy,
+            np.zeros(n_cols, ty),
+            np.zeros((1, 1), ty),
+            ty(0),
+            ty(0),
+            False,
+            np.empty(n_cols, np.uint8),
+            np.empty(n_cols, ty),
+            np.zeros(n_cols, ty),
+            np.empty(n_cols, ty),
+            False,
+            np.zeros((1, 1, 1), np.float32),
+            np.zeros((1, 1, 1), np.float32),
+            np.zeros((1, 1), np.float32),
+            np.zeros(kernels.BLOCK, np.float32),
+            True,  # 21: functions
+            runs,  # 22
+        )
+        return converter, noisy, False
 
     def products(self) -> tuple[np.ndarray, np.ndarray]:
         """This step's (signal, variance) products of all instances as numpy arrays."""

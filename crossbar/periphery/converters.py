@@ -14,7 +14,8 @@ A converter turns a column group's analog outputs into activation values.  Its w
 * ``linear_range()``, ``cycles_per_conversion()``, ``describe()``.
 
 Registry (``CONVERTERS``): ``ideal`` (exact f), ``linear_ramp`` (the conventional fixed-reference
-ramp ADC, then f digitally), ``nl_ramp`` (the NL-ADC: the code is f(y)).  **Extension point**: a
+ramp ADC, then f digitally), ``nl_ramp`` (the NL-ADC: the code is f(y)).  The first two compute
+f as the chip's digital unit does (:meth:`~crossbar.periphery.functions.Activation.chip`).  **Extension point**: a
 new converter is a subclass registered with :func:`register_converter` under a new ``adc.kind``
 name, added to ``AdcKind`` in ``crossbar/config.py`` (the import-time check below says when the
 two lists differ).
@@ -72,7 +73,7 @@ class Converter:
     def convert(
         self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.act.f(sample_read_noise(y, var, noise))
+        return self.act.chip(sample_read_noise(y, var, noise))
 
     def convert_blocks(
         self, y: torch.Tensor, noise=None, v_scale: float = 1.0, var: torch.Tensor | None = None
@@ -151,7 +152,7 @@ class LinearRampConverter(Converter):
             self.block_linears = [LinearRampADC(adc.bits, *r) for r in block_ranges]
 
     def convert(self, y, noise=None, v_scale=1.0, var=None):
-        return self.act.f(self.linear.convert(sample_read_noise(y, var, noise), v_scale))
+        return self.act.chip(self.linear.convert(sample_read_noise(y, var, noise), v_scale))
 
     def convert_blocks(self, y, noise=None, v_scale=1.0, var=None):
         """Each row-block's partial sum over that block's calibrated range (the whole dot
@@ -162,8 +163,8 @@ class LinearRampConverter(Converter):
         y = sample_read_noise(y, var, noise)
         if self.block_linears is not None and len(self.block_linears) == y.shape[2]:
             parts = [adc.convert(y[:, :, r], v_scale) for r, adc in enumerate(self.block_linears)]
-            return self.act.f(torch.stack(parts, 2).sum(2))
-        return self.act.f(self.linear.convert(y, v_scale).sum(2))
+            return self.act.chip(torch.stack(parts, 2).sum(2))
+        return self.act.chip(self.linear.convert(y, v_scale).sum(2))
 
     def train_convert(self, y):
         return self.act.f(self.linear.convert(y))

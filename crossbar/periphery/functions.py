@@ -1,7 +1,9 @@
 """Activation registry: the functions an NL-ADC can compute.
 
 Each :class:`Activation` has the torch function, its output range (where the NL-ADC's output
-levels live) and a default input range (where the ramp runs when the config does not fix one).
+levels live), a default input range (where the ramp runs when the config does not fix one) and,
+for sigmoid and tanh, the digital unit's form that a programmed chip computes after an ideal or a
+conventional ADC (:mod:`crossbar.elementary`; :meth:`Activation.chip`).
 Inverses are not stored: :func:`crossings` finds every input where f crosses a level by bisection,
 so any callable works, monotonic or not (GELU, SiLU), through the same code path.
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from crossbar.elementary import sigmoid_digital, tanh_digital
 from crossbar.errors import CrossbarInputError
 
 
@@ -27,9 +30,15 @@ class Activation:
     domain: tuple[float, float]  # default ramp input range
     linear: bool = False  # a linear readout: its range comes from calibration, the output
     # spans the input range, and saturation loses information
+    digital: Callable[[torch.Tensor], torch.Tensor] | None = None  # the chip's digital unit's f
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.f(x)
+
+    def chip(self, x: torch.Tensor) -> torch.Tensor:
+        """f as a programmed chip computes it digitally (after an ideal or a conventional ADC): the
+        digital unit's form where there is one (sigmoid, tanh: :mod:`crossbar.elementary`), else f."""
+        return self.f(x) if self.digital is None else self.digital(x)
 
 
 def _relu6(x):
@@ -39,8 +48,8 @@ def _relu6(x):
 REGISTRY: dict[str, Activation] = {
     a.name: a
     for a in [
-        Activation("sigmoid", torch.sigmoid, (0.0, 1.0), (-8.0, 8.0)),
-        Activation("tanh", torch.tanh, (-1.0, 1.0), (-4.0, 4.0)),
+        Activation("sigmoid", torch.sigmoid, (0.0, 1.0), (-8.0, 8.0), digital=sigmoid_digital),
+        Activation("tanh", torch.tanh, (-1.0, 1.0), (-4.0, 4.0), digital=tanh_digital),
         # torch's hardsigmoid: relu6(x + 3) / 6
         Activation("hard_sigmoid", F.hardsigmoid, (0.0, 1.0), (-3.0, 3.0)),
         Activation("softsign", F.softsign, (-1.0, 1.0), (-32.0, 32.0)),
