@@ -781,8 +781,11 @@ class _Matrix:
         self.xq_x: torch.Tensor | None = None  # (M, T, B, n_x) word-line amplitudes
         self.x2_x: torch.Tensor | None = None  # and their squares
         parts = []
+        # instances that read one input (an expanded tensor: a first layer in a Monte-Carlo run)
+        # get its word lines once (the DAC and the row gains are the same on every instance)
+        self.x_copies = m_count if (x is not None and m_count > 1 and x.stride(0) == 0) else 1
         if x is not None:
-            self.xs_x = x / scale[:n_x]
+            self.xs_x = (x[:1] if self.x_copies > 1 else x) / scale[:n_x]
             xq_x = tile.dac_rows(self.xs_x.to(self.dtype))
             self.xq_x, self.x2_x = xq_x.contiguous(), (xq_x * xq_x).contiguous()
             parts.append(x[:, first])
@@ -810,6 +813,11 @@ class _Matrix:
             if (self.bits and self.x2_x is not None)
             else _NO_BITS[None]
         )
+        if self.x_copies > 1:  # every instance's view of the one copy (stride 0 over instances)
+            assert self.xq_x is not None and self.x2_x is not None
+            self.xq_x = self.xq_x.expand(m_count, -1, -1, -1)
+            self.x2_x = self.x2_x.expand(m_count, -1, -1, -1)
+            self.bits_x = np.broadcast_to(self.bits_x, (m_count, *self.bits_x.shape[1:])) if self.bits else self.bits_x
         self.quantize = cfg.dac.bits is not None
         q_step = tile.x_max / (2 ** (cfg.dac.bits - 1) - 1) if self.quantize else 1.0
         # the DAC settings as the kernels read them (see the kernels' ``dac``)
@@ -821,7 +829,7 @@ class _Matrix:
             np_(tile.row_gain.to(self.dtype)),
             bool(tile._scaled_rows),
         )
-        self.clip_x = int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
+        self.clip_x = self.x_copies * int((self.xs_x.abs() > 1).sum()) if (x is not None and self.quantize) else 0
         self.indices = [np_(g.index.to(torch.int64)) for g in mat.groups]
         self.group_shapes = [(m_count, batch, len(g.index)) for g in mat.groups]
         has_var = self.variance is not None
@@ -1007,7 +1015,8 @@ class _Matrix:
         if t is None or self.xq_x is None or self.x2_x is None:  # (x2_x is set with xq_x)
             return self.zeros, self.zeros, _NO_BITS
         m0, m1, b0, b1 = part
-        bits = self.bits_x[m0:m1, t, b0:b1] if self.bits else _NO_BITS
+        # (copies where a shared input's views have stride 0 over the instances)
+        bits = np.ascontiguousarray(self.bits_x[m0:m1, t, b0:b1]) if self.bits else _NO_BITS
         return np_(self.xq_x[m0:m1, t, b0:b1]), np_(self.x2_x[m0:m1, t, b0:b1]), bits
 
     def count_health(self, h_clipped: int, h_numel: int, saturated: int, sat_numel: int) -> None:
@@ -1016,7 +1025,7 @@ class _Matrix:
         health = self.mat.health
         if self.quantize:
             health["dac_clipped"] += self.clip_x + h_clipped
-            health["dac_total"] += (self.xs_x.numel() if self.xq_x is not None else 0) + h_numel
+            health["dac_total"] += (self.x_copies * self.xs_x.numel() if self.xq_x is not None else 0) + h_numel
         if self.linear:
             health["adc_saturated"] += saturated
             health["adc_total"] += sat_numel

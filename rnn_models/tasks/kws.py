@@ -46,9 +46,18 @@ class KWSLSTM(nn.Module):
         self.fc = nn.Linear(hidden_size, classes)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if feats.dim() == 4 and feats.shape[0] > 1 and feats.stride(0) == 0:
+            # Monte-Carlo instances that share their clips (x.expand(M, ...)): normalised once,
+            # the instances' views kept (the analog layers compute a shared input's word lines once)
+            return self._classify(self._normalised(feats[0]).expand(feats.shape[0], -1, -1, -1))
+        return self._classify(self._normalised(feats))
+
+    def _normalised(self, feats: torch.Tensor) -> torch.Tensor:
         if self.cmn:
             feats = feats - feats.mean(-2, keepdim=True)
-        x = (feats - self.feat_mean) / self.feat_std
+        return (feats - self.feat_mean) / self.feat_std
+
+    def _classify(self, x: torch.Tensor) -> torch.Tensor:
         y, _ = self.lstm(x)
         return self.fc(self.drop(y.mean(-2)))
 

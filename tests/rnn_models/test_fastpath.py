@@ -52,6 +52,19 @@ def test_fast_path_equals_reference(preset, instances):
     assert ref[3] == fast[3] and ref[3][0]["dac_total"] > 0
 
 
+@pytest.mark.parametrize("preset", ["rram_nladc_5b", "ideal"])
+def test_a_shared_input_gives_what_its_copies_give(preset):
+    # instances reading one expanded input share its word lines (computed once): the same outputs
+    # and health counts as when every instance has its own copy of the input
+    model = _calibrated(preset)
+    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2
+    shared = _run(model, x.expand(3, *x.shape), fast=True, instances=3)
+    copies = _run(model, x.expand(3, *x.shape).contiguous(), fast=True, instances=3)
+    for a, b in zip(shared[:3], copies[:3]):
+        assert torch.equal(a, b)
+    assert shared[3] == copies[3]
+
+
 def test_fast_path_with_initial_state_batch_first_and_unbatched():
     model = _calibrated("rram_nladc_5b", batch_first=True)
     g = torch.Generator().manual_seed(2)

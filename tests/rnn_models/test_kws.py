@@ -220,3 +220,22 @@ def test_shared_fsdd_manifest_reads():
     clips = speech.scan(root, "fsdd")
     assert len(clips) == 2000 and {c.label for c in clips} == {str(d) for d in range(10)}
     assert len({c.speaker for c in clips}) == 4
+
+
+def test_instances_sharing_their_clips_get_the_logits_of_copies():
+    # an expanded input is normalised once; the analog model's output equals that of real copies
+    from rnn_models.convert import calibrate, convert_to_analog, program
+    from rnn_models.tasks.kws import KWSLSTM
+
+    torch.manual_seed(0)
+    model = KWSLSTM(n_mels=8, hidden_size=12, classes=3).eval()
+    feats = torch.randn(4, 6, 8, generator=torch.Generator().manual_seed(1))
+    ana = convert_to_analog(model, "rram_nladc_5b").eval()
+    calibrate(ana, [feats])
+    with torch.no_grad():  # (programmed afresh for each: every forward is a new read of the chip)
+        program(ana, 0, 3)
+        shared = ana(feats.expand(3, *feats.shape))
+        program(ana, 0, 3)
+        copies = ana(feats.expand(3, *feats.shape).contiguous())
+    assert shared.shape == (3, 4, 3)
+    assert torch.equal(shared, copies)
