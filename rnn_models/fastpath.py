@@ -100,7 +100,7 @@ if numba is not None:
             np.empty(n, conv[13].dtype),
         )
 
-    @kernel
+    @kernel(inline=True)
     def _convert_row(yr, vr, v_bits, bits, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
         """One (instance ``m``, batch row) of one matrix: output scaling, variance (from ``vr``, or
         with ``bits`` from the bfloat16 product's bits ``v_bits``), every column's NL-ADC, values
@@ -135,7 +135,7 @@ if numba is not None:
             out[k] = values[k, cnt[k]]
         return saturated
 
-    @kernel
+    @kernel(inline=True)
     def _functions(y, v, z, noisy, runs, out):  # pragma: no cover - compiled
         """out = f(y + sqrt(v) z) (``noisy``) or f(y), f per run of columns (first, length, id):
         0 identity, 1 sigmoid, 2 tanh -- the ideal converter's ``act.chip`` on its sampled input."""
@@ -155,7 +155,7 @@ if numba is not None:
                 for k in range(n):
                     os[k] = ys[k]
 
-    @kernel
+    @kernel(inline=True)
     def _convert_noisy_row(yr, vr, v_bits, bits, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
         """:func:`_convert_row` with the row's normals drawn first (``key``: the instance's two
         key words, uint64; ``read``, ``step``, ``row``: the counter, as the reference draws them)."""
@@ -163,6 +163,12 @@ if numba is not None:
         if conv[6]:
             normal_row(z, key[0], key[1], read, step, row)
         return _convert_row(yr, vr, v_bits, bits, z, m, conv, yr.dtype.type(1.0), out, scratch)
+
+    # Inlined into the LSTM's row loop (a call passes the converter's tuple of arrays and counts
+    # references to each: 20 % of the ideal readouts' step); the GRU, which converts three
+    # matrices per row, calls one compiled copy (inlined three times its kernels took 3x longer
+    # to compile)
+    _convert_noisy_row_call = kernel(_convert_noisy_row.py_func)
 
     @kernel
     def _block_scratch(conv):  # pragma: no cover - compiled
@@ -211,7 +217,7 @@ if numba is not None:
         convert_block(conv[17][m], conv[18][m], conv[19], ys, vs, zs, conv[20], np.float32(1.0), has_var, out)
         return saturated
 
-    @kernel
+    @kernel(inline=True)
     def _word_lines(p, wl, first, dac):  # pragma: no cover - compiled
         """Word lines ``first``.. of one batch row for the digital values ``p`` (one row): / DAC
         full scale, quantise, row gain, and their squares (and the squares' bfloat16 bits); returns
@@ -258,7 +264,7 @@ if numba is not None:
                 x2_bits[j] = bfloat16_bits(x2[j])
         return clipped
 
-    @kernel
+    @kernel(inline=True)
     def _next_x(wl, nxt, n_x):  # pragma: no cover - compiled
         """The next step's x rows (amplitudes, squares, bfloat16 bits: ``nxt``) into a row's word lines."""
         for j in range(n_x):
@@ -290,7 +296,7 @@ if numba is not None:
         i = m if has_next else 0
         return (nxt[0][i], nxt[1][i], nxt[2][i if nxt[2].shape[0] > i else 0])
 
-    @kernel
+    @kernel(inline=True)
     def _lstm_cell_row(i, f, g, o, c, o_out, fixed, step, lo, hi):  # pragma: no cover - compiled
         """One batch row of the LSTM's first digital step: c = f*c + i*g in fixed point, o kept
         (the converted gates as rows, whichever kernel converted them)."""
@@ -303,7 +309,7 @@ if numba is not None:
         for j in range(c.shape[0]):
             o_out[j] = o[j]
 
-    @kernel
+    @kernel(inline=True)
     def _lstm_hidden_row(o, c, fixed, step, lo, hi, h_out, wl, n_x, dac, nxt, has_next):  # pragma: no cover
         """One batch row: h = o * tanh(c) (digital tanh) in fixed point into ``h_out``, the word
         lines of h (after the ``n_x`` x rows) and, with ``has_next``, the next step's x rows;
@@ -331,6 +337,9 @@ if numba is not None:
         h2, h3 = 2 * hidden, 3 * hidden
         bits = wl[3]
         clipped = 0
+        # the fixed-point settings unpacked here: a call with *args cannot be inlined
+        fc, fc_step, fc_lo, fc_hi = fixed_c
+        fh, fh_step, fh_lo, fh_hi = fixed_h
         if conv[16]:  # the vector block kernel: BLOCK rows at a time
             blk = _block_scratch(conv)
             for r0 in range(0, y.shape[0], BLOCK):
@@ -338,20 +347,22 @@ if numba is not None:
                 _convert_block(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, blk)
                 for i in range(nb):
                     r, a = r0 + i, blk[3][i]
-                    _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], *fixed_c)
+                    _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], fc, fc_step, fc_lo, fc_hi)
                     clipped += _lstm_hidden_row(
-                        o[r], c[r], *fixed_h, h_out[r], _row_of(wl, r), n_x, dac, _next_of(nxt, r, has_next), has_next
-                    )
+                        o[r], c[r], fh, fh_step, fh_lo, fh_hi, h_out[r], _row_of(wl, r), n_x, dac,
+                        _next_of(nxt, r, has_next), has_next,
+                    )  # fmt: skip
             return clipped
         scratch = _scratch(conv)
         a = scratch[5]
         for r in range(y.shape[0]):
             vr, vb = v[r if not bits else 0], v_bits[r if bits else 0]
             _convert_noisy_row(y[r], vr, vb, bits, key, read, step, np.uint64(row0 + r), m, conv, a, scratch)
-            _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], *fixed_c)
+            _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], fc, fc_step, fc_lo, fc_hi)
             clipped += _lstm_hidden_row(
-                o[r], c[r], *fixed_h, h_out[r], _row_of(wl, r), n_x, dac, _next_of(nxt, r, has_next), has_next
-            )
+                o[r], c[r], fh, fh_step, fh_lo, fh_hi, h_out[r], _row_of(wl, r), n_x, dac,
+                _next_of(nxt, r, has_next), has_next,
+            )  # fmt: skip
         return clipped
 
     @kernel
@@ -391,11 +402,12 @@ if numba is not None:
         arrays); returns the DAC clippings."""
         m_count, b_count, _ = o.shape
         clipped = 0
+        fh, fh_step, fh_lo, fh_hi = fixed_h  # (a call with *args cannot be inlined)
         for m in range(m_count):
             wl_m, nxt_m = _instance_of(wl, m), _instance_next(nxt, m, has_next)
             for b in range(b_count):
                 clipped += _lstm_hidden_row(
-                    o[m, b], c[m, b], *fixed_h, h_out[m, b], _row_of(wl_m, b), n_x, dac,
+                    o[m, b], c[m, b], fh, fh_step, fh_lo, fh_hi, h_out[m, b], _row_of(wl_m, b), n_x, dac,
                     _next_of(nxt_m, b, has_next), has_next,
                 )  # fmt: skip
         return clipped
@@ -495,7 +507,7 @@ if numba is not None:
             rz, nx, nh = s_rz[5], s_nx[5], s_nh[5]
             y, v, vb = prods[0]
             bits = wls[0][3]
-            _convert_noisy_row(
+            _convert_noisy_row_call(
                 y[r],
                 v[r if not bits else 0],
                 vb[r if bits else 0],
@@ -511,7 +523,7 @@ if numba is not None:
             )
             y, v, vb = prods[1]
             bits = wls[1][3]
-            counts[2] += _convert_noisy_row(
+            counts[2] += _convert_noisy_row_call(
                 y[r],
                 v[r if not bits else 0],
                 vb[r if bits else 0],
@@ -527,7 +539,7 @@ if numba is not None:
             )
             y, v, vb = prods[2]
             bits = wls[2][3]
-            counts[3] += _convert_noisy_row(
+            counts[3] += _convert_noisy_row_call(
                 y[r],
                 v[r if not bits else 0],
                 vb[r if bits else 0],
