@@ -8,7 +8,10 @@
 3. next to it, one time step of ``nn.LSTM`` of the same shape (a 100-step sequence / 100): the
    bound of ``analog_ideal`` in ``lstm_speed.py``, whose step is one such product plus the
    element-wise work (nn.LSTM projects the inputs of all steps at once and multiplies only h per
-   step).
+   step), and what that projection of all 100 steps' x rows costs per step;
+4. the fast path's fused step kernel (``rnn_models.fastpath._lstm_rows``) on one thread for the KWS
+   shape's 64 rows, with ideal readouts (``ideal``) and with noisy NL-ADCs (``rram_nladc_5b``): the
+   call a step makes, recorded from a forward pass and repeated.
 
     python benchmarks/component_speed.py [--repeats 300]
 """
@@ -61,7 +64,41 @@ def main(argv=None) -> int:
             f"        nn.LSTM({inp}, {hidden}), batch {b}: {t_lstm:8.1f} us per time step   "
             f"the product alone {t_prep / t_lstm:5.2f}x of it"
         )
+        x_all, w_x = torch.randn(100 * b, inp, generator=g), torch.randn(inp, c, generator=g)
+        t_proj = median_seconds(lambda: torch.mm(x_all, w_x), max(5, args.repeats // 10)) * 1e6 / 100
+        print(
+            f"        the x rows' product of all 100 steps at once ({100 * b}x{inp} @ {inp}x{c}): "
+            f"{t_proj:8.1f} us per step; the x rows are {inp / k:.0%} of the per-step product"
+        )
+    print("\nthe fast path's fused step kernel, KWS shape, 64 rows, one thread")
+    for preset in ("ideal", "rram_nladc_5b"):
+        us = fused_kernel_us(preset, args.repeats)
+        print(f"  {preset:16s}{us:8.1f} us per step" if us else f"  {preset}: numba missing, no fast path")
     return 0
+
+
+def fused_kernel_us(preset: str, repeats: int) -> float | None:
+    """us per call of ``fastpath._lstm_rows`` for one KWS-shape step of ``preset``, one thread (the
+    arguments of the last step's call of a forward pass, recorded and replayed)."""
+    from rnn_models import AnalogLSTM, fastpath
+
+    if fastpath.numba is None:
+        return None
+    model = AnalogLSTM(40, 128, config=preset).eval()
+    model.program(0, 1)
+    x = torch.randn(100, 64, 40, generator=torch.Generator().manual_seed(2)) * 0.5
+    calls: list[tuple] = []
+    original, threads = fastpath._lstm_rows, torch.get_num_threads()
+    fastpath._lstm_rows = lambda *a: calls.append(a) or original(*a)
+    try:
+        torch.set_num_threads(1)  # (one thread: the step's kernel is this one call)
+        with torch.no_grad():
+            model(x)
+    finally:
+        fastpath._lstm_rows = original
+        torch.set_num_threads(threads)
+    args = calls[-1]
+    return median_seconds(lambda: original(*args), repeats) * 1e6
 
 
 if __name__ == "__main__":

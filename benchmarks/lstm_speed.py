@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=11, help="rounds (each implementation once per round)")
     parser.add_argument("--json", help="write the rows as JSON")
     parser.add_argument(
-        "--profile", action="store_true", help="also print where analog_full's time goes (cProfile, per time step)"
+        "--profile", action="store_true", help="also print where the analog rows' time goes (cProfile, per time step)"
     )
     parser.add_argument(
         "--cell",
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             ms = medians[name] * 1e3
             rows.append({"shape": shape, "impl": name, "median_ms": ms, ratio_key: ms / base})
             print(f"{shape:6s}{name:20s}{ms:>12.1f}{ms / base:>18.1f}")
-            if args.profile and name == "analog_full":
+            if args.profile and name.startswith("analog"):
                 profile_step(mod, x, s["steps"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (process): {peak:.0f} MiB")

@@ -1,11 +1,13 @@
-"""Does splitting one instance's batch rows over threads pay? (``rnn_models.fastpath.SPLIT_ROWS``)
+"""How one instance's steps use the threads: ``rnn_models.fastpath.STEP_PARALLEL`` on vs off.
 
-One programmed ``rram_nladc_5b`` model per cell and shape (those of ``lstm_speed.py``), timed with
-the flag on and off alternately in the same process (``--calls`` of each, the order swapped every
-round), so that the machine's drift hits both alike. Prints the medians and the ratio
-off / on (> 1: the split is faster).
+On: every step's two products on torch's threads, then the step's kernel over row parts on numba's
+OpenMP threads. Off: the batch rows split into parts, each running its whole sequence on a pool
+thread of its own (single-threaded products). One programmed ``rram_nladc_5b`` model per cell and
+shape (those of ``lstm_speed.py``), timed with the flag on and off alternately in the same process
+(``--calls`` of each, the order swapped every round), so that the machine's drift hits both alike.
+Prints the medians and the ratio off / on (> 1: STEP_PARALLEL is faster).
 
-    python benchmarks/split_rows.py [--calls 12]
+    python benchmarks/step_parallel.py [--calls 12]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
     if args.calls < 1:
         parser.error(f"--calls {args.calls}: must be >= 1")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
-    original = fastpath.SPLIT_ROWS
+    original = fastpath.STEP_PARALLEL
     try:
         for cell, cls in (("lstm", AnalogLSTM), ("gru", AnalogGRU)):
             for shape, s in SHAPES.items():
@@ -38,18 +40,18 @@ def main(argv=None) -> int:
                 times: dict[bool, list[float]] = {True: [], False: []}
                 with torch.no_grad():
                     for flag in (True, False):  # warm-up: numba's caches, the thread pool
-                        fastpath.SPLIT_ROWS = flag
+                        fastpath.STEP_PARALLEL = flag
                         model(x)
                     for i in range(args.calls):
                         for flag in (True, False) if i % 2 else (False, True):
-                            fastpath.SPLIT_ROWS = flag
+                            fastpath.STEP_PARALLEL = flag
                             t0 = time.perf_counter()
                             model(x)
                             times[flag].append(time.perf_counter() - t0)
                 on, off = (statistics.median(times[f]) * 1e3 for f in (True, False))
-                print(f"{cell} {shape}: rows split {on:.1f} ms, one thread {off:.1f} ms, ratio {off / on:.2f}")
+                print(f"{cell} {shape}: step-parallel {on:.1f} ms, row parts on pool threads {off:.1f} ms, ratio {off / on:.2f}")
     finally:
-        fastpath.SPLIT_ROWS = original
+        fastpath.STEP_PARALLEL = original
     return 0
 
 
