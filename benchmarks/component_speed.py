@@ -65,7 +65,9 @@ def main(argv=None) -> int:
             f"the product alone {t_prep / t_lstm:5.2f}x of it"
         )
         x_all, w_x = torch.randn(100 * b, inp, generator=g), torch.randn(inp, c, generator=g)
-        t_proj = median_seconds(lambda: torch.mm(x_all, w_x), max(5, args.repeats // 10)) * 1e6 / 100
+        t_proj = (
+            median_seconds(lambda x_all=x_all, w_x=w_x: torch.mm(x_all, w_x), max(5, args.repeats // 10)) * 1e6 / 100
+        )
         print(
             f"        the x rows' product of all 100 steps at once ({100 * b}x{inp} @ {inp}x{c}): "
             f"{t_proj:8.1f} us per step; the x rows are {inp / k:.0%} of the per-step product"

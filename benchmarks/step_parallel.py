@@ -49,7 +49,10 @@ def main(argv=None) -> int:
                             model(x)
                             times[flag].append(time.perf_counter() - t0)
                 on, off = (statistics.median(times[f]) * 1e3 for f in (True, False))
-                print(f"{cell} {shape}: step-parallel {on:.1f} ms, row parts on pool threads {off:.1f} ms, ratio {off / on:.2f}")
+                print(
+                    f"{cell} {shape}: step-parallel {on:.1f} ms, row parts on pool threads {off:.1f} ms, "
+                    f"ratio {off / on:.2f}"
+                )
     finally:
         fastpath.STEP_PARALLEL = original
     return 0
