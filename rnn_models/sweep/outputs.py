@@ -196,11 +196,18 @@ def _series(summary: list[dict], spec: SweepSpec, field: str):
     return {k: sorted(v) for k, v in groups.items()}
 
 
-def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
+def import_plotting():
+    """matplotlib.pyplot on the non-interactive Agg backend (the import takes ~0.5 s once)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
+    plt = import_plotting()
 
     metric = spec.metric_name
     paths = []

@@ -235,13 +235,16 @@ def _drive(
     if n_done0:
         log(f"continuing: {n_done0} of {len(all_units)} unit(s) already in {out / 'journal.sqlite'}")
     last_plot = [0.0]
+    # Imported before any unit runs: a Ctrl-C landing inside matplotlib's first import would leave
+    # its submodules bound to a half-initialised package, and the final refresh would then crash.
+    outputs.import_plotting()
 
-    def refresh(final: bool = False) -> list[dict]:
+    def refresh(final: bool = False, plot: bool = True) -> list[dict]:
         d, f = journal.done(), journal.failed()
         summary = outputs.aggregate(spec, rows, d, f, costs)
         outputs.write_tables(out, spec, rows, summary, d)
         plots: list[Path] = []
-        if final or time.time() - last_plot[0] > PLOT_INTERVAL_S:
+        if plot and (final or time.time() - last_plot[0] > PLOT_INTERVAL_S):
             plots = outputs.write_plots(spec, summary, out)
             last_plot[0] = time.time()
         else:
@@ -270,6 +273,7 @@ def _drive(
             tqdm.write(f"unit {key[:12]} failed: {error}")
         refresh()
 
+    finished = False
     try:
         if todo and client is None and workers == 1 and scheduler is None and spec.cluster is None:
             for u in todo:
@@ -286,9 +290,12 @@ def _drive(
                 arrived(u["key"], res, None)
         elif todo:
             _run_dask(todo, client, spec, workers, scheduler, arrived, log)
+        finished = True
     finally:
         bar.close()
-        summary = refresh(final=True)
+        # interrupted (Ctrl-C, a lost cluster): tables and report are brought up to date, plots
+        # are left as the last periodic refresh drew them, so the exit stays quick
+        summary = refresh(final=True, plot=finished)
     d, f = journal.done(), journal.failed()
     n_done = sum(1 for k in d if k in all_units)
     n_failed = sum(1 for k in f if k in all_units and k not in d)

@@ -234,7 +234,8 @@ def test_fifo_config_does_not_block(world, tmp_path):
     assert res.returncode == 2 and res.stderr.strip() == f"error: {fifo}: not a regular file (a config is a JSON file)"
 
 
-def test_ctrl_c_prints_one_line(world, tmp_path):
+@pytest.mark.parametrize("delay_s", [0.2, 0.5, 1.5])  # before, during and after the first unit's refresh
+def test_ctrl_c_prints_one_line(world, tmp_path, delay_s):
     spec = tmp_path / "s.json"
     spec.write_text(
         json.dumps(
@@ -260,7 +261,7 @@ def test_ctrl_c_prints_one_line(world, tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "o" / "journal.sqlite").is_file():
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

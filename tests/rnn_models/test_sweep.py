@@ -166,6 +166,34 @@ def test_out_folder_checks(env, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+def test_interrupted_sweep_keeps_tables_and_skips_the_final_plot(env, tmp_path, monkeypatch):
+    """Ctrl-C in the second unit: the first is journalled, the tables list it, no plot is drawn on the
+    way out (plotting is slow; CI once saw a Ctrl-C inside matplotlib's first import break it)."""
+    import rnn_models.sweep.runner as runner
+
+    _, spec = env
+    calls = {"units": 0, "plots": 0}
+    real_unit, real_plots = runner.run_unit, runner.outputs.write_plots
+
+    def unit(u):
+        calls["units"] += 1
+        if calls["units"] == 2:
+            raise KeyboardInterrupt
+        return real_unit(u)
+
+    def plots(*a, **k):
+        calls["plots"] += 1
+        return real_plots(*a, **k)
+
+    monkeypatch.setattr(runner, "run_unit", unit)
+    monkeypatch.setattr(runner.outputs, "write_plots", plots)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(parse_spec(spec), tmp_path / "o", workers=1, progress=False, log=lambda *_: None)
+    assert calls == {"units": 2, "plots": 1}  # the periodic refresh after unit 1 only
+    assert len(Journal(tmp_path / "o" / "journal.sqlite").done()) == 1
+    assert (tmp_path / "o" / "results.csv").is_file() and (tmp_path / "o" / "report.md").is_file()
+
+
 def test_journal_counts_a_unit_once(tmp_path):
     j = Journal(tmp_path / "j.sqlite")
     j.record_failure("a", "boom")
