@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from crossbar.pointwise import kernel, numba
+from crossbar.pointwise import kernel, numba, reinterpret
 
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 with its low 32 bits zero (fdlibm)
 _LN2_LO = 1.90821492927058770002e-10
@@ -73,21 +73,10 @@ def sigmoid_digital(x: torch.Tensor) -> torch.Tensor:
 
 if numba is not None:
     from numba import types as _types
-    from numba.extending import intrinsic as _intrinsic
 
     _EXPM1 = tuple(np.float64(c) for c in _EXPM1_SERIES)
-
-    @_intrinsic
-    def _f64_from_bits(typingctx, u):
-        """The float64 whose IEEE bit pattern is the int64 ``u``."""
-        sig = _types.float64(_types.int64)
-
-        def codegen(context, builder, signature, args):
-            from llvmlite import ir
-
-            return builder.bitcast(args[0], ir.DoubleType())
-
-        return sig, codegen
+    #: the float64 whose IEEE bit pattern is an int64
+    _f64_from_bits = reinterpret(_types.int64, _types.float64)
 
     @kernel(inline=True)
     def _expm1_parts64(y):  # pragma: no cover - compiled

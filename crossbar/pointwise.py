@@ -108,6 +108,22 @@ def kernel(fn=None, *, inline: bool = False, parallel: bool = False):
     return wrap if fn is None else wrap(fn)
 
 
+def reinterpret(src, dst):
+    """A numba intrinsic that reads a value of numba type ``src`` as one of type ``dst`` of the same
+    width: its bits unchanged, no conversion (e.g. ``reinterpret(types.int64, types.float64)``
+    builds an IEEE double from its bit pattern).  For compiled kernels only; needs numba."""
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def bitcast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+
+        return dst(src), codegen
+
+    return bitcast
+
+
 def compiled(fn: _F) -> _F:
     """The numba-compiled scalar form of an element-wise function written with these primitives
     (the function itself when numba is missing: callers then take the torch path)."""

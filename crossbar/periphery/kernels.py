@@ -36,7 +36,7 @@ def as_numpy(t: torch.Tensor) -> np.ndarray:
 
 if numba is not None:
     from crossbar.periphery.sampling import comparison_variance, noisy_value
-    from crossbar.pointwise import compiled, kernel
+    from crossbar.pointwise import compiled, kernel, reinterpret
 
     _comparison_variance = compiled(comparison_variance)
     _noisy_value = compiled(noisy_value)
@@ -133,40 +133,19 @@ def nl_codes(
 # ----------------------------------------------------------------------------- bit patterns
 if numba is not None:
     from numba import types as _types
-    from numba.extending import intrinsic as _intrinsic
 
-    @_intrinsic
-    def _f32_bits(typingctx, x):
-        """The IEEE bit pattern of a float32 as uint32 (a reinterpretation, no conversion)."""
-        sig = _types.uint32(_types.float32)
+    #: the IEEE bit pattern of a float32 as uint32, and the float32 of a uint32 pattern
+    _f32_bits = reinterpret(_types.float32, _types.uint32)
+    _f32_from_bits = reinterpret(_types.uint32, _types.float32)
 
-        def codegen(context, builder, signature, args):
-            from llvmlite import ir as _ir
-
-            return builder.bitcast(args[0], _ir.IntType(32))
-
-        return sig, codegen
-
-    @_intrinsic
-    def _f32_from_bits(typingctx, u):
-        """The float32 whose IEEE bit pattern is the uint32 ``u``."""
-        sig = _types.float32(_types.uint32)
-
-        def codegen(context, builder, signature, args):
-            from llvmlite import ir as _ir
-
-            return builder.bitcast(args[0], _ir.FloatType())
-
-        return sig, codegen
-
-    @numba.njit(nogil=True, error_model="numpy", inline="always")
+    @kernel(inline=True)
     def bfloat16_bits(x):  # pragma: no cover - compiled
         """float32 ``x`` rounded to bfloat16 (nearest, ties to even: torch's conversion of finite
         values), as its 16 bits."""
         b = _f32_bits(np.float32(x))
         return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
 
-    @numba.njit(nogil=True, error_model="numpy", inline="always")
+    @kernel(inline=True)
     def bfloat16_value(bits):  # pragma: no cover - compiled
         """The float32 value of 16 bfloat16 bits (exact: the bits move up by 16)."""
         return _f32_from_bits(np.uint32(bits) << np.uint32(16))
@@ -319,7 +298,7 @@ if numba is not None and AVX512:
 
         return sig, codegen
 
-    @numba.njit(nogil=True, error_model="numpy", inline="always")
+    @kernel(inline=True)
     def convert_block(t_tab, rv_tab, val_tab, y, v, z, cmp2, v2, has_var, out):  # pragma: no cover - compiled
         """out[r, c] = the value of NL-ADC column c for row r of a block of 16 rows: the ideal code of
         ``y`` picks the ramp's read-noise variance, the input gets sqrt(var * v2 + cmp2[c]
