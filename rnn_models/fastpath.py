@@ -168,7 +168,14 @@ if numba is not None:
     # references to each: 20 % of the ideal readouts' step); the GRU, which converts three
     # matrices per row, calls one compiled copy (inlined three times its kernels took 3x longer
     # to compile)
-    _convert_noisy_row_call = kernel(_convert_noisy_row.py_func)
+    @kernel
+    def _convert_product_row(prod, bits, r, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
+        """:func:`_convert_noisy_row` of row ``r`` of a matrix's step products ``prod`` (signal,
+        variance, variance bits: the row of whichever of the last two ``bits`` says is real)."""
+        y, v, v_bits = prod
+        return _convert_noisy_row(
+            y[r], v[r if not bits else 0], v_bits[r if bits else 0], bits, key, read, step, row, m, conv, out, scratch
+        )
 
     @kernel
     def _block_scratch(conv):  # pragma: no cover - compiled
@@ -505,53 +512,12 @@ if numba is not None:
         for r in range(h.shape[0]):
             row = np.uint64(row0 + r)
             rz, nx, nh = s_rz[5], s_nx[5], s_nh[5]
-            y, v, vb = prods[0]
-            bits = wls[0][3]
-            _convert_noisy_row_call(
-                y[r],
-                v[r if not bits else 0],
-                vb[r if bits else 0],
-                bits,
-                keys[0],
-                reads[0],
-                step,
-                row,
-                m,
-                convs[0],
-                rz,
-                s_rz,
+            _convert_product_row(prods[0], wls[0][3], r, keys[0], reads[0], step, row, m, convs[0], rz, s_rz)
+            counts[2] += _convert_product_row(
+                prods[1], wls[1][3], r, keys[1], reads[1], step, row, m, convs[1], nx, s_nx
             )
-            y, v, vb = prods[1]
-            bits = wls[1][3]
-            counts[2] += _convert_noisy_row_call(
-                y[r],
-                v[r if not bits else 0],
-                vb[r if bits else 0],
-                bits,
-                keys[1],
-                reads[1],
-                step,
-                row,
-                m,
-                convs[1],
-                nx,
-                s_nx,
-            )
-            y, v, vb = prods[2]
-            bits = wls[2][3]
-            counts[3] += _convert_noisy_row_call(
-                y[r],
-                v[r if not bits else 0],
-                vb[r if bits else 0],
-                bits,
-                keys[2],
-                reads[2],
-                step,
-                row,
-                m,
-                convs[2],
-                nh,
-                s_nh,
+            counts[3] += _convert_product_row(
+                prods[2], wls[2][3], r, keys[2], reads[2], step, row, m, convs[2], nh, s_nh
             )
             _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[r], z_gate[r], *fixed_c)
             a, b = _gru_hidden_row(
