@@ -558,10 +558,10 @@ if numba is not None:
         bits = wl[3]
         for i in numba.prange(parts):
             r0, r1 = _row_part(parts, y.shape[0], i)
+            y_p, v_p, b_p = _prod_rows((y, v, v_bits), bits, r0, r1)
             counts[i] = _lstm_rows(
-                y[r0:r1], v[r0:r1] if not bits else v, v_bits[r0:r1] if bits else v_bits, conv, key, read, step,
-                row0 + r0, m, c[r0:r1], o[r0:r1], fixed_c, fixed_h, h_out[r0:r1], _wl_rows(wl, r0, r1), n_x, dac,
-                _nxt_rows(nxt, r0, r1, has_next), has_next,
+                y_p, v_p, b_p, conv, key, read, step, row0 + r0, m, c[r0:r1], o[r0:r1], fixed_c, fixed_h,
+                h_out[r0:r1], _wl_rows(wl, r0, r1), n_x, dac, _nxt_rows(nxt, r0, r1, has_next), has_next,
             )  # fmt: skip
         return counts.sum()
 
