@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from crossbar.config import HardwareConfig
+from crossbar.elementary import tanh_digital
 from crossbar.errors import CrossbarInputError
 from crossbar.normals import NoiseAt, NormalStream
 from crossbar.periphery.dac import quantize_input
@@ -36,7 +37,6 @@ from crossbar.periphery.readout import ColumnReadout, program_chip
 from crossbar.pointwise import saturating_round
 from crossbar.rng import generator
 from crossbar.tile import Tile, array_row_slices
-from rnn_models.cell_math import tanh_digital
 
 
 @dataclass

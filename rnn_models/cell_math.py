@@ -8,7 +8,6 @@ forms on scalars.  The fixed-point registers around them are
 
 from __future__ import annotations
 
-from crossbar.elementary import tanh_digital
 from crossbar.pointwise import one_minus
 
 
@@ -30,8 +29,3 @@ def gru_candidate_input(nx, r, nh):
 def gru_hidden(z, n, h):
     """The GRU's new hidden state h' = (1 - z) * n + z * h."""
     return one_minus(z) * n + z * h
-
-
-# the cell's digital tanh (``nl_adc.functions.cell = "digital"``) on the chip path: the digital
-# unit's (:mod:`crossbar.elementary`)
-__all__ = ["gru_candidate_input", "gru_hidden", "lstm_cell", "lstm_hidden", "tanh_digital"]
