@@ -24,7 +24,7 @@ import torch
 
 from crossbar.config import HardwareConfig
 from crossbar.errors import CrossbarInputError
-from crossbar.io import save_figure, write_json
+from crossbar.io import pyplot, save_figure, write_json
 from crossbar.normals import NormalStream
 from crossbar.periphery.adc import LinearRampADC
 from crossbar.periphery.functions import get_activation
@@ -157,10 +157,7 @@ def characterize(
 
 def plot_transfer(ch: Characterisation, path: str | Path, max_curves: int = 8) -> Path:
     """Transfer curve PNG: exact f, ideal quantised f, realised instances (with / without calibration)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     act = get_activation(ch.function)
     x = ch.x.double()
@@ -187,10 +184,7 @@ def plot_transfer(ch: Characterisation, path: str | Path, max_curves: int = 8) -
 
 def plot_vread(chs: list[Characterisation], path: str | Path, v_nom: float) -> Path:
     """Max code shift vs V_read for the NL-ADC and the conventional fixed-reference ramp ADC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for ch in chs:

@@ -45,6 +45,7 @@ from numpy.typing import ArrayLike
 from crossbar import devices
 from crossbar.config import DeviceConfig, HardwareConfig, _format_error, load_config
 from crossbar.errors import CrossbarInputError
+from crossbar.io import pyplot, save_figure
 from crossbar.measurements import Measurements
 from crossbar.rng import generator
 
@@ -1068,13 +1069,7 @@ def compact_json(data) -> str:
 # ------------------------------------------------------------------------------------ plots
 def plot_fit(res: FitResult, out_dir: str | Path) -> list[Path]:
     """PNG plots of measured vs simulated distributions (matplotlib); returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from crossbar.io import save_figure
-
+    plt = pyplot()
     out = Path(out_dir)
     paths = []
     rep, pl = res.report, res.plots

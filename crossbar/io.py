@@ -75,6 +75,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (files only, no display needed);
+    imported on first use (~0.5 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically (PNG) and close it; return the path."""
     import matplotlib.pyplot as plt

@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from crossbar import device_cli  # noqa: E402
 from crossbar.device_fit import core_sigma, ks, load_device, mad_sigma, windowed_sigma  # noqa: E402
+from crossbar.io import pyplot, save_figure  # noqa: E402
 from crossbar.rng import generator, randn  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "rram_levy_relaxation"
@@ -396,13 +397,7 @@ def _quiet(fn, argv, quiet):
 
 
 def _plot_b(plots, meas, sim, gauss, level, times, m_t, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from crossbar.io import save_figure
-
+    plt = pyplot()
     show = [0, 4, 8, 16, 24, 31]
     fig, axes = plt.subplots(1, len(show), figsize=(3.0 * len(show), 2.9))
     lv = level[m_t]
@@ -433,13 +428,7 @@ def _plot_b(plots, meas, sim, gauss, level, times, m_t, rows):
 
 
 def _plot_a(plots, cells, measured, sim, fs):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from crossbar.io import save_figure
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for i, c in enumerate(cells):
         (line,) = ax.loglog(WINDOWS, measured[c], "o-", label=c)

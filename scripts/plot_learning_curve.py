@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crossbar.errors import CrossbarInputError  # noqa: E402
-from crossbar.io import check_outputs, save_figure  # noqa: E402
+from crossbar.io import check_outputs, pyplot, save_figure  # noqa: E402
 from rnn_models.checkpoint import load_checkpoint  # noqa: E402
 
 
@@ -30,10 +30,7 @@ def main() -> int:
     except CrossbarInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     phases = list(dict.fromkeys(h.get("phase", "float") for h in history))  # in training order
     fig, ax = plt.subplots(figsize=(6.5, 4))

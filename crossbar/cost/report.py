@@ -16,7 +16,7 @@ from crossbar.cost.accounting import ARCHITECTURES, CATEGORIES, cost_assumptions
 from crossbar.cost.library import Library, load_library
 from crossbar.cost.workload import PAPER_SHAPES, Workload, paper_shape
 from crossbar.errors import CrossbarInputError
-from crossbar.io import save_figure, write_json, write_text
+from crossbar.io import pyplot, save_figure, write_json, write_text
 
 #: the NL-ADC paper's Table 1 (Yang et al., Nat. Commun. 16, 2025): this work's two models
 PAPER_TABLE1 = {
@@ -255,10 +255,7 @@ def markdown(r: dict) -> str:
 
 # ---------------------------------------------------------------------- plots
 def plot(r: dict, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     paths = []
     labels, rows = [], []

@@ -24,7 +24,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from crossbar.io import save_figure, write_text
+from crossbar.io import pyplot, save_figure, write_text
 from rnn_models.sweep.spec import SweepSpec
 from rnn_models.sweep.units import Row
 
@@ -196,18 +196,8 @@ def _series(summary: list[dict], spec: SweepSpec, field: str):
     return {k: sorted(v) for k, v in groups.items()}
 
 
-def import_plotting():
-    """matplotlib.pyplot on the non-interactive Agg backend (the import takes ~0.5 s once)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def write_plots(spec: SweepSpec, summary: list[dict], out: Path) -> list[Path]:
-    plt = import_plotting()
+    plt = pyplot()
 
     metric = spec.metric_name
     paths = []

@@ -31,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from crossbar.errors import CrossbarInputError
-from crossbar.io import write_json, write_text
+from crossbar.io import pyplot, write_json, write_text
 from rnn_models.sweep import outputs
 from rnn_models.sweep.journal import Journal
 from rnn_models.sweep.spec import SweepSpec
@@ -237,7 +237,7 @@ def _drive(
     last_plot = [0.0]
     # Imported before any unit runs: a Ctrl-C landing inside matplotlib's first import would leave
     # its submodules bound to a half-initialised package, and the final refresh would then crash.
-    outputs.import_plotting()
+    pyplot()
 
     def refresh(final: bool = False, plot: bool = True) -> list[dict]:
         d, f = journal.done(), journal.failed()
