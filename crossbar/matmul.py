@@ -78,6 +78,16 @@ class PreparedMatmul:
             except RuntimeError:  # pragma: no cover - an op that refuses these weights
                 self.packed = None
 
+    def __getstate__(self) -> dict:
+        """What ``copy.deepcopy`` and pickle keep: the weights (already rounded for bfloat16) and the
+        precision.  oneDNN's packed weights are opaque tensors that neither can read; the copy packs
+        its own (:meth:`__setstate__`)."""
+        return {"w": self.w, "precision": self.precision}
+
+    def __setstate__(self, state: dict) -> None:
+        # rounding to bfloat16 again leaves the rounded weights as they are: the same product
+        self.__init__(state["w"], state["precision"])
+
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         """The operand as the product reads it (bfloat16-rounded for a bfloat16 product)."""
         if not self.bf16:

@@ -380,6 +380,9 @@ class CellNonlinearity(nn.Module):
         super().__init__()
         self.name, self.columns = name, columns
         self.readout: ColumnReadout | None = None  # the design (+ programmed converter for nl_adc)
+        # a calibration sample of the cell input, for the data-aware converter design (set by the
+        # layer's calibration, saved with its state)
+        self.samples: torch.Tensor | None = None
         self.noise: NormalStream | None = None  # the converter's normals (nl_adc, programmed)
         self.read = 0  # this forward pass's read of them (begin_read)
 
@@ -389,6 +392,11 @@ class CellNonlinearity(nn.Module):
     def _config(self, config: HardwareConfig) -> HardwareConfig:
         return config.replace(**{"adc.kind": "nl_ramp", "adc.range_mode": "function"})
 
+    def _design(self, config: HardwareConfig) -> ColumnReadout:
+        """The converter design of tanh over the cell's range (``nl_adc.design``; the data-aware
+        one from the calibration sample)."""
+        return ColumnReadout(self._config(config), "tanh", self.columns, None, self.samples)
+
     def program(
         self, config: HardwareConfig, seed: int, instances: int, first: int = 0, saved: dict | None = None
     ) -> None:
@@ -396,7 +404,7 @@ class CellNonlinearity(nn.Module):
         rebuild it from that state without drawing or calibrating."""
         self.readout = None
         if config.nl_adc.functions.cell == "nl_adc":
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+            self.readout = self._design(config)
             if saved is None:
                 self.readout.program(seed, instances, f"{self.name}/cell", first)
             else:
@@ -404,7 +412,7 @@ class CellNonlinearity(nn.Module):
                 self.readout.nladc.load_programmed_state(saved)
             self.noise = NormalStream(seed, f"adc/{self.name}/cell", first, instances)
         elif config.nl_adc.functions.cell == "digital_lut":
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+            self.readout = self._design(config)
 
     def programmed_state(self) -> dict | None:
         """The programmed cell NL-ADC's state (``nl_adc`` mode), else None."""
@@ -427,7 +435,7 @@ class CellNonlinearity(nn.Module):
         if mode == "digital":
             return tanh_digital(v)
         if self.readout is None:  # training before any program(): the design alone is needed
-            self.readout = ColumnReadout(self._config(config), "tanh", self.columns)
+            self.readout = self._design(config)
         cell_max = config.datapath.cell_max
         if mode == "nl_adc":
             v = quantize_input(v / cell_max, config.dac, 1.0) * cell_max

@@ -66,6 +66,10 @@ class AnalogLayerBase(nn.Module):
     def _cells(self) -> list[CellNonlinearity]:
         return []
 
+    def _cell_keys(self) -> dict[str, CellNonlinearity]:
+        """The cell nonlinearities by the key of their calibration sample (and saved state)."""
+        return {}
+
     # ----------------------------------------------------------------- state
     @property
     def instances(self) -> int:
@@ -198,8 +202,21 @@ class AnalogLayerBase(nn.Module):
                     blocks.append((-vb, vb) if vb > 0 else None)
                 g.block_ranges = blocks if blocks and all(blocks) else None
             mat.invalidate()
+        for key, cell in self._cell_keys().items():
+            cell.samples = stats.samples.get(key)
         self._instances = 0
         return dict(stats.values)
+
+    def _as_compute_dtype(self, x: torch.Tensor, path: str) -> torch.Tensor:
+        """The input in the dtype its path computes in: the software paths (``float``:
+        unprogrammed and calibration; ``train``) in the parameters' dtype, as ``nn.Linear`` /
+        ``nn.LSTM`` do; the chip path casts to ``simulation.dtype`` itself.  So a float64 input
+        (e.g. calibration data for a ``simulation.dtype = float64`` config) meets float32
+        parameters, or the reverse, without a dtype error."""
+        if path == "chip":
+            return x
+        p = next(iter(self.parameters()), None)
+        return x if p is None or x.dtype == p.dtype else x.to(p.dtype)
 
     def _record_input(self, x: torch.Tensor) -> None:
         if self._stats is not None:
@@ -319,6 +336,7 @@ class AnalogLinear(AnalogLayerBase):
             )
         path = self._prepare()
         m = self._m(path)
+        x = self._as_compute_dtype(x, path)
         self._record_input(x)
         if m > 1:
             if x.dim() < 2 or x.shape[0] != m:
@@ -408,6 +426,17 @@ class _AnalogRNNBase(AnalogLayerBase):
     def _p(self, kind: str, sfx: str):
         return getattr(self, f"{kind}{sfx}", None)
 
+    def _cell_keys(self) -> dict[str, CellNonlinearity]:
+        return {f"cell{sfx}": e["cell"] for sfx, e in self._engines.items()}
+
+    def _record_cell_input(self, sfx: str, v: torch.Tensor, path: str) -> None:
+        """While calibrating: keep a sample of what the cell nonlinearity of ``sfx`` reads, where
+        its converter (``nl_adc.functions.cell``: ``nl_adc`` / ``digital_lut``) has the data-aware
+        design (``nl_adc.design``), which places its levels from that sample."""
+        nl = self.hw.nl_adc
+        if path == "float" and self._stats is not None and nl.design == "data_aware" and nl.functions.cell != "digital":
+            self._stats.update(f"cell{sfx}", v, self.hw.adc.calibration_percentile, keep_samples=True)
+
     def _layer_in_scale(self, layer: int, in_size: int) -> torch.Tensor:
         return torch.full((in_size,), self._input_scale() if layer == 0 else 1.0)
 
@@ -471,7 +500,7 @@ class _AnalogRNNBase(AnalogLayerBase):
         path = self._prepare() if path is None else path
         m = self._m(path)
         _check_finite(x, self.layer_name, self.hw.torch_device())
-        x, unbatched = self._canonical(x, m)
+        x, unbatched = self._canonical(self._as_compute_dtype(x, path), m)
         self._record_input(x)
         batch = x.shape[2]
         init = [self._state(s, m, batch, unbatched, x) for s in states]
@@ -562,6 +591,7 @@ class AnalogLSTM(_AnalogRNNBase):
             ifo, g = mat(torch.cat([x[:, t], h], -1), step=t)
             i, f, o = ifo.chunk(3, -1)
             c = fixed_point(lstm_cell(i, f, g, c), bits, cell_max)
+            self._record_cell_input(sfx, c, path)
             h = fixed_point(lstm_hidden(o, cell(c, path, self.hw, step=t)), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h, c)
@@ -632,7 +662,9 @@ class AnalogGRU(_AnalogRNNBase):
             r, z = rz.chunk(2, -1)
             (nx,) = e["nx"](x[:, t], step=t)
             (nh,) = e["nh"](h, step=t)
-            n = e["cell"](fixed_point(gru_candidate_input(nx, r, nh), bits, cell_max), path, self.hw, step=t)
+            n_in = fixed_point(gru_candidate_input(nx, r, nh), bits, cell_max)
+            self._record_cell_input(sfx, n_in, path)
+            n = e["cell"](n_in, path, self.hw, step=t)
             h = fixed_point(gru_hidden(z, n, h), bits, 1.0)
             outs[t] = h
         return torch.stack(outs, 1), (h,)
@@ -686,8 +718,9 @@ CHIP_FORMAT = 2
 def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
     """A layer's hardware state as plain tensors and values (what ``state_dict()`` stores for it):
     ``config`` (JSON), ``input_scale``, per column group the calibrated ``in_range``, ``samples`` and
-    ``block_ranges``, and (``programmed`` and after ``program``) ``chip``: the program arguments and,
-    per matrix, ``g_pos`` / ``g_neg`` (M, rows, out) uS, ``drift_gain`` and the NL-ADCs'
+    ``block_ranges``, per cell nonlinearity its calibration sample (``cell_samples``; None unless a
+    data-aware cell converter needs one), and (``programmed`` and after ``program``) ``chip``: the
+    program arguments and, per matrix, ``g_pos`` / ``g_neg`` (M, rows, out) uS, ``drift_gain`` and the NL-ADCs'
     ``ramp_thresholds``, ``offsets``, ``read_var`` (CPU tensors)."""
     state: dict = {"config": layer.hw.model_dump_json(), "input_scale": layer.input_scale, "groups": {}}
     for key, (mat, *_r) in layer._matrices().items():
@@ -697,6 +730,10 @@ def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
                 "samples": g.samples.float().cpu() if g.samples is not None else None,
                 "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
             }
+    state["cell_samples"] = {
+        key: cell.samples.float().cpu() if cell.samples is not None else None
+        for key, cell in layer._cell_keys().items()
+    }
     if programmed and layer.instances:
         tiles: dict[str, dict] = {}
         for key, (mat, *_r) in layer._matrices().items():
@@ -756,6 +793,9 @@ def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
             g.samples = saved.get("samples")
             g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
         mat.invalidate()
+    cell_samples = state.get("cell_samples") or {}  # absent from states saved before 2026-12-07
+    for key, cell in layer._cell_keys().items():
+        cell.samples = cell_samples.get(key)
     layer._instances = 0
     chip = state.get("chip")
     if not chip:

@@ -174,6 +174,68 @@ def test_calibration_sets_ranges_and_float_mode_is_exact():
     assert _rel(ana.program(0, 1)(x), ref) > 1e-3
 
 
+@pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU, AnalogLinear])
+@pytest.mark.parametrize("sim_dtype", ["float32", "float64"])
+def test_calibration_takes_either_float_dtype(cls, sim_dtype):
+    """The software paths compute in the parameters' dtype: calibration data in float64 for a
+    float64 config (whose layers keep torch's float32 parameters), or float32 data for a model
+    made double, calibrate and run instead of failing with a dtype error."""
+    from rnn_models.convert import calibrate
+
+    cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": sim_dtype})
+    for data_dtype, to_double in ((torch.float64, False), (torch.float32, True)):
+        model = cls(4, 3, config=cfg).eval()
+        if to_double:
+            model = model.double()
+        shape = (5, 2, 4) if cls is not AnalogLinear else (2, 4)
+        data = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=data_dtype)
+        calibrate(model, [data])
+        assert model.input_scale is not None
+        out = model.program(0, 1)(data)
+        out = out[0] if isinstance(out, tuple) else out
+        assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU])
+@pytest.mark.parametrize("cell", ["nl_adc", "digital_lut"])
+def test_data_aware_cell_converter_designs_from_the_calibration(cls, cell):
+    """With ``nl_adc.design = data_aware`` the cell's tanh converter (an NL-ADC of its own, or its
+    table) places its levels from a calibration sample of the cell input, like the gates' NL-ADCs;
+    the sample travels with the state dict, so a fresh model loaded from it programs the same chip."""
+    from rnn_models.convert import calibrate
+
+    cfg = load_config("rram_nladc_5b").replace(**{"nl_adc.design": "data_aware", "nl_adc.functions.cell": cell})
+    model = cls(6, 8, num_layers=2, config=cfg).eval()
+    calibrate(model, [torch.randn(4, 3, 6, generator=torch.Generator().manual_seed(0))])
+    assert all(c.samples is not None and c.samples.numel() > 0 for c in model._cells())
+    x = torch.randn(2, 5, 3, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model.program(3, 2)(x)[0]
+    fresh = cls(6, 8, num_layers=2, config=cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        again = fresh.program(3, 2)(x)[0]  # programs anew from the loaded calibration
+    assert torch.equal(out, again)
+
+
+def test_a_model_copies_after_it_has_run():
+    """``copy.deepcopy`` of a programmed model after a forward pass, when its tiles hold oneDNN's
+    packed weights (opaque tensors deepcopy cannot read): the copy packs its own and reads the
+    chip as the original does."""
+    import copy
+
+    from rnn_models.convert import calibrate
+
+    model = AnalogLSTM(6, 8, config=load_config("rram_nladc_5b")).eval()
+    calibrate(model, [torch.randn(4, 3, 6, generator=torch.Generator().manual_seed(0))])
+    model.program(3, 1)
+    x = torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(x)
+        twin = copy.deepcopy(model)
+        assert torch.equal(twin(x)[0], model(x)[0])
+
+
 def test_changed_weights_require_reprogramming():
     ana, x = _noisy_model()
     ana.program(0, 1)
