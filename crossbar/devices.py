@@ -33,6 +33,7 @@ import torch
 from crossbar.autograd import straight_through
 from crossbar.config import DeviceConfig, DriftSpec, ErrorQuantiles, FlickerNoise, NoiseSpec, RelaxationQuantiles
 from crossbar.errors import CrossbarInputError
+from crossbar.pointwise import zero_slope_at_zero
 from crossbar.rng import rand, randn
 
 
@@ -50,7 +51,10 @@ def noise_sigma(g: torch.Tensor, spec: NoiseSpec) -> torch.Tensor:
     """Noise sigma (uS) at conductance ``g`` (uS) for a :class:`NoiseSpec`."""
     if spec.table is not None:
         return interpolate(g, spec.table.g, spec.table.sigma)
-    return torch.sqrt(spec.sigma_abs**2 + (spec.sigma_rel * g) ** 2)
+    var = spec.sigma_abs**2 + (spec.sigma_rel * g) ** 2
+    # under autograd (hardware-aware training) a zero variance -- no noise, or G = 0 with only
+    # relative noise -- passes back 0, not NaN
+    return zero_slope_at_zero(torch.sqrt, var) if var.requires_grad else torch.sqrt(var)
 
 
 def _bracket(x: torch.Tensor, xs: torch.Tensor):

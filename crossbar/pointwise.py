@@ -41,7 +41,17 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency
     numba = None
 
-__all__ = ["clip", "compiled", "nonneg", "one_minus", "rint", "saturating_round", "sqrt_rounded", "straight_through"]
+__all__ = [
+    "clip",
+    "compiled",
+    "nonneg",
+    "one_minus",
+    "rint",
+    "saturating_round",
+    "sqrt_rounded",
+    "straight_through",
+    "zero_slope_at_zero",
+]
 
 _F = TypeVar("_F", bound=Callable)
 
@@ -71,7 +81,21 @@ def sqrt_rounded(x: torch.Tensor) -> torch.Tensor:
     and float64 alike; it flipped NL-ADC codes of inputs within rounding distance of a threshold
     between implementations), so float32 roots are taken in float64 and rounded once, and float64
     roots of CPU tensors outside autograd by numpy (IEEE).  CUDA's sqrt is IEEE; under autograd
-    in float64 it is torch's (the training path has no kernel form to agree with)."""
+    in float64 it is torch's (the training path has no kernel form to agree with).  Under autograd
+    the gradient is 0 where x = 0 (a zero variance: an input of zeros, a device without noise),
+    not sqrt's infinite slope times 0 = NaN; the values are the same."""
+    return zero_slope_at_zero(_sqrt_values, x) if x.requires_grad else _sqrt_values(x)
+
+
+def zero_slope_at_zero(root, x: torch.Tensor) -> torch.Tensor:
+    """``root(x)`` (a square root, f(0) = 0) with gradient 0 where x = 0: autograd would multiply
+    the root's infinite slope there by 0 and pass NaN back to every parameter.  The same values."""
+    nonzero = x != 0
+    r = root(torch.where(nonzero, x, torch.ones_like(x)))
+    return torch.where(nonzero, r, torch.zeros_like(r))
+
+
+def _sqrt_values(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.float64:
         if x.device.type == "cpu" and not x.requires_grad:
             return torch.from_numpy(np.sqrt(x.detach().contiguous().numpy()))

@@ -274,7 +274,11 @@ class Tile(nn.Module):
                 s_w = (dev.g_max - dev.g_min) / (need - dev.g_min)
             cached = (self._plan_version, gp[0].to(self.g_target_pos), gn[0].to(self.g_target_neg), gr, gc, s_w)
             self._aware_targets = cached
-        return cached[1], cached[2]
+        g_min, s_w = self.config.device.g_min, cached[5]
+        return (
+            _with_gradient_of(cached[1], g_min + s_w * (self.g_target_pos - g_min)),
+            _with_gradient_of(cached[2], g_min + s_w * (self.g_target_neg - g_min)),
+        )
 
     def aware_span_scale(self) -> float:
         """s <= 1: IR-drop-aware programming maps the weights onto s x the conductance span when the
@@ -617,6 +621,18 @@ def _required(target: torch.Tensor, g: torch.Tensor, t: torch.Tensor) -> float:
     """The largest conductance (uS) the devices would need, unbounded: target / A, A = T / G."""
     a = torch.where(g > 0, t / g.clamp(min=1e-300), torch.ones_like(g))
     return float(torch.where(target > 0, target / a.clamp(min=1e-300), target).max())
+
+
+def _with_gradient_of(pre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Pre-distorted conductances ``pre`` (computed without autograd: the IR-drop solves run in
+    numpy) that carry ``target``'s gradient, as d pre / d target = pre / target element-wise (1
+    where the target is 0), so that hardware-aware training reaches the weights through
+    IR-drop-aware programming.  The values are ``pre``'s exactly; without a graph, ``pre`` itself."""
+    if not target.requires_grad:
+        return pre
+    t = target.detach()
+    ratio = torch.where(t > 0, pre / torch.where(t > 0, t, torch.ones_like(t)), torch.ones_like(t))
+    return pre + (target - t) * ratio
 
 
 def _aware_step(g: torch.Tensor, target: torch.Tensor, t: torch.Tensor, dev) -> torch.Tensor:

@@ -257,7 +257,10 @@ def compile_design(
 
     if design == "data_aware":
         if samples is None or samples.numel() == 0:
-            raise CrossbarInputError("the data-aware NL-ADC design needs a sample of pre-activations")
+            raise CrossbarInputError(
+                "the data-aware NL-ADC design (nl_adc.design = 'data_aware') needs a sample of the "
+                "pre-activations: calibrate the model on data first, or use nl_adc.design = 'uniform'"
+            )
         if len(pieces) > 1:
             raise CrossbarInputError(
                 f"the data-aware design supports monotonic functions; "

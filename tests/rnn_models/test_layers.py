@@ -236,6 +236,43 @@ def test_a_model_copies_after_it_has_run():
         assert torch.equal(twin(x)[0], model(x)[0])
 
 
+@pytest.mark.parametrize(
+    ("cls", "preset", "overrides"),
+    [
+        (AnalogLSTM, "ideal", {}),  # no device noise: zero variances everywhere
+        (AnalogGRU, "rram_nladc_5b", {"array.bias_in_array": False}),  # h0 = 0: the n-gate's h product
+        (AnalogLSTM, "pcm_nladc_5b_drift", {"array.bias_in_array": False}),
+    ],
+)
+def test_training_gradients_are_finite_where_a_variance_is_zero(cls, preset, overrides):
+    """Hardware-aware training through a read or a programming draw whose variance is exactly 0
+    (a zero input row -- padding, the first step's h -- or a noise-free device) passes back
+    finite gradients: the square root's infinite slope at 0 used to make every gradient NaN."""
+    cfg = load_config(preset).replace(**overrides) if overrides else load_config(preset)
+    model = cls(8, 10, config=cfg).train()
+    x = torch.randn(5, 2, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 1] = 0.0  # the second sequence is all padding
+    out, _ = model(x)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_training_reaches_the_weights_through_ir_drop_aware_programming():
+    """With IR-drop-aware programming the pre-distorted targets come from solves outside autograd;
+    they carry the mapped targets' gradient (d pre / d target = pre / target), so the weights get
+    one -- before, the output had no graph and backward() failed."""
+    cfg = load_config("rram_nladc_5b").replace(
+        **{"array.wires.r_wl": 1.0, "array.wires.r_bl": 1.0, "array.wires.ir_drop_aware_programming": True}
+    )
+    model = AnalogGRUCell(5, 6, config=cfg).train()
+    out = model(torch.randn(3, 5, generator=torch.Generator().manual_seed(0)))
+    out.sum().backward()
+    assert model.weight_ih.grad is not None and model.weight_ih.grad.abs().sum() > 0
+    assert torch.isfinite(model.weight_ih.grad).all()
+
+
 def test_changed_weights_require_reprogramming():
     ana, x = _noisy_model()
     ana.program(0, 1)
