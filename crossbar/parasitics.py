@@ -195,21 +195,53 @@ class _Network:
             np.concatenate(edges_g) if edges_g else np.zeros(0),
         )
 
-    def matrix(self, gc: np.ndarray):
-        """The nodal matrix K (n x n, uS, CSC) for cell conductances ``gc`` (rows, cols)."""
-        import scipy.sparse as sp
-
+    def edges(self, gc: np.ndarray):
+        """Every conducting element ``(a, b, g)``: its two nodes (-1: a fixed node) and its
+        conductance (uS), wires first, then the cells ``gc`` (rows, cols)."""
         a = np.concatenate([self.wire[0], self.wl.ravel()])
         b = np.concatenate([self.wire[1], self.bl.ravel()])
         g = np.concatenate([self.wire[2], gc.ravel()])
         keep = g > 0
-        a, b, g = a[keep], b[keep], g[keep]
+        return a[keep], b[keep], g[keep]
+
+    def matrix(self, gc: np.ndarray):
+        """The nodal matrix K (n x n, uS, CSC) for cell conductances ``gc`` (rows, cols)."""
+        import scipy.sparse as sp
+
+        a, b, g = self.edges(gc)
         ia, ib = a >= 0, b >= 0
         both = ia & ib
         r = np.concatenate([a[ia], b[ib], a[both], b[both]])
         c = np.concatenate([a[ia], b[ib], b[both], a[both]])
         v = np.concatenate([g[ia], g[ib], -g[both], -g[both]])
         return sp.csc_matrix((v, (r, c)), shape=(self.n, self.n))
+
+    def kcl(self, gc: np.ndarray):
+        """``x -> K x`` computed as Kirchhoff's current law does it: each element's current
+        g (x_a - x_b) (a fixed node's deviation is 0), then summed at its nodes in extended
+        precision (np.longdouble).  Where a tiny segment joins two nodes the voltage difference
+        is taken first, so no 1e12 uS x volts product cancels (as in K x) -- the residual of
+        :class:`_SparseSolver`'s corrections."""
+        import scipy.sparse as sp
+
+        a, b, g = self.edges(gc)
+        ia, ib = a >= 0, b >= 0
+        e = np.arange(len(g))
+        incidence = sp.csr_matrix(
+            (
+                np.concatenate([np.ones(int(ia.sum())), -np.ones(int(ib.sum()))]).astype(np.longdouble),
+                (np.concatenate([a[ia], b[ib]]), np.concatenate([e[ia], e[ib]])),
+            ),
+            shape=(self.n, len(g)),
+        )
+        a0, b0 = np.where(ia, a, self.n), np.where(ib, b, self.n)  # row n: the fixed nodes' 0
+
+        def apply(x: np.ndarray) -> np.ndarray:
+            xz = np.concatenate([x, np.zeros((1,) + x.shape[1:])])
+            current = (xz[a0] - xz[b0]) * g.reshape((-1,) + (1,) * (x.ndim - 1))
+            return incidence @ current.astype(np.longdouble)
+
+        return apply
 
     def rhs(self, gc: np.ndarray):
         """Right-hand sides (n x rows, sparse CSC): unit voltage on row k, deviation form."""
@@ -263,6 +295,41 @@ class _Progress:
             self.shown = True
 
 
+#: Most corrections after each sparse solve (:class:`_SparseSolver`); they stop once one changes
+#: the solution by less than ~4 ulp.
+REFINEMENT_STEPS = 3
+#: The sparse solves are corrected where a floating line's condition estimate (either orientation,
+#: :func:`_line_condition`) exceeds this (rounding ~1e-16 x it without corrections).
+REFINE_ABOVE_CONDITION = 1e4
+
+
+class _SparseSolver:
+    """``K x = b`` for the nodal matrix of one array: SuperLU in float64, then
+    corrections by the same factors (at most :data:`REFINEMENT_STEPS`) with residuals from the
+    elements' currents (:meth:`_Network.kcl`).  Where tiny segments meet large driver and sense
+    resistances (1e-6 ohm next to 1e4 ohm: where the solver "auto" takes this one) K is so
+    ill-conditioned that one solve kept ~6 digits of T against a 50-digit reference
+    (``tests/crossbar/test_parasitics.py``); corrected, ~1e-15, as the line solvers."""
+
+    def __init__(self, net: _Network, g: np.ndarray, w: Wires):
+        gc = cell_conductance(g, w.r_access)
+        self.lu = _factorize(net.matrix(gc))
+        self.kcl = net.kcl(gc)
+        conditions = (_line_condition(w, g), _line_condition(_dual(w), _dual_g(g)))
+        self.steps = REFINEMENT_STEPS if max(conditions) > REFINE_ABOVE_CONDITION else 0
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        x = self.lu.solve(b)
+        b_ext = np.asarray(b, dtype=np.longdouble)
+        for _ in range(self.steps):
+            residual = b_ext - self.kcl(x)
+            dx = self.lu.solve(np.asarray(residual, dtype=np.float64))
+            x = x + dx
+            if np.abs(dx).max(initial=0.0) <= 4 * np.finfo(np.float64).eps * np.abs(x).max(initial=0.0):
+                break
+        return x
+
+
 def _effective_sparse(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np.ndarray:
     """T of one array by sparse LU of the full nodal matrix (the general solver)."""
     rows, cols = g.shape
@@ -274,7 +341,7 @@ def _effective_sparse(g: np.ndarray, w: Wires, chunk: int, tick, sel=None) -> np
     net = _Network(rows, cols, w)
     if net.n == 0:
         return gc[sel].copy()
-    lu = _factorize(net.matrix(gc))
+    lu = _SparseSolver(net, g, w)
     rhs, out = net.rhs(gc), net.output(gc)
     dt = np.empty((len(sel), cols))
     if len(sel) <= cols:  # solve for each (selected) row's unit input: dT^T = S K^-1 R
@@ -856,8 +923,7 @@ def column_currents(
         gc = cell_conductance(g, w.r_access)
         net = _Network(rows, cols, w)
         if net.n:
-            lu = _factorize(net.matrix(gc))
-            du = lu.solve(np.asfortranarray(net.rhs(gc) @ vv.T))
+            du = _SparseSolver(net, g, w).solve(np.asfortranarray(net.rhs(gc) @ vv.T))
             return _like(vv @ gc + (net.output(gc) @ du).T, v)
     t = effective_matrix(g, w)
     return _like(vv @ t, v)

@@ -207,6 +207,100 @@ def test_the_solvers_agree(shape, w):
         effective_matrix(g, w, solver="fast")
 
 
+def _exact_effective_matrix(g: np.ndarray, w: Wires) -> np.ndarray:
+    """T by a dense nodal solve in 50-digit arithmetic (mpmath), written from the network's
+    definition alone (crossbar.parasitics' docstring): an independent reference."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    rows, cols = g.shape
+    to_g = lambda r: mp.mpf(10) ** 6 / mp.mpf(r)  # noqa: E731  (ohm -> uS)
+    parent: dict = {}
+
+    def find(a):
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    edges = []
+
+    def connect(a, b, r):
+        if r == 0:  # one node; a source or ground stays the representative
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[ra if rb[0] in ("src", "gnd") else rb] = rb if rb[0] in ("src", "gnd") else ra
+        else:
+            edges.append((a, b, to_g(r)))
+
+    for i in range(rows):
+        connect(("src", i), ("wl", i, 0), w.r_driver)
+        for j in range(cols - 1):
+            connect(("wl", i, j), ("wl", i, j + 1), w.r_wl)
+    for j in range(cols):
+        for i in range(rows - 1):
+            connect(("bl", i, j), ("bl", i + 1, j), w.r_bl)
+        connect(("bl", rows - 1, j), ("gnd", j), w.r_sense)
+    for i in range(rows):
+        for j in range(cols):
+            if g[i, j] > 0:
+                gij = mp.mpf(float(g[i, j]))
+                edges.append((("wl", i, j), ("bl", i, j), gij / (1 + gij * mp.mpf(w.r_access) / mp.mpf(10) ** 6)))
+    edges = [(find(a), find(b), c) for a, b, c in edges if find(a) != find(b)]
+    t = np.zeros((rows, cols))
+    for k in range(rows):
+        fixed = {find(("src", i)): mp.mpf(int(i == k)) for i in range(rows)}
+        fixed.update({find(("gnd", j)): mp.mpf(0) for j in range(cols)})
+        free = sorted({x for e in edges for x in e[:2]} - set(fixed), key=str)
+        at = {x: n for n, x in enumerate(free)}
+        kk, rhs = mp.zeros(len(free), len(free)), mp.zeros(len(free), 1)
+        for a, b, c in edges:
+            for x, y in ((a, b), (b, a)):
+                if x in at:
+                    kk[at[x], at[x]] += c
+                    if y in at:
+                        kk[at[x], at[y]] -= c
+                    else:
+                        rhs[at[x]] += c * fixed[y]
+        u = mp.lu_solve(kk, rhs) if free else []
+        volt = {**fixed, **{x: u[n] for x, n in at.items()}}
+        for j in range(cols):
+            gnd = find(("gnd", j))
+            current = sum((c * (volt[a] - volt[b]) for a, b, c in edges if b == gnd), mp.mpf(0))
+            current -= sum((c * (volt[a] - volt[b]) for a, b, c in edges if a == gnd), mp.mpf(0))
+            t[k, j] = float(current)
+    return t
+
+
+@pytest.mark.parametrize(
+    "w",
+    [
+        # floating lines both ways with tiny segments: "auto" takes the sparse LU, whose single solve
+        # kept ~6 digits here before its corrections
+        Wires(r_wl=1e-6, r_bl=1e-6, r_driver=1e4, r_sense=1e4),
+        Wires(r_wl=1e-3, r_bl=1e-3, r_driver=1e3, r_sense=1e3, r_access=2500.0),
+        Wires(r_wl=0.0, r_bl=1e-6, r_driver=0.01, r_sense=1e4, r_access=2500.0),
+        Wires(r_wl=1.0, r_bl=2.0, r_driver=3.0, r_sense=4.0, r_access=10.0),
+    ],
+    ids=str,
+)
+def test_every_solver_meets_a_50_digit_reference(w):
+    """Against an independent dense solve in 50-digit arithmetic: every solver that takes the
+    case, and column_currents' direct solve, to 1e-13 of the largest entry."""
+    g = _g(5, 4, "exact")
+    g[1, 2] = 0.0
+    exact = _exact_effective_matrix(g, w)
+    scale = np.max(np.abs(exact))
+    for solver in ("auto", "lines", "dual_lines", "sparse"):
+        try:
+            t = _solve(g, w, solver)
+        except CrossbarInputError:  # an orientation whose floating line is ill-conditioned
+            assert solver in ("lines", "dual_lines")
+            continue
+        assert np.max(np.abs(t - exact)) <= 1e-13 * scale, solver
+    v = np.array([[0.2, -0.1, 0.05, 0.0, 0.15]])
+    i = column_currents(g, v, w.r_wl, w.r_bl, w.r_driver, w.r_sense, w.r_access)
+    assert np.max(np.abs(i - v @ exact)) <= 1e-13 * np.max(np.abs(v @ exact))
+
+
 def test_the_ladder_state_after_the_weight_rows_is_reused_exactly():
     """Solving only the last rows (an NL-ADC's) caches the state after the rows before them; later
     requests on an array with the same first rows start there -- and give the uncached T."""
