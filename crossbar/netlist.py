@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -148,9 +149,13 @@ def _read_csv(path: str, what: str) -> np.ndarray:
     if not p.is_file():
         raise CrossbarInputError(f"--{what} {path!r}: file not found")
     try:
-        data = np.loadtxt(p, delimiter=",", ndmin=2, dtype=np.float64)
-    except ValueError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # numpy's "input contained no data": said below
+            data = np.loadtxt(p, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError as exc:  # UnicodeDecodeError too
         raise CrossbarInputError(f"--{what} {path!r}: not a numeric CSV table ({exc})") from None
+    if data.size == 0:
+        raise CrossbarInputError(f"--{what} {path!r}: the file holds no numbers (a rows x columns CSV table)")
     if not np.isfinite(data).all():
         raise CrossbarInputError(f"--{what} {path!r}: values must be finite numbers")
     return data

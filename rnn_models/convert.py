@@ -96,6 +96,10 @@ def convert_to_analog(
             f"convert_to_analog: no sub-module named {unknown}; the model has {sorted(known - {''})}"
         )
     model = _replace(model, lambda m: _convert_one(m, cfg), exclude)
+    # the whole model in simulation.dtype: the analog layers' chips output it, so the layers that
+    # stay digital (an excluded output layer, feature statistics) and the analog layers' software
+    # path (calibration) must take it too -- a float32 nn.Linear after a float64 simulation failed
+    model = model.to(cfg.torch_dtype())
     if not isinstance(model, AnalogLayerBase):  # a bare layer has its own program()
         for attr, fn in (("program", program), ("calibrate", calibrate)):
             setattr(model, attr, types.MethodType(fn, model))

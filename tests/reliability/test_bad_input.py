@@ -78,6 +78,8 @@ def world(tmp_path_factory):
     (onehz / "x.wav").write_bytes(bytes(raw))
     (onehz / "manifest.csv").write_text("path,label\nx.wav,yes\n")
     (tmp / "notadir").write_text("x")
+    (bad / "empty.csv").write_text("")
+    (bad / "binary.csv").write_bytes(b"\xff\xfe\x00\x01")
     yield tmp
     mp.undo()
 
@@ -108,6 +110,8 @@ CASES = [  # id, argv (with {t} = the world folder), part of the one-line messag
         "is not writable",
     ),
     ("report-out-is-a-file", "report --config ideal --model paper-lm --out {t}/notadir", "is not a folder"),
+    ("netlist-empty-csv", "netlist --g {t}/files/empty.csv --out {t}/n.cir", "holds no numbers"),
+    ("netlist-binary-csv", "netlist --g {t}/files/binary.csv --out {t}/n.cir", "not a numeric CSV table"),
     ("sweep-out-is-a-file", "sweep {t}/files/spec_typo.json --out {t}/notadir", "is not a folder"),
     ("sweep-typo", "sweep {t}/files/spec_typo.json --out {t}/sweepout", "grid field 'adc.bitz'"),
     ("string-for-int", "validate {t}/files/str_bits.json", "adc.bits = '5': Input should be a valid integer"),

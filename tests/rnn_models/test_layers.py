@@ -273,6 +273,29 @@ def test_training_reaches_the_weights_through_ir_drop_aware_programming():
     assert torch.isfinite(model.weight_ih.grad).all()
 
 
+def test_a_float64_simulation_with_a_digital_output_layer():
+    """``convert_to_analog`` under a float64 config with the output layer kept digital: the whole
+    model takes simulation.dtype, so the digital layer meets the analog layers' float64 outputs
+    (it failed with a dtype error in calibration and in inference)."""
+    from rnn_models.convert import calibrate
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(6, 8, batch_first=True)
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0].mean(-2))
+
+    cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": "float64"})
+    ana = convert_to_analog(Net(), cfg, exclude=("fc",)).eval()
+    x = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(0))
+    calibrate(ana, [x])
+    out = ana.program(0, 1)(x)
+    assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
 def test_changed_weights_require_reprogramming():
     ana, x = _noisy_model()
     ana.program(0, 1)
