@@ -62,8 +62,10 @@ def _digital_one(m: nn.Module) -> nn.Module:
         new = nn.GRU(**{k: getattr(m, k) for k in _RNN_ARGS})
     else:
         return m
+    p = next(m.parameters())
+    new = new.to(p.device, p.dtype)  # the analog layer's device and dtype (a float64 simulation's too)
     new.load_state_dict({k: v for k, v in m.state_dict().items() if k != "_extra_state"})
-    return new.to(next(m.parameters()).device)
+    return new
 
 
 def _replace(

@@ -207,7 +207,7 @@ def train_kws(
         meta["deployment"] = {"hwa_config": cfg.name, "digital_layers": []}
         digital = to_digital(ana)
         assert isinstance(digital, KWSLSTM)  # only the layers inside were converted
-        model = digital
+        model = digital.to(next(model.parameters()).dtype)  # saved as trained (a float64 config casts)
     calib_idx = torch.randperm(len(tr.features), generator=gen)[:64]
     meta["calibration_features"] = tr.features[calib_idx].half()
     meta["minutes"] = (time.time() - t0) / 60

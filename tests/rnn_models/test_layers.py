@@ -276,7 +276,7 @@ def test_training_reaches_the_weights_through_ir_drop_aware_programming():
 def test_a_float64_simulation_with_a_digital_output_layer():
     """``convert_to_analog`` under a float64 config with the output layer kept digital: the whole
     model takes simulation.dtype, so the digital layer meets the analog layers' float64 outputs
-    (it failed with a dtype error in calibration and in inference)."""
+    (it failed with a dtype error in calibration and in inference); ``to_digital`` keeps it."""
     from rnn_models.convert import calibrate
 
     class Net(nn.Module):
@@ -294,6 +294,8 @@ def test_a_float64_simulation_with_a_digital_output_layer():
     calibrate(ana, [x])
     out = ana.program(0, 1)(x)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
+    twin = to_digital(ana)  # the digital twin (hardware-aware training validates with it) keeps the dtype
+    assert twin(x.double()).dtype == torch.float64
 
 
 def test_changed_weights_require_reprogramming():
