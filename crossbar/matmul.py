@@ -54,6 +54,9 @@ class PreparedMatmul:
     ``precision``: ``full`` (w's dtype) or ``bfloat16`` (operands and result rounded, see above)."""
 
     def __init__(self, w: torch.Tensor, precision: str = "full"):
+        self._prepare(w, precision)
+
+    def _prepare(self, w: torch.Tensor, precision: str) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
@@ -86,7 +89,7 @@ class PreparedMatmul:
 
     def __setstate__(self, state: dict) -> None:
         # rounding to bfloat16 again leaves the rounded weights as they are: the same product
-        self.__init__(state["w"], state["precision"])
+        self._prepare(state["w"], state["precision"])
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
         """The operand as the product reads it (bfloat16-rounded for a bfloat16 product)."""

@@ -427,7 +427,7 @@ class _AnalogRNNBase(AnalogLayerBase):
         return getattr(self, f"{kind}{sfx}", None)
 
     def _cell_keys(self) -> dict[str, CellNonlinearity]:
-        return {f"cell{sfx}": e["cell"] for sfx, e in self._engines.items()}
+        return dict(zip((f"cell{sfx}" for sfx in self._engines), self._cells()))
 
     def _record_cell_input(self, sfx: str, v: torch.Tensor, path: str) -> None:
         """While calibrating: keep a sample of what the cell nonlinearity of ``sfx`` reads, where
