@@ -877,7 +877,12 @@ def _parse_int(text: str, what: str, where: str) -> int:
         raise CrossbarInputError(f"{where}: {what} {text!r} is not an integer") from None
 
 
-def _measured_value(text: str, where: str, what: str) -> float:
+#: A measured conductance above this many times the config's g_max is refused as a unit mix-up
+#: (a resistance in ohm, or a value in nS): real over-programming stays well inside it.
+IMPLAUSIBLE_G_MAX_FACTOR = 10.0
+
+
+def _measured_value(text: str, where: str, what: str, g_max: float = math.inf) -> float:
     if not text:
         raise CrossbarInputError(
             f"{where} ({what}): measured_g_us is blank (every device needs its measured conductance, uS)"
@@ -891,6 +896,11 @@ def _measured_value(text: str, where: str, what: str) -> float:
     if v < 0:
         raise CrossbarInputError(
             f"{where} ({what}): measured_g_us {text} is a negative conductance (uS; conductances are >= 0)"
+        )
+    if v > IMPLAUSIBLE_G_MAX_FACTOR * g_max:
+        raise CrossbarInputError(
+            f"{where} ({what}): measured_g_us {text} is over {IMPLAUSIBLE_G_MAX_FACTOR:g} x the config's g_max "
+            f"({g_max:g} uS): conductances in uS, not a resistance in ohm or a value in nS?"
         )
     return v
 
@@ -907,11 +917,14 @@ def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) ->
     """Why the CSV row at (plane, r, c) describes another device than the model's there (its
     device_id, role or matrix indices), or None."""
     did = rec[iid].strip() if iid is not None else ""
-    if did and did != f"{a.id}/{plane}/{r}/{c}":
-        return (
-            f"{here}: device_id {did!r} holds the devices of array {did.rsplit('/', 3)[0]!r}, not of {a.id!r} "
-            f"(a file of another array?)"
-        )
+    expected = f"{a.id}/{plane}/{r}/{c}"
+    if did and did != expected:
+        if did.rsplit("/", 3)[0] != a.id:
+            return (
+                f"{here}: device_id {did!r} holds the devices of array {did.rsplit('/', 3)[0]!r}, not of "
+                f"{a.id!r} (a file of another array?)"
+            )
+        return f"{here}: device_id {did!r} is not the device at plane {plane} row {r} col {c} ({expected!r})"
     role = rec[irole].strip() if irole is not None else ""
     if role and role != s.role:
         return (
@@ -926,8 +939,9 @@ def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) ->
     return None
 
 
-def _read_array(directory: Path, a: _Array, file_name: str, dest: dict) -> int:
-    """Fill ``dest`` tensors from one array's CSV (streamed); returns the number of devices read."""
+def _read_array(directory: Path, a: _Array, file_name: str, dest: dict, g_max: float = math.inf) -> int:
+    """Fill ``dest`` tensors from one array's CSV (streamed); returns the number of devices read;
+    ``g_max`` (uS): the config's, for the plausibility check of the values."""
     path = directory / file_name
     where = f"measured file {path} (array {a.id})"
     if not path.is_file():
@@ -1000,7 +1014,7 @@ def _read_array(directory: Path, a: _Array, file_name: str, dest: dict) -> int:
                 if mismatch is None:  # a file of another array: reported once its shape is known to fit
                     mismatch = _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here)
                 if mismatch is None:
-                    values[pos] = _measured_value(rec[ig].strip(), here, s.what(i))
+                    values[pos] = _measured_value(rec[ig].strip(), here, s.what(i), g_max)
         except csv.Error as exc:
             raise CrossbarInputError(f"{where} line {reader.line_num}: not valid CSV ({one_line(exc, 120)})") from None
         except UnicodeDecodeError as exc:
@@ -1052,7 +1066,11 @@ def load_measured(
         raise CrossbarInputError("load_measured: the model has no analog layers")
     cfg = layers[0][1].hw
     where = f"measured design {str(d)!r}"
-    shape = manifest.get("array") or {}
+    shape = manifest.get("array")
+    if not isinstance(shape, dict) or not {"rows", "cols"} <= set(shape):
+        raise CrossbarInputError(
+            f"{where}: manifest.json has no 'array' entry with 'rows' and 'cols' (the physical arrays' size)"
+        )
     if [shape.get("rows"), shape.get("cols")] != [cfg.array.rows, cfg.array.cols]:  # before any work
         raise CrossbarInputError(
             f"{where}: its arrays are {shape.get('rows')}x{shape.get('cols')} (word lines x bit "
@@ -1109,7 +1127,7 @@ def load_measured(
             dest[("ramp", k)] = torch.full((nl.ramps, L), math.nan, dtype=torch.float64)
             dest[("bias", k)] = torch.full((nl.ramps, nb), math.nan, dtype=torch.float64)
         for a in p.arrays:
-            total += _read_array(d, a, a.file, dest)
+            total += _read_array(d, a, a.file, dest, cfg.device.g_max)
         for key, t in dest.items():
             if bool(torch.isnan(t).any()):
                 raise CrossbarInputError(f"{where}: tile {p.id!r}: devices of {key[0]} were not all given")

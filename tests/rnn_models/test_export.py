@@ -274,6 +274,9 @@ def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch
         ("negative", "negative conductance"),
         ("blank", "is blank"),
         ("inf", "not finite"),
+        ("ohm", "over 10 x the config's g_max"),
+        ("misnamed", "is not the device at plane"),
+        ("no_array_size", "no 'array' entry"),
         ("duplicate", "appears twice"),
         ("dropped_row", "no device at plane"),
         ("no_column", "measured_g_us missing from the header"),
@@ -300,14 +303,21 @@ def test_bad_measured_folders_are_one_clear_error(tiny, tmp_path, case, message)
         first.unlink()
     elif case == "missing_manifest":
         (d / MANIFEST).unlink()
-    elif case in ("text", "negative", "blank", "inf"):
-        value = {"text": "12,5 uS", "negative": "-0.5", "blank": "", "inf": "inf"}[case]
+    elif case in ("text", "negative", "blank", "inf", "ohm", "misnamed"):
+        value = {"text": "12,5 uS", "negative": "-0.5", "blank": "", "inf": "inf", "ohm": "25000"}.get(case)
         rows = _rows(first)
-        rows[3]["measured_g_us"] = value
+        if case == "misnamed":
+            rows[3]["device_id"] += "x"
+        else:
+            rows[3]["measured_g_us"] = value
         with open(first, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             w.writerows(rows)
+    elif case == "no_array_size":
+        manifest = json.loads((d / MANIFEST).read_text())
+        del manifest["array"]
+        (d / MANIFEST).write_text(json.dumps(manifest))
     elif case == "duplicate":
         first.write_text("\n".join(lines + [lines[5]]) + "\n")
     elif case == "dropped_row":
@@ -322,7 +332,7 @@ def test_bad_measured_folders_are_one_clear_error(tiny, tmp_path, case, message)
     with pytest.raises(CrossbarInputError, match=message) as err:
         load_measured(chip, d)
     assert "\n" not in str(err.value)
-    if case in ("text", "negative", "blank", "inf"):  # names the file, line, row/col and what the device is
+    if case in ("text", "negative", "blank", "inf", "ohm"):  # names the file, line, row/col and what the device is
         assert arrays[0]["file"] in str(err.value) and "line 5" in str(err.value) and "matrix row" in str(err.value)
 
 
