@@ -274,7 +274,9 @@ class Tile(nn.Module):
                 s_w = (dev.g_max - dev.g_min) / (need - dev.g_min)
             cached = (self._plan_version, gp[0].to(self.g_target_pos), gn[0].to(self.g_target_neg), gr, gc, s_w)
             self._aware_targets = cached
-        g_min, s_w = self.config.device.g_min, cached[5]
+        if not (self.g_target_pos.requires_grad or self.g_target_neg.requires_grad):
+            return cached[1], cached[2]
+        g_min, s_w = self.config.device.g_min, cached[5]  # training: the mapped targets' gradient
         return (
             _with_gradient_of(cached[1], g_min + s_w * (self.g_target_pos - g_min)),
             _with_gradient_of(cached[2], g_min + s_w * (self.g_target_neg - g_min)),
