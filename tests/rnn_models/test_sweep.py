@@ -257,6 +257,17 @@ def test_worker_killed_mid_sweep_loses_nothing_and_counts_nothing_twice(env, ref
     assert db.execute("SELECT COUNT(*) FROM units WHERE status='done'").fetchone()[0] == 6
 
 
+def test_a_running_scheduler_by_address(env, reference, client, tmp_path):
+    """``--scheduler tcp://...``: the sweep connects to a scheduler that is already running (here
+    the fixture's cluster, by its address) and gives the in-process sweep's numbers."""
+    tmp, spec = env
+    outcome = run_sweep(
+        parse_spec(spec), tmp_path / "remote", scheduler=client.scheduler.address, progress=False, log=lambda *_: None
+    )
+    assert outcome.done == outcome.units == 6 and outcome.failed == 0
+    assert _rows(tmp_path / "remote") == reference
+
+
 def test_failing_point_is_recorded_and_the_others_finish(env, client, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("the failing point is simulation.device = cuda on a machine without CUDA")
