@@ -554,6 +554,8 @@ class Tile(nn.Module):
                 f.create_dataset("g_pos", data=g_pos.cpu().numpy(), compression="gzip")
                 f.create_dataset("g_neg", data=g_neg.cpu().numpy(), compression="gzip")
                 f.create_dataset("drift_gain", data=self.drift_gain.cpu().numpy())
+                if self.digital_bias is not None:  # a bias added after conversion (not in the array)
+                    f.create_dataset("digital_bias", data=self.digital_bias.cpu().numpy())
         return Path(path)
 
     @classmethod
@@ -577,13 +579,14 @@ class Tile(nn.Module):
                 row_groups = [int(g) for g in f.attrs.get("row_groups", [])] or None
                 g_pos, g_neg = torch.from_numpy(f["g_pos"][()]), torch.from_numpy(f["g_neg"][()])
                 drift_gain = torch.from_numpy(f["drift_gain"][()])
+                digital_bias = torch.from_numpy(f["digital_bias"][()]) if "digital_bias" in f else None
                 seed, name = int(f.attrs["seed"]), str(f.attrs["name"])
         except CrossbarInputError:
             raise
         except Exception as exc:
             raise CrossbarInputError(f"{path}: cannot read tile file ({type(exc).__name__}: {exc})") from None
         weight = (w_rows[:-1] if has_bias else w_rows).t()
-        bias = w_rows[-1] * x_max if has_bias else None
+        bias = w_rows[-1] * x_max if has_bias else digital_bias  # files written before 2026-12-07: none
         tile = cls(weight, bias, config, x_max=x_max, row_groups=row_groups)
         if g_pos.shape[1:] != tile.g_target_pos.shape:
             raise CrossbarInputError(f"{path}: conductance shape {tuple(g_pos.shape)} does not match the weights")

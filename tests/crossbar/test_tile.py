@@ -152,6 +152,16 @@ def test_hdf5_roundtrip(tmp_path):
         Tile.load(tmp_path / "junk.h5")
 
 
+def test_hdf5_roundtrip_keeps_a_bias_outside_the_array(tmp_path):
+    """``array.bias_in_array = false``: the bias is added digitally after conversion, and the file
+    keeps it (it was dropped, and the loaded tile's outputs lacked it)."""
+    cfg = default_config(**{"array.bias_in_array": False})
+    w, b, x = _xw()
+    tile = Tile(w, b, cfg).program(5, 2)
+    back = Tile.load(tile.save(tmp_path / "chip.h5"))
+    assert torch.equal(back.moments(x)[0], tile.moments(x)[0])
+
+
 def test_bad_shapes_are_clear():
     w, b, x = _xw()
     tile = Tile(w, b, default_config())
