@@ -94,9 +94,13 @@ def get_activation(fn: str | Activation | Callable, out_range=None, domain=None)
 
 
 def monotonic_pieces(act: Activation, lo: float, hi: float, grid: int = 8193) -> list[tuple[float, float]]:
-    """Split [lo, hi] at the extrema of f into pieces on which f is monotonic."""
+    """Split [lo, hi] at the extrema of f into pieces on which f is monotonic.  Steps smaller than
+    1e-12 of f's span count as flat: rounding noise in a flat tail (torch's float64 GELU below
+    x = -5.5, where 1 + erf cancels) is not an extremum."""
     xs = torch.linspace(lo, hi, grid, dtype=torch.float64)
-    d = torch.sign(torch.diff(act.f(xs)))
+    y = act.f(xs)
+    dy = torch.diff(y)
+    d = torch.where(dy.abs() > 1e-12 * float(y.max() - y.min()), torch.sign(dy), torch.zeros_like(dy))
     cuts = [lo]
     last = 0.0
     for i, s in enumerate(d.tolist()):

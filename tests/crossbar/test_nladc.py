@@ -330,3 +330,14 @@ def test_linear_readout_samples_the_column_variance_once_per_conversion():
         var=var.unsqueeze(2).expand(1, 20_000, 2, 3),
     )
     assert torch.allclose(blocks.std(1)[0], (2 * var[0, 0]).sqrt(), rtol=0.03)  # two noisy partial sums
+
+
+@pytest.mark.parametrize(("fn", "lo", "hi", "extremum"), [("gelu", -8.0, 8.0, -0.7518), ("silu", -40.0, 8.0, -1.2785)])
+def test_rounding_noise_in_a_flat_tail_is_not_an_extremum(fn, lo, hi, extremum):
+    """torch's float64 GELU below x = -5.5 is rounding noise around ~1e-15 (1 + erf cancels); the
+    piece finder used to cut there at every sign change of the noise (69 'pieces' of GELU on
+    [-8, 8]). Now: the one true minimum (SiLU, accurate far out, as before)."""
+    from crossbar.periphery.functions import monotonic_pieces
+
+    pieces = monotonic_pieces(get_activation(fn), lo, hi)
+    assert len(pieces) == 2 and pieces[0][1] == pytest.approx(extremum, abs=0.01)
