@@ -295,9 +295,9 @@ def _events(meas: Measurements, label: np.ndarray) -> _Events:
             elif not (math.isclose(meas.target[r], target[e], rel_tol=1e-9, abs_tol=1e-9)):
                 r0 = first_has[e]
                 raise CrossbarInputError(
-                    f"{meas.path}: row {r + 1}: device {meas.device[r]!r} (program {meas.program[r]!r}) has target "
-                    f"{meas.target[r]:g} uS but row {r0 + 1} gave {target[e]:g} uS; one programming event has "
-                    f"one target (use program_id to tell programming events apart)"
+                    f"{meas.path}: row {r + 1}: device {str(meas.device[r])!r} (program {str(meas.program[r])!r}) "
+                    f"has target {meas.target[r]:g} uS but row {r0 + 1} gave {target[e]:g} uS; one programming "
+                    f"event has one target (use program_id to tell programming events apart)"
                 )
     starts = np.r_[True, gi[order][1:] != gi[order][:-1]]
     first_row = np.empty(n_ev, dtype=np.int64)
@@ -820,15 +820,15 @@ def simulate(device: DeviceConfig, targets: Measurements, seed: int = 0) -> np.n
             target[e] = targets.target[r]
         elif not math.isclose(targets.target[r], target[e], rel_tol=1e-9, abs_tol=1e-9):
             raise CrossbarInputError(
-                f"{targets.path}: row {r + 1}: device {targets.device[r]!r} (program "
-                f"{targets.program[r]!r}) has target {targets.target[r]:g} uS but an earlier row "
+                f"{targets.path}: row {r + 1}: device {str(targets.device[r])!r} (program "
+                f"{str(targets.program[r])!r}) has target {targets.target[r]:g} uS but an earlier row "
                 f"gave {target[e]:g} uS; one programming event has one target"
             )
     missing = np.flatnonzero(np.isnan(target[gi]))
     if missing.size:
         row = int(missing[0])
         raise CrossbarInputError(
-            f"{targets.path}: row {row + 1}: device {targets.device[row]!r} has no target (give "
+            f"{targets.path}: row {row + 1}: device {str(targets.device[row])!r} has no target (give "
             "target_g_us or target_lo_us/target_hi_us in at least one row of each programming "
             "event; simulate-device programs each event to its target)"
         )

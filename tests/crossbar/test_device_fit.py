@@ -367,7 +367,11 @@ GOOD = "device_id,g_us,t_s\nd0,10.5,0\nd0,10.1,1\nd1,20.0,0\n"
         ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,12,11\n", [], ["row 1", "above target_hi_us", "lo <= hi"]),
         ("device_id,g_us,target_lo_us,target_hi_us\nd0,10,9,\n", [], ["row 1", "target_hi_us", "both"]),
         ("device_id,g_us,target_lo_us\nd0,10,9\n", [], ["needs both target_lo_us and target_hi_us"]),
-        ("device_id,g_us,target_g_us\nd0,10,10\nd0,11,12\n", [], ["row 2", "one programming event has one target"]),
+        (
+            "device_id,g_us,target_g_us\nd0,10,10\nd0,11,12\n",
+            [],
+            ["row 2", "device 'd0' (program '0')", "one programming event has one target"],
+        ),
         ("device_id,g_us,verify_ok\nd0,10,maybe\n", [], ["row 1", "verify_ok", "'maybe'", "yes/no"]),
         ("device_id,g_us,g_us\nd0,1,2\n", [], ["column 'g_us' appears twice"]),
     ],
@@ -396,7 +400,7 @@ def test_simulate_device_input_errors_and_inputs_never_overwritten(tmp_path, cap
     tg.write_text("device_id,target_g_us,t_s\nd0,10,0\nd1,,0\n")
     assert cli("simulate-device", dev, "--targets", tg, "--out", tmp_path / "s.csv") == 2
     err = capsys.readouterr().err
-    assert "row 2" in err and "no target" in err and not (tmp_path / "s.csv").exists()
+    assert "row 2" in err and "device 'd1' has no target" in err and not (tmp_path / "s.csv").exists()
     assert cli("simulate-device", dev, "--targets", tg, "--out", tg) == 2
     assert "never overwritten" in capsys.readouterr().err
     dev.write_text(json.dumps({"g_min": 0.0, "g_max": 100.0, "programming": {"sigma_abs": -1.0}}))
