@@ -882,7 +882,7 @@ def _parse_int(text: str, what: str, where: str) -> int:
 IMPLAUSIBLE_G_MAX_FACTOR = 10.0
 
 
-def _measured_value(text: str, where: str, what: str, g_max: float = math.inf) -> float:
+def _measured_value(text: str, where: str, what: str, g_max: float) -> float:
     if not text:
         raise CrossbarInputError(
             f"{where} ({what}): measured_g_us is blank (every device needs its measured conductance, uS)"
@@ -919,10 +919,11 @@ def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) ->
     did = rec[iid].strip() if iid is not None else ""
     expected = f"{a.id}/{plane}/{r}/{c}"
     if did and did != expected:
-        if did.rsplit("/", 3)[0] != a.id:
+        array_id = did.rsplit("/", 3)[0]
+        if array_id != a.id:
             return (
-                f"{here}: device_id {did!r} holds the devices of array {did.rsplit('/', 3)[0]!r}, not of "
-                f"{a.id!r} (a file of another array?)"
+                f"{here}: device_id {did!r} holds the devices of array {array_id!r}, not of {a.id!r} "
+                f"(a file of another array?)"
             )
         return f"{here}: device_id {did!r} is not the device at plane {plane} row {r} col {c} ({expected!r})"
     role = rec[irole].strip() if irole is not None else ""
@@ -939,7 +940,7 @@ def _identity_mismatch(rec, iid, irole, imr, imc, a, plane, r, c, s, i, here) ->
     return None
 
 
-def _read_array(directory: Path, a: _Array, file_name: str, dest: dict, g_max: float = math.inf) -> int:
+def _read_array(directory: Path, a: _Array, file_name: str, dest: dict, g_max: float) -> int:
     """Fill ``dest`` tensors from one array's CSV (streamed); returns the number of devices read;
     ``g_max`` (uS): the config's, for the plausibility check of the values."""
     path = directory / file_name

@@ -426,8 +426,13 @@ class _AnalogRNNBase(AnalogLayerBase):
     def _p(self, kind: str, sfx: str):
         return getattr(self, f"{kind}{sfx}", None)
 
+    @staticmethod
+    def _cell_key(sfx: str) -> str:
+        """The key of the calibration sample of layer/direction ``sfx``'s cell nonlinearity."""
+        return f"cell{sfx}"
+
     def _cell_keys(self) -> dict[str, CellNonlinearity]:
-        return dict(zip((f"cell{sfx}" for sfx in self._engines), self._cells()))
+        return dict(zip(map(self._cell_key, self._engines), self._cells()))
 
     def _record_cell_input(self, sfx: str, v: torch.Tensor, path: str) -> None:
         """While calibrating: keep a sample of what the cell nonlinearity of ``sfx`` reads, where
@@ -435,7 +440,7 @@ class _AnalogRNNBase(AnalogLayerBase):
         design (``nl_adc.design``), which places its levels from that sample."""
         nl = self.hw.nl_adc
         if path == "float" and self._stats is not None and nl.design == "data_aware" and nl.functions.cell != "digital":
-            self._stats.update(f"cell{sfx}", v, self.hw.adc.calibration_percentile, keep_samples=True)
+            self._stats.update(self._cell_key(sfx), v, self.hw.adc.calibration_percentile, keep_samples=True)
 
     def _layer_in_scale(self, layer: int, in_size: int) -> torch.Tensor:
         return torch.full((in_size,), self._input_scale() if layer == 0 else 1.0)

@@ -279,17 +279,8 @@ def test_a_float64_simulation_with_a_digital_output_layer():
     (it failed with a dtype error in calibration and in inference); ``to_digital`` keeps it."""
     from rnn_models.convert import calibrate
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lstm = nn.LSTM(6, 8, batch_first=True)
-            self.fc = nn.Linear(8, 3)
-
-        def forward(self, x):
-            return self.fc(self.lstm(x)[0].mean(-2))
-
     cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": "float64"})
-    ana = convert_to_analog(Net(), cfg, exclude=("fc",)).eval()
+    ana = convert_to_analog(_KwsLike(), cfg, exclude=("fc",)).eval()
     x = torch.randn(4, 5, 6, generator=torch.Generator().manual_seed(0))
     calibrate(ana, [x])
     out = ana.program(0, 1)(x)
