@@ -60,7 +60,7 @@ numba = kernels.numba
 np_ = kernels.as_numpy
 
 if numba is not None:
-    from crossbar.elementary import sigmoid64, tanh64
+    from crossbar.elementary import sigmoid_unit, tanh_unit
     from crossbar.normals import normal_row
     from crossbar.periphery.kernels import (
         BLOCK,
@@ -147,10 +147,10 @@ if numba is not None:
             ys, os = y[a : a + n], out[a : a + n]
             if fid == 1:
                 for k in range(n):
-                    os[k] = ys.dtype.type(sigmoid64(ys[k]))
+                    os[k] = sigmoid_unit(ys[k])
             elif fid == 2:
                 for k in range(n):
-                    os[k] = ys.dtype.type(tanh64(ys[k]))
+                    os[k] = tanh_unit(ys[k])
             else:
                 for k in range(n):
                     os[k] = ys[k]
@@ -324,10 +324,10 @@ if numba is not None:
         # the loop-invariant branch outside the loops: a branch inside keeps them from vectorising
         if fixed:
             for j in range(c.shape[0]):
-                h_out[j] = _saturating_round(_lstm_hidden_value(o[j], c.dtype.type(tanh64(c[j]))), lo, hi, step)
+                h_out[j] = _saturating_round(_lstm_hidden_value(o[j], tanh_unit(c[j])), lo, hi, step)
         else:
             for j in range(c.shape[0]):
-                h_out[j] = _lstm_hidden_value(o[j], c.dtype.type(tanh64(c[j])))
+                h_out[j] = _lstm_hidden_value(o[j], tanh_unit(c[j]))
         clipped = _word_lines(h_out, wl, n_x, dac)
         if has_next:
             _next_x(wl, nxt, n_x)
@@ -441,10 +441,10 @@ if numba is not None:
         rz and nh."""
         if fixed:
             for j in range(h.shape[0]):
-                h[j] = _saturating_round(_gru_hidden_value(z[j], pre.dtype.type(tanh64(pre[j])), h[j]), lo, hi, step)
+                h[j] = _saturating_round(_gru_hidden_value(z[j], tanh_unit(pre[j]), h[j]), lo, hi, step)
         else:
             for j in range(h.shape[0]):
-                h[j] = _gru_hidden_value(z[j], pre.dtype.type(tanh64(pre[j])), h[j])
+                h[j] = _gru_hidden_value(z[j], tanh_unit(pre[j]), h[j])
         for j in range(h.shape[0]):
             h_out[j] = h[j]
         clip_rz = _word_lines(h, wl_rz, n_x, dac_rz)
