@@ -56,6 +56,11 @@ class AnalogLayerBase(nn.Module):
         self._instances = 0
         self._programmed_version: tuple[int, ...] | None = None
 
+    def _factory(self, device, dtype) -> tuple:
+        """The parameters' (device, dtype): as given, else the config's ``simulation.device`` and
+        ``simulation.dtype`` (a layer built for a float64 simulation holds float64 weights)."""
+        return (device if device is not None else self.hw.torch_device(), dtype if dtype is not None else self.hw.torch_dtype())
+
     # ----------------------------------------------------------------- to implement
     def _matrices(self) -> dict:
         """{key: (AnalogMatrix, weight, bias, in_scale, input_blocks)} for the current parameters.
@@ -314,6 +319,7 @@ class AnalogLinear(AnalogLayerBase):
         dtype=None,
     ):
         super().__init__(config)
+        device, dtype = self._factory(device, dtype)
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
@@ -385,6 +391,7 @@ class _AnalogRNNBase(AnalogLayerBase):
         _cell: bool = False,
     ):
         super().__init__(config)
+        device, dtype = self._factory(device, dtype)
         if proj_size:
             raise CrossbarInputError("proj_size is not supported by the analog RNN layers")
         if not 0 <= dropout <= 1:

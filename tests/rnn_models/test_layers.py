@@ -178,12 +178,12 @@ def test_calibration_sets_ranges_and_float_mode_is_exact():
 @pytest.mark.parametrize("sim_dtype", ["float32", "float64"])
 def test_calibration_takes_either_float_dtype(cls, sim_dtype):
     """The software paths compute in the parameters' dtype: calibration data in float64 for a
-    float64 config (whose layers keep torch's float32 parameters), or float32 data for a model
-    made double, calibrate and run instead of failing with a dtype error."""
+    float32 config, or float32 data for a float64 config, calibrate and run instead of failing
+    with a dtype error."""
     from rnn_models.convert import calibrate
 
     cfg = load_config("rram_nladc_5b").replace(**{"simulation.dtype": sim_dtype})
-    for data_dtype, to_double in ((torch.float64, False), (torch.float32, True)):
+    for data_dtype, to_double in ((torch.float64, False), (torch.float32, False), (torch.float32, True)):
         model = cls(4, 3, config=cfg).eval()
         if to_double:
             model = model.double()
@@ -194,6 +194,16 @@ def test_calibration_takes_either_float_dtype(cls, sim_dtype):
         out = model.program(0, 1)(data)
         out = out[0] if isinstance(out, tuple) else out
         assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU, AnalogLinear])
+def test_parameters_take_the_simulation_dtype_unless_given(cls):
+    """A layer built for a float64 simulation holds float64 weights (it held torch's float32 ones,
+    so its chip and its float path disagreed in precision); an explicit ``dtype`` wins."""
+    cfg = load_config("ideal").replace(**{"simulation.dtype": "float64"})
+    assert {p.dtype for p in cls(4, 3, config=cfg).parameters()} == {torch.float64}
+    assert {p.dtype for p in cls(4, 3, config=cfg, dtype=torch.float32).parameters()} == {torch.float32}
+    assert {p.dtype for p in cls(4, 3, config="ideal").parameters()} == {torch.float32}
 
 
 @pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU])
