@@ -59,7 +59,8 @@ class AnalogLayerBase(nn.Module):
     def _factory(self, device, dtype) -> tuple:
         """The parameters' (device, dtype): as given, else the config's ``simulation.device`` and
         ``simulation.dtype`` (a layer built for a float64 simulation holds float64 weights)."""
-        return (device if device is not None else self.hw.torch_device(), dtype if dtype is not None else self.hw.torch_dtype())
+        device = device if device is not None else self.hw.torch_device()
+        return device, dtype if dtype is not None else self.hw.torch_dtype()
 
     # ----------------------------------------------------------------- to implement
     def _matrices(self) -> dict:
