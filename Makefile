@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint test-slow bench schema aihwkit clean
+.PHONY: venv demo test lint test-slow bench schema aihwkit clean clean-kernels
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,5 +48,11 @@ aihwkit: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/crossbar schema --out hw_configs/schema.json
 
-clean:
+# numba caches a compiled kernel under __pycache__, keyed on its own file only: after editing a
+# helper that kernels of other files compile in (crossbar/elementary.py, normals.py, pointwise.py,
+# periphery/kernels.py, tile.py, rnn_models/cell_math.py), drop the caches or they keep the old code
+clean-kernels:
+	find crossbar rnn_models -name '*.nbi' -delete -o -name '*.nbc' -delete
+
+clean: clean-kernels
 	rm -rf $(VENV) demo_out .pytest_cache
