@@ -48,10 +48,11 @@ aihwkit: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/crossbar schema --out hw_configs/schema.json
 
-# numba caches a compiled kernel under __pycache__, keyed on its own file only: after editing a
-# helper that kernels of other files compile in (crossbar/elementary.py, normals.py, pointwise.py,
-# periphery/kernels.py, tile.py, rnn_models/cell_math.py), drop the caches or they keep the old code
+# numba's on-disk caches of the compiled kernels: one folder per digest of the sources
+# (crossbar.pointwise.kernel_cache_dir), so an edited or upgraded source never meets a stale kernel;
+# the folders of earlier sources pile up -- this drops them all (and any numba cache in the tree)
 clean-kernels:
+	rm -rf "$${CROSSBAR_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/crossbar}"/kernels-*
 	find crossbar rnn_models -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-kernels

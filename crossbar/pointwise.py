@@ -26,7 +26,13 @@ passes scalars already of the tensor's type, which gives the same operation in t
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import tempfile
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
 
@@ -111,6 +117,52 @@ def saturating_round(x, lo, hi, step):
     return straight_through(xc, rint(xc / step) * step)
 
 
+def source_digest(root: Path, packages: list[str]) -> str:
+    """A digest of the Python sources of ``packages`` (folders under ``root``): the path and the
+    content of every ``.py`` file, in sorted order."""
+    digest = hashlib.sha256()
+    for name in sorted(set(packages)):
+        for path in sorted((root / name).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _project_packages() -> list[str]:
+    """This distribution's packages (its ``top_level.txt``; ``crossbar`` alone without metadata)."""
+    try:
+        tops = metadata.distribution("crossbar").read_text("top_level.txt") or ""
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare source tree
+        tops = ""
+    return sorted(set(tops.split()) | {"crossbar"})
+
+
+@functools.cache
+def kernel_cache_dir() -> str | None:
+    """Where numba caches this project's compiled kernels: a folder per digest of the sources
+    (:func:`source_digest` of this distribution's packages), ``crossbar-kernels-<digest>`` under
+    ``NUMBA_CACHE_DIR`` when set, else ``kernels-<digest>`` in the project's cache folder (as the
+    speech features': ``$CROSSBAR_CACHE``, else ``$XDG_CACHE_HOME/crossbar`` or
+    ``~/.cache/crossbar``; delete it at will).  numba keys a cached kernel on its own file
+    only, so a kernel would keep a helper of another file that it compiled in (the digital
+    functions, the normals, these primitives) after that file changed -- by an edit or by
+    installing another version over this one; a folder per digest of every source makes any
+    change a fresh cache.  None (numba's own place, next to the source) where no such folder can
+    be written."""
+    assert numba is not None
+    digest = source_digest(Path(__file__).resolve().parents[1], _project_packages())
+    if numba.config.CACHE_DIR:
+        folder = os.path.join(numba.config.CACHE_DIR, f"crossbar-kernels-{digest}")
+    else:
+        user = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+        folder = os.path.join(os.environ.get("CROSSBAR_CACHE") or os.path.join(user, "crossbar"), f"kernels-{digest}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:  # pragma: no cover - a read-only home
+        return None
+    return folder
+
+
 def kernel(fn=None, *, inline: bool = False, parallel: bool = False):
     """``fn`` compiled as every numba kernel of the project is (the function itself when numba is
     missing): cached on disk, without the GIL (callers run kernels in parallel threads), and with
@@ -120,14 +172,22 @@ def kernel(fn=None, *, inline: bool = False, parallel: bool = False):
     2.7 us for 12,288 elements on the project's CPU; the quotients are the same IEEE values).
     ``@kernel(inline=True)``: a helper numba inlines into its callers (a call that stays a call
     inside a loop keeps the loop from vectorising); ``@kernel(parallel=True)``: a kernel whose
-    ``numba.prange`` loops run on numba's threads."""
+    ``numba.prange`` loops run on numba's threads.  The disk cache is :func:`kernel_cache_dir`."""
 
     def wrap(f):
         if numba is None:  # pragma: no cover - numba is a dependency
             return f
         if inline:
             return numba.njit(nogil=True, error_model="numpy", inline="always")(f)
-        return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=parallel)(f)
+        # numba picks a cached function's folder when it is decorated: ours only, not other
+        # libraries' (numba.config is process-wide)
+        folder, saved = kernel_cache_dir(), numba.config.CACHE_DIR
+        if folder is not None:
+            numba.config.CACHE_DIR = folder
+        try:
+            return numba.njit(cache=True, nogil=True, error_model="numpy", parallel=parallel)(f)
+        finally:
+            numba.config.CACHE_DIR = saved
 
     return wrap if fn is None else wrap(fn)
 

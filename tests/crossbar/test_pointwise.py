@@ -139,3 +139,30 @@ def test_read_noise_sampling(dt, ty):
     _identical(ref, fast)
     fast = numba.vectorize(nopython=True)(_comparison_without_input)(var, ty(0.81), ty(1e-4))
     _identical(comparison_variance(t[0], 0.81, 1e-4, None).numpy(), fast)
+
+
+def test_the_kernel_cache_is_keyed_on_every_source(tmp_path):
+    """numba keys a cached kernel on its own file only; the project's cache folder is named by a
+    digest of all its sources, so a changed helper in another file is a fresh cache, not a stale
+    kernel that still has the old helper compiled in."""
+    from crossbar.pointwise import source_digest
+
+    for rel, text in {"pkg/a.py": "x = 1\n", "pkg/sub/b.py": "y = 2\n", "other/c.py": "z = 3\n"}.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    before = source_digest(tmp_path, ["pkg"])
+    assert source_digest(tmp_path, ["pkg"]) == before
+    (tmp_path / "other" / "c.py").write_text("z = 4\n")  # not one of the packages
+    assert source_digest(tmp_path, ["pkg"]) == before
+    (tmp_path / "pkg" / "sub" / "b.py").write_text("y = 3\n")
+    assert source_digest(tmp_path, ["pkg"]) != before
+
+
+@pytest.mark.skipif(numba is None, reason="numba not installed")
+def test_project_kernels_cache_in_the_digest_folder():
+    from crossbar.normals import normal_row
+    from crossbar.pointwise import kernel_cache_dir
+
+    folder = kernel_cache_dir()
+    assert folder is not None and "kernels-" in folder
+    assert normal_row._cache._cache_path.startswith(folder)  # numba's locator for this kernel
