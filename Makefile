@@ -52,7 +52,7 @@ schema: $(STAMP)
 # (crossbar.pointwise.kernel_cache_dir), so an edited or upgraded source never meets a stale kernel;
 # the folders of earlier sources pile up -- this drops them all (and any numba cache in the tree)
 clean-kernels:
-	rm -rf "$${CROSSBAR_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/crossbar}"/kernels-*
+	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}"/crossbar/kernels-*
 	find crossbar rnn_models -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-kernels

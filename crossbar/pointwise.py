@@ -140,9 +140,10 @@ def _project_packages() -> list[str]:
 def kernel_cache_dir() -> str | None:
     """Where numba caches this project's compiled kernels: a folder per digest of the sources
     (:func:`source_digest` of this distribution's packages), ``crossbar-kernels-<digest>`` under
-    ``NUMBA_CACHE_DIR`` when set, else ``kernels-<digest>`` in the project's cache folder (as the
-    speech features': ``$CROSSBAR_CACHE``, else ``$XDG_CACHE_HOME/crossbar`` or
-    ``~/.cache/crossbar``; delete it at will).  numba keys a cached kernel on its own file
+    ``NUMBA_CACHE_DIR`` when set, else ``kernels-<digest>`` in the user's cache folder for the
+    project (``$XDG_CACHE_HOME/crossbar`` or ``~/.cache/crossbar``; delete it at will; not
+    ``$CROSSBAR_CACHE``, the datasets' feature cache, which tests point at temporary folders).
+    numba keys a cached kernel on its own file
     only, so a kernel would keep a helper of another file that it compiled in (the digital
     functions, the normals, these primitives) after that file changed -- by an edit or by
     installing another version over this one; a folder per digest of every source makes any
@@ -154,7 +155,7 @@ def kernel_cache_dir() -> str | None:
         folder = os.path.join(numba.config.CACHE_DIR, f"crossbar-kernels-{digest}")
     else:
         user = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-        folder = os.path.join(os.environ.get("CROSSBAR_CACHE") or os.path.join(user, "crossbar"), f"kernels-{digest}")
+        folder = os.path.join(user, "crossbar", f"kernels-{digest}")
     try:
         os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
