@@ -50,9 +50,11 @@ schema: $(STAMP)
 
 # numba's on-disk caches of the compiled kernels: one folder per digest of the sources
 # (crossbar.pointwise.kernel_cache_dir), so an edited or upgraded source never meets a stale kernel;
-# the folders of earlier sources pile up -- this drops them all (and any numba cache in the tree)
+# the folders of earlier sources pile up (~13 MB each) -- this drops them all, those of every
+# checkout of this user (and any numba cache in the tree)
 clean-kernels:
 	rm -rf "$${XDG_CACHE_HOME:-$$HOME/.cache}"/crossbar/kernels-*
+	test -z "$$NUMBA_CACHE_DIR" || rm -rf "$$NUMBA_CACHE_DIR"/crossbar-kernels-*
 	find crossbar rnn_models -name '*.nbi' -delete -o -name '*.nbc' -delete
 
 clean: clean-kernels

@@ -23,7 +23,7 @@ remainder < 4e-18; float32: to r^8, remainder < 6e-10).  tanh|x| = e / (e + 2) w
 e = expm1(2|x|) = 2^n q + (2^n - 1), 2|x| capped (double: at 40, float32: at 20; tanh = 1 to the
 type's precision beyond); sigmoid(x) = E / (1 + E) for x >= 0, 1 / (1 + E) for x < 0, with
 E = e^|x| and |x| capped (double: at 708, below x = -708 the result stays 3.3e-308; float32: at
-88, below x = -88 it stays 6.1e-39), 2^n built from its exponent bits.
+88, below x = -88 it stays 6.05e-39), 2^n built from its exponent bits.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _EXPM1_SERIES = [1.0 / math.factorial(k) for k in range(13, 1, -1)]
 _TANH_CAP = 40.0
 _SIGMOID_CAP = 708.0
 # the float32 forms' constants (each a float32 value)
-_LN2_HI32 = 0.693145751953125  # ln 2 to 12 significant bits: n * _LN2_HI32 is exact for |n| < 2^12
+_LN2_HI32 = 0.693145751953125  # ln 2 to 15 significant bits: n * _LN2_HI32 is exact for |n| < 2^9 (n <= 127 here)
 _LN2_LO32 = float(np.float32(math.log(2.0) - 0.693145751953125))
 _INV_LN2_32 = float(np.float32(1.0 / math.log(2.0)))
 #: expm1(r) / r - 1 as a series in r, from r^7 down to r^1 (1/8!, ..., 1/2!), float32 values

@@ -151,15 +151,14 @@ def kernel_cache_dir() -> str | None:
     be written."""
     assert numba is not None
     digest = source_digest(Path(__file__).resolve().parents[1], _project_packages())
-    if numba.config.CACHE_DIR:
-        folder = os.path.join(numba.config.CACHE_DIR, f"crossbar-kernels-{digest}")
-    else:
-        user = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-        folder = os.path.join(user, "crossbar", f"kernels-{digest}")
+    folder = os.path.join(numba.config.CACHE_DIR or "", f"crossbar-kernels-{digest}")
     try:
+        if not numba.config.CACHE_DIR:
+            user = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+            folder = os.path.join(user, "crossbar", f"kernels-{digest}")
         os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
-    except OSError:  # pragma: no cover - a read-only home
+    except (OSError, RuntimeError):  # pragma: no cover - a read-only or unknown home
         return None
     return folder
 

@@ -56,11 +56,13 @@ class AnalogLayerBase(nn.Module):
         self._instances = 0
         self._programmed_version: tuple[int, ...] | None = None
 
-    def _factory(self, device, dtype) -> tuple:
-        """The parameters' (device, dtype): as given, else the config's ``simulation.device`` and
-        ``simulation.dtype`` (a layer built for a float64 simulation holds float64 weights)."""
-        device = device if device is not None else self.hw.torch_device()
-        return device, dtype if dtype is not None else self.hw.torch_dtype()
+    def _take_simulation_dtype(self, dtype) -> None:
+        """Without an explicit ``dtype``, the parameters take the config's ``simulation.dtype`` (a
+        layer built for a float64 simulation holds float64 weights), cast after torch's usual
+        float32 initialisation: the same initial values and generator draws in either precision."""
+        if dtype is None and self.hw.torch_dtype() != torch.get_default_dtype():
+            for p in self.parameters():
+                p.data = p.data.to(self.hw.torch_dtype())
 
     # ----------------------------------------------------------------- to implement
     def _matrices(self) -> dict:
@@ -320,11 +322,11 @@ class AnalogLinear(AnalogLayerBase):
         dtype=None,
     ):
         super().__init__(config)
-        device, dtype = self._factory(device, dtype)
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
         self.reset_parameters()
+        self._take_simulation_dtype(dtype)
         self._mat = AnalogMatrix("fc", [ColumnGroup("out", torch.arange(out_features), activation)])
 
     def reset_parameters(self) -> None:
@@ -392,7 +394,6 @@ class _AnalogRNNBase(AnalogLayerBase):
         _cell: bool = False,
     ):
         super().__init__(config)
-        device, dtype = self._factory(device, dtype)
         if proj_size:
             raise CrossbarInputError("proj_size is not supported by the analog RNN layers")
         if not 0 <= dropout <= 1:
@@ -418,6 +419,7 @@ class _AnalogRNNBase(AnalogLayerBase):
                     self.register_parameter(f"bias_hh{sfx}", nn.Parameter(torch.empty(g, device=device, dtype=dtype)))
                 self._names.append(sfx)
         self.reset_parameters()
+        self._take_simulation_dtype(dtype)
         self._engines = {sfx: self._make_engine(sfx) for sfx in self._names}
         for sfx, engine in self._engines.items():  # the chip in the module tree (print, buffers)
             self.add_module(f"engine{sfx}", nn.ModuleDict(engine))

@@ -94,6 +94,13 @@ def test_kernel_forms_give_the_same_bits(name, dtype):
             out[i] = kernel_fn(x[i])
 
     x = _grid(dtype).numpy()
+    # and the edges: subnormals, the largest finite values, NaNs with payloads and either sign
+    edges = np.array([1e-40, -1e-40, 1.4e-45, -1.4e-45, 3.4e38, -3.4e38, 1.7e38, -1.7e38], x.dtype)
+    bits = np.uint32 if x.dtype == np.float32 else np.uint64
+    top = 0x7FC00000 if x.dtype == np.float32 else 0x7FF8000000000000
+    sign = 0x80000000 if x.dtype == np.float32 else 0x8000000000000000
+    nans = np.array([top | 1, top | 0x12345, sign | top | 7], bits).view(x.dtype)
+    x = np.concatenate([x, edges, nans])
     out = np.empty_like(x)
     run(x, out)
     assert np.array_equal(out.view(np.uint8), REFERENCES[name][0](torch.from_numpy(x)).numpy().view(np.uint8))

@@ -199,9 +199,18 @@ def test_calibration_takes_either_float_dtype(cls, sim_dtype):
 @pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU, AnalogLinear])
 def test_parameters_take_the_simulation_dtype_unless_given(cls):
     """A layer built for a float64 simulation holds float64 weights (it held torch's float32 ones,
-    so its chip and its float path disagreed in precision); an explicit ``dtype`` wins."""
+    so its chip and its float path disagreed in precision) -- the float32 initial values, cast, and
+    the same generator draws after them; an explicit ``dtype`` wins."""
     cfg = load_config("ideal").replace(**{"simulation.dtype": "float64"})
-    assert {p.dtype for p in cls(4, 3, config=cfg).parameters()} == {torch.float64}
+    torch.manual_seed(0)
+    double = cls(4, 3, config=cfg)
+    after_double = torch.rand(3)
+    torch.manual_seed(0)
+    single = cls(4, 3, config="ideal")
+    assert torch.equal(torch.rand(3), after_double)
+    assert {p.dtype for p in double.parameters()} == {torch.float64}
+    for a, b in zip(double.parameters(), single.parameters()):
+        assert torch.equal(a, b.double())
     assert {p.dtype for p in cls(4, 3, config=cfg, dtype=torch.float32).parameters()} == {torch.float32}
     assert {p.dtype for p in cls(4, 3, config="ideal").parameters()} == {torch.float32}
 
