@@ -29,184 +29,153 @@ E = e^|x| and |x| capped (double: at 708, below x = -708 the result stays 3.3e-3
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from crossbar.pointwise import kernel, numba, reinterpret
 
-_LN2_HI = 6.93147180369123816490e-01  # ln 2 with its low 32 bits zero (fdlibm)
-_LN2_LO = 1.90821492927058770002e-10
-_INV_LN2 = 1.0 / math.log(2.0)
-#: expm1(r) / r - 1 as a series in r, from r^12 down to r^1 (1/13!, ..., 1/2!)
-_EXPM1_SERIES = [1.0 / math.factorial(k) for k in range(13, 1, -1)]
-_TANH_CAP = 40.0
-_SIGMOID_CAP = 708.0
-# the float32 forms' constants (each a float32 value)
-_LN2_HI32 = 0.693145751953125  # ln 2 to 15 significant bits: n * _LN2_HI32 is exact for |n| < 2^9 (n <= 127 here)
-_LN2_LO32 = float(np.float32(math.log(2.0) - 0.693145751953125))
-_INV_LN2_32 = float(np.float32(1.0 / math.log(2.0)))
-#: expm1(r) / r - 1 as a series in r, from r^7 down to r^1 (1/8!, ..., 1/2!), float32 values
-_EXPM1_SERIES32 = [float(np.float32(1.0 / math.factorial(k))) for k in range(8, 1, -1)]
-_TANH_CAP32 = 20.0
-_SIGMOID_CAP32 = 88.0
+
+@dataclass(frozen=True)
+class _Precision:
+    """One precision's constants of the algorithm (see the module); ``ln2_hi`` has enough trailing
+    zero bits that n * ln2_hi is exact for every n the caps allow."""
+
+    dtype: torch.dtype  # the arithmetic's type
+    int_dtype: torch.dtype  # the integer type of its bit pattern
+    bias: int  # exponent bias
+    mantissa: int  # mantissa bits: 2^n = (n + bias) << mantissa
+    inv_ln2: float
+    ln2_hi: float
+    ln2_lo: float
+    series: tuple  # expm1(r) / r - 1 as a series in r, highest power first: 1/k!, ..., 1/2!
+    tanh_cap: float  # 2|x| capped here (tanh = 1 to the type's precision beyond)
+    sigmoid_cap: float  # |x| capped here (e^cap finite)
 
 
-def _expm1_parts(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, q) with e^y = 2^n (1 + q) for float64 y >= 0 (n as float64)."""
-    n = torch.round(y * _INV_LN2)
-    r = (y - n * _LN2_HI) - n * _LN2_LO
-    p = torch.full_like(r, _EXPM1_SERIES[0])
-    for coef in _EXPM1_SERIES[1:]:
+def _rounded(value: float, ty) -> float:
+    return float(ty(value))
+
+
+_DOUBLE = _Precision(
+    torch.float64,
+    torch.int64,
+    1023,
+    52,
+    inv_ln2=1.0 / math.log(2.0),
+    ln2_hi=6.93147180369123816490e-01,  # ln 2 with its low 32 bits zero (fdlibm)
+    ln2_lo=1.90821492927058770002e-10,
+    series=tuple(1.0 / math.factorial(k) for k in range(13, 1, -1)),  # expm1 to r^13: remainder < 4e-18
+    tanh_cap=40.0,
+    sigmoid_cap=708.0,
+)
+_SINGLE = _Precision(
+    torch.float32,
+    torch.int32,
+    127,
+    23,
+    inv_ln2=_rounded(1.0 / math.log(2.0), np.float32),
+    ln2_hi=0.693145751953125,  # ln 2 to 15 significant bits: exact products for |n| < 2^9 (n <= 127 here)
+    ln2_lo=_rounded(math.log(2.0) - 0.693145751953125, np.float32),
+    series=tuple(_rounded(1.0 / math.factorial(k), np.float32) for k in range(8, 1, -1)),  # expm1 to r^8
+    tanh_cap=20.0,
+    sigmoid_cap=88.0,
+)
+
+
+def _expm1_parts(y: torch.Tensor, c: _Precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, q) with e^y = 2^n (1 + q) for y >= 0 of type ``c.dtype``, in that type (n as a float)."""
+    n = torch.round(y * c.inv_ln2)
+    r = (y - n * c.ln2_hi) - n * c.ln2_lo
+    p = torch.full_like(r, c.series[0])
+    for coef in c.series[1:]:
         p = p * r + coef
     return n, (p * r + 1.0) * r
 
 
-def _pow2(n: torch.Tensor) -> torch.Tensor:
-    """2^n for float64 integers 0 <= n <= 1023, exactly (its exponent bits)."""
-    return ((n.to(torch.int64) + 1023) << 52).view(torch.float64)
+def _pow2(n: torch.Tensor, c: _Precision) -> torch.Tensor:
+    """2^n for integers 0 <= n <= bias held as floats, exactly (its exponent bits)."""
+    return ((n.to(c.int_dtype) + c.bias) << c.mantissa).view(c.dtype)
 
 
-def _expm1_parts32(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, q) with e^y = 2^n (1 + q) for float32 y >= 0, in float32 arithmetic (n as float32)."""
-    n = torch.round(y * _INV_LN2_32)
-    r = (y - n * _LN2_HI32) - n * _LN2_LO32
-    p = torch.full_like(r, _EXPM1_SERIES32[0])
-    for coef in _EXPM1_SERIES32[1:]:
-        p = p * r + coef
-    return n, (p * r + 1.0) * r
-
-
-def _pow2_32(n: torch.Tensor) -> torch.Tensor:
-    """2^n for float32 integers 0 <= n <= 127, exactly (its exponent bits)."""
-    return ((n.to(torch.int32) + 127) << 23).view(torch.float32)
-
-
-def _tanh32(x: torch.Tensor) -> torch.Tensor:
-    y = (2.0 * x.abs()).clamp(max=_TANH_CAP32)
-    n, q = _expm1_parts32(y)
-    scale = _pow2_32(n)
-    e = scale * q + (scale - 1.0)
-    t = e / (e + 2.0)
-    t = torch.where(x < 0, -t, t)
-    return torch.where((x == 0) | torch.isnan(x), x, t)  # signed zeros and NaN pass
-
-
-def _sigmoid32(x: torch.Tensor) -> torch.Tensor:
-    y = x.abs().clamp(max=_SIGMOID_CAP32)
-    n, q = _expm1_parts32(y)
-    e = _pow2_32(n) * (1.0 + q)  # e^|x|
-    s = torch.where(x < 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return torch.where(torch.isnan(x), x, s)
+def _precision(x: torch.Tensor) -> _Precision:
+    """float32 arithmetic for float32 values, double precision for every other type."""
+    return _SINGLE if x.dtype == torch.float32 else _DOUBLE
 
 
 def tanh_digital(x: torch.Tensor) -> torch.Tensor:
     """tanh of the digital unit (see the module) in x's precision: float32 arithmetic for float32,
     else double precision rounded to x's type."""
-    if x.dtype == torch.float32:
-        return _tanh32(x)
-    y = (2.0 * x.to(torch.float64).abs()).clamp(max=_TANH_CAP)
-    n, q = _expm1_parts(y)
-    scale = _pow2(n)
+    c = _precision(x)
+    y = (2.0 * x.to(c.dtype).abs()).clamp(max=c.tanh_cap)
+    n, q = _expm1_parts(y, c)
+    scale = _pow2(n, c)
     e = scale * q + (scale - 1.0)
-    t = torch.where(x < 0, -(e / (e + 2.0)), e / (e + 2.0)).to(x.dtype)
+    t = e / (e + 2.0)
+    t = torch.where(x < 0, -t, t).to(x.dtype)
     return torch.where((x == 0) | torch.isnan(x), x, t)  # signed zeros and NaN pass
 
 
 def sigmoid_digital(x: torch.Tensor) -> torch.Tensor:
     """The logistic sigmoid of the digital unit (see the module) in x's precision: float32
     arithmetic for float32, else double precision rounded to x's type."""
-    if x.dtype == torch.float32:
-        return _sigmoid32(x)
-    y = x.to(torch.float64).abs().clamp(max=_SIGMOID_CAP)
-    n, q = _expm1_parts(y)
-    e = _pow2(n) * (1.0 + q)  # e^|x|
+    c = _precision(x)
+    y = x.to(c.dtype).abs().clamp(max=c.sigmoid_cap)
+    n, q = _expm1_parts(y, c)
+    e = _pow2(n, c) * (1.0 + q)  # e^|x|
     s = torch.where(x < 0, 1.0 / (1.0 + e), e / (1.0 + e)).to(x.dtype)
     return torch.where(torch.isnan(x), x, s)
+
+
+def _unit_kernels(c: _Precision):
+    """The kernel forms (numba, inlined) of :func:`tanh_digital` and :func:`sigmoid_digital` for a
+    value of ``c``'s type: the same operations on one value."""
+    ty = np.float32 if c.dtype == torch.float32 else np.float64
+    ity = np.int32 if c.int_dtype == torch.int32 else np.int64
+    fty, ntype = (_types.float32, _types.int32) if ty is np.float32 else (_types.float64, _types.int64)
+    from_bits = reinterpret(ntype, fty)  # the float whose IEEE bit pattern is an integer
+    inv_ln2, ln2_hi, ln2_lo = ty(c.inv_ln2), ty(c.ln2_hi), ty(c.ln2_lo)
+    series = tuple(ty(v) for v in c.series)
+    one, two = ty(1.0), ty(2.0)
+    bias, mantissa = ity(c.bias), ity(c.mantissa)
+    tanh_cap, sigmoid_cap = ty(c.tanh_cap), ty(c.sigmoid_cap)
+
+    @kernel(inline=True)
+    def expm1_parts(y):  # pragma: no cover - compiled
+        n = np.rint(y * inv_ln2)
+        r = (y - n * ln2_hi) - n * ln2_lo
+        p = series[0] * r + series[1]
+        for coef in series[2:]:
+            p = p * r + coef
+        return n, (p * r + one) * r
+
+    @kernel(inline=True)
+    def tanh(x):  # pragma: no cover - compiled
+        y = min(two * abs(x), tanh_cap)
+        n, q = expm1_parts(y)
+        scale = from_bits((ity(n) + bias) << mantissa)
+        e = scale * q + (scale - one)
+        t = e / (e + two)
+        t = -t if x < 0 else t
+        return x if (x == 0) | (x != x) else t
+
+    @kernel(inline=True)
+    def sigmoid(x):  # pragma: no cover - compiled
+        y = min(abs(x), sigmoid_cap)
+        n, q = expm1_parts(y)
+        e = from_bits((ity(n) + bias) << mantissa) * (one + q)
+        s = one / (one + e) if x < 0 else e / (one + e)
+        return x if x != x else s
+
+    return tanh, sigmoid
 
 
 if numba is not None:
     from numba import types as _types
 
-    _EXPM1 = tuple(np.float64(c) for c in _EXPM1_SERIES)
-    #: the float64 whose IEEE bit pattern is an int64
-    _f64_from_bits = reinterpret(_types.int64, _types.float64)
-
-    @kernel(inline=True)
-    def _expm1_parts64(y):  # pragma: no cover - compiled
-        """:func:`_expm1_parts` of one float64 value, the same operations."""
-        n = np.rint(y * _INV_LN2)
-        r = (y - n * _LN2_HI) - n * _LN2_LO
-        p = _EXPM1[0] * r + _EXPM1[1]
-        p = p * r + _EXPM1[2]
-        p = p * r + _EXPM1[3]
-        p = p * r + _EXPM1[4]
-        p = p * r + _EXPM1[5]
-        p = p * r + _EXPM1[6]
-        p = p * r + _EXPM1[7]
-        p = p * r + _EXPM1[8]
-        p = p * r + _EXPM1[9]
-        p = p * r + _EXPM1[10]
-        p = p * r + _EXPM1[11]
-        return n, (p * r + 1.0) * r
-
-    @kernel(inline=True)
-    def tanh64(x):  # pragma: no cover - compiled
-        """:func:`tanh_digital` of one value in double precision (the caller rounds it to its type)."""
-        y = min(2.0 * abs(np.float64(x)), _TANH_CAP)
-        n, q = _expm1_parts64(y)
-        scale = _f64_from_bits((np.int64(n) + np.int64(1023)) << np.int64(52))
-        e = scale * q + (scale - 1.0)
-        t = e / (e + 2.0)
-        t = -t if x < 0 else t
-        return np.float64(x) if (x == 0) | (x != x) else t
-
-    @kernel(inline=True)
-    def sigmoid64(x):  # pragma: no cover - compiled
-        """:func:`sigmoid_digital` of one value in double precision (the caller rounds it to its type)."""
-        y = min(abs(np.float64(x)), _SIGMOID_CAP)
-        n, q = _expm1_parts64(y)
-        e = _f64_from_bits((np.int64(n) + np.int64(1023)) << np.int64(52)) * (1.0 + q)
-        s = 1.0 / (1.0 + e) if x < 0 else e / (1.0 + e)
-        return np.float64(x) if x != x else s
-
-    _EXPM1_32 = tuple(np.float32(c) for c in _EXPM1_SERIES32)
-    _F32 = np.float32
-    #: the float32 whose IEEE bit pattern is an int32
-    _f32_from_bits = reinterpret(_types.int32, _types.float32)
-
-    @kernel(inline=True)
-    def _expm1_parts32_k(y):  # pragma: no cover - compiled
-        """:func:`_expm1_parts32` of one float32 value, the same operations."""
-        n = np.rint(y * _F32(_INV_LN2_32))
-        r = (y - n * _F32(_LN2_HI32)) - n * _F32(_LN2_LO32)
-        p = _EXPM1_32[0] * r + _EXPM1_32[1]
-        p = p * r + _EXPM1_32[2]
-        p = p * r + _EXPM1_32[3]
-        p = p * r + _EXPM1_32[4]
-        p = p * r + _EXPM1_32[5]
-        p = p * r + _EXPM1_32[6]
-        return n, (p * r + _F32(1.0)) * r
-
-    @kernel(inline=True)
-    def tanh32(x):  # pragma: no cover - compiled
-        """:func:`tanh_digital` of one float32 value (float32 arithmetic)."""
-        y = min(_F32(2.0) * abs(x), _F32(_TANH_CAP32))
-        n, q = _expm1_parts32_k(y)
-        scale = _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
-        e = scale * q + (scale - _F32(1.0))
-        t = e / (e + _F32(2.0))
-        t = -t if x < 0 else t
-        return x if (x == 0) | (x != x) else t
-
-    @kernel(inline=True)
-    def sigmoid32(x):  # pragma: no cover - compiled
-        """:func:`sigmoid_digital` of one float32 value (float32 arithmetic)."""
-        y = min(abs(x), _F32(_SIGMOID_CAP32))
-        n, q = _expm1_parts32_k(y)
-        e = _f32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23)) * (_F32(1.0) + q)
-        s = _F32(1.0) / (_F32(1.0) + e) if x < 0 else e / (_F32(1.0) + e)
-        return x if x != x else s
+    tanh64, sigmoid64 = _unit_kernels(_DOUBLE)
+    tanh32, sigmoid32 = _unit_kernels(_SINGLE)
 
 
 def tanh_unit(x):
