@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crossbar.pointwise import kernel, numba, reinterpret
+from crossbar.pointwise import horner, kernel, numba, reinterpret
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,7 @@ def _expm1_parts(y: torch.Tensor, c: _Precision) -> tuple[torch.Tensor, torch.Te
     """(n, q) with e^y = 2^n (1 + q) for y >= 0 of type ``c.dtype``, in that type (n as a float)."""
     n = torch.round(y * c.inv_ln2)
     r = (y - n * c.ln2_hi) - n * c.ln2_lo
-    p = torch.full_like(r, c.series[0])
-    for coef in c.series[1:]:
-        p = p * r + coef
-    return n, (p * r + 1.0) * r
+    return n, (horner(c.series, r) * r + 1.0) * r
 
 
 def _pow2(n: torch.Tensor, c: _Precision) -> torch.Tensor:
@@ -145,10 +142,7 @@ def _unit_kernels(c: _Precision):
     def expm1_parts(y):  # pragma: no cover - compiled
         n = np.rint(y * inv_ln2)
         r = (y - n * ln2_hi) - n * ln2_lo
-        p = series[0] * r + series[1]
-        for coef in series[2:]:
-            p = p * r + coef
-        return n, (p * r + one) * r
+        return n, (horner(series, r) * r + one) * r
 
     @kernel(inline=True)
     def tanh(x):  # pragma: no cover - compiled

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from crossbar.errors import CrossbarInputError
-from crossbar.pointwise import kernel, numba, sqrt_rounded
+from crossbar.pointwise import horner, kernel, numba, sqrt_rounded
 from crossbar.rng import derive_seed
 
 #: Philox4x32 multipliers and Weyl key increments (Salmon et al. 2011)
@@ -63,6 +63,8 @@ _LOG_SERIES = [1.0 / k for k in (15, 13, 11, 9, 7, 5, 3, 1)]
 #: sin(a) / a and cos(a) in a^2 for |a| <= pi/4, highest power first (remainders < 3e-9)
 _SIN_SERIES = [(-1) ** k / math.factorial(2 * k + 1) for k in range(5, -1, -1)]
 _COS_SERIES = [(-1) ** k / math.factorial(2 * k) for k in range(5, -1, -1)]
+# the series' float32 values (the torch forms' coefficients)
+_LOG32, _SIN32, _COS32 = (tuple(float(_F(c)) for c in series) for series in (_LOG_SERIES, _SIN_SERIES, _COS_SERIES))
 #: (threshold, factor, exponent step) of the logarithm's argument reduction (exact powers of two)
 _HALVINGS = [
     (65536.0, 1.0 / 65536.0, 16.0),
@@ -98,9 +100,7 @@ def _log_u(m: torch.Tensor) -> torch.Tensor:
     w = (4294967295 - m).to(torch.float32) + _f32(0.5)  # (1 - u) 2^32 above u = 1/2
     s = torch.where(low, v - _f32(1.0), -w) / torch.where(low, v + _f32(1.0), _f32(2 * _TWO32) - w)
     s2 = s * s
-    p = torch.full_like(s, float(_F(_LOG_SERIES[0])))
-    for coef in _LOG_SERIES[1:]:
-        p = p * s2 + _f32(coef)
+    p = horner(_LOG32, s2)
     return _f32(2.0) * s * p + torch.where(low, (e - _f32(32.0)) * _f32(_LN2), _f32(0.0))
 
 
@@ -114,13 +114,8 @@ def _cos_sin_2pi(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     odd = (octant & 1) == 1
     a = (torch.where(odd, 0x1FFFFFFF - pos, pos).to(torch.float32) + _f32(0.5)) * _f32(_OCTANT)
     a2 = a * a
-    sn = torch.full_like(a, float(_F(_SIN_SERIES[0])))
-    for coef in _SIN_SERIES[1:]:
-        sn = sn * a2 + _f32(coef)
-    sn = sn * a
-    cs = torch.full_like(a, float(_F(_COS_SERIES[0])))
-    for coef in _COS_SERIES[1:]:
-        cs = cs * a2 + _f32(coef)
+    sn = horner(_SIN32, a2) * a
+    cs = horner(_COS32, a2)
     # the angle: q quarter turns + a (even octant), or q + 1 quarter turns - a (odd octant)
     quarter = torch.where(odd, (octant >> 1) + 1, octant >> 1) & 3
     sn = torch.where(odd, -sn, sn)
@@ -207,13 +202,7 @@ if numba is not None:
         w = _F(np.int64(4294967295) - m) + _HALF
         s = (v - _ONE if low else -w) / (v + _ONE if low else _TWO33_F - w)
         s2 = s * s
-        p = _L[0] * s2 + _L[1]
-        p = p * s2 + _L[2]
-        p = p * s2 + _L[3]
-        p = p * s2 + _L[4]
-        p = p * s2 + _L[5]
-        p = p * s2 + _L[6]
-        p = p * s2 + _L[7]
+        p = horner(_L, s2)
         log_u = _TWO * s * p + ((e - _E32) * _LN2_F if low else _F(0.0))
         radius = np.sqrt(_F(-2.0) * log_u)
         k = np.int64(w1)
@@ -222,17 +211,8 @@ if numba is not None:
         odd = (octant & 1) == 1
         a = (_F(0x1FFFFFFF - pos if odd else pos) + _HALF) * _OCTANT_F
         a2 = a * a
-        sn = _S[0] * a2 + _S[1]
-        sn = sn * a2 + _S[2]
-        sn = sn * a2 + _S[3]
-        sn = sn * a2 + _S[4]
-        sn = sn * a2 + _S[5]
-        sn = sn * a
-        cs = _C[0] * a2 + _C[1]
-        cs = cs * a2 + _C[2]
-        cs = cs * a2 + _C[3]
-        cs = cs * a2 + _C[4]
-        cs = cs * a2 + _C[5]
+        sn = horner(_S, a2) * a
+        cs = horner(_C, a2)
         quarter = ((octant >> 1) + 1 if odd else octant >> 1) & 3
         sn = -sn if odd else sn
         swap = (quarter & 1) == 1

@@ -14,6 +14,7 @@ Primitives (torch form -> numba scalar form):
 * ``clip(x, lo, hi)``: ``x.clamp(lo, hi)`` -> ``min(max(x, lo), hi)``;
 * ``rint(x)``: ``torch.round`` (ties to even) -> ``np.rint`` (ties to even);
 * ``nonneg(x)``: ``x.clamp(min=0)`` -> a zero of x's type if ``x < 0`` else ``x``;
+* ``horner(coefs, x)``: a polynomial by Horner's rule -> the same steps on a scalar;
 * ``one_minus(x)``: ``1 - x`` -> ``x.dtype(1) - x`` (no promotion of float32 to float64 by the
   integer literal, which numba's scalar rules would do);
 * ``sqrt_rounded(x)``: the correctly rounded square root (float32: taken in float64 and rounded
@@ -50,6 +51,7 @@ except ImportError:  # pragma: no cover - numba is a dependency
 __all__ = [
     "clip",
     "compiled",
+    "horner",
     "nonneg",
     "one_minus",
     "rint",
@@ -80,6 +82,15 @@ def nonneg(x: torch.Tensor) -> torch.Tensor:
 def one_minus(x: torch.Tensor) -> torch.Tensor:
     """1 - x in x's type."""
     return 1 - x
+
+
+def horner(coefs: tuple, x: torch.Tensor) -> torch.Tensor:
+    """The polynomial with coefficients ``coefs`` (highest power first, at least two, each a value
+    of x's type) at ``x`` by Horner's rule: c0 x + c1, then times x plus each next one."""
+    p = torch.full_like(x, coefs[0])
+    for coef in coefs[1:]:
+        p = p * x + coef
+    return p
 
 
 def sqrt_rounded(x: torch.Tensor) -> torch.Tensor:
@@ -235,6 +246,16 @@ if numba is not None:
     def _one_minus_scalar(x):
         one = np.float32(1) if x == types.float32 else np.float64(1)
         return lambda x: one - x
+
+    @overload(horner)
+    def _horner_scalar(coefs, x):
+        def impl(coefs, x):
+            p = coefs[0] * x + coefs[1]
+            for coef in coefs[2:]:
+                p = p * x + coef
+            return p
+
+        return impl
 
     @overload(sqrt_rounded)
     def _sqrt_scalar(x):

@@ -8,7 +8,7 @@ import torch
 from crossbar.periphery import kernels
 from crossbar.periphery.dac import dac_step, quantize_input
 from crossbar.periphery.sampling import comparison_variance, noisy_value
-from crossbar.pointwise import clip, compiled, nonneg, one_minus, rint, saturating_round
+from crossbar.pointwise import clip, compiled, horner, nonneg, one_minus, rint, saturating_round
 from crossbar.tile import column_output, output_variance
 from rnn_models.analog import fixed_point, fixed_point_grid
 from rnn_models.cell_math import gru_candidate_input, gru_hidden, lstm_cell, lstm_hidden
@@ -168,3 +168,19 @@ def test_project_kernels_cache_in_the_digest_folder():
         pytest.skip("no writable cache folder here: numba caches next to the sources")
     assert "kernels-" in folder
     assert normal_row._cache._cache_path.startswith(folder)  # numba's locator for this kernel
+
+
+@pytest.mark.parametrize("dt,ty", DTYPES)
+def test_horner_polynomials(dt, ty):
+    """The shared polynomial step (the digital functions' and the normals' series): torch and
+    compiled forms agree bit for bit, and both are c0 x^2 + c1 x + c2 written out."""
+    coefs = tuple(ty(c) for c in (1 / 6, -0.5, 1.0))
+    x = _values(ty, seed=5)
+
+    @numba.vectorize(nopython=True)
+    def compiled_horner(v):
+        return horner(coefs, v)
+
+    ref = horner(tuple(float(c) for c in coefs), torch.from_numpy(x)).numpy()
+    _identical(ref, compiled_horner(x))
+    _identical(ref, (coefs[0] * x + coefs[1]) * x + coefs[2])
