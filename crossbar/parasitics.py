@@ -21,11 +21,12 @@ Two exact solvers of these nodal equations (the tests run every case through bot
 * **line by line** (the default): each word line's tridiagonal system is eliminated exactly, which
   leaves per row a dense admittance matrix between that row's bit-line nodes; the bit lines are
   then a ladder of Norton equivalents from the far end (row 0) to the virtual grounds, one dense
-  cols x cols SPD inverse per row (LAPACK), with rounding ~1e-12 relative for any wire resistance
-  >= 0 (a tiny segment takes a product form).  Cost ~ rows * cols^2 * (cols + rows) flops; run on
-  the *dual* array (word and bit lines, drivers and virtual grounds exchanged; reciprocity gives T) when
-  rows < cols.  A floating word line (behind a driver resistance) whose segments are tiny next to
-  it is ill-conditioned for it (:data:`MAX_LINE_CONDITION`); then
+  cols x cols SPD inverse per row (blocked on BLAS, :func:`_spd_inverse_lower`), with rounding
+  ~1e-12 relative for any wire resistance >= 0 (a tiny segment takes a product form).  Cost ~
+  rows * cols^2 * (cols + rows) flops; run on the *dual* array (word and bit lines, drivers and
+  virtual grounds exchanged; reciprocity gives T) when rows < cols.  A floating word line (behind
+  a driver resistance) whose segments are tiny next to it is ill-conditioned for it
+  (:data:`MAX_LINE_CONDITION`); then
 * **sparse LU** of the whole network (SuperLU), written for the *deviation* from the ideal node
   voltages (word-line nodes at V_i, bit-line nodes at 0 V): ``K du = r0`` with ``K`` the nodal
   (Laplacian) matrix of the unknown nodes, so ``T = G_c + dT`` with ``G_c = G / (1 + G r_access)``
@@ -492,12 +493,13 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
 
 @functools.cache
 def _lapack(module: str, name: str, nargs: int):
-    """A LAPACK / BLAS routine of the line solver, called through ``ctypes`` on SciPy's own library
-    (``scipy.linalg.cython_lapack`` / ``cython_blas``): SciPy's Python wrappers
-    (``scipy.linalg.lapack``) hold the GIL while they run, ctypes releases it, so that the arrays of
-    a batch are solved in parallel threads (measured: 2 threads 1.0x with the wrappers, 1.8x with
-    ctypes).  The arguments are those of the Fortran routines, on Fortran-ordered float64 arrays,
-    so the results are those of the wrappers bit for bit."""
+    """A LAPACK / BLAS routine of the line solver, a ``ctypes`` function pointer into SciPy's own
+    library (``scipy.linalg.cython_lapack`` / ``cython_blas``), called from Python (ctypes releases
+    the GIL) or from a compiled kernel (:func:`_spd_inverse_block`, without the GIL): SciPy's
+    Python wrappers (``scipy.linalg.lapack``) hold the GIL while they run, so that the arrays of a
+    batch would not be solved in parallel threads (measured: 2 threads 1.0x with the wrappers, 1.8x
+    with ctypes).  The arguments are those of the Fortran routines (by reference), on
+    Fortran-ordered float64 arrays, so the results are those of the wrappers bit for bit."""
     import ctypes
 
     from numba.extending import get_cython_function_address
@@ -519,20 +521,82 @@ def _ref(value, kind: str):
     return ctypes.byref(cell)
 
 
+#: blocks of at most this many rows are inverted by LAPACK (potrf + potri); larger ones split
+#: in two (:func:`_spd_inverse_block`).  Measured on one thread (the project's 2-core machine):
+#: 16-32 fastest, 1.9x potrf + potri at 169 and 256 rows, 1.7x at 206 (64: 1.6x at 256)
+SPD_INVERSE_LEAF = 32
+
+
+@kernel
+def _spd_inverse_block(potrf, potri, symm, gemm, a, r0, n, w, chars, ints, scal):  # pragma: no cover - compiled
+    """The inverse of the SPD block ``a[r0:r0+n, r0:r0+n]`` of a Fortran-ordered float64 ``a``, in
+    place, from its lower triangle; returns LAPACK's info (0: done).  A block of more than
+    :data:`SPD_INVERSE_LEAF` rows is split as A = [[A11, .], [A21, A22]]: X11 = A11^-1 (recursion),
+    W = A21 X11 (symm), S = A22 - W A21^T (gemm), X22 = S^-1 (recursion), X21 = -X22 W (symm),
+    X11 = X11 - W^T X21 (gemm) -- the Schur-complement inverse, nearly all of its flops in BLAS-3
+    products (LAPACK's potri inverts a 256 x 256 matrix at ~13 GFLOP/s here, a dgemm of that size
+    runs at ~45).  Leaves: potrf + potri.  Only lower triangles are read and the result is its
+    lower triangle; the upper triangle is overwritten with intermediate values.  ``potrf``,
+    ``potri``, ``symm``, ``gemm``: SciPy's LAPACK / BLAS routines (``ctypes`` function pointers,
+    arguments by reference); ``w``: float64 workspace of at least n^2 / 2 + n; ``chars`` the
+    characters L, R, N, T; ``ints`` 6 int32 of scratch; ``scal`` 1, 0, -1."""
+    lda = a.shape[0]
+    ints[0] = lda
+    blk = a[r0:, r0:]
+    if n <= SPD_INVERSE_LEAF:
+        ints[1] = n
+        ints[2] = 0
+        potrf(chars[0:].ctypes, ints[1:].ctypes, blk.ctypes, ints[0:].ctypes, ints[2:].ctypes)
+        if ints[2] == 0:
+            potri(chars[0:].ctypes, ints[1:].ctypes, blk.ctypes, ints[0:].ctypes, ints[2:].ctypes)
+        return ints[2]
+    n1 = n // 2
+    n2 = n - n1
+    info = _spd_inverse_block(potrf, potri, symm, gemm, a, r0, n1, w, chars, ints, scal)
+    if info != 0:
+        return info
+    a21, a22 = a[r0 + n1 :, r0:], a[r0 + n1 :, r0 + n1 :]
+    # ints: 0 lda, 3 n1, 4 n2, 5 the leading dimension of W (n2 x n1, w's first n2 * n1 entries)
+    ints[0], ints[3], ints[4], ints[5] = lda, n1, n2, n2
+    c_l, c_r, c_n, c_t = chars[0:].ctypes, chars[1:].ctypes, chars[2:].ctypes, chars[3:].ctypes
+    one, zero, minus = scal[0:].ctypes, scal[1:].ctypes, scal[2:].ctypes
+    i_lda, i_n1, i_n2, i_w = ints[0:].ctypes, ints[3:].ctypes, ints[4:].ctypes, ints[5:].ctypes
+    symm(c_r, c_l, i_n2, i_n1, one, blk.ctypes, i_lda, a21.ctypes, i_lda, zero, w.ctypes, i_w)  # W = A21 X11
+    gemm(c_n, c_t, i_n2, i_n2, i_n1, minus, w.ctypes, i_w, a21.ctypes, i_lda, one, a22.ctypes, i_lda)  # S
+    info = _spd_inverse_block(potrf, potri, symm, gemm, a, r0 + n1, n2, w[n2 * n1 :], chars, ints, scal)
+    if info != 0:
+        return info + n1
+    ints[0], ints[3], ints[4], ints[5] = lda, n1, n2, n2  # (the recursion used them)
+    symm(c_l, c_l, i_n2, i_n1, minus, a22.ctypes, i_lda, w.ctypes, i_w, zero, a21.ctypes, i_lda)  # X21 = -X22 W
+    gemm(c_t, c_n, i_n1, i_n1, i_n2, minus, w.ctypes, i_w, a21.ctypes, i_lda, one, blk.ctypes, i_lda)  # X11
+    return 0
+
+
+_CHARS = np.frombuffer(b"LRNT", np.uint8).copy()
+_SCALARS = np.array([1.0, 0.0, -1.0])
+#: (module, routine, arguments) of :func:`_spd_inverse_block`'s potrf, potri, symm and gemm
+_INVERSE_ROUTINES = (
+    ("scipy.linalg.cython_lapack", "dpotrf", 5),
+    ("scipy.linalg.cython_lapack", "dpotri", 5),
+    ("scipy.linalg.cython_blas", "dsymm", 12),
+    ("scipy.linalg.cython_blas", "dgemm", 13),
+)
+
+
 def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
-    """The inverse of a symmetric positive definite matrix from its lower triangle, in place (LAPACK
-    potrf + potri on a Fortran-ordered (n, n) float64 array): only the lower triangle of the
-    result holds the inverse (the upper keeps what was there)."""
+    """The inverse of a symmetric positive definite matrix from its lower triangle, in place, on a
+    Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`): only the lower triangle of
+    the result holds the inverse (the upper is overwritten).  Runs without the GIL, so that the
+    arrays of a batch are solved in parallel threads."""
     if not (a.flags.f_contiguous and a.dtype == np.float64 and a.ndim == 2 and a.shape[0] == a.shape[1]):
         raise ValueError("_spd_inverse_lower needs a square Fortran-ordered float64 array")
-    n, info = a.shape[0], np.zeros(1, np.int32)
-    lapack = "scipy.linalg.cython_lapack"
-    args = (_ref(b"L", "c"), _ref(n, "i"), a.ctypes.data, _ref(n, "i"), info.ctypes.data)
-    _lapack(lapack, "dpotrf", 5)(*args)
-    if info[0] == 0:
-        _lapack(lapack, "dpotri", 5)(*args)
-    if info[0] != 0:  # cannot happen for a passive network; say so rather than return garbage
-        raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info[0]})")
+    n = a.shape[0]
+    if n == 0:
+        return a
+    routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
+    info = _spd_inverse_block(*routines, a, 0, n, np.empty(n * n // 2 + n), _CHARS, np.zeros(6, np.int32), _SCALARS)
+    if info != 0:  # cannot happen for a passive network; say so rather than return garbage
+        raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
     return a
 
 
