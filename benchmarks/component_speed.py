@@ -11,7 +11,12 @@
    step), and what that projection of all 100 steps' x rows costs per step;
 4. the fast path's fused step kernel (``rnn_models.fastpath._lstm_rows``) on one thread for the KWS
    shape's 64 rows, with ideal readouts (``ideal``) and with noisy NL-ADCs (``rram_nladc_5b``): the
-   call a step makes, recorded from a forward pass and repeated.
+   call a step makes, recorded from a forward pass and repeated;
+5. what a step's product costs beyond its arithmetic: a 64 x 1 @ 1 x 8 product through
+   ``PreparedMatmul`` (oneDNN's ``_linear_pointwise``, the fast path's call) vs ``torch.mm``;
+6. the product a compiled loop over the whole sequence could make itself (issue 15's "one compiled
+   loop"): SciPy's OpenBLAS ``sgemm`` called from numba, the KWS and LM products on one numba
+   thread and split over two, next to oneDNN's, with the largest difference of their results.
 
     python benchmarks/component_speed.py [--repeats 300]
 """
@@ -76,7 +81,70 @@ def main(argv=None) -> int:
     for preset in ("ideal", "rram_nladc_5b"):
         us = fused_kernel_us(preset, args.repeats)
         print(f"  {preset:16s}{us:8.1f} us per step" if us else f"  {preset}: numba missing, no fast path")
+    print("\nfixed cost of one product call (64 x 1 @ 1 x 8)")
+    g = torch.Generator().manual_seed(3)
+    w1, x1 = torch.randn(1, 1, 8, generator=g), torch.randn(64, 1, generator=g)
+    tiny = PreparedMatmul(w1)
+    with torch.inference_mode():
+        t_tiny = median_seconds(lambda: tiny.instance(0, x1), args.repeats * 10) * 1e6
+        t_mm = median_seconds(lambda: torch.mm(x1, w1[0]), args.repeats * 10) * 1e6
+    print(f"  PreparedMatmul ({tiny.backend}) {t_tiny:6.1f} us   torch.mm {t_mm:6.1f} us")
+    openblas_in_numba(args.repeats)
     return 0
+
+
+def openblas_in_numba(repeats: int) -> None:
+    """Item 6 of the module docstring: the KWS and LM products (float32) through SciPy's OpenBLAS
+    ``sgemm`` from a numba kernel, on one numba thread and on two (half the rows each), against
+    ``PreparedMatmul`` on torch's threads; us per product."""
+    try:
+        import ctypes
+
+        import numba
+        from numba.extending import get_cython_function_address
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - numba is a dependency
+        print("\nOpenBLAS from numba: numba missing")
+        return
+    sgemm = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 13)(
+        get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+    )
+
+    @numba.njit(parallel=True, nogil=True)
+    def products(parts, calls, w, x, y):  # y[r0:r1] = x[r0:r1] @ w per part, ``calls`` times
+        k, n = w.shape
+        for i in numba.prange(parts):
+            r0, r1 = x.shape[0] * i // parts, x.shape[0] * (i + 1) // parts
+            # Fortran sgemm on row-major arrays: y^T (n x rows) = w^T (n x k) @ x^T (k x rows)
+            dims = np.array([n, r1 - r0, k, n, k, n], np.int32)
+            scal = np.array([1.0, 0.0], np.float32)
+            no_t = np.array([78], np.uint8)  # "N"
+            for _ in range(calls):
+                sgemm(no_t.ctypes, no_t.ctypes, dims[0:].ctypes, dims[1:].ctypes, dims[2:].ctypes, scal.ctypes,
+                      w.ctypes, dims[3:].ctypes, x[r0:r1].ctypes, dims[4:].ctypes, scal[1:].ctypes,
+                      y[r0:r1].ctypes, dims[5:].ctypes)  # fmt: skip
+        return 0
+
+    calls = max(10, repeats)
+    print("\nthe step's product from a compiled loop: SciPy's OpenBLAS sgemm called from numba")
+    for shape, (b, k, c) in {"kws": (64, 169, 512), "lm": (32, 435, 1536)}.items():
+        g = torch.Generator().manual_seed(4)
+        w, x = torch.randn(k, c, generator=g), torch.randn(b, k, generator=g)
+        wn, xn, y = w.numpy(), x.numpy(), np.empty((b, c), np.float32)
+        prepared = PreparedMatmul(w[None])
+        with threadpool_limits(1, user_api="blas"):  # each call on its numba thread alone
+            products(1, 1, wn, xn, y)
+            took = [
+                median_seconds(lambda p=p, wn=wn, xn=xn, y=y: products(p, calls, wn, xn, y), 5) * 1e6 / calls
+                for p in (1, 2)
+            ]
+        with torch.inference_mode():
+            t_prep = median_seconds(lambda prepared=prepared, x=x: prepared.instance(0, x), repeats) * 1e6
+            diff = float((torch.from_numpy(y) - prepared.instance(0, x)).abs().max())
+        print(
+            f"  {shape}: {b}x{k} @ {k}x{c}  sgemm on 1 / 2 numba threads {took[0]:7.1f} / {took[1]:7.1f} us   "
+            f"PreparedMatmul ({prepared.backend}) {t_prep:7.1f} us   largest difference {diff:.1e}"
+        )
 
 
 def fused_kernel_us(preset: str, repeats: int) -> float | None:

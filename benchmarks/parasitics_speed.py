@@ -3,6 +3,9 @@
 1. an MVM of a programmed 256 x 256 tile with IR drop (effective matrices cached) vs the ideal tile;
 2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming), and a
    batch of six arrays on one thread vs ``--threads``;
+   and the ladder's per-row step, the inverse of a C x C admittance matrix (the solver's blocked
+   inverse), against LAPACK's potrf + potri, torch's MKL (cholesky + cholesky_inverse) and one
+   dgemm of the same size, on one thread: how far the step is from what the machine multiplies;
 3. a KWS evaluation (shipped GSC checkpoint, dev clips) with IR drop vs without -- programming,
    calibration and inference together; skipped when the dataset is absent.
 
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import median_seconds  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 from crossbar.config import load_config  # noqa: E402
 from crossbar.parasitics import LADDER_CACHE, effective_matrix  # noqa: E402
@@ -43,8 +46,9 @@ def mvm_ratio(r: float) -> None:
     ir = Tile(w, b, wired).program(0, 1)
     ir.mvm(x)  # builds and caches T+ and T- of the 256 x 256 arrays
     first = time.perf_counter() - t0
-    t_ideal = median_seconds(lambda: ideal.mvm(x), 50)
-    t_ir = median_seconds(lambda: ir.mvm(x), 50)
+    # in turn, round after round: this machine's speed drifts within seconds
+    medians = interleaved_medians({"ideal": lambda: ideal.mvm(x), "ir": lambda: ir.mvm(x)}, 100)
+    t_ideal, t_ir = medians["ideal"], medians["ir"]
     print(
         f"MVM 256x256 tile, batch 64: ideal {t_ideal * 1e6:.0f} us, IR drop (cached T) {t_ir * 1e6:.0f} us, "
         f"ratio {t_ir / t_ideal:.2f} (first call with T+ and T- built: {first:.1f} s)"
@@ -63,6 +67,44 @@ def build_t(r: float) -> None:
         f"(line-by-line solver; sparse LU of the whole network {took['sparse']:.2f} s, ratio "
         f"{took['sparse'] / took['auto']:.1f}; mean attenuation T/G {float((t / g).mean()):.3f})"
     )
+
+
+def inverse_bound() -> None:
+    """The line solver's per-row inverse (``_spd_inverse_lower``: blocked on SciPy's OpenBLAS) vs
+    LAPACK's potrf + potri (SciPy's wrappers), torch's MKL Cholesky inverse and a dgemm of the same
+    size, one thread, ms and GFLOP/s (the inverse counted as n^3 flops, the dgemm as 2 n^3)."""
+    import numpy as np
+    from scipy.linalg import blas, lapack
+    from threadpoolctl import threadpool_limits
+
+    from crossbar.parasitics import _spd_inverse_lower
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            for n in (169, 256):
+                a = torch.randn(n, n, generator=generator(0, "bench/parasitics/spd"), dtype=torch.float64)
+                a = a @ a.T / n + torch.eye(n, dtype=torch.float64)
+                an = np.asfortranarray(a.numpy())
+                took = interleaved_medians(
+                    {
+                        "blocked (the solver)": lambda an=an: _spd_inverse_lower(an.copy(order="F")),
+                        "LAPACK potrf + potri": lambda an=an: lapack.dpotri(lapack.dpotrf(an, lower=1)[0], lower=1),
+                        "torch (MKL) cholesky + cholesky_inverse": lambda a=a: torch.cholesky_inverse(
+                            torch.linalg.cholesky(a)
+                        ),
+                        "dgemm (n x n @ n x n)": lambda an=an: blas.dgemm(1.0, an, an),
+                    },
+                    50,
+                )
+                line = ", ".join(
+                    f"{name} {t * 1e3:.2f} ms ({(2 if 'dgemm' in name else 1) * n**3 / t / 1e9:.0f} GFLOP/s)"
+                    for name, t in took.items()
+                )
+                print(f"one {n}x{n} step, one thread: {line}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def batch_threads(r: float, threads: int) -> None:
@@ -141,6 +183,7 @@ def main() -> int:
     print(f"threads: {args.threads}")
     mvm_ratio(args.r)
     build_t(args.r)
+    inverse_bound()
     batch_threads(args.r, args.threads)
     if not args.skip_kws:
         kws(args.r, args.clips, args.mc, args.rounds)
