@@ -463,10 +463,13 @@ _segment_kernel, _through_kernel, _add_cells_kernel = (
 )
 
 
-def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarray]:
+def _word_line_response(gc: np.ndarray, w: Wires, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The word lines of a block of rows eliminated: ``(P, q)`` with the word-line node voltages
     ``U_i = P_i W_i + q_i V_i`` for bit-line node voltages ``W_i`` of the row's cells and source
-    voltage ``V_i``.  ``gc`` (B, C) cell conductances (uS) of B rows; P (B, C, C), q (B, C)."""
+    voltage ``V_i``.  ``gc`` (B, C) cell conductances (uS) of B rows; P (B, C, C), q (B, C).
+    ``out``: a C-contiguous float64 (>= B, C, C) buffer for P, reused from block to block (a fresh
+    33 MB array per block of 64 rows x 256 columns was ~40 % of the word-line solve's time in page
+    faults here)."""
     b, c = gc.shape
     if w.r_wl == 0:  # one node per row
         if w.r_driver == 0:
@@ -482,7 +485,7 @@ def _word_line_response(gc: np.ndarray, w: Wires) -> tuple[np.ndarray, np.ndarra
     q = np.ones((b, c))
     if n == 0:  # a single cell at the source: no word-line node to solve
         return np.zeros((b, c, c)), q
-    p = np.empty((b, c, c))  # every entry written by the kernel
+    p = np.empty((b, c, c)) if out is None else out[:b]  # every entry written by the kernel
     diag = 2.0 + a * gc[:, first:]
     diag[:, -1] -= 1.0  # the far end has one neighbour
     if first == 0:
@@ -715,11 +718,12 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     rb = w.r_bl / US_PER_S
     z = np.empty((cols, cols), order="F")
     r1 = start
+    p_buf = np.empty((min(row_block, rows - start), cols, cols)) if (w.r_wl > 0 and rows > start) else None
     while r1 < rows:
         r0, r1 = r1, min(r1 + row_block, rows)
         if save_at is not None and r0 < save_at < r1:
             r1 = save_at  # end the block where the state is cached
-        p, q = _word_line_response(gc[r0:r1], w)
+        p, q = _word_line_response(gc[r0:r1], w, p_buf)
         for i in range(r0, r1):
             gi, p_i = gc[i], p[i - r0]  # the row's cells: currents into the bit lines gi V - M W
             if i > 0 and rb > 0:
