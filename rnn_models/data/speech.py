@@ -124,6 +124,7 @@ def _scan_manifest(root: Path, manifest: Path, task: str) -> list[Clip]:
     if "path" not in cols or label_col is None:
         raise CrossbarInputError(f"{manifest}: needs a 'path' column and one of {_LABEL_COLUMNS}; has {list(cols)}")
     clips = []
+    root_real = root.resolve()  # once: each row's check below compares with it
     for i, row in enumerate(rows, start=2):
         rel = row["path"]
         if rel is None or "\x00" in rel or not rel.strip():
@@ -132,7 +133,7 @@ def _scan_manifest(root: Path, manifest: Path, task: str) -> list[Clip]:
             path = (root / rel).resolve()
         except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
             raise CrossbarInputError(f"{manifest}: line {i}: path {rel!r} cannot be resolved ({exc})") from None
-        if root.resolve() not in path.parents:
+        if path == root_real or not path.is_relative_to(root_real):
             raise CrossbarInputError(f"{manifest}: line {i}: path {rel!r} points outside the dataset folder")
         clips.append(Clip(path, _map_label(row[label_col], task), row.get("speaker") or None, None))
     return clips

@@ -222,6 +222,24 @@ def test_shared_fsdd_manifest_reads():
     assert len({c.speaker for c in clips}) == 4
 
 
+def test_a_manifest_path_must_stay_inside_the_dataset_folder(tmp_path):
+    """A manifest row that leaves the dataset folder -- by "..", through a symlink, or naming the
+    folder itself -- is one clear error; paths inside it (also through a symlink inside) are read."""
+    data, outside = tmp_path / "data", tmp_path / "outside.wav"
+    (data / "yes").mkdir(parents=True)
+    (data / "yes" / "a.wav").write_bytes(b"")
+    outside.write_bytes(b"")
+    (data / "link_out.wav").symlink_to(outside)
+    (data / "link_in.wav").symlink_to(data / "yes" / "a.wav")
+    manifest = data / "manifest.csv"
+    manifest.write_text("path,label\nyes/a.wav,yes\nlink_in.wav,yes\n")
+    assert [c.path.name for c in speech.scan(data, "gsc12")] == ["a.wav", "a.wav"]
+    for bad in ("../outside.wav", "link_out.wav", ".", "yes/../.."):
+        manifest.write_text(f"path,label\nyes/a.wav,yes\n{bad},yes\n")
+        with pytest.raises(CrossbarInputError, match="line 3: .* points outside the dataset folder"):
+            speech.scan(data, "gsc12")
+
+
 def test_instances_sharing_their_clips_get_the_logits_of_copies():
     # an expanded input is normalised once; the analog model's output equals that of real copies
     from rnn_models.convert import calibrate, convert_to_analog, program
