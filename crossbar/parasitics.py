@@ -568,7 +568,7 @@ def _spd_inverse_block(potrf, potri, symm, gemm, a, r0, n, w, chars, ints, scal)
     gemm(c_n, c_t, i_n2, i_n2, i_n1, minus, w.ctypes, i_w, a21.ctypes, i_lda, one, a22.ctypes, i_lda)  # S
     info = _spd_inverse_block(potrf, potri, symm, gemm, a, r0 + n1, n2, w[n2 * n1 :], chars, ints, scal)
     if info != 0:
-        return info + n1
+        return info if info < 0 else info + n1  # (a leading minor's order counts from row r0)
     ints[0], ints[3], ints[4], ints[5] = lda, n1, n2, n2  # (the recursion used them)
     symm(c_l, c_l, i_n2, i_n1, minus, a22.ctypes, i_lda, w.ctypes, i_w, zero, a21.ctypes, i_lda)  # X21 = -X22 W
     gemm(c_t, c_n, i_n1, i_n1, i_n2, minus, w.ctypes, i_w, a21.ctypes, i_lda, one, blk.ctypes, i_lda)  # X11
@@ -588,16 +588,27 @@ _INVERSE_ROUTINES = (
 
 def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite matrix from its lower triangle, in place, on a
-    Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`): only the lower triangle of
-    the result holds the inverse (the upper is overwritten).  Runs without the GIL, so that the
+    Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`; up to
+    :data:`SPD_INVERSE_LEAF` rows LAPACK's potrf + potri called from here, as the kernel's leaves
+    are, without the kernel's call cost): only the lower triangle of the result holds the inverse
+    (the upper is overwritten).  Runs without the GIL (the kernel; ctypes releases it), so that the
     arrays of a batch are solved in parallel threads."""
     if not (a.flags.f_contiguous and a.dtype == np.float64 and a.ndim == 2 and a.shape[0] == a.shape[1]):
         raise ValueError("_spd_inverse_lower needs a square Fortran-ordered float64 array")
     n = a.shape[0]
     if n == 0:
         return a
-    routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
-    info = _spd_inverse_block(*routines, a, 0, n, np.empty(n * n // 2 + n), _CHARS, np.zeros(6, np.int32), _SCALARS)
+    if n <= SPD_INVERSE_LEAF:  # a leaf: LAPACK called from here (cheaper than entering the kernel)
+        info_arr = np.zeros(1, np.int32)
+        args = (_ref(b"L", "c"), _ref(n, "i"), a.ctypes.data, _ref(n, "i"), info_arr.ctypes.data)
+        _lapack(*_INVERSE_ROUTINES[0])(*args)
+        if info_arr[0] == 0:
+            _lapack(*_INVERSE_ROUTINES[1])(*args)
+        info = int(info_arr[0])
+    else:
+        routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
+        work, ints = np.empty(n * n // 2 + n), np.zeros(6, np.int32)
+        info = _spd_inverse_block(*routines, a, 0, n, work, _CHARS, ints, _SCALARS)
     if info != 0:  # cannot happen for a passive network; say so rather than return garbage
         raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
     return a

@@ -703,10 +703,10 @@ def test_the_ladders_blocked_inverse_is_the_inverse(n):
 def test_the_ladders_inverse_refuses_what_it_cannot_invert():
     """A matrix that is not positive definite (also in a trailing block: the recursion's info) is
     one clear error; anything but a square Fortran-ordered float64 array is refused."""
-    for bad_row in (0, 70):
-        a = np.eye(100)
+    for n, bad_row in ((100, 0), (100, 70), (SPD_INVERSE_LEAF, 3)):  # the kernel's blocks and a leaf
+        a = np.eye(n)
         a[bad_row, bad_row] = -1.0
-        with pytest.raises(ArithmeticError, match="not positive definite"):
+        with pytest.raises(ArithmeticError, match=f"not positive definite \\(LAPACK info {bad_row + 1}\\)"):
             _spd_inverse_lower(np.asfortranarray(a))
     with pytest.raises(ValueError, match="Fortran-ordered float64"):
         _spd_inverse_lower(np.eye(40) + np.tri(40) * 0.01)  # C-ordered
