@@ -588,27 +588,20 @@ _INVERSE_ROUTINES = (
 
 def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite matrix from its lower triangle, in place, on a
-    Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`; up to
-    :data:`SPD_INVERSE_LEAF` rows LAPACK's potrf + potri called from here, as the kernel's leaves
-    are, without the kernel's call cost): only the lower triangle of the result holds the inverse
-    (the upper is overwritten).  Runs without the GIL (the kernel; ctypes releases it), so that the
-    arrays of a batch are solved in parallel threads."""
+    Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`): only the lower triangle of
+    the result holds the inverse (the upper is overwritten).  Runs without the GIL, so that the
+    arrays of a batch are solved in parallel threads.  (Entering the kernel costs a few us more
+    than the two LAPACK calls it makes for a matrix of at most :data:`SPD_INVERSE_LEAF` rows: 23
+    vs 15 us at 32 rows, one thread -- a few ms per solve of a 32-column array; kept, for one
+    path.)"""
     if not (a.flags.f_contiguous and a.dtype == np.float64 and a.ndim == 2 and a.shape[0] == a.shape[1]):
         raise ValueError("_spd_inverse_lower needs a square Fortran-ordered float64 array")
     n = a.shape[0]
     if n == 0:
         return a
-    if n <= SPD_INVERSE_LEAF:  # a leaf: LAPACK called from here (cheaper than entering the kernel)
-        info_arr = np.zeros(1, np.int32)
-        args = (_ref(b"L", "c"), _ref(n, "i"), a.ctypes.data, _ref(n, "i"), info_arr.ctypes.data)
-        _lapack(*_INVERSE_ROUTINES[0])(*args)
-        if info_arr[0] == 0:
-            _lapack(*_INVERSE_ROUTINES[1])(*args)
-        info = int(info_arr[0])
-    else:
-        routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
-        work, ints = np.empty(n * n // 2 + n), np.zeros(6, np.int32)
-        info = _spd_inverse_block(*routines, a, 0, n, work, _CHARS, ints, _SCALARS)
+    routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
+    work, ints = np.empty(n * n // 2 + n), np.zeros(6, np.int32)
+    info = _spd_inverse_block(*routines, a, 0, n, work, _CHARS, ints, _SCALARS)
     if info != 0:  # cannot happen for a passive network; say so rather than return garbage
         raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
     return a
