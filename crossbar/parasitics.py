@@ -590,10 +590,9 @@ def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
     """The inverse of a symmetric positive definite matrix from its lower triangle, in place, on a
     Fortran-ordered (n, n) float64 array (:func:`_spd_inverse_block`): only the lower triangle of
     the result holds the inverse (the upper is overwritten).  Runs without the GIL, so that the
-    arrays of a batch are solved in parallel threads.  (Entering the kernel costs a few us more
-    than the two LAPACK calls it makes for a matrix of at most :data:`SPD_INVERSE_LEAF` rows: 23
-    vs 15 us at 32 rows, one thread -- a few ms per solve of a 32-column array; kept, for one
-    path.)"""
+    arrays of a batch are solved in parallel threads.  (For a matrix of at most
+    :data:`SPD_INVERSE_LEAF` rows, entering the kernel costs a few microseconds more than the two
+    LAPACK calls it makes; kept, for one path.)"""
     if not (a.flags.f_contiguous and a.dtype == np.float64 and a.ndim == 2 and a.shape[0] == a.shape[1]):
         raise ValueError("_spd_inverse_lower needs a square Fortran-ordered float64 array")
     n = a.shape[0]
