@@ -403,15 +403,16 @@ def _word_line_solve(diag: np.ndarray, a_g: np.ndarray, s: float, first: int, p:
             for r in range(first, first + j):  # the columns of the cells before node j
                 row[r] = (0.0 - -1.0 * above[r]) / den
             row[first + j] = (a_g[b, j] - -1.0 * 0.0) / den
-            for r in range(first + j + 1, c_dim):  # the cells after it: still exactly 0
-                row[r] = 0.0
+            # (the cells after node j: exactly 0 here; the backward sweep writes them)
             for r in range(0, first):
                 row[r] = 0.0
             qb[first + j] = (0.0 - -1.0 * qb[first + j - 1]) / den
         for j in range(n - 2, -1, -1):
             row, below = pb[first + j], pb[first + j + 1]
-            for r in range(c_dim):
+            for r in range(first + j + 1):
                 row[r] -= piv[j] * below[r]
+            for r in range(first + j + 1, c_dim):  # 0 before this sweep: 0 - x, what -= gives
+                row[r] = 0.0 - piv[j] * below[r]
             qb[first + j] -= piv[j] * qb[first + j + 1]
 
 
