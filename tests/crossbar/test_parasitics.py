@@ -375,11 +375,14 @@ def test_the_compiled_word_line_kernel_is_the_interpreted_one_and_solves_the_lin
     n = c - first
     diag = 2.0 + gen.random((b, n))
     a_g = gen.random((b, n))
-    p, q = np.zeros((b, c, c)), np.ones((b, c))
+    # buffers full of NaN: the solver reuses one P buffer from block to block, so every entry must
+    # be written (q keeps its 1s before ``first``: the source node)
+    p, q = np.full((b, c, c), np.nan), np.ones((b, c))
     _word_line_solve(diag, a_g, 0.7, first, p, q)  # interpreted
-    p2, q2 = np.zeros((b, c, c)), np.ones((b, c))
+    p2, q2 = np.full((b, c, c), np.nan), np.ones((b, c))
     _word_line_kernel(diag, a_g, 0.7, first, p2, q2)  # numba: the same operations
     assert np.array_equal(p, p2) and np.array_equal(q, q2)
+    assert not np.isnan(p).any()
     for i in range(b):  # (L + a D) U = a D W + s V on nodes first.. (node 0 is the source when first = 1)
         k = np.diag(diag[i]) - np.diag(np.ones(n - 1), 1) - np.diag(np.ones(n - 1), -1)
         rhs = np.zeros((n, c + 1))
