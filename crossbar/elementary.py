@@ -187,18 +187,18 @@ def sigmoid_unit(x):
 if numba is not None:
     from numba.extending import overload
 
-    @overload(tanh_unit)
-    def _tanh_unit(x):  # pragma: no cover - compiled
-        if x == _types.float32:
-            return lambda x: tanh32(x)
-        if x == _types.float64:
-            return lambda x: tanh64(x)
-        return None
+    def _by_precision(single, double):
+        """numba's typing of a unit function: ``single`` for a float32 argument, ``double`` for a
+        float64 one (no other type)."""
 
-    @overload(sigmoid_unit)
-    def _sigmoid_unit(x):  # pragma: no cover - compiled
-        if x == _types.float32:
-            return lambda x: sigmoid32(x)
-        if x == _types.float64:
-            return lambda x: sigmoid64(x)
-        return None
+        def typed(x):  # pragma: no cover - compiled
+            if x == _types.float32:
+                return lambda x: single(x)
+            if x == _types.float64:
+                return lambda x: double(x)
+            return None
+
+        return typed
+
+    overload(tanh_unit)(_by_precision(tanh32, tanh64))
+    overload(sigmoid_unit)(_by_precision(sigmoid32, sigmoid64))
