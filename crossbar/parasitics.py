@@ -469,8 +469,7 @@ def _word_line_response(gc: np.ndarray, w: Wires, out: np.ndarray | None = None)
     ``U_i = P_i W_i + q_i V_i`` for bit-line node voltages ``W_i`` of the row's cells and source
     voltage ``V_i``.  ``gc`` (B, C) cell conductances (uS) of B rows; P (B, C, C), q (B, C).
     ``out``: a C-contiguous float64 (>= B, C, C) buffer for P, reused from block to block (a fresh
-    33 MB array per block of 64 rows x 256 columns was ~40 % of the word-line solve's time in page
-    faults here)."""
+    array per block -- 33 MB for 64 rows x 256 columns -- pays its page faults every time)."""
     b, c = gc.shape
     if w.r_wl == 0:  # one node per row
         if w.r_driver == 0:
@@ -526,8 +525,9 @@ def _ref(value, kind: str):
 
 
 #: blocks of at most this many rows are inverted by LAPACK (potrf + potri); larger ones split
-#: in two (:func:`_spd_inverse_block`).  Measured on one thread (the project's 2-core machine):
-#: 16-32 fastest, 1.9x potrf + potri at 169 and 256 rows, 1.7x at 206 (64: 1.6x at 256)
+#: in two (:func:`_spd_inverse_block`).  Chosen among 16-96 on one thread of the project's 2-core
+#: machine (16-32 the fastest); ``benchmarks/parasitics_speed.py`` prints the result against
+#: potrf + potri of the whole matrix
 SPD_INVERSE_LEAF = 32
 
 
