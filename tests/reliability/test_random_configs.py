@@ -45,6 +45,10 @@ CHOICES = {
     "array.wires.r_wl": [0.0, 1.0],
     "array.wires.r_bl": [0.0, 1.0],
     "array.wires.ramp_rows": ["near_sense", "far_sense"],
+    "array.wires.r_driver": [0.0, 5.0],
+    "array.wires.r_sense": [0.0, 5.0],
+    "array.wires.r_access": [0.0, 500.0],
+    "array.wires.shared_ramp_column": ["near_driver", "far_driver"],
     "array.wires.ir_drop_aware_programming": [False, True],
     "simulation.variance_precision": ["bfloat16", "full"],
 }
