@@ -3,12 +3,14 @@ the NL-ADC and the NL-ADC with IR-drop-aware programming (presets rram_conventio
 rram_nladc_5b, 256 x 256 arrays unless --size says otherwise, every other non-ideality of the
 presets on).
 
-    .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N] [--size 256]
+    .venv/bin/python scripts/ir_drop_kws.py [--r 0,0.3,1,2] [--mc 3] [--limit N] [--size 256] [--mapping offset]
 
 An entry ``WL/BL`` of ``--r`` sets r_wl = WL and r_bl = BL (e.g. ``7.57/2.52``, the 16 nm figure of
 docs/parasitics.md); a plain number sets both.  ``--r-driver``, ``--r-sense`` and ``--r-access``
 (ohm, default 0) set the word-line drivers' output resistance, the integrators' input resistance
-and the 1T1R access transistors' on-resistance for every row of the run.
+and the 1T1R access transistors' on-resistance for every row of the run.  ``--mapping offset``: one
+array per block with a reference column (its last bit line, far from the drivers) instead of the
+presets' differential G+ / G- arrays.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N dev clips")
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
     ap.add_argument("--size", type=int, default=256, help="rows = cols of a physical array (64..1024)")
+    ap.add_argument("--mapping", choices=("differential", "offset"), default="differential", help="array.mapping")
     for name in ("driver", "sense", "access"):
         ap.add_argument(f"--r-{name}", type=float, default=0.0, help=f"r_{name} in ohm (default 0)")
     args = ap.parse_args()
@@ -68,7 +71,7 @@ def main() -> int:
     clips = "all" if args.limit is None else args.limit
     print(
         f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances, "
-        f"{args.size} x {args.size} arrays, "
+        f"{args.size} x {args.size} arrays ({args.mapping} mapping), "
         + ", ".join(f"r_{k} {v:g} ohm" for k, v in periphery.items())
         + ": hardware accuracy mean +- std"
     )
@@ -80,7 +83,7 @@ def main() -> int:
             if r_wl == r_bl == 0 and not any(periphery.values()) and extra:
                 cells.append("(= nladc)")
                 continue
-            size = {"array.rows": args.size, "array.cols": args.size}
+            size = {"array.rows": args.size, "array.cols": args.size, "array.mapping": args.mapping}
             size.update({f"array.wires.r_{k}": v for k, v in periphery.items()})
             cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **size, **extra})
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
