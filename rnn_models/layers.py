@@ -730,6 +730,25 @@ class AnalogGRUCell(AnalogGRU):
 CHIP_FORMAT = 2
 
 
+def _saved_samples(samples: torch.Tensor | None) -> torch.Tensor | None:
+    """A calibration sample as saved: float32 where that loses nothing (a float32 simulation's
+    values; half the bytes), else as it is (float64), so that a data-aware converter designed from
+    the loaded sample is the one designed from the original, bit for bit."""
+    if samples is None:
+        return None
+    single = samples.float().cpu()
+    return single if torch.equal(single.to(samples.dtype), samples.cpu()) else samples.cpu()
+
+
+def _loaded_samples(samples, source: str, name: str) -> torch.Tensor | None:
+    """A saved calibration sample back as the float64 tensor calibration keeps (:class:`RangeStats`)."""
+    if samples is None:
+        return None
+    if not (isinstance(samples, torch.Tensor) and samples.is_floating_point() and samples.dim() == 1):
+        raise CrossbarInputError(f"{source}: {name}: the calibration sample must be a 1-D float tensor")
+    return samples.to(torch.float64)
+
+
 def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
     """A layer's hardware state as plain tensors and values (what ``state_dict()`` stores for it):
     ``config`` (JSON), ``input_scale``, per column group the calibrated ``in_range``, ``samples`` and
@@ -742,13 +761,10 @@ def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
         for g in mat.groups:
             state["groups"][f"{key}/{g.name}"] = {
                 "in_range": list(g.in_range) if g.in_range is not None else None,
-                "samples": g.samples.float().cpu() if g.samples is not None else None,
+                "samples": _saved_samples(g.samples),
                 "block_ranges": [list(r) for r in g.block_ranges] if g.block_ranges else None,
             }
-    state["cell_samples"] = {
-        key: cell.samples.float().cpu() if cell.samples is not None else None
-        for key, cell in layer._cell_keys().items()
-    }
+    state["cell_samples"] = {key: _saved_samples(cell.samples) for key, cell in layer._cell_keys().items()}
     if programmed and layer.instances:
         tiles: dict[str, dict] = {}
         for key, (mat, *_r) in layer._matrices().items():
@@ -805,12 +821,12 @@ def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
         for g in mat.groups:
             saved = state["groups"].get(f"{key}/{g.name}", {})
             g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
-            g.samples = saved.get("samples")
+            g.samples = _loaded_samples(saved.get("samples"), source, f"{key}/{g.name}")
             g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
         mat.invalidate()
     cell_samples = state.get("cell_samples") or {}  # absent from states saved before 2026-12-07
     for key, cell in layer._cell_keys().items():
-        cell.samples = cell_samples.get(key)
+        cell.samples = _loaded_samples(cell_samples.get(key), source, key)
     layer._instances = 0
     chip = state.get("chip")
     if not chip:

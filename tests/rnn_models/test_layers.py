@@ -557,6 +557,8 @@ def test_digital_partial_sums_use_calibrated_per_array_ranges(tmp_path):
             "array.wires.shared_ramp_column": "near_driver",
             "array.mapping": "offset",
         },
+        # data-aware converters designed from float64 calibration samples (saved as they are)
+        {"nl_adc.design": "data_aware", "simulation.dtype": "float64", "datapath.bits": None},
     ],
 )
 def test_load_state_dict_rebuilds_the_chip_without_programming(over, monkeypatch):
@@ -602,3 +604,16 @@ def test_load_state_dict_rebuilds_the_chip_without_programming(over, monkeypatch
     again = convert_to_analog(_KwsLike(), cfg).eval()
     again.load_state_dict(old)
     assert torch.equal(again(xm), ref)
+
+
+def test_a_malformed_calibration_sample_in_a_state_is_one_clear_error():
+    cfg = load_config("rram_nladc_5b").replace(**{"nl_adc.design": "data_aware"})
+    torch.manual_seed(6)
+    ana = convert_to_analog(_KwsLike().eval(), cfg)
+    ana.calibrate([torch.randn(4, 6, 6)])
+    sd = ana.state_dict()
+    groups = sd["lstm._extra_state"]["groups"]
+    key = next(k for k, g in groups.items() if g["samples"] is not None)
+    groups[key] = {**groups[key], "samples": torch.zeros(3, 2)}
+    with pytest.raises(CrossbarInputError, match="calibration sample must be a 1-D float tensor"):
+        convert_to_analog(_KwsLike(), cfg).load_state_dict(sd)
