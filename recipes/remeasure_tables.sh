@@ -42,7 +42,7 @@ log "code: $(git rev-parse --short HEAD), $(git status --short | wc -l) uncommit
 run a lm528 $C evaluate lm --checkpoint checkpoints/lm_ptb_528_ft_hwa1.pt --data ../shared/data/ptb --config rram_nladc_5b --mc 5 --sweep bits=3,4,5,8 --out "$R/lm_ptb_528" --threads 1 # 47 min
 run a ir_kws_256 $P scripts/ir_drop_kws.py --r 0,0.1,0.3,1,2,5,7.57/2.52 --mc 10 # 8.5 min
 run a ir_kws_r1_all_bad $P scripts/ir_drop_kws.py --r 1 --mc 3 --r-driver 1000 --r-sense 100 --r-access 2500 # 8.6 min
-run a ir_adc_256 $P scripts/ir_drop_adc_error.py --sizes 256 --mc 3
+run a ir_adc_256 $P scripts/ir_drop_adc_error.py --sizes 256 --mc 3 # 1.5 min
 run a ir_adc_aware $P scripts/ir_drop_adc_error.py --sizes 64,128,256 --mc 3 --variants nladc_aware # 1.3 min
 run a adc $C adc --config rram_nladc_5b --mc 10 --out "$R/adc" --json "$R/adc.json"
 run a adc8 $C adc --config rram_nladc_8b --function sigmoid --mc 5 --out "$R/adc8" --json "$R/adc8.json"

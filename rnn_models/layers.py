@@ -741,12 +741,13 @@ def _saved_samples(samples: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _loaded_samples(samples, source: str, name: str) -> torch.Tensor | None:
-    """A saved calibration sample back as the float64 tensor calibration keeps (:class:`RangeStats`)."""
+    """A saved calibration sample back as the float64 tensor calibration keeps (:class:`RangeStats`),
+    a copy (the model does not share the state's tensor)."""
     if samples is None:
         return None
     if not (isinstance(samples, torch.Tensor) and samples.is_floating_point() and samples.dim() == 1):
         raise CrossbarInputError(f"{source}: {name}: the calibration sample must be a 1-D float tensor")
-    return samples.to(torch.float64)
+    return samples.detach().to("cpu", torch.float64, copy=True)
 
 
 def chip_state(layer: AnalogLayerBase, programmed: bool = True) -> dict:
@@ -816,17 +817,27 @@ def load_chip_state(layer: AnalogLayerBase, state, source: str) -> None:
 def _restore_chip(layer: AnalogLayerBase, state: dict, source: str) -> None:
     """Set ``layer``'s ranges and chip to ``state`` (its config already checked): ranges missing
     from ``state`` are left uncalibrated, and without a ``chip`` entry the layer is unprogrammed."""
+    # the calibration samples checked before anything is set: a bad one leaves the layer as it was
+    where = f"{(state.get('chip') or {}).get('layer_name', layer.layer_name)}/"
+    samples = {
+        (key, g.name): _loaded_samples(
+            state["groups"].get(f"{key}/{g.name}", {}).get("samples"), source, f"{where}{key}/{g.name}"
+        )
+        for key, (mat, *_r) in layer._matrices().items()
+        for g in mat.groups
+    }
+    cell_samples = state.get("cell_samples") or {}  # absent from states saved before 2026-12-07
+    cells = {key: _loaded_samples(cell_samples.get(key), source, f"{where}{key}") for key in layer._cell_keys()}
     layer.input_scale = state.get("input_scale")
     for key, (mat, *_r) in layer._matrices().items():
         for g in mat.groups:
             saved = state["groups"].get(f"{key}/{g.name}", {})
             g.in_range = tuple(saved["in_range"]) if saved.get("in_range") else None
-            g.samples = _loaded_samples(saved.get("samples"), source, f"{key}/{g.name}")
+            g.samples = samples[key, g.name]
             g.block_ranges = [tuple(r) for r in saved["block_ranges"]] if saved.get("block_ranges") else None
         mat.invalidate()
-    cell_samples = state.get("cell_samples") or {}  # absent from states saved before 2026-12-07
     for key, cell in layer._cell_keys().items():
-        cell.samples = _loaded_samples(cell_samples.get(key), source, key)
+        cell.samples = cells[key]
     layer._instances = 0
     chip = state.get("chip")
     if not chip:

@@ -615,5 +615,11 @@ def test_a_malformed_calibration_sample_in_a_state_is_one_clear_error():
     groups = sd["lstm._extra_state"]["groups"]
     key = next(k for k, g in groups.items() if g["samples"] is not None)
     groups[key] = {**groups[key], "samples": torch.zeros(3, 2)}
-    with pytest.raises(CrossbarInputError, match="calibration sample must be a 1-D float tensor"):
-        convert_to_analog(_KwsLike(), cfg).load_state_dict(sd)
+    target = convert_to_analog(_KwsLike(), cfg)
+    with pytest.raises(
+        CrossbarInputError, match="AnalogLSTM/_l0/.*: the calibration sample must be a 1-D float tensor"
+    ):
+        target.load_state_dict(sd)
+    # checked before anything was set: the layer keeps its (uncalibrated) ranges
+    assert target.lstm.input_scale is None
+    assert all(g.in_range is None for mat, *_ in target.lstm._matrices().values() for g in mat.groups)
