@@ -3,9 +3,9 @@ offset mapping vs wire resistance.
 
 One weight matrix of ``--rows`` inputs (the bias row included) x ``--cols`` outputs on one physical
 array (``array.rows`` / ``array.cols`` its size), ideal devices (no programming or read noise, g_min
-1, g_max 100 uS: only the wires differ), weights N(0, 0.25) clipped to [-1, 1], inputs uniform in
-[-1, 1].  For each r = r_wl = r_bl (ohm) and mapping the tile's column outputs y (pre-activation
-units) are compared with the same tile's at r = 0 (y0):
+1, g_max 100 uS: only the wires differ), weights normal with standard deviation 0.25 clipped to
+[-1, 1], inputs uniform in [-1, 1].  For each r = r_wl = r_bl (ohm) and mapping the tile's column
+outputs y (pre-activation units) are compared with the same tile's at r = 0 (y0):
 
 * gain: the least-squares k of y ~ k y0 (a pure attenuation, which the NL-ADC's ramp can partly
   track and a calibration can rescale);
@@ -14,7 +14,13 @@ units) are compared with the same tile's at r = 0 (y0):
 differential: G+ and G- in two arrays of the same layout, the signal T+ - T-; offset: one array
 whose last bit line (the end far from the drivers) is the reference column at g_mid, subtracted
 from every output (see crossbar/layout.py); "+ aware": the mapping before it with IR-drop-aware
-programming (``array.wires.ir_drop_aware_programming``, 3 iterations).  Run:
+programming (``array.wires.ir_drop_aware_programming``, 3 iterations).
+
+A second table moves the offset mapping's reference column: the tile's programmed devices (r = 0
+programming) assembled into one array by hand with the reference column first (next to the
+drivers), in the middle or last (the simulator's layout, which the first table's tile uses), each
+solved with :func:`crossbar.parasitics.effective_matrix`; the residual as above.  The simulator
+itself places the reference column last only.  Run:
 
     .venv/bin/python scripts/ir_drop_mapping.py [--rows 169] [--cols 256] [--r 0.01,0.03,0.1,0.3,1]
 """
@@ -27,6 +33,7 @@ import math
 import torch
 
 from crossbar.config import default_config
+from crossbar.parasitics import effective_matrix
 from crossbar.rng import generator
 from crossbar.tile import Tile
 
@@ -52,7 +59,7 @@ def mvm_error(
         cfg = default_config(
             **{
                 "array.rows": rows,
-                "array.cols": cols + 1,  # room for the offset mapping's reference column
+                "array.cols": cols,  # (the offset mapping's reference column is one more bit line)
                 "array.mapping": mapping,
                 "device.g_min": 1.0,
                 "device.g_max": 100.0,
@@ -67,6 +74,31 @@ def mvm_error(
     y0, y = outputs(0.0), outputs(r)
     k = float((y * y0).sum() / (y0 * y0).sum())
     return k, float((y - k * y0).norm() / y0.norm())
+
+
+def reference_position(r: float, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, position: str) -> float:
+    """The residual (as :func:`mvm_error`) of the offset mapping at r ohm with its reference column
+    at ``position`` (first / middle / last) in an array assembled from the tile's devices."""
+    rows, cols = w.shape[1] + 1, w.shape[0]
+    cfg = default_config(
+        **{
+            "array.rows": rows,
+            "array.cols": cols,
+            "array.mapping": "offset",
+            "device.g_min": 1.0,
+            "device.g_max": 100.0,
+            "simulation.dtype": "float64",
+        }
+    )
+    tile = Tile(w, b, cfg).program(0, 1)
+    g_w, g_ref = tile.g_pos[0], tile.g_neg[0][:, :1]  # (rows, cols) weights, (rows, 1) reference
+    xq = tile.word_line_inputs(x)[0]  # (B, rows) word-line amplitudes
+    k = {"first": 0, "middle": cols // 2, "last": cols}[position]
+    t = effective_matrix(torch.cat([g_w[:, :k], g_ref, g_w[:, k:]], 1), r_wl=r, r_bl=r, progress=False)
+    y = xq @ (torch.cat([t[:, :k], t[:, k + 1 :]], 1) - t[:, k : k + 1])
+    y0 = xq @ (g_w - g_ref)
+    gain = (y * y0).sum() / (y0 * y0).sum()
+    return float((y - gain * y0).norm() / y0.norm())
 
 
 def main() -> int:
@@ -98,6 +130,11 @@ def main() -> int:
         cells = [mvm_error(m, r, w, b, x, aware) for m, aware in variants]
         line = "".join(f"{k:>{len(h) + 2}.3f}{res:>10.3f}" for (k, res), h in zip(cells, heads))
         print(f"{r:<8g}{line}", flush=True)
+    print("offset mapping, residual by the reference column's position (an array assembled by hand)")
+    positions = ("first", "middle", "last")
+    print(f"{'r_ohm':<8}" + "".join(f"{p:>10}" for p in positions))
+    for r in rs:
+        print(f"{r:<8g}" + "".join(f"{reference_position(r, w, b, x, p):>10.3f}" for p in positions), flush=True)
     return 0
 
 
