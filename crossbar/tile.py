@@ -73,6 +73,19 @@ def array_row_slices(n_rows: int, rows_per_array: int) -> list[slice]:
     return [slice(s, min(s + rows_per_array, n_rows)) for s in range(0, n_rows, rows_per_array)]
 
 
+def weight_distortion(w: torch.Tensor, w_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gain, residual)`` of weights ``w`` against ``w_ref`` (..., rows, out), per leading index:
+    the least-squares gain k_j of each column (w[:, j] ~ k_j w_ref[:, j]), its mean over the columns,
+    and the relative residual |w - k w_ref| / |w_ref| (Frobenius norms over rows and columns) --
+    what no per-column gain (an ADC range, a ramp that tracks the column) removes.  A column of
+    w_ref that is all zero gets gain 1."""
+    num, den = (w * w_ref).sum(-2, keepdim=True), (w_ref * w_ref).sum(-2, keepdim=True)
+    k = torch.where(den > 0, num / den.clamp(min=1e-300), torch.ones_like(den))
+    norm = w_ref.norm(dim=(-2, -1))
+    residual = (w - k * w_ref).norm(dim=(-2, -1)) / torch.where(norm > 0, norm, torch.ones_like(norm))
+    return k.mean(dim=(-2, -1)), residual
+
+
 class Tile(nn.Module):
     """Programmed conductances of one weight matrix (``out x in``) for ``instances`` devices sets.
 
@@ -307,6 +320,21 @@ class Tile(nn.Module):
         return to_weights(g_pos, g_neg, self.scale) * self.row_gain[:, None]
 
     # ------------------------------------------------------------------ IR drop
+    def ir_drop_distortion(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """How the wires change the weights this tile's devices realise: ``(gain, residual)`` per
+        instance (M,), float64, from :func:`weight_distortion` of the effective weights (through
+        the wires) against the same devices' weights without wires.  None without IR drop, and
+        with IR-drop-aware programming (its devices are pre-distorted on purpose: the comparison
+        would measure the pre-distortion).  A large residual is an error no gain or calibration
+        removes (docs/parasitics.md, the offset mapping under IR drop)."""
+        if not self.ir_drop or self.config.array.wires.ir_drop_aware_programming:
+            return None
+        g_pos, g_neg = self.programmed_conductances()
+        gain = self.row_gain.detach().double().cpu()[:, None]
+        ideal = to_weights(g_pos.detach(), g_neg.detach(), self.scale).double().cpu() * gain
+        wired = (self._effective_difference().detach() / self.scale).double().cpu() * gain
+        return weight_distortion(wired, ideal)
+
     def effective_conductances(self):
         """``(t_pos, t_neg, t_extra, t_cols)``: the effective conductances (uS, float64, CPU) of the
         programmed devices through the arrays' wires (:func:`crossbar.layout.effective_arrays`),

@@ -59,6 +59,7 @@ run b device_fit_preset $C evaluate kws --data $GSC --split dev --config rram_nl
 run b ir_kws_128 $P scripts/ir_drop_kws.py --size 128 --r 0,0.3,1,2,5 --mc 3 # 2 min
 run b ir_kws_64 $P scripts/ir_drop_kws.py --size 64 --r 0,0.3,1,2,5 --mc 3 # 2 min
 run b ir_kws_base3 $P scripts/ir_drop_kws.py --r 0 --mc 3
+run b ir_kws_r1 $P scripts/ir_drop_kws.py --r 1 --mc 3
 run b ir_kws_access $P scripts/ir_drop_kws.py --r 0 --mc 3 --r-access 2500
 run b ir_kws_r1_access $P scripts/ir_drop_kws.py --r 1 --mc 3 --r-access 2500
 run b ir_kws_r1_drv10 $P scripts/ir_drop_kws.py --r 1 --mc 3 --r-driver 10

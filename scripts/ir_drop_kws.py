@@ -77,9 +77,9 @@ def main() -> int:
     )
     print("r_ohm  " + "  ".join(f"{v:<18}" for v in variants))
     for label, r_wl, r_bl in rs:
-        cells = []
+        cells, residuals = [], []
         t0 = time.perf_counter()
-        for preset, extra in variants.values():
+        for name, (preset, extra) in variants.items():
             if r_wl == r_bl == 0 and not any(periphery.values()) and extra:
                 cells.append("(= nladc)")
                 continue
@@ -89,9 +89,14 @@ def main() -> int:
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
             cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
+            worst = {k: v["ir_drop_residual"] for k, v in res.get("health", {}).items() if "ir_drop_residual" in v}
+            if worst:  # rnn_models.health: the weights' change beyond a per-column gain, worst instance
+                residuals.append(f"{name} " + " ".join(f"{k} {v:.3f}" for k, v in worst.items()))
         print(
             f"{label:<6} " + "  ".join(f"{c:<18}" for c in cells) + f"  [{time.perf_counter() - t0:.0f} s]", flush=True
         )
+        if residuals:
+            print("       IR-drop residual of the weights (health report): " + "; ".join(residuals), flush=True)
     print(f"(software accuracy {res['software']:.4f})")
     return 0
 

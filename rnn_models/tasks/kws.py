@@ -302,8 +302,10 @@ def evaluate_kws(
 
         chip = load_measured(ana, measured, seed=seed, instances=mc, first=first)
     per_instance = accuracy(ana, data.features, data.labels, batch=batch, instances=mc)
-    health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
+    # warns when the DAC clips, linear ADCs saturate or IR drop distorts the weights too much
+    health = health_report(ana)
     res = result("kws", "accuracy", len(data.labels), software, per_instance, cfg, checkpoint)
+    res["health"] = health
     res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
     res["rejected_clips"] = data.report["rejected"]
     if chip is not None:

@@ -618,12 +618,14 @@ def evaluate_lm(
 
         chip = load_measured(ana, measured, seed=seed, instances=mc, first=first)
     per_instance = evaluate_bpc(ana, ids, n_streams, window, instances=mc, progress=True)
-    health_report(ana)  # warns when the DAC clips or linear ADCs saturate too often
+    # warns when the DAC clips, linear ADCs saturate or IR drop distorts the weights too much
+    health = health_report(ana)
     if not isinstance(per_instance, list):  # one instance (mc = 1): a single BPC
         per_instance = [per_instance]
     predicted = (ids.numel() // n_streams - 1) * n_streams  # every symbol but each stream's first
     res = result("lm", "bpc", predicted, software, per_instance, cfg, checkpoint)
     res["deployment"] = {"digital_layers": [model.OUTPUT_LAYER] if digital_output else [], "from": dep_source}
+    res["health"] = health
     if chip is not None:
         res["measured"] = chip
     return res

@@ -513,6 +513,21 @@ def _residual_after_gain(y: torch.Tensor, y0: torch.Tensor) -> float:
     return float((y - k * y0).norm() / y0.norm())
 
 
+def test_weight_distortion_separates_a_column_gain_from_the_rest():
+    from crossbar.tile import weight_distortion
+
+    gen = torch.Generator().manual_seed(4)
+    w_ref = torch.randn(2, 10, 4, generator=gen, dtype=torch.float64)
+    col_gain = torch.tensor([0.9, 0.8, 0.7, 0.6], dtype=torch.float64)
+    gain, residual = weight_distortion(w_ref * col_gain, w_ref)
+    assert torch.allclose(gain, col_gain.mean().expand(2)) and residual.abs().max() < 1e-14
+    bent = w_ref * col_gain + 0.1 * torch.randn(2, 10, 4, generator=gen, dtype=torch.float64)
+    assert (weight_distortion(bent, w_ref)[1] > 0.01).all()
+    w_ref[1, :, 2] = 0.0  # an all-zero reference column: gain 1, and no division by zero
+    gain, residual = weight_distortion(w_ref, w_ref)
+    assert torch.allclose(gain, torch.ones(2, dtype=torch.float64)) and torch.isfinite(residual).all()
+
+
 def test_offset_mapping_error_under_ir_drop_is_not_a_gain():
     """The offset mapping's reference column (the array's last bit line, far from the drivers)
     sags more than the average weight column and is subtracted at g_mid from every output, so the
@@ -544,6 +559,22 @@ def test_offset_mapping_error_under_ir_drop_is_not_a_gain():
     aware = _residual_after_gain(out("offset", 2.0, aware=True), out("offset", 0.0))
     assert offset > 5 * differential
     assert aware < 0.2 * offset
+    # the tile's own measure of it (the health report's): weights through the wires vs without
+    tiles = {}
+    for mapping in ("differential", "offset"):
+        cfg = default_config(
+            **{
+                "array.rows": 32,
+                "array.cols": 33,
+                "array.mapping": mapping,
+                "device.g_min": 1.0,
+                "simulation.dtype": "float64",
+                "array.wires.r_wl": 2.0,
+                "array.wires.r_bl": 2.0,
+            }
+        )
+        tiles[mapping] = Tile(w, b, cfg).program(0, 1).ir_drop_distortion()
+    assert tiles["offset"][1] > 5 * tiles["differential"][1]
 
 
 # ----------------------------------------------------------------------------- netlists

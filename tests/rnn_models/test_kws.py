@@ -131,6 +131,7 @@ def test_evaluate_json_schema(tiny_kws):
         "checkpoint",
         "deployment",
         "rejected_clips",
+        "health",
     }
     assert isinstance(r["rejected_clips"], dict)  # (the dev speakers of the generated folder have no bad clip)
     assert r["deployment"] == {"digital_layers": [], "from": "checkpoint"}

@@ -439,6 +439,37 @@ def test_health_report_warns_with_numbers_on_clipping():
     assert report["lstm/_l0"]["dac_clip_fraction"] > 0.2
 
 
+def test_health_report_flags_ir_drop_that_no_gain_explains():
+    """With IR drop the report gives each programmed matrix's weight distortion (the worst
+    instance's mean per-column gain and residual) and warns above 5 %: the offset mapping's
+    reference column at 2 ohm does, the differential mapping at 0.1 ohm does not; IR-drop-aware
+    programming (pre-distorted on purpose) and ideal wires report none."""
+    from rnn_models.health import HealthWarning, health_report
+
+    def report(**over):
+        cfg = load_config("rram_nladc_5b").replace(**{"adc.bits": 4, "nl_adc.ramp_devices": 16, **over})
+        torch.manual_seed(5)
+        ana = convert_to_analog(_KwsLike().eval(), cfg)
+        ana.calibrate([torch.randn(4, 6, 6)])
+        ana.program(2, 2).eval()
+        return ana
+
+    wires = {"array.wires.r_wl": 2.0, "array.wires.r_bl": 2.0}
+    pattern = r"lstm/_l0: IR drop changes the effective weights by \d+\.\d % .*differential mapping"
+    with pytest.warns(HealthWarning, match=pattern):
+        offset = health_report(report(**wires, **{"array.mapping": "offset"}))
+    assert offset["lstm/_l0"]["ir_drop_residual"] > 0.05 and 0 < offset["lstm/_l0"]["ir_drop_gain"] < 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HealthWarning)
+        small = health_report(report(**{"array.wires.r_wl": 0.1, "array.wires.r_bl": 0.1}))
+    assert 0 < small["lstm/_l0"]["ir_drop_residual"] < 0.05
+    aware = health_report(report(**wires, **{"array.wires.ir_drop_aware_programming": True}), warn=False)
+    ideal = health_report(report(), warn=False)
+    assert all("ir_drop_residual" not in v for r in (aware, ideal) for v in r.values())
+
+
 @pytest.mark.parametrize("cls", [AnalogLSTM, AnalogGRU])
 def test_cell_tanh_modes(cls):
     """tanh(c) (LSTM) / the candidate tanh (GRU): exact, LUT, or DAC + NL-ADC; all close to exact."""

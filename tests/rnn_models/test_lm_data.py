@@ -106,5 +106,15 @@ def test_hwa_finetune_from_init_and_hardware_evaluation(tmp_path):
     )
     assert res["history"][-1]["phase"] == "hwa"
     r = evaluate_lm(tmp_path / "h.pt", tmp_path, "rram_nladc_5b", mc=2, n_streams=4, window=50)
-    assert set(r) == {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment"}
+    assert set(r) == {
+        "task",
+        "metric",
+        "n_samples",
+        "software",
+        "hardware",
+        "config",
+        "checkpoint",
+        "deployment",
+        "health",
+    }
     assert r["metric"] == "bpc" and len(r["hardware"]["per_instance"]) == 2 and r["n_samples"] > 0
