@@ -5,14 +5,16 @@ select code paths (mapping, row scaling, partial sums, bias row, DAC, NL-ADC opt
 converter, datapath, dtype, stuck devices, wires and IR-drop-aware programming, variance
 precision) and a small LSTM or GRU, then checks what a user relies on: training-mode gradients
 are finite, calibration and programming run, the fused CPU path gives the reference loop's numbers
-bit for bit, a state dict rebuilds the same chip in a fresh model, and ``copy.deepcopy`` after a
-forward pass reads like the original.  (A wider run of the same draws found the bugs fixed on
-2026-12-07 in the CHANGELOG: float64 calibration data, the data-aware cell converter, deepcopy
-after a forward pass, NaN gradients at zero variance, gradients through IR-drop-aware
-programming.)  ``--run-slow`` draws more cases."""
+bit for bit, the health report's numbers are finite, a state dict rebuilds the same chip in a
+fresh model, and ``copy.deepcopy`` after a forward pass reads like the original.  (Wider runs of
+the same draws found the bugs fixed on 2026-12-07 in the CHANGELOG: float64 calibration data, the
+data-aware cell converter, deepcopy after a forward pass, NaN gradients at zero variance,
+gradients through IR-drop-aware programming, float64 calibration samples saved as float32.)
+``--run-slow`` draws more cases."""
 
 import copy
 import io
+import math
 import random
 
 import pytest
@@ -22,6 +24,7 @@ from crossbar.config import load_config
 from crossbar.errors import CrossbarInputError
 from rnn_models import AnalogGRU, AnalogLSTM, fastpath
 from rnn_models.convert import calibrate
+from rnn_models.health import health_report
 
 PRESETS = ["rram_nladc_5b", "rram_nladc_3b", "pcm_nladc_5b_drift", "rram_conventional_adc_5b", "ideal"]
 CHOICES = {
@@ -95,6 +98,8 @@ def _run_case(seed: int) -> None:
             results.append(_out(model(xi)))
     assert torch.equal(results[0], results[1])
     assert torch.isfinite(results[0]).all()
+    report = health_report(model, warn=False)  # every number of the report is finite
+    assert all(math.isfinite(v) for entry in report.values() for v in entry.values())
 
     buffer = io.BytesIO()  # a state dict rebuilds the chip in a fresh model: its first read again
     torch.save(model.state_dict(), buffer)
