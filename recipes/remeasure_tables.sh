@@ -72,4 +72,8 @@ run b ir_kws_offset_64 $P scripts/ir_drop_kws.py --mapping offset --size 64 --r 
 run b ir_mapping $P scripts/ir_drop_mapping.py
 run b ir_mapping_64 $P scripts/ir_drop_mapping.py --rows 64 --cols 63 --r 0.3,1,5
 run b ir_adc_64_128 $P scripts/ir_drop_adc_error.py --sizes 64,128 --mc 3
+run b ir_adc_shared $P scripts/ir_drop_adc_error.py --sizes 64,128,256 --mc 3 --variants shared_near,shared_far
+run b ir_kws_shared_near $P scripts/ir_drop_kws.py --shared-ramp near_driver --r 0,1,2 --mc 3
+run b ir_kws_shared_far $P scripts/ir_drop_kws.py --shared-ramp far_driver --r 0,1,2 --mc 3
+run b ir_kws_r_03_1_2 $P scripts/ir_drop_kws.py --r 0.3,1,2 --mc 3
 log "queue finished ($(ls "$R"/*.done 2> /dev/null | wc -l) jobs done in $R)"

@@ -12,7 +12,12 @@ instance, random inputs x in [-1, 1] go through the tile and the converter; the 
 * nladc: the in-memory NL-ADC, ramp rows next to the integrators (near_sense) or at the far end of
   the bit lines (far_sense);
 * nladc+aware: the same with IR-drop-aware programming (weights, ramp and bias targets
-  pre-distorted; ``array.wires.ir_drop_aware_programming``).
+  pre-distorted; ``array.wires.ir_drop_aware_programming``);
+* shared ramp (``--variants shared_near,shared_far``): one ramp for all N columns
+  (``nl_adc.shared_ramp``), the paper's extra column of memristors: its own bit line, before the
+  weight columns next to the word-line drivers (``array.wires.shared_ramp_column = near_driver``)
+  or after them at the far end (``far_driver``), its devices on the extra rows next to the
+  integrators.  A shared ramp is calibrated once for all its columns.
 
 Also printed: the mean attenuation T/G of the weight devices and of the ramp devices (tracking
 means they are equal).  Run:
@@ -85,9 +90,13 @@ def run_nladc(n, r, mc, batch, **extra):
     err = (codes - ideal[None]).abs().double()
     att_w = att_r = 1.0
     if tile.ir_drop:
-        t_pos, _, t_extra, _ = tile.effective_conductances()
+        t_pos, _, t_extra, t_cols = tile.effective_conductances()
         att_w = _attenuation(t_pos, tile.g_pos.double())
-        att_r = _attenuation(t_extra, tile.extra_rows)
+        if tile.extra_cols:  # a shared ramp: the devices of its own column
+            key = next(iter(tile.extra_cols))
+            att_r = _attenuation(t_cols[key], tile.extra_cols[key][1])
+        else:  # per-column ramps: devices on the extra rows
+            att_r = _attenuation(t_extra, tile.extra_rows)
     return float(err.mean()), float(err.max()), att_w, att_r, ro.design
 
 
@@ -113,17 +122,28 @@ def main() -> int:
     ap.add_argument("--r", default="0,0.1,0.3,1,2,5", help="r_wl = r_bl values, ohm")
     ap.add_argument("--mc", type=int, default=3, help="instances (independent programmings)")
     ap.add_argument("--batch", type=int, default=256, help="input vectors per instance")
-    ap.add_argument("--variants", default="conventional,nladc,nladc_far,nladc_aware")
+    ap.add_argument(
+        "--variants",
+        default="conventional,nladc,nladc_far,nladc_aware",
+        help="of conventional, nladc, nladc_far, nladc_aware, shared_near, shared_far (nladc always runs)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     sizes = [int(s) for s in args.sizes.split(",")]
     rs = [float(s) for s in args.r.split(",")]
     variants = args.variants.split(",")
+    known = {"conventional", "nladc", "nladc_far", "nladc_aware", "shared_near", "shared_far"}
+    if not set(variants) <= known:
+        raise SystemExit(f"error: --variants {args.variants!r}: each of {', '.join(sorted(known))}")
+    shared = [v for v in variants if v.startswith("shared_")]
     print(
         f"{BITS}-bit sigmoid readout, ideal devices, {args.mc} instances x {args.batch} inputs; code error "
         f"= mean |code - ideal code| (max) in LSB; A = mean T/G of weight / ramp devices"
     )
-    print("N    r_ohm  conventional    nladc(near_sense)  A_w    A_ramp  nladc(far_sense)   nladc+aware")
+    print(
+        "N    r_ohm  conventional    nladc(near_sense)  A_w    A_ramp  nladc(far_sense)   nladc+aware"
+        + "".join(f"  {v} (A_ramp)" for v in shared)
+    )
     for n in sizes:
         for r in rs:
             t0 = time.perf_counter()
@@ -141,10 +161,17 @@ def main() -> int:
                     n, r, args.mc, args.batch, **{"array.wires.ir_drop_aware_programming": True}
                 )
                 row["aware"] = f"{a_mean:6.3f} ({a_max:2.0f})"
+            for v in shared:
+                side = {"shared_near": "near_driver", "shared_far": "far_driver"}[v]
+                s_mean, s_max, _, s_ar, _ = run_nladc(
+                    n, r, args.mc, args.batch, **{"nl_adc.shared_ramp": True, "array.wires.shared_ramp_column": side}
+                )
+                row[v] = f"{s_mean:6.3f} ({s_max:2.0f}) {s_ar:.3f}"
             print(
                 f"{n:<4} {r:<6g} {row.get('conventional', '-'):<15} {row['nladc']:<18} {aw:.3f}  {ar:.3f}   "
-                f"{row.get('far', '-'):<18} {row.get('aware', row['nladc'] if r == 0 else '-')}"
-                f"   [{time.perf_counter() - t0:.0f} s]",
+                f"{row.get('far', '-'):<18} {row.get('aware', row['nladc'] if r == 0 else '-'):<14}"
+                + "".join(f"  {row[v]:<22}" for v in shared)
+                + f"   [{time.perf_counter() - t0:.0f} s]",
                 flush=True,
             )
     return 0

@@ -10,7 +10,9 @@ docs/parasitics.md); a plain number sets both.  ``--r-driver``, ``--r-sense`` an
 (ohm, default 0) set the word-line drivers' output resistance, the integrators' input resistance
 and the 1T1R access transistors' on-resistance for every row of the run.  ``--mapping offset``: one
 array per block with a reference column (its last bit line, far from the drivers) instead of the
-presets' differential G+ / G- arrays.
+presets' differential G+ / G- arrays.  ``--shared-ramp near_driver|far_driver``: each NL-ADC's one
+shared ramp column (the paper's extra column of memristors) before or after the weight columns,
+instead of the presets' ramp per column.
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=str(REPO / "checkpoints" / "kws_gsc12.pt"))
     ap.add_argument("--size", type=int, default=256, help="rows = cols of a physical array (64..1024)")
     ap.add_argument("--mapping", choices=("differential", "offset"), default="differential", help="array.mapping")
+    ap.add_argument(
+        "--shared-ramp",
+        choices=("near_driver", "far_driver"),
+        default=None,
+        help="one ramp column per NL-ADC (nl_adc.shared_ramp) on this side of the weight columns "
+        "(array.wires.shared_ramp_column); default: a ramp per column, as the presets",
+    )
     for name in ("driver", "sense", "access"):
         ap.add_argument(f"--r-{name}", type=float, default=0.0, help=f"r_{name} in ohm (default 0)")
     args = ap.parse_args()
@@ -71,7 +80,9 @@ def main() -> int:
     clips = "all" if args.limit is None else args.limit
     print(
         f"KWS {Path(args.checkpoint).name} on the GSC dev split ({clips} clips), {args.mc} instances, "
-        f"{args.size} x {args.size} arrays ({args.mapping} mapping), "
+        f"{args.size} x {args.size} arrays ({args.mapping} mapping"
+        + (f", shared ramp column {args.shared_ramp}" if args.shared_ramp else "")
+        + "), "
         + ", ".join(f"r_{k} {v:g} ohm" for k, v in periphery.items())
         + ": hardware accuracy mean +- std"
     )
@@ -84,6 +95,8 @@ def main() -> int:
                 cells.append("(= nladc)")
                 continue
             size = {"array.rows": args.size, "array.cols": args.size, "array.mapping": args.mapping}
+            if args.shared_ramp is not None:
+                size.update({"nl_adc.shared_ramp": True, "array.wires.shared_ramp_column": args.shared_ramp})
             size.update({f"array.wires.r_{k}": v for k, v in periphery.items()})
             cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **size, **extra})
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
