@@ -104,8 +104,9 @@ def effective_arrays(
             e = e_rows if last else 0
             ramp_keys = [k for k, (b, _) in extra_cols.items() if b == cb] if e else []
             parts = [gp[:, rs, cs]]
-            if offset:
-                parts.append(gn[:, rs, :1])
+            if offset:  # the array's reference column: (M, n, 1) one for all, or per column (a
+                # measured chip, rnn_models.export: each column holds its own array's reference)
+                parts.append(gn[:, rs, :1] if gn.shape[-1] == 1 else gn[:, rs, cs.start : cs.start + 1])
             n_ref = 1 if offset else 0
             ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
             near = w.shared_ramp_column == "near_driver"

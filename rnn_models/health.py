@@ -62,7 +62,8 @@ def health_report(
             "dac_clip_fraction": h["dac_clipped"] / h["dac_total"] if h["dac_total"] else 0.0,
             "adc_saturation_fraction": h["adc_saturated"] / h["adc_total"] if h["adc_total"] else 0.0,
         }
-        distortion = mat.tile.ir_drop_distortion() if mat.tile is not None else None
+        tile = mat.tile  # (set before programming: a programming that failed leaves it unprogrammed)
+        distortion = tile.ir_drop_distortion() if tile is not None and tile.g_pos is not None else None
         if distortion is not None:
             gain, residual = distortion
             worst = int(residual.argmax())

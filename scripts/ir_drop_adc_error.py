@@ -129,12 +129,21 @@ def main() -> int:
     )
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sizes = [int(s) for s in args.sizes.split(",")]
-    rs = [float(s) for s in args.r.split(",")]
+    try:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        rs = [float(s) for s in args.r.split(",")]
+    except ValueError:
+        raise SystemExit(f"error: --sizes {args.sizes!r} / --r {args.r!r}: expected comma-separated numbers") from None
+    if not all(40 <= n <= 1024 for n in sizes):
+        raise SystemExit(f"error: --sizes {args.sizes!r}: each 40..1024 (the NL-ADC needs 37 of the rows)")
+    if not all(math.isfinite(r) and r >= 0 for r in rs):
+        raise SystemExit(f"error: --r {args.r!r}: finite resistances >= 0 ohm")
+    if not (1 <= args.mc <= 1000 and 1 <= args.batch <= 100_000):
+        raise SystemExit(f"error: --mc {args.mc} / --batch {args.batch}: expected 1..1000 / 1..100000")
     variants = args.variants.split(",")
     known = {"conventional", "nladc", "nladc_far", "nladc_aware", "shared_near", "shared_far"}
     if not set(variants) <= known:
-        raise SystemExit(f"error: --variants {args.variants!r}: each of {', '.join(sorted(known))}")
+        raise SystemExit(f"error: --variants {args.variants!r}: each must be one of {', '.join(sorted(known))}")
     shared = [v for v in variants if v.startswith("shared_")]
     print(
         f"{BITS}-bit sigmoid readout, ideal devices, {args.mc} instances x {args.batch} inputs; code error "

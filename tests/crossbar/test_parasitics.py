@@ -478,6 +478,27 @@ def test_tile_mvm_uses_each_physical_arrays_effective_matrix(mapping):
     assert not torch.allclose(ideal.mvm(x), y, atol=1e-3)
 
 
+def test_offset_tile_with_a_reference_per_array_uses_each_arrays_own():
+    """A measured chip (rnn_models.export) gives the offset mapping's references per column, each
+    column its own array's reference device: every column block is solved with its own."""
+    wires = dict(r_wl=2.0, r_bl=1.0)
+    t = _tile("offset", **wires)
+    ref = t.g_neg[..., :1].clone()  # (M, rows, 1)
+    blocks = [slice(0, 8), slice(8, 16), slice(16, 20)]
+    per_block = [ref * (1.0 + 0.05 * k) for k in range(len(blocks))]
+    t.g_neg = torch.cat([per_block[k].expand(-1, -1, cs.stop - cs.start) for k, cs in enumerate(blocks)], -1)
+    x = torch.rand(5, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    y, xq = t.mvm(x), t.word_line_inputs(x)
+    w = Wires(**wires)
+    expect = torch.zeros_like(y)
+    for m in range(2):
+        for rb, rs in enumerate([slice(0, 16), slice(16, 31)]):
+            for k, cs in enumerate(blocks):
+                tt = effective_matrix(torch.cat([t.g_pos[m, rs, cs], per_block[k][m, rs]], 1), w)
+                expect[m, :, rb, cs] = xq[m, :, rs] @ (tt[:, :-1] - tt[:, -1:]) / t.scale
+    assert torch.allclose(y, expect, rtol=1e-12, atol=1e-12)
+
+
 def test_tile_read_noise_is_attenuated():
     t = _tile(r_wl=2.0, r_bl=2.0)
     cfg = t.config.replace(**{"device.read_noise.sigma_rel": 0.05, "simulation.variance_precision": "full"})
