@@ -47,6 +47,14 @@ def block_of_column(col: int, cols_per_array: int) -> int:
     return col // cols_per_array
 
 
+def reference_column(g_neg: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+    """The offset mapping's reference devices of the array of rows ``rows`` and columns ``cols``,
+    (..., n, 1) uS, from ``g_neg`` (..., rows, 1) -- one reference for every array -- or (...,
+    rows, out) -- each column holding its own array's reference (a measured chip,
+    :mod:`rnn_models.export`)."""
+    return g_neg[..., rows, :1] if g_neg.shape[-1] == 1 else g_neg[..., rows, cols.start : cols.start + 1]
+
+
 def effective_arrays(
     g_pos: torch.Tensor,
     g_neg: torch.Tensor,
@@ -104,9 +112,8 @@ def effective_arrays(
             e = e_rows if last else 0
             ramp_keys = [k for k, (b, _) in extra_cols.items() if b == cb] if e else []
             parts = [gp[:, rs, cs]]
-            if offset:  # the array's reference column: (M, n, 1) one for all, or per column (a
-                # measured chip, rnn_models.export: each column holds its own array's reference)
-                parts.append(gn[:, rs, :1] if gn.shape[-1] == 1 else gn[:, rs, cs.start : cs.start + 1])
+            if offset:
+                parts.append(reference_column(gn, rs, cs))
             n_ref = 1 if offset else 0
             ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
             near = w.shared_ramp_column == "near_driver"

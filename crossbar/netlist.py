@@ -231,7 +231,7 @@ def programmed_array(tile, instance: int, block: str, polarity: str) -> np.ndarr
     places it: the block's weight rows and columns (offset mapping: the reference column last;
     ``polarity`` picks G+ or G- of a differential mapping).  The NL-ADC's ramp and bias rows are not
     part of it (the same array whether the tile was saved or is held in memory)."""
-    from crossbar.layout import col_slices
+    from crossbar.layout import col_slices, reference_column
     from crossbar.tile import array_row_slices
 
     try:
@@ -247,7 +247,7 @@ def programmed_array(tile, instance: int, block: str, polarity: str) -> np.ndarr
     if arr.mapping == "offset":
         import torch
 
-        g = torch.cat([gp, g_neg[instance, rsl[rb], :1].double()], 1)
+        g = torch.cat([gp, reference_column(g_neg[instance], rsl[rb], csl[cb]).double()], 1)
     else:
         g = gp if polarity == "pos" else g_neg[instance, rsl[rb], csl[cb]].double()
     return g.cpu().numpy()

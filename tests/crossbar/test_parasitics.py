@@ -497,6 +497,11 @@ def test_offset_tile_with_a_reference_per_array_uses_each_arrays_own():
                 tt = effective_matrix(torch.cat([t.g_pos[m, rs, cs], per_block[k][m, rs]], 1), w)
                 expect[m, :, rb, cs] = xq[m, :, rs] @ (tt[:, :-1] - tt[:, -1:]) / t.scale
     assert torch.allclose(y, expect, rtol=1e-12, atol=1e-12)
+    # the netlist of an array writes the same array (its own reference column last)
+    from crossbar.netlist import programmed_array
+
+    g = programmed_array(t, 1, "1,2", "pos")
+    assert np.array_equal(g, torch.cat([t.g_pos[1, 16:31, 16:20], per_block[2][1, 16:31]], 1).numpy())
 
 
 def test_tile_read_noise_is_attenuated():
