@@ -555,52 +555,32 @@ def test_weight_distortion_separates_a_column_gain_from_the_rest():
 
 
 def test_offset_mapping_error_under_ir_drop_is_not_a_gain():
-    """The offset mapping's reference column (the array's last bit line, far from the drivers)
-    sags more than the average weight column and is subtracted at g_mid from every output, so the
-    error is input dependent (no gain removes it), while G+ and G- of the differential mapping sag
-    alike (docs/parasitics.md, the offset mapping under IR drop).  IR-drop-aware programming
-    pre-distorts the reference devices with the weights and removes most of it."""
+    """Every cell of an offset array carries about g_mid, and the one reference column per array
+    (its last bit line) cannot match every column's attenuation, so the error depends on the input
+    (no gain removes it), while G+ and G- of the differential mapping sag alike (docs/parasitics.md,
+    the offset mapping under IR drop).  IR-drop-aware programming pre-distorts the reference devices
+    with the weights and removes most of it.  The tile's own measure (the health report's) agrees."""
     gen = torch.Generator().manual_seed(3)
     w = (0.25 * torch.randn(32, 31, generator=gen, dtype=torch.float64)).clamp(-1, 1)
     b = torch.zeros(32, dtype=torch.float64)
     x = torch.rand(16, 31, generator=gen, dtype=torch.float64) * 2 - 1
 
+    def tile(mapping, r, aware=False):
+        changes = {"array.rows": 32, "array.cols": 33, "array.mapping": mapping, "device.g_min": 1.0}
+        changes.update({"simulation.dtype": "float64", "array.wires.r_wl": r, "array.wires.r_bl": r})
+        cfg = default_config(**changes, **{"array.wires.ir_drop_aware_programming": aware})
+        return Tile(w, b, cfg).program(0, 1)
+
     def out(mapping, r, aware=False):
-        cfg = default_config(
-            **{
-                "array.rows": 32,
-                "array.cols": 33,
-                "array.mapping": mapping,
-                "device.g_min": 1.0,
-                "simulation.dtype": "float64",
-                "array.wires.r_wl": r,
-                "array.wires.r_bl": r,
-                "array.wires.ir_drop_aware_programming": aware,
-            }
-        )
-        return Tile(w, b, cfg).program(0, 1).mvm(x)[0].sum(-2)
+        return tile(mapping, r, aware).mvm(x)[0].sum(-2)
 
     differential = _residual_after_gain(out("differential", 2.0), out("differential", 0.0))
     offset = _residual_after_gain(out("offset", 2.0), out("offset", 0.0))
     aware = _residual_after_gain(out("offset", 2.0, aware=True), out("offset", 0.0))
     assert offset > 5 * differential
     assert aware < 0.2 * offset
-    # the tile's own measure of it (the health report's): weights through the wires vs without
-    tiles = {}
-    for mapping in ("differential", "offset"):
-        cfg = default_config(
-            **{
-                "array.rows": 32,
-                "array.cols": 33,
-                "array.mapping": mapping,
-                "device.g_min": 1.0,
-                "simulation.dtype": "float64",
-                "array.wires.r_wl": 2.0,
-                "array.wires.r_bl": 2.0,
-            }
-        )
-        tiles[mapping] = Tile(w, b, cfg).program(0, 1).ir_drop_distortion()
-    assert tiles["offset"][1] > 5 * tiles["differential"][1]
+    # the tile's own measure of it: weights through the wires vs the same devices without
+    assert tile("offset", 2.0).ir_drop_distortion()[1] > 5 * tile("differential", 2.0).ir_drop_distortion()[1]
 
 
 # ----------------------------------------------------------------------------- netlists
