@@ -9,6 +9,7 @@ import argparse
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -769,13 +770,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command prints it: one line with its category and text (not the source
+    line of the library code that raised it)."""
+    try:
+        (file or sys.stderr).write(f"warning: {category.__name__}: {message}\n")
+    except OSError:  # stderr closed: nothing to tell
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from rnn_models.ctrl_c import redeliver_swallowed_sigint
 
-    with redeliver_swallowed_sigint():  # a Ctrl-C caught inside numba's compiler still ends the command
-        return _run_command(args)
+    with warnings.catch_warnings():  # (restores the caller's warning display after the command)
+        warnings.showwarning = _show_warning
+        with redeliver_swallowed_sigint():  # a Ctrl-C caught inside numba's compiler still ends the command
+            return _run_command(args)
 
 
 def _run_command(args) -> int:

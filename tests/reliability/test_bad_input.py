@@ -352,3 +352,22 @@ def test_convert_to_analog_takes_a_dict_and_refuses_other_types():
     assert ana.hw.name == "from_dict"
     with pytest.raises(CrossbarInputError, match="got int"):
         convert_to_analog(torch.nn.Linear(3, 2), 5)
+
+
+def test_a_warning_is_one_line_and_the_display_is_restored(capsys, monkeypatch):
+    """A warning during a command prints as one line (category and text, no library source line);
+    after the command, warnings display as before (in-process callers keep theirs)."""
+    import warnings
+
+    from rnn_models import cli
+    from rnn_models.health import HealthWarning
+
+    def warn(args):
+        warnings.warn("lstm/_l0: something to look at", HealthWarning, stacklevel=2)
+        return 0
+
+    before = warnings.showwarning
+    monkeypatch.setattr(cli, "_run_command", lambda args: warn(args))
+    assert main(["schema"]) == 0
+    assert capsys.readouterr().err == "warning: HealthWarning: lstm/_l0: something to look at\n"
+    assert warnings.showwarning is before
