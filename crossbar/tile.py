@@ -314,9 +314,13 @@ class Tile(nn.Module):
     def effective_weights(self) -> torch.Tensor:
         """(M, rows, out) weights the programmed devices realise (no read noise; through the
         wires with IR drop)."""
-        g_pos, g_neg = self.programmed_conductances()
         if self.ir_drop:
             return self._weight_difference() / self.scale * self.row_gain[:, None]
+        return self._device_weights()
+
+    def _device_weights(self) -> torch.Tensor:
+        """(M, rows, out) weights of the programmed devices' conductances, without wires."""
+        g_pos, g_neg = self.programmed_conductances()
         return to_weights(g_pos, g_neg, self.scale) * self.row_gain[:, None]
 
     # ------------------------------------------------------------------ IR drop
@@ -329,11 +333,8 @@ class Tile(nn.Module):
         removes (docs/parasitics.md, the offset mapping under IR drop)."""
         if not self.ir_drop or self.config.array.wires.ir_drop_aware_programming:
             return None
-        g_pos, g_neg = self.programmed_conductances()
-        gain = self.row_gain.detach().double().cpu()[:, None]
-        ideal = to_weights(g_pos.detach(), g_neg.detach(), self.scale).double().cpu() * gain
-        wired = (self._effective_difference().detach() / self.scale).double().cpu() * gain
-        return weight_distortion(wired, ideal)
+        wired = self.effective_weights().detach().double().cpu()  # (the cached effective matrices)
+        return weight_distortion(wired, self._device_weights().detach().double().cpu())
 
     def effective_conductances(self):
         """``(t_pos, t_neg, t_extra, t_cols)``: the effective conductances (uS, float64, CPU) of the

@@ -85,7 +85,7 @@ def health_report(
             )
         if warn and entry.get("ir_drop_residual", 0.0) > ir_drop_threshold:
             remedies = "array.wires.ir_drop_aware_programming or smaller arrays"
-            if mat.tile.config.array.mapping == "offset":
+            if tile.config.array.mapping == "offset":
                 remedies += " (or the differential mapping: the offset mapping's reference column does not track)"
             warnings.warn(
                 f"{name}: IR drop changes the effective weights by {100 * entry['ir_drop_residual']:.1f} % "

@@ -33,6 +33,7 @@ import math
 import torch
 
 from crossbar.config import default_config
+from crossbar.layout import reference_column
 from crossbar.parasitics import effective_matrix
 from crossbar.rng import generator
 from crossbar.tile import Tile
@@ -48,57 +49,46 @@ def _floats(text: str, name: str) -> list[float]:
     return values
 
 
+def _tile(w: torch.Tensor, b: torch.Tensor, mapping: str, r: float = 0.0, aware: bool = False) -> Tile:
+    """The weights ``w`` (out, inputs) and bias ``b`` programmed (instance 0) on one physical array
+    with ideal devices, r = r_wl = r_bl ohm (``aware``: with IR-drop-aware programming)."""
+    changes = {"array.rows": w.shape[1] + 1, "array.cols": w.shape[0], "array.mapping": mapping}
+    # (the offset mapping's reference column is one more bit line after array.cols)
+    changes.update({"device.g_min": 1.0, "device.g_max": 100.0, "simulation.dtype": "float64"})
+    changes.update({"array.wires.r_wl": r, "array.wires.r_bl": r, "array.wires.ir_drop_aware_programming": aware})
+    return Tile(w, b, default_config(**changes)).program(0, 1)
+
+
+def _gain_and_residual(y: torch.Tensor, y0: torch.Tensor) -> tuple[float, float]:
+    """The least-squares gain k of y ~ k y0 and the residual |y - k y0| / |y0| (Frobenius)."""
+    k = float((y * y0).sum() / (y0 * y0).sum())
+    return k, float((y - k * y0).norm() / y0.norm())
+
+
 def mvm_error(
     mapping: str, r: float, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, aware: bool = False
 ) -> tuple[float, float]:
     """(gain, residual) of the tile's outputs at r ohm (``aware``: with IR-drop-aware programming)
     against the same tile at 0 ohm."""
-    rows, cols = w.shape[1] + 1, w.shape[0]
 
-    def outputs(r_ohm: float) -> torch.Tensor:
-        cfg = default_config(
-            **{
-                "array.rows": rows,
-                "array.cols": cols,  # (the offset mapping's reference column is one more bit line)
-                "array.mapping": mapping,
-                "device.g_min": 1.0,
-                "device.g_max": 100.0,
-                "simulation.dtype": "float64",
-                "array.wires.r_wl": r_ohm,
-                "array.wires.r_bl": r_ohm,
-                "array.wires.ir_drop_aware_programming": aware,
-            }
-        )
-        return Tile(w, b, cfg).program(0, 1).mvm(x)[0].sum(-2)  # (B, out): the row blocks summed
+    def outputs(r_ohm: float) -> torch.Tensor:  # (B, out): the row blocks summed
+        return _tile(w, b, mapping, r_ohm, aware).mvm(x)[0].sum(-2)
 
-    y0, y = outputs(0.0), outputs(r)
-    k = float((y * y0).sum() / (y0 * y0).sum())
-    return k, float((y - k * y0).norm() / y0.norm())
+    return _gain_and_residual(outputs(r), outputs(0.0))
 
 
 def reference_position(r: float, w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, position: str) -> float:
     """The residual (as :func:`mvm_error`) of the offset mapping at r ohm with its reference column
     at ``position`` (first / middle / last) in an array assembled from the tile's devices."""
-    rows, cols = w.shape[1] + 1, w.shape[0]
-    cfg = default_config(
-        **{
-            "array.rows": rows,
-            "array.cols": cols,
-            "array.mapping": "offset",
-            "device.g_min": 1.0,
-            "device.g_max": 100.0,
-            "simulation.dtype": "float64",
-        }
-    )
-    tile = Tile(w, b, cfg).program(0, 1)
-    g_w, g_ref = tile.g_pos[0], tile.g_neg[0][:, :1]  # (rows, cols) weights, (rows, 1) reference
+    cols = w.shape[0]
+    tile = _tile(w, b, "offset")
+    g_w = tile.g_pos[0]  # (rows, cols) weights, (rows, 1) reference
+    g_ref = reference_column(tile.g_neg[0], slice(None), slice(0, cols))
     xq = tile.word_line_inputs(x)[0]  # (B, rows) word-line amplitudes
     k = {"first": 0, "middle": cols // 2, "last": cols}[position]
     t = effective_matrix(torch.cat([g_w[:, :k], g_ref, g_w[:, k:]], 1), r_wl=r, r_bl=r, progress=False)
     y = xq @ (torch.cat([t[:, :k], t[:, k + 1 :]], 1) - t[:, k : k + 1])
-    y0 = xq @ (g_w - g_ref)
-    gain = (y * y0).sum() / (y0 * y0).sum()
-    return float((y - gain * y0).norm() / y0.norm())
+    return _gain_and_residual(y, xq @ (g_w - g_ref))[1]
 
 
 def main() -> int:

@@ -7,6 +7,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+#: the entries every task evaluation's result has (rnn_models.evaluate.result and the tasks' own)
+EVALUATE_RESULT_KEYS = frozenset(
+    {"task", "metric", "n_samples", "software", "hardware", "config", "checkpoint", "deployment", "health"}
+)
 
 
 def pytest_addoption(parser):

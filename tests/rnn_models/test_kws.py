@@ -7,8 +7,8 @@ import torch
 
 from crossbar.errors import CrossbarInputError
 from rnn_models.data import speech
+from tests.conftest import EVALUATE_RESULT_KEYS, shared_data
 from tests.conftest import gsc_folder as _gsc_folder
-from tests.conftest import shared_data
 
 
 def test_scan_labels_speakers_and_bad_files(tmp_path, monkeypatch):
@@ -121,18 +121,7 @@ def test_evaluate_json_schema(tiny_kws):
         == 0
     )
     r = json.loads(out.read_text())
-    assert set(r) == {
-        "task",
-        "metric",
-        "n_samples",
-        "software",
-        "hardware",
-        "config",
-        "checkpoint",
-        "deployment",
-        "rejected_clips",
-        "health",
-    }
+    assert set(r) == EVALUATE_RESULT_KEYS | {"rejected_clips"}
     assert isinstance(r["rejected_clips"], dict)  # (the dev speakers of the generated folder have no bad clip)
     assert r["deployment"] == {"digital_layers": [], "from": "checkpoint"}
     assert r["task"] == "kws" and r["metric"] == "accuracy" and len(r["hardware"]["per_instance"]) == 2

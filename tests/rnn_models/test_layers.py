@@ -107,6 +107,18 @@ def test_convert_to_analog_and_back():
     assert ana_path.lstm.hw.name == "rram_nladc_5b"
 
 
+def _small_chip(**over):
+    """A small KWS-like model on a 4-bit ``rram_nladc_5b`` with ``over`` changes, calibrated and
+    programmed (seed 2, two instances): (model, its calibration input, the config)."""
+    cfg = load_config("rram_nladc_5b").replace(**{"adc.bits": 4, "nl_adc.ramp_devices": 16, **over})
+    torch.manual_seed(5)
+    ana = convert_to_analog(_KwsLike().eval(), cfg)
+    x = torch.randn(4, 6, 6)
+    ana.calibrate([x])
+    ana.program(2, 2).eval()
+    return ana, x, cfg
+
+
 def _noisy_model():
     torch.manual_seed(4)
     model = _KwsLike().eval()
@@ -447,12 +459,7 @@ def test_health_report_flags_ir_drop_that_no_gain_explains():
     from rnn_models.health import HealthWarning, health_report
 
     def report(**over):
-        cfg = load_config("rram_nladc_5b").replace(**{"adc.bits": 4, "nl_adc.ramp_devices": 16, **over})
-        torch.manual_seed(5)
-        ana = convert_to_analog(_KwsLike().eval(), cfg)
-        ana.calibrate([torch.randn(4, 6, 6)])
-        ana.program(2, 2).eval()
-        return ana
+        return _small_chip(**over)[0]
 
     wires = {"array.wires.r_wl": 2.0, "array.wires.r_bl": 2.0}
     pattern = r"lstm/_l0: IR drop changes the effective weights by \d+\.\d % .*differential mapping"
@@ -600,12 +607,7 @@ def test_load_state_dict_rebuilds_the_chip_without_programming(over, monkeypatch
     from crossbar.tile import Tile
 
     solve = layout.effective_matrices
-    cfg = load_config("rram_nladc_5b").replace(**{"adc.bits": 4, "nl_adc.ramp_devices": 16, **over})
-    torch.manual_seed(5)
-    ana = convert_to_analog(_KwsLike().eval(), cfg)
-    x = torch.randn(4, 6, 6)
-    ana.calibrate([x])
-    ana.program(2, 2).eval()
+    ana, x, cfg = _small_chip(**over)
     xm = x.expand(2, *x.shape)
     ref = ana(xm)
     sd = ana.state_dict()

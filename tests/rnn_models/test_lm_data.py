@@ -7,6 +7,7 @@ from crossbar.errors import CrossbarInputError
 from rnn_models.checkpoint import load_checkpoint, save_checkpoint
 from rnn_models.data import ptb
 from rnn_models.tasks.lm import CharLSTM, evaluate_bpc
+from tests.conftest import EVALUATE_RESULT_KEYS
 
 
 def _write(tmp_path, train="a b\nb a\n", valid="a b\n"):
@@ -106,15 +107,5 @@ def test_hwa_finetune_from_init_and_hardware_evaluation(tmp_path):
     )
     assert res["history"][-1]["phase"] == "hwa"
     r = evaluate_lm(tmp_path / "h.pt", tmp_path, "rram_nladc_5b", mc=2, n_streams=4, window=50)
-    assert set(r) == {
-        "task",
-        "metric",
-        "n_samples",
-        "software",
-        "hardware",
-        "config",
-        "checkpoint",
-        "deployment",
-        "health",
-    }
+    assert set(r) == EVALUATE_RESULT_KEYS
     assert r["metric"] == "bpc" and len(r["hardware"]["per_instance"]) == 2 and r["n_samples"] > 0
