@@ -94,11 +94,12 @@ def main() -> int:
             if r_wl == r_bl == 0 and not any(periphery.values()) and extra:
                 cells.append("(= nladc)")
                 continue
-            size = {"array.rows": args.size, "array.cols": args.size, "array.mapping": args.mapping}
+            changes = {"array.rows": args.size, "array.cols": args.size, "array.mapping": args.mapping}
             if args.shared_ramp is not None:
-                size.update({"nl_adc.shared_ramp": True, "array.wires.shared_ramp_column": args.shared_ramp})
-            size.update({f"array.wires.r_{k}": v for k, v in periphery.items()})
-            cfg = load_config(preset).replace(**{"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl, **size, **extra})
+                changes.update({"nl_adc.shared_ramp": True, "array.wires.shared_ramp_column": args.shared_ramp})
+            changes.update({f"array.wires.r_{k}": v for k, v in periphery.items()})
+            changes.update({"array.wires.r_wl": r_wl, "array.wires.r_bl": r_bl})
+            cfg = load_config(preset).replace(**changes, **extra)
             res = evaluate_kws(args.checkpoint, GSC, cfg, args.mc, split="dev", limit=args.limit)
             hw = res["hardware"]
             cells.append(f"{hw['mean']:.4f} +- {hw['std']:.4f}")
