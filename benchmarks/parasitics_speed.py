@@ -1,8 +1,9 @@
 """Speed of the IR-drop model (issue 16 item 5), as ratios from one run on this machine.
 
 1. an MVM of a programmed 256 x 256 tile with IR drop (effective matrices cached) vs the ideal tile;
-2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming), and a
-   batch of six arrays on one thread vs ``--threads``;
+2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming) by
+   each solver (nested dissection, the automatic choice; the line-by-line ladder; the sparse LU),
+   and a batch of six arrays on one thread vs ``--threads``;
    and the ladder's per-row step, the inverse of a C x C admittance matrix (the solver's blocked
    inverse), against LAPACK's potrf + potri, torch's MKL (cholesky + cholesky_inverse) and one
    dgemm of the same size, on one thread: how far the step is from what the machine multiplies;
@@ -56,16 +57,21 @@ def mvm_ratio(r: float) -> None:
 
 
 def build_t(r: float) -> None:
+    """T of one 256 x 256 array by each solver: nested dissection (the automatic choice), the
+    line-by-line ladder and the sparse LU of the whole network; and the largest difference."""
     g = 1 + 99 * torch.rand(256, 256, generator=generator(0, "bench/parasitics/g"), dtype=torch.float64)
-    took = {}
-    for solver in ("auto", "sparse"):
+    took, t = {}, {}
+    for solver in ("dissection", "lines", "sparse"):
+        effective_matrix(g[:8, :8], r_wl=r, r_bl=r, progress=False, solver=solver)  # compiled kernels loaded
         t0 = time.perf_counter()
-        t = effective_matrix(g, r_wl=r, r_bl=r, progress=solver == "sparse", solver=solver)
+        t[solver] = effective_matrix(g, r_wl=r, r_bl=r, progress=solver == "sparse", solver=solver)
         took[solver] = time.perf_counter() - t0
+    diff = max(float((t[s] - t["sparse"]).abs().max() / t["sparse"].abs().max()) for s in ("dissection", "lines"))
     print(
-        f"effective matrix of one 256x256 array (r_wl = r_bl = {r} ohm): {took['auto']:.2f} s "
-        f"(line-by-line solver; sparse LU of the whole network {took['sparse']:.2f} s, ratio "
-        f"{took['sparse'] / took['auto']:.1f}; mean attenuation T/G {float((t / g).mean()):.3f})"
+        f"effective matrix of one 256x256 array (r_wl = r_bl = {r} ohm): nested dissection {took['dissection']:.3f} s, "
+        f"line-by-line ladder {took['lines']:.3f} s (ratio {took['lines'] / took['dissection']:.1f}), sparse LU of the "
+        f"whole network {took['sparse']:.2f} s (ratio {took['sparse'] / took['dissection']:.1f}); largest difference "
+        f"from the sparse LU {diff:.1e} of max |T|; mean attenuation T/G {float((t['dissection'] / g).mean()):.3f}"
     )
 
 

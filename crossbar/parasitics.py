@@ -12,13 +12,19 @@ voltages in V, currents in uA):
 * a row the DAC drives at 0 V sits at 0 V (its source is a 0-V source, not an open line).
 
 Every element is linear, so the currents into the virtual grounds are exactly ``I = V @ T(G, r)``:
-the effective matrix ``T`` (rows x cols, uS) is computed once per programmed state by a sparse
-nodal solve and every MVM stays one matrix product.  A resistance of 0 joins the nodes it
+the effective matrix ``T`` (rows x cols, uS) is computed once per programmed state by a nodal
+solve and every MVM stays one matrix product.  A resistance of 0 joins the nodes it
 connects (no 1 / 0); with every resistance 0, ``T`` is ``G`` itself (bit for bit, no solve).
 
-Two exact solvers of these nodal equations (the tests run every case through both):
+Three exact solvers of these nodal equations (the tests run every case through each):
 
-* **line by line** (the default): each word line's tridiagonal system is eliminated exactly, which
+* **nested dissection** (the default where word and bit lines are both resistive,
+  :mod:`crossbar.dissection`): the array cut into boxes of a few cells, each reduced to the
+  admittance matrix between the nodes it shares with its neighbours, merged two by two up to the
+  matrix between the sources and the virtual grounds.  Cost ~ (rows + cols)^3 flops; rounding
+  ~1e-13 relative, also with tiny segments next to large driver and sense resistances;
+* **line by line** (where a line has zero resistance): each word line's tridiagonal system is
+  eliminated exactly, which
   leaves per row a dense admittance matrix between that row's bit-line nodes; the bit lines are
   then a ladder of Norton equivalents from the far end (row 0) to the virtual grounds, one dense
   cols x cols SPD inverse per row (blocked on BLAS, :func:`_spd_inverse_lower`), with rounding
@@ -35,7 +41,6 @@ Two exact solvers of these nodal equations (the tests run every case through bot
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
@@ -45,7 +50,11 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from crossbar import dissection
 from crossbar.errors import CrossbarInputError
+from crossbar.lapack import CHARS, SCALARS
+from crossbar.lapack import ref as _ref
+from crossbar.lapack import routine as _lapack
 from crossbar.pointwise import kernel
 
 #: uS per siemens: a wire of r ohm has conductance 1e6 / r uS.
@@ -494,36 +503,6 @@ def _word_line_response(gc: np.ndarray, w: Wires, out: np.ndarray | None = None)
     return p, q
 
 
-@functools.cache
-def _lapack(module: str, name: str, nargs: int):
-    """A LAPACK / BLAS routine of the line solver, a ``ctypes`` function pointer into SciPy's own
-    library (``scipy.linalg.cython_lapack`` / ``cython_blas``), called from Python (ctypes releases
-    the GIL) or from a compiled kernel (:func:`_spd_inverse_block`, without the GIL): SciPy's
-    Python wrappers (``scipy.linalg.lapack``) hold the GIL while they run, so that the arrays of a
-    batch would not be solved in parallel threads (measured: 2 threads 1.0x with the wrappers, 1.8x
-    with ctypes).  The arguments are those of the Fortran routines (by reference), on
-    Fortran-ordered float64 arrays, so the results are those of the wrappers bit for bit."""
-    import ctypes
-
-    from numba.extending import get_cython_function_address
-
-    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * nargs)(get_cython_function_address(module, name))
-
-
-def _ref(value, kind: str):
-    """A pointer to a Fortran scalar argument: ``kind`` "i" (int), "d" (double), "c" (char)."""
-    import ctypes
-
-    cell: ctypes.c_int | ctypes.c_double | ctypes.c_char
-    if kind == "i":
-        cell = ctypes.c_int(value)
-    elif kind == "d":
-        cell = ctypes.c_double(value)
-    else:
-        cell = ctypes.c_char(value)
-    return ctypes.byref(cell)
-
-
 #: blocks of at most this many rows are inverted by LAPACK (potrf + potri); larger ones split
 #: in two (:func:`_spd_inverse_block`).  Chosen among 16-96 on one thread of the project's 2-core
 #: machine (16-32 the fastest); ``benchmarks/parasitics_speed.py`` prints the result against
@@ -576,8 +555,7 @@ def _spd_inverse_block(potrf, potri, symm, gemm, a, r0, n, w, chars, ints, scal)
     return 0
 
 
-_CHARS = np.frombuffer(b"LRNT", np.uint8).copy()
-_SCALARS = np.array([1.0, 0.0, -1.0])
+_CHARS, _SCALARS = CHARS, SCALARS
 #: (module, routine, arguments) of :func:`_spd_inverse_block`'s potrf, potri, symm and gemm
 _INVERSE_ROUTINES = (
     ("scipy.linalg.cython_lapack", "dpotrf", 5),
@@ -780,16 +758,32 @@ def _dual_g(g: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g[::-1, ::-1].T)
 
 
+def caches_ladder_state(wires, rows: int, cols: int) -> bool:
+    """True where :func:`effective_matrix`'s automatic choice for a ``rows x cols`` array is a
+    line-by-line ladder (:func:`crossbar.dissection.applies` is false), whose state after an
+    array's first rows :data:`LADDER_CACHE` keeps for later requests on its last rows.  Nested
+    dissection keeps no such state: where it applies, a request for an NL-ADC's rows is a whole
+    solve (a 206 x 256 array in ~55 ms on one thread here, against ~40 ms for the ladder's last 37
+    rows from its cached state, which first costs ~230 ms to build)."""
+    return not dissection.applies(Wires.of(wires), rows, cols)
+
+
 def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols) and the selected
-    rows ``sel`` of T (None: all): ``"lines"`` (the line-by-line ladder, blocks of a row's bit-line
-    nodes), ``"dual_lines"`` (the same on the dual array, blocks of a column's word-line nodes:
-    cheaper when rows < cols; reciprocity gives T) or ``"sparse"`` (sparse LU of the whole network,
-    when both orientations have a floating line whose condition exceeds
-    :data:`MAX_LINE_CONDITION`).  ``"lines"`` wherever it can start from, or store, the cached
-    state after the first rows (:data:`LADDER_CACHE`: a request for the last rows only, or an
-    array whose first rows were solved before)."""
+    rows ``sel`` of T (None: all): ``"dissection"`` (:mod:`crossbar.dissection`, nested dissection
+    of the whole array) wherever it applies (:func:`crossbar.dissection.applies`: word and bit
+    lines both resistive, more than a leaf's rows and columns) -- it was the fastest on
+    every shape measured, 8 x 8 to 512 x 512 and 130 x 12 (``benchmarks/parasitics_speed.py``
+    prints it against the ladder) -- else ``"lines"`` (the line-by-line ladder, blocks of a row's
+    bit-line nodes), ``"dual_lines"`` (the same on the dual array, blocks of a column's word-line
+    nodes: cheaper when rows < cols; reciprocity gives T) or ``"sparse"`` (sparse LU of the whole
+    network, when both orientations have a floating line whose condition exceeds
+    :data:`MAX_LINE_CONDITION`).  Of the ladders, ``"lines"`` wherever it can start from, or
+    store, the cached state after the first rows (:data:`LADDER_CACHE`: a request for the last
+    rows only, or an array whose first rows were solved before)."""
     rows, cols = g.shape[-2:]
+    if dissection.applies(w, rows, cols):
+        return "dissection"
     s = rows if sel is None else len(sel)
     costs = {}
     if _line_condition(w, g) <= MAX_LINE_CONDITION:
@@ -808,6 +802,10 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
         return (gc if sel is None else gc[sel]).copy()
     if method == "auto":
         method = solver_for(g, w, sel)
+    if method == "dissection":
+        t = dissection.effective(cell_conductance(g, w.r_access), w)
+        tick(g.shape[0])
+        return t if sel is None else np.ascontiguousarray(t[sel])
     if method == "lines":
         return _effective_lines(g, w, tick, sel)
     if method == "dual_lines":
@@ -817,7 +815,7 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
     return _effective_sparse(g, w, chunk, tick, sel)
 
 
-SOLVERS = ("auto", "lines", "dual_lines", "sparse")
+SOLVERS = ("auto", "dissection", "lines", "dual_lines", "sparse")
 
 
 def solve_workers() -> int:
@@ -906,7 +904,7 @@ def effective_matrices(
     if not pending:
         return results
     per_array = {
-        k: {"lines": flat.shape[-2], "dual_lines": flat.shape[-1]}.get(
+        k: {"lines": flat.shape[-2], "dual_lines": flat.shape[-1], "dissection": flat.shape[-2]}.get(
             method,
             min(flat.shape[-2], flat.shape[-1]) if sel is None else min(len(sel), flat.shape[-1]),
         )
@@ -959,6 +957,12 @@ def _prepare(g_us, w: Wires, rows, solver: str):
         rows_out = g.shape[-2] if sel is None else len(sel)
         return ("done", _like(np.zeros(g.shape[:-2] + (rows_out, g.shape[-1])), g_us))
     method = solver
+    if solver == "dissection" and not dissection.applies(w, *flat.shape[-2:]):
+        raise CrossbarInputError(
+            f"solver = 'dissection' needs resistive word and bit lines (r_wl > 0 and r_bl > 0, got {w.r_wl} "
+            f"and {w.r_bl} ohm) and more than {dissection.LEAF} rows and columns (got {flat.shape[-2]} x "
+            f"{flat.shape[-1]}); use 'auto', 'lines' or 'sparse'"
+        )
     if solver in ("lines", "dual_lines"):
         cond = max(_line_condition(w, a) if solver == "lines" else _line_condition(_dual(w), _dual_g(a)) for a in flat)
         if cond > MAX_LINE_CONDITION:

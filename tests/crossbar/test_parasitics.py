@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import crossbar.parasitics as P
+from crossbar import dissection
 from crossbar.config import default_config, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
@@ -31,6 +32,7 @@ from crossbar.parasitics import (
     _through_segment,
     _word_line_kernel,
     _word_line_solve,
+    caches_ladder_state,
     column_currents,
     effective_matrices,
     effective_matrix,
@@ -43,7 +45,7 @@ from crossbar.tile import Tile
 SPICE = Path(__file__).resolve().parent.parent / "data" / "spice"
 FIXTURES = sorted(SPICE.glob("*.npz"))
 #: the effective-matrix solvers; the invariants and the ngspice fixtures run through each
-SOLVERS = ["lines", "dual_lines", "sparse"]
+SOLVERS = ["dissection", "lines", "dual_lines", "sparse"]
 
 
 def _g(rows, cols, name="g", lo=1.0, hi=100.0):
@@ -161,7 +163,12 @@ def test_uniform_symmetric_array_is_symmetric():
 
 def _solve(g, w, solver):
     """effective_matrix with ``solver``; where the line solver refuses an ill-conditioned floating
-    line (checked against its condition estimate), the sparse solver."""
+    line (checked against its condition estimate), or nested dissection a zero-resistance line,
+    the sparse solver."""
+    if solver == "dissection" and not dissection.applies(w, *g.shape):
+        with pytest.raises(CrossbarInputError, match="'dissection' needs resistive word and bit lines"):
+            effective_matrix(g, w, solver=solver)
+        solver = "sparse"
     if solver in ("lines", "dual_lines"):
         cond = _line_condition(w, g) if solver == "lines" else _line_condition(_dual(w), _dual_g(g))
         if cond > MAX_LINE_CONDITION:
@@ -196,14 +203,14 @@ def test_a_zero_resistance_is_the_limit_of_small_ones(zero, solver):
     ids=str,
 )
 def test_the_solvers_agree(shape, w):
-    """The line-by-line ladder (both orientations) and the sparse LU of the whole network: the
-    same T, also for selected rows, open cells and every zero / non-zero wire combination."""
+    """Nested dissection, the line-by-line ladder (both orientations) and the sparse LU of the
+    whole network: the same T, also for selected rows, open cells and every zero / non-zero wire combination."""
     g = _g(*shape, "agree")
     g[0, -1] = 0.0
     ref = effective_matrix(g, w, solver="sparse")
     scale = np.max(np.abs(ref)) or 1.0
     sel = [shape[0] - 1, 0]
-    for solver in ("auto", "lines", "dual_lines"):
+    for solver in ("auto", "dissection", "lines", "dual_lines"):
         assert np.max(np.abs(_solve(g, w, solver) - ref)) <= 1e-10 * scale, solver
         if solver_for(g, w) != "sparse":
             assert np.max(np.abs(effective_matrix(g, w, rows=sel) - ref[sel])) <= 1e-10 * scale
@@ -286,21 +293,22 @@ def _exact_effective_matrix(g: np.ndarray, w: Wires) -> np.ndarray:
     ],
     ids=str,
 )
-def test_every_solver_meets_a_50_digit_reference(w):
+@pytest.mark.parametrize("shape", [(5, 4), (6, 5)])  # nested dissection takes the second only
+def test_every_solver_meets_a_50_digit_reference(w, shape):
     """Against an independent dense solve in 50-digit arithmetic: every solver that takes the
     case, and column_currents' direct solve, to 1e-13 of the largest entry."""
-    g = _g(5, 4, "exact")
+    g = _g(*shape, "exact")
     g[1, 2] = 0.0
     exact = _exact_effective_matrix(g, w)
     scale = np.max(np.abs(exact))
-    for solver in ("auto", "lines", "dual_lines", "sparse"):
+    for solver in ("auto", "dissection", "lines", "dual_lines", "sparse"):
         try:
             t = _solve(g, w, solver)
         except CrossbarInputError:  # an orientation whose floating line is ill-conditioned
             assert solver in ("lines", "dual_lines")
             continue
         assert np.max(np.abs(t - exact)) <= 1e-13 * scale, solver
-    v = np.array([[0.2, -0.1, 0.05, 0.0, 0.15]])
+    v = np.array([[0.2, -0.1, 0.05, 0.0, 0.15, -0.05][: shape[0]]])
     i = column_currents(g, v, w.r_wl, w.r_bl, w.r_driver, w.r_sense, w.r_access)
     assert np.max(np.abs(i - v @ exact)) <= 1e-13 * np.max(np.abs(v @ exact))
 
@@ -312,19 +320,26 @@ def test_the_ladder_state_after_the_weight_rows_is_reused_exactly():
     g = _g(20, 12, "ladder")
     ref = effective_matrix(g, w, solver="sparse")
     LADDER_CACHE.clear()
-    tail = effective_matrix(g, w, rows=range(15, 20))
+    tail = effective_matrix(g, w, rows=range(15, 20), solver="lines")
     assert len(LADDER_CACHE.entries) == 1
     assert np.max(np.abs(tail - ref[15:])) <= 1e-12 * ref.max()
     g2 = g.copy()
     g2[17:, :] *= 0.5  # other devices on the last rows: the cached state still applies
     ref2 = effective_matrix(g2, w, solver="sparse")
-    assert np.max(np.abs(effective_matrix(g2, w, rows=range(15, 20)) - ref2[15:])) <= 1e-12 * ref.max()
-    assert np.max(np.abs(effective_matrix(g2, w) - ref2)) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g2, w, rows=range(15, 20), solver="lines") - ref2[15:])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g2, w, solver="lines") - ref2)) <= 1e-12 * ref.max()
     g3 = g.copy()
     g3[3, 4] += 1.0  # a weight row changed: no stale state
     ref3 = effective_matrix(g3, w, solver="sparse")
-    assert np.max(np.abs(effective_matrix(g3, w, rows=[16, 19]) - ref3[[16, 19]])) <= 1e-12 * ref.max()
-    assert np.max(np.abs(effective_matrix(g3, w) - ref3)) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g3, w, rows=[16, 19], solver="lines") - ref3[[16, 19]])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g3, w, solver="lines") - ref3)) <= 1e-12 * ref.max()
+    # where a line has zero resistance the ladder is the automatic choice, and it keeps the state
+    w0 = Wires(r_wl=0.0, r_bl=2.0, r_sense=1.0)
+    assert caches_ladder_state(w0, 20, 12) and not caches_ladder_state(w, 20, 12)
+    LADDER_CACHE.clear()
+    tail0 = effective_matrix(g, w0, rows=range(15, 20))
+    assert len(LADDER_CACHE.entries) == 1 and solver_for(g, w0) == "lines"
+    assert np.max(np.abs(tail0 - effective_matrix(g, w0, solver="sparse")[15:])) <= 1e-12 * ref.max()
     LADDER_CACHE.clear()
 
 
@@ -337,24 +352,25 @@ def test_batched_instances_and_torch_types():
         assert np.allclose(t[m].double().numpy(), one, rtol=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["lines", "dissection"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_a_batch_of_arrays_equals_one_call_each_bit_for_bit_on_any_thread_count(threads):
+def test_a_batch_of_arrays_equals_one_call_each_bit_for_bit_on_any_thread_count(threads, solver):
     w = Wires(r_wl=1.0, r_bl=0.5, r_driver=20.0, r_sense=10.0)
     stacks = [
         np.stack([_g(9, 7, "p0"), _g(9, 7, "p1")]),
         _g(5, 11, "q"),
-        np.stack([_g(12, 4, f"r{m}") for m in range(3)]),
+        np.stack([_g(12, 5, f"r{m}") for m in range(3)]),
     ]
     rows = [None, [3, 4], range(10, 12)]
     # (each from an empty ladder cache: a suffix solve started from the cached state agrees to
     # rounding, BLAS rounding a few tracked columns differently from many)
     LADDER_CACHE.clear()
-    want = [effective_matrix(g, w, rows=r, solver="lines") for g, r in zip(stacks, rows)]
+    want = [effective_matrix(g, w, rows=r, solver=solver) for g, r in zip(stacks, rows)]
     before = torch.get_num_threads()
     try:
         LADDER_CACHE.clear()
         torch.set_num_threads(threads)
-        got = effective_matrices(stacks, w, rows=rows, solver="lines")
+        got = effective_matrices(stacks, w, rows=rows, solver=solver)
     finally:
         torch.set_num_threads(before)
     for a, b in zip(want, got):
@@ -801,6 +817,7 @@ def test_a_first_solve_in_a_process_runs_its_blas_on_one_thread_per_solve():
     script = """
 import numpy as np, threadpoolctl
 import crossbar.parasitics as P
+from crossbar import dissection
 seen = []
 one = P._effective_one
 def spy(*a, **k):  # after the array's solve, still inside the solver's limit
