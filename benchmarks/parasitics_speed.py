@@ -3,7 +3,8 @@
 1. an MVM of a programmed 256 x 256 tile with IR drop (effective matrices cached) vs the ideal tile;
 2. building the effective matrix T of one 256 x 256 array (the one-off cost per programming) by
    each solver (nested dissection, the automatic choice; the line-by-line ladder; the sparse LU),
-   and a batch of six arrays on one thread vs ``--threads``;
+   nested dissection against the ladder on several shapes (one thread), and a batch of six arrays
+   on one thread vs ``--threads``;
    and the ladder's per-row step, the inverse of a C x C admittance matrix (the solver's blocked
    inverse), against LAPACK's potrf + potri, torch's MKL (cholesky + cholesky_inverse) and one
    dgemm of the same size, on one thread: how far the step is from what the machine multiplies;
@@ -73,6 +74,40 @@ def build_t(r: float) -> None:
         f"whole network {took['sparse']:.2f} s (ratio {took['sparse'] / took['dissection']:.1f}); largest difference "
         f"from the sparse LU {diff:.1e} of max |T|; mean attenuation T/G {float((t['dissection'] / g).mean()):.3f}"
     )
+
+
+def solver_shapes(r: float) -> None:
+    """T by nested dissection (the automatic choice) against the line-by-line ladder (the cheaper of
+    its two orientations) on arrays of several shapes, one thread, best of three (ms)."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from crossbar.dissection import effective as dissection
+    from crossbar.parasitics import Wires, _dual, _dual_g, _effective_lines, cell_conductance
+
+    w = Wires(r_wl=r, r_bl=r)
+    rng = np.random.default_rng(0)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1e3
+
+    parts = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for rows, cols in ((8, 8), (64, 64), (130, 12), (128, 128), (206, 256), (256, 256), (512, 128)):
+            g = rng.uniform(1.0, 100.0, (rows, cols))
+            t_nd = best(lambda g=g: dissection(cell_conductance(g, 0.0), w))
+            ladder = min(
+                best(lambda g=g: _effective_lines(g, w, lambda n: None)),
+                best(lambda g=g: _effective_lines(_dual_g(g), _dual(w), lambda n: None)),
+            )
+            parts.append(f"{rows}x{cols} {t_nd:.2f} / {ladder:.2f} ({ladder / t_nd:.1f}x)")
+    print("T by nested dissection / the ladder, one thread, ms: " + ", ".join(parts))
 
 
 def inverse_bound() -> None:
@@ -189,6 +224,7 @@ def main() -> int:
     print(f"threads: {args.threads}")
     mvm_ratio(args.r)
     build_t(args.r)
+    solver_shapes(args.r)
     inverse_bound()
     batch_threads(args.r, args.threads)
     if not args.skip_kws:

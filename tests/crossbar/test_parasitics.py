@@ -100,6 +100,9 @@ def test_ngspice_64x64():
     ref = run_ngspice(g, v, w)
     ours = column_currents(g, v, w.r_wl, w.r_bl, w.r_driver, w.r_sense, w.r_access)
     assert np.max(np.abs(ours - ref) / np.abs(ref)) <= 1e-6
+    for solver in SOLVERS:  # the effective matrix every MVM uses, by each solver
+        i_t = v @ effective_matrix(g, w, solver=solver)
+        assert np.max(np.abs(i_t - ref) / np.abs(ref)) <= 1e-6, solver
 
 
 # ----------------------------------------------------------------------------- invariants
