@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import interleaved_medians  # noqa: E402
 
 from crossbar.config import load_config  # noqa: E402
-from crossbar.parasitics import LADDER_CACHE, effective_matrix  # noqa: E402
+from crossbar.parasitics import PREFIX_CACHE, effective_matrix  # noqa: E402
 from crossbar.rng import generator  # noqa: E402
 from crossbar.tile import Tile  # noqa: E402
 
@@ -184,7 +184,7 @@ def kws(r: float, clips: int, mc: int, rounds: int) -> None:
     accs = {}
     for _ in range(rounds):
         for name, cfg in configs.items():
-            LADDER_CACHE.clear()  # as in a fresh process: no ladder state from an earlier round
+            PREFIX_CACHE.clear()  # as in a fresh process: no solver state from an earlier round
             t0 = time.perf_counter()
             accs[name] = evaluate_kws(ckpt, GSC, cfg, mc, split="dev", limit=clips)
             times[name].append(time.perf_counter() - t0)

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from crossbar.config import load_config
-from crossbar.parasitics import LADDER_CACHE
+from crossbar.parasitics import PREFIX_CACHE
 from rnn_models.convert import program
 from rnn_models.tasks.kws import analog_kws, load_kws
 
@@ -56,7 +56,7 @@ def main() -> int:
     for name, state in (("rebuilt from its state", sd), ("programmed again (earlier layout)", old)):
         fresh, _, _ = analog_kws(model, ckpt, cfg, None)
         fresh.eval()
-        LADDER_CACHE.clear()  # as in a new process: no ladder state left from the programming above
+        PREFIX_CACHE.clear()  # as in a new process: no solver state left from the programming above
         t0 = time.perf_counter()
         fresh.load_state_dict(state)
         with torch.no_grad():

@@ -56,35 +56,52 @@ def _boundary(r0: int, r1: int, c0: int, c1: int, rows: int, cols: int) -> int:
     return h + (h if c1 < cols else 0) + (w if r0 > 0 else 0) + w
 
 
+def _cut(rows: int, cols: int, leaf: int, box: tuple[int, int, int, int], out: list) -> None:
+    """Append the boxes of ``box`` (r0, r1, c0, c1) to ``out``, children before their parent."""
+    r0, r1, c0, c1 = box
+    h, w = r1 - r0, c1 - c0
+    # columns are cut only into halves at least 2 wide: at column 0 with r_driver = 0 a box's left
+    # side is its first column's word-line nodes, so its right side needs another column
+    if w > leaf and w >= 4 and (w >= h or h <= leaf):
+        m = c0 + w // 2
+        _cut(rows, cols, leaf, (r0, r1, c0, m), out)
+        _cut(rows, cols, leaf, (r0, r1, m, c1), out)
+        out.append((r0, r1, c0, c1, 1, m))
+    elif h > leaf:
+        m = r0 + h // 2
+        _cut(rows, cols, leaf, (r0, m, c0, c1), out)
+        _cut(rows, cols, leaf, (m, r1, c0, c1), out)
+        out.append((r0, r1, c0, c1, 2, m))
+    else:
+        out.append((r0, r1, c0, c1, 0, 0))
+
+
 @functools.lru_cache(maxsize=64)
-def plan(rows: int, cols: int, leaf: int = LEAF) -> tuple[np.ndarray, int, int]:
+def plan(rows: int, cols: int, leaf: int = LEAF, split: int = 0, part: str = "all") -> tuple[np.ndarray, int, int]:
     """The boxes of a ``rows x cols`` array in the order they are computed (children before their
     parent): int64 (n, 6) rows ``r0, r1, c0, c1, kind, cut`` with kind 0 a leaf, 1 two boxes side
     by side (columns cut at ``cut``), 2 one above the other (rows cut at ``cut``); and the lengths
-    (float64 elements) of the stack of boundary matrices and of the work matrix."""
+    (float64 elements) of the stack of boundary matrices and of the work matrix.
+
+    ``split`` (0 < split < rows): the array is first cut above row ``split``, so that the boxes of
+    its first rows (``part="top"``, ending with the box of rows 0..split-1) can be computed once and
+    kept (:func:`prefix_state`) while ``part="bottom"`` (the boxes of the other rows, then the
+    whole array's merge) starts from that box's matrix on the stack.  ``part="all"``: every box."""
     boxes: list[tuple[int, int, int, int, int, int]] = []
-
-    def cut(r0: int, r1: int, c0: int, c1: int) -> None:
-        h, w = r1 - r0, c1 - c0
-        # columns are cut only into halves at least 2 wide: at column 0 with r_driver = 0 a box's
-        # left side is its first column's word-line nodes, so its right side needs another column
-        if w > leaf and w >= 4 and (w >= h or h <= leaf):
-            m = c0 + w // 2
-            cut(r0, r1, c0, m)
-            cut(r0, r1, m, c1)
-            boxes.append((r0, r1, c0, c1, 1, m))
-        elif h > leaf:
-            m = r0 + h // 2
-            cut(r0, m, c0, c1)
-            cut(m, r1, c0, c1)
-            boxes.append((r0, r1, c0, c1, 2, m))
+    seed = 0  # the stack's one matrix before the first box (part "bottom": the top box's)
+    if split == 0:
+        _cut(rows, cols, leaf, (0, rows, 0, cols), boxes)
+    else:
+        if part in ("all", "top"):
+            _cut(rows, cols, leaf, (0, split, 0, cols), boxes)
         else:
-            boxes.append((r0, r1, c0, c1, 0, 0))
-
-    cut(0, rows, 0, cols)
-    stack: list[int] = []
-    peak = work = 0
-    for r0, r1, c0, c1, kind, _cut in boxes:
+            seed = _boundary(0, split, 0, cols, rows, cols) ** 2
+        if part in ("all", "bottom"):
+            _cut(rows, cols, leaf, (split, rows, 0, cols), boxes)
+            boxes.append((0, rows, 0, cols, 2, split))
+    stack: list[int] = [seed] if seed else []
+    peak, work = seed, 0
+    for r0, r1, c0, c1, kind, _cut_at in boxes:
         n_o = _boundary(r0, r1, c0, c1, rows, cols)
         if kind == 0:  # every node of the leaf (a bound: a separate left node, top and ground nodes)
             n = 2 * (r1 - r0) * (c1 - c0) + (r1 - r0) + 2 * (c1 - c0)
@@ -275,15 +292,19 @@ def _eliminate(k, n, n_i, out, potrf, trsm, syrk, chars, ints, scal):  # pragma:
 
 
 @kernel
-def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, ints, scal, t):  # pragma: no cover
-    """Every box of ``boxes`` (:func:`plan`) in turn, the boundary matrices on a stack; the root's
-    matrix gives ``t`` (rows x cols).  Returns LAPACK's info (0: done)."""
-    rows, cols = gc.shape
+def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, ints, scal, seed):  # pragma: no cover
+    """Every box of ``boxes`` (:func:`plan`) in turn, the boundary matrices on a stack (``stack``
+    holds a ``seed`` x ``seed`` matrix at its start already where seed > 0); the last box's matrix
+    ends at the stack's start.  Returns LAPACK's info (0: done)."""
+    cols = gc.shape[1]
     nb_ = boxes.shape[0]
-    st_off = np.empty(nb_, np.int64)
-    st_n = np.empty(nb_, np.int64)
+    st_off = np.empty(nb_ + 1, np.int64)
+    st_n = np.empty(nb_ + 1, np.int64)
     sp = 0
     top = 0
+    if seed > 0:
+        st_off[0], st_n[0] = 0, seed
+        sp, top = 1, seed * seed
     for b in range(nb_):
         r0, r1, c0, c1, kind, m = boxes[b, 0], boxes[b, 1], boxes[b, 2], boxes[b, 3], boxes[b, 4], boxes[b, 5]
         if kind == 0:
@@ -300,10 +321,6 @@ def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, i
         st_n[sp] = n - n_i
         sp += 1
         top += (n - n_i) * (n - n_i)
-    n_root = rows + cols  # left (the sources) then bottom (the grounds)
-    for i in range(rows):
-        for j in range(cols):
-            t[i, j] = -stack[rows + j + i * n_root]
     return 0
 
 
@@ -319,19 +336,22 @@ def applies(w, rows: int, cols: int) -> bool:
     return w.r_wl > 0 and w.r_bl > 0 and rows > LEAF and cols > LEAF
 
 
-def effective(gc: np.ndarray, w, leaf: int = LEAF) -> np.ndarray:
-    """T (uS, rows x cols) of one array of cell conductances ``gc`` (uS, access resistance already
-    in series) with the wires ``w`` (:class:`crossbar.parasitics.Wires`, ohm; r_wl, r_bl > 0; the
-    accuracy stated where :func:`applies`).  ``leaf``: the largest leaf box (tests)."""
+def _run(gc: np.ndarray, w, leaf: int, split: int, part: str, seed: np.ndarray | None = None) -> np.ndarray:
+    """The matrix (n x n, Fortran-ordered float64) of the last box of :func:`plan`'s ``part``."""
     if not (w.r_wl > 0 and w.r_bl > 0):
         raise ValueError("the nested-dissection solver needs r_wl > 0 and r_bl > 0")
     if not (isinstance(leaf, int) and leaf >= 1):
         raise ValueError(f"leaf = {leaf!r}: must be an integer >= 1")
-    gc = np.ascontiguousarray(gc, dtype=np.float64)
     rows, cols = gc.shape
-    boxes, stack_len, work_len = plan(rows, cols, leaf)
+    if not (isinstance(split, int) and 0 <= split < rows):
+        raise ValueError(f"split = {split!r}: must be an integer in 0..{rows - 1}")
+    boxes, stack_len, work_len = plan(rows, cols, leaf, split, part)
+    stack = np.empty(stack_len)
+    n_seed = 0
+    if seed is not None:
+        n_seed = seed.shape[0]
+        stack[: n_seed * n_seed] = seed.ravel(order="F")
     us = 1e6  # uS per siemens
-    t = np.empty((rows, cols))
     info = _dissect(
         gc,
         us / w.r_wl,
@@ -339,14 +359,42 @@ def effective(gc: np.ndarray, w, leaf: int = LEAF) -> np.ndarray:
         us / w.r_driver if w.r_driver > 0 else 0.0,
         us / w.r_sense if w.r_sense > 0 else 0.0,
         boxes,
-        np.empty(stack_len),
+        stack,
         np.empty(work_len),
         *[routine(*r) for r in _ROUTINES],
         CHARS,
         np.zeros(4, np.int32),
         SCALARS,
-        t,
+        n_seed,
     )
     if info != 0:  # cannot happen for a passive network; say so rather than return garbage
         raise ArithmeticError(f"IR drop: a box's interior admittance is not positive definite (LAPACK info {info})")
-    return t
+    r0, r1, c0, c1 = (int(x) for x in boxes[-1, :4])
+    n = _boundary(r0, r1, c0, c1, rows, cols)
+    return stack[: n * n].reshape(n, n, order="F")
+
+
+def prefix_state(gc: np.ndarray, w, split: int, leaf: int = LEAF) -> np.ndarray:
+    """The admittance matrix (uS) of the array's rows 0..split-1 between their sources and the
+    bit-line nodes of row split - 1: what :func:`effective` with the same ``split`` starts from.  It
+    depends on those rows' cells only, so it serves every array that shares them (an NL-ADC's
+    rows below the weights, re-solved while they are trimmed)."""
+    gc = np.ascontiguousarray(gc, dtype=np.float64)
+    if not (isinstance(split, int) and 0 < split < gc.shape[0]):
+        raise ValueError(f"split = {split!r}: must be an integer in 1..{gc.shape[0] - 1}")
+    return _run(gc, w, leaf, split, "top")
+
+
+def effective(gc: np.ndarray, w, leaf: int = LEAF, split: int = 0, prefix: np.ndarray | None = None) -> np.ndarray:
+    """T (uS, rows x cols) of one array of cell conductances ``gc`` (uS, access resistance already
+    in series) with the wires ``w`` (:class:`crossbar.parasitics.Wires`, ohm; r_wl, r_bl > 0; the
+    accuracy stated where :func:`applies`).  ``split`` > 0: the array is first cut above that row
+    (:func:`plan`), and ``prefix`` is :func:`prefix_state` of its first rows (computed here when
+    None); the result does not depend on whether it was given.  ``leaf``: the largest leaf box
+    (tests)."""
+    gc = np.ascontiguousarray(gc, dtype=np.float64)
+    rows = gc.shape[0]
+    if split and prefix is None:
+        prefix = prefix_state(gc, w, split, leaf)
+    s = _run(gc, w, leaf, split, "bottom" if split else "all", prefix if split else None)
+    return -s[rows:, :rows].T.copy()  # T[i, j] = -S[ground j, source i]: left (sources), then bottom

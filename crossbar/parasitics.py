@@ -622,39 +622,46 @@ def _symmetric(lower: np.ndarray) -> np.ndarray:
     return lower + np.tril(lower, -1).T
 
 
-class _LadderCache:
-    """The Norton state (Y, J of every row) of the ladder after an array's first rows, kept for
-    the arrays solved last (bounded): an NL-ADC's ramp and bias devices sit on rows after the
-    weight rows (``near_sense``) and are re-solved while they are trimmed, and the state after the
-    weight rows does not depend on them.  Keyed by the exact bytes of those rows and the wires."""
+class _PrefixCache:
+    """A solver's state after an array's first rows, kept for the arrays solved last (bounded): an
+    NL-ADC's ramp and bias devices sit on rows after the weight rows (``near_sense``) and are
+    re-solved while they are trimmed, and that state does not depend on them.  The ladder keeps
+    its Norton state (Y, J of every row); nested dissection the admittance matrix of the first rows
+    (:func:`crossbar.dissection.prefix_state`).  Keyed by the solver, the exact bytes of those rows
+    and the wires."""
 
     def __init__(self, size: int = 64):
         self.size = size
-        self.entries: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.entries: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.lock = threading.Lock()
 
     @staticmethod
-    def _key(gc: np.ndarray, n: int, w: Wires) -> tuple:
+    def _key(gc: np.ndarray, n: int, w: Wires, solver: str) -> tuple:
         import hashlib
 
         digest = hashlib.blake2b(np.ascontiguousarray(gc[:n]).tobytes(), digest_size=16).hexdigest()
-        return (w, gc.shape[1], n, digest)
+        return (solver, w, gc.shape[1], n, digest)
 
-    def lookup(self, gc: np.ndarray, w: Wires):
-        """``(n, Y, J)`` of the longest cached prefix of ``gc``'s rows, or None."""
+    def lookup(self, gc: np.ndarray, w: Wires, solver: str, most: int | None = None):
+        """``(n, *state)`` of ``solver``'s longest cached prefix of ``gc``'s rows (at most ``most``
+        rows; default all), or None."""
+        most = gc.shape[0] if most is None else most
         with self.lock:
-            lengths = sorted({k[2] for k in self.entries if k[0] == w and k[1] == gc.shape[1]}, reverse=True)
+            lengths = sorted(
+                {k[3] for k in self.entries if k[:3] == (solver, w, gc.shape[1])},
+                reverse=True,
+            )
         for n in lengths:
-            if n <= gc.shape[0]:
+            if n <= most:
                 with self.lock:
-                    hit = self.entries.get(self._key(gc, n, w))
+                    hit = self.entries.get(self._key(gc, n, w, solver))
                 if hit is not None:
                     return (n, *hit)
         return None
 
-    def store(self, gc: np.ndarray, n: int, w: Wires, y: np.ndarray, j_all: np.ndarray) -> None:
+    def store(self, gc: np.ndarray, n: int, w: Wires, solver: str, *state: np.ndarray) -> None:
         with self.lock:
-            self.entries[self._key(gc, n, w)] = (y.copy(), j_all.copy())
+            self.entries[self._key(gc, n, w, solver)] = tuple(x.copy() for x in state)
             while len(self.entries) > self.size:
                 self.entries.pop(next(iter(self.entries)))
 
@@ -663,7 +670,7 @@ class _LadderCache:
             self.entries.clear()
 
 
-LADDER_CACHE = _LadderCache()
+PREFIX_CACHE = _PrefixCache()
 
 
 def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 64) -> np.ndarray:
@@ -674,14 +681,14 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     bit-line segment r in series turns (Y, J) into ((1 + r Y)^-1 Y, (1 + r Y)^-1 J) and row i + 1
     adds its own cells.  The currents into the virtual grounds are (1 + r_sense Y)^-1 J after the
     last row.  Cost ~ rows * cols^3.  A request for rows after the first ``n`` only (an NL-ADC's
-    rows) stores the state after row n - 1 in :data:`LADDER_CACHE`; any later request on an array
+    rows) stores the state after row n - 1 in :data:`PREFIX_CACHE`; any later request on an array
     with the same first rows starts from it."""
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
     sel = np.arange(rows) if sel is None else sel
     # Y (lower triangle kept) and J, Fortran-ordered for LAPACK / BLAS; J's active columns first
     start, y, j_start = 0, np.zeros((cols, cols), order="F"), np.zeros((cols, 0))
-    hit = LADDER_CACHE.lookup(gc, w)
+    hit = PREFIX_CACHE.lookup(gc, w, "lines")
     if hit is not None:
         start, y, j_start = hit
         y = np.array(y, order="F")  # a copy: the cached state stays as it is
@@ -727,13 +734,34 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
                 j_cur[:, active] = gi * q[i - r0]
                 active += 1
         if save_at is not None and r1 == save_at:
-            LADDER_CACHE.store(gc, save_at, w, y, j_cur[:, :save_at])
+            PREFIX_CACHE.store(gc, save_at, w, "lines", y, j_cur[:, :save_at])
         tick(r1 - r0)
     if w.r_sense > 0:
         np.multiply(y, w.r_sense / US_PER_S, out=z)
         z += eye
         j_cur = _symm_lower(_spd_inverse_lower(z), j_cur, j_next)
     return np.ascontiguousarray(j_cur[:, np.searchsorted(tracked, sel)].T)
+
+
+def _effective_dissection(g: np.ndarray, w: Wires, tick, sel=None) -> np.ndarray:
+    """T of one array by nested dissection (:mod:`crossbar.dissection`).  A request for rows after
+    the first ``n`` only (an NL-ADC's) cuts the array above row n first and stores the first rows'
+    admittance matrix in :data:`PREFIX_CACHE`; any later request on an array with the same first
+    rows is cut there and starts from it (the same operations as without the cache: the same T
+    bit for bit; against a request cut nowhere, T differs by rounding)."""
+    gc = cell_conductance(g, w.r_access)
+    rows = gc.shape[0]
+    split, prefix = 0, None
+    hit = PREFIX_CACHE.lookup(gc, w, "dissection", most=rows - 1)
+    if hit is not None:
+        split, prefix = hit
+    elif sel is not None and sel.size and int(sel.min()) > 0:
+        split = int(sel.min())
+        prefix = dissection.prefix_state(gc, w, split)
+        PREFIX_CACHE.store(gc, split, w, "dissection", prefix)
+    t = dissection.effective(gc, w, split=split, prefix=prefix)
+    tick(rows)
+    return t if sel is None else np.ascontiguousarray(t[sel])
 
 
 def _dual(w: Wires) -> Wires:
@@ -758,16 +786,6 @@ def _dual_g(g: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g[::-1, ::-1].T)
 
 
-def caches_ladder_state(wires, rows: int, cols: int) -> bool:
-    """True where :func:`effective_matrix`'s automatic choice for a ``rows x cols`` array is a
-    line-by-line ladder (:func:`crossbar.dissection.applies` is false), whose state after an
-    array's first rows :data:`LADDER_CACHE` keeps for later requests on its last rows.  Nested
-    dissection keeps no such state: where it applies, a request for an NL-ADC's rows is a whole
-    solve (a 206 x 256 array in ~55 ms on one thread here, against ~40 ms for the ladder's last 37
-    rows from its cached state, which first costs ~230 ms to build)."""
-    return not dissection.applies(Wires.of(wires), rows, cols)
-
-
 def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols) and the selected
     rows ``sel`` of T (None: all): ``"dissection"`` (:mod:`crossbar.dissection`, nested dissection
@@ -779,7 +797,7 @@ def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     nodes: cheaper when rows < cols; reciprocity gives T) or ``"sparse"`` (sparse LU of the whole
     network, when both orientations have a floating line whose condition exceeds
     :data:`MAX_LINE_CONDITION`).  Of the ladders, ``"lines"`` wherever it can start from, or
-    store, the cached state after the first rows (:data:`LADDER_CACHE`: a request for the last
+    store, the cached state after the first rows (:data:`PREFIX_CACHE`: a request for the last
     rows only, or an array whose first rows were solved before)."""
     rows, cols = g.shape[-2:]
     if dissection.applies(w, rows, cols):
@@ -788,7 +806,7 @@ def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     costs = {}
     if _line_condition(w, g) <= MAX_LINE_CONDITION:
         suffix = sel is not None and len(sel) > 0 and int(np.min(sel)) > 0
-        if suffix or LADDER_CACHE.lookup(cell_conductance(g, w.r_access), w) is not None:
+        if suffix or PREFIX_CACHE.lookup(cell_conductance(g, w.r_access), w, "lines") is not None:
             return "lines"
         costs["lines"] = rows * cols**2 * (2.4 * cols + s)
     if _line_condition(_dual(w), _dual_g(g)) <= MAX_LINE_CONDITION:
@@ -803,9 +821,7 @@ def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: 
     if method == "auto":
         method = solver_for(g, w, sel)
     if method == "dissection":
-        t = dissection.effective(cell_conductance(g, w.r_access), w)
-        tick(g.shape[0])
-        return t if sel is None else np.ascontiguousarray(t[sel])
+        return _effective_dissection(g, w, tick, sel)
     if method == "lines":
         return _effective_lines(g, w, tick, sel)
     if method == "dual_lines":

@@ -702,20 +702,13 @@ class RampSite:
     def warm(self) -> None:
         """Solve the weight rows of this NL-ADC's arrays for every programmed instance at once (the
         instances on a thread pool) so that the calibration's per-instance solves start from the
-        cached ladder state (:data:`crossbar.parasitics.LADDER_CACHE`).  Only where that state
-        applies: the ladder is the solver (:func:`crossbar.parasitics.caches_ladder_state`), ramp
-        rows after the weight rows (``near_sense``), a ramp per column."""
-        from crossbar.layout import col_slices, effective_arrays
-        from crossbar.parasitics import caches_ladder_state
+        solver's cached state after them (:data:`crossbar.parasitics.PREFIX_CACHE`).  Only where
+        that state applies: ramp rows after the weight rows (``near_sense``), a ramp per column."""
+        from crossbar.layout import effective_arrays
 
         tile, w = self.tile, self.tile.config.array.wires
         if self.shared or w.ramp_rows != "near_sense" or not tile.ir_drop or tile.g_pos is None:
             return
-        csl = col_slices(tile.out_features, tile.config.array.cols)
-        g_rows = tile.g_pos.shape[-2]
-        last_rows = g_rows - (g_rows - 1) // tile.config.array.rows * tile.config.array.rows
-        if not any(caches_ladder_state(w, last_rows + 1, csl[b].stop - csl[b].start) for b in self.blocks):
-            return  # nested dissection: no ladder state to start from
         g_pos, g_neg = tile.programmed_conductances()
         m_count = g_pos.shape[0]
         open_rows = torch.zeros(m_count, 1, tile.out_features, dtype=torch.float64)

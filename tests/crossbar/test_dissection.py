@@ -53,6 +53,32 @@ def test_the_plan_covers_every_cell_once_and_merges_neighbours(shape, leaf):
     assert stack_len >= (rows + cols) ** 2 and work_len > 0
 
 
+@pytest.mark.parametrize("shape, split", [((9, 7), 1), ((9, 7), 8), ((20, 12), 15), ((40, 33), 29)])
+def test_a_plan_cut_after_the_first_rows_covers_every_cell_once(shape, split):
+    """The first rows' boxes (kept as the prefix state) and the other rows' boxes with the whole
+    array's merge: together every cell once, the top part ending with the box of the first rows."""
+    rows, cols = shape
+    top, _, _ = D.plan(rows, cols, D.LEAF, split, "top")
+    bottom, stack_len, _ = D.plan(rows, cols, D.LEAF, split, "bottom")
+    both, _, _ = D.plan(rows, cols, D.LEAF, split, "all")
+    assert np.array_equal(both, np.concatenate([top, bottom]))
+    assert tuple(top[-1, :4]) == (0, split, 0, cols) and tuple(bottom[-1]) == (0, rows, 0, cols, 2, split)
+    covered = np.zeros(shape, int)
+    for r0, r1, c0, c1, kind, _m in both:
+        if kind == 0:
+            covered[r0:r1, c0:c1] += 1
+    assert (covered == 1).all() and stack_len >= (split + cols) ** 2  # the top box's matrix seeds the stack
+    g, w = np.random.default_rng(split).uniform(1.0, 100.0, shape), Wires(r_wl=0.5, r_bl=2.0, r_driver=3.0)
+    ref = effective_matrix(g, w, solver="sparse")
+    prefix = D.prefix_state(g, w, split)
+    assert prefix.shape == (split + cols,) * 2 and np.allclose(prefix.sum(1), 0, atol=1e-9 * np.abs(prefix).max())
+    t = D.effective(g, w, split=split, prefix=prefix)
+    assert np.array_equal(t, D.effective(g, w, split=split))  # given or computed: the same operations
+    assert np.max(np.abs(t - ref)) <= 1e-12 * ref.max()
+    with pytest.raises(ValueError, match="split = 0"):
+        D.prefix_state(g, w, 0)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_random_shapes_and_wires_match_the_sparse_solve(seed):
     g, w = _random_case(seed)
@@ -77,9 +103,9 @@ def test_the_compiled_kernels_are_the_interpreted_source():
     lapack = ([routine(*r) for r in D._ROUTINES], CHARS, np.zeros(4, np.int32), SCALARS)
     results = []
     for fn in (D._dissect, D._dissect.py_func):
-        t = np.full((rows, cols), np.nan)
-        assert fn(g, *args, np.empty(stack_len), np.empty(work_len), *lapack[0], *lapack[1:], t) == 0
-        results.append(t)
+        stack = np.full(stack_len, np.nan)
+        assert fn(g, *args, stack, np.empty(work_len), *lapack[0], *lapack[1:], 0) == 0
+        results.append(stack[: (rows + cols) ** 2])  # the whole array's matrix: sources, then grounds
     assert np.array_equal(results[0], results[1]) and not np.isnan(results[0]).any()
     # the steps one by one
     k1, k2 = np.full(work_len, np.nan), np.full(work_len, np.nan)

@@ -15,8 +15,8 @@ from crossbar.config import default_config, validate_config
 from crossbar.errors import CrossbarInputError
 from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
 from crossbar.parasitics import (
-    LADDER_CACHE,
     MAX_LINE_CONDITION,
+    PREFIX_CACHE,
     SPD_INVERSE_LEAF,
     Wires,
     _add_cells,
@@ -32,7 +32,6 @@ from crossbar.parasitics import (
     _through_segment,
     _word_line_kernel,
     _word_line_solve,
-    caches_ladder_state,
     column_currents,
     effective_matrices,
     effective_matrix,
@@ -316,34 +315,47 @@ def test_every_solver_meets_a_50_digit_reference(w, shape):
     assert np.max(np.abs(i - v @ exact)) <= 1e-13 * np.max(np.abs(v @ exact))
 
 
-def test_the_ladder_state_after_the_weight_rows_is_reused_exactly():
-    """Solving only the last rows (an NL-ADC's) caches the state after the rows before them; later
-    requests on an array with the same first rows start there -- and give the uncached T."""
+@pytest.mark.parametrize("solver", ["lines", "dissection"])
+def test_the_state_after_the_weight_rows_is_reused_exactly(solver):
+    """Solving only the last rows (an NL-ADC's) caches the solver's state after the rows before
+    them; later requests on an array with the same first rows start there -- and give the uncached
+    T (nested dissection: bit for bit, the same operations)."""
     w = Wires(r_wl=1.0, r_bl=2.0, r_sense=1.0)
     g = _g(20, 12, "ladder")
     ref = effective_matrix(g, w, solver="sparse")
-    LADDER_CACHE.clear()
-    tail = effective_matrix(g, w, rows=range(15, 20), solver="lines")
-    assert len(LADDER_CACHE.entries) == 1
+    PREFIX_CACHE.clear()
+    tail = effective_matrix(g, w, rows=range(15, 20), solver=solver)
+    assert [k[0] for k in PREFIX_CACHE.entries] == [solver]
     assert np.max(np.abs(tail - ref[15:])) <= 1e-12 * ref.max()
     g2 = g.copy()
     g2[17:, :] *= 0.5  # other devices on the last rows: the cached state still applies
     ref2 = effective_matrix(g2, w, solver="sparse")
-    assert np.max(np.abs(effective_matrix(g2, w, rows=range(15, 20), solver="lines") - ref2[15:])) <= 1e-12 * ref.max()
-    assert np.max(np.abs(effective_matrix(g2, w, solver="lines") - ref2)) <= 1e-12 * ref.max()
+    tail2 = effective_matrix(g2, w, rows=range(15, 20), solver=solver)
+    assert np.max(np.abs(tail2 - ref2[15:])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g2, w, solver=solver) - ref2)) <= 1e-12 * ref.max()
+    if solver == "dissection":
+        assert np.array_equal(tail2, dissection.effective(g2, w, split=15)[15:])
+        assert np.array_equal(effective_matrix(g2, w), dissection.effective(g2, w, split=15))
     g3 = g.copy()
     g3[3, 4] += 1.0  # a weight row changed: no stale state
     ref3 = effective_matrix(g3, w, solver="sparse")
-    assert np.max(np.abs(effective_matrix(g3, w, rows=[16, 19], solver="lines") - ref3[[16, 19]])) <= 1e-12 * ref.max()
-    assert np.max(np.abs(effective_matrix(g3, w, solver="lines") - ref3)) <= 1e-12 * ref.max()
-    # where a line has zero resistance the ladder is the automatic choice, and it keeps the state
-    w0 = Wires(r_wl=0.0, r_bl=2.0, r_sense=1.0)
-    assert caches_ladder_state(w0, 20, 12) and not caches_ladder_state(w, 20, 12)
-    LADDER_CACHE.clear()
-    tail0 = effective_matrix(g, w0, rows=range(15, 20))
-    assert len(LADDER_CACHE.entries) == 1 and solver_for(g, w0) == "lines"
-    assert np.max(np.abs(tail0 - effective_matrix(g, w0, solver="sparse")[15:])) <= 1e-12 * ref.max()
-    LADDER_CACHE.clear()
+    assert np.max(np.abs(effective_matrix(g3, w, rows=[16, 19], solver=solver) - ref3[[16, 19]])) <= 1e-12 * ref.max()
+    assert np.max(np.abs(effective_matrix(g3, w, solver=solver) - ref3)) <= 1e-12 * ref.max()
+    assert len(PREFIX_CACHE.entries) == 2
+    PREFIX_CACHE.clear()
+
+
+def test_each_solver_keeps_its_own_state_after_the_first_rows():
+    """The automatic choice stores its own solver's state: nested dissection where the lines are
+    resistive, the ladder where a word line has zero resistance."""
+    g = _g(20, 12, "ladder")
+    PREFIX_CACHE.clear()
+    for w, solver in ((Wires(r_wl=1.0, r_bl=2.0), "dissection"), (Wires(r_wl=0.0, r_bl=2.0, r_sense=1.0), "lines")):
+        assert solver_for(g, w) == solver
+        tail = effective_matrix(g, w, rows=range(15, 20))
+        assert np.max(np.abs(tail - effective_matrix(g, w, solver="sparse")[15:])) <= 1e-12 * g.max()
+    assert sorted(k[0] for k in PREFIX_CACHE.entries) == ["dissection", "lines"]
+    PREFIX_CACHE.clear()
 
 
 def test_batched_instances_and_torch_types():
@@ -367,11 +379,11 @@ def test_a_batch_of_arrays_equals_one_call_each_bit_for_bit_on_any_thread_count(
     rows = [None, [3, 4], range(10, 12)]
     # (each from an empty ladder cache: a suffix solve started from the cached state agrees to
     # rounding, BLAS rounding a few tracked columns differently from many)
-    LADDER_CACHE.clear()
+    PREFIX_CACHE.clear()
     want = [effective_matrix(g, w, rows=r, solver=solver) for g, r in zip(stacks, rows)]
     before = torch.get_num_threads()
     try:
-        LADDER_CACHE.clear()
+        PREFIX_CACHE.clear()
         torch.set_num_threads(threads)
         got = effective_matrices(stacks, w, rows=rows, solver=solver)
     finally:
