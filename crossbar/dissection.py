@@ -21,13 +21,19 @@ Two neighbours merge by adding their matrices on the nodes they share (those bec
 eliminating those: a Cholesky factorisation, a triangular solve and a symmetric rank-k update
 (LAPACK / BLAS through :mod:`crossbar.lapack`, in one compiled kernel without the GIL).  The
 diagonal of every result is reset to minus the sum of its row's off-diagonal entries (a floating
-network's rows sum to zero exactly): the off-diagonal entries are sums of terms of one sign, the
-diagonal is where the elimination subtracts nearly equal numbers.  The whole array's matrix is
+network's rows sum to zero exactly): an off-diagonal entry is a non-positive conductance minus a
+non-negative correction (no cancellation between the two), the diagonal is where the elimination
+subtracts nearly equal numbers.  The whole array's matrix is
 between the sources and the virtual grounds, and ``T[i, j] = -S[ground j, source i]``.
+
+An array may first be cut above a given row (:func:`plan`'s ``split``): the matrix of the rows
+above it (:func:`prefix_state`) depends on their cells only, so an NL-ADC's rows below the weights
+can be re-solved from it while they are trimmed (:data:`crossbar.parasitics.PREFIX_CACHE`).
 
 Cost: ~ (rows + cols)^3 flops, against rows * cols^3 for the line-by-line ladder; it needs
 resistive word and bit lines (``r_wl, r_bl > 0``: a zero-resistance line joins its nodes, which the
-ladder handles).  The same cases run through every solver in ``tests/crossbar/test_parasitics.py``.
+ladder handles) and more than :data:`LEAF` rows and columns (:func:`applies`).  The same cases run
+through every solver in ``tests/crossbar/test_parasitics.py``.
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from crossbar.lapack import CHARS, SCALARS, routine
 from crossbar.pointwise import kernel
 
 #: Boxes of at most LEAF x LEAF cells are built directly (their interior eliminated); larger ones
-#: are cut in two.  Chosen among 2-8 on one thread of the project's 2-core machine.
+#: are cut in two.  Chosen among 2-8 on one thread of the project's 2-core machine (4 and 6 the
+#: fastest at 169-512 rows and columns).
 LEAF = 4
 
 _ROUTINES = (
