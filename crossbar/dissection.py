@@ -50,6 +50,12 @@ from crossbar.pointwise import kernel
 #: fastest at 169-512 rows and columns).
 LEAF = 4
 
+#: Largest buffers (bytes) a solve may take: its stack of boundary matrices and its work matrix
+#: grow as (rows + cols)^2 (at most ~5 (rows + cols)^2 float64 from 9 x 300 to 1024 x 1024; 2 GiB
+#: is rows + cols ~ 7,000), where the ladder needs ~cols x (cols + rows); larger arrays take the
+#: ladder.
+MAX_BUFFER_BYTES = 2**31
+
 _ROUTINES = (
     ("scipy.linalg.cython_lapack", "dpotrf", 5),
     ("scipy.linalg.cython_blas", "dtrsm", 11),
@@ -339,8 +345,10 @@ def applies(w, rows: int, cols: int) -> bool:
     (tiny segments, weakly tied to its source) makes the Cholesky pivots differences of nearly
     equal numbers: measured against the sparse LU, 1e-6 of T for a 5 x 4 array with 1e-6 ohm
     segments behind 1e4 ohm, ~1e-13 for 16 x 16 and 64 x 64 arrays with the same wires (after a
-    leaf, every box's lines end on its boundary, and each merge eliminates one node per line)."""
-    return w.r_wl > 0 and w.r_bl > 0 and rows > LEAF and cols > LEAF
+    leaf, every box's lines end on its boundary, and each merge eliminates one node per line).
+    And its buffers fit :data:`MAX_BUFFER_BYTES`."""
+    fits = 8 * 6 * (rows + cols) ** 2 <= MAX_BUFFER_BYTES
+    return w.r_wl > 0 and w.r_bl > 0 and rows > LEAF and cols > LEAF and fits
 
 
 def _run(gc: np.ndarray, w, leaf: int, split: int, part: str, seed: np.ndarray | None = None) -> np.ndarray:

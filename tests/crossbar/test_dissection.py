@@ -148,6 +148,9 @@ def test_it_takes_only_resistive_word_and_bit_lines():
     # a leaf would span a whole line: the ladder or the sparse LU
     assert D.applies(Wires(r_wl=1.0, r_bl=1.0), 9, 9) and not D.applies(Wires(r_wl=1.0, r_bl=1.0), 9, D.LEAF)
     assert solver_for(g, Wires(r_wl=1.0, r_bl=1.0)) != "dissection"  # 4 x 5
+    # an array whose buffers would not fit takes the ladder (its memory grows more slowly)
+    assert D.applies(Wires(r_wl=1.0, r_bl=1.0), 2048, 2048) and not D.applies(Wires(r_wl=1.0, r_bl=1.0), 8192, 8192)
+    assert solver_for(np.ones((4096, 8)), Wires(r_wl=1.0, r_bl=1.0)) == "dissection"
     with pytest.raises(ValueError, match="r_wl > 0 and r_bl > 0"):
         D.effective(g, Wires(r_wl=0.0, r_bl=1.0))
     with pytest.raises(ValueError, match="leaf = 0"):
