@@ -51,10 +51,14 @@ from crossbar.pointwise import kernel
 LEAF = 4
 
 #: Largest buffers (bytes) a solve may take: its stack of boundary matrices and its work matrix
-#: grow as (rows + cols)^2 (at most ~5 (rows + cols)^2 float64 from 9 x 300 to 1024 x 1024; 2 GiB
-#: is rows + cols ~ 7,000), where the ladder needs ~cols x (cols + rows); larger arrays take the
-#: ladder.
+#: grow as (rows + cols)^2 -- up to ~9 (rows + cols)^2 float64 for an array cut above a row
+#: (:func:`plan`'s ``split``), the cached first rows' matrix not counted; 2 GiB is rows + cols
+#: ~5,000 -- where the ladder needs ~cols x (cols + rows); larger arrays take the ladder.
 MAX_BUFFER_BYTES = 2**31
+
+#: uS per siemens (as :data:`crossbar.parasitics.US_PER_S`; this module does not import that one,
+#: which imports this one)
+US_PER_S = 1e6
 
 _ROUTINES = (
     ("scipy.linalg.cython_lapack", "dpotrf", 5),
@@ -101,19 +105,19 @@ def plan(rows: int, cols: int, leaf: int = LEAF, split: int = 0, part: str = "al
     kept (:func:`prefix_state`) while ``part="bottom"`` (the boxes of the other rows, then the
     whole array's merge) starts from that box's matrix on the stack.  ``part="all"``: every box."""
     boxes: list[tuple[int, int, int, int, int, int]] = []
-    seed = 0  # the stack's one matrix before the first box (part "bottom": the top box's)
+    seed_len = 0  # elements of the stack's one matrix before the first box (part "bottom": the top box's)
     if split == 0:
         _cut(rows, cols, leaf, (0, rows, 0, cols), boxes)
     else:
         if part in ("all", "top"):
             _cut(rows, cols, leaf, (0, split, 0, cols), boxes)
         else:
-            seed = _boundary(0, split, 0, cols, rows, cols) ** 2
+            seed_len = _boundary(0, split, 0, cols, rows, cols) ** 2
         if part in ("all", "bottom"):
             _cut(rows, cols, leaf, (split, rows, 0, cols), boxes)
             boxes.append((0, rows, 0, cols, 2, split))
-    stack: list[int] = [seed] if seed else []
-    peak, work = seed, 0
+    stack: list[int] = [seed_len] if seed_len else []
+    peak, work = seed_len, 0
     for r0, r1, c0, c1, kind, _cut_at in boxes:
         n_o = _boundary(r0, r1, c0, c1, rows, cols)
         if kind == 0:  # every node of the leaf (a bound: a separate left node, top and ground nodes)
@@ -125,7 +129,9 @@ def plan(rows: int, cols: int, leaf: int = LEAF, split: int = 0, part: str = "al
         work = max(work, n * n)
         stack.append(n_o * n_o)
         peak = max(peak, sum(stack))
-    return np.array(boxes, dtype=np.int64).reshape(-1, 6), peak, work
+    table = np.array(boxes, dtype=np.int64).reshape(-1, 6)
+    table.setflags(write=False)  # cached and shared by the solver's threads
+    return table, peak, work
 
 
 @kernel(inline=True)
@@ -305,9 +311,9 @@ def _eliminate(k, n, n_i, out, potrf, trsm, syrk, chars, ints, scal):  # pragma:
 
 
 @kernel
-def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, ints, scal, seed):  # pragma: no cover
+def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, ints, scal, seed_n):  # pragma: no cover
     """Every box of ``boxes`` (:func:`plan`) in turn, the boundary matrices on a stack (``stack``
-    holds a ``seed`` x ``seed`` matrix at its start already where seed > 0); the last box's matrix
+    holds a ``seed_n`` x ``seed_n`` matrix at its start already where seed_n > 0); the last box's matrix
     ends at the stack's start.  Returns LAPACK's info (0: done)."""
     cols = gc.shape[1]
     nb_ = boxes.shape[0]
@@ -315,9 +321,9 @@ def _dissect(gc, gw, gb, gd, gs, boxes, stack, work, potrf, trsm, syrk, chars, i
     st_n = np.empty(nb_ + 1, np.int64)
     sp = 0
     top = 0
-    if seed > 0:
-        st_off[0], st_n[0] = 0, seed
-        sp, top = 1, seed * seed
+    if seed_n > 0:
+        st_off[0], st_n[0] = 0, seed_n
+        sp, top = 1, seed_n * seed_n
     for b in range(nb_):
         r0, r1, c0, c1, kind, m = boxes[b, 0], boxes[b, 1], boxes[b, 2], boxes[b, 3], boxes[b, 4], boxes[b, 5]
         if kind == 0:
@@ -347,32 +353,53 @@ def applies(w, rows: int, cols: int) -> bool:
     segments behind 1e4 ohm, ~1e-13 for 16 x 16 and 64 x 64 arrays with the same wires (after a
     leaf, every box's lines end on its boundary, and each merge eliminates one node per line).
     And its buffers fit :data:`MAX_BUFFER_BYTES`."""
-    fits = 8 * 6 * (rows + cols) ** 2 <= MAX_BUFFER_BYTES
-    return w.r_wl > 0 and w.r_bl > 0 and rows > LEAF and cols > LEAF and fits
+    return _resistive(w) and rows > LEAF and cols > LEAF and buffer_bytes(rows, cols) <= MAX_BUFFER_BYTES
 
 
-def _run(gc: np.ndarray, w, leaf: int, split: int, part: str, seed: np.ndarray | None = None) -> np.ndarray:
-    """The matrix (n x n, Fortran-ordered float64) of the last box of :func:`plan`'s ``part``."""
-    if not (w.r_wl > 0 and w.r_bl > 0):
+def buffer_bytes(rows: int, cols: int) -> int:
+    """A bound on the bytes of one solve's buffers for a ``rows x cols`` array (:func:`plan`)."""
+    return 8 * 10 * (rows + cols) ** 2
+
+
+def _resistive(w) -> bool:
+    return w.r_wl > 0 and w.r_bl > 0
+
+
+def cut_pays(rows: int, cols: int) -> bool:
+    """Whether cutting an array above a row (to keep its first rows' matrix) pays: the cut's merge
+    eliminates one node per bit line, so it pays where the array is not much wider than tall
+    (measured from a kept matrix against a whole solve: 206 x 256 6.6 against 65 ms; 16 x 512 23
+    against 8.4 ms, 40 x 1024 119 against 55 ms)."""
+    return 2 * rows >= cols
+
+
+def _run(gc: np.ndarray, w, leaf: int, split: int, part: str, prefix: np.ndarray | None = None) -> np.ndarray:
+    """The matrix (n x n, Fortran-ordered float64) of the last box of :func:`plan`'s ``part``;
+    ``prefix``: the first rows' matrix where ``part`` is "bottom"."""
+    if not _resistive(w):
         raise ValueError("the nested-dissection solver needs r_wl > 0 and r_bl > 0")
     if not (isinstance(leaf, int) and leaf >= 1):
         raise ValueError(f"leaf = {leaf!r}: must be an integer >= 1")
     rows, cols = gc.shape
-    if not (isinstance(split, int) and 0 <= split < rows):
-        raise ValueError(f"split = {split!r}: must be an integer in 0..{rows - 1}")
+    if rows == 0 or cols == 0:
+        raise ValueError(f"an array of {rows} x {cols} cells: nothing to solve")
     boxes, stack_len, work_len = plan(rows, cols, leaf, split, part)
     stack = np.empty(stack_len)
     n_seed = 0
-    if seed is not None:
-        n_seed = seed.shape[0]
-        stack[: n_seed * n_seed] = seed.ravel(order="F")
-    us = 1e6  # uS per siemens
+    if part == "bottom":
+        n_seed = _boundary(0, split, 0, cols, rows, cols)
+        if prefix is None or prefix.shape != (n_seed, n_seed):
+            raise ValueError(
+                f"prefix: the matrix of rows 0..{split - 1} of a {rows} x {cols} array is {n_seed} x {n_seed} "
+                f"(prefix_state with the same split), got {None if prefix is None else prefix.shape}"
+            )
+        stack[: n_seed * n_seed] = prefix.ravel(order="F")
     info = _dissect(
         gc,
-        us / w.r_wl,
-        us / w.r_bl,
-        us / w.r_driver if w.r_driver > 0 else 0.0,
-        us / w.r_sense if w.r_sense > 0 else 0.0,
+        US_PER_S / w.r_wl,
+        US_PER_S / w.r_bl,
+        US_PER_S / w.r_driver if w.r_driver > 0 else 0.0,
+        US_PER_S / w.r_sense if w.r_sense > 0 else 0.0,
         boxes,
         stack,
         np.empty(work_len),
@@ -395,9 +422,13 @@ def prefix_state(gc: np.ndarray, w, split: int, leaf: int = LEAF) -> np.ndarray:
     depends on those rows' cells only, so it serves every array that shares them (an NL-ADC's
     rows below the weights, re-solved while they are trimmed)."""
     gc = np.ascontiguousarray(gc, dtype=np.float64)
-    if not (isinstance(split, int) and 0 < split < gc.shape[0]):
-        raise ValueError(f"split = {split!r}: must be an integer in 1..{gc.shape[0] - 1}")
+    _check_split(split, gc.shape[0])
     return _run(gc, w, leaf, split, "top")
+
+
+def _check_split(split, rows: int) -> None:
+    if not (isinstance(split, int) and 0 < split < rows):
+        raise ValueError(f"split = {split!r}: must be an integer in 1..{rows - 1} (a row of a {rows}-row array)")
 
 
 def effective(gc: np.ndarray, w, leaf: int = LEAF, split: int = 0, prefix: np.ndarray | None = None) -> np.ndarray:
@@ -405,11 +436,15 @@ def effective(gc: np.ndarray, w, leaf: int = LEAF, split: int = 0, prefix: np.nd
     in series) with the wires ``w`` (:class:`crossbar.parasitics.Wires`, ohm; r_wl, r_bl > 0; the
     accuracy stated where :func:`applies`).  ``split`` > 0: the array is first cut above that row
     (:func:`plan`), and ``prefix`` is :func:`prefix_state` of its first rows (computed here when
-    None); the result does not depend on whether it was given.  ``leaf``: the largest leaf box
-    (tests)."""
+    None; one of another shape is an error); the result does not depend on whether it was given.
+    ``leaf``: the largest leaf box (tests)."""
     gc = np.ascontiguousarray(gc, dtype=np.float64)
     rows = gc.shape[0]
-    if split and prefix is None:
-        prefix = prefix_state(gc, w, split, leaf)
+    if split:
+        _check_split(split, rows)
+        if prefix is None:
+            prefix = prefix_state(gc, w, split, leaf)
+    elif prefix is not None:
+        raise ValueError("prefix: given without a split")
     s = _run(gc, w, leaf, split, "bottom" if split else "all", prefix if split else None)
     return -s[rows:, :rows].T.copy()  # T[i, j] = -S[ground j, source i]: left (sources), then bottom

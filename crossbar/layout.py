@@ -94,11 +94,13 @@ def effective_arrays(
     # thread pool), then each result into place
     stacks: list[torch.Tensor] = []
     selections: list = []
+    splits: list = []  # per stack: the weight rows above an NL-ADC's rows (parasitics: split), or None
     places: list = []  # per stack: a function of its T that writes the result into place
 
-    def solve(g: torch.Tensor, sel, place) -> None:
+    def solve(g: torch.Tensor, sel, place, split=None) -> None:
         stacks.append(g)
         selections.append(sel)
+        splits.append(split)
         places.append(place)
 
     for cb in blocks:
@@ -130,6 +132,8 @@ def effective_arrays(
                     ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
                 g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
             first_extra = n_r if w.ramp_rows == "near_sense" else 0
+            # the weight rows above the extra rows: solved again while the NL-ADC is trimmed
+            split = n_r if (e and w.ramp_rows == "near_sense") else None
 
             def place_extra(te, cs=cs, c0=c0, n_c=n_c, ramp_keys=ramp_keys, ramp_pos=ramp_pos) -> None:
                 if t_extra is not None:
@@ -149,9 +153,9 @@ def effective_arrays(
                     if e:
                         px(t[:, fe : fe + e])
 
-                solve(g, None, place)
+                solve(g, None, place, split)
             elif e:  # only the extra rows of T (one solve each)
-                solve(g, range(first_extra, first_extra + e), place_extra)
+                solve(g, range(first_extra, first_extra + e), place_extra, split)
             if weights and not offset:
 
                 def place_neg(t, rs=rs, cs=cs) -> None:
@@ -159,6 +163,6 @@ def effective_arrays(
                     t_neg[:, rs, cs] = t
 
                 solve(gn[:, rs, cs], None, place_neg)
-    for t, place in zip(effective_matrices(stacks, w, rows=selections), places):
+    for t, place in zip(effective_matrices(stacks, w, rows=selections, splits=splits), places):
         place(t)
     return t_pos, t_neg, t_extra, t_cols

@@ -659,6 +659,11 @@ class _PrefixCache:
                     return (n, *hit)
         return None
 
+    def get(self, gc: np.ndarray, n: int, w: Wires, solver: str):
+        """``solver``'s state after exactly the first ``n`` rows of ``gc``, or None."""
+        with self.lock:
+            return self.entries.get(self._key(gc, n, w, solver))
+
     def store(self, gc: np.ndarray, n: int, w: Wires, solver: str, *state: np.ndarray) -> None:
         with self.lock:
             self.entries[self._key(gc, n, w, solver)] = tuple(x.copy() for x in state)
@@ -743,23 +748,29 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     return np.ascontiguousarray(j_cur[:, np.searchsorted(tracked, sel)].T)
 
 
-def _effective_dissection(g: np.ndarray, w: Wires, tick, sel=None) -> np.ndarray:
-    """T of one array by nested dissection (:mod:`crossbar.dissection`).  A request for rows after
-    the first ``n`` only (an NL-ADC's) cuts the array above row n first and stores the first rows'
-    admittance matrix in :data:`PREFIX_CACHE`; any later request on an array with the same first
-    rows is cut there and starts from it (the same operations as without the cache: the same T
-    bit for bit; against a request cut nowhere, T differs by rounding)."""
+def _effective_dissection(g: np.ndarray, w: Wires, tick, sel=None, split: int | None = None) -> np.ndarray:
+    """T of one array by nested dissection (:mod:`crossbar.dissection`).  ``split`` (the first
+    rows the caller will solve again with other rows below them, e.g. the weight rows above an
+    NL-ADC's), or else the first selected row of a request for the last rows only: the array is cut
+    above that row and the first rows' matrix kept in :data:`PREFIX_CACHE` for every later request
+    with the same first rows and split -- where the cut pays (:func:`crossbar.dissection.cut_pays`).
+    The same request gives the same T bit for bit whether that matrix was kept before or not (so
+    it does not depend on what ran before, nor on threads)."""
     gc = cell_conductance(g, w.r_access)
-    rows = gc.shape[0]
-    split, prefix = 0, None
-    hit = PREFIX_CACHE.lookup(gc, w, "dissection", most=rows - 1)
-    if hit is not None:
-        split, prefix = hit
-    elif sel is not None and sel.size and int(sel.min()) > 0:
+    rows, cols = gc.shape
+    if split is None and sel is not None and sel.size and int(sel.min()) > 0:
         split = int(sel.min())
-        prefix = dissection.prefix_state(gc, w, split)
-        PREFIX_CACHE.store(gc, split, w, "dissection", prefix)
-    t = dissection.effective(gc, w, split=split, prefix=prefix)
+    prefix = None
+    if split is not None and dissection.cut_pays(rows, cols):
+        kept = PREFIX_CACHE.get(gc, split, w, "dissection")
+        if kept is not None:
+            prefix = kept[0]
+        else:
+            prefix = dissection.prefix_state(gc, w, split)
+            PREFIX_CACHE.store(gc, split, w, "dissection", prefix)
+    else:
+        split = None
+    t = dissection.effective(gc, w, split=split or 0, prefix=prefix)
     tick(rows)
     return t if sel is None else np.ascontiguousarray(t[sel])
 
@@ -814,14 +825,16 @@ def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     return min(costs, key=lambda k: costs[k]) if costs else "sparse"
 
 
-def _effective_one(g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: str = "auto") -> np.ndarray:
+def _effective_one(
+    g: np.ndarray, w: Wires, chunk: int, tick, sel=None, method: str = "auto", split: int | None = None
+) -> np.ndarray:
     if not w.coupled:
         gc = cell_conductance(g, w.r_access)
         return (gc if sel is None else gc[sel]).copy()
     if method == "auto":
         method = solver_for(g, w, sel)
     if method == "dissection":
-        return _effective_dissection(g, w, tick, sel)
+        return _effective_dissection(g, w, tick, sel, split)
     if method == "lines":
         return _effective_lines(g, w, tick, sel)
     if method == "dual_lines":
@@ -875,7 +888,15 @@ def _solve_all(jobs: list, solve_one) -> list[np.ndarray]:
 
 
 def effective_matrix(
-    g_us, wires=None, *, rows=None, progress=None, chunk: int = 4, solver: str = "auto", **resistances
+    g_us,
+    wires=None,
+    *,
+    rows=None,
+    split=None,
+    progress=None,
+    chunk: int = 4,
+    solver: str = "auto",
+    **resistances,
 ):
     """The effective matrix T (uS) of arrays with conductances ``g_us`` (rows, cols) or (..., rows,
     cols), so that the column currents are ``I = V @ T`` (uA for V in V).
@@ -886,29 +907,47 @@ def effective_matrix(
     0 the input is returned itself (bit for bit); with only ``r_access`` it is G / (1 + G r_access)
     (no solve).  A torch tensor in gives a tensor of its dtype and device out (the solve runs in
     float64 on the CPU).  ``rows``: only these rows of T (an index sequence) -- e.g. an NL-ADC's
-    ramp rows.  ``progress``: None prints progress to stderr only when slow (> 2 s), True always,
+    ramp rows.  ``split``: None, or the first rows that later requests will share (e.g. the weight
+    rows above an NL-ADC's rows): nested dissection then cuts the arrays above that row and keeps
+    the first rows' matrix (:data:`PREFIX_CACHE`; T changes by rounding, and only with ``split``).
+    ``progress``: None prints progress to stderr only when slow (> 2 s), True always,
     False never.  ``solver``: ``"auto"`` (see :func:`solver_for`), or one of them by name (the
     tests run every case through each; ``chunk``: right-hand sides per sparse solve).
     """
-    return effective_matrices([g_us], wires, rows=[rows], progress=progress, chunk=chunk, solver=solver, **resistances)[
-        0
-    ]
+    return effective_matrices(
+        [g_us], wires, rows=[rows], splits=[split], progress=progress, chunk=chunk, solver=solver, **resistances
+    )[0]
 
 
 def effective_matrices(
-    arrays: list, wires=None, *, rows=None, progress=None, chunk: int = 4, solver: str = "auto", **resistances
+    arrays: list,
+    wires=None,
+    *,
+    rows=None,
+    splits=None,
+    progress=None,
+    chunk: int = 4,
+    solver: str = "auto",
+    **resistances,
 ) -> list:
     """:func:`effective_matrix` of several stacks of arrays (shapes may differ) in one batch: every
     array of every stack is solved on one thread pool (:func:`solve_workers` threads, largest
     first), so that e.g. a tile's G+ and G- arrays of all column blocks and instances keep all
-    threads busy.  ``rows``: None, or one selection (or None) per stack; the other arguments as
-    :func:`effective_matrix`.  Returns one result per stack."""
+    threads busy.  ``rows``, ``splits``: None, or one selection / split (or None) per stack; the
+    other arguments as :func:`effective_matrix`.  Returns one result per stack."""
     if solver not in SOLVERS:
         raise CrossbarInputError(f"solver = {solver!r}: must be one of {', '.join(SOLVERS)}")
     w = Wires.of(wires, **resistances)
     rows = [None] * len(arrays) if rows is None else list(rows)
     if len(rows) != len(arrays):
         raise CrossbarInputError(f"rows: one selection per array stack ({len(arrays)}), got {len(rows)}")
+    splits = [None] * len(arrays) if splits is None else list(splits)
+    if len(splits) != len(arrays):
+        raise CrossbarInputError(f"splits: one split (or None) per array stack ({len(arrays)}), got {len(splits)}")
+    for g_us, split in zip(arrays, splits):
+        n_rows = np.shape(g_us)[-2] if np.ndim(g_us) >= 2 else 0
+        if split is not None and not (isinstance(split, (int, np.integer)) and 0 < split < n_rows):
+            raise CrossbarInputError(f"split = {split!r}: must be None or a row in 1..{n_rows - 1}")
     results: list = [None] * len(arrays)
     pending = []  # (stack index, flat arrays, sel, method)
     for k, (g_us, sel_in) in enumerate(zip(arrays, rows)):
@@ -917,6 +956,7 @@ def effective_matrices(
             results[k] = prepared[1]
         else:
             pending.append((k, *prepared[1:]))
+    split_of = {k: (None if splits[k] is None else int(splits[k])) for k, _, _, _ in pending}
     if not pending:
         return results
     per_array = {
@@ -937,8 +977,8 @@ def effective_matrices(
             state["done"] += n
             bar(state["done"])
 
-    jobs = [(a, sel) for _, flat, sel, _ in pending for a in flat]
-    solved = _solve_all(jobs, lambda job: _effective_one(job[0], w, max(1, int(chunk)), tick, job[1], solver))
+    jobs = [(a, sel, split_of[k]) for k, flat, sel, _ in pending for a in flat]
+    solved = _solve_all(jobs, lambda job: _effective_one(job[0], w, max(1, int(chunk)), tick, job[1], solver, job[2]))
     at = 0
     for k, flat, _, _ in pending:
         n = flat.shape[0]

@@ -143,6 +143,9 @@ def test_a_matrix_that_is_not_positive_definite_is_one_clear_error(monkeypatch):
 
 
 def test_it_takes_only_resistive_word_and_bit_lines():
+    from crossbar.parasitics import US_PER_S
+
+    assert D.US_PER_S == US_PER_S  # the same unit in both modules
     g = np.full((4, 5), 10.0)
     assert not D.applies(Wires(r_wl=0.0, r_bl=1.0), 9, 9) and not D.applies(Wires(r_wl=1.0, r_bl=0.0), 9, 9)
     # a leaf would span a whole line: the ladder or the sparse LU
@@ -158,3 +161,58 @@ def test_it_takes_only_resistive_word_and_bit_lines():
     for shape, r_bl in (((9, 9), 0.0), ((4, 9), 1.0), ((9, 4), 1.0)):
         with pytest.raises(CrossbarInputError, match="'dissection' needs resistive word and bit lines"):
             effective_matrix(np.full(shape, 10.0), r_wl=1.0, r_bl=r_bl, solver="dissection")
+
+
+def test_a_split_request_is_the_same_whatever_ran_before_and_on_any_thread_count():
+    """A request with a split (the layout's for arrays with an NL-ADC's rows) and a request for the
+    rows below it give the same bits whether the first rows' matrix was kept before or is
+    computed by a thread running beside them."""
+    import torch
+
+    from crossbar.parasitics import PREFIX_CACHE, effective_matrices
+
+    g = np.random.default_rng(4).uniform(1.0, 100.0, (40, 36))
+    w = Wires(r_wl=1.0, r_bl=0.5, r_sense=2.0)
+    want = D.effective(g, w, split=30)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for _ in range(3):
+                PREFIX_CACHE.clear()
+                tail, whole = effective_matrices([g, g], w, rows=[range(30, 40), None], splits=[30, 30])
+                assert np.array_equal(whole, want) and np.array_equal(tail, want[30:])
+    finally:
+        torch.set_num_threads(before)
+        PREFIX_CACHE.clear()
+
+
+def test_a_wide_array_is_not_cut_and_keeps_nothing():
+    from crossbar.parasitics import PREFIX_CACHE
+
+    g = np.random.default_rng(5).uniform(1.0, 100.0, (8, 40))
+    w = Wires(r_wl=1.0, r_bl=1.0)
+    assert not D.cut_pays(8, 40) and D.cut_pays(20, 40)
+    PREFIX_CACHE.clear()
+    t = effective_matrix(g, w, rows=[6, 7], split=6)
+    assert not PREFIX_CACHE.entries and np.array_equal(t, D.effective(g, w)[[6, 7]])
+
+
+def test_bad_splits_and_prefixes_are_one_clear_error():
+    from crossbar.parasitics import effective_matrices
+
+    g = np.full((9, 8), 20.0)
+    w = Wires(r_wl=1.0, r_bl=1.0)
+    for split in (0, 9, -1, 2.5):
+        with pytest.raises(CrossbarInputError, match=f"split = {split!r}: must be None or a row in 1..8"):
+            effective_matrix(g, w, split=split)
+    with pytest.raises(CrossbarInputError, match="splits: one split"):
+        effective_matrices([g], w, splits=[3, 4])
+    with pytest.raises(ValueError, match=r"prefix: the matrix of rows 0..2 of a 9 x 8 array is 11 x 11"):
+        D.effective(g, w, split=3, prefix=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="prefix: given without a split"):
+        D.effective(g, w, prefix=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="split = 9: must be an integer in 1..8"):
+        D.prefix_state(g, w, 9)
+    with pytest.raises(ValueError, match="an array of 0 x 8 cells"):
+        D.effective(np.zeros((0, 8)), w)

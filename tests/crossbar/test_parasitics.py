@@ -333,9 +333,16 @@ def test_the_state_after_the_weight_rows_is_reused_exactly(solver):
     tail2 = effective_matrix(g2, w, rows=range(15, 20), solver=solver)
     assert np.max(np.abs(tail2 - ref2[15:])) <= 1e-12 * ref.max()
     assert np.max(np.abs(effective_matrix(g2, w, solver=solver) - ref2)) <= 1e-12 * ref.max()
-    if solver == "dissection":
+    if solver == "dissection":  # the same request, the same bits, whatever was kept before
         assert np.array_equal(tail2, dissection.effective(g2, w, split=15)[15:])
-        assert np.array_equal(effective_matrix(g2, w), dissection.effective(g2, w, split=15))
+        whole = effective_matrix(g2, w)  # no split: cut nowhere, kept matrix or not
+        assert np.array_equal(whole, dissection.effective(g2, w))
+        kept = effective_matrix(g2, w, split=15)  # from the kept matrix
+        PREFIX_CACHE.clear()
+        assert np.array_equal(effective_matrix(g2, w), whole)
+        assert np.array_equal(effective_matrix(g2, w, split=15), kept)  # computed, then kept
+        assert np.array_equal(effective_matrix(g2, w, rows=range(15, 20)), kept[15:])
+        assert np.max(np.abs(kept - ref2)) <= 1e-12 * ref.max()
     g3 = g.copy()
     g3[3, 4] += 1.0  # a weight row changed: no stale state
     ref3 = effective_matrix(g3, w, solver="sparse")
