@@ -243,9 +243,9 @@ def test_addresses_are_those_of_the_simulated_arrays(tiny, tmp_path, monkeypatch
     seen = []
     real = layout.effective_matrices
 
-    def record(stacks, w, rows=None):
+    def record(stacks, w, **kw):
         seen.extend(g[0].clone() for g in stacks)
-        return real(stacks, w, rows=rows)
+        return real(stacks, w, **kw)
 
     monkeypatch.setattr(layout, "effective_matrices", record)
     layout.effective_arrays(tile.g_pos, tile.g_neg, tile.config.array, tile.extra_rows, tile.extra_cols)
