@@ -687,7 +687,8 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     adds its own cells.  The currents into the virtual grounds are (1 + r_sense Y)^-1 J after the
     last row.  Cost ~ rows * cols^3.  A request for rows after the first ``n`` only (an NL-ADC's
     rows) stores the state after row n - 1 in :data:`PREFIX_CACHE`; any later request on an array
-    with the same first rows starts from it."""
+    with the same first rows starts from it (T then equals the one computed afresh to rounding,
+    not bit for bit: the tracked currents' products run over fewer columns)."""
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
     sel = np.arange(rows) if sel is None else sel
