@@ -78,7 +78,7 @@ def build_t(r: float) -> None:
 
 def solver_shapes(r: float) -> None:
     """T by nested dissection (the automatic choice) against the line-by-line ladder (the cheaper of
-    its two orientations) on arrays of several shapes, one thread, best of three (ms)."""
+    its two orientations) on arrays of several shapes, one thread, interleaved medians of 3 (ms)."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
@@ -87,25 +87,19 @@ def solver_shapes(r: float) -> None:
 
     w = Wires(r_wl=r, r_bl=r)
     rng = np.random.default_rng(0)
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times) * 1e3
-
     parts = []
     with threadpool_limits(limits=1, user_api="blas"):
         for rows, cols in ((8, 8), (64, 64), (130, 12), (128, 128), (206, 256), (256, 256), (512, 128)):
             g = rng.uniform(1.0, 100.0, (rows, cols))
-            t_nd = best(lambda g=g: dissection(cell_conductance(g, 0.0), w))
-            ladder = min(
-                best(lambda g=g: _effective_lines(g, w, lambda n: None)),
-                best(lambda g=g: _effective_lines(_dual_g(g), _dual(w), lambda n: None)),
+            med = interleaved_medians(
+                {
+                    "dissection": lambda g=g: dissection(cell_conductance(g, 0.0), w),
+                    "lines": lambda g=g: _effective_lines(g, w, lambda n: None),
+                    "dual_lines": lambda g=g: _effective_lines(_dual_g(g), _dual(w), lambda n: None),
+                },
+                3,
             )
+            t_nd, ladder = med["dissection"] * 1e3, min(med["lines"], med["dual_lines"]) * 1e3
             parts.append(f"{rows}x{cols} {t_nd:.2f} / {ladder:.2f} ({ladder / t_nd:.1f}x)")
     print("T by nested dissection / the ladder, one thread, ms: " + ", ".join(parts))
 

@@ -555,7 +555,6 @@ def _spd_inverse_block(potrf, potri, symm, gemm, a, r0, n, w, chars, ints, scal)
     return 0
 
 
-_CHARS, _SCALARS = CHARS, SCALARS
 #: (module, routine, arguments) of :func:`_spd_inverse_block`'s potrf, potri, symm and gemm
 _INVERSE_ROUTINES = (
     ("scipy.linalg.cython_lapack", "dpotrf", 5),
@@ -579,7 +578,7 @@ def _spd_inverse_lower(a: np.ndarray) -> np.ndarray:
         return a
     routines = [_lapack(*routine) for routine in _INVERSE_ROUTINES]
     work, ints = np.empty(n * n // 2 + n), np.zeros(6, np.int32)
-    info = _spd_inverse_block(*routines, a, 0, n, work, _CHARS, ints, _SCALARS)
+    info = _spd_inverse_block(*routines, a, 0, n, work, CHARS, ints, SCALARS)
     if info != 0:  # cannot happen for a passive network; say so rather than return garbage
         raise ArithmeticError(f"IR drop: a line admittance matrix is not positive definite (LAPACK info {info})")
     return a

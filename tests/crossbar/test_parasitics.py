@@ -13,6 +13,7 @@ import crossbar.parasitics as P
 from crossbar import dissection
 from crossbar.config import default_config, validate_config
 from crossbar.errors import CrossbarInputError
+from crossbar.lapack import CHARS, SCALARS
 from crossbar.netlist import add_netlist_arguments, netlist_text, run_netlist
 from crossbar.parasitics import (
     MAX_LINE_CONDITION,
@@ -810,9 +811,9 @@ def test_the_ladders_blocked_inverse_is_the_inverse(n):
     out = _spd_inverse_lower(np.array(a, order="F"))
     np.testing.assert_allclose(out[lower], ref[lower], rtol=0, atol=1e-13 * np.abs(ref).max())
     routines = [P._lapack(m, name, k) for m, name, k in P._INVERSE_ROUTINES]
-    work, chars, ints = np.empty(n * n // 2 + n), P._CHARS.copy(), np.zeros(6, np.int32)
+    work, chars, ints = np.empty(n * n // 2 + n), CHARS.copy(), np.zeros(6, np.int32)
     interpreted = np.array(a, order="F")
-    assert _spd_inverse_block.py_func(*routines, interpreted, 0, n, work, chars, ints, P._SCALARS) == 0
+    assert _spd_inverse_block.py_func(*routines, interpreted, 0, n, work, chars, ints, SCALARS) == 0
     np.testing.assert_allclose(interpreted[lower], ref[lower], rtol=0, atol=1e-13 * np.abs(ref).max())
 
 
