@@ -71,14 +71,23 @@ def to_conductances(w: torch.Tensor, w_ref: float, dev: DeviceConfig, arr: Array
     """Target conductances (uS) for ``w`` (rows = inputs, cols = outputs).
 
     Returns ``(g_pos, g_neg)``: for ``differential`` both have w's shape; for ``offset`` ``g_neg`` is
-    the reference column, shape (rows, 1), at g_mid.
+    the reference column, shape (rows, 1), at g_mid.  Every target lies in [g_min, g_max]: a weight
+    at -w_ref maps to g_mid - scale w_ref, which rounding (float32) can put a few ulps below g_min
+    (e.g. -3.8e-6 uS for g_min = 0), so the values are clamped to the range they span exactly (the
+    gradient stays the unclamped one's: the clamp only removes rounding).
     """
     scale = conductance_scale(w_ref, dev, arr)
     wc = w.clamp(-w_ref, w_ref)
     if arr.mapping == "differential":
-        return dev.g_min + scale * wc.clamp(min=0), dev.g_min + scale * (-wc).clamp(min=0)
+        g_pos, g_neg = dev.g_min + scale * wc.clamp(min=0), dev.g_min + scale * (-wc).clamp(min=0)
+        return _in_range(g_pos, dev), _in_range(g_neg, dev)
     g_mid = 0.5 * (dev.g_min + dev.g_max)
-    return g_mid + scale * wc, torch.full((w.shape[0], 1), g_mid, dtype=w.dtype, device=w.device)
+    return _in_range(g_mid + scale * wc, dev), torch.full((w.shape[0], 1), g_mid, dtype=w.dtype, device=w.device)
+
+
+def _in_range(g: torch.Tensor, dev: DeviceConfig) -> torch.Tensor:
+    """``g`` clamped to [g_min, g_max] with the gradient of ``g`` itself."""
+    return g + (g.detach().clamp(dev.g_min, dev.g_max) - g.detach())
 
 
 def to_weights(g_pos: torch.Tensor, g_neg: torch.Tensor, scale: float) -> torch.Tensor:
