@@ -686,11 +686,13 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
     adds its own cells.  The currents into the virtual grounds are (1 + r_sense Y)^-1 J after the
     last row.  Cost ~ rows * cols^3.  A request for rows after the first ``n`` only (an NL-ADC's
     rows) stores the state after row n - 1 in :data:`PREFIX_CACHE`; any later request on an array
-    with the same first rows starts from it (T then equals the one computed afresh to rounding,
-    not bit for bit: the tracked currents' products run over fewer columns)."""
+    with the same first rows starts from it.  J tracks every row whatever the request (``sel``
+    picks T's rows at the end), so that each BLAS product runs over the same columns whether the
+    state was kept or not: T is the same bit for bit, whatever ran before (a product over fewer
+    columns can round its columns differently)."""
     rows, cols = g.shape
     gc = cell_conductance(g, w.r_access)
-    sel = np.arange(rows) if sel is None else sel
+    sel = np.arange(rows) if sel is None else np.asarray(sel)
     # Y (lower triangle kept) and J, Fortran-ordered for LAPACK / BLAS; J's active columns first
     start, y, j_start = 0, np.zeros((cols, cols), order="F"), np.zeros((cols, 0))
     hit = PREFIX_CACHE.lookup(gc, w, "lines")
@@ -700,13 +702,10 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
         tick(start)
     first_sel = int(sel.min()) if sel.size else rows
     save_at = first_sel if (first_sel > start and first_sel < rows) else None
-    # J's columns: the selected rows, and every row before save_at (the state to cache)
-    tracked = np.union1d(sel, np.arange(save_at)) if save_at is not None else np.unique(sel)
-    j_cur = np.zeros((cols, len(tracked)), order="F")
+    j_cur = np.zeros((cols, rows), order="F")  # J's columns: every row (see above)
     j_next = np.zeros_like(j_cur)  # dsymm writes here (its output may not alias its input)
-    prior = tracked < start
-    j_cur[:, : int(prior.sum())] = j_start[:, tracked[prior]]
-    active = int(prior.sum())
+    j_cur[:, :start] = j_start
+    active = start  # J's columns of the rows added so far
     eye = np.eye(cols)
     diag = np.arange(cols)
     rb = w.r_bl / US_PER_S
@@ -735,9 +734,8 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
                     j_cur, j_next = j_next, j_cur
             else:
                 _add_cells_kernel(y, p_i, gi)
-            while active < len(tracked) and tracked[active] == i:
-                j_cur[:, active] = gi * q[i - r0]
-                active += 1
+            j_cur[:, i] = gi * q[i - r0]
+            active = i + 1
         if save_at is not None and r1 == save_at:
             PREFIX_CACHE.store(gc, save_at, w, "lines", y, j_cur[:, :save_at])
         tick(r1 - r0)
@@ -745,7 +743,7 @@ def _effective_lines(g: np.ndarray, w: Wires, tick, sel=None, row_block: int = 6
         np.multiply(y, w.r_sense / US_PER_S, out=z)
         z += eye
         j_cur = _symm_lower(_spd_inverse_lower(z), j_cur, j_next)
-    return np.ascontiguousarray(j_cur[:, np.searchsorted(tracked, sel)].T)
+    return np.ascontiguousarray(j_cur[:, sel].T)
 
 
 def _effective_dissection(g: np.ndarray, w: Wires, tick, sel=None, split: int | None = None) -> np.ndarray:
@@ -797,7 +795,7 @@ def _dual_g(g: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(g[::-1, ::-1].T)
 
 
-def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
+def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None, split: int | None = None) -> str:
     """Which solver :func:`effective_matrix` uses for the array ``g`` (rows, cols) and the selected
     rows ``sel`` of T (None: all): ``"dissection"`` (:mod:`crossbar.dissection`, nested dissection
     of the whole array) wherever it applies (:func:`crossbar.dissection.applies`: word and bit
@@ -807,9 +805,10 @@ def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     bit-line nodes), ``"dual_lines"`` (the same on the dual array, blocks of a column's word-line
     nodes: cheaper when rows < cols; reciprocity gives T) or ``"sparse"`` (sparse LU of the whole
     network, when both orientations have a floating line whose condition exceeds
-    :data:`MAX_LINE_CONDITION`).  Of the ladders, ``"lines"`` wherever it can start from, or
-    store, the cached state after the first rows (:data:`PREFIX_CACHE`: a request for the last
-    rows only, or an array whose first rows were solved before)."""
+    :data:`MAX_LINE_CONDITION`).  Of the ladders, ``"lines"`` wherever it can store, or start
+    from, its kept state after the first rows (:data:`PREFIX_CACHE`): a request for the last rows
+    only, or one with a ``split`` (the caller's first rows, solved again with other rows below).
+    The choice depends on the request only, never on what was kept before, so T does not either."""
     rows, cols = g.shape[-2:]
     if dissection.applies(w, rows, cols):
         return "dissection"
@@ -817,7 +816,7 @@ def solver_for(g: np.ndarray, w: Wires, sel: np.ndarray | None = None) -> str:
     costs = {}
     if _line_condition(w, g) <= MAX_LINE_CONDITION:
         suffix = sel is not None and len(sel) > 0 and int(np.min(sel)) > 0
-        if suffix or PREFIX_CACHE.lookup(cell_conductance(g, w.r_access), w, "lines") is not None:
+        if suffix or split is not None:
             return "lines"
         costs["lines"] = rows * cols**2 * (2.4 * cols + s)
     if _line_condition(_dual(w), _dual_g(g)) <= MAX_LINE_CONDITION:
@@ -832,7 +831,7 @@ def _effective_one(
         gc = cell_conductance(g, w.r_access)
         return (gc if sel is None else gc[sel]).copy()
     if method == "auto":
-        method = solver_for(g, w, sel)
+        method = solver_for(g, w, sel, split)
     if method == "dissection":
         return _effective_dissection(g, w, tick, sel, split)
     if method == "lines":
