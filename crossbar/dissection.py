@@ -73,6 +73,9 @@ def _boundary(r0: int, r1: int, c0: int, c1: int, rows: int, cols: int) -> int:
     return h + (h if c1 < cols else 0) + (w if r0 > 0 else 0) + w
 
 
+_boundary_kernel = kernel(inline=True)(_boundary)  # the same count, inside the compiled kernels
+
+
 def _cut(rows: int, cols: int, leaf: int, box: tuple[int, int, int, int], out: list) -> None:
     """Append the boxes of ``box`` (r0, r1, c0, c1) to ``out``, children before their parent."""
     r0, r1, c0, c1 = box
@@ -152,7 +155,7 @@ def _leaf_matrix(gc, gw, gb, gd, gs, r0, r1, c0, c1, k):  # pragma: no cover - c
     sep_left = not (gd == 0.0 and c0 == 0)  # else the first column's word-line nodes are the sources
     has_right, has_top, has_ground = c1 < cols, r0 > 0, (r1 == rows and gs > 0.0)
     n = 2 * h * w + (h if sep_left else 0) + (w if has_top else 0) + (w if has_ground else 0)
-    n_o = h + (h if has_right else 0) + (w if has_top else 0) + w
+    n_o = _boundary_kernel(r0, r1, c0, c1, rows, cols)
     n_i = n - n_o
     idw = np.full((h, w), -1, np.int64)
     idb = np.full((h, w), -1, np.int64)
