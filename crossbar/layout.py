@@ -32,6 +32,7 @@ physics); row i of an array's T is what driving word line i alone delivers to ea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -83,7 +84,6 @@ def effective_arrays(
     rsl = [slice(s, min(s + arr.rows, n_rows)) for s in range(0, n_rows, arr.rows)]
     csl = col_slices(out, arr.cols)
     blocks = range(len(csl)) if col_blocks is None else sorted(set(col_blocks))
-    extra_cols = extra_cols or {}
     e_rows = 0 if extra_rows is None else extra_rows.shape[1]
     t_pos = torch.full((m_count, n_rows, out), math.nan, dtype=dt)
     t_neg = torch.full((m_count, n_rows, out), math.nan, dtype=dt) if weights else None
@@ -111,27 +111,9 @@ def effective_arrays(
             if not weights and not last:
                 continue
             n_r = rs.stop - rs.start
-            e = e_rows if last else 0
-            ramp_keys = [k for k, (b, _) in extra_cols.items() if b == cb] if e else []
-            parts = [gp[:, rs, cs]]
-            if offset:
-                parts.append(reference_column(gn, rs, cs))
-            n_ref = 1 if offset else 0
-            ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
-            near = w.shared_ramp_column == "near_driver"
-            cols = (ramp + parts) if near else (parts + ramp)
-            g = torch.cat(cols, -1)  # (M, n_r, C_phys)
-            # column positions
-            c0 = len(ramp) if near else 0  # first weight column
-            ramp_pos = list(range(len(ramp))) if near else list(range(n_c + n_ref, n_c + n_ref + len(ramp)))
-            if e:
-                ex = torch.zeros(m_count, e, g.shape[-1], dtype=dt)
-                if extra_rows is not None:
-                    ex[:, :, c0 : c0 + n_c] = extra_rows.detach().to("cpu", dt)[:, :, cs]
-                for k, p in zip(ramp_keys, ramp_pos):
-                    ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
-                g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
-            first_extra = n_r if w.ramp_rows == "near_sense" else 0
+            g, spot = physical_array(gp, gn, arr, rb, cb, extra_rows, extra_cols)
+            e, c0, ramp_keys, ramp_pos = spot.extra_count, spot.first_col, spot.ramp_keys, spot.ramp_cols
+            first_extra = spot.first_extra
             # the weight rows above the extra rows: solved again while the NL-ADC is trimmed
             split = n_r if (e and w.ramp_rows == "near_sense") else None
 
@@ -143,8 +125,15 @@ def effective_arrays(
 
             if weights:
 
-                def place(t, rs=rs, cs=cs, c0=c0, n_c=n_c, n_r=n_r, e=e, fe=first_extra, px=place_extra) -> None:
-                    r0 = 0 if (not e or w.ramp_rows == "near_sense") else e  # first weight row
+                def place(t, rs=rs, cs=cs, spot=spot, px=place_extra) -> None:
+                    r0, c0, n_r, n_c, e, fe = (
+                        spot.first_row,
+                        spot.first_col,
+                        spot.rows,
+                        spot.cols,
+                        spot.extra_count,
+                        spot.first_extra,
+                    )
                     tw = t[:, r0 : r0 + n_r]
                     t_pos[:, rs, cs] = tw[:, :, c0 : c0 + n_c]
                     if offset:
@@ -162,7 +151,82 @@ def effective_arrays(
                     assert t_neg is not None  # allocated whenever weights are computed
                     t_neg[:, rs, cs] = t
 
-                solve(gn[:, rs, cs], None, place_neg)
+                solve(physical_array(gp, gn, arr, rb, cb, polarity="neg")[0], None, place_neg)
     for t, place in zip(effective_matrices(stacks, w, rows=selections, splits=splits), places):
         place(t)
     return t_pos, t_neg, t_extra, t_cols
+
+
+@dataclass(frozen=True)
+class Spot:
+    """Where a tile's devices sit in one physical array (0-based array rows and bit lines): its
+    weight rows ``first_row .. first_row + rows - 1`` and columns ``first_col .. first_col + cols -
+    1`` (offset mapping: the reference column right after them), the NL-ADC's extra rows
+    ``first_extra .. first_extra + extra_count - 1`` (0 rows: none), and the shared-ramp bit lines
+    ``ramp_cols`` of the NL-ADCs ``ramp_keys``."""
+
+    first_row: int
+    rows: int
+    first_col: int
+    cols: int
+    first_extra: int
+    extra_count: int
+    ramp_keys: tuple[str, ...]
+    ramp_cols: tuple[int, ...]
+
+    def row_roles(self) -> list[str]:
+        """Per array row: ``"weight"`` or ``"nl_adc"`` (a ramp or bias row)."""
+        roles = ["nl_adc"] * (self.rows + self.extra_count)
+        roles[self.first_row : self.first_row + self.rows] = ["weight"] * self.rows
+        return roles
+
+
+def physical_array(
+    g_pos: torch.Tensor,
+    g_neg: torch.Tensor,
+    arr,
+    row_block: int,
+    col_block: int,
+    extra_rows: torch.Tensor | None = None,
+    extra_cols: dict | None = None,
+    polarity: str = "pos",
+) -> tuple[torch.Tensor, Spot]:
+    """The devices (uS, float64, CPU; 0 = open) of one physical array, (M, rows, bit lines), as
+    this module's layout places them, and their :class:`Spot`: the weight rows and columns of
+    block (``row_block``, ``col_block``); with the offset mapping its reference column after them;
+    on the last row block of a column block the NL-ADC's ``extra_rows`` (M, E, out) and on its
+    first the shared ramps ``extra_cols`` {key: (column block, (M, E))}.  ``polarity="neg"``: the
+    G- array of a differential mapping (weights only).  Arguments as :func:`effective_arrays`."""
+    w = arr.wires
+    dt = torch.float64
+    n_rows, out = g_pos.shape[-2:]
+    m_count = g_pos.shape[0]
+    rsl = [slice(s, min(s + arr.rows, n_rows)) for s in range(0, n_rows, arr.rows)]
+    csl = col_slices(out, arr.cols)
+    rs, cs = rsl[row_block], csl[col_block]
+    n_r, n_c = rs.stop - rs.start, cs.stop - cs.start
+    gp, gn = g_pos.detach().to("cpu", dt), g_neg.detach().to("cpu", dt)
+    if polarity == "neg":
+        return gn[:, rs, cs], Spot(0, n_r, 0, n_c, 0, 0, (), ())
+    extra_cols = extra_cols or {}
+    e = 0 if (extra_rows is None or row_block != len(rsl) - 1) else extra_rows.shape[1]
+    ramp_keys = [k for k, (b, _) in extra_cols.items() if b == col_block] if e else []
+    parts = [gp[:, rs, cs]]
+    if arr.mapping == "offset":
+        parts.append(reference_column(gn, rs, cs))
+    n_ref = len(parts) - 1
+    ramp = [torch.zeros(m_count, n_r, 1, dtype=dt) for _ in ramp_keys]
+    near = w.shared_ramp_column == "near_driver"
+    g = torch.cat((ramp + parts) if near else (parts + ramp), -1)  # (M, n_r, bit lines)
+    c0 = len(ramp) if near else 0  # first weight column
+    ramp_pos = list(range(len(ramp))) if near else list(range(n_c + n_ref, n_c + n_ref + len(ramp)))
+    if e:
+        assert extra_rows is not None  # (e > 0 only with extra rows)
+        ex = torch.zeros(m_count, e, g.shape[-1], dtype=dt)
+        ex[:, :, c0 : c0 + n_c] = extra_rows.detach().to("cpu", dt)[:, :, cs]
+        for k, p in zip(ramp_keys, ramp_pos):
+            ex[:, :, p] = extra_cols[k][1].detach().to("cpu", dt)
+        g = torch.cat([g, ex], 1) if w.ramp_rows == "near_sense" else torch.cat([ex, g], 1)
+    first_row = e if (e and w.ramp_rows == "far_sense") else 0
+    first_extra = n_r if w.ramp_rows == "near_sense" else 0
+    return g, Spot(first_row, n_r, c0, n_c, first_extra, e, tuple(ramp_keys), tuple(ramp_pos))

@@ -12,6 +12,9 @@ as several operating points in one deck (``alter`` + ``op``), each written by ``
 conductances (uS, rows x cols) from a CSV file or one physical array of a programmed tile file
 (``Tile.save``: ``--tile``, ``--instance``, ``--block``, ``--polarity``), inputs (V, batch x rows)
 from a CSV file, resistances from options, a hardware config's ``array.wires`` or the tile's config.
+A programmed array is written as the simulator solves it (:func:`crossbar.layout.physical_array`:
+with the NL-ADC devices the tile holds on it); outputs are checked before any work and never
+replace an input.
 Further array sources are handed in by the caller: ``rnn_models.cli`` adds ``--checkpoint`` (a task
 checkpoint programmed for ``--config``) through ``more_sources`` and ``array_source``, so this
 module needs nothing of ``rnn_models``.
@@ -214,24 +217,26 @@ def add_netlist_arguments(
 
 
 def tile_array(path: str, instance: int, block: str, polarity: str):
-    """(G (rows, cols) uS, config) of one physical array of a saved tile, as :mod:`crossbar.layout`
-    places it (weight rows and columns of the block; offset mapping: the reference column last).
-    The NL-ADC rows are not saved with a tile, so they are not part of it."""
+    """(G (rows, cols) uS, :class:`crossbar.layout.Spot`, config) of one physical array of a saved
+    tile (:func:`programmed_array`).  A saved tile holds no NL-ADC devices, so its arrays have none
+    of their rows."""
     from crossbar.tile import Tile
 
     tile = Tile.load(path)
     if not 0 <= instance < tile.instances:
         raise CrossbarInputError(f"--instance {instance}: the tile has instances 0..{tile.instances - 1}")
-    return programmed_array(tile, instance, block, polarity), tile.config
+    g, spot = programmed_array(tile, instance, block, polarity)
+    return g, spot, tile.config
 
 
-def programmed_array(tile, instance: int, block: str, polarity: str) -> np.ndarray:
-    """G (rows, cols) uS, float64, of one physical array (``block`` = "ROW_BLOCK,COL_BLOCK") of a
-    programmed :class:`crossbar.tile.Tile`'s local instance ``instance``, as :mod:`crossbar.layout`
-    places it: the block's weight rows and columns (offset mapping: the reference column last;
-    ``polarity`` picks G+ or G- of a differential mapping).  The NL-ADC's ramp and bias rows are not
-    part of it (the same array whether the tile was saved or is held in memory)."""
-    from crossbar.layout import col_slices, reference_column
+def programmed_array(tile, instance: int, block: str, polarity: str):
+    """One physical array (``block`` = "ROW_BLOCK,COL_BLOCK"; ``polarity`` G+ or G- of a
+    differential mapping) of a programmed :class:`crossbar.tile.Tile`'s local instance
+    ``instance``, as the simulator solves it (:func:`crossbar.layout.physical_array`): the block's
+    weight devices (offset mapping: its reference column after them) and the NL-ADC devices the
+    tile holds on that array (ramp and bias rows, shared-ramp bit lines).  Returns (G (rows, cols)
+    uS float64, :class:`crossbar.layout.Spot`)."""
+    from crossbar.layout import col_slices, physical_array
     from crossbar.tile import array_row_slices
 
     try:
@@ -242,19 +247,18 @@ def programmed_array(tile, instance: int, block: str, polarity: str) -> np.ndarr
     rsl, csl = array_row_slices(tile.n_rows, arr.rows), col_slices(tile.out_features, arr.cols)
     if not (0 <= rb < len(rsl) and 0 <= cb < len(csl)):
         raise CrossbarInputError(f"--block {block!r}: the tile has {len(rsl)} x {len(csl)} arrays (0-based)")
+    if polarity == "neg" and arr.mapping == "offset":
+        polarity = "pos"  # (one array per block: the reference column is its last bit line)
     g_pos, g_neg = tile.programmed_conductances()
-    gp = g_pos[instance, rsl[rb], csl[cb]].double()
-    if arr.mapping == "offset":
-        import torch
-
-        g = torch.cat([gp, reference_column(g_neg[instance], rsl[rb], csl[cb]).double()], 1)
-    else:
-        g = gp if polarity == "pos" else g_neg[instance, rsl[rb], csl[cb]].double()
-    return g.cpu().numpy()
+    one = slice(instance, instance + 1)
+    extra_rows = None if tile.extra_rows is None else tile.extra_rows[one]
+    extra_cols = {k: (b, v[one]) for k, (b, v) in tile.extra_cols.items()}
+    g, spot = physical_array(g_pos[one], g_neg[one], arr, rb, cb, extra_rows, extra_cols, polarity)
+    return g[0].numpy(), spot
 
 
-#: ``array_source(args) -> (G (rows, cols) uS, hardware config, name for the deck's title)``
-ArraySource = Callable[[argparse.Namespace], tuple[np.ndarray, Any, str]]
+#: ``array_source(args) -> (G (rows, cols) uS, Spot or None, hardware config, name for the deck's title)``
+ArraySource = Callable[[argparse.Namespace], tuple[np.ndarray, Any, Any, str]]
 
 
 def run_netlist(args: argparse.Namespace, array_source: ArraySource | None = None) -> int:
@@ -263,14 +267,21 @@ def run_netlist(args: argparse.Namespace, array_source: ArraySource | None = Non
     ``array_source``: the array of a source that :func:`add_netlist_arguments`' ``more_sources``
     added (used when neither ``--g`` nor ``--tile`` is given); its config gives the wires and
     ``array.v_read``, so ``--config`` is not loaded a second time."""
-    from crossbar.io import write_text
+    from crossbar.io import check_outputs, write_text
     from crossbar.parasitics import effective_matrix
 
+    inputs = {f"--{k}": getattr(args, k, None) for k in ("g", "v", "tile", "checkpoint", "data")}
+    if args.config and Path(args.config).exists():
+        inputs["--config"] = args.config
+    check_outputs({"--out": (args.out, "file"), "--expect": (args.expect, "file")}, inputs)
+    if args.expect and Path(args.expect).resolve() == Path(args.out).resolve():
+        raise CrossbarInputError(f"--expect {args.expect!r} is also --out: give two files")
     v_read = 0.2
     base = Wires()
     config_done = False
+    spot = None
     if args.tile:
-        g, cfg = tile_array(args.tile, args.instance, args.block, args.polarity)
+        g, spot, cfg = tile_array(args.tile, args.instance, args.block, args.polarity)
         base, v_read = Wires.of(cfg.array.wires), cfg.array.v_read
         name = f"{Path(args.tile).name} instance {args.instance} block {args.block} {args.polarity}"
     elif args.g:
@@ -279,7 +290,7 @@ def run_netlist(args: argparse.Namespace, array_source: ArraySource | None = Non
     else:
         if array_source is None:
             raise CrossbarInputError("give the array with --g CSV or --tile H5")
-        g, cfg, name = array_source(args)
+        g, spot, cfg, name = array_source(args)
         base, v_read = Wires.of(cfg.array.wires), cfg.array.v_read
         config_done = True
     if args.config and not config_done:
@@ -295,20 +306,32 @@ def run_netlist(args: argparse.Namespace, array_source: ArraySource | None = Non
                 raise CrossbarInputError(f"--{field.replace('_', '-')} {value!r}: must be a finite resistance >= 0 ohm")
             over[field] = value
     wires = Wires.of(base, **over)
-    v = _read_csv(args.v, "v") if args.v else np.full((1, g.shape[0]), v_read)
+    roles = spot.row_roles() if spot is not None else ["weight"] * g.shape[0]
+    # the MVM: the weight rows at v_read, an NL-ADC's ramp and bias rows at 0 V (not driven)
+    default_v = np.array([[v_read if role == "weight" else 0.0 for role in roles]])
+    v = _read_csv(args.v, "v") if args.v else default_v
     if v.shape[1] != g.shape[0]:
         raise CrossbarInputError(
             f"--v: {v.shape[1]} columns, but the array has {g.shape[0]} rows (one voltage per row)"
         )
-    write_text(
-        args.out, netlist_text(g, v, wires, title=f"crossbar netlist of {name}", output_prefix=Path(args.out).stem)
-    )
+    deck = netlist_text(g, v, wires, title=f"crossbar netlist of {name}", output_prefix=Path(args.out).stem)
+    expect = None
     if args.expect:
         cur = v @ np.asarray(effective_matrix(g, wires))
-        lines = "\n".join(",".join(_FMT.format(x) for x in row) for row in cur)
-        write_text(args.expect, lines + "\n")
+        expect = "\n".join(",".join(_FMT.format(x) for x in row) for row in cur) + "\n"
+    write_text(args.out, deck)  # (both computed first: a failure writes neither)
+    if expect is not None:
+        write_text(args.expect, expect)
     print(
         f"wrote {args.out}: {g.shape[0]} x {g.shape[1]} array, {v.shape[0]} operating point(s); "
         f"run `ngspice -b {Path(args.out).name}` in its folder"
     )
+    if spot is not None and spot.extra_count:
+        a, b = spot.first_extra, spot.first_extra + spot.extra_count - 1
+        print(
+            f"rows {spot.first_row}..{spot.first_row + spot.rows - 1}: weights; rows {a}..{b}: the NL-ADCs' bias "
+            f"and ramp devices, which load the bit lines during the MVM (default --v: 0 V there)"
+        )
+    if spot is not None and spot.ramp_cols:
+        print(f"bit lines {', '.join(map(str, spot.ramp_cols))}: shared ramps (their own integrators)")
     return 0

@@ -42,6 +42,7 @@ Three exact solvers of these nodal equations (the tests run every case through e
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import threading
@@ -72,10 +73,13 @@ class Wires:
     r_access: float = 0.0  # access transistor in series with every cell
 
     def __post_init__(self):
-        for f in fields(self):
+        for f in fields(self):  # any real number (numpy's too), not a bool nor a string; kept as float
             v = getattr(self, f.name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (
+                isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v) and v >= 0
+            ):
                 raise CrossbarInputError(f"{f.name} = {v!r}: a wire resistance must be a finite number >= 0 ohm")
+            object.__setattr__(self, f.name, float(v))
 
     @property
     def ideal(self) -> bool:
@@ -93,8 +97,8 @@ class Wires:
         keyword arguments, or None (ideal)."""
         if isinstance(wires, Wires) and not kw:
             return wires
-        values = {f.name: float(getattr(wires, f.name, 0.0)) for f in fields(cls)} if wires is not None else {}
-        values.update({k: float(v) for k, v in kw.items()})
+        values = {f.name: getattr(wires, f.name, 0.0) for f in fields(cls)} if wires is not None else {}
+        values.update(kw)
         return cls(**values)
 
 

@@ -412,7 +412,7 @@ def _netlist_checkpoint_arguments(src, parser: argparse.ArgumentParser) -> None:
 
 
 def _netlist_checkpoint_array(args: argparse.Namespace):
-    """(G uS, config, title) of one physical array of ``--layer`` of ``--checkpoint``, programmed for
+    """(G uS, Spot, config, title) of one physical array of ``--layer`` of ``--checkpoint``, programmed for
     ``--config`` as ``crossbar export`` programs it (:func:`_analog_model_for`, then instance
     ``--instance`` alone, seeded with ``--seed`` or the config's seed)."""
     from crossbar.netlist import programmed_array
@@ -440,13 +440,13 @@ def _netlist_checkpoint_array(args: argparse.Namespace):
         program(ana, seed, 1, first=args.instance)
         local = 0
     tile = mats[args.layer].tile
-    g = programmed_array(tile, local, args.block, args.polarity)
+    g, spot = programmed_array(tile, local, args.block, args.polarity)
     seed = analog_layers(ana)[0][1]._program_args[0]
     name = (
         f"{Path(args.checkpoint).name} {args.layer} under {tile.config.name} instance {args.instance} "
         f"(seed {seed}) block {args.block} {args.polarity}"
     )
-    return g, tile.config, name
+    return g, spot, tile.config, name
 
 
 def _cmd_netlist(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 against ngspice fixtures, invariants, and the r = 0 limit."""
 
 import argparse
+import math
 import shutil
 from pathlib import Path
 
@@ -561,8 +562,9 @@ def test_offset_tile_with_a_reference_per_array_uses_each_arrays_own():
     # the netlist of an array writes the same array (its own reference column last)
     from crossbar.netlist import programmed_array
 
-    g = programmed_array(t, 1, "1,2", "pos")
+    g, spot = programmed_array(t, 1, "1,2", "pos")
     assert np.array_equal(g, torch.cat([t.g_pos[1, 16:31, 16:20], per_block[2][1, 16:31]], 1).numpy())
+    assert spot.extra_count == 0 and spot.row_roles() == ["weight"] * 15
 
 
 def test_tile_read_noise_is_attenuated():
@@ -712,6 +714,61 @@ def test_netlist_of_a_saved_tile_array(tmp_path):
         )
 
 
+@pytest.mark.parametrize("ramp_rows", ["near_sense", "far_sense"])
+@pytest.mark.parametrize("shared_column", ["near_driver", "far_driver"])
+def test_netlist_array_is_the_array_the_simulator_solves(ramp_rows, shared_column):
+    """With NL-ADC devices on a tile's arrays (ramp and bias rows on the last row block, a shared
+    ramp's bit line), the netlist's array is the one the simulator solves: its T gives the tile's
+    effective weight and NL-ADC conductances (the deck leaves no load out)."""
+    from crossbar.netlist import programmed_array
+
+    t = _tile(r_wl=1.0, r_bl=2.0, r_sense=3.0, ramp_rows=ramp_rows, shared_ramp_column=shared_column)
+    gen = torch.Generator().manual_seed(4)
+    cols = torch.arange(16, 20)
+    t.set_extra_devices(None, rows={cols: torch.rand(2, 3, 4, generator=gen, dtype=torch.float64) * 50 + 1})
+    t.set_extra_devices(None, cols={"ramp": (2, torch.rand(2, 3, generator=gen, dtype=torch.float64) * 50 + 1)})
+    t_pos, t_neg, t_extra, t_cols = t.effective_conductances()
+    g, spot = programmed_array(t, 1, "1,2", "pos")
+    assert g.shape == (15 + 3, 4 + 1) and spot.extra_count == 3 and len(spot.ramp_cols) == 1
+    assert spot.row_roles().count("nl_adc") == 3
+    tt = effective_matrix(g, Wires(r_wl=1.0, r_bl=2.0, r_sense=3.0))
+    r0, c0 = spot.first_row, spot.first_col
+    assert np.allclose(tt[r0 : r0 + 15, c0 : c0 + 4], t_pos[1, 16:31, 16:20].numpy(), rtol=1e-12)
+    fe = spot.first_extra
+    assert np.allclose(tt[fe : fe + 3, c0 : c0 + 4], t_extra[1, :, 16:20].numpy(), rtol=1e-12)
+    assert np.allclose(tt[fe : fe + 3, spot.ramp_cols[0]], t_cols["ramp"][1].numpy(), rtol=1e-12)
+    g_other, spot_other = programmed_array(t, 1, "0,2", "pos")  # not the last row block: weights only
+    assert g_other.shape == (16, 4) and spot_other.extra_count == 0
+
+
+def test_netlist_outputs_are_checked_before_any_work(tmp_path):
+    g = _g(4, 3)
+    np.savetxt(tmp_path / "g.csv", g, delimiter=",")
+    before = (tmp_path / "g.csv").read_bytes()
+    parser = add_netlist_arguments(argparse.ArgumentParser())
+    (tmp_path / "folder.cir").mkdir()
+    cases = [
+        (["--out", str(tmp_path / "g.csv")], "is the input --g"),
+        (["--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "g.csv")], "is the input --g"),
+        (["--out", str(tmp_path / "folder.cir")], "is a folder"),
+        (["--out", str(tmp_path / "a.cir"), "--expect", str(tmp_path / "a.cir")], "is also --out"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(CrossbarInputError, match=message):
+            run_netlist(parser.parse_args(["--g", str(tmp_path / "g.csv"), "--r-wl", "1", *argv]))
+        assert not (tmp_path / "a.cir").exists()
+    assert (tmp_path / "g.csv").read_bytes() == before
+
+
+def test_column_currents_takes_numpy_scalar_resistances():
+    g, v = _g(4, 3), _v(2, 4)
+    ref = column_currents(g, v, 1.0, 2.0, 3.0)
+    assert np.array_equal(column_currents(g, v, np.float32(1), np.int64(2), np.float64(3)), ref)
+    for bad in (True, "1", -1.0, math.nan):
+        with pytest.raises(CrossbarInputError, match="r_wl"):
+            column_currents(g, v, bad, 2.0)
+
+
 # ------------------------------------------------------------------ netlist of a checkpoint's array
 @pytest.fixture(scope="module")
 def kws_checkpoint(tmp_path_factory):
@@ -768,6 +825,25 @@ def test_netlist_of_a_checkpoint_array_is_the_exported_chip(kws_checkpoint, caps
     assert (g > 0).all()
     expected = column_currents(g, np.full((1, rows), 0.2), 1.0, 2.0)
     assert np.allclose(np.loadtxt(cur, delimiter=",", ndmin=2), expected, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # random calibration features: DAC clipping warnings
+def test_netlist_of_a_checkpoint_array_with_wires_carries_the_nladc_rows(kws_checkpoint, capsys):
+    """Under a config with wires the NL-ADCs' ramp and bias devices sit on the LSTM's array (the
+    last row block): the deck has their rows, at 0 V by default, as the simulator solves it."""
+    from rnn_models.cli import main
+
+    tmp = kws_checkpoint
+    deck, cur = tmp / "wired.cir", tmp / "wired.csv"
+    argv = ["netlist", "--checkpoint", str(tmp / "k.pt"), "--config", "rram_nladc_5b_wires16nm"]
+    assert main([*argv, "--layer", "lstm/_l0", "--out", str(deck), "--expect", str(cur)]) == 0
+    out = capsys.readouterr().out
+    rows = int(out.split("wrote ")[1].split(": ")[1].split(" x ")[0])
+    assert rows > 40 + 8 + 1  # the weight rows (inputs, h, bias) and the NL-ADC rows below them
+    assert f"rows 0..48: weights; rows 49..{rows - 1}: the NL-ADCs' bias and ramp devices" in out
+    text = deck.read_text()
+    assert "VIN48 " in text and f"VIN{rows - 1} " in text
+    assert np.loadtxt(cur, delimiter=",", ndmin=2).shape == (1, 32)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
