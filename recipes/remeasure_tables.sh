@@ -56,8 +56,8 @@ run b kws_gsc12_digital $C evaluate kws --data $GSC --split dev --config rram_nl
 run b kws_fsdd $C evaluate kws --checkpoint checkpoints/kws_fsdd.pt --data ../shared/data/fsdd --split dev --config rram_nladc_5b --mc 10 --sweep bits=3,4,5,8 --out "$R/kws_fsdd" --threads 1 # 1.7 min
 run b device_fit_techB $C evaluate kws --data $GSC --split dev --config results/device_fit/rram_techB_1e4s.json --mc 5 --json "$R/kws_gsc_dev_techB_1e4s.json" --threads 1
 run b device_fit_preset $C evaluate kws --data $GSC --split dev --config rram_nladc_5b --mc 5 --json "$R/kws_gsc_dev_preset.json" --threads 1
-run b ir_kws_128 $P scripts/ir_drop_kws.py --size 128 --r 0,0.3,1,2,5 --mc 3 # 2 min
-run b ir_kws_64 $P scripts/ir_drop_kws.py --size 64 --r 0,0.3,1,2,5 --mc 3 # 2 min
+run b ir_kws_128 $P scripts/ir_drop_kws.py --size 128 --r 0,0.1,0.3,1,2,5 --mc 3 # 2.5 min
+run b ir_kws_64 $P scripts/ir_drop_kws.py --size 64 --r 0,0.1,0.3,1,2,5 --mc 3 # 2.5 min
 run b ir_kws_base3 $P scripts/ir_drop_kws.py --r 0 --mc 3
 run b ir_kws_r1 $P scripts/ir_drop_kws.py --r 1 --mc 3
 run b ir_kws_access $P scripts/ir_drop_kws.py --r 0 --mc 3 --r-access 2500
