@@ -4,7 +4,8 @@ On CPU in float32 the weights are packed once for oneDNN and every product runs 
 ``torch.ops.mkldnn._linear_pointwise`` -- the kernel torch's own compiler (inductor) uses for
 linear layers on CPU.  On this project's shapes it is 1.7-2.7x faster than ``torch.bmm``
 (``benchmarks/component_speed.py`` on the 2-core AMD EPYC machine: 37 vs 64 us for
-64 x 169 @ 169 x 512, 108 vs 294 us for 32 x 435 @ 435 x 1536) and gives bit-identical results
+64 x 169 @ 169 x 512, 108 vs 294 us for 32 x 435 @ 435 x 1536; not on every CPU: on a 2-core Intel
+Xeon it took 57 vs 38 us and 166 vs 170 us, docs/speed.md) and gives bit-identical results
 when called again, for any subset of the rows and any thread count (tested).  Everywhere else --
 CUDA, float64, tensors that require grad, a torch without these ops -- it is ``torch.bmm``.  The
 reference path and the fast path of the layers both multiply through the same
