@@ -40,6 +40,21 @@ def save_checkpoint(path: str | Path, task: str, arch: dict, model: torch.nn.Mod
     return torch_save(payload, path)
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(..., weights_only=True)`` refused a file, in one line.  torch's own message
+    for a refused pickle is a paragraph that suggests ``weights_only=False``, which this project
+    never does; only its reason is kept."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        reason = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+        return (
+            "not a torch file, or it holds objects a weights-only load refuses: "
+            f"{one_line(reason.strip(), 160)}"
+        )
+    return f"{type(exc).__name__}: {one_line(exc, 200)}"
+
+
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
     """Read and check a checkpoint (``weights_only=True``: nothing in it is executed)."""
     path = Path(path)
@@ -49,8 +64,7 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or holds disallowed objects
         raise CrossbarInputError(
-            f"checkpoint {str(path)!r} cannot be read as a crossbar checkpoint "
-            f"({type(exc).__name__}: {one_line(exc, 200)})"
+            f"checkpoint {str(path)!r} cannot be read as a crossbar checkpoint ({_load_failure(exc)})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CrossbarInputError(f"checkpoint {str(path)!r} is not a {FORMAT} file")

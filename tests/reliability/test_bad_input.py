@@ -124,6 +124,11 @@ CASES = [  # id, argv (with {t} = the world folder), part of the one-line messag
         "cannot be read as a crossbar checkpoint",
     ),
     (
+        "text-as-checkpoint",  # torch's refusal paragraph (it suggests weights_only=False) is cut to its reason
+        "evaluate kws --checkpoint {t}/files/binary.csv --data {t}/gsc --config ideal",
+        "not a torch file, or it holds objects a weights-only load refuses: Unsupported operand",
+    ),
+    (
         "meta-missing",
         "evaluate kws --checkpoint {t}/files/nosettings.pt --data {t}/gsc --config ideal",
         "meta entry 'settings' is missing",
