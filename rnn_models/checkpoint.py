@@ -48,10 +48,8 @@ def _load_failure(exc: Exception) -> str:
     marker = "WeightsUnpickler error:"
     if marker in text:
         reason = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
-        return (
-            "not a torch file, or it holds objects a weights-only load refuses: "
-            f"{one_line(reason.strip(), 160)}"
-        )
+        reason = " ".join(reason.split())[:160]
+        return f"not a torch file, or it holds objects a weights-only load refuses: {reason}"
     return f"{type(exc).__name__}: {one_line(exc, 200)}"
 
 
