@@ -88,8 +88,9 @@ if numba is not None:
 
     @kernel
     def _scratch(conv):  # pragma: no cover - compiled
-        """Work rows of one matrix's conversion (a call's own: calls run on threads): counters,
-        scaled outputs, variances, noisy inputs, normals and converted values."""
+        """Work arrays of :func:`_convert_rows` for one matrix (a call's own: calls run on threads):
+        counters, scaled outputs, variances, noisy inputs and normals of one row, and the converted
+        values of a block of rows (BLOCK, C)."""
         n = conv[12].shape[0]
         return (
             np.empty_like(conv[12]),
@@ -97,42 +98,57 @@ if numba is not None:
             np.zeros_like(conv[14]),
             np.empty_like(conv[15]),
             np.empty(n, conv[13].dtype),
-            np.empty(n, conv[13].dtype),
+            np.empty((BLOCK, n), conv[13].dtype),
         )
 
-    @kernel(inline=True)
-    def _convert_row(yr, vr, v_bits, bits, z, m, conv, v2, out, scratch):  # pragma: no cover - compiled
-        """One (instance ``m``, batch row) of one matrix: output scaling, variance (from ``vr``, or
-        with ``bits`` from the bfloat16 product's bits ``v_bits``), every column's NL-ADC, values
-        into ``out``; returns how many (noise-free) outputs a linear readout saturates.  ``conv``:
-        the matrix's converter (``_Matrix.converter``, read only); ``scratch``: :func:`_scratch` of
-        it; ``z``: the row's normals in column order."""
+    # One call per block of rows, not per row: every array a kernel binds (an argument, an element
+    # of a tuple such as the converter's ~20 arrays) has its reference count changed atomically on
+    # entry and exit, which cost 44 % of the LSTM kernel's time with ideal readouts on an Intel
+    # Xeon when the converter was bound per row (docs/speed.md).
+    @kernel
+    def _convert_rows(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, scratch):  # pragma: no cover
+        """Rows r0..r0+nb-1 (nb <= BLOCK) of one matrix's step products (the signal ``y``; the
+        variance ``v`` or, with ``bits``, the bfloat16 product's bits ``v_bits``) through its
+        converter ``conv`` (``_Matrix.converter``, read only), row by row: the row's normals
+        (``key``: the instance's two key words, uint64; ``read``, ``step``, ``row0 + r``: the
+        counter, as the reference draws them), the tile's output scaling and variance, every
+        column's converter; the values land in ``scratch[5][i]`` (``scratch``: :func:`_scratch` of
+        ``conv``).  Returns how many (noise-free) outputs a linear readout saturates."""
         (has_var, scale, drift, vgain, t_kc, read_var, noisy, cmp2, values, lin_lo, lin_hi, linear) = conv[:12]
-        cnt, y_all, v_all, yn = scratch[:4]
-        n_cols = yr.shape[0]
+        ideal, runs = conv[21], conv[22]
+        cnt, y_all, v_all, yn, z, out = scratch
+        n_cols = y.shape[1]
         d, vgm = drift[m], vgain[m]
-        for k in range(n_cols):  # the tile's output scaling
-            y_all[k] = _column_output(yr[k], scale, d)
-        if has_var:  # and read-noise variance
-            if bits:  # the bfloat16 product's result
-                for k in range(n_cols):
-                    v_all[k] = _output_variance(bfloat16_value(v_bits[k]), vgm)
-            else:
-                for k in range(n_cols):
-                    v_all[k] = _output_variance(vr[k], vgm)
+        v2 = y.dtype.type(1.0)
         saturated = 0
-        if linear:
+        for i in range(nb):
+            r = r0 + i
+            yr, o = y[r], out[i]
+            if noisy:
+                normal_row(z, key[0], key[1], read, step, np.uint64(row0 + r))
+            for k in range(n_cols):  # the tile's output scaling
+                y_all[k] = _column_output(yr[k], scale, d)
+            if has_var:  # and read-noise variance
+                if bits:  # the bfloat16 product's result
+                    vb = v_bits[r]
+                    for k in range(n_cols):
+                        v_all[k] = _output_variance(bfloat16_value(vb[k]), vgm)
+                else:
+                    vr = v[r]
+                    for k in range(n_cols):
+                        v_all[k] = _output_variance(vr[k], vgm)
+            if linear:
+                for k in range(n_cols):
+                    saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
+            if ideal:  # ideal converters: the read noise, then the digital unit's f
+                _functions(y_all, v_all, z, noisy, runs, o)
+                continue
+            count_below(t_kc[m], y_all, cnt)
+            if noisy:
+                noisy_input(y_all, cnt, read_var[m], v_all, z, v2, cmp2, has_var, yn)
+                count_below(t_kc[m], yn, cnt)
             for k in range(n_cols):
-                saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
-        if conv[21]:  # ideal converters: the read noise, then the digital unit's f
-            _functions(y_all, v_all, z, noisy, conv[22], out)
-            return saturated
-        count_below(t_kc[m], y_all, cnt)
-        if noisy:
-            noisy_input(y_all, cnt, read_var[m], v_all, z, v2, cmp2, has_var, yn)
-            count_below(t_kc[m], yn, cnt)
-        for k in range(n_cols):
-            out[k] = values[k, cnt[k]]
+                o[k] = values[k, cnt[k]]
         return saturated
 
     @kernel(inline=True)
@@ -155,28 +171,6 @@ if numba is not None:
                 for k in range(n):
                     os[k] = ys[k]
 
-    @kernel(inline=True)
-    def _convert_noisy_row(yr, vr, v_bits, bits, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
-        """:func:`_convert_row` with the row's normals drawn first (``key``: the instance's two
-        key words, uint64; ``read``, ``step``, ``row``: the counter, as the reference draws them)."""
-        z = scratch[4]
-        if conv[6]:
-            normal_row(z, key[0], key[1], read, step, row)
-        return _convert_row(yr, vr, v_bits, bits, z, m, conv, yr.dtype.type(1.0), out, scratch)
-
-    # Inlined into the LSTM's row loop (a call passes the converter's tuple of arrays and counts
-    # references to each: 20 % of the ideal readouts' step); the GRU, which converts three
-    # matrices per row, calls one compiled copy (inlined three times its kernels took 3x longer
-    # to compile)
-    @kernel
-    def _convert_product_row(prod, bits, r, key, read, step, row, m, conv, out, scratch):  # pragma: no cover
-        """:func:`_convert_noisy_row` of row ``r`` of a matrix's step products ``prod`` (signal,
-        variance, variance bits: the row of whichever of the last two ``bits`` says is real)."""
-        y, v, v_bits = prod
-        return _convert_noisy_row(
-            y[r], v[r if not bits else 0], v_bits[r if bits else 0], bits, key, read, step, row, m, conv, out, scratch
-        )
-
     @kernel
     def _block_scratch(conv):  # pragma: no cover - compiled
         """Work arrays of :func:`_convert_block`: scaled outputs, variances, normals and values of a
@@ -193,7 +187,7 @@ if numba is not None:
     def _convert_block(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, blk):  # pragma: no cover
         """Rows r0..r0+nb-1 (nb <= BLOCK) of one matrix's products through the vector block kernel
         (:func:`crossbar.periphery.kernels.convert_block`): the tile's output scaling and variance
-        and each row's normals (as :func:`_convert_noisy_row`) into the block's rows, then every
+        and each row's normals (as :func:`_convert_rows`) into the block's rows, then every
         column's NL-ADC; the values land in ``blk[3]``.  Returns the saturated conversions of a
         linear readout."""
         (has_var, scale, drift, vgain, _t, _rv, noisy, _c, _val, lin_lo, lin_hi, linear) = conv[:12]
@@ -361,15 +355,16 @@ if numba is not None:
                     )  # fmt: skip
             return clipped
         scratch = _scratch(conv)
-        a = scratch[5]
-        for r in range(y.shape[0]):
-            vr, vb = v[r if not bits else 0], v_bits[r if bits else 0]
-            _convert_noisy_row(y[r], vr, vb, bits, key, read, step, np.uint64(row0 + r), m, conv, a, scratch)
-            _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], fc, fc_step, fc_lo, fc_hi)
-            clipped += _lstm_hidden_row(
-                o[r], c[r], fh, fh_step, fh_lo, fh_hi, h_out[r], _row_of(wl, r), n_x, dac,
-                _next_of(nxt, r, has_next), has_next,
-            )  # fmt: skip
+        for r0 in range(0, y.shape[0], BLOCK):
+            nb = min(BLOCK, y.shape[0] - r0)
+            _convert_rows(y, v, v_bits, bits, r0, nb, key, read, step, row0, m, conv, scratch)
+            for i in range(nb):
+                r, a = r0 + i, scratch[5][i]
+                _lstm_cell_row(a[:hidden], a[hidden:h2], a[h2:h3], a[h3:], c[r], o[r], fc, fc_step, fc_lo, fc_hi)
+                clipped += _lstm_hidden_row(
+                    o[r], c[r], fh, fh_step, fh_lo, fh_hi, h_out[r], _row_of(wl, r), n_x, dac,
+                    _next_of(nxt, r, has_next), has_next,
+                )  # fmt: skip
         return clipped
 
     @kernel
@@ -509,23 +504,23 @@ if numba is not None:
                     counts[1] += b
             return counts
         s_rz, s_nx, s_nh = _scratch(convs[0]), _scratch(convs[1]), _scratch(convs[2])
-        for r in range(h.shape[0]):
-            row = np.uint64(row0 + r)
-            rz, nx, nh = s_rz[5], s_nx[5], s_nh[5]
-            _convert_product_row(prods[0], wls[0][3], r, keys[0], reads[0], step, row, m, convs[0], rz, s_rz)
-            counts[2] += _convert_product_row(
-                prods[1], wls[1][3], r, keys[1], reads[1], step, row, m, convs[1], nx, s_nx
-            )
-            counts[3] += _convert_product_row(
-                prods[2], wls[2][3], r, keys[2], reads[2], step, row, m, convs[2], nh, s_nh
-            )
-            _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[r], z_gate[r], *fixed_c)
-            a, b = _gru_hidden_row(
-                z_gate[r], pre[r], h[r], *fixed_h, h_out[r], _row_of(wls[0], r), dacs[0], _row_of(wls[2], r), dacs[2],
-                _row_of(wls[1], r), n_x, _next_of(nxts[0], r, has_next), _next_of(nxts[1], r, has_next), has_next,
-            )  # fmt: skip
-            counts[0] += a
-            counts[1] += b
+        (y0, v0, w0), (y1, v1, w1), (y2, v2, w2) = prods
+        for r0 in range(0, h.shape[0], BLOCK):
+            nb = min(BLOCK, h.shape[0] - r0)
+            _convert_rows(y0, v0, w0, wls[0][3], r0, nb, keys[0], reads[0], step, row0, m, convs[0], s_rz)
+            counts[2] += _convert_rows(y1, v1, w1, wls[1][3], r0, nb, keys[1], reads[1], step, row0, m, convs[1], s_nx)
+            counts[3] += _convert_rows(y2, v2, w2, wls[2][3], r0, nb, keys[2], reads[2], step, row0, m, convs[2], s_nh)
+            for i in range(nb):
+                r = r0 + i
+                rz, nx, nh = s_rz[5][i], s_nx[5][i], s_nh[5][i]
+                _gru_candidate_row(rz[:hidden], rz[hidden:], nx, nh, pre[r], z_gate[r], *fixed_c)
+                a, b = _gru_hidden_row(
+                    z_gate[r], pre[r], h[r], *fixed_h, h_out[r], _row_of(wls[0], r), dacs[0], _row_of(wls[2], r),
+                    dacs[2], _row_of(wls[1], r), n_x, _next_of(nxts[0], r, has_next), _next_of(nxts[1], r, has_next),
+                    has_next,
+                )  # fmt: skip
+                counts[0] += a
+                counts[1] += b
         return counts
 
     @kernel
@@ -842,7 +837,7 @@ class _Matrix:
         self.ranges = [ro.linear_range() for ro in self.mat.readouts]
 
     def _kernel_readouts(self, ty, m_count: int) -> None:
-        """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_row`` reads
+        """KERNEL mode: the column groups' NL-ADCs merged in column order, as ``_convert_rows`` reads
         them (built once per programming and kept on the matrix)."""
         tile, ros = self.mat.tile, self.mat.readouts
         designs = tuple(
