@@ -60,6 +60,7 @@ def main(argv=None) -> int:
             f"  {shape}: {b}x{k} @ {k}x{c}  torch.bmm {t_bmm:8.1f} us   PreparedMatmul ({prepared.backend}) "
             f"{t_prep:8.1f} us   {t_bmm / t_prep:5.2f}x faster"
         )
+        mkl_packed(prepared, w, x, t_prep, args.repeats)
         inp, hidden = {"kws": (40, 128), "lm": (50, 384)}[shape]
         lstm = torch.nn.LSTM(inp, hidden).eval()
         seq = torch.randn(100, b, inp, generator=g)
@@ -145,6 +146,38 @@ def openblas_in_numba(repeats: int) -> None:
             f"  {shape}: {b}x{k} @ {k}x{c}  sgemm on 1 / 2 numba threads {took[0]:7.1f} / {took[1]:7.1f} us   "
             f"PreparedMatmul ({prepared.backend}) {t_prep:7.1f} us   largest difference {diff:.1e}"
         )
+
+
+def mkl_packed(prepared: PreparedMatmul, w: torch.Tensor, x: torch.Tensor, t_prep: float, repeats: int) -> None:
+    """MKL's packed product (``torch.ops.mkl._mkl_linear``, a candidate backend; not used by the
+    simulator): its time, and whether it equals the prepared product bit for bit on the whole
+    batch, on each half of the rows (the fast path multiplies row parts) and on one thread."""
+    ops = getattr(torch.ops, "mkl", None)
+    if ops is None or not hasattr(ops, "_mkl_linear") or not torch.backends.mkl.is_available():
+        print("        MKL packed product: not in this torch build")
+        return
+    b = x.shape[1]
+    wt = w[0].t().contiguous()
+    packed = {n: ops._mkl_reorder_linear_weight(wt, n) for n in {b, b // 2, b - b // 2}}
+
+    def mkl(rows: torch.Tensor) -> torch.Tensor:
+        return ops._mkl_linear(rows, packed[rows.shape[0]], wt, None, rows.shape[0])
+
+    t_mkl = median_seconds(lambda: mkl(x[0]), repeats) * 1e6
+    ref, own = prepared(x)[0], mkl(x[0])
+    halves = torch.cat([mkl(x[0, : b // 2]), mkl(x[0, b // 2 :])])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one_thread = mkl(x[0])
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"        MKL packed product {t_mkl:8.1f} us ({t_prep / t_mkl:4.2f}x the prepared product's speed); "
+        f"bit for bit: the prepared product's {torch.equal(own, ref)} (largest difference "
+        f"{(own - ref).abs().max().item():.1e}), its own by halves {torch.equal(halves, own)}, "
+        f"on one thread {torch.equal(one_thread, own)}"
+    )
 
 
 def fused_kernel_us(preset: str, repeats: int) -> float | None:
