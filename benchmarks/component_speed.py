@@ -150,8 +150,9 @@ def openblas_in_numba(repeats: int) -> None:
 
 def mkl_packed(prepared: PreparedMatmul, w: torch.Tensor, x: torch.Tensor, t_prep: float, repeats: int) -> None:
     """MKL's packed product (``torch.ops.mkl._mkl_linear``, a candidate backend; not used by the
-    simulator): its time, and whether it equals the prepared product bit for bit on the whole
-    batch, on each half of the rows (the fast path multiplies row parts) and on one thread."""
+    simulator): its time, and whether it equals the prepared product bit for bit, and itself on
+    each half of the rows, row by row (the layers multiply row parts of any size) and on one
+    thread."""
     ops = getattr(torch.ops, "mkl", None)
     if ops is None or not hasattr(ops, "_mkl_linear") or not torch.backends.mkl.is_available():
         print("        MKL packed product: not in this torch build")
@@ -166,6 +167,8 @@ def mkl_packed(prepared: PreparedMatmul, w: torch.Tensor, x: torch.Tensor, t_pre
     t_mkl = median_seconds(lambda: mkl(x[0]), repeats) * 1e6
     ref, own = prepared(x)[0], mkl(x[0])
     halves = torch.cat([mkl(x[0, : b // 2]), mkl(x[0, b // 2 :])])
+    packed[1] = ops._mkl_reorder_linear_weight(wt, 1)
+    rows = torch.cat([mkl(x[0, i : i + 1]) for i in range(b)])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -176,7 +179,7 @@ def mkl_packed(prepared: PreparedMatmul, w: torch.Tensor, x: torch.Tensor, t_pre
         f"        MKL packed product {t_mkl:8.1f} us ({t_prep / t_mkl:4.2f}x the prepared product's speed); "
         f"bit for bit: the prepared product's {torch.equal(own, ref)} (largest difference "
         f"{(own - ref).abs().max().item():.1e}), its own by halves {torch.equal(halves, own)}, "
-        f"on one thread {torch.equal(one_thread, own)}"
+        f"row by row {torch.equal(rows, own)}, on one thread {torch.equal(one_thread, own)}"
     )
 
 
