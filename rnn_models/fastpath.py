@@ -86,6 +86,33 @@ if numba is not None:
     # bfloat16 bits, whether the variance product reads those bits);
     # the DAC settings as ``dac`` = (full scales, quantise?, x_max, DAC step, row gains, gained?).
 
+    @kernel(inline=True)
+    def _scaled_row(
+        y, v, v_bits, bits, r, has_var, scale, d, vgm, linear, lin_lo, lin_hi, y_out, v_out
+    ):  # pragma: no cover
+        """Row ``r`` of one matrix's step products through the tile's output scaling into ``y_out``
+        and (``has_var``) its read-noise variance into ``v_out`` -- from the variance ``v`` or, with
+        ``bits``, the bfloat16 product's bits ``v_bits``; returns how many (noise-free) outputs a
+        ``linear`` readout saturates.  Both conversion kernels start a row with it."""
+        n_cols = y.shape[1]
+        yr = y[r]
+        for k in range(n_cols):
+            y_out[k] = _column_output(yr[k], scale, d)
+        if has_var:
+            if bits:  # the bfloat16 product's result
+                vb = v_bits[r]
+                for k in range(n_cols):
+                    v_out[k] = _output_variance(bfloat16_value(vb[k]), vgm)
+            else:
+                vr = v[r]
+                for k in range(n_cols):
+                    v_out[k] = _output_variance(vr[k], vgm)
+        saturated = 0
+        if linear:
+            for k in range(n_cols):
+                saturated += (y_out[k] < lin_lo) | (y_out[k] > lin_hi)
+        return saturated
+
     @kernel
     def _scratch(conv):  # pragma: no cover - compiled
         """Work arrays of :func:`_convert_rows` for one matrix (a call's own: calls run on threads):
@@ -123,23 +150,12 @@ if numba is not None:
         saturated = 0
         for i in range(nb):
             r = r0 + i
-            yr, o = y[r], out[i]
+            o = out[i]
             if noisy:
                 normal_row(z, key[0], key[1], read, step, np.uint64(row0 + r))
-            for k in range(n_cols):  # the tile's output scaling
-                y_all[k] = _column_output(yr[k], scale, d)
-            if has_var:  # and read-noise variance
-                if bits:  # the bfloat16 product's result
-                    vb = v_bits[r]
-                    for k in range(n_cols):
-                        v_all[k] = _output_variance(bfloat16_value(vb[k]), vgm)
-                else:
-                    vr = v[r]
-                    for k in range(n_cols):
-                        v_all[k] = _output_variance(vr[k], vgm)
-            if linear:
-                for k in range(n_cols):
-                    saturated += (y_all[k] < lin_lo) | (y_all[k] > lin_hi)
+            saturated += _scaled_row(
+                y, v, v_bits, bits, r, has_var, scale, d, vgm, linear, lin_lo, lin_hi, y_all, v_all
+            )
             if ideal:  # ideal converters: the read noise, then the digital unit's f
                 _functions(y_all, v_all, z, noisy, runs, o)
                 continue
@@ -197,22 +213,9 @@ if numba is not None:
         saturated = 0
         for i in range(nb):
             r = r0 + i
-            yr, yb = y[r], ys[i]
-            for k in range(n_cols):
-                yb[k] = _column_output(yr[k], scale, d)
-            if has_var:
-                vb = vs[i]
-                if bits:  # the bfloat16 product's result
-                    vr = v_bits[r]
-                    for k in range(n_cols):
-                        vb[k] = _output_variance(bfloat16_value(vr[k]), vgm)
-                else:
-                    vr = v[r]
-                    for k in range(n_cols):
-                        vb[k] = _output_variance(vr[k], vgm)
-            if linear:
-                for k in range(n_cols):
-                    saturated += (yb[k] < lin_lo) | (yb[k] > lin_hi)
+            saturated += _scaled_row(
+                y, v, v_bits, bits, r, has_var, scale, d, vgm, linear, lin_lo, lin_hi, ys[i], vs[i]
+            )
             if noisy:
                 normal_row(zs[i, :n_cols], key[0], key[1], read, step, np.uint64(row0 + r))
         convert_block(conv[17][m], conv[18][m], conv[19], ys, vs, zs, conv[20], np.float32(1.0), has_var, out)
