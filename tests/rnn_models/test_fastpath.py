@@ -98,63 +98,10 @@ def _healths(model):
     return [dict(m.health) for e in model._engines.values() for m in e.values() if hasattr(m, "health")]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize(
-    "preset, overrides",
-    [("ideal", {}), ("rram_nladc_5b", {"simulation.dtype": "float64"}), ("rram_nladc_5b", {})],
-    ids=["ideal-row-kernel", "nladc-row-kernel", "nladc-block-kernel"],
-)
-def test_batches_of_several_row_blocks_equal_the_reference(cell, preset, overrides):
-    """The kernels convert a step's rows in blocks of ``kernels.BLOCK`` (the row kernels as the
-    vector block kernel): a batch of two whole blocks and a part gives the reference's numbers."""
-    from rnn_models import AnalogGRU
-
-    batch = 2 * fastpath.BLOCK + 5
-    cfg = load_config(preset).replace(**overrides) if overrides else preset
-    cls, seq = (AnalogLSTM, "lstm_sequence") if cell == "lstm" else (AnalogGRU, "gru_sequence")
-    model = cls(12, 16, config=cfg).eval()
-    dtype = torch.float64 if overrides else torch.float32
-    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0)).to(dtype)])
-    x = (torch.randn(4, batch, 12, generator=torch.Generator().manual_seed(1)) * 2).to(dtype)
-    results = []
-    for fast in (False, True):
-        model.fast_path = fast
-        model.program(3, 1)
-        for e in model._engines.values():
-            for m in e.values():
-                if hasattr(m, "health"):
-                    m.health = {k: 0 for k in m.health}
-        calls = []
-        original = getattr(fastpath, seq)
-        setattr(fastpath, seq, lambda *a, calls=calls, original=original, **k: calls.append(1) or original(*a, **k))
-        try:
-            with torch.no_grad():
-                out, state = model(x)
-        finally:
-            setattr(fastpath, seq, original)
-        assert len(calls) == (1 if fast else 0)
-        results.append((out, state if cell == "lstm" else (state,), _healths(model)))
-    assert all(fastpath._mode(e, "chip", x[:1, :1]) == fastpath.KERNEL for e in model._engines.values())
-    (ro, rs, rh), (fo, fs, fh) = results
-    assert torch.equal(ro, fo) and all(torch.equal(a, b) for a, b in zip(rs, fs))
-    assert rh == fh and (preset == "ideal" or rh[0]["dac_total"] > 0)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("preset", ["ideal", "rram_conventional_adc_5b"])
-@pytest.mark.parametrize("instances", [1, 3])
-def test_ideal_and_conventional_adcs_take_the_fast_path_through_their_readouts(cell, preset, instances):
-    """Readouts without an NL-ADC kernel (ideal ADC, linear ramp ADC + digital f) convert through
-    their own ``convert`` inside the fast path (TORCH mode): outputs, states, draws and the
-    linear readouts' saturation counts are the reference's."""
-    from rnn_models import AnalogGRU
-
-    cls, seq = (AnalogLSTM, "lstm_sequence") if cell == "lstm" else (AnalogGRU, "gru_sequence")
-    model = cls(12, 16, num_layers=2, bidirectional=True, config=preset).eval()
-    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
-    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2
-    if instances > 1:
-        x = x.expand(instances, *x.shape)
+def _reference_and_fast(model, x, cell: str, instances: int, sequences: int) -> list[tuple]:
+    """(outputs, states, health counts) of an LSTM or GRU programmed afresh for the reference loop,
+    then for the fast path, which must take ``sequences`` layer-direction sequences."""
+    seq = "lstm_sequence" if cell == "lstm" else "gru_sequence"
     results = []
     for fast in (False, True):
         model.fast_path = fast
@@ -171,8 +118,52 @@ def test_ideal_and_conventional_adcs_take_the_fast_path_through_their_readouts(c
                 out, state = model(x)
         finally:
             setattr(fastpath, seq, original)
-        assert len(calls) == (4 if fast else 0)
+        assert len(calls) == (sequences if fast else 0)
         results.append((out, state if cell == "lstm" else (state,), _healths(model)))
+    return results
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [("ideal", {}), ("rram_nladc_5b", {"simulation.dtype": "float64"}), ("rram_nladc_5b", {})],
+    ids=["ideal-row-kernel", "nladc-row-kernel", "nladc-block-kernel"],
+)
+def test_batches_of_several_row_blocks_equal_the_reference(cell, preset, overrides):
+    """The kernels convert a step's rows in blocks of ``kernels.BLOCK`` (the row kernels as the
+    vector block kernel): a batch of two whole blocks and a part gives the reference's numbers."""
+    from rnn_models import AnalogGRU
+
+    batch = 2 * fastpath.BLOCK + 5
+    cfg = load_config(preset).replace(**overrides) if overrides else preset
+    cls = AnalogLSTM if cell == "lstm" else AnalogGRU
+    model = cls(12, 16, config=cfg).eval()
+    dtype = torch.float64 if overrides else torch.float32
+    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0)).to(dtype)])
+    x = (torch.randn(4, batch, 12, generator=torch.Generator().manual_seed(1)) * 2).to(dtype)
+    results = _reference_and_fast(model, x, cell, instances=1, sequences=1)
+    assert all(fastpath._mode(e, "chip", x[:1, :1]) == fastpath.KERNEL for e in model._engines.values())
+    (ro, rs, rh), (fo, fs, fh) = results
+    assert torch.equal(ro, fo) and all(torch.equal(a, b) for a, b in zip(rs, fs))
+    assert rh == fh and (preset == "ideal" or rh[0]["dac_total"] > 0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("preset", ["ideal", "rram_conventional_adc_5b"])
+@pytest.mark.parametrize("instances", [1, 3])
+def test_ideal_and_conventional_adcs_take_the_fast_path_through_their_readouts(cell, preset, instances):
+    """Readouts without an NL-ADC kernel (ideal ADC, linear ramp ADC + digital f) convert through
+    their own ``convert`` inside the fast path (TORCH mode): outputs, states, draws and the
+    linear readouts' saturation counts are the reference's."""
+    from rnn_models import AnalogGRU
+
+    cls = AnalogLSTM if cell == "lstm" else AnalogGRU
+    model = cls(12, 16, num_layers=2, bidirectional=True, config=preset).eval()
+    calibrate(model, [torch.randn(6, 4, 12, generator=torch.Generator().manual_seed(0))])
+    x = torch.randn(9, 5, 12, generator=torch.Generator().manual_seed(1)) * 2
+    if instances > 1:
+        x = x.expand(instances, *x.shape)
+    results = _reference_and_fast(model, x, cell, instances, sequences=4)
     x1 = torch.zeros(instances, 1, 1, 12)
     # the ideal converter's functions run in the kernels; the linear ramp ADC through its readouts
     mode = fastpath.KERNEL if preset == "ideal" else fastpath.TORCH
